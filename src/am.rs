@@ -1,0 +1,341 @@
+//! Active messages: handlers by id on a worker, `Endpoint::am_send` with a header and a payload,
+//! eager and rendezvous receive straight into a caller's buffer, and reply endpoints.
+
+use std::cell::Cell;
+use std::ops::BitOr;
+use std::sync::{Mutex, Weak};
+
+use crate::buffer::{Buf, BufMut};
+use crate::endpoint::Endpoint;
+use crate::request::{Callback, OpKind, OpParams, Request};
+use crate::status::{Error, Result, Status, check};
+use crate::sys;
+use crate::worker::{CallbackGuard, Worker, WorkerInner};
+
+/// Flags for [`Endpoint::am_send`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AmFlags(u32);
+
+impl AmFlags {
+    /// No flags: UCX picks eager or rendezvous by size.
+    pub const NONE: AmFlags = AmFlags(0);
+    /// Let the receiver reply: its handler gets [`AmMessage::reply_endpoint`].
+    pub const REPLY: AmFlags = AmFlags(sys::ucp_send_am_flags::UCP_AM_SEND_FLAG_REPLY.0);
+    /// Force the eager protocol.
+    pub const EAGER: AmFlags = AmFlags(sys::ucp_send_am_flags::UCP_AM_SEND_FLAG_EAGER.0);
+    /// Force the rendezvous protocol (the receiver pulls the payload into its buffer).
+    pub const RNDV: AmFlags = AmFlags(sys::ucp_send_am_flags::UCP_AM_SEND_FLAG_RNDV.0);
+}
+
+impl BitOr for AmFlags {
+    type Output = AmFlags;
+    fn bitor(self, rhs: AmFlags) -> AmFlags {
+        AmFlags(self.0 | rhs.0)
+    }
+}
+
+/// A registered handler with what its trampoline needs. Owned by the worker.
+pub(crate) struct AmHandlerSlot {
+    worker: Weak<WorkerInner>,
+    handler: Mutex<Box<dyn FnMut(AmMessage<'_>) + Send>>,
+}
+
+/// An active message, seen inside its handler (which runs inside `progress`).
+///
+/// The header and eager data are valid only during the handler. To keep the payload, or to
+/// receive a rendezvous payload into a buffer, call [`keep`](AmMessage::keep) or
+/// [`recv_into`](AmMessage::recv_into); otherwise it is released when the handler returns (a
+/// rendezvous sender then completes without transferring the payload).
+pub struct AmMessage<'a> {
+    worker: &'a Worker,
+    header: &'a [u8],
+    data: *mut libc::c_void,
+    length: usize,
+    attr: u64,
+    reply_ep: sys::ucp_ep_h,
+    kept: &'a Cell<bool>,
+}
+
+impl<'a> AmMessage<'a> {
+    /// The message header.
+    pub fn header(&self) -> &'a [u8] {
+        self.header
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.length
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.length == 0
+    }
+
+    /// True if the payload waits at the sender (rendezvous) and must be received into a buffer.
+    pub fn is_rendezvous(&self) -> bool {
+        self.attr & u64::from(sys::ucp_am_recv_attr_t::UCP_AM_RECV_ATTR_FLAG_RNDV.0) != 0
+    }
+
+    /// The eager payload, if it arrived with the message (not for rendezvous).
+    pub fn data(&self) -> Option<&'a [u8]> {
+        if self.is_rendezvous() {
+            return None;
+        }
+        if self.length == 0 {
+            return Some(&[]);
+        }
+        // SAFETY: for eager messages UCX passes `length` readable bytes valid during the handler.
+        Some(unsafe { std::slice::from_raw_parts(self.data as *const u8, self.length) })
+    }
+
+    /// The endpoint to answer on, when the sender used [`AmFlags::REPLY`] and the endpoint is
+    /// one of this worker's (accepted or connected) endpoints.
+    pub fn reply_endpoint(&self) -> Option<Endpoint> {
+        if self.attr & u64::from(sys::ucp_am_recv_attr_t::UCP_AM_RECV_ATTR_FIELD_REPLY_EP.0) == 0
+            || self.reply_ep.is_null()
+        {
+            return None;
+        }
+        self.worker.endpoint_by_handle(self.reply_ep)
+    }
+
+    /// The worker the message arrived on.
+    pub fn worker(&self) -> &'a Worker {
+        self.worker
+    }
+
+    /// Keeps the payload beyond the handler: rendezvous and UCX-owned eager data stay with UCX
+    /// (no copy), other eager data is copied.
+    pub fn keep(self) -> AmDesc {
+        let ucx_owned = self.is_rendezvous()
+            || self.attr & u64::from(sys::ucp_am_recv_attr_t::UCP_AM_RECV_ATTR_FLAG_DATA.0) != 0;
+        let kind = if ucx_owned {
+            self.kept.set(true);
+            DescKind::Ucx {
+                desc: self.data as usize,
+                rndv: self.is_rendezvous(),
+            }
+        } else {
+            DescKind::Copied(self.data().unwrap_or_default().to_vec())
+        };
+        AmDesc {
+            worker: self.worker.clone(),
+            length: self.length,
+            kind: Some(kind),
+        }
+    }
+
+    /// Receives the payload into `buffer` (which must be at least [`len`](AmMessage::len) bytes):
+    /// a rendezvous payload lands there directly (zero-copy over RDMA and cma).
+    pub fn recv_into<B: BufMut>(self, buffer: B) -> Result<Request<B>> {
+        self.keep().recv_into(buffer)
+    }
+}
+
+enum DescKind {
+    Ucx { desc: usize, rndv: bool },
+    Copied(Vec<u8>),
+}
+
+/// A kept AM payload: receive it with [`recv_into`](AmDesc::recv_into) (from any thread);
+/// dropping it releases it. `Send`.
+pub struct AmDesc {
+    worker: Worker,
+    length: usize,
+    kind: Option<DescKind>,
+}
+
+impl AmDesc {
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.length
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.length == 0
+    }
+
+    /// True if the payload is still at the sender (rendezvous).
+    pub fn is_rendezvous(&self) -> bool {
+        matches!(self.kind, Some(DescKind::Ucx { rndv: true, .. }))
+    }
+
+    /// Receives the payload into the first [`len`](AmDesc::len) bytes of `buffer`.
+    /// A buffer shorter than the payload fails with `ERR_MESSAGE_TRUNCATED` (payload released).
+    pub fn recv_into<B: BufMut>(mut self, mut buffer: B) -> Result<Request<B>> {
+        if buffer.len() < self.length {
+            return Err(Error::with_detail(
+                "ucp_am_recv_data_nbx",
+                Status::ERR_MESSAGE_TRUNCATED,
+                format!("payload {} bytes, buffer {}", self.length, buffer.len()),
+            ));
+        }
+        match self.kind.take().expect("an AmDesc is consumed once") {
+            DescKind::Copied(bytes) => {
+                // SAFETY: the buffer is writable for at least bytes.len() (checked above).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.as_mut_ptr(), bytes.len())
+                };
+                Ok(Request::ready(&self.worker, buffer, bytes.len()))
+            }
+            DescKind::Ucx { desc, .. } => {
+                let params = OpParams::new(Callback::Length, buffer.region().map(|r| r.memh()), 0);
+                // SAFETY: desc is the live descriptor UCX handed to the handler (kept with
+                // UCS_INPROGRESS); UCX takes it over here even on failure. The request owns the
+                // buffer until completion.
+                let ptr = unsafe {
+                    sys::ucp_am_recv_data_nbx(
+                        self.worker.handle(),
+                        desc as *mut libc::c_void,
+                        buffer.as_mut_ptr().cast(),
+                        self.length,
+                        &params.param,
+                    )
+                };
+                let length = self.length;
+                params.finish(
+                    "ucp_am_recv_data_nbx",
+                    &self.worker,
+                    ptr,
+                    buffer,
+                    length,
+                    OpKind::OtherRecv,
+                    Some(length),
+                )
+            }
+        }
+    }
+}
+
+impl Drop for AmDesc {
+    fn drop(&mut self) {
+        if let Some(DescKind::Ucx { desc, .. }) = self.kind.take() {
+            // SAFETY: a kept descriptor not handed to ucp_am_recv_data_nbx is released once.
+            unsafe { sys::ucp_am_data_release(self.worker.handle(), desc as *mut libc::c_void) };
+        }
+    }
+}
+
+unsafe extern "C" fn am_callback(
+    arg: *mut libc::c_void,
+    header: *const libc::c_void,
+    header_length: usize,
+    data: *mut libc::c_void,
+    length: usize,
+    param: *const sys::ucp_am_recv_param_t,
+) -> sys::ucs_status_t {
+    // SAFETY: arg is the worker's boxed slot, kept until the worker is destroyed.
+    let slot = unsafe { &*(arg as *const AmHandlerSlot) };
+    let Some(worker) = slot.worker.upgrade().map(Worker) else {
+        return sys::ucs_status_t::UCS_OK;
+    };
+    // SAFETY: UCX passes a valid param and header_length readable header bytes for the call.
+    let (param, header) = unsafe {
+        let header = if header_length == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(header as *const u8, header_length)
+        };
+        (&*param, header)
+    };
+    let kept = Cell::new(false);
+    let message = AmMessage {
+        worker: &worker,
+        header,
+        data,
+        length,
+        attr: param.recv_attr,
+        reply_ep: param.reply_ep,
+        kept: &kept,
+    };
+    let _guard = CallbackGuard::enter();
+    let mut handler = slot.handler.lock().unwrap_or_else(|e| e.into_inner());
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(message))).is_err() {
+        log::error!("active message handler panicked; message dropped");
+    }
+    if kept.get() {
+        sys::ucs_status_t::UCS_INPROGRESS
+    } else {
+        sys::ucs_status_t::UCS_OK
+    }
+}
+
+impl Worker {
+    /// Registers `handler` for active messages with `id` (replacing an earlier one). It runs
+    /// inside [`progress`](Worker::progress) on the progressing thread, so it must be short and
+    /// must not block; sending (e.g. a reply) from it is allowed. Register before traffic starts.
+    pub fn set_am_handler(
+        &self,
+        id: u16,
+        handler: impl FnMut(AmMessage<'_>) + Send + 'static,
+    ) -> Result<()> {
+        let slot = Box::new(AmHandlerSlot {
+            worker: self.downgrade(),
+            handler: Mutex::new(Box::new(handler)),
+        });
+        let params = sys::ucp_am_handler_param_t {
+            field_mask: u64::from(
+                sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ID.0
+                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_FLAGS.0
+                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_CB.0
+                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ARG.0,
+            ),
+            id: u32::from(id),
+            flags: sys::ucp_am_cb_flags::UCP_AM_FLAG_WHOLE_MSG.0,
+            cb: Some(am_callback),
+            arg: &*slot as *const AmHandlerSlot as *mut libc::c_void,
+        };
+        // SAFETY: the worker is live; the slot is kept by the worker until it is destroyed.
+        check("ucp_worker_set_am_recv_handler", unsafe {
+            sys::ucp_worker_set_am_recv_handler(self.handle(), &params)
+        })?;
+        self.0
+            .am_handlers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(slot);
+        Ok(())
+    }
+}
+
+impl Endpoint {
+    /// Sends an active message `id` with `header` and `payload`. Both stay owned by the request
+    /// until UCX completes the send (on UCX 1.13 the header is not copied at send time).
+    /// Large payloads go by rendezvous: the send completes once the receiver has pulled them.
+    pub fn am_send<H: Buf, B: Buf>(
+        &self,
+        id: u16,
+        header: H,
+        payload: B,
+        flags: AmFlags,
+    ) -> Result<Request<(H, B)>> {
+        let handle = self.lock_handle("ucp_am_send_nbx")?;
+        let params = OpParams::new(Callback::Send, payload.region().map(|r| r.memh()), flags.0);
+        // SAFETY: the endpoint is live under the lock; header and payload are owned by the
+        // request until UCX completes the send.
+        let ptr = unsafe {
+            sys::ucp_am_send_nbx(
+                handle.raw(),
+                u32::from(id),
+                header.as_ptr().cast(),
+                header.len(),
+                payload.as_ptr().cast(),
+                payload.len(),
+                &params.param,
+            )
+        };
+        drop(handle);
+        let len = payload.len();
+        params.finish(
+            "ucp_am_send_nbx",
+            self.worker(),
+            ptr,
+            (header, payload),
+            len,
+            OpKind::Send,
+            None,
+        )
+    }
+}

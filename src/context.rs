@@ -1,0 +1,237 @@
+//! `Context`: one UCP context (`ucp_context_h`), the features it enables and its UCX configuration.
+
+use std::ffi::{CStr, CString};
+use std::ptr;
+use std::sync::Arc;
+
+use crate::status::{Error, Result, Status, check};
+use crate::sys;
+
+/// UCX configuration swucx sets unless the environment already sets the same `UCX_<KEY>`:
+/// - shared memory keeps working between processes when peer-failure handling is on
+///   (without these, UCX silently drops posix/sysv for error-handling endpoints);
+/// - keepalive every 500 ms, so a dead peer on shared memory is noticed within about a second.
+pub const DEFAULT_CONFIG: &[(&str, &str)] = &[
+    ("POSIX_ERROR_HANDLING", "y"),
+    ("SYSV_ERROR_HANDLING", "y"),
+    ("KEEPALIVE_INTERVAL", "500ms"),
+];
+
+/// The UCP features a context can enable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// Tag matching (`UCP_FEATURE_TAG`).
+    pub tag: bool,
+    /// Streams (`UCP_FEATURE_STREAM`).
+    pub stream: bool,
+    /// Active messages (`UCP_FEATURE_AM`).
+    pub am: bool,
+    /// Remote memory access, put and get (`UCP_FEATURE_RMA`).
+    pub rma: bool,
+    /// Event-fd wakeup for sleeping workers (`UCP_FEATURE_WAKEUP`).
+    pub wakeup: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features {
+            tag: true,
+            stream: true,
+            am: true,
+            rma: true,
+            wakeup: true,
+        }
+    }
+}
+
+impl Features {
+    fn to_mask(self) -> u64 {
+        let bit = |on: bool, f: sys::ucp_feature| if on { u64::from(f.0) } else { 0 };
+        bit(self.tag, sys::ucp_feature::UCP_FEATURE_TAG)
+            | bit(self.stream, sys::ucp_feature::UCP_FEATURE_STREAM)
+            | bit(self.am, sys::ucp_feature::UCP_FEATURE_AM)
+            | bit(self.rma, sys::ucp_feature::UCP_FEATURE_RMA)
+            | bit(self.wakeup, sys::ucp_feature::UCP_FEATURE_WAKEUP)
+    }
+}
+
+/// Builds a `Context`: features, a name, and UCX configuration overrides (`TLS`, `RNDV_SCHEME`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct ContextBuilder {
+    features: Features,
+    name: Option<String>,
+    overrides: Vec<(String, String)>,
+    no_defaults: bool,
+}
+
+impl ContextBuilder {
+    /// Chooses the UCP features (all on by default).
+    pub fn features(mut self, features: Features) -> Self {
+        self.features = features;
+        self
+    }
+
+    /// Names the context in UCX's logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets one UCX configuration value for this context only, e.g. `("TLS", "tcp,self")` or
+    /// `("RNDV_SCHEME", "put_zcopy")`; the key is UCX's variable name without `UCX_`.
+    /// Overrides win over the environment and over `DEFAULT_CONFIG`.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.overrides.push((key.into(), value.into()));
+        self
+    }
+
+    /// Skips `DEFAULT_CONFIG` (shm error handling and the short keepalive).
+    pub fn without_default_config(mut self) -> Self {
+        self.no_defaults = true;
+        self
+    }
+
+    /// Creates the context.
+    pub fn build(self) -> Result<Context> {
+        let config = UcxConfig::read()?;
+        if !self.no_defaults {
+            for (key, value) in DEFAULT_CONFIG {
+                if std::env::var_os(format!("UCX_{key}")).is_none() {
+                    config.set(key, value)?;
+                }
+            }
+        }
+        for (key, value) in &self.overrides {
+            config.set(key, value)?;
+        }
+        let name = self
+            .name
+            .as_deref()
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| {
+                Error::with_detail("ucp_init", Status::ERR_INVALID_PARAM, "NUL in name")
+            })?;
+
+        let mut params = sys::ucp_params_t {
+            field_mask: u64::from(
+                sys::ucp_params_field::UCP_PARAM_FIELD_FEATURES.0
+                    | sys::ucp_params_field::UCP_PARAM_FIELD_MT_WORKERS_SHARED.0,
+            ),
+            features: self.features.to_mask(),
+            mt_workers_shared: 1,
+            ..Default::default()
+        };
+        if let Some(name) = &name {
+            params.field_mask |= u64::from(sys::ucp_params_field::UCP_PARAM_FIELD_NAME.0);
+            params.name = name.as_ptr();
+        }
+        let mut handle = ptr::null_mut();
+        // SAFETY: params and config are valid for the call; UCX copies what it keeps (the name
+        // included); handle is written only on success.
+        check("ucp_init", unsafe {
+            sys::swucx_shim_ucp_init(&params, config.0, &mut handle)
+        })?;
+        Ok(Context(Arc::new(ContextInner {
+            handle,
+            features: self.features,
+        })))
+    }
+}
+
+/// A `ucp_config_t` read from the environment, released on drop.
+struct UcxConfig(*mut sys::ucp_config_t);
+
+impl UcxConfig {
+    fn read() -> Result<UcxConfig> {
+        let mut config = ptr::null_mut();
+        // SAFETY: NULL prefix and file mean "UCX_ from the environment"; config is an out-pointer.
+        check("ucp_config_read", unsafe {
+            sys::ucp_config_read(ptr::null(), ptr::null(), &mut config)
+        })?;
+        Ok(UcxConfig(config))
+    }
+
+    fn set(&self, key: &str, value: &str) -> Result<()> {
+        let invalid = || {
+            Error::with_detail(
+                "ucp_config_modify",
+                Status::ERR_INVALID_PARAM,
+                "NUL in key or value",
+            )
+        };
+        let c_key = CString::new(key).map_err(|_| invalid())?;
+        let c_value = CString::new(value).map_err(|_| invalid())?;
+        // SAFETY: self.0 is a live config; both strings are NUL-terminated and outlive the call.
+        let raw = unsafe { sys::ucp_config_modify(self.0, c_key.as_ptr(), c_value.as_ptr()) };
+        check("ucp_config_modify", raw)
+            .map_err(|e| Error::with_detail(e.op, e.status, format!("UCX_{key}={value}")))
+    }
+}
+
+impl Drop for UcxConfig {
+    fn drop(&mut self) {
+        // SAFETY: self.0 came from ucp_config_read and is released once.
+        unsafe { sys::ucp_config_release(self.0) }
+    }
+}
+
+pub(crate) struct ContextInner {
+    pub(crate) handle: sys::ucp_context_h,
+    features: Features,
+}
+
+// SAFETY: the context is created with mt_workers_shared, so UCX serializes access to its shared
+// state; the handle itself is an immutable pointer.
+unsafe impl Send for ContextInner {}
+// SAFETY: as above.
+unsafe impl Sync for ContextInner {}
+
+impl Drop for ContextInner {
+    fn drop(&mut self) {
+        // SAFETY: every worker and memory region holds a Context clone, so none is alive now.
+        unsafe { sys::ucp_cleanup(self.handle) }
+    }
+}
+
+/// A UCP context. Cheap to clone (reference counted); shared by every worker and memory region
+/// made from it, and torn down when the last of them is dropped. `Send + Sync`.
+#[derive(Clone)]
+pub struct Context(pub(crate) Arc<ContextInner>);
+
+impl Context {
+    /// A context with all features and swucx's default configuration.
+    pub fn new() -> Result<Context> {
+        Context::builder().build()
+    }
+
+    /// A builder for features and configuration overrides.
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder::default()
+    }
+
+    /// The features this context was created with.
+    pub fn features(&self) -> Features {
+        self.0.features
+    }
+
+    pub(crate) fn handle(&self) -> sys::ucp_context_h {
+        self.0.handle
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("features", &self.0.features)
+            .finish()
+    }
+}
+
+/// The version of the UCX library loaded at run time, e.g. `"1.13.1"`.
+pub fn ucx_version() -> String {
+    // SAFETY: returns a pointer to a static NUL-terminated string.
+    unsafe { CStr::from_ptr(sys::ucp_get_version_string()) }
+        .to_string_lossy()
+        .into_owned()
+}

@@ -1,0 +1,413 @@
+//! `Endpoint`: a connection to a peer worker (`ucp_ep_h`), with peer-failure handling, close and a
+//! report of the transports it actually uses.
+
+use std::net::SocketAddr;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use crate::listener::ConnRequest;
+use crate::request::{Callback, OpKind, OpParams};
+use crate::sockaddr::CSockAddr;
+use crate::status::{Error, Result, Status, StatusPtr, decode_status_ptr};
+use crate::sys;
+use crate::transport::{TransportUse, parse_ep_info};
+use crate::worker::{CallbackGuard, Worker, WorkerAddress};
+
+/// How to close an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseMode {
+    /// Complete outstanding operations and disconnect from the peer.
+    Flush,
+    /// Drop the connection at once: outstanding operations complete with `ERR_CANCELED`.
+    Force,
+}
+
+/// A callback run (inside progress, on the progressing thread) when the peer fails.
+pub type ErrorHandler = Box<dyn FnMut(Status) + Send>;
+
+/// State the UCX error callback reaches through its `arg`; lives until UCX's close completes.
+pub(crate) struct EpShared {
+    failed: AtomicI8,
+    on_error: Mutex<Option<ErrorHandler>>,
+}
+
+pub(crate) struct EndpointInner {
+    worker: Worker,
+    /// The UCX handle; `None` once closed. Operations hold the read lock for the UCX call.
+    handle: RwLock<Option<usize>>,
+    shared: Arc<EpShared>,
+    peer: Option<SocketAddr>,
+    closed_by_us: AtomicBool,
+}
+
+/// A connection to one peer. Cheap to clone; `Send + Sync` (the worker is MULTI-threaded).
+///
+/// Created with peer-failure handling on: when the peer dies, every outstanding send completes
+/// with an error, the error handler runs, and later operations return that error. Dropping the
+/// last clone closes the endpoint (flush, or force if it failed) without blocking.
+#[derive(Clone)]
+pub struct Endpoint(pub(crate) Arc<EndpointInner>);
+
+unsafe extern "C" fn ep_error_callback(
+    arg: *mut libc::c_void,
+    _ep: sys::ucp_ep_h,
+    status: sys::ucs_status_t,
+) {
+    // SAFETY: arg is the EpShared the endpoint registered; it lives until UCX's close completes,
+    // and UCX calls this only before that.
+    let shared = unsafe { &*(arg as *const EpShared) };
+    let status = Status::from_raw(status);
+    shared.failed.store(status.0, Ordering::Release);
+    log::debug!("endpoint failed: {status}");
+    let _guard = CallbackGuard::enter();
+    if let Some(handler) = shared
+        .on_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+    {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(status))).is_err() {
+            log::error!("endpoint error handler panicked");
+        }
+    }
+}
+
+/// Frees the close request and the endpoint's shared state once UCX's close completes.
+unsafe extern "C" fn ep_close_callback(
+    request: *mut libc::c_void,
+    _status: sys::ucs_status_t,
+    user_data: *mut libc::c_void,
+) {
+    // SAFETY: user_data is the ClosingEp boxed by `start_close`; this callback is its only consumer.
+    let closing = unsafe { Box::from_raw(user_data as *mut ClosingEp) };
+    // SAFETY: request is the live close request; freeing it here is allowed.
+    unsafe { sys::ucp_request_free(request) };
+    closing.count.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// What a running close keeps alive, and whom it tells when it is done.
+struct ClosingEp {
+    _shared: Arc<EpShared>,
+    /// The worker's count of running closes.
+    count: Arc<AtomicUsize>,
+    done: Option<Arc<AtomicBool>>,
+}
+
+impl Drop for ClosingEp {
+    fn drop(&mut self) {
+        if let Some(done) = &self.done {
+            done.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Worker {
+    /// Connects to a listener at `addr` (client-server mode; needs `tcp` among UCX's transports
+    /// for the connection setup even when data then moves over shared memory).
+    pub fn connect(&self, addr: SocketAddr) -> Result<Endpoint> {
+        let c_addr = CSockAddr::new(addr);
+        let mut params = ep_params_base();
+        params.field_mask |= u64::from(
+            sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_SOCK_ADDR.0
+                | sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_FLAGS.0,
+        );
+        params.flags = sys::ucp_ep_params_flags_field::UCP_EP_PARAMS_FLAGS_CLIENT_SERVER.0;
+        params.sockaddr = sys::ucs_sock_addr_t {
+            addr: c_addr.as_ptr() as *const sys::sockaddr,
+            addrlen: c_addr.len(),
+        };
+        self.create_endpoint(params, Some(addr))
+            .map_err(|e| Error::with_detail(e.op, e.status, addr.to_string()))
+    }
+
+    /// Connects to a peer worker by its address ([`Worker::address`]), without a listener.
+    pub fn connect_address(&self, address: &WorkerAddress) -> Result<Endpoint> {
+        let mut params = ep_params_base();
+        params.field_mask |=
+            u64::from(sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_REMOTE_ADDRESS.0);
+        params.address = address.0.as_ptr() as *const sys::ucp_address_t;
+        self.create_endpoint(params, None)
+    }
+
+    /// Accepts a connection request from a [`Listener`](crate::Listener).
+    pub fn accept(&self, request: ConnRequest) -> Result<Endpoint> {
+        let peer = request.client_addr();
+        let raw = request.into_raw();
+        let mut params = ep_params_base();
+        params.field_mask |= u64::from(sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_CONN_REQUEST.0);
+        params.conn_request = raw;
+        self.create_endpoint(params, peer)
+    }
+
+    fn create_endpoint(
+        &self,
+        mut params: sys::ucp_ep_params_t,
+        peer: Option<SocketAddr>,
+    ) -> Result<Endpoint> {
+        let shared = Arc::new(EpShared {
+            failed: AtomicI8::new(0),
+            on_error: Mutex::new(None),
+        });
+        params.err_handler = sys::ucp_err_handler_t {
+            cb: Some(ep_error_callback),
+            arg: Arc::as_ptr(&shared) as *mut libc::c_void,
+        };
+        let mut handle = ptr::null_mut();
+        // SAFETY: params and everything it points to (address bytes, sockaddr, shared) outlive
+        // the call; UCX copies the addresses; handle is an out-pointer.
+        crate::status::check("ucp_ep_create", unsafe {
+            sys::ucp_ep_create(self.handle(), &params, &mut handle)
+        })?;
+        let inner = Arc::new(EndpointInner {
+            worker: self.clone(),
+            handle: RwLock::new(Some(handle as usize)),
+            shared,
+            peer,
+            closed_by_us: AtomicBool::new(false),
+        });
+        self.0
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(handle as usize, Arc::downgrade(&inner));
+        Ok(Endpoint(inner))
+    }
+
+    /// Finds the `Endpoint` for a UCX endpoint handle of this worker (e.g. an AM reply endpoint).
+    pub(crate) fn endpoint_by_handle(&self, handle: sys::ucp_ep_h) -> Option<Endpoint> {
+        let map = self.0.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(handle as usize))
+            .and_then(|weak| weak.upgrade())
+            .map(Endpoint)
+    }
+}
+
+/// Endpoint parameters every swucx endpoint uses: peer-failure handling on.
+fn ep_params_base() -> sys::ucp_ep_params_t {
+    sys::ucp_ep_params_t {
+        field_mask: u64::from(
+            sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE.0
+                | sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_ERR_HANDLER.0,
+        ),
+        err_mode: sys::ucp_err_handling_mode_t::UCP_ERR_HANDLING_MODE_PEER,
+        ..Default::default()
+    }
+}
+
+/// The locked, checked UCX handle of a usable endpoint, held for one UCX call.
+pub(crate) struct EpHandle<'a> {
+    guard: RwLockReadGuard<'a, Option<usize>>,
+}
+
+impl EpHandle<'_> {
+    pub(crate) fn raw(&self) -> sys::ucp_ep_h {
+        self.guard
+            .expect("EpHandle exists only for an open endpoint") as sys::ucp_ep_h
+    }
+}
+
+impl Endpoint {
+    /// The worker this endpoint runs on.
+    pub fn worker(&self) -> &Worker {
+        &self.0.worker
+    }
+
+    /// The peer's socket address, for endpoints made by `connect` or `accept`.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.0.peer
+    }
+
+    /// Sets the callback run when the peer fails (inside progress, on the progressing thread).
+    pub fn set_error_handler(&self, handler: impl FnMut(Status) + Send + 'static) {
+        *self
+            .0
+            .shared
+            .on_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(handler));
+    }
+
+    /// The failure status if the peer failed, else `None`.
+    pub fn failure(&self) -> Option<Status> {
+        match self.0.shared.failed.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(Status(code)),
+        }
+    }
+
+    /// True once [`close`](Endpoint::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed_by_us.load(Ordering::Acquire)
+    }
+
+    /// The UCX handle for one call, or the error that makes the endpoint unusable.
+    pub(crate) fn lock_handle(&self, op: &'static str) -> Result<EpHandle<'_>> {
+        let guard = self.0.handle.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            return Err(Error::with_detail(
+                op,
+                Status::ERR_NOT_CONNECTED,
+                "endpoint is closed",
+            ));
+        }
+        if let Some(status) = self.failure() {
+            return Err(Error::with_detail(op, status, "endpoint failed"));
+        }
+        Ok(EpHandle { guard })
+    }
+
+    /// The transports and devices UCX chose for this endpoint (its lanes), e.g. `posix/memory`,
+    /// `cma/memory`, `tcp/lo`. Read from `ucp_ep_print_info`; wireup may still be running right
+    /// after connect, so progress until the peer has answered before relying on it.
+    pub fn transports(&self) -> Result<Vec<TransportUse>> {
+        let handle = self.lock_handle("ucp_ep_print_info")?;
+        let mut buf = vec![0u8; 16384];
+        // SAFETY: the endpoint is live while the read lock is held; buf is writable for its length.
+        let n = unsafe {
+            sys::swucx_shim_ep_print_info(handle.raw(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        if n < 0 {
+            return Err(Error::new("ucp_ep_print_info", Status::ERR_NO_MEMORY));
+        }
+        let text = String::from_utf8_lossy(&buf[..(n as usize).min(buf.len() - 1)]);
+        Ok(parse_ep_info(&text))
+    }
+
+    /// Flushes the endpoint: every RMA operation issued before completes at the target.
+    pub fn flush(&self) -> Result<()> {
+        let handle = self.lock_handle("ucp_ep_flush_nbx")?;
+        let params = OpParams::new(Callback::Send, None, 0);
+        // SAFETY: the endpoint is live while the read lock is held; params carries our callback.
+        let ptr = unsafe { sys::ucp_ep_flush_nbx(handle.raw(), &params.param) };
+        drop(handle);
+        params
+            .finish(
+                "ucp_ep_flush_nbx",
+                &self.0.worker,
+                ptr,
+                (),
+                0,
+                OpKind::Send,
+                None,
+            )?
+            .wait()
+            .map(|_| ())
+    }
+
+    /// Closes the endpoint and waits until UCX has closed it. `Flush` completes outstanding
+    /// operations first; `Force` cancels them. Later operations on any clone return an error.
+    /// Closing a closed endpoint is a no-op.
+    pub fn close(&self, mode: CloseMode) -> Result<()> {
+        let Some(raw) = self.take_handle() else {
+            return Ok(());
+        };
+        let done = Arc::new(AtomicBool::new(false));
+        let status = self.0.start_close(raw, mode, Some(done.clone()));
+        if !matches!(status, Ok(true)) {
+            self.0
+                .worker
+                .progress_until(|| done.load(Ordering::Acquire), None)?;
+        }
+        status.map(|_| ())
+    }
+
+    fn take_handle(&self) -> Option<sys::ucp_ep_h> {
+        self.0.closed_by_us.store(true, Ordering::Release);
+        let raw = self
+            .0
+            .handle
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        let worker = &self.0.worker;
+        worker
+            .0
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&raw);
+        Some(raw as sys::ucp_ep_h)
+    }
+}
+
+impl EndpointInner {
+    /// Starts `ucp_ep_close_nbx`; the callback releases the shared state when UCX is done.
+    /// Returns Ok(true) if the close completed at once. `done` is set when it completes.
+    fn start_close(
+        &self,
+        raw: sys::ucp_ep_h,
+        mode: CloseMode,
+        done: Option<Arc<AtomicBool>>,
+    ) -> Result<bool> {
+        let force = mode == CloseMode::Force || self.shared.failed.load(Ordering::Acquire) != 0;
+        let closing = Box::into_raw(Box::new(ClosingEp {
+            _shared: self.shared.clone(),
+            count: self.worker.0.closing.clone(),
+            done,
+        }));
+        let param = sys::ucp_request_param_t {
+            op_attr_mask: sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK.0
+                | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA.0
+                | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS.0,
+            flags: if force {
+                sys::ucp_ep_close_flags_t::UCP_EP_CLOSE_FLAG_FORCE.0
+            } else {
+                0
+            },
+            cb: sys::ucp_request_param_t__bindgen_ty_1 {
+                send: Some(ep_close_callback),
+            },
+            user_data: closing as *mut libc::c_void,
+            ..Default::default()
+        };
+        self.worker.0.closing.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: raw is the endpoint's handle, taken out of the lock, so no other call uses it.
+        let ptr = unsafe { sys::ucp_ep_close_nbx(raw, &param) };
+        match decode_status_ptr(ptr) {
+            StatusPtr::Pending(_) => Ok(false),
+            other => {
+                // SAFETY: UCX did not take the callback; the box is still ours.
+                drop(unsafe { Box::from_raw(closing) });
+                self.worker.0.closing.fetch_sub(1, Ordering::AcqRel);
+                match other {
+                    StatusPtr::Failed(status) if !force => {
+                        Err(Error::new("ucp_ep_close_nbx", status))
+                    }
+                    _ => Ok(true),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for EndpointInner {
+    fn drop(&mut self) {
+        let Some(raw) = self
+            .handle
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        self.worker
+            .0
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&raw);
+        if let Err(err) = self.start_close(raw as sys::ucp_ep_h, CloseMode::Flush, None) {
+            log::debug!("closing a dropped endpoint: {err}");
+        }
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("peer", &self.0.peer)
+            .field("failure", &self.failure())
+            .finish()
+    }
+}

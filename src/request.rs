@@ -1,0 +1,450 @@
+//! In-flight operations: `Request<B>` owns an operation's buffer until UCX completes it.
+//!
+//! Every operation passes UCX a callback and an `Arc<Completion>` (as `user_data`). The callback
+//! runs inside `ucp_worker_progress` on whichever thread progresses, records the result and wakes a
+//! sleeping waiter. If the `Request` was dropped first, the buffer was parked in the completion
+//! and the callback releases it and the UCX request.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use crate::status::{Error, Result, Status, StatusPtr, decode_status_ptr};
+use crate::sys;
+use crate::worker::Worker;
+
+const PENDING: u8 = 0;
+const DONE: u8 = 1;
+const ORPHANED: u8 = 2;
+
+/// The shared record of one operation's outcome. Written by the UCX callback, read by the owner.
+pub(crate) struct Completion {
+    state: AtomicU8,
+    status: AtomicI8,
+    length: AtomicUsize,
+    sender_tag: AtomicU64,
+    /// The buffer of a dropped, still running operation; freed by the callback.
+    orphan: Mutex<Option<Box<dyn Any + Send>>>,
+    has_waiter: AtomicBool,
+    waiter: Mutex<Option<Thread>>,
+}
+
+impl Completion {
+    fn new() -> Arc<Completion> {
+        Arc::new(Completion {
+            state: AtomicU8::new(PENDING),
+            status: AtomicI8::new(Status::INPROGRESS.0),
+            length: AtomicUsize::new(0),
+            sender_tag: AtomicU64::new(0),
+            orphan: Mutex::new(None),
+            has_waiter: AtomicBool::new(false),
+            waiter: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    fn record(&self, status: Status, length: usize, sender_tag: u64) {
+        self.status.store(status.0, Ordering::Relaxed);
+        self.length.store(length, Ordering::Relaxed);
+        self.sender_tag.store(sender_tag, Ordering::Relaxed);
+    }
+
+    /// Marks the operation done; returns false if the owner had already dropped it.
+    fn finish(&self) -> bool {
+        let owned = self
+            .state
+            .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if owned && self.has_waiter.load(Ordering::Acquire) {
+            if let Some(thread) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                thread.unpark();
+            }
+        }
+        owned
+    }
+
+    /// Sleeps until the operation is done or `deadline` passes; another thread must progress.
+    pub(crate) fn park_until(&self, deadline: Option<Instant>) -> bool {
+        *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
+        self.has_waiter.store(true, Ordering::Release);
+        loop {
+            if self.is_done() {
+                break;
+            }
+            match deadline {
+                None => std::thread::park(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    std::thread::park_timeout(d - now);
+                }
+            }
+        }
+        self.has_waiter.store(false, Ordering::Release);
+        self.is_done()
+    }
+}
+
+/// Runs inside `ucp_worker_progress` for every kind of operation.
+///
+/// # Safety
+/// `user_data` is the `Arc<Completion>` raw pointer the operation handed to UCX; `request` is the
+/// UCX request. Called at most once per operation.
+unsafe fn complete(
+    request: *mut libc::c_void,
+    status: sys::ucs_status_t,
+    length: usize,
+    tag: u64,
+    user_data: *mut libc::c_void,
+) {
+    // SAFETY: user_data is the strong reference given to UCX when the operation started; this
+    // callback is its only consumer.
+    let completion = unsafe { Arc::from_raw(user_data as *const Completion) };
+    completion.record(Status::from_raw(status), length, tag);
+    if !completion.finish() {
+        // The owner dropped the Request: release the UCX request and the parked buffer.
+        // SAFETY: request is the live UCX request of this operation; nobody else frees it.
+        unsafe { sys::ucp_request_free(request) };
+        drop(
+            completion
+                .orphan
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+    }
+}
+
+pub(crate) unsafe extern "C" fn send_callback(
+    request: *mut libc::c_void,
+    status: sys::ucs_status_t,
+    user_data: *mut libc::c_void,
+) {
+    // SAFETY: forwarded contract of `complete`; length 0 means "the whole buffer".
+    unsafe { complete(request, status, usize::MAX, 0, user_data) }
+}
+
+pub(crate) unsafe extern "C" fn tag_recv_callback(
+    request: *mut libc::c_void,
+    status: sys::ucs_status_t,
+    info: *const sys::ucp_tag_recv_info_t,
+    user_data: *mut libc::c_void,
+) {
+    // SAFETY: UCX passes a valid info pointer for the duration of the callback (or NULL on error).
+    let (length, tag) = match unsafe { info.as_ref() } {
+        Some(info) => (info.length, info.sender_tag),
+        None => (0, 0),
+    };
+    // SAFETY: forwarded contract of `complete`.
+    unsafe { complete(request, status, length, tag, user_data) }
+}
+
+pub(crate) unsafe extern "C" fn length_callback(
+    request: *mut libc::c_void,
+    status: sys::ucs_status_t,
+    length: usize,
+    user_data: *mut libc::c_void,
+) {
+    // SAFETY: forwarded contract of `complete`.
+    unsafe { complete(request, status, length, 0, user_data) }
+}
+
+/// What the operation was, for `Request::cancel` and for the reported length.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum OpKind {
+    Send,
+    TagRecv,
+    OtherRecv,
+}
+
+/// The result of a completed operation: the buffer handed back, and what was received.
+#[derive(Debug)]
+pub struct Done<B> {
+    /// The operation's buffer, returned to the caller.
+    pub buffer: B,
+    /// Bytes sent, or bytes received into the buffer.
+    pub length: usize,
+    /// For tag receives: the tag the sender used.
+    pub sender_tag: u64,
+}
+
+/// An operation in flight. Owns its buffer (and the memory regions it uses) until UCX completes
+/// the operation; [`wait`](Request::wait) hands it back.
+///
+/// Dropping an unfinished `Request` does not stop the operation: the buffer stays alive until UCX
+/// completes it. Only an unmatched tag receive can be cancelled ([`cancel`](Request::cancel));
+/// closing the endpoint with [`CloseMode::Force`](crate::CloseMode::Force) ends the others.
+///
+/// `Send`: a request may be waited on from any thread.
+pub struct Request<B: Send + 'static> {
+    worker: Worker,
+    completion: Arc<Completion>,
+    raw: *mut libc::c_void,
+    buffer: Option<B>,
+    buffer_len: usize,
+    kind: OpKind,
+    /// Objects UCX uses until completion besides the buffer (e.g. a remote key).
+    keepalive: Option<Box<dyn Any + Send>>,
+}
+
+// SAFETY: the raw UCX request is only passed to UCX calls on a MULTI-mode worker, which are
+// thread-safe; the completion is Sync; B is Send.
+unsafe impl<B: Send + 'static> Send for Request<B> {}
+
+/// The parameters every operation passes: callback, user data and, optionally, a memory handle.
+pub(crate) struct OpParams {
+    pub(crate) param: sys::ucp_request_param_t,
+    completion: Arc<Completion>,
+    user_data: *mut libc::c_void,
+}
+
+/// Which callback an operation needs.
+pub(crate) enum Callback {
+    Send,
+    TagRecv,
+    Length,
+}
+
+impl OpParams {
+    /// Starts the parameters for one operation (byte datatype, host memory).
+    pub(crate) fn new(callback: Callback, memh: Option<sys::ucp_mem_h>, flags: u32) -> OpParams {
+        let completion = Completion::new();
+        let user_data = Arc::into_raw(completion.clone()) as *mut libc::c_void;
+        let mut param = sys::ucp_request_param_t {
+            op_attr_mask: sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK.0
+                | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA.0
+                | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_DATATYPE.0
+                | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_MEMORY_TYPE.0,
+            // SAFETY: the shim evaluates ucp_dt_make_contig(1).
+            datatype: unsafe { sys::swucx_shim_dt_contig_bytes() },
+            memory_type: sys::ucs_memory_type::UCS_MEMORY_TYPE_HOST,
+            user_data,
+            ..Default::default()
+        };
+        param.cb = match callback {
+            Callback::Send => sys::ucp_request_param_t__bindgen_ty_1 {
+                send: Some(send_callback),
+            },
+            Callback::TagRecv => sys::ucp_request_param_t__bindgen_ty_1 {
+                recv: Some(tag_recv_callback),
+            },
+            Callback::Length => sys::ucp_request_param_t__bindgen_ty_1 {
+                recv_stream: Some(length_callback),
+            },
+        };
+        if let Some(memh) = memh {
+            param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_MEMH.0;
+            param.memh = memh;
+        }
+        if flags != 0 {
+            param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS.0;
+            param.flags = flags;
+        }
+        OpParams {
+            param,
+            completion,
+            user_data,
+        }
+    }
+
+    /// Turns what a `*_nbx` call returned into a `Request` owning `buffer`.
+    ///
+    /// `immediate_length` is the length to report if UCX completed the operation at once (UCX
+    /// then does not call the callback); `None` means the buffer's length.
+    pub(crate) fn finish<B: Send + 'static>(
+        self,
+        op: &'static str,
+        worker: &Worker,
+        ptr: sys::ucs_status_ptr_t,
+        buffer: B,
+        buffer_len: usize,
+        kind: OpKind,
+        immediate_length: Option<usize>,
+    ) -> Result<Request<B>> {
+        let OpParams {
+            completion,
+            user_data,
+            ..
+        } = self;
+        let raw = match decode_status_ptr(ptr) {
+            StatusPtr::Pending(raw) => raw,
+            StatusPtr::Done | StatusPtr::Failed(_) => {
+                // SAFETY: UCX did not take the callback, so the reference given as user_data is
+                // still ours to release.
+                drop(unsafe { Arc::from_raw(user_data as *const Completion) });
+                if let StatusPtr::Failed(status) = decode_status_ptr(ptr) {
+                    return Err(Error::new(op, status));
+                }
+                completion.record(Status::OK, immediate_length.unwrap_or(buffer_len), 0);
+                completion.finish();
+                std::ptr::null_mut()
+            }
+        };
+        Ok(Request {
+            worker: worker.clone(),
+            completion,
+            raw,
+            buffer: Some(buffer),
+            buffer_len,
+            kind,
+            keepalive: None,
+        })
+    }
+}
+
+impl<B: Send + 'static> Request<B> {
+    /// A request that is already complete (used when no UCX call was needed).
+    pub(crate) fn ready(worker: &Worker, buffer: B, length: usize) -> Request<B> {
+        let completion = Completion::new();
+        completion.record(Status::OK, length, 0);
+        completion.finish();
+        Request {
+            worker: worker.clone(),
+            completion,
+            raw: std::ptr::null_mut(),
+            buffer: Some(buffer),
+            buffer_len: length,
+            kind: OpKind::Send,
+            keepalive: None,
+        }
+    }
+
+    /// Keeps `object` alive until the operation completes (with the buffer).
+    pub(crate) fn keep_alive(mut self, object: impl Any + Send) -> Self {
+        self.keepalive = Some(Box::new(object));
+        self
+    }
+
+    /// True once UCX has completed the operation (successfully or not). Does not progress.
+    pub fn is_complete(&self) -> bool {
+        self.completion.is_done()
+    }
+
+    /// Progresses the worker once and tells whether the operation is complete.
+    pub fn poll(&self) -> bool {
+        if !self.is_complete() {
+            self.worker.progress();
+        }
+        self.is_complete()
+    }
+
+    /// Progresses the worker (busy, then sleeping on its event fd) until the operation completes
+    /// or `timeout` passes. Returns whether it completed.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.worker
+            .progress_until(|| self.is_complete(), Some(Instant::now() + timeout))
+    }
+
+    /// Progresses the worker until the operation completes, then returns its result and buffer.
+    pub fn wait(mut self) -> Result<Done<B>> {
+        self.worker.progress_until(|| self.is_complete(), None)?;
+        self.take_result()
+    }
+
+    /// Cancels the operation if UCX can: only a tag receive not matched yet. It then completes
+    /// with `Status::ERR_CANCELED`. For any other operation this does nothing.
+    pub fn cancel(&self) {
+        if self.kind == OpKind::TagRecv && !self.is_complete() && !self.raw.is_null() {
+            // SAFETY: raw is this operation's live request (freed only after completion).
+            unsafe { sys::ucp_request_cancel(self.worker.handle(), self.raw) };
+        }
+    }
+
+    /// Returns the result of a completed operation; waits if it is not complete yet.
+    pub(crate) fn take_result(&mut self) -> Result<Done<B>> {
+        if !self.is_complete() {
+            self.worker.progress_until(|| self.is_complete(), None)?;
+        }
+        self.release_raw();
+        let status = Status(self.completion.status.load(Ordering::Relaxed));
+        let buffer = self
+            .buffer
+            .take()
+            .expect("a request's result is taken once");
+        if status.is_err() {
+            let op = match self.kind {
+                OpKind::Send => "send",
+                OpKind::TagRecv | OpKind::OtherRecv => "receive",
+            };
+            return Err(Error::new(op, status));
+        }
+        let length = match self.completion.length.load(Ordering::Relaxed) {
+            usize::MAX => self.buffer_len,
+            n => n,
+        };
+        Ok(Done {
+            buffer,
+            length,
+            sender_tag: self.completion.sender_tag.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The completion record, for the thread-safe front.
+    pub(crate) fn completion(&self) -> &Arc<Completion> {
+        &self.completion
+    }
+
+    /// The worker this request runs on.
+    pub fn worker(&self) -> &Worker {
+        &self.worker
+    }
+
+    fn release_raw(&mut self) {
+        if !self.raw.is_null() {
+            // SAFETY: the operation is complete and the callback did not free the request
+            // (it frees only orphaned ones).
+            unsafe { sys::ucp_request_free(self.raw) };
+            self.raw = std::ptr::null_mut();
+        }
+    }
+}
+
+impl<B: Send + 'static> Drop for Request<B> {
+    fn drop(&mut self) {
+        let Some(buffer) = self.buffer.take() else {
+            return;
+        };
+        if self.raw.is_null() || self.is_complete() {
+            self.release_raw();
+            return;
+        }
+        // Still in flight: park the buffer where the callback will find it, then hand over.
+        *self
+            .completion
+            .orphan
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new((buffer, self.keepalive.take())));
+        let handed_over = self
+            .completion
+            .state
+            .compare_exchange(PENDING, ORPHANED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !handed_over {
+            // Completed meanwhile: the callback left everything to us.
+            self.release_raw();
+            drop(
+                self.completion
+                    .orphan
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(),
+            );
+        }
+    }
+}
+
+impl<B: Send + 'static> std::fmt::Debug for Request<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("kind", &self.kind)
+            .field("complete", &self.is_complete())
+            .finish()
+    }
+}

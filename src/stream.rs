@@ -1,0 +1,77 @@
+//! Byte streams on an endpoint: `Endpoint::stream_send` / `stream_recv`.
+
+use crate::buffer::{Buf, BufMut};
+use crate::endpoint::Endpoint;
+use crate::request::{Callback, OpKind, OpParams, Request};
+use crate::status::Result;
+use crate::sys;
+
+impl Endpoint {
+    /// Sends `buffer` on the endpoint's byte stream.
+    pub fn stream_send<B: Buf>(&self, buffer: B) -> Result<Request<B>> {
+        let handle = self.lock_handle("ucp_stream_send_nbx")?;
+        let params = OpParams::new(Callback::Send, buffer.region().map(|r| r.memh()), 0);
+        // SAFETY: the endpoint is live under the lock; the request owns the buffer.
+        let ptr = unsafe {
+            sys::ucp_stream_send_nbx(
+                handle.raw(),
+                buffer.as_ptr().cast(),
+                buffer.len(),
+                &params.param,
+            )
+        };
+        drop(handle);
+        let len = buffer.len();
+        params.finish(
+            "ucp_stream_send_nbx",
+            self.worker(),
+            ptr,
+            buffer,
+            len,
+            OpKind::Send,
+            None,
+        )
+    }
+
+    /// Receives exactly `buffer.len()` bytes from the stream (`UCP_STREAM_RECV_FLAG_WAITALL`).
+    pub fn stream_recv<B: BufMut>(&self, buffer: B) -> Result<Request<B>> {
+        self.stream_recv_flags(
+            buffer,
+            sys::ucp_stream_recv_flags_t::UCP_STREAM_RECV_FLAG_WAITALL.0,
+        )
+    }
+
+    /// Receives whatever the stream has, at least one byte and at most `buffer.len()`; the
+    /// received length is in [`Done::length`](crate::Done::length).
+    pub fn stream_recv_some<B: BufMut>(&self, buffer: B) -> Result<Request<B>> {
+        self.stream_recv_flags(buffer, 0)
+    }
+
+    fn stream_recv_flags<B: BufMut>(&self, mut buffer: B, flags: u32) -> Result<Request<B>> {
+        let handle = self.lock_handle("ucp_stream_recv_nbx")?;
+        let params = OpParams::new(Callback::Length, buffer.region().map(|r| r.memh()), flags);
+        let mut length = 0usize;
+        // SAFETY: the endpoint is live under the lock; the request owns the buffer; `length` is
+        // written only if the receive completes at once, before the call returns.
+        let ptr = unsafe {
+            sys::ucp_stream_recv_nbx(
+                handle.raw(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                &mut length,
+                &params.param,
+            )
+        };
+        drop(handle);
+        let len = buffer.len();
+        params.finish(
+            "ucp_stream_recv_nbx",
+            self.worker(),
+            ptr,
+            buffer,
+            len,
+            OpKind::OtherRecv,
+            Some(length),
+        )
+    }
+}

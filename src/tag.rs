@@ -1,0 +1,70 @@
+//! Tag-matched messages: `Endpoint::tag_send` and `Worker::tag_recv` (with a tag mask).
+
+use crate::buffer::{Buf, BufMut};
+use crate::endpoint::Endpoint;
+use crate::request::{Callback, OpKind, OpParams, Request};
+use crate::status::Result;
+use crate::sys;
+use crate::worker::Worker;
+
+impl Endpoint {
+    /// Sends `buffer` with `tag`. Small messages go eagerly, large ones by rendezvous (the
+    /// receiver pulls them straight into its buffer).
+    pub fn tag_send<B: Buf>(&self, tag: u64, buffer: B) -> Result<Request<B>> {
+        let handle = self.lock_handle("ucp_tag_send_nbx")?;
+        let params = OpParams::new(Callback::Send, buffer.region().map(|r| r.memh()), 0);
+        // SAFETY: the endpoint is live under the lock; the buffer is owned by the request until
+        // UCX completes the send.
+        let ptr = unsafe {
+            sys::ucp_tag_send_nbx(
+                handle.raw(),
+                buffer.as_ptr().cast(),
+                buffer.len(),
+                tag,
+                &params.param,
+            )
+        };
+        drop(handle);
+        let len = buffer.len();
+        params.finish(
+            "ucp_tag_send_nbx",
+            self.worker(),
+            ptr,
+            buffer,
+            len,
+            OpKind::Send,
+            None,
+        )
+    }
+}
+
+impl Worker {
+    /// Receives the next message whose tag matches `tag` on the bits set in `mask`, from any
+    /// endpoint of this worker. A message longer than the buffer fails with
+    /// `ERR_MESSAGE_TRUNCATED`. Cancellable while unmatched ([`Request::cancel`]).
+    pub fn tag_recv<B: BufMut>(&self, tag: u64, mask: u64, mut buffer: B) -> Result<Request<B>> {
+        let params = OpParams::new(Callback::TagRecv, buffer.region().map(|r| r.memh()), 0);
+        // SAFETY: the worker is live; the buffer is owned by the request until UCX completes the
+        // receive. Without RECV_INFO, UCX always returns a request and calls the callback.
+        let ptr = unsafe {
+            sys::ucp_tag_recv_nbx(
+                self.handle(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                tag,
+                mask,
+                &params.param,
+            )
+        };
+        let len = buffer.len();
+        params.finish(
+            "ucp_tag_recv_nbx",
+            self,
+            ptr,
+            buffer,
+            len,
+            OpKind::TagRecv,
+            None,
+        )
+    }
+}

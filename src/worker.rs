@@ -1,0 +1,275 @@
+//! `Worker`: a UCP worker (`ucp_worker_h`), its progress engine and event-fd wakeup.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::am::AmHandlerSlot;
+use crate::context::Context;
+use crate::endpoint::EndpointInner;
+use crate::status::{Error, Result, Status, check};
+use crate::sys;
+
+thread_local! {
+    static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as running a swucx callback inside `ucp_worker_progress` for as long
+/// as the guard lives. Progress and blocking waits are refused there (UCX forbids re-entry).
+pub(crate) struct CallbackGuard;
+
+impl CallbackGuard {
+    pub(crate) fn enter() -> CallbackGuard {
+        CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
+        CallbackGuard
+    }
+}
+
+impl Drop for CallbackGuard {
+    fn drop(&mut self) {
+        CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
+/// True while the current thread runs a callback from inside `ucp_worker_progress`.
+pub fn in_callback() -> bool {
+    CALLBACK_DEPTH.with(|d| d.get() > 0)
+}
+
+/// How long `progress_until` busy-polls without any event before it sleeps on the event fd.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+/// The longest single sleep on the event fd (so deadlines and missed wakeups stay bounded).
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
+pub(crate) struct WorkerInner {
+    handle: sys::ucp_worker_h,
+    context: Context,
+    /// Endpoints by UCX handle, so an AM reply endpoint can be turned back into an `Endpoint`.
+    pub(crate) endpoints: Mutex<HashMap<usize, Weak<EndpointInner>>>,
+    /// AM handlers registered on this worker, kept alive until the worker is destroyed (a
+    /// replaced handler may still be running on another thread).
+    pub(crate) am_handlers: Mutex<Vec<Box<AmHandlerSlot>>>,
+    /// Endpoint closes still running in UCX; the worker waits for them before it is destroyed.
+    pub(crate) closing: Arc<AtomicUsize>,
+}
+
+// SAFETY: the worker is created in UCS_THREAD_MODE_MULTI, so every UCX call on it is thread-safe;
+// the Rust-side state is behind mutexes and atomics.
+unsafe impl Send for WorkerInner {}
+// SAFETY: as above.
+unsafe impl Sync for WorkerInner {}
+
+impl Drop for WorkerInner {
+    fn drop(&mut self) {
+        // Let endpoint closes that are still running finish (bounded), then destroy.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.closing.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            // SAFETY: handle is live until ucp_worker_destroy below.
+            unsafe { sys::ucp_worker_progress(self.handle) };
+        }
+        // SAFETY: every Endpoint, Listener and Request holds a Worker clone, so none is alive.
+        unsafe { sys::ucp_worker_destroy(self.handle) };
+    }
+}
+
+/// A UCP worker: the progress engine that endpoints, listeners and operations run on.
+///
+/// Created in UCX's MULTI thread mode, so it is `Send + Sync`: any thread may post operations and
+/// call [`progress`](Worker::progress). Callbacks (completions, AM handlers) run inside `progress`
+/// on the calling thread. Cheap to clone (reference counted).
+#[derive(Clone)]
+pub struct Worker(pub(crate) Arc<WorkerInner>);
+
+/// A worker's address (`ucp_worker_get_address`): pass it to a peer's
+/// [`Worker::connect_address`](crate::Worker::connect_address) to connect without a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerAddress(pub Vec<u8>);
+
+impl Worker {
+    /// Creates a worker on `context`.
+    pub fn new(context: &Context) -> Result<Worker> {
+        let params = sys::ucp_worker_params_t {
+            field_mask: u64::from(
+                sys::ucp_worker_params_field::UCP_WORKER_PARAM_FIELD_THREAD_MODE.0,
+            ),
+            thread_mode: sys::ucs_thread_mode_t::UCS_THREAD_MODE_MULTI,
+            ..Default::default()
+        };
+        let mut handle = ptr::null_mut();
+        // SAFETY: the context is live (held below); params is valid; handle is an out-pointer.
+        check("ucp_worker_create", unsafe {
+            sys::ucp_worker_create(context.handle(), &params, &mut handle)
+        })?;
+        Ok(Worker(Arc::new(WorkerInner {
+            handle,
+            context: context.clone(),
+            endpoints: Mutex::new(HashMap::new()),
+            am_handlers: Mutex::new(Vec::new()),
+            closing: Arc::new(AtomicUsize::new(0)),
+        })))
+    }
+
+    pub(crate) fn handle(&self) -> sys::ucp_worker_h {
+        self.0.handle
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<WorkerInner> {
+        Arc::downgrade(&self.0)
+    }
+
+    /// The context this worker belongs to.
+    pub fn context(&self) -> &Context {
+        &self.0.context
+    }
+
+    /// Runs UCX's progress engine once; returns the number of events processed. Callbacks run
+    /// here. Inside a callback this does nothing and returns 0 (UCX forbids re-entry).
+    pub fn progress(&self) -> u32 {
+        if in_callback() {
+            return 0;
+        }
+        // SAFETY: the handle is live; MULTI mode makes concurrent calls safe.
+        unsafe { sys::ucp_worker_progress(self.0.handle) }
+    }
+
+    /// The worker's event file descriptor: readable when there is work for `progress`. Only
+    /// edge-like: call [`arm`](Worker::arm) before sleeping on it. Owned by the worker.
+    pub fn event_fd(&self) -> Result<RawFd> {
+        let mut fd: libc::c_int = -1;
+        // SAFETY: handle is live; fd is an out-pointer.
+        check("ucp_worker_get_efd", unsafe {
+            sys::ucp_worker_get_efd(self.0.handle, &mut fd)
+        })?;
+        Ok(fd)
+    }
+
+    /// Arms the event fd. Returns `false` if events are already pending (progress, then arm
+    /// again) and `true` if it is now safe to sleep on the fd.
+    pub fn arm(&self) -> Result<bool> {
+        // SAFETY: handle is live.
+        let raw = unsafe { sys::ucp_worker_arm(self.0.handle) };
+        if Status::from_raw(raw) == Status::ERR_BUSY {
+            return Ok(false);
+        }
+        check("ucp_worker_arm", raw).map(|()| true)
+    }
+
+    /// Wakes a thread sleeping on the event fd or in [`wait`](Worker::wait). Any thread may call it.
+    pub fn signal(&self) -> Result<()> {
+        // SAFETY: ucp_worker_signal is documented safe from any thread in any thread mode.
+        check("ucp_worker_signal", unsafe {
+            sys::ucp_worker_signal(self.0.handle)
+        })
+    }
+
+    /// Blocks until the worker has events to progress (`ucp_worker_wait`).
+    pub fn wait(&self) -> Result<()> {
+        // SAFETY: handle is live.
+        check("ucp_worker_wait", unsafe {
+            sys::ucp_worker_wait(self.0.handle)
+        })
+    }
+
+    /// This worker's address, for [`Worker::connect_address`] on a peer.
+    pub fn address(&self) -> Result<WorkerAddress> {
+        let mut addr = ptr::null_mut();
+        let mut len = 0usize;
+        // SAFETY: handle is live; addr/len are out-pointers.
+        check("ucp_worker_get_address", unsafe {
+            sys::ucp_worker_get_address(self.0.handle, &mut addr, &mut len)
+        })?;
+        // SAFETY: UCX returned len readable bytes at addr, released right after the copy.
+        let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec();
+        // SAFETY: addr came from ucp_worker_get_address on this worker.
+        unsafe { sys::ucp_worker_release_address(self.0.handle, addr) };
+        Ok(WorkerAddress(bytes))
+    }
+
+    /// Progresses until `done()` holds or `deadline` passes (`Ok(false)`). Busy-polls first, then
+    /// sleeps on the event fd between bursts so an idle wait costs no CPU.
+    pub(crate) fn progress_until(
+        &self,
+        mut done: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
+        if done() {
+            return Ok(true);
+        }
+        if in_callback() {
+            return Err(Error::with_detail(
+                "wait",
+                Status::ERR_BUSY,
+                "cannot wait inside a UCX callback",
+            ));
+        }
+        let mut idle_since = Instant::now();
+        let efd = self.event_fd().ok();
+        loop {
+            let events = self.progress();
+            if done() {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(false);
+            }
+            if events > 0 {
+                idle_since = now;
+                continue;
+            }
+            if let Some(fd) = efd {
+                if now.duration_since(idle_since) >= SPIN_BEFORE_SLEEP && self.arm()? {
+                    let mut sleep = MAX_SLEEP;
+                    if let Some(d) = deadline {
+                        sleep = sleep.min(d.saturating_duration_since(now));
+                    }
+                    poll_readable(fd, sleep);
+                    idle_since = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Flushes every endpoint of this worker: all RMA issued before completes at the target.
+    pub fn flush(&self) -> Result<()> {
+        let params = crate::request::OpParams::new(crate::request::Callback::Send, None, 0);
+        // SAFETY: handle is live; the params carry a callback and the completion pointer.
+        let ptr = unsafe { sys::ucp_worker_flush_nbx(self.0.handle, &params.param) };
+        params
+            .finish(
+                "ucp_worker_flush_nbx",
+                self,
+                ptr,
+                (),
+                0,
+                crate::request::OpKind::Send,
+                None,
+            )?
+            .wait()
+            .map(|_| ())
+    }
+}
+
+/// Waits up to `timeout` for `fd` to become readable.
+pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: pfd is a valid pollfd array of length 1 for the call.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("handle", &self.0.handle)
+            .finish()
+    }
+}
