@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what swucx needs to build and test on Debian 12, if it is missing. Idempotent and quiet
+# when everything is already there. Needs root (or sudo) only when something must be installed.
+set -euo pipefail
+
+missing=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+for pkg in libucx-dev ucx-utils libclang-dev pkg-config gcc g++ valgrind; do
+  have_pkg "$pkg" || missing+=("$pkg")
+done
+command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! pkg-config --atleast-version=1.13 ucx; then
+  echo "deps: UCX >= 1.13 not found by pkg-config (have: $(pkg-config --modversion ucx 2>/dev/null || echo none))" >&2
+  exit 1
+fi
