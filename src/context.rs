@@ -95,9 +95,32 @@ impl ContextBuilder {
     pub fn build(self) -> Result<Context> {
         let config = UcxConfig::read()?;
         if !self.no_defaults {
+            let tls = self
+                .overrides
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "TLS")
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var("UCX_TLS").ok());
+            let mut shm_error_handling = false;
             for (key, value) in DEFAULT_CONFIG {
-                if std::env::var_os(format!("UCX_{key}")).is_none() {
-                    config.set(key, value)?;
+                if std::env::var_os(format!("UCX_{key}")).is_some() {
+                    continue;
+                }
+                match uct_mm_key(key) {
+                    // UCX 1.13 hands keys it does not know to every UCT interface config by
+                    // the tables' own field names, without the `POSIX_`/`SYSV_` prefix, so
+                    // `POSIX_ERROR_HANDLING` is refused ("invalid configurations") and shm is
+                    // silently dropped. Both tables inherit the field from the mm table as
+                    // `MM_ERROR_HANDLING`, which reaches both (set once, and only when they can
+                    // be in use, to avoid the same warning).
+                    Some(field) => {
+                        if !shm_error_handling && tls_may_use_mm(tls.as_deref()) {
+                            config.set(field, value)?;
+                            shm_error_handling = true;
+                        }
+                    }
+                    None => config.set(key, value)?,
                 }
             }
         }
@@ -137,6 +160,26 @@ impl ContextBuilder {
             features: self.features,
         })))
     }
+}
+
+/// The UCT field name for a `DEFAULT_CONFIG` key of the shared-memory (mm) transports.
+fn uct_mm_key(key: &str) -> Option<&'static str> {
+    match key {
+        "POSIX_ERROR_HANDLING" | "SYSV_ERROR_HANDLING" => Some("MM_ERROR_HANDLING"),
+        _ => None,
+    }
+}
+
+/// Whether a `UCX_TLS` value (None: unset, i.e. all) can select the posix or sysv transports.
+fn tls_may_use_mm(tls: Option<&str>) -> bool {
+    let Some(tls) = tls else { return true };
+    let tls = tls.trim();
+    if tls.starts_with('^') {
+        return true;
+    }
+    tls.split(',')
+        .map(|t| t.trim().trim_end_matches(":aux"))
+        .any(|t| matches!(t, "all" | "sm" | "shm" | "mm" | "posix" | "sysv"))
 }
 
 /// A `ucp_config_t` read from the environment, released on drop.

@@ -43,9 +43,17 @@ impl Worker {
     /// endpoint of this worker. A message longer than the buffer fails with
     /// `ERR_MESSAGE_TRUNCATED`. Cancellable while unmatched ([`Request::cancel`]).
     pub fn tag_recv<B: BufMut>(&self, tag: u64, mask: u64, mut buffer: B) -> Result<Request<B>> {
-        let params = OpParams::new(Callback::TagRecv, buffer.region().map(|r| r.memh()), 0);
+        let mut params = OpParams::new(Callback::TagRecv, buffer.region().map(|r| r.memh()), 0);
+        // A message that already arrived (unexpected eager) completes the receive at once: UCX
+        // then calls no callback and reports length and sender tag only through RECV_INFO.
+        // Without it the real length of such a message would be lost.
+        let mut info = sys::ucp_tag_recv_info_t::default();
+        params.param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_RECV_INFO.0;
+        params.param.recv_info = sys::ucp_request_param_t__bindgen_ty_2 {
+            tag_info: &mut info,
+        };
         // SAFETY: the worker is live; the buffer is owned by the request until UCX completes the
-        // receive. Without RECV_INFO, UCX always returns a request and calls the callback.
+        // receive; `info` outlives the call and is written only if it completes at once.
         let ptr = unsafe {
             sys::ucp_tag_recv_nbx(
                 self.handle(),
@@ -57,14 +65,22 @@ impl Worker {
             )
         };
         let len = buffer.len();
-        params.finish(
+        let immediate = matches!(
+            crate::status::decode_status_ptr(ptr),
+            crate::status::StatusPtr::Done
+        );
+        let request = params.finish(
             "ucp_tag_recv_nbx",
             self,
             ptr,
             buffer,
             len,
             OpKind::TagRecv,
-            None,
-        )
+            Some(info.length),
+        )?;
+        if immediate {
+            request.set_immediate_sender_tag(info.sender_tag);
+        }
+        Ok(request)
     }
 }
