@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# swucx vs ucx_perftest, measured in the same run with the same UCX environment.
+#
+#   scripts/bench.sh [--quick] [--reps N] [--no-build]
+#
+# For each transport (shm, tcp) it measures, each cell the median of N runs (default 3):
+#   - 8 B latency, tag (ucx_perftest -t tag_lat) and AM (-t ucp_am_lat) vs pingpong (inline);
+#   - AM bandwidth, window 32, 64 KiB and 1 MiB (-t ucp_am_bw) vs pingpong --mode bw;
+# plus the shm cells again with UCX_TCP_PUT_ENABLE=n for both tools (see docs/bench.md), and the
+# Engine front's 8 B tag latency over shm vs inline. Latency is one-way (RTT/2) p50 in us;
+# bandwidth is GB/s (1e9 B/s) at the sender. Servers are pinned to CPU 0, clients to CPU 1.
+# Both tools use peer error handling (swucx always does; ucx_perftest gets -e) and swucx's
+# default UCX settings (exported below so ucx_perftest sees them too).
+#
+# Prints a markdown table and writes it to target/bench/results.md; logs go to target/bench/logs.
+# Exit status: 0 when every measurement ran (targets missed are reported, not fatal), 1 if a
+# measurement failed, 2 on a setup error.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+QUICK=0
+REPS=3
+BUILD=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; REPS=1 ;;
+    --reps) REPS="$2"; shift ;;
+    --no-build) BUILD=0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "bench: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+PERFTEST=${UCX_PERFTEST:-ucx_perftest}
+PP=target/release/examples/pingpong
+OUT=target/bench
+LOGS=$OUT/logs
+mkdir -p "$LOGS"
+rm -f "$LOGS"/*.log "$LOGS/.runs"
+
+command -v "$PERFTEST" >/dev/null || { echo "bench: $PERFTEST not found (apt install ucx-utils)" >&2; exit 2; }
+if [ "$BUILD" = 1 ]; then
+  cargo build --release --examples -q || { echo "bench: build failed" >&2; exit 2; }
+fi
+[ -x "$PP" ] || { echo "bench: $PP missing" >&2; exit 2; }
+
+# Iteration counts (measured / warm-up).
+if [ "$QUICK" = 1 ]; then
+  LAT_SHM=(20000 2000); LAT_TCP=(5000 500); BW_64K=(5000 500); BW_1M=(500 50)
+else
+  LAT_SHM=(200000 20000); LAT_TCP=(50000 5000); BW_64K=(50000 5000); BW_1M=(5000 500)
+fi
+
+# swucx's default UCX settings (DEFAULT_CONFIG), for both tools.
+export UCX_POSIX_ERROR_HANDLING=y UCX_SYSV_ERROR_HANDLING=y UCX_KEEPALIVE_INTERVAL=500ms
+# (the shm settings are unused over tcp; do not warn about it in every log)
+export UCX_WARN_UNUSED_ENV_VARS=n
+unset UCX_TLS UCX_NET_DEVICES UCX_TCP_PUT_ENABLE
+
+if [ "$(nproc)" -ge 2 ]; then
+  SCPU=(-c 0); CCPU=(-c 1); PSCPU=(--cpu 0); PCCPU=(--cpu 1)
+else
+  SCPU=(); CCPU=(); PSCPU=(); PCCPU=()
+fi
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A TCP port in 20000-40000 that nothing listens on and that can be bound.
+free_port() {
+  local port
+  for _ in $(seq 50); do
+    port=$((20000 + RANDOM % 20000))
+    if ss -Htln "sport = :$port" 2>/dev/null | grep -q .; then continue; fi
+    if python3 -c "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', int(sys.argv[1])))" "$port" 2>/dev/null; then
+      echo "$port"; return 0
+    fi
+  done
+  return 1
+}
+
+# Waits until something listens on $1 (and process $2 is alive), up to 10 s.
+wait_listen() {
+  for _ in $(seq 200); do
+    kill -0 "$2" 2>/dev/null || return 1
+    ss -Htln "sport = :$1" 2>/dev/null | grep -q . && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+FAILED=0
+# Numbers each run's log (the measuring functions run in $(...) subshells, hence a file).
+next_run() {
+  local n
+  n=$(( $(cat "$LOGS/.runs" 2>/dev/null || echo 0) + 1 ))
+  echo "$n" >"$LOGS/.runs"
+  echo "$n"
+}
+PT_EXTRA=()
+
+# perftest TEST SIZE ITERS WARMUP KIND(lat|bw) -> prints p50 one-way us, or GB/s.
+perftest() {
+  local test=$1 size=$2 iters=$3 warmup=$4 kind=$5 port spid log
+  log="$LOGS/$(next_run)-perftest-$test-$size${PT_EXTRA[*]:+-multi}.log"
+  port=$(free_port) || { echo "no free port" >"$log"; echo ERR; return; }
+  echo "env: $(env | grep ^UCX_ | sort | tr '\n' ' ')" >"$log"
+  timeout 120 "$PERFTEST" -p "$port" "${SCPU[@]}" >"$log.server" 2>&1 &
+  spid=$!
+  PIDS+=("$spid")
+  if ! wait_listen "$port" "$spid"; then
+    echo "server did not start" >>"$log"; kill "$spid" 2>/dev/null; echo ERR; return
+  fi
+  timeout 120 "$PERFTEST" 127.0.0.1 -p "$port" "${CCPU[@]}" -t "$test" -s "$size" -n "$iters" \
+    -w "$warmup" -e "${PT_EXTRA[@]}" >>"$log" 2>&1
+  local rc=$?
+  wait "$spid" 2>/dev/null
+  cat "$log.server" >>"$log"; rm -f "$log.server"
+  local final
+  final=$(grep -E '^Final:' "$log" | tail -1)
+  if [ $rc -ne 0 ] || [ -z "$final" ]; then echo ERR; return; fi
+  # Final: iters p50_lat avg_lat overall_lat bw_avg bw_overall(MiB/s) rate_avg rate_overall
+  if [ "$kind" = lat ]; then
+    awk '{print $3}' <<<"$final"
+  else
+    awk '{printf "%.3f\n", $7 * 1048576 / 1e9}' <<<"$final"
+  fi
+}
+
+# swucx PORT KIND ARGS... -> prints lat_us_p50 or gbps from the client's RESULT line.
+swucx() {
+  local port=$1 kind=$2 log line key
+  shift 2
+  log="$LOGS/$(next_run)-swucx-$(tr ' ' '_' <<<"$*" | tr -d -- '-').log"
+  echo "env: $(env | grep ^UCX_ | sort | tr '\n' ' ')" >"$log"
+  timeout 120 "$PP" --connect "127.0.0.1:$port" "${PCCPU[@]}" "$@" >>"$log" 2>&1
+  local rc=$?
+  line=$(grep -E '^RESULT ' "$log" | tail -1)
+  if [ $rc -ne 0 ] || [ -z "$line" ]; then echo ERR; return; fi
+  if [ "$kind" = lat ]; then key=lat_us_p50; else key=gbps; fi
+  tr ' ' '\n' <<<"$line" | sed -n "s/^$key=//p"
+}
+
+# Starts a pingpong server with the current environment; sets SW_PORT and SW_PID.
+start_server() {
+  SW_PORT=$(free_port) || { echo "bench: no free port" >&2; exit 2; }
+  timeout 1800 "$PP" --server --listen "127.0.0.1:$SW_PORT" "${PSCPU[@]}" \
+    >"$LOGS/server-$1.log" 2>&1 &
+  SW_PID=$!
+  PIDS+=("$SW_PID")
+  wait_listen "$SW_PORT" "$SW_PID" || { echo "bench: pingpong server did not start (see $LOGS/server-$1.log)" >&2; exit 2; }
+}
+
+stop_server() {
+  kill "$SW_PID" 2>/dev/null || true
+  wait "$SW_PID" 2>/dev/null || true
+}
+
+median() { # values... (ERR if any failed)
+  local v
+  for v in "$@"; do [ "$v" = ERR ] && { echo ERR; return; }; done
+  printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+ROWS=()
+# row CELL TRANSPORT PERFTEST SWUCX KIND(lat|bw|front)
+row() {
+  local cell=$1 tl=$2 ref=$3 sw=$4 kind=$5 ratio target verdict
+  if [ "$ref" = ERR ] || [ "$sw" = ERR ]; then
+    ratio=-; verdict=ERROR; FAILED=1
+  fi
+  case $kind in
+    lat) target="<= 1.15x"
+         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
+           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a <= 1.15*b) ? "pass" : "FAIL"}'); } ;;
+    bw)  target=">= 0.95x"
+         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
+           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a >= 0.95*b) ? "pass" : "FAIL"}'); } ;;
+    front) target="<= +1 us"
+         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%+.2f us", a-b}')
+           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a - b <= 1.0) ? "pass" : "FAIL"}'); } ;;
+  esac
+  ROWS+=("| $cell | $tl | $ref | $sw | $ratio | $target | $verdict |")
+  echo "  $cell [$tl]: ucx_perftest=$ref swucx=$sw ratio=$ratio ($verdict)" >&2
+}
+
+# One transport block: the four cells against ucx_perftest.
+measure_transport() {
+  local tl=$1 lat_n=$2 lat_w=$3
+  local r a b c d
+  local -a pt_tag sw_tag pt_am sw_am pt_64 sw_64 pt_1m sw_1m
+  start_server "$tl"
+  echo "== $tl ($(env | grep -E '^UCX_(TLS|NET_DEVICES|TCP_PUT_ENABLE)=' | tr '\n' ' '))" >&2
+  for r in $(seq "$REPS"); do
+    pt_tag+=("$(perftest tag_lat 8 "$lat_n" "$lat_w" lat)")
+    sw_tag+=("$(swucx "$SW_PORT" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    pt_am+=("$(perftest ucp_am_lat 8 "$lat_n" "$lat_w" lat)")
+    sw_am+=("$(swucx "$SW_PORT" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    pt_64+=("$(perftest ucp_am_bw 65536 "${BW_64K[0]}" "${BW_64K[1]}" bw)")
+    sw_64+=("$(swucx "$SW_PORT" bw --api am --mode bw --size 65536 --iters "${BW_64K[0]}" --warmup "${BW_64K[1]}" --window 32)")
+    pt_1m+=("$(perftest ucp_am_bw 1048576 "${BW_1M[0]}" "${BW_1M[1]}" bw)")
+    sw_1m+=("$(swucx "$SW_PORT" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
+    echo "  rep $r: tag_lat ${pt_tag[-1]}/${sw_tag[-1]} am_lat ${pt_am[-1]}/${sw_am[-1]}" \
+      "am_bw64K ${pt_64[-1]}/${sw_64[-1]} am_bw1M ${pt_1m[-1]}/${sw_1m[-1]}" >&2
+  done
+  stop_server
+  row "tag_lat 8 B (us)" "$tl" "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
+  row "am_lat 8 B (us)" "$tl" "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
+  row "am_bw 64 KiB w32 (GB/s)" "$tl" "$(median "${pt_64[@]}")" "$(median "${sw_64[@]}")" bw
+  row "am_bw 1 MiB w32 (GB/s)" "$tl" "$(median "${pt_1m[@]}")" "$(median "${sw_1m[@]}")" bw
+}
+
+START=$(date +%s)
+SHM_TLS=posix,sysv,cma,self,tcp
+
+export UCX_TLS=$SHM_TLS
+measure_transport shm "${LAT_SHM[@]}"
+
+# The Engine front vs inline, 8 B tag latency over shm (both swucx, same server).
+start_server shm-front
+echo "== shm front vs inline" >&2
+inl=(); fr=()
+for r in $(seq "$REPS"); do
+  inl+=("$(swucx "$SW_PORT" lat --api tag --mode lat --size 8 --iters "${LAT_SHM[0]}" --warmup "${LAT_SHM[1]}")")
+  fr+=("$(swucx "$SW_PORT" lat --api tag --mode lat --size 8 --iters "${LAT_SHM[0]}" --warmup "${LAT_SHM[1]}" --front)")
+  echo "  rep $r: inline ${inl[-1]} front ${fr[-1]}" >&2
+done
+stop_server
+FRONT_ROW=("front tag_lat 8 B (us; perftest column = swucx inline)" shm "$(median "${inl[@]}")" "$(median "${fr[@]}")" front)
+
+# shm again with tcp's PUT zcopy off: keeps client-server endpoints off loopback TCP for RMA.
+export UCX_TCP_PUT_ENABLE=n
+measure_transport "shm, TCP_PUT_ENABLE=n" "${LAT_SHM[@]}"
+
+# How much of the latency gap is UCX's MULTI thread mode (swucx workers are always MULTI):
+# the same cells against ucx_perftest -M multi.
+start_server "shm-multi"
+echo "== shm, TCP_PUT_ENABLE=n, ucx_perftest -M multi" >&2
+PT_EXTRA=(-M multi)
+pt_tag=(); sw_tag=(); pt_am=(); sw_am=()
+for r in $(seq "$REPS"); do
+  pt_tag+=("$(perftest tag_lat 8 "${LAT_SHM[@]}" lat)")
+  sw_tag+=("$(swucx "$SW_PORT" lat --api tag --mode lat --size 8 --iters "${LAT_SHM[0]}" --warmup "${LAT_SHM[1]}")")
+  pt_am+=("$(perftest ucp_am_lat 8 "${LAT_SHM[@]}" lat)")
+  sw_am+=("$(swucx "$SW_PORT" lat --api am --mode lat --size 8 --iters "${LAT_SHM[0]}" --warmup "${LAT_SHM[1]}")")
+  echo "  rep $r: tag_lat ${pt_tag[-1]}/${sw_tag[-1]} am_lat ${pt_am[-1]}/${sw_am[-1]}" >&2
+done
+PT_EXTRA=()
+stop_server
+row "tag_lat 8 B (us), perftest -M multi" "shm, TCP_PUT_ENABLE=n" "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
+row "am_lat 8 B (us), perftest -M multi" "shm, TCP_PUT_ENABLE=n" "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
+unset UCX_TCP_PUT_ENABLE
+
+export UCX_TLS=tcp,self UCX_NET_DEVICES=lo
+measure_transport tcp "${LAT_TCP[@]}"
+unset UCX_TLS UCX_NET_DEVICES
+
+row "${FRONT_ROW[@]}"
+ELAPSED=$(( $(date +%s) - START ))
+
+{
+  echo "## swucx vs ucx_perftest ($(date -u +%Y-%m-%dT%H:%MZ), UCX $(ucx_info -v 2>/dev/null | sed -n "s/^# Version //p"), $(nproc) CPUs)"
+  echo
+  echo "Median of $REPS per cell$([ "$QUICK" = 1 ] && echo ' (--quick)'), run in ${ELAPSED}s. Latency: one-way (RTT/2) p50 in us;"
+  echo "bandwidth: GB/s (1e9 B/s) at the sender. shm: UCX_TLS=$SHM_TLS; tcp: UCX_TLS=tcp,self"
+  echo "UCX_NET_DEVICES=lo. Both tools: peer error handling (perftest -e), UCX_POSIX_ERROR_HANDLING=y"
+  echo "UCX_SYSV_ERROR_HANDLING=y UCX_KEEPALIVE_INTERVAL=500ms; servers on CPU 0, clients on CPU 1;"
+  echo "swucx busy-polls inline unless the row says front. Logs: $LOGS."
+  echo
+  echo "| cell | transport | ucx_perftest | swucx | ratio | target | pass/fail |"
+  echo "|---|---|---|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+} >"$OUT/results.md"
+
+echo
+cat "$OUT/results.md"
+exit "$FAILED"
