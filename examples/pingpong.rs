@@ -4,7 +4,8 @@
 //! ```text
 //! pingpong --server [--listen 0.0.0.0:13337] [--cpu 0]
 //! pingpong --connect 127.0.0.1:13337 --api tag|am|stream --mode lat|bw --size 8 --iters 100000
-//!          [--warmup N] [--window 32] [--front] [--transport shm|tcp] [--cpu 1]
+//!          [--warmup N] [--window 32] [--front] [--wireup cm|address] [--transport shm|tcp]
+//!          [--cpu 1] [--features tm]
 //! ```
 //!
 //! The client's last line on stdout is the result, e.g.
@@ -36,8 +37,11 @@
 //!    offset 24 u64 warmup  warm-up iterations run before the measured ones
 //!    offset 32 u32 window  sends in flight for bw
 //!    offset 36 u32 flags   bit 0: the client uses the Engine front (informational)
+//!                          bit 1: address wireup; the client's worker address follows
 //!    ```
-//! 2. server -> client `READY` (empty) once its buffers and AM handler are set up.
+//! 2. server -> client `READY` once its buffers and AM handler are set up: empty, or with
+//!    address wireup the server's worker address. Then each side connects to the other's
+//!    address, drops the CM endpoint and uses the new endpoint for everything below.
 //! 3. lat: `warmup + iters` round trips; the server echoes every message from its loop.
 //!    bw: `warmup` messages, then an `ACK` from the server; then `iters` messages and an `ACK`.
 //! 4. client -> server `BYE`; both close the endpoint. The server then takes the next client.
@@ -52,7 +56,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use swucx::{
     AmFlags, AmMessage, Buf, Context, Done, Endpoint, Engine, Features, Listener, MemRegion,
-    RegionBuf, Request, Worker,
+    RegionBuf, Request, Worker, WorkerAddress,
 };
 
 const MAGIC: u32 = 0x5050_5753;
@@ -67,6 +71,8 @@ const BYE: u64 = CTRL | 4;
 const DATA_TAG: u64 = 1;
 const AM_DATA: u16 = 7;
 const EMPTY: &[u8] = &[];
+/// Receive buffer for control messages (header plus a worker address).
+const MAX_CTRL: usize = 64 * 1024;
 
 /// How long any single wait may go without completing before the run is declared stuck.
 const STUCK: Duration = Duration::from_secs(30);
@@ -82,6 +88,15 @@ enum Api {
 enum Mode {
     Lat,
     Bw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Wireup {
+    /// Data on the endpoint made by `Worker::connect` / `accept` (UCX's sockaddr CM).
+    Cm,
+    /// Exchange worker addresses over the CM endpoint, close it, and move the data to endpoints
+    /// made by `Worker::connect_address` (what ucx_perftest does, with its own socket).
+    Address,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,6 +139,9 @@ struct Args {
     /// Wait through swucx::Engine instead of busy-polling inline.
     #[arg(long)]
     front: bool,
+    /// How the data endpoints are made.
+    #[arg(long, value_enum, default_value_t = Wireup::Cm)]
+    wireup: Wireup,
     /// Sets UCX_TLS (and UCX_NET_DEVICES) for this process unless the environment already does.
     #[arg(long, value_enum)]
     transport: Option<Transport>,
@@ -170,6 +188,7 @@ struct Params {
     warmup: u64,
     window: u32,
     front: bool,
+    wireup: Wireup,
 }
 
 impl Params {
@@ -190,13 +209,15 @@ impl Params {
         h.extend_from_slice(&self.iters.to_le_bytes());
         h.extend_from_slice(&self.warmup.to_le_bytes());
         h.extend_from_slice(&self.window.to_le_bytes());
-        h.extend_from_slice(&u32::from(self.front).to_le_bytes());
+        let flags = u32::from(self.front) | (u32::from(self.wireup == Wireup::Address) << 1);
+        h.extend_from_slice(&flags.to_le_bytes());
         debug_assert_eq!(h.len(), HEADER_LEN);
         h
     }
 
+    /// Decodes the header at the start of `h` (a worker address may follow it).
     fn decode(h: &[u8]) -> Result<Params, String> {
-        if h.len() != HEADER_LEN {
+        if h.len() < HEADER_LEN {
             return Err(format!("header is {} bytes, want {HEADER_LEN}", h.len()));
         }
         let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().unwrap());
@@ -227,6 +248,11 @@ impl Params {
             warmup: u64_at(24),
             window: u32_at(32),
             front: u32_at(36) & 1 != 0,
+            wireup: if u32_at(36) & 2 != 0 {
+                Wireup::Address
+            } else {
+                Wireup::Cm
+            },
         };
         params.validate()?;
         Ok(params)
@@ -595,7 +621,7 @@ fn run_server(args: &Args) -> Res<()> {
             }
         };
         served += 1;
-        match serve_one(&context, &driver, &ep) {
+        match serve_one(&context, &driver, ep.clone()) {
             Ok(p) => eprintln!(
                 "pingpong server: client #{served} {peer:?} done ({:?} {:?} size={} iters={})",
                 p.api, p.mode, p.size, p.iters
@@ -607,11 +633,25 @@ fn run_server(args: &Args) -> Res<()> {
     }
 }
 
-fn serve_one(context: &Context, driver: &Driver, ep: &Endpoint) -> Res<Params> {
-    let hello = ctrl_recv(driver, HELLO, HEADER_LEN)?;
+fn serve_one(context: &Context, driver: &Driver, cm_ep: Endpoint) -> Res<Params> {
+    let hello = ctrl_recv(driver, HELLO, MAX_CTRL)?;
     let bye = ctrl_recv(driver, BYE, 0)?;
-    let hello = driver.wait(hello, ep)?;
-    let p = Params::decode(&hello.buffer[..hello.length])?;
+    let hello = driver.wait(hello, &cm_ep)?;
+    let hello = &hello.buffer[..hello.length];
+    let p = Params::decode(hello)?;
+    let mut ready = Vec::new();
+    let ep = match p.wireup {
+        Wireup::Cm => cm_ep.clone(),
+        Wireup::Address => {
+            let peer = WorkerAddress(hello[HEADER_LEN..].to_vec());
+            ready = driver.worker().address().map_err(err("worker address"))?.0;
+            driver
+                .worker()
+                .connect_address(&peer)
+                .map_err(err("connect_address"))?
+        }
+    };
+    let ep = &ep;
     let (_region, sbuf, rbuf) = buffers(context, p.size)?;
     let rx = Arc::new(AmRx::default());
     if p.api == Api::Am {
@@ -625,7 +665,10 @@ fn serve_one(context: &Context, driver: &Driver, ep: &Endpoint) -> Res<Params> {
         rbuf,
         rx,
     };
-    ctrl_send(driver, ep, READY, Vec::new())?;
+    ctrl_send(driver, &cm_ep, READY, ready)?;
+    if p.wireup == Wireup::Address {
+        drop(cm_ep);
+    }
     match p.mode {
         Mode::Lat => {
             for i in 1..=p.warmup + p.iters {
@@ -683,6 +726,7 @@ fn run_client(args: &Args, server: SocketAddr) -> Res<String> {
         warmup: args.warmup.unwrap_or((args.iters / 10).min(10_000)),
         window: args.window,
         front: args.front,
+        wireup: args.wireup,
     };
     p.validate()?;
     let default_features = format!(
@@ -712,16 +756,31 @@ fn run_client(args: &Args, server: SocketAddr) -> Res<String> {
         set_am_handler(&worker, &rx, &rbuf)?;
     }
     let ep = worker.connect(server).map_err(err("connect"))?;
-    let ready = ctrl_recv(&driver, READY, 0)?;
-    if let Err(e) = ctrl_send(&driver, &ep, HELLO, p.encode()) {
+    let ready = ctrl_recv(&driver, READY, MAX_CTRL)?;
+    let mut hello = p.encode();
+    if p.wireup == Wireup::Address {
+        hello.extend_from_slice(&worker.address().map_err(err("worker address"))?.0);
+    }
+    if let Err(e) = ctrl_send(&driver, &ep, HELLO, hello) {
         // Complete the posted receive before the worker goes away.
         ready.cancel();
         let _ = ready.wait_timeout(Duration::from_secs(1));
         return Err(format!("handshake with {server}: {e}"));
     }
-    driver
+    let ready = driver
         .wait(ready, &ep)
         .map_err(|e| format!("handshake with {server}: {e}"))?;
+    let ep = match p.wireup {
+        Wireup::Cm => ep,
+        Wireup::Address => {
+            let peer = WorkerAddress(ready.buffer[..ready.length].to_vec());
+            let data_ep = worker
+                .connect_address(&peer)
+                .map_err(err("connect_address"))?;
+            drop(ep);
+            data_ep
+        }
+    };
     match ep.transports() {
         Ok(t) => eprintln!(
             "pingpong: transports {}",

@@ -6,8 +6,9 @@
 # For each transport (shm, tcp) it measures, each cell the median of N runs (default 3):
 #   - 8 B latency, tag (ucx_perftest -t tag_lat) and AM (-t ucp_am_lat) vs pingpong (inline);
 #   - AM bandwidth, window 32, 64 KiB and 1 MiB (-t ucp_am_bw) vs pingpong --mode bw;
-# plus the shm cells again with UCX_TCP_PUT_ENABLE=n for both tools (see docs/bench.md), and the
-# Engine front's 8 B tag latency over shm vs inline. Latency is one-way (RTT/2) p50 in us;
+# plus the shm cells again with swucx's address wireup (pingpong --wireup address) and with
+# UCX_TCP_PUT_ENABLE=n for both tools (see docs/bench.md), the latency cells against
+# ucx_perftest -M multi, and the Engine front's 8 B tag latency over shm vs inline. Latency is one-way (RTT/2) p50 in us;
 # bandwidth is GB/s (1e9 B/s) at the sender. Servers are pinned to CPU 0, clients to CPU 1.
 # Both tools use peer error handling (swucx always does; ucx_perftest gets -e) and swucx's
 # default UCX settings (exported below so ucx_perftest sees them too).
@@ -108,6 +109,7 @@ next_run() {
   echo "$n"
 }
 PT_EXTRA=()
+SW_EXTRA=()
 
 # perftest TEST SIZE ITERS WARMUP KIND(lat|bw) -> prints p50 one-way us, or GB/s.
 perftest() {
@@ -141,9 +143,9 @@ perftest() {
 swucx() {
   local port=$1 kind=$2 log line key
   shift 2
-  log="$LOGS/$(next_run)-swucx-$(tr ' ' '_' <<<"$*" | tr -d -- '-').log"
+  log="$LOGS/$(next_run)-swucx-$(tr ' ' '_' <<<"${SW_EXTRA[*]} $*" | tr -d -- '-').log"
   echo "env: $(env | grep ^UCX_ | sort | tr '\n' ' ')" >"$log"
-  timeout 120 "$PP" --connect "127.0.0.1:$port" "${PCCPU[@]}" "$@" >>"$log" 2>&1
+  timeout 120 "$PP" --connect "127.0.0.1:$port" "${PCCPU[@]}" "${SW_EXTRA[@]}" "$@" >>"$log" 2>&1
   local rc=$?
   line=$(grep -E '^RESULT ' "$log" | tail -1)
   if [ $rc -ne 0 ] || [ -z "$line" ]; then echo ERR; return; fi
@@ -238,15 +240,23 @@ done
 stop_server
 FRONT_ROW=("front tag_lat 8 B (us; perftest column = swucx inline)" shm "$(median "${inl[@]}")" "$(median "${fr[@]}")" front)
 
+# shm again, swucx moving its data to endpoints made from worker addresses (as perftest does).
+SW_EXTRA=(--wireup address)
+measure_transport "shm, swucx --wireup address" "${LAT_SHM[@]}"
+SW_EXTRA=()
+
 # shm again with tcp's PUT zcopy off: keeps client-server endpoints off loopback TCP for RMA.
 export UCX_TCP_PUT_ENABLE=n
 measure_transport "shm, TCP_PUT_ENABLE=n" "${LAT_SHM[@]}"
 
+unset UCX_TCP_PUT_ENABLE
+
 # How much of the latency gap is UCX's MULTI thread mode (swucx workers are always MULTI):
-# the same cells against ucx_perftest -M multi.
+# the same cells against ucx_perftest -M multi (swucx with address wireup).
 start_server "shm-multi"
-echo "== shm, TCP_PUT_ENABLE=n, ucx_perftest -M multi" >&2
+echo "== shm, swucx --wireup address, ucx_perftest -M multi" >&2
 PT_EXTRA=(-M multi)
+SW_EXTRA=(--wireup address)
 pt_tag=(); sw_tag=(); pt_am=(); sw_am=()
 for r in $(seq "$REPS"); do
   pt_tag+=("$(perftest tag_lat 8 "${LAT_SHM[@]}" lat)")
@@ -256,10 +266,10 @@ for r in $(seq "$REPS"); do
   echo "  rep $r: tag_lat ${pt_tag[-1]}/${sw_tag[-1]} am_lat ${pt_am[-1]}/${sw_am[-1]}" >&2
 done
 PT_EXTRA=()
+SW_EXTRA=()
 stop_server
-row "tag_lat 8 B (us), perftest -M multi" "shm, TCP_PUT_ENABLE=n" "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
-row "am_lat 8 B (us), perftest -M multi" "shm, TCP_PUT_ENABLE=n" "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
-unset UCX_TCP_PUT_ENABLE
+row "tag_lat 8 B (us), perftest -M multi" "shm, swucx --wireup address" "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
+row "am_lat 8 B (us), perftest -M multi" "shm, swucx --wireup address" "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
 
 export UCX_TLS=tcp,self UCX_NET_DEVICES=lo
 measure_transport tcp "${LAT_TCP[@]}"
