@@ -34,10 +34,13 @@ impl BitOr for AmFlags {
     }
 }
 
+/// The closure type of an active-message handler.
+type AmHandlerFn = dyn FnMut(AmMessage<'_>) + Send;
+
 /// A registered handler with what its trampoline needs. Owned by the worker.
 pub(crate) struct AmHandlerSlot {
     worker: Weak<WorkerInner>,
-    handler: Mutex<Box<dyn FnMut(AmMessage<'_>) + Send>>,
+    handler: Mutex<Box<AmHandlerFn>>,
 }
 
 /// An active message, seen inside its handler (which runs inside `progress`).
@@ -181,7 +184,13 @@ impl AmDesc {
                 Ok(Request::ready(&self.worker, buffer, bytes.len()))
             }
             DescKind::Ucx { desc, .. } => {
-                let params = OpParams::new(Callback::Length, buffer.region().map(|r| r.memh()), 0);
+                let params = OpParams::new(
+                    "ucp_am_recv_data_nbx",
+                    OpKind::OtherRecv,
+                    Callback::Length,
+                    buffer.region().map(|r| r.memh()),
+                    0,
+                );
                 // SAFETY: desc is the live descriptor UCX handed to the handler (kept with
                 // UCS_INPROGRESS); UCX takes it over here even on failure. The request owns the
                 // buffer until completion.
@@ -195,15 +204,7 @@ impl AmDesc {
                     )
                 };
                 let length = self.length;
-                params.finish(
-                    "ucp_am_recv_data_nbx",
-                    &self.worker,
-                    ptr,
-                    buffer,
-                    length,
-                    OpKind::OtherRecv,
-                    Some(length),
-                )
+                params.finish(&self.worker, ptr, buffer, length, Some(length))
             }
         }
     }
@@ -271,7 +272,7 @@ impl Worker {
         id: u16,
         handler: impl FnMut(AmMessage<'_>) + Send + 'static,
     ) -> Result<()> {
-        let slot = Box::new(AmHandlerSlot {
+        let slot = std::sync::Arc::new(AmHandlerSlot {
             worker: self.downgrade(),
             handler: Mutex::new(Box::new(handler)),
         });
@@ -285,7 +286,7 @@ impl Worker {
             id: u32::from(id),
             flags: sys::ucp_am_cb_flags::UCP_AM_FLAG_WHOLE_MSG.0,
             cb: Some(am_callback),
-            arg: &*slot as *const AmHandlerSlot as *mut libc::c_void,
+            arg: std::sync::Arc::as_ptr(&slot) as *mut libc::c_void,
         };
         // SAFETY: the worker is live; the slot is kept by the worker until it is destroyed.
         check("ucp_worker_set_am_recv_handler", unsafe {
@@ -312,7 +313,13 @@ impl Endpoint {
         flags: AmFlags,
     ) -> Result<Request<(H, B)>> {
         let handle = self.lock_handle("ucp_am_send_nbx")?;
-        let params = OpParams::new(Callback::Send, payload.region().map(|r| r.memh()), flags.0);
+        let params = OpParams::new(
+            "ucp_am_send_nbx",
+            OpKind::Send,
+            Callback::Send,
+            payload.region().map(|r| r.memh()),
+            flags.0,
+        );
         // SAFETY: the endpoint is live under the lock; header and payload are owned by the
         // request until UCX completes the send.
         let ptr = unsafe {
@@ -328,14 +335,6 @@ impl Endpoint {
         };
         drop(handle);
         let len = payload.len();
-        params.finish(
-            "ucp_am_send_nbx",
-            self.worker(),
-            ptr,
-            (header, payload),
-            len,
-            OpKind::Send,
-            None,
-        )
+        params.finish(self.worker(), ptr, (header, payload), len, None)
     }
 }

@@ -62,6 +62,7 @@ pub struct ContextBuilder {
     name: Option<String>,
     overrides: Vec<(String, String)>,
     no_defaults: bool,
+    no_peer_failure: bool,
 }
 
 impl ContextBuilder {
@@ -82,6 +83,14 @@ impl ContextBuilder {
     /// Overrides win over the environment and over `DEFAULT_CONFIG`.
     pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.overrides.push((key.into(), value.into()));
+        self
+    }
+
+    /// Creates endpoints without peer-failure handling (`UCP_ERR_HANDLING_MODE_NONE`). Needed
+    /// for transports that cannot detect a failed peer, such as `self` alone; a dead peer may
+    /// then leave operations hanging. Default: peer-failure handling on.
+    pub fn without_peer_failure_handling(mut self) -> Self {
+        self.no_peer_failure = true;
         self
     }
 
@@ -158,6 +167,7 @@ impl ContextBuilder {
         Ok(Context(Arc::new(ContextInner {
             handle,
             features: self.features,
+            peer_failure: !self.no_peer_failure,
         })))
     }
 }
@@ -222,6 +232,7 @@ impl Drop for UcxConfig {
 pub(crate) struct ContextInner {
     pub(crate) handle: sys::ucp_context_h,
     features: Features,
+    peer_failure: bool,
 }
 
 // SAFETY: the context is created with mt_workers_shared, so UCX serializes access to its shared
@@ -256,6 +267,11 @@ impl Context {
     /// The features this context was created with.
     pub fn features(&self) -> Features {
         self.0.features
+    }
+
+    /// Whether endpoints made from this context detect peer failure.
+    pub fn peer_failure_handling(&self) -> bool {
+        self.0.peer_failure
     }
 
     pub(crate) fn handle(&self) -> sys::ucp_context_h {

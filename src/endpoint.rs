@@ -45,7 +45,8 @@ pub(crate) struct EndpointInner {
 ///
 /// Created with peer-failure handling on: when the peer dies, every outstanding send completes
 /// with an error, the error handler runs, and later operations return that error. Dropping the
-/// last clone closes the endpoint (flush, or force if it failed) without blocking.
+/// last clone closes the endpoint (flush, or force if it failed) without blocking; the worker
+/// finishes such closes before it is destroyed. Use [`close`](Endpoint::close) to wait.
 #[derive(Clone)]
 pub struct Endpoint(pub(crate) Arc<EndpointInner>);
 
@@ -107,7 +108,7 @@ impl Worker {
     /// for the connection setup even when data then moves over shared memory).
     pub fn connect(&self, addr: SocketAddr) -> Result<Endpoint> {
         let c_addr = CSockAddr::new(addr);
-        let mut params = ep_params_base();
+        let mut params = ep_params_base(self);
         params.field_mask |= u64::from(
             sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_SOCK_ADDR.0
                 | sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_FLAGS.0,
@@ -123,7 +124,7 @@ impl Worker {
 
     /// Connects to a peer worker by its address ([`Worker::address`]), without a listener.
     pub fn connect_address(&self, address: &WorkerAddress) -> Result<Endpoint> {
-        let mut params = ep_params_base();
+        let mut params = ep_params_base(self);
         params.field_mask |=
             u64::from(sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_REMOTE_ADDRESS.0);
         params.address = address.0.as_ptr() as *const sys::ucp_address_t;
@@ -134,7 +135,7 @@ impl Worker {
     pub fn accept(&self, request: ConnRequest) -> Result<Endpoint> {
         let peer = request.client_addr();
         let raw = request.into_raw();
-        let mut params = ep_params_base();
+        let mut params = ep_params_base(self);
         params.field_mask |= u64::from(sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_CONN_REQUEST.0);
         params.conn_request = raw;
         self.create_endpoint(params, peer)
@@ -183,14 +184,19 @@ impl Worker {
     }
 }
 
-/// Endpoint parameters every swucx endpoint uses: peer-failure handling on.
-fn ep_params_base() -> sys::ucp_ep_params_t {
+/// Endpoint parameters every swucx endpoint uses: peer-failure handling as the context says.
+fn ep_params_base(worker: &Worker) -> sys::ucp_ep_params_t {
+    let err_mode = if worker.context().peer_failure_handling() {
+        sys::ucp_err_handling_mode_t::UCP_ERR_HANDLING_MODE_PEER
+    } else {
+        sys::ucp_err_handling_mode_t::UCP_ERR_HANDLING_MODE_NONE
+    };
     sys::ucp_ep_params_t {
         field_mask: u64::from(
             sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE.0
                 | sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_ERR_HANDLER.0,
         ),
-        err_mode: sys::ucp_err_handling_mode_t::UCP_ERR_HANDLING_MODE_PEER,
+        err_mode,
         ..Default::default()
     }
 }
@@ -277,20 +283,12 @@ impl Endpoint {
     /// Flushes the endpoint: every RMA operation issued before completes at the target.
     pub fn flush(&self) -> Result<()> {
         let handle = self.lock_handle("ucp_ep_flush_nbx")?;
-        let params = OpParams::new(Callback::Send, None, 0);
+        let params = OpParams::new("ucp_ep_flush_nbx", OpKind::Send, Callback::Send, None, 0);
         // SAFETY: the endpoint is live while the read lock is held; params carries our callback.
         let ptr = unsafe { sys::ucp_ep_flush_nbx(handle.raw(), &params.param) };
         drop(handle);
         params
-            .finish(
-                "ucp_ep_flush_nbx",
-                &self.0.worker,
-                ptr,
-                (),
-                0,
-                OpKind::Send,
-                None,
-            )?
+            .finish(&self.0.worker, ptr, (), 0, None)?
             .wait()
             .map(|_| ())
     }

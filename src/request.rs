@@ -201,6 +201,8 @@ unsafe impl<B: Send + 'static> Send for Request<B> {}
 /// The parameters every operation passes: callback, user data and, optionally, a memory handle.
 pub(crate) struct OpParams {
     pub(crate) param: sys::ucp_request_param_t,
+    op: &'static str,
+    kind: OpKind,
     completion: Arc<Completion>,
     user_data: *mut libc::c_void,
 }
@@ -214,7 +216,14 @@ pub(crate) enum Callback {
 
 impl OpParams {
     /// Starts the parameters for one operation (byte datatype, host memory).
-    pub(crate) fn new(callback: Callback, memh: Option<sys::ucp_mem_h>, flags: u32) -> OpParams {
+    /// `op` names the UCX call in errors; `kind` says what the request may do (cancel).
+    pub(crate) fn new(
+        op: &'static str,
+        kind: OpKind,
+        callback: Callback,
+        memh: Option<sys::ucp_mem_h>,
+        flags: u32,
+    ) -> OpParams {
         let completion = Completion::new();
         let user_data = Arc::into_raw(completion.clone()) as *mut libc::c_void;
         let mut param = sys::ucp_request_param_t {
@@ -249,6 +258,8 @@ impl OpParams {
         }
         OpParams {
             param,
+            op,
+            kind,
             completion,
             user_data,
         }
@@ -260,17 +271,17 @@ impl OpParams {
     /// then does not call the callback); `None` means the buffer's length.
     pub(crate) fn finish<B: Send + 'static>(
         self,
-        op: &'static str,
         worker: &Worker,
         ptr: sys::ucs_status_ptr_t,
         buffer: B,
         buffer_len: usize,
-        kind: OpKind,
         immediate_length: Option<usize>,
     ) -> Result<Request<B>> {
         let OpParams {
             completion,
             user_data,
+            op,
+            kind,
             ..
         } = self;
         let raw = match decode_status_ptr(ptr) {
@@ -420,6 +431,8 @@ impl<B: Send + 'static> Drop for Request<B> {
             self.release_raw();
             return;
         }
+        // An unmatched tag receive would stay posted forever: cancel it (it then completes).
+        self.cancel();
         // Still in flight: park the buffer where the callback will find it, then hand over.
         *self
             .completion

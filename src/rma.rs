@@ -17,7 +17,13 @@ impl Endpoint {
         self.check_rkey("ucp_put_nbx", rkey)?;
         let remote = rkey.remote_addr("ucp_put_nbx", offset, buffer.len())?;
         let handle = self.lock_handle("ucp_put_nbx")?;
-        let params = OpParams::new(Callback::Send, buffer.region().map(|r| r.memh()), 0);
+        let params = OpParams::new(
+            "ucp_put_nbx",
+            OpKind::Send,
+            Callback::Send,
+            buffer.region().map(|r| r.memh()),
+            0,
+        );
         // SAFETY: endpoint live under the lock; rkey kept alive with the request; range checked.
         let ptr = unsafe {
             sys::ucp_put_nbx(
@@ -32,15 +38,7 @@ impl Endpoint {
         drop(handle);
         let len = buffer.len();
         Ok(params
-            .finish(
-                "ucp_put_nbx",
-                self.worker(),
-                ptr,
-                buffer,
-                len,
-                OpKind::Send,
-                None,
-            )?
+            .finish(self.worker(), ptr, buffer, len, None)?
             .keep_alive(rkey.clone()))
     }
 
@@ -54,7 +52,13 @@ impl Endpoint {
         self.check_rkey("ucp_get_nbx", rkey)?;
         let remote = rkey.remote_addr("ucp_get_nbx", offset, buffer.len())?;
         let handle = self.lock_handle("ucp_get_nbx")?;
-        let params = OpParams::new(Callback::Send, buffer.region().map(|r| r.memh()), 0);
+        let params = OpParams::new(
+            "ucp_get_nbx",
+            OpKind::OtherRecv,
+            Callback::Send,
+            buffer.region().map(|r| r.memh()),
+            0,
+        );
         // SAFETY: as for put; the request owns the destination buffer.
         let ptr = unsafe {
             sys::ucp_get_nbx(
@@ -69,15 +73,7 @@ impl Endpoint {
         drop(handle);
         let len = buffer.len();
         Ok(params
-            .finish(
-                "ucp_get_nbx",
-                self.worker(),
-                ptr,
-                buffer,
-                len,
-                OpKind::OtherRecv,
-                None,
-            )?
+            .finish(self.worker(), ptr, buffer, len, None)?
             .keep_alive(rkey.clone()))
     }
 

@@ -10,7 +10,13 @@ impl Endpoint {
     /// Sends `buffer` on the endpoint's byte stream.
     pub fn stream_send<B: Buf>(&self, buffer: B) -> Result<Request<B>> {
         let handle = self.lock_handle("ucp_stream_send_nbx")?;
-        let params = OpParams::new(Callback::Send, buffer.region().map(|r| r.memh()), 0);
+        let params = OpParams::new(
+            "ucp_stream_send_nbx",
+            OpKind::Send,
+            Callback::Send,
+            buffer.region().map(|r| r.memh()),
+            0,
+        );
         // SAFETY: the endpoint is live under the lock; the request owns the buffer.
         let ptr = unsafe {
             sys::ucp_stream_send_nbx(
@@ -22,15 +28,7 @@ impl Endpoint {
         };
         drop(handle);
         let len = buffer.len();
-        params.finish(
-            "ucp_stream_send_nbx",
-            self.worker(),
-            ptr,
-            buffer,
-            len,
-            OpKind::Send,
-            None,
-        )
+        params.finish(self.worker(), ptr, buffer, len, None)
     }
 
     /// Receives exactly `buffer.len()` bytes from the stream (`UCP_STREAM_RECV_FLAG_WAITALL`).
@@ -49,7 +47,13 @@ impl Endpoint {
 
     fn stream_recv_flags<B: BufMut>(&self, mut buffer: B, flags: u32) -> Result<Request<B>> {
         let handle = self.lock_handle("ucp_stream_recv_nbx")?;
-        let params = OpParams::new(Callback::Length, buffer.region().map(|r| r.memh()), flags);
+        let params = OpParams::new(
+            "ucp_stream_recv_nbx",
+            OpKind::OtherRecv,
+            Callback::Length,
+            buffer.region().map(|r| r.memh()),
+            flags,
+        );
         let mut length = 0usize;
         // SAFETY: the endpoint is live under the lock; the request owns the buffer; `length` is
         // written only if the receive completes at once, before the call returns.
@@ -64,14 +68,6 @@ impl Endpoint {
         };
         drop(handle);
         let len = buffer.len();
-        params.finish(
-            "ucp_stream_recv_nbx",
-            self.worker(),
-            ptr,
-            buffer,
-            len,
-            OpKind::OtherRecv,
-            Some(length),
-        )
+        params.finish(self.worker(), ptr, buffer, len, Some(length))
     }
 }

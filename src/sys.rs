@@ -28,15 +28,39 @@ mod layout_tests {
         // SAFETY: the shims only return sizeof() of a type.
         unsafe {
             assert_eq!(swucx_shim_sizeof_ucp_params(), size_of::<ucp_params_t>());
-            assert_eq!(swucx_shim_sizeof_ucp_worker_params(), size_of::<ucp_worker_params_t>());
-            assert_eq!(swucx_shim_sizeof_ucp_ep_params(), size_of::<ucp_ep_params_t>());
-            assert_eq!(swucx_shim_sizeof_ucp_listener_params(), size_of::<ucp_listener_params_t>());
-            assert_eq!(swucx_shim_sizeof_ucp_request_param(), size_of::<ucp_request_param_t>());
-            assert_eq!(swucx_shim_sizeof_ucp_mem_map_params(), size_of::<ucp_mem_map_params_t>());
-            assert_eq!(swucx_shim_sizeof_ucp_am_handler_param(), size_of::<ucp_am_handler_param_t>());
-            assert_eq!(swucx_shim_sizeof_ucp_am_recv_param(), size_of::<ucp_am_recv_param_t>());
+            assert_eq!(
+                swucx_shim_sizeof_ucp_worker_params(),
+                size_of::<ucp_worker_params_t>()
+            );
+            assert_eq!(
+                swucx_shim_sizeof_ucp_ep_params(),
+                size_of::<ucp_ep_params_t>()
+            );
+            assert_eq!(
+                swucx_shim_sizeof_ucp_listener_params(),
+                size_of::<ucp_listener_params_t>()
+            );
+            assert_eq!(
+                swucx_shim_sizeof_ucp_request_param(),
+                size_of::<ucp_request_param_t>()
+            );
+            assert_eq!(
+                swucx_shim_sizeof_ucp_mem_map_params(),
+                size_of::<ucp_mem_map_params_t>()
+            );
+            assert_eq!(
+                swucx_shim_sizeof_ucp_am_handler_param(),
+                size_of::<ucp_am_handler_param_t>()
+            );
+            assert_eq!(
+                swucx_shim_sizeof_ucp_am_recv_param(),
+                size_of::<ucp_am_recv_param_t>()
+            );
         }
         assert_eq!(size_of::<ucs_status_t>(), 1);
-        assert_eq!(size_of::<libc::sockaddr_storage>(), size_of::<sockaddr_storage>());
+        assert_eq!(
+            size_of::<libc::sockaddr_storage>(),
+            size_of::<sockaddr_storage>()
+        );
     }
 }

@@ -12,7 +12,13 @@ impl Endpoint {
     /// receiver pulls them straight into its buffer).
     pub fn tag_send<B: Buf>(&self, tag: u64, buffer: B) -> Result<Request<B>> {
         let handle = self.lock_handle("ucp_tag_send_nbx")?;
-        let params = OpParams::new(Callback::Send, buffer.region().map(|r| r.memh()), 0);
+        let params = OpParams::new(
+            "ucp_tag_send_nbx",
+            OpKind::Send,
+            Callback::Send,
+            buffer.region().map(|r| r.memh()),
+            0,
+        );
         // SAFETY: the endpoint is live under the lock; the buffer is owned by the request until
         // UCX completes the send.
         let ptr = unsafe {
@@ -26,15 +32,7 @@ impl Endpoint {
         };
         drop(handle);
         let len = buffer.len();
-        params.finish(
-            "ucp_tag_send_nbx",
-            self.worker(),
-            ptr,
-            buffer,
-            len,
-            OpKind::Send,
-            None,
-        )
+        params.finish(self.worker(), ptr, buffer, len, None)
     }
 }
 
@@ -43,7 +41,13 @@ impl Worker {
     /// endpoint of this worker. A message longer than the buffer fails with
     /// `ERR_MESSAGE_TRUNCATED`. Cancellable while unmatched ([`Request::cancel`]).
     pub fn tag_recv<B: BufMut>(&self, tag: u64, mask: u64, mut buffer: B) -> Result<Request<B>> {
-        let mut params = OpParams::new(Callback::TagRecv, buffer.region().map(|r| r.memh()), 0);
+        let mut params = OpParams::new(
+            "ucp_tag_recv_nbx",
+            OpKind::TagRecv,
+            Callback::TagRecv,
+            buffer.region().map(|r| r.memh()),
+            0,
+        );
         // A message that already arrived (unexpected eager) completes the receive at once: UCX
         // then calls no callback and reports length and sender tag only through RECV_INFO.
         // Without it the real length of such a message would be lost.
@@ -69,15 +73,7 @@ impl Worker {
             crate::status::decode_status_ptr(ptr),
             crate::status::StatusPtr::Done
         );
-        let request = params.finish(
-            "ucp_tag_recv_nbx",
-            self,
-            ptr,
-            buffer,
-            len,
-            OpKind::TagRecv,
-            Some(info.length),
-        )?;
+        let request = params.finish(self, ptr, buffer, len, Some(info.length))?;
         if immediate {
             request.set_immediate_sender_tag(info.sender_tag);
         }

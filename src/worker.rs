@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::am::AmHandlerSlot;
 use crate::context::Context;
 use crate::endpoint::EndpointInner;
+use crate::request::{Callback, OpKind, OpParams};
 use crate::status::{Error, Result, Status, check};
 use crate::sys;
 
@@ -52,7 +53,7 @@ pub(crate) struct WorkerInner {
     pub(crate) endpoints: Mutex<HashMap<usize, Weak<EndpointInner>>>,
     /// AM handlers registered on this worker, kept alive until the worker is destroyed (a
     /// replaced handler may still be running on another thread).
-    pub(crate) am_handlers: Mutex<Vec<Box<AmHandlerSlot>>>,
+    pub(crate) am_handlers: Mutex<Vec<Arc<AmHandlerSlot>>>,
     /// Endpoint closes still running in UCX; the worker waits for them before it is destroyed.
     pub(crate) closing: Arc<AtomicUsize>,
 }
@@ -70,6 +71,14 @@ impl Drop for WorkerInner {
         while self.closing.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             // SAFETY: handle is live until ucp_worker_destroy below.
             unsafe { sys::ucp_worker_progress(self.handle) };
+        }
+        let unfinished = self.closing.load(Ordering::Acquire);
+        if unfinished > 0 {
+            // UCX aborts when a worker is destroyed under running requests: leak it instead.
+            log::warn!(
+                "worker dropped with {unfinished} endpoint close(s) still running (peer not progressing?); leaking the worker"
+            );
+            return;
         }
         // SAFETY: every Endpoint, Listener and Request holds a Worker clone, so none is alive.
         unsafe { sys::ucp_worker_destroy(self.handle) };
@@ -207,7 +216,11 @@ impl Worker {
             ));
         }
         let mut idle_since = Instant::now();
-        let efd = self.event_fd().ok();
+        let efd = if self.context().features().wakeup {
+            self.event_fd().ok()
+        } else {
+            None
+        };
         loop {
             let events = self.progress();
             if done() {
@@ -236,21 +249,16 @@ impl Worker {
 
     /// Flushes every endpoint of this worker: all RMA issued before completes at the target.
     pub fn flush(&self) -> Result<()> {
-        let params = crate::request::OpParams::new(crate::request::Callback::Send, None, 0);
+        let params = OpParams::new(
+            "ucp_worker_flush_nbx",
+            OpKind::Send,
+            Callback::Send,
+            None,
+            0,
+        );
         // SAFETY: handle is live; the params carry a callback and the completion pointer.
         let ptr = unsafe { sys::ucp_worker_flush_nbx(self.0.handle, &params.param) };
-        params
-            .finish(
-                "ucp_worker_flush_nbx",
-                self,
-                ptr,
-                (),
-                0,
-                crate::request::OpKind::Send,
-                None,
-            )?
-            .wait()
-            .map(|_| ())
+        params.finish(self, ptr, (), 0, None)?.wait().map(|_| ())
     }
 }
 

@@ -50,7 +50,14 @@ impl Tls {
     pub fn context(self) -> Context {
         let builder = Context::builder().name(format!("swucx-test-{}", self.name()));
         let builder = match self {
-            Tls::SelfOnly => builder.config("TLS", "self"),
+            // `self` has neither peer-failure detection nor wakeup events.
+            Tls::SelfOnly => builder
+                .config("TLS", "self")
+                .without_peer_failure_handling()
+                .features(swucx::Features {
+                    wakeup: false,
+                    ..Default::default()
+                }),
             Tls::Shm => builder.config("TLS", "posix,sysv,cma,self,tcp"),
             Tls::Tcp => builder
                 .config("TLS", "tcp,self")
