@@ -397,11 +397,6 @@ impl<B: Send + 'static> Request<B> {
         })
     }
 
-    /// Records the sender tag of a tag receive that UCX completed at once (no callback ran).
-    pub(crate) fn set_immediate_sender_tag(&self, tag: u64) {
-        self.completion.sender_tag.store(tag, Ordering::Relaxed);
-    }
-
     /// The completion record, for the thread-safe front.
     pub(crate) fn completion(&self) -> &Arc<Completion> {
         &self.completion

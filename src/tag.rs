@@ -48,16 +48,12 @@ impl Worker {
             buffer.region().map(|r| r.memh()),
             0,
         );
-        // A message that already arrived (unexpected eager) completes the receive at once: UCX
-        // then calls no callback and reports length and sender tag only through RECV_INFO.
-        // Without it the real length of such a message would be lost.
-        let mut info = sys::ucp_tag_recv_info_t::default();
-        params.param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_RECV_INFO.0;
-        params.param.recv_info = sys::ucp_request_param_t__bindgen_ty_2 {
-            tag_info: &mut info,
-        };
+        // A message that already arrived (unexpected eager) could complete the receive at once,
+        // and UCX 1.13 then reports neither length nor sender tag (RECV_INFO stays unwritten).
+        // NO_IMM_CMPL makes UCX run the callback, which carries both, before returning.
+        params.param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FLAG_NO_IMM_CMPL.0;
         // SAFETY: the worker is live; the buffer is owned by the request until UCX completes the
-        // receive; `info` outlives the call and is written only if it completes at once.
+        // receive.
         let ptr = unsafe {
             sys::ucp_tag_recv_nbx(
                 self.handle(),
@@ -69,14 +65,6 @@ impl Worker {
             )
         };
         let len = buffer.len();
-        let immediate = matches!(
-            crate::status::decode_status_ptr(ptr),
-            crate::status::StatusPtr::Done
-        );
-        let request = params.finish(self, ptr, buffer, len, Some(info.length))?;
-        if immediate {
-            request.set_immediate_sender_tag(info.sender_tag);
-        }
-        Ok(request)
+        params.finish(self, ptr, buffer, len, None)
     }
 }
