@@ -335,6 +335,6 @@ impl Endpoint {
         };
         drop(handle);
         let len = payload.len();
-        params.finish(self.worker(), ptr, (header, payload), len, None)
+        Ok(self.track(params.finish(self.worker(), ptr, (header, payload), len, None)?))
     }
 }

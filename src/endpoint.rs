@@ -4,15 +4,15 @@
 use std::net::SocketAddr;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, Weak};
 
 use crate::listener::ConnRequest;
-use crate::request::{Callback, OpKind, OpParams};
+use crate::request::{Callback, Completion, OpKind, OpParams, Request};
 use crate::sockaddr::CSockAddr;
 use crate::status::{Error, Result, Status, StatusPtr, decode_status_ptr};
 use crate::sys;
 use crate::transport::{TransportUse, parse_ep_info};
-use crate::worker::{CallbackGuard, Worker, WorkerAddress};
+use crate::worker::{CallbackGuard, Worker, WorkerAddress, WorkerInner};
 
 /// How to close an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,12 @@ pub type ErrorHandler = Box<dyn FnMut(Status) + Send>;
 pub(crate) struct EpShared {
     failed: AtomicI8,
     on_error: Mutex<Option<ErrorHandler>>,
+    /// The endpoint, so the worker can force-close it after a failure (set at creation).
+    endpoint: OnceLock<Weak<EndpointInner>>,
+    worker: Weak<WorkerInner>,
+    /// Operations on this endpoint that did not complete at once, to fail them if the peer
+    /// dies and UCX leaves them pending.
+    inflight: Mutex<Vec<Weak<Completion>>>,
 }
 
 pub(crate) struct EndpointInner {
@@ -61,6 +67,12 @@ unsafe extern "C" fn ep_error_callback(
     let status = Status::from_raw(status);
     shared.failed.store(status.0, Ordering::Release);
     log::debug!("endpoint failed: {status}");
+    // UCX 1.13 leaves sends queued on a failed shared-memory lane pending forever; a forced
+    // close completes them. It cannot run inside this callback: the worker does it right after
+    // this progress call returns.
+    if let (Some(worker), Some(endpoint)) = (shared.worker.upgrade(), shared.endpoint.get()) {
+        worker.schedule_force_close(endpoint.clone());
+    }
     let _guard = CallbackGuard::enter();
     if let Some(handler) = shared
         .on_error
@@ -149,6 +161,9 @@ impl Worker {
         let shared = Arc::new(EpShared {
             failed: AtomicI8::new(0),
             on_error: Mutex::new(None),
+            endpoint: OnceLock::new(),
+            worker: self.downgrade(),
+            inflight: Mutex::new(Vec::new()),
         });
         params.err_handler = sys::ucp_err_handler_t {
             cb: Some(ep_error_callback),
@@ -172,6 +187,10 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(handle as usize, Arc::downgrade(&inner));
+        let _ = inner.shared.endpoint.set(Arc::downgrade(&inner));
+        if inner.shared.failed.load(Ordering::Acquire) != 0 {
+            self.0.schedule_force_close(Arc::downgrade(&inner));
+        }
         Ok(Endpoint(inner))
     }
 
@@ -250,15 +269,15 @@ impl Endpoint {
     /// The UCX handle for one call, or the error that makes the endpoint unusable.
     pub(crate) fn lock_handle(&self, op: &'static str) -> Result<EpHandle<'_>> {
         let guard = self.0.handle.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(status) = self.failure() {
+            return Err(Error::with_detail(op, status, "endpoint failed"));
+        }
         if guard.is_none() {
             return Err(Error::with_detail(
                 op,
                 Status::ERR_NOT_CONNECTED,
                 "endpoint is closed",
             ));
-        }
-        if let Some(status) = self.failure() {
-            return Err(Error::with_detail(op, status, "endpoint failed"));
         }
         Ok(EpHandle { guard })
     }
@@ -287,8 +306,7 @@ impl Endpoint {
         // SAFETY: the endpoint is live while the read lock is held; params carries our callback.
         let ptr = unsafe { sys::ucp_ep_flush_nbx(handle.raw(), &params.param) };
         drop(handle);
-        params
-            .finish(&self.0.worker, ptr, (), 0, None)?
+        self.track(params.finish(&self.0.worker, ptr, (), 0, None)?)
             .wait()
             .map(|_| ())
     }
@@ -308,6 +326,49 @@ impl Endpoint {
                 .progress_until(|| done.load(Ordering::Acquire), None)?;
         }
         status.map(|_| ())
+    }
+
+    /// Registers a request that did not complete at once, so a peer failure can end it.
+    pub(crate) fn track<B: Send + 'static>(&self, request: Request<B>) -> Request<B> {
+        if !request.is_complete() {
+            let mut inflight = self
+                .0
+                .shared
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if inflight.len() >= 64 {
+                inflight.retain(|c| c.upgrade().is_some_and(|c| !c.is_done()));
+            }
+            inflight.push(Arc::downgrade(request.completion()));
+        }
+        request
+    }
+
+    /// Fails every tracked operation UCX has not completed (after a peer failure and a forced
+    /// close had their chance).
+    pub(crate) fn fail_inflight(&self) {
+        let status = self.failure().unwrap_or(Status::ERR_CONNECTION_RESET);
+        let inflight = std::mem::take(
+            &mut *self
+                .0
+                .shared
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for completion in inflight.iter().filter_map(Weak::upgrade) {
+            completion.detach(status);
+        }
+    }
+
+    /// Starts a forced close without waiting (used by the worker after a peer failure).
+    pub(crate) fn force_close_in_background(&self) {
+        if let Some(raw) = self.take_handle() {
+            if let Err(err) = self.0.start_close(raw, CloseMode::Force, None) {
+                log::debug!("closing a failed endpoint: {err}");
+            }
+        }
     }
 
     fn take_handle(&self) -> Option<sys::ucp_ep_h> {

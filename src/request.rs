@@ -18,6 +18,9 @@ use crate::worker::Worker;
 const PENDING: u8 = 0;
 const DONE: u8 = 1;
 const ORPHANED: u8 = 2;
+/// Failed by swucx because the endpoint's peer died and UCX left the operation pending: the
+/// owner sees the failure; the buffer is leaked, since UCX might still touch it.
+const DETACHED: u8 = 3;
 
 /// The shared record of one operation's outcome. Written by the UCX callback, read by the owner.
 pub(crate) struct Completion {
@@ -25,6 +28,8 @@ pub(crate) struct Completion {
     status: AtomicI8,
     length: AtomicUsize,
     sender_tag: AtomicU64,
+    /// The status given by `detach`.
+    detach_status: AtomicI8,
     /// The buffer of a dropped, still running operation; freed by the callback.
     orphan: Mutex<Option<Box<dyn Any + Send>>>,
     has_waiter: AtomicBool,
@@ -38,6 +43,7 @@ impl Completion {
             status: AtomicI8::new(Status::INPROGRESS.0),
             length: AtomicUsize::new(0),
             sender_tag: AtomicU64::new(0),
+            detach_status: AtomicI8::new(0),
             orphan: Mutex::new(None),
             has_waiter: AtomicBool::new(false),
             waiter: Mutex::new(None),
@@ -45,7 +51,27 @@ impl Completion {
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        self.state.load(Ordering::Acquire) == DONE
+        matches!(self.state.load(Ordering::Acquire), DONE | DETACHED)
+    }
+
+    /// Fails a still-pending operation with `status` on behalf of a dead peer (see DETACHED).
+    pub(crate) fn detach(&self, status: Status) {
+        self.detach_status.store(status.0, Ordering::Relaxed);
+        if self
+            .state
+            .compare_exchange(PENDING, DETACHED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        if self.has_waiter.load(Ordering::Acquire) {
+            if let Some(thread) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                thread.unpark();
+            }
+        }
     }
 
     fn record(&self, status: Status, length: usize, sender_tag: u64) {
@@ -60,10 +86,8 @@ impl Completion {
             .state
             .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
-        if owned && self.has_waiter.load(Ordering::Acquire) {
-            if let Some(thread) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                thread.unpark();
-            }
+        if owned {
+            self.wake();
         }
         owned
     }
@@ -108,7 +132,7 @@ unsafe fn complete(
     // callback is its only consumer.
     let completion = unsafe { Arc::from_raw(user_data as *const Completion) };
     completion.record(Status::from_raw(status), length, tag);
-    if !completion.finish() {
+    if !completion.finish() && completion.state.load(Ordering::Acquire) == ORPHANED {
         // The owner dropped the Request: release the UCX request and the parked buffer.
         // SAFETY: request is the live UCX request of this operation; nobody else frees it.
         unsafe { sys::ucp_request_free(request) };
@@ -374,11 +398,20 @@ impl<B: Send + 'static> Request<B> {
             self.worker.progress_until(|| self.is_complete(), None)?;
         }
         self.release_raw();
-        let status = Status(self.completion.status.load(Ordering::Relaxed));
         let buffer = self
             .buffer
             .take()
             .expect("a request's result is taken once");
+        if self.completion.state.load(Ordering::Acquire) == DETACHED {
+            let status = Status(self.completion.detach_status.load(Ordering::Relaxed));
+            self.leak(buffer);
+            return Err(Error::with_detail(
+                "wait",
+                status,
+                "peer failed; UCX did not complete the operation",
+            ));
+        }
+        let status = Status(self.completion.status.load(Ordering::Relaxed));
         if status.is_err() {
             let op = match self.kind {
                 OpKind::Send => "send",
@@ -407,6 +440,12 @@ impl<B: Send + 'static> Request<B> {
         &self.worker
     }
 
+    /// Gives up a buffer UCX may still use (a detached operation): it is never freed.
+    fn leak(&mut self, buffer: B) {
+        std::mem::forget(buffer);
+        std::mem::forget(self.keepalive.take());
+    }
+
     fn release_raw(&mut self) {
         if !self.raw.is_null() {
             // SAFETY: the operation is complete and the callback did not free the request
@@ -422,33 +461,42 @@ impl<B: Send + 'static> Drop for Request<B> {
         let Some(buffer) = self.buffer.take() else {
             return;
         };
-        if self.raw.is_null() || self.is_complete() {
+        let mut state = self.completion.state.load(Ordering::Acquire);
+        if state == PENDING {
+            // An unmatched tag receive would stay posted forever: cancel it (it then completes).
+            self.cancel();
+            // Still in flight: park the buffer where the callback will find it, then hand over.
+            *self
+                .completion
+                .orphan
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) =
+                Some(Box::new((buffer, self.keepalive.take())));
+            match self.completion.state.compare_exchange(
+                PENDING,
+                ORPHANED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(now) => state = now,
+            }
+            // Finished meanwhile: the buffer is ours again.
+            let parked = self
+                .completion
+                .orphan
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             self.release_raw();
+            if state == DETACHED {
+                std::mem::forget(parked);
+            }
             return;
         }
-        // An unmatched tag receive would stay posted forever: cancel it (it then completes).
-        self.cancel();
-        // Still in flight: park the buffer where the callback will find it, then hand over.
-        *self
-            .completion
-            .orphan
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new((buffer, self.keepalive.take())));
-        let handed_over = self
-            .completion
-            .state
-            .compare_exchange(PENDING, ORPHANED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if !handed_over {
-            // Completed meanwhile: the callback left everything to us.
-            self.release_raw();
-            drop(
-                self.completion
-                    .orphan
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take(),
-            );
+        self.release_raw();
+        if state == DETACHED {
+            self.leak(buffer);
         }
     }
 }

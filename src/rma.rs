@@ -37,9 +37,11 @@ impl Endpoint {
         };
         drop(handle);
         let len = buffer.len();
-        Ok(params
-            .finish(self.worker(), ptr, buffer, len, None)?
-            .keep_alive(rkey.clone()))
+        Ok(self.track(
+            params
+                .finish(self.worker(), ptr, buffer, len, None)?
+                .keep_alive(rkey.clone()),
+        ))
     }
 
     /// Reads `buffer.len()` bytes of the peer's region at `offset` into `buffer`.
@@ -72,9 +74,11 @@ impl Endpoint {
         };
         drop(handle);
         let len = buffer.len();
-        Ok(params
-            .finish(self.worker(), ptr, buffer, len, None)?
-            .keep_alive(rkey.clone()))
+        Ok(self.track(
+            params
+                .finish(self.worker(), ptr, buffer, len, None)?
+                .keep_alive(rkey.clone()),
+        ))
     }
 
     fn check_rkey(&self, op: &'static str, rkey: &RemoteKey) -> Result<()> {

@@ -28,7 +28,7 @@ impl Endpoint {
         };
         drop(handle);
         let len = buffer.len();
-        params.finish(self.worker(), ptr, buffer, len, None)
+        Ok(self.track(params.finish(self.worker(), ptr, buffer, len, None)?))
     }
 
     /// Receives exactly `buffer.len()` bytes from the stream (`UCP_STREAM_RECV_FLAG_WAITALL`).
@@ -68,6 +68,6 @@ impl Endpoint {
         };
         drop(handle);
         let len = buffer.len();
-        params.finish(self.worker(), ptr, buffer, len, Some(length))
+        Ok(self.track(params.finish(self.worker(), ptr, buffer, len, Some(length))?))
     }
 }

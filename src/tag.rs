@@ -32,7 +32,7 @@ impl Endpoint {
         };
         drop(handle);
         let len = buffer.len();
-        params.finish(self.worker(), ptr, buffer, len, None)
+        Ok(self.track(params.finish(self.worker(), ptr, buffer, len, None)?))
     }
 }
 

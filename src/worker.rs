@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,9 @@ pub(crate) struct WorkerInner {
     /// AM handlers registered on this worker, kept alive until the worker is destroyed (a
     /// replaced handler may still be running on another thread).
     pub(crate) am_handlers: Mutex<Vec<Arc<AmHandlerSlot>>>,
+    /// Failed endpoints to force-close after the current progress call (not from callbacks).
+    failed_endpoints: Mutex<Vec<Weak<EndpointInner>>>,
+    has_failed_endpoints: AtomicBool,
     /// Endpoint closes still running in UCX; the worker waits for them before it is destroyed.
     pub(crate) closing: Arc<AtomicUsize>,
 }
@@ -98,6 +101,17 @@ pub struct Worker(pub(crate) Arc<WorkerInner>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerAddress(pub Vec<u8>);
 
+impl WorkerInner {
+    /// Queues a failed endpoint for a forced close after the running progress call.
+    pub(crate) fn schedule_force_close(&self, endpoint: Weak<EndpointInner>) {
+        self.failed_endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(endpoint);
+        self.has_failed_endpoints.store(true, Ordering::Release);
+    }
+}
+
 impl Worker {
     /// Creates a worker on `context`.
     pub fn new(context: &Context) -> Result<Worker> {
@@ -118,6 +132,8 @@ impl Worker {
             context: context.clone(),
             endpoints: Mutex::new(HashMap::new()),
             am_handlers: Mutex::new(Vec::new()),
+            failed_endpoints: Mutex::new(Vec::new()),
+            has_failed_endpoints: AtomicBool::new(false),
             closing: Arc::new(AtomicUsize::new(0)),
         })))
     }
@@ -142,7 +158,42 @@ impl Worker {
             return 0;
         }
         // SAFETY: the handle is live; MULTI mode makes concurrent calls safe.
-        unsafe { sys::ucp_worker_progress(self.0.handle) }
+        let events = unsafe { sys::ucp_worker_progress(self.0.handle) };
+        if self.0.has_failed_endpoints.load(Ordering::Acquire) {
+            self.close_failed_endpoints();
+        }
+        events
+    }
+
+    /// Force-closes endpoints whose peer failed, so UCX completes (with an error) every
+    /// operation still queued on them.
+    fn close_failed_endpoints(&self) {
+        let failed = {
+            let mut list = self
+                .0
+                .failed_endpoints
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.0.has_failed_endpoints.store(false, Ordering::Release);
+            std::mem::take(&mut *list)
+        };
+        let failed: Vec<_> = failed
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(crate::endpoint::Endpoint)
+            .collect();
+        for endpoint in &failed {
+            endpoint.force_close_in_background();
+        }
+        // Give the forced closes a few rounds to complete operations with errors, then fail
+        // what UCX still holds (UCX 1.13 keeps sends queued on shared-memory lanes pending).
+        for _ in 0..16 {
+            // SAFETY: the handle is live; this is not inside a callback (checked by progress).
+            unsafe { sys::ucp_worker_progress(self.0.handle) };
+        }
+        for endpoint in &failed {
+            endpoint.fail_inflight();
+        }
     }
 
     /// The worker's event file descriptor: readable when there is work for `progress`. Only
