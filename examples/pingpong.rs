@@ -139,6 +139,11 @@ struct Args {
     /// Wait through swucx::Engine instead of busy-polling inline.
     #[arg(long)]
     front: bool,
+
+    /// With --front: how long a waiter spins (driving progress) before it sleeps; 0 hands every
+    /// wait to the engine's progress thread (the design docs/design.md measures against).
+    #[arg(long, default_value_t = 50)]
+    front_spin_us: u64,
     /// How the data endpoints are made.
     #[arg(long, value_enum, default_value_t = Wireup::Cm)]
     wireup: Wireup,
@@ -742,7 +747,10 @@ fn run_client(args: &Args, server: SocketAddr) -> Res<String> {
     let context = build_context(args.transport, features)?;
     // The Engine's progress thread is created before pinning, so it keeps the full CPU mask.
     let driver = if args.front {
-        Driver::Front(Engine::new(&context).map_err(err("engine"))?)
+        Driver::Front(
+            Engine::with_spin(&context, Duration::from_micros(args.front_spin_us))
+                .map_err(err("engine"))?,
+        )
     } else {
         Driver::Inline(Worker::new(&context).map_err(err("worker"))?)
     };

@@ -7,14 +7,52 @@ use std::sync::Arc;
 use crate::status::{Error, Result, Status, check};
 use crate::sys;
 
-/// UCX configuration swucx sets unless the environment already sets the same `UCX_<KEY>`:
-/// - shared memory keeps working between processes when peer-failure handling is on
-///   (without these, UCX silently drops posix/sysv for error-handling endpoints);
+/// One UCX setting swucx applies by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultSetting {
+    /// The environment variables (without `UCX_`) that, when set, make swucx leave it alone.
+    pub env: &'static [&'static str],
+    /// The key handed to `ucp_config_modify`.
+    pub key: &'static str,
+    /// The value.
+    pub value: &'static str,
+    /// Applied only when the transports may include shared memory (posix/sysv).
+    pub shm_only: bool,
+}
+
+/// UCX configuration swucx sets unless the environment sets it (or the context disables
+/// defaults):
+/// - shared memory keeps working between processes when peer-failure handling is on (without
+///   it UCX silently drops posix/sysv for error-handling endpoints). UCX 1.13 accepts this only
+///   under the mm tables' field name `MM_ERROR_HANDLING`, which sets both
+///   `UCX_POSIX_ERROR_HANDLING` and `UCX_SYSV_ERROR_HANDLING`;
+/// - tcp's put zero-copy off when shared memory may be used: with it, client-server endpoints
+///   between processes on one host move large messages over loopback TCP instead of shared
+///   memory (half the bandwidth, and an epoll call in every progress). Pure-tcp contexts keep it;
 /// - keepalive every 500 ms, so a dead peer on shared memory is noticed within about a second.
-pub const DEFAULT_CONFIG: &[(&str, &str)] = &[
-    ("POSIX_ERROR_HANDLING", "y"),
-    ("SYSV_ERROR_HANDLING", "y"),
-    ("KEEPALIVE_INTERVAL", "500ms"),
+pub const DEFAULT_CONFIG: &[DefaultSetting] = &[
+    DefaultSetting {
+        env: &[
+            "POSIX_ERROR_HANDLING",
+            "SYSV_ERROR_HANDLING",
+            "MM_ERROR_HANDLING",
+        ],
+        key: "MM_ERROR_HANDLING",
+        value: "y",
+        shm_only: true,
+    },
+    DefaultSetting {
+        env: &["TCP_PUT_ENABLE"],
+        key: "PUT_ENABLE",
+        value: "n",
+        shm_only: true,
+    },
+    DefaultSetting {
+        env: &["KEEPALIVE_INTERVAL"],
+        key: "KEEPALIVE_INTERVAL",
+        value: "500ms",
+        shm_only: false,
+    },
 ];
 
 /// The UCP features a context can enable.
@@ -111,25 +149,15 @@ impl ContextBuilder {
                 .find(|(k, _)| k == "TLS")
                 .map(|(_, v)| v.clone())
                 .or_else(|| std::env::var("UCX_TLS").ok());
-            let mut shm_error_handling = false;
-            for (key, value) in DEFAULT_CONFIG {
-                if std::env::var_os(format!("UCX_{key}")).is_some() {
-                    continue;
-                }
-                match uct_mm_key(key) {
-                    // UCX 1.13 hands keys it does not know to every UCT interface config by
-                    // the tables' own field names, without the `POSIX_`/`SYSV_` prefix, so
-                    // `POSIX_ERROR_HANDLING` is refused ("invalid configurations") and shm is
-                    // silently dropped. Both tables inherit the field from the mm table as
-                    // `MM_ERROR_HANDLING`, which reaches both (set once, and only when they can
-                    // be in use, to avoid the same warning).
-                    Some(field) => {
-                        if !shm_error_handling && tls_may_use_mm(tls.as_deref()) {
-                            config.set(field, value)?;
-                            shm_error_handling = true;
-                        }
-                    }
-                    None => config.set(key, value)?,
+            let shm = tls_may_use_mm(tls.as_deref());
+            for setting in DEFAULT_CONFIG {
+                let in_env = setting
+                    .env
+                    .iter()
+                    .any(|key| std::env::var_os(format!("UCX_{key}")).is_some());
+                let overridden = self.overrides.iter().any(|(key, _)| key == setting.key);
+                if !in_env && !overridden && (shm || !setting.shm_only) {
+                    config.set(setting.key, setting.value)?;
                 }
             }
         }
@@ -169,14 +197,6 @@ impl ContextBuilder {
             features: self.features,
             peer_failure: !self.no_peer_failure,
         })))
-    }
-}
-
-/// The UCT field name for a `DEFAULT_CONFIG` key of the shared-memory (mm) transports.
-fn uct_mm_key(key: &str) -> Option<&'static str> {
-    match key {
-        "POSIX_ERROR_HANDLING" | "SYSV_ERROR_HANDLING" => Some("MM_ERROR_HANDLING"),
-        _ => None,
     }
 }
 

@@ -51,7 +51,7 @@ mod worker;
 
 pub use am::{AmDesc, AmFlags, AmMessage};
 pub use buffer::{Buf, BufMut, RawBuf};
-pub use context::{Context, ContextBuilder, DEFAULT_CONFIG, Features, ucx_version};
+pub use context::{Context, ContextBuilder, DEFAULT_CONFIG, DefaultSetting, Features, ucx_version};
 pub use endpoint::{CloseMode, Endpoint, ErrorHandler};
 pub use engine::Engine;
 pub use listener::{ConnRequest, Listener};
