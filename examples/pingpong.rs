@@ -144,6 +144,11 @@ struct Args {
     /// wait to the engine's progress thread (the design docs/design.md measures against).
     #[arg(long, default_value_t = 50)]
     front_spin_us: u64,
+
+    /// With --front: after the run, keep the connection open and idle this many seconds and
+    /// report the process's CPU use meanwhile (`idle_cpu_pct`, % of one core).
+    #[arg(long)]
+    idle_secs: Option<u64>,
     /// How the data endpoints are made.
     #[arg(long, value_enum, default_value_t = Wireup::Cm)]
     wireup: Wireup,
@@ -813,6 +818,14 @@ fn run_client(args: &Args, server: SocketAddr) -> Res<String> {
     };
     if p.front {
         result.push_str(" front=1");
+        if let Some(secs) = args.idle_secs {
+            let idle = Duration::from_secs(secs);
+            let (cpu_before, wall) = (process_cpu_time(), Instant::now());
+            std::thread::sleep(idle);
+            let used = process_cpu_time().saturating_sub(cpu_before);
+            let pct = 100.0 * used.as_secs_f64() / wall.elapsed().as_secs_f64();
+            result.push_str(&format!(" idle_secs={secs} idle_cpu_pct={pct:.2}"));
+        }
     }
     ctrl_send(&driver, &ep, BYE, Vec::new())?;
     // Dropping the endpoint starts a flush close without waiting; dropping the worker then
@@ -821,6 +834,20 @@ fn run_client(args: &Args, server: SocketAddr) -> Res<String> {
     drop(io);
     drop(ep);
     Ok(result)
+}
+
+/// CPU time (user + system) this process has used so far.
+fn process_cpu_time() -> Duration {
+    // SAFETY: rusage is plain data; getrusage fills it for RUSAGE_SELF.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn client_lat(io: &Io<'_>, p: &Params) -> Res<String> {

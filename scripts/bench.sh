@@ -6,9 +6,9 @@
 # For each transport (shm, tcp) it measures, each cell the median of N runs (default 3):
 #   - 8 B latency, tag (ucx_perftest -t tag_lat) and AM (-t ucp_am_lat) vs pingpong (inline);
 #   - AM bandwidth, window 32, 64 KiB and 1 MiB (-t ucp_am_bw) vs pingpong --mode bw;
-# plus the shm cells again with swucx's address wireup (pingpong --wireup address) and with
-# UCX_TCP_PUT_ENABLE=n for both tools (see docs/bench.md), the latency cells against
-# ucx_perftest -M multi, and the Engine front's 8 B tag latency over shm vs inline. Latency is one-way (RTT/2) p50 in us;
+# plus the shm latency cells against ucx_perftest -M multi (swucx workers are MULTI-threaded),
+# and the Engine front's 8 B tag latency over shm vs inline (and vs the hand-off design it
+# replaced). Latency is one-way (RTT/2) p50 in us;
 # bandwidth is GB/s (1e9 B/s) at the sender. Servers are pinned to CPU 0, clients to CPU 1.
 # Both tools use peer error handling (swucx always does; ucx_perftest gets -e) and swucx's
 # default UCX settings (exported below so ucx_perftest sees them too).
@@ -149,7 +149,7 @@ swucx() {
   local rc=$?
   line=$(grep -E '^RESULT ' "$log" | tail -1)
   if [ $rc -ne 0 ] || [ -z "$line" ]; then echo ERR; return; fi
-  if [ "$kind" = lat ]; then key=lat_us_p50; else key=gbps; fi
+  case $kind in lat) key=lat_us_p50 ;; idle) key=idle_cpu_pct ;; *) key=gbps ;; esac
   tr ' ' '\n' <<<"$line" | sed -n "s/^$key=//p"
 }
 
@@ -227,7 +227,8 @@ measure_transport() {
 START=$(date +%s)
 SHM_TLS=posix,sysv,cma,self,tcp
 
-export UCX_TLS=$SHM_TLS
+# swucx's shm-only default (tcp put zero-copy off), for both tools.
+export UCX_TLS=$SHM_TLS UCX_TCP_PUT_ENABLE=n
 measure_transport shm "${LAT_SHM[@]}"
 
 # The Engine front vs inline, 8 B tag latency over shm (both swucx, same server).
@@ -241,6 +242,10 @@ for r in $(seq "$REPS"); do
   ho+=("$(swucx "$SW_PORT" lat --api tag --mode lat --size 8 --iters "${LAT_TCP[0]}" --warmup "${LAT_TCP[1]}" --front --front-spin-us 0)")
   echo "  rep $r: inline ${inl[-1]} front ${fr[-1]} hand-off ${ho[-1]}" >&2
 done
+# Idle cost of the front: an open connection and nothing to do.
+IDLE_SECS=$([ "$QUICK" = 1 ] && echo 2 || echo 5)
+idle=$(swucx "$SW_PORT" idle --api am --mode lat --size 8 --iters 1000 --front --idle-secs "$IDLE_SECS")
+echo "  idle: ${idle}% of a core over ${IDLE_SECS}s" >&2
 stop_server
 FRONT_ROW=("front tag_lat 8 B (us; perftest column = swucx inline)" shm "$(median "${inl[@]}")" "$(median "${fr[@]}")" front)
 HANDOFF_ROW=("design alternative: hand-off to progress thread, tag_lat 8 B (us; vs inline)" shm "$(median "${inl[@]}")" "$(median "${ho[@]}")" info)
@@ -248,9 +253,8 @@ HANDOFF_ROW=("design alternative: hand-off to progress thread, tag_lat 8 B (us; 
 # How much of the latency gap is UCX's MULTI thread mode (swucx workers are always MULTI):
 # the same cells against ucx_perftest -M multi (swucx with address wireup).
 start_server "shm-multi"
-echo "== shm, swucx --wireup address, ucx_perftest -M multi" >&2
+echo "== shm, ucx_perftest -M multi" >&2
 PT_EXTRA=(-M multi)
-SW_EXTRA=(--wireup address)
 pt_tag=(); sw_tag=(); pt_am=(); sw_am=()
 for r in $(seq "$REPS"); do
   pt_tag+=("$(perftest tag_lat 8 "${LAT_SHM[@]}" lat)")
@@ -260,17 +264,19 @@ for r in $(seq "$REPS"); do
   echo "  rep $r: tag_lat ${pt_tag[-1]}/${sw_tag[-1]} am_lat ${pt_am[-1]}/${sw_am[-1]}" >&2
 done
 PT_EXTRA=()
-SW_EXTRA=()
 stop_server
-row "tag_lat 8 B (us), perftest -M multi" "shm, swucx --wireup address" "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
-row "am_lat 8 B (us), perftest -M multi" "shm, swucx --wireup address" "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
+row "tag_lat 8 B (us), perftest -M multi" shm "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
+row "am_lat 8 B (us), perftest -M multi" shm "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
 
+unset UCX_TCP_PUT_ENABLE
 export UCX_TLS=tcp,self UCX_NET_DEVICES=lo
 measure_transport tcp "${LAT_TCP[@]}"
 unset UCX_TLS UCX_NET_DEVICES
 
 row "${FRONT_ROW[@]}"
 row "${HANDOFF_ROW[@]}"
+if [ "$idle" = ERR ]; then FAILED=1; fi
+ROWS+=("| front idle CPU, open connection, ${IDLE_SECS} s (% of one core) | shm | - | $idle | - | ~0 | $(awk -v a="$idle" 'BEGIN{print (a < 1.0) ? "pass" : "FAIL"}') |")
 ELAPSED=$(( $(date +%s) - START ))
 
 {
@@ -279,7 +285,8 @@ ELAPSED=$(( $(date +%s) - START ))
   echo "Median of $REPS per cell$([ "$QUICK" = 1 ] && echo ' (--quick)'), run in ${ELAPSED}s. Latency: one-way (RTT/2) p50 in us;"
   echo "bandwidth: GB/s (1e9 B/s) at the sender. shm: UCX_TLS=$SHM_TLS; tcp: UCX_TLS=tcp,self"
   echo "UCX_NET_DEVICES=lo. Both tools: peer error handling (perftest -e), UCX_POSIX_ERROR_HANDLING=y"
-  echo "UCX_SYSV_ERROR_HANDLING=y UCX_KEEPALIVE_INTERVAL=500ms; servers on CPU 0, clients on CPU 1;"
+  echo "UCX_SYSV_ERROR_HANDLING=y UCX_KEEPALIVE_INTERVAL=500ms (and UCX_TCP_PUT_ENABLE=n over shm), as swucx's"
+  echo "defaults; servers on CPU 0, clients on CPU 1;"
   echo "swucx busy-polls inline unless the row says front. Logs: $LOGS."
   echo
   echo "| cell | transport | ucx_perftest | swucx | ratio | target | pass/fail |"
