@@ -145,6 +145,11 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     front_spin_us: u64,
 
+    /// Use MULTI-threaded workers (swucx's default, `Worker::new`) instead of SERIALIZED ones
+    /// (`Worker::new_serialized`) for inline progress; compare with `ucx_perftest -M multi`.
+    #[arg(long)]
+    multi: bool,
+
     /// With --front: after the run, keep the connection open and idle this many seconds and
     /// report the process's CPU use meanwhile (`idle_cpu_pct`, % of one core).
     #[arg(long)]
@@ -594,10 +599,21 @@ fn buffers(context: &Context, size: usize) -> Res<(MemRegion, RegionBuf, RegionB
 // ---------------------------------------------------------------------------------------------
 // Server
 
+/// A worker for inline progress: MULTI with `multi`, else SERIALIZED.
+fn new_worker(context: &Context, multi: bool) -> Res<Worker> {
+    if multi {
+        Worker::new(context).map_err(err("worker"))
+    } else {
+        // SAFETY: this program uses an inline worker and everything made from it on one thread
+        // at a time (the watchdog thread below only exits the process).
+        unsafe { Worker::new_serialized(context) }.map_err(err("worker"))
+    }
+}
+
 fn run_server(args: &Args) -> Res<()> {
     let features = parse_features(args.features.as_deref().unwrap_or("tsm"))?;
     let context = build_context(args.transport, features)?;
-    let worker = Worker::new(&context).map_err(err("worker"))?;
+    let worker = new_worker(&context, args.multi)?;
     let listener = Listener::bind(&worker, args.listen).map_err(err("listen"))?;
     let addr = listener.local_addr().map_err(err("listener address"))?;
     if let Some(cpu) = args.cpu {
@@ -757,7 +773,7 @@ fn run_client(args: &Args, server: SocketAddr) -> Res<String> {
                 .map_err(err("engine"))?,
         )
     } else {
-        Driver::Inline(Worker::new(&context).map_err(err("worker"))?)
+        Driver::Inline(new_worker(&context, args.multi)?)
     };
     if let Some(cpu) = args.cpu {
         pin_cpu(cpu)?;

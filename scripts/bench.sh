@@ -6,7 +6,8 @@
 # For each transport (shm, tcp) it measures, each cell the median of N runs (default 3):
 #   - 8 B latency, tag (ucx_perftest -t tag_lat) and AM (-t ucp_am_lat) vs pingpong (inline);
 #   - AM bandwidth, window 32, 64 KiB and 1 MiB (-t ucp_am_bw) vs pingpong --mode bw;
-# plus the shm latency cells against ucx_perftest -M multi (swucx workers are MULTI-threaded),
+# (inline swucx uses Worker::new_serialized, perftest its default single thread mode), plus the
+# shm latency cells with MULTI-threaded workers on both sides (Worker::new, perftest -M multi),
 # and the Engine front's 8 B tag latency over shm vs inline (and vs the hand-off design it
 # replaced). Latency is one-way (RTT/2) p50 in us;
 # bandwidth is GB/s (1e9 B/s) at the sender. Servers are pinned to CPU 0, clients to CPU 1.
@@ -251,10 +252,11 @@ FRONT_ROW=("front tag_lat 8 B (us; perftest column = swucx inline)" shm "$(media
 HANDOFF_ROW=("design alternative: hand-off to progress thread, tag_lat 8 B (us; vs inline)" shm "$(median "${inl[@]}")" "$(median "${ho[@]}")" info)
 
 # How much of the latency gap is UCX's MULTI thread mode (swucx workers are always MULTI):
-# the same cells against ucx_perftest -M multi (swucx with address wireup).
+# the same cells with MULTI workers on both sides.
 start_server "shm-multi"
-echo "== shm, ucx_perftest -M multi" >&2
+echo "== shm, MULTI-threaded workers on both sides: ucx_perftest -M multi, pingpong --multi" >&2
 PT_EXTRA=(-M multi)
+SW_EXTRA=(--multi)
 pt_tag=(); sw_tag=(); pt_am=(); sw_am=()
 for r in $(seq "$REPS"); do
   pt_tag+=("$(perftest tag_lat 8 "${LAT_SHM[@]}" lat)")
@@ -264,9 +266,10 @@ for r in $(seq "$REPS"); do
   echo "  rep $r: tag_lat ${pt_tag[-1]}/${sw_tag[-1]} am_lat ${pt_am[-1]}/${sw_am[-1]}" >&2
 done
 PT_EXTRA=()
+SW_EXTRA=()
 stop_server
-row "tag_lat 8 B (us), perftest -M multi" shm "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
-row "am_lat 8 B (us), perftest -M multi" shm "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
+row "tag_lat 8 B (us), MULTI workers (perftest -M multi, swucx Worker::new)" shm "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
+row "am_lat 8 B (us), MULTI workers (perftest -M multi, swucx Worker::new)" shm "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
 
 unset UCX_TCP_PUT_ENABLE
 export UCX_TLS=tcp,self UCX_NET_DEVICES=lo

@@ -6,6 +6,8 @@
 //! and the callback releases it and the UCX request.
 
 use std::any::Any;
+use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
@@ -36,9 +38,17 @@ pub(crate) struct Completion {
     waiter: Mutex<Option<Thread>>,
 }
 
+thread_local! {
+    /// Finished completions nobody else references, reused to save an allocation per operation.
+    static SPARE_COMPLETIONS: RefCell<Vec<Arc<Completion>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many spare completions a thread keeps.
+const MAX_SPARE_COMPLETIONS: usize = 64;
+
 impl Completion {
-    fn new() -> Arc<Completion> {
-        Arc::new(Completion {
+    fn fresh() -> Completion {
+        Completion {
             state: AtomicU8::new(PENDING),
             status: AtomicI8::new(Status::INPROGRESS.0),
             length: AtomicUsize::new(0),
@@ -47,7 +57,38 @@ impl Completion {
             orphan: Mutex::new(None),
             has_waiter: AtomicBool::new(false),
             waiter: Mutex::new(None),
-        })
+        }
+    }
+
+    /// A pending completion: a spare one of this thread's if there is one, else a new one.
+    fn new() -> Arc<Completion> {
+        let spare = SPARE_COMPLETIONS.with(|spares| spares.borrow_mut().pop());
+        match spare {
+            Some(mut completion) => {
+                // Spares are unique (checked when kept), so get_mut succeeds.
+                if let Some(slot) = Arc::get_mut(&mut completion) {
+                    *slot = Completion::fresh();
+                    return completion;
+                }
+                Arc::new(Completion::fresh())
+            }
+            None => Arc::new(Completion::fresh()),
+        }
+    }
+
+    /// Keeps a finished completion for reuse if nothing else (UCX, a waiter, an endpoint's
+    /// in-flight list) can still reach it.
+    fn recycle(mut completion: Arc<Completion>) {
+        if completion.state.load(Ordering::Acquire) == DONE
+            && Arc::get_mut(&mut completion).is_some()
+        {
+            SPARE_COMPLETIONS.with(|spares| {
+                let mut spares = spares.borrow_mut();
+                if spares.len() < MAX_SPARE_COMPLETIONS {
+                    spares.push(completion);
+                }
+            });
+        }
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -209,7 +250,8 @@ pub struct Done<B> {
 /// `Send`: a request may be waited on from any thread.
 pub struct Request<B: Send + 'static> {
     worker: Worker,
-    completion: Arc<Completion>,
+    /// Taken out (and recycled) only in `Drop`.
+    completion: ManuallyDrop<Arc<Completion>>,
     raw: *mut libc::c_void,
     buffer: Option<B>,
     buffer_len: usize,
@@ -324,7 +366,7 @@ impl OpParams {
         };
         Ok(Request {
             worker: worker.clone(),
-            completion,
+            completion: ManuallyDrop::new(completion),
             raw,
             buffer: Some(buffer),
             buffer_len,
@@ -342,7 +384,7 @@ impl<B: Send + 'static> Request<B> {
         completion.finish();
         Request {
             worker: worker.clone(),
-            completion,
+            completion: ManuallyDrop::new(completion),
             raw: std::ptr::null_mut(),
             buffer: Some(buffer),
             buffer_len: length,
@@ -458,6 +500,17 @@ impl<B: Send + 'static> Request<B> {
 
 impl<B: Send + 'static> Drop for Request<B> {
     fn drop(&mut self) {
+        self.release_buffer();
+        // SAFETY: the completion is taken exactly once, here, and never used afterwards.
+        let completion = unsafe { ManuallyDrop::take(&mut self.completion) };
+        Completion::recycle(completion);
+    }
+}
+
+impl<B: Send + 'static> Request<B> {
+    /// Frees the buffer and the UCX request of a dropped request, or hands them to the callback
+    /// if UCX is still running the operation.
+    fn release_buffer(&mut self) {
         let Some(buffer) = self.buffer.take() else {
             return;
         };
