@@ -111,6 +111,7 @@ next_run() {
 }
 PT_EXTRA=()
 SW_EXTRA=()
+SRV_EXTRA=()
 
 # perftest TEST SIZE ITERS WARMUP KIND(lat|bw) -> prints p50 one-way us, or GB/s.
 perftest() {
@@ -157,7 +158,7 @@ swucx() {
 # Starts a pingpong server with the current environment; sets SW_PORT and SW_PID.
 start_server() {
   SW_PORT=$(free_port) || { echo "bench: no free port" >&2; exit 2; }
-  timeout 1800 "$PP" --server --listen "127.0.0.1:$SW_PORT" "${PSCPU[@]}" \
+  timeout 1800 "$PP" --server --listen "127.0.0.1:$SW_PORT" "${PSCPU[@]}" "${SRV_EXTRA[@]}" \
     >"$LOGS/server-$1.log" 2>&1 &
   SW_PID=$!
   PIDS+=("$SW_PID")
@@ -251,9 +252,11 @@ stop_server
 FRONT_ROW=("front tag_lat 8 B (us; perftest column = swucx inline)" shm "$(median "${inl[@]}")" "$(median "${fr[@]}")" front)
 HANDOFF_ROW=("design alternative: hand-off to progress thread, tag_lat 8 B (us; vs inline)" shm "$(median "${inl[@]}")" "$(median "${ho[@]}")" info)
 
-# How much of the latency gap is UCX's MULTI thread mode (swucx workers are always MULTI):
+# What UCX's MULTI thread mode costs (swucx's default workers and the Engine use it):
 # the same cells with MULTI workers on both sides.
+SRV_EXTRA=(--multi)
 start_server "shm-multi"
+SRV_EXTRA=()
 echo "== shm, MULTI-threaded workers on both sides: ucx_perftest -M multi, pingpong --multi" >&2
 PT_EXTRA=(-M multi)
 SW_EXTRA=(--multi)
