@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::ops::BitOr;
-use std::sync::{Mutex, Weak};
+use std::sync::Weak;
 
 use crate::buffer::{Buf, BufMut};
 use crate::endpoint::Endpoint;
@@ -35,12 +35,12 @@ impl BitOr for AmFlags {
 }
 
 /// The closure type of an active-message handler.
-type AmHandlerFn = dyn FnMut(AmMessage<'_>) + Send;
+type AmHandlerFn = dyn Fn(AmMessage<'_>) + Send + Sync;
 
 /// A registered handler with what its trampoline needs. Owned by the worker.
 pub(crate) struct AmHandlerSlot {
     worker: Weak<WorkerInner>,
-    handler: Mutex<Box<AmHandlerFn>>,
+    handler: Box<AmHandlerFn>,
 }
 
 /// An active message, seen inside its handler (which runs inside `progress`).
@@ -252,7 +252,7 @@ unsafe extern "C" fn am_callback(
         kept: &kept,
     };
     let _guard = CallbackGuard::enter();
-    let mut handler = slot.handler.lock().unwrap_or_else(|e| e.into_inner());
+    let handler = &slot.handler;
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(message))).is_err() {
         log::error!("active message handler panicked; message dropped");
     }
@@ -265,16 +265,17 @@ unsafe extern "C" fn am_callback(
 
 impl Worker {
     /// Registers `handler` for active messages with `id` (replacing an earlier one). It runs
-    /// inside [`progress`](Worker::progress) on the progressing thread, so it must be short and
-    /// must not block; sending (e.g. a reply) from it is allowed. Register before traffic starts.
+    /// inside [`progress`](Worker::progress) on the progressing thread (on a MULTI worker, on
+    /// several threads at once if several progress), so it must be short and must not block;
+    /// sending (e.g. a reply) from it is allowed. Register before traffic starts.
     pub fn set_am_handler(
         &self,
         id: u16,
-        handler: impl FnMut(AmMessage<'_>) + Send + 'static,
+        handler: impl Fn(AmMessage<'_>) + Send + Sync + 'static,
     ) -> Result<()> {
         let slot = std::sync::Arc::new(AmHandlerSlot {
             worker: self.downgrade(),
-            handler: Mutex::new(Box::new(handler)),
+            handler: Box::new(handler),
         });
         let params = sys::ucp_am_handler_param_t {
             field_mask: u64::from(

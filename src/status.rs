@@ -173,17 +173,15 @@ pub(crate) enum StatusPtr {
     Failed(Status),
 }
 
-/// Decodes a `ucs_status_ptr_t` with UCX's own macros (through the C shims).
+/// Decodes a `ucs_status_ptr_t` with UCX's own `UCS_PTR_STATUS` (one C shim call): a request
+/// pointer reads as `UCS_INPROGRESS`, NULL as `UCS_OK`, anything else is an error code.
 pub(crate) fn decode_status_ptr(ptr: sys::ucs_status_ptr_t) -> StatusPtr {
-    // SAFETY: the shims only compare the pointer value; they never dereference it.
-    unsafe {
-        if sys::swucx_shim_ptr_is_ptr(ptr) != 0 {
-            StatusPtr::Pending(ptr)
-        } else if sys::swucx_shim_ptr_is_err(ptr) != 0 {
-            StatusPtr::Failed(Status::from_raw(sys::swucx_shim_ptr_status(ptr)))
-        } else {
-            StatusPtr::Done
-        }
+    // SAFETY: the shim only looks at the pointer value; it never dereferences it.
+    let status = Status::from_raw(unsafe { sys::swucx_shim_ptr_status(ptr) });
+    match status {
+        Status::INPROGRESS => StatusPtr::Pending(ptr),
+        Status::OK => StatusPtr::Done,
+        failed => StatusPtr::Failed(failed),
     }
 }
 
