@@ -6,7 +6,7 @@ set -euo pipefail
 missing=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-for pkg in libucx-dev ucx-utils libclang-dev pkg-config gcc g++ valgrind; do
+for pkg in libucx-dev ucx-utils libclang-dev pkg-config gcc g++ valgrind binutils; do
   have_pkg "$pkg" || missing+=("$pkg")
 done
 command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
@@ -23,4 +23,14 @@ fi
 if ! pkg-config --atleast-version=1.13 ucx; then
   echo "deps: UCX >= 1.13 not found by pkg-config (have: $(pkg-config --modversion ucx 2>/dev/null || echo none))" >&2
   exit 1
+fi
+
+# cbindgen, pinned, in a project-local root (.tools/, git-ignored): generates include/swucx.h and
+# checks it for drift in the tests.
+CBINDGEN_VERSION=0.29.4
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! "$root/.tools/bin/cbindgen" --version 2>/dev/null | grep -qx "cbindgen $CBINDGEN_VERSION"; then
+  echo "deps: installing cbindgen $CBINDGEN_VERSION into .tools/"
+  cargo install --quiet --locked --root "$root/.tools" cbindgen --version "$CBINDGEN_VERSION" >/dev/null 2>&1 \
+    || { echo "deps: cargo install cbindgen $CBINDGEN_VERSION failed" >&2; exit 1; }
 fi

@@ -34,6 +34,7 @@
 
 mod am;
 mod buffer;
+mod capi;
 mod context;
 mod endpoint;
 mod engine;

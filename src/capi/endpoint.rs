@@ -1,0 +1,346 @@
+//! `swucx_ep_t`: a connection to a peer, and the operations posted on it.
+
+use std::ffi::{c_char, c_void};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use super::memory::swucx_rkey_t;
+use super::request::{ReqState, hand_out, swucx_request_t};
+use super::status::{SWUCX_ERR_INVALID_ADDR, SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
+use super::{
+    Handle, boundary, c_str, fail, fail_with, impl_handle, into_handle, swucx_bytes_t, try_arg,
+    try_out, try_ref, try_take, write_out,
+};
+use crate::{CloseMode, Endpoint, RawBuf};
+
+/// A connection to one peer. Under the hood: a reference to `swucx::Endpoint` (holds its
+/// worker). Thread-safe on a MULTI worker. Destroying the last handle of an open endpoint starts
+/// a flush close in the background; `swucx_ep_close` closes and waits.
+///
+/// Methods: `swucx_ep_destroy`, `swucx_ep_close`, `swucx_ep_failure`,
+/// `swucx_ep_set_error_handler`, `swucx_ep_transports`, `swucx_ep_tag_send`,
+/// `swucx_ep_stream_send`, `swucx_ep_stream_recv`, `swucx_ep_stream_recv_some`,
+/// `swucx_ep_am_send`, `swucx_ep_put`, `swucx_ep_get`, `swucx_ep_flush`, `swucx_rkey_unpack`.
+pub struct swucx_ep_t {
+    magic: u64,
+    pub(crate) ep: Endpoint,
+}
+impl_handle!(swucx_ep_t, b"SWendpnt");
+
+pub(crate) fn new_ep(ep: Endpoint) -> *mut swucx_ep_t {
+    into_handle(swucx_ep_t {
+        magic: swucx_ep_t::MAGIC,
+        ep,
+    })
+}
+
+/// Parses an "ip:port" argument.
+///
+/// # Safety
+/// `ptr` must be NULL or a NUL-terminated string.
+pub(crate) unsafe fn parse_addr(
+    ptr: *const c_char,
+    name: &'static str,
+) -> Result<SocketAddr, swucx_status_t> {
+    // SAFETY: forwarded contract.
+    let text = unsafe { c_str(ptr, name) }?;
+    text.parse::<SocketAddr>().map_err(|_| {
+        fail_with(
+            SWUCX_ERR_INVALID_ADDR,
+            format!("`{text}` is not an \"ip:port\" address"),
+        )
+    })
+}
+
+/// Reads a `sockaddr_in` / `sockaddr_in6` argument.
+///
+/// # Safety
+/// `ptr` must be NULL or readable for `len` bytes.
+pub(crate) unsafe fn parse_sockaddr(
+    ptr: *const c_void,
+    len: usize,
+) -> Result<SocketAddr, swucx_status_t> {
+    if ptr.is_null() {
+        return Err(super::ArgError::Null("sockaddr").fail());
+    }
+    let bad = |why: &str| fail_with(SWUCX_ERR_INVALID_ADDR, format!("sockaddr: {why}"));
+    if len < std::mem::size_of::<libc::sa_family_t>() {
+        return Err(bad("too short"));
+    }
+    // SAFETY: at least the family field is readable; unaligned reads copy the structs out.
+    let family = unsafe { std::ptr::read_unaligned(ptr.cast::<libc::sa_family_t>()) };
+    match i32::from(family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: len covers a sockaddr_in.
+            let sin = unsafe { std::ptr::read_unaligned(ptr.cast::<libc::sockaddr_in>()) };
+            Ok(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: len covers a sockaddr_in6.
+            let sin6 = unsafe { std::ptr::read_unaligned(ptr.cast::<libc::sockaddr_in6>()) };
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        libc::AF_INET | libc::AF_INET6 => Err(bad("length too short for its family")),
+        _ => Err(bad("not AF_INET or AF_INET6")),
+    }
+}
+
+/// Releases the caller's reference to the endpoint. NULL is a no-op. When the last reference
+/// goes (requests in flight hold one), an open endpoint is closed in the background (flush, or
+/// force if the peer failed); the worker finishes such closes before it is destroyed.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_destroy(ep: *mut swucx_ep_t) {
+    boundary(|| {
+        if !ep.is_null() {
+            drop(try_take!(ep));
+        }
+    })
+}
+
+/// `swucx_ep_close` mode: complete outstanding operations, then disconnect.
+pub const SWUCX_EP_CLOSE_FLUSH: u32 = 0;
+/// `swucx_ep_close` mode: disconnect at once; outstanding operations end with
+/// `SWUCX_ERR_CANCELED`.
+pub const SWUCX_EP_CLOSE_FORCE: u32 = 1;
+
+/// Closes the endpoint (`SWUCX_EP_CLOSE_FLUSH` or `SWUCX_EP_CLOSE_FORCE`) and waits, progressing
+/// the worker, until UCX has closed it. Later operations on it fail with
+/// `SWUCX_ERR_NOT_CONNECTED`; closing again is a no-op. The handle must still be destroyed.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_close(ep: *const swucx_ep_t, mode: u32) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let mode = match mode {
+            SWUCX_EP_CLOSE_FLUSH => CloseMode::Flush,
+            SWUCX_EP_CLOSE_FORCE => CloseMode::Force,
+            other => {
+                return fail_with(
+                    SWUCX_ERR_INVALID_PARAM,
+                    format!("unknown close mode {other}"),
+                );
+            }
+        };
+        match ep.close(mode) {
+            Ok(()) => SWUCX_OK,
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// The endpoint's failure: `SWUCX_OK` while the peer is fine, else the status UCX reported when
+/// it failed (e.g. `SWUCX_ERR_CONNECTION_RESET`, `SWUCX_ERR_ENDPOINT_TIMEOUT`).
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_failure(ep: *const swucx_ep_t) -> swucx_status_t {
+    boundary(|| match try_ref!(ep).ep.failure() {
+        Some(status) => swucx_status_t::from(status.0),
+        None => SWUCX_OK,
+    })
+}
+
+/// Called when an endpoint's peer fails, with the failure status and the `user_data` given to
+/// `swucx_ep_set_error_handler`. Runs inside progress on the progressing thread: it must not
+/// block, wait or progress.
+pub type swucx_ep_error_callback_t =
+    Option<unsafe extern "C" fn(status: swucx_status_t, user_data: *mut c_void)>;
+
+/// `user_data` moves to whichever thread progresses; the C caller vouches for that.
+struct UserData(*mut c_void);
+// SAFETY: the C API documents that callbacks run on the progressing thread with this pointer.
+unsafe impl Send for UserData {}
+
+impl UserData {
+    fn get(&self) -> *mut c_void {
+        self.0
+    }
+}
+
+/// Sets (replaces) the callback run when the peer fails. `callback` must not be NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_set_error_handler(
+    ep: *const swucx_ep_t,
+    callback: swucx_ep_error_callback_t,
+    user_data: *mut c_void,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let Some(callback) = callback else {
+            return super::ArgError::Null("callback").fail();
+        };
+        let user_data = UserData(user_data);
+        ep.set_error_handler(move |status| {
+            // SAFETY: a C function pointer the caller registered, called with its own user_data.
+            unsafe { callback(swucx_status_t::from(status.0), user_data.get()) }
+        });
+        SWUCX_OK
+    })
+}
+
+/// The transports and devices UCX chose for the endpoint, as text: "transport/device" pairs
+/// separated by commas, e.g. "posix/memory,cma/memory,tcp/lo", in a new bytes handle (a
+/// NUL-terminated string). Wireup may still run right after connecting: exchange a message
+/// first.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_transports(
+    ep: *const swucx_ep_t,
+    transports_p: *mut *mut swucx_bytes_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        try_out!(transports_p);
+        match ep.transports() {
+            Ok(list) => {
+                let text = list
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                write_out!(
+                    transports_p,
+                    into_handle(swucx_bytes_t::new(text.into_bytes()))
+                );
+                SWUCX_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Flushes the endpoint (all RMA issued before completes at the target); blocks, progressing
+/// the worker, until done.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_flush(ep: *const swucx_ep_t) -> swucx_status_t {
+    boundary(|| match try_ref!(ep).ep.flush() {
+        Ok(()) => SWUCX_OK,
+        Err(e) => fail(e),
+    })
+}
+
+/// A borrowed C buffer as a `RawBuf`, after a NULL check (NULL is allowed for length 0).
+macro_rules! raw_buf {
+    ($ptr:ident, $len:ident) => {{
+        if $len > 0 {
+            try_arg!(super::non_null($ptr, stringify!($ptr)));
+        }
+        // SAFETY: the C contract of every operation: the buffer stays valid (and, for
+        // receives, untouched) until the request completes.
+        unsafe { RawBuf::new($ptr as *mut u8, $len) }
+    }};
+}
+pub(crate) use raw_buf;
+
+/// Sends `length` bytes at `buffer` with `tag`. The buffer must stay valid until the request
+/// completes. On success writes a request to `*req_p` and returns `SWUCX_OK` (already complete)
+/// or `SWUCX_INPROGRESS`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_tag_send(
+    ep: *const swucx_ep_t,
+    buffer: *const c_void,
+    length: usize,
+    tag: u64,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let buf = raw_buf!(buffer, length);
+        try_out!(req_p);
+        hand_out(ep.tag_send(tag, buf).map(ReqState::One), req_p)
+    })
+}
+
+/// Sends `length` bytes at `buffer` on the endpoint's byte stream (as `swucx_ep_tag_send`).
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_stream_send(
+    ep: *const swucx_ep_t,
+    buffer: *const c_void,
+    length: usize,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let buf = raw_buf!(buffer, length);
+        try_out!(req_p);
+        hand_out(ep.stream_send(buf).map(ReqState::One), req_p)
+    })
+}
+
+/// Receives exactly `length` bytes from the stream into `buffer` (valid and untouched until the
+/// request completes). On success writes a request to `*req_p`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_stream_recv(
+    ep: *const swucx_ep_t,
+    buffer: *mut c_void,
+    length: usize,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let buf = raw_buf!(buffer, length);
+        try_out!(req_p);
+        hand_out(ep.stream_recv(buf).map(ReqState::One), req_p)
+    })
+}
+
+/// Receives whatever the stream has, at least one byte and at most `length`; the received length
+/// comes from `swucx_request_info`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_stream_recv_some(
+    ep: *const swucx_ep_t,
+    buffer: *mut c_void,
+    length: usize,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let buf = raw_buf!(buffer, length);
+        try_out!(req_p);
+        hand_out(ep.stream_recv_some(buf).map(ReqState::One), req_p)
+    })
+}
+
+/// Writes `length` bytes at `buffer` into the peer's region (`rkey`, unpacked for this endpoint)
+/// at byte `offset`. Completion is local: `swucx_ep_flush` makes it visible at the target.
+/// `SWUCX_ERR_OUT_OF_RANGE` if the range is outside the region.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_put(
+    ep: *const swucx_ep_t,
+    buffer: *const c_void,
+    length: usize,
+    rkey: *const swucx_rkey_t,
+    offset: u64,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let buf = raw_buf!(buffer, length);
+        let rkey = &try_ref!(rkey).rkey;
+        try_out!(req_p);
+        hand_out(ep.put(buf, rkey, offset).map(ReqState::One), req_p)
+    })
+}
+
+/// Reads `length` bytes of the peer's region (`rkey`) at byte `offset` into `buffer` (valid and
+/// untouched until the request completes).
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_get(
+    ep: *const swucx_ep_t,
+    buffer: *mut c_void,
+    length: usize,
+    rkey: *const swucx_rkey_t,
+    offset: u64,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let buf = raw_buf!(buffer, length);
+        let rkey = &try_ref!(rkey).rkey;
+        try_out!(req_p);
+        hand_out(ep.get(buf, rkey, offset).map(ReqState::One), req_p)
+    })
+}

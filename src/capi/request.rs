@@ -1,0 +1,312 @@
+//! `swucx_request_t`: an operation in flight on a caller's buffer, and its outcome.
+
+use std::time::Duration;
+
+use super::status::{
+    SWUCX_ERR_INVALID_STATE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS, SWUCX_OK, set_last_error,
+    swucx_status_t,
+};
+use super::{Handle, boundary, fail, fail_with, impl_handle, try_mut, try_take, write_out};
+use crate::{Engine, RawBuf, Request};
+
+/// An operation started on a caller's buffer (send, receive, put, get, active message).
+///
+/// The buffer is borrowed, not copied: it must stay valid (and, for receives, untouched) until
+/// the operation has completed, i.e. until `swucx_request_test`/`_poll`/`_wait` (or
+/// `swucx_engine_wait`) returned something other than `SWUCX_INPROGRESS`. **Freeing an unfinished
+/// request does not stop the operation: the buffer must still outlive it** (cancel a tag receive
+/// first, or force-close the endpoint). Use a request from one thread at a time.
+///
+/// Methods: `swucx_request_test`, `swucx_request_poll`, `swucx_request_wait`,
+/// `swucx_request_info`, `swucx_request_cancel`, `swucx_request_free`, `swucx_engine_wait`.
+pub struct swucx_request_t {
+    magic: u64,
+    state: ReqState,
+}
+impl_handle!(swucx_request_t, b"SWreq\0\0\0");
+
+pub(crate) enum ReqState {
+    /// A running operation on one buffer.
+    One(Request<RawBuf>),
+    /// A running active-message send (header and payload).
+    Two(Request<(RawBuf, RawBuf)>),
+    /// The outcome, once complete.
+    Done {
+        status: swucx_status_t,
+        message: Option<String>,
+        length: usize,
+        sender_tag: u64,
+    },
+    /// Freed (kept in the pool).
+    Empty,
+}
+
+/// Requests freed on this thread, reused to save an allocation per operation.
+const MAX_POOLED: usize = 64;
+thread_local! {
+    // Boxes, not values: a pooled request keeps its heap address, which C holds as the handle.
+    #[allow(clippy::vec_box)]
+    static POOL: std::cell::RefCell<Vec<Box<swucx_request_t>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl ReqState {
+    fn is_complete(&self) -> bool {
+        match self {
+            ReqState::One(r) => r.is_complete(),
+            ReqState::Two(r) => r.is_complete(),
+            ReqState::Done { .. } | ReqState::Empty => true,
+        }
+    }
+
+    fn poll(&self) -> bool {
+        match self {
+            ReqState::One(r) => r.poll(),
+            ReqState::Two(r) => r.poll(),
+            ReqState::Done { .. } | ReqState::Empty => true,
+        }
+    }
+
+    fn wait_timeout(&self, timeout: Duration) -> crate::Result<bool> {
+        match self {
+            ReqState::One(r) => r.wait_timeout(timeout),
+            ReqState::Two(r) => r.wait_timeout(timeout),
+            ReqState::Done { .. } | ReqState::Empty => Ok(true),
+        }
+    }
+
+    fn engine_wait(&self, engine: &Engine, timeout: Duration) -> bool {
+        match self {
+            ReqState::One(r) => engine.wait_timeout(r, timeout),
+            ReqState::Two(r) => engine.wait_timeout(r, timeout),
+            ReqState::Done { .. } | ReqState::Empty => true,
+        }
+    }
+
+    fn cancel(&self) {
+        match self {
+            ReqState::One(r) => r.cancel(),
+            ReqState::Two(r) => r.cancel(),
+            ReqState::Done { .. } | ReqState::Empty => {}
+        }
+    }
+
+    /// Turns a complete operation into its outcome (no-op if not complete or already done).
+    fn settle(&mut self) {
+        if !self.is_complete() || matches!(self, ReqState::Done { .. } | ReqState::Empty) {
+            return;
+        }
+        let result = match std::mem::replace(self, ReqState::Empty) {
+            ReqState::One(r) => r.wait().map(|d| (d.length, d.sender_tag)),
+            ReqState::Two(r) => r.wait().map(|d| (d.length, d.sender_tag)),
+            ReqState::Done { .. } | ReqState::Empty => unreachable!("checked above"),
+        };
+        *self = match result {
+            Ok((length, sender_tag)) => ReqState::Done {
+                status: SWUCX_OK,
+                message: None,
+                length,
+                sender_tag,
+            },
+            Err(e) => ReqState::Done {
+                status: swucx_status_t::from(e.status().0),
+                message: Some(e.to_string()),
+                length: 0,
+                sender_tag: 0,
+            },
+        };
+    }
+
+    /// The status to report now: INPROGRESS, or the final status (recording its detail).
+    fn status(&mut self) -> swucx_status_t {
+        self.settle();
+        match self {
+            ReqState::Done {
+                status, message, ..
+            } => {
+                if let Some(m) = message {
+                    set_last_error(m.clone());
+                }
+                *status
+            }
+            ReqState::Empty => SWUCX_ERR_INVALID_STATE,
+            _ => SWUCX_INPROGRESS,
+        }
+    }
+}
+
+/// Hands out a started operation: writes the request to `*req_p` and returns `SWUCX_OK` if it
+/// already completed, `SWUCX_INPROGRESS` if not; on failure to start, returns the error and
+/// writes nothing.
+pub(crate) fn hand_out(
+    started: crate::Result<ReqState>,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    let state = match started {
+        Ok(state) => state,
+        Err(e) => return fail(e),
+    };
+    let status = if state.is_complete() {
+        SWUCX_OK
+    } else {
+        SWUCX_INPROGRESS
+    };
+    let boxed = match POOL.with(|pool| pool.borrow_mut().pop()) {
+        Some(mut boxed) => {
+            boxed.magic = swucx_request_t::MAGIC;
+            boxed.state = state;
+            boxed
+        }
+        None => Box::new(swucx_request_t {
+            magic: swucx_request_t::MAGIC,
+            state,
+        }),
+    };
+    write_out!(req_p, Box::into_raw(boxed));
+    status
+}
+
+/// A timeout in milliseconds; negative means none.
+fn timeout(ms: i64) -> Option<Duration> {
+    u64::try_from(ms).ok().map(Duration::from_millis)
+}
+
+/// The longest single wait slice (so deadlines never overflow `Instant`).
+const SLICE: Duration = Duration::from_secs(3600);
+
+/// Tells whether the operation is complete, without progressing the worker. Returns
+/// `SWUCX_INPROGRESS` while it runs, then its final status: `SWUCX_OK` or the error it ended
+/// with (e.g. `SWUCX_ERR_CANCELED`, `SWUCX_ERR_MESSAGE_TRUNCATED`, `SWUCX_ERR_CONNECTION_RESET`).
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_request_test(req: *mut swucx_request_t) -> swucx_status_t {
+    boundary(|| try_mut!(req).state.status())
+}
+
+/// Progresses the request's worker once, then reports as `swucx_request_test` does.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_request_poll(req: *mut swucx_request_t) -> swucx_status_t {
+    boundary(|| {
+        let req = try_mut!(req);
+        req.state.poll();
+        req.state.status()
+    })
+}
+
+/// Progresses the request's worker on this thread (busy first, then sleeping on its event fd if
+/// the context has the wakeup feature) until the operation completes or `timeout_ms` passes
+/// (negative: no limit). Returns the final status, or `SWUCX_ERR_TIMED_OUT` (the request keeps
+/// running). Not from inside a callback (`SWUCX_ERR_BUSY`). For a worker another thread
+/// progresses, use an engine and `swucx_engine_wait`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_request_wait(req: *mut swucx_request_t, timeout_ms: i64) -> swucx_status_t {
+    boundary(|| {
+        let req = try_mut!(req);
+        let done = match timeout(timeout_ms) {
+            Some(t) => req.state.wait_timeout(t),
+            None => loop {
+                match req.state.wait_timeout(SLICE) {
+                    Ok(false) => continue,
+                    other => break other,
+                }
+            },
+        };
+        match done {
+            Ok(true) => req.state.status(),
+            Ok(false) => fail_with(SWUCX_ERR_TIMED_OUT, "request wait timed out"),
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Waits for the request through an engine (any thread; the engine's worker must be the one the
+/// operation runs on): spins driving progress, then sleeps until the completion wakes it or
+/// `timeout_ms` passes (negative: no limit). Returns the final status or `SWUCX_ERR_TIMED_OUT`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_engine_wait(
+    engine: *const super::engine::swucx_engine_t,
+    req: *mut swucx_request_t,
+    timeout_ms: i64,
+) -> swucx_status_t {
+    boundary(|| {
+        let engine = &super::try_ref!(engine).engine;
+        let req = try_mut!(req);
+        let done = match timeout(timeout_ms) {
+            Some(t) => req.state.engine_wait(engine, t),
+            None => loop {
+                if req.state.engine_wait(engine, SLICE) {
+                    break true;
+                }
+            },
+        };
+        if done {
+            req.state.status()
+        } else {
+            fail_with(SWUCX_ERR_TIMED_OUT, "engine wait timed out")
+        }
+    })
+}
+
+/// The outcome details of a completed operation: bytes sent or received (`length_p`) and, for
+/// tag receives, the sender's tag (`sender_tag_p`, 0 otherwise). Either out-pointer may be NULL
+/// if not wanted. Returns the operation's final status (details written only if `SWUCX_OK`), or
+/// `SWUCX_ERR_INVALID_STATE` if it is still running.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_request_info(
+    req: *mut swucx_request_t,
+    length_p: *mut usize,
+    sender_tag_p: *mut u64,
+) -> swucx_status_t {
+    boundary(|| {
+        let req = try_mut!(req);
+        let status = req.state.status();
+        if status == SWUCX_INPROGRESS {
+            return fail_with(SWUCX_ERR_INVALID_STATE, "request is still in progress");
+        }
+        if let ReqState::Done {
+            status: SWUCX_OK,
+            length,
+            sender_tag,
+            ..
+        } = req.state
+        {
+            if !length_p.is_null() {
+                write_out!(length_p, length);
+            }
+            if !sender_tag_p.is_null() {
+                write_out!(sender_tag_p, sender_tag);
+            }
+        }
+        status
+    })
+}
+
+/// Asks UCX to cancel the operation. Only a tag receive not matched yet can be cancelled; it
+/// then completes with `SWUCX_ERR_CANCELED`. For other operations this does nothing. Returns
+/// `SWUCX_OK` (the outcome comes through test/poll/wait).
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_request_cancel(req: *mut swucx_request_t) -> swucx_status_t {
+    boundary(|| {
+        try_mut!(req).state.cancel();
+        SWUCX_OK
+    })
+}
+
+/// Frees the request. NULL is a no-op. If the operation is still running it goes on in the
+/// background (an unmatched tag receive is cancelled): the buffer must stay valid until UCX is
+/// done with it.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_request_free(req: *mut swucx_request_t) {
+    boundary(|| {
+        if req.is_null() {
+            return;
+        }
+        let mut boxed = try_take!(req);
+        boxed.state = ReqState::Empty;
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < MAX_POOLED {
+                pool.push(boxed);
+            }
+        });
+    })
+}
