@@ -343,6 +343,28 @@ fn exported_symbols_equal_header_functions() {
     );
 }
 
+/// Functions without pointer arguments (nothing to pass NULL for).
+const NO_POINTER_ARGS: &[&str] = &[
+    "swucx_version",
+    "swucx_ucx_version",
+    "swucx_status_string",
+    "swucx_status_is_peer_failure",
+];
+
+#[test]
+fn null_args_test_covers_every_function() {
+    let source = std::fs::read_to_string(root().join("tests/c/null_args.c")).unwrap();
+    let missing: Vec<String> = header_functions()
+        .into_iter()
+        .filter(|f| !NO_POINTER_ARGS.contains(&f.as_str()))
+        .filter(|f| !source.contains(&format!("{f}(")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "tests/c/null_args.c does not call {missing:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The C tests
 
@@ -362,6 +384,10 @@ c_tests! {
     c_lifecycle_shared: "lifecycle", Shared, Plain;
     c_lifecycle_asan: "lifecycle", Static, Sanitizers;
     c_lifecycle_valgrind: "lifecycle", Shared, Valgrind;
+    c_null_args_static: "null_args", Static, Plain;
+    c_null_args_shared: "null_args", Shared, Plain;
+    c_null_args_asan: "null_args", Static, Sanitizers;
+    c_null_args_valgrind: "null_args", Shared, Valgrind;
     c_ops_static: "ops", Static, Plain;
     c_ops_shared: "ops", Shared, Plain;
     c_ops_asan: "ops", Static, Sanitizers;
