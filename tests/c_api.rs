@@ -393,3 +393,29 @@ c_tests! {
     c_ops_asan: "ops", Static, Sanitizers;
     c_ops_valgrind: "ops", Shared, Valgrind;
 }
+
+#[test]
+fn docs_example_compiles_and_runs() {
+    let doc = std::fs::read_to_string(root().join("docs/c-api.md")).expect("read docs/c-api.md");
+    let start = doc.find("```c\n").expect("a C example in docs/c-api.md") + 5;
+    let end = start + doc[start..].find("```").expect("end of the C example");
+    let src = out_dir().join("docs_example.c");
+    std::fs::write(&src, &doc[start..end]).unwrap();
+    let exe = out_dir().join("docs_example");
+    check(
+        Command::new("gcc")
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+            .arg("-I")
+            .arg(root().join("include"))
+            .arg(&src)
+            .arg("-L")
+            .arg(lib_dir())
+            .arg("-lswucx")
+            .arg(format!("-Wl,-rpath,{}", lib_dir().display()))
+            .arg("-o")
+            .arg(&exe),
+        "compiling the docs/c-api.md example",
+    );
+    let out = check(&mut Command::new(&exe), "running the docs/c-api.md example");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("received \"hello\" (6 bytes, tag 7)"));
+}
