@@ -301,14 +301,18 @@ impl Endpoint {
 
     /// Flushes the endpoint: every RMA operation issued before completes at the target.
     pub fn flush(&self) -> Result<()> {
+        self.flush_nb()?.wait().map(|_| ())
+    }
+
+    /// Starts a flush of the endpoint; the request completes when every RMA operation issued
+    /// before has completed at the target (the target must be progressing).
+    pub fn flush_nb(&self) -> Result<Request<()>> {
         let handle = self.lock_handle("ucp_ep_flush_nbx")?;
         let params = OpParams::new("ucp_ep_flush_nbx", OpKind::Send, Callback::Send, None, 0);
         // SAFETY: the endpoint is live while the read lock is held; params carries our callback.
         let ptr = unsafe { sys::ucp_ep_flush_nbx(handle.raw(), &params.param) };
         drop(handle);
-        self.track(params.finish(&self.0.worker, ptr, (), 0, None)?)
-            .wait()
-            .map(|_| ())
+        Ok(self.track(params.finish(&self.0.worker, ptr, (), 0, None)?))
     }
 
     /// Closes the endpoint and waits until UCX has closed it. `Flush` completes outstanding

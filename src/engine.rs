@@ -81,18 +81,30 @@ impl Engine {
     /// done with it).
     pub fn wait_timeout<B: Send + 'static>(&self, request: &Request<B>, timeout: Duration) -> bool {
         self.shared
-            .wait_for(request.completion(), Some(Instant::now() + timeout))
+            .wait_for(request.completion(), Instant::now().checked_add(timeout))
     }
 
-    /// Progresses until `done()` holds or `timeout` passes, driving progress like a waiter
-    /// (for conditions that are not a single request, e.g. a reply arriving in a handler).
+    /// Waits until `done()` holds or `timeout` passes (for conditions that are not a single
+    /// request, e.g. a reply arriving in a handler): drives progress while it spins, then leaves
+    /// progress to the background thread and checks back with growing pauses (up to 1 ms).
     pub fn progress_until(&self, mut done: impl FnMut() -> bool, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start.checked_add(timeout);
+        let mut pause = Duration::from_micros(10);
         while !done() {
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
                 return false;
             }
-            self.shared.drive_once();
+            if now.duration_since(start) < self.shared.spin {
+                self.shared.drive_once();
+                continue;
+            }
+            if let Err(err) = self.shared.worker.signal() {
+                log::warn!("{err}");
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
         }
         true
     }

@@ -144,7 +144,7 @@ impl Listener {
         };
         self.0
             .worker
-            .progress_until(has_request, Some(Instant::now() + timeout))?;
+            .progress_until(has_request, Instant::now().checked_add(timeout))?;
         Ok(self.try_accept())
     }
 }

@@ -416,7 +416,7 @@ impl<B: Send + 'static> Request<B> {
     /// or `timeout` passes. Returns whether it completed.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
         self.worker
-            .progress_until(|| self.is_complete(), Some(Instant::now() + timeout))
+            .progress_until(|| self.is_complete(), Instant::now().checked_add(timeout))
     }
 
     /// Progresses the worker until the operation completes, then returns its result and buffer.

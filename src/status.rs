@@ -89,10 +89,14 @@ impl Status {
 
     /// UCX's text for this code (`ucs_status_string`).
     pub fn as_str(self) -> &'static str {
+        self.as_c_str().to_str().unwrap_or("invalid status text")
+    }
+
+    /// UCX's text for this code as a C string (for handing to C callers as is).
+    pub fn as_c_str(self) -> &'static CStr {
         // SAFETY: ucs_status_string accepts any value and returns a pointer to a static,
         // NUL-terminated string ("Unknown error" for codes it does not know).
-        let text = unsafe { CStr::from_ptr(sys::ucs_status_string(self.to_raw())) };
-        text.to_str().unwrap_or("invalid status text")
+        unsafe { CStr::from_ptr(sys::ucs_status_string(self.to_raw())) }
     }
 }
 

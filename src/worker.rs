@@ -316,6 +316,11 @@ impl Worker {
 
     /// Flushes every endpoint of this worker: all RMA issued before completes at the target.
     pub fn flush(&self) -> Result<()> {
+        self.flush_nb()?.wait().map(|_| ())
+    }
+
+    /// Starts a flush of every endpoint of this worker (see [`flush`](Worker::flush)).
+    pub fn flush_nb(&self) -> Result<crate::Request<()>> {
         let params = OpParams::new(
             "ucp_worker_flush_nbx",
             OpKind::Send,
@@ -325,7 +330,7 @@ impl Worker {
         );
         // SAFETY: handle is live; the params carry a callback and the completion pointer.
         let ptr = unsafe { sys::ucp_worker_flush_nbx(self.0.handle, &params.param) };
-        params.finish(self, ptr, (), 0, None)?.wait().map(|_| ())
+        params.finish(self, ptr, (), 0, None)
     }
 }
 
