@@ -414,6 +414,45 @@ impl Drop for RkeyInner {
 mod tests {
     use super::*;
 
+    /// Arbitrary and mutated bytes never panic the decoder, and only intact descriptors pass.
+    #[test]
+    fn descriptor_decoder_survives_random_input() {
+        let valid = RegionDescriptor {
+            addr: 0xdead_beef,
+            len: 4096,
+            rkey: vec![7; 40],
+        }
+        .encode();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..200_000 {
+            let mut bytes = if round % 2 == 0 {
+                valid.clone()
+            } else {
+                (0..(next() % 200) as usize).map(|_| next() as u8).collect()
+            };
+            for _ in 0..(next() % 4) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] ^= 1 << (next() % 8),
+                    1 => bytes.truncate(at),
+                    _ => bytes.insert(at, next() as u8),
+                }
+            }
+            if let Ok(decoded) = RegionDescriptor::decode(&bytes) {
+                assert_eq!(decoded.encode(), bytes, "only intact descriptors decode");
+            }
+        }
+    }
+
     #[test]
     fn descriptor_round_trip_and_rejects() {
         let d = RegionDescriptor {
