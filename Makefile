@@ -24,6 +24,8 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 unit:
+	# The C tests link target/debug/libswucx.{a,so}; `cargo test` alone builds only the rlib.
+	$(CARGO) build --lib
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 
