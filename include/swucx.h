@@ -559,6 +559,17 @@ swucx_status_t swucx_am_msg_recv(struct swucx_am_msg_t *msg,
                                  struct swucx_request_t **req_p);
 
 /**
+ * As `swucx_am_msg_recv`, into `length` bytes at byte `offset` of the registered region `mem`
+ * (a rendezvous payload lands there directly, with the region's memory handle).
+ * `SWUCX_ERR_OUT_OF_RANGE` if the range is not inside the region.
+ */
+swucx_status_t swucx_am_msg_recv_mem(struct swucx_am_msg_t *msg,
+                                     const struct swucx_mem_t *mem,
+                                     size_t offset,
+                                     size_t length,
+                                     struct swucx_request_t **req_p);
+
+/**
  * Keeps the payload beyond the handler (no copy for rendezvous and UCX-owned data): writes a
  * new descriptor to `*desc_p`. Takes the payload from `msg`.
  */
@@ -603,6 +614,22 @@ swucx_status_t swucx_ep_am_send(const struct swucx_ep_t *ep,
                                 size_t length,
                                 uint32_t flags,
                                 struct swucx_request_t **req_p);
+
+/**
+ * As `swucx_ep_am_send`, with the payload `length` bytes at byte `offset` of the registered
+ * region `mem` (UCX gets its memory handle: no registration-cache lookup, and a rendezvous
+ * payload is read straight from the region). The header is a plain buffer, valid until the
+ * request completes. `SWUCX_ERR_OUT_OF_RANGE` if the range is not inside the region.
+ */
+swucx_status_t swucx_ep_am_send_mem(const struct swucx_ep_t *ep,
+                                    uint16_t id,
+                                    const void *header,
+                                    size_t header_length,
+                                    const struct swucx_mem_t *mem,
+                                    size_t offset,
+                                    size_t length,
+                                    uint32_t flags,
+                                    struct swucx_request_t **req_p);
 
 /**
  * Creates a context. `params` may be NULL for all defaults (every feature, swucx's default
@@ -677,6 +704,19 @@ swucx_status_t swucx_ep_tag_send(const struct swucx_ep_t *ep,
                                  struct swucx_request_t **req_p);
 
 /**
+ * As `swucx_ep_tag_send`, from `length` bytes at byte `offset` of the registered region `mem`
+ * (UCX gets its memory handle: no registration-cache lookup). The region stays mapped while
+ * the request runs; the bytes must stay unchanged until it completes.
+ * `SWUCX_ERR_OUT_OF_RANGE` if the range is not inside the region.
+ */
+swucx_status_t swucx_ep_tag_send_mem(const struct swucx_ep_t *ep,
+                                     const struct swucx_mem_t *mem,
+                                     size_t offset,
+                                     size_t length,
+                                     uint64_t tag,
+                                     struct swucx_request_t **req_p);
+
+/**
  * Sends `length` bytes at `buffer` on the endpoint's byte stream (as `swucx_ep_tag_send`).
  */
 swucx_status_t swucx_ep_stream_send(const struct swucx_ep_t *ep,
@@ -692,6 +732,27 @@ swucx_status_t swucx_ep_stream_recv(const struct swucx_ep_t *ep,
                                     void *buffer,
                                     size_t length,
                                     struct swucx_request_t **req_p);
+
+/**
+ * As `swucx_ep_stream_send`, from `length` bytes at byte `offset` of the registered region `mem`
+ * (as `swucx_ep_tag_send_mem`).
+ */
+swucx_status_t swucx_ep_stream_send_mem(const struct swucx_ep_t *ep,
+                                        const struct swucx_mem_t *mem,
+                                        size_t offset,
+                                        size_t length,
+                                        struct swucx_request_t **req_p);
+
+/**
+ * As `swucx_ep_stream_recv`, into `length` bytes at byte `offset` of the registered region
+ * `mem` (untouched by others until the request completes). `SWUCX_ERR_OUT_OF_RANGE` if the
+ * range is not inside the region.
+ */
+swucx_status_t swucx_ep_stream_recv_mem(const struct swucx_ep_t *ep,
+                                        const struct swucx_mem_t *mem,
+                                        size_t offset,
+                                        size_t length,
+                                        struct swucx_request_t **req_p);
 
 /**
  * Receives whatever the stream has, at least one byte and at most `length`; the received length
@@ -1058,6 +1119,19 @@ swucx_status_t swucx_worker_tag_recv(const struct swucx_worker_t *worker,
                                      uint64_t tag,
                                      uint64_t tag_mask,
                                      struct swucx_request_t **req_p);
+
+/**
+ * As `swucx_worker_tag_recv`, into `length` bytes at byte `offset` of the registered region
+ * `mem` (UCX gets its memory handle; the bytes must stay untouched until the request
+ * completes). `SWUCX_ERR_OUT_OF_RANGE` if the range is not inside the region.
+ */
+swucx_status_t swucx_worker_tag_recv_mem(const struct swucx_worker_t *worker,
+                                         const struct swucx_mem_t *mem,
+                                         size_t offset,
+                                         size_t length,
+                                         uint64_t tag,
+                                         uint64_t tag_mask,
+                                         struct swucx_request_t **req_p);
 
 #ifdef __cplusplus
 }  // extern "C"

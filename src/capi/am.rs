@@ -3,6 +3,7 @@
 use std::ffi::c_void;
 
 use super::endpoint::{new_ep, raw_buf, swucx_ep_t};
+use super::memory::{mem_buf, swucx_mem_t};
 use super::request::{ReqState, hand_out, swucx_request_t};
 use super::status::{SWUCX_ERR_INVALID_STATE, SWUCX_ERR_NO_ELEM, SWUCX_OK, swucx_status_t};
 use super::worker::swucx_worker_t;
@@ -213,6 +214,29 @@ pub extern "C" fn swucx_am_msg_recv(
     })
 }
 
+/// As `swucx_am_msg_recv`, into `length` bytes at byte `offset` of the registered region `mem`
+/// (a rendezvous payload lands there directly, with the region's memory handle).
+/// `SWUCX_ERR_OUT_OF_RANGE` if the range is not inside the region.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_am_msg_recv_mem(
+    msg: *mut swucx_am_msg_t,
+    mem: *const swucx_mem_t,
+    offset: usize,
+    length: usize,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let state = try_msg!(msg);
+        try_ref!(mem);
+        try_out!(req_p);
+        let buf = mem_buf!(mem, offset, length);
+        let Some(m) = state.msg.take() else {
+            return fail_with(SWUCX_ERR_INVALID_STATE, "message already received or kept");
+        };
+        hand_out(m.recv_into(buf).map(ReqState::Region), req_p)
+    })
+}
+
 /// Keeps the payload beyond the handler (no copy for rendezvous and UCX-owned data): writes a
 /// new descriptor to `*desc_p`. Takes the payload from `msg`.
 #[unsafe(no_mangle)]
@@ -305,19 +329,54 @@ pub extern "C" fn swucx_ep_am_send(
         let header_buf = raw_buf!(header, header_length);
         let payload_buf = raw_buf!(payload, length);
         try_out!(req_p);
-        let mut am_flags = AmFlags::NONE;
-        for (bit, flag) in [
-            (SWUCX_AM_FLAG_REPLY, AmFlags::REPLY),
-            (SWUCX_AM_FLAG_EAGER, AmFlags::EAGER),
-            (SWUCX_AM_FLAG_RNDV, AmFlags::RNDV),
-        ] {
-            if flags & bit != 0 {
-                am_flags = am_flags | flag;
-            }
-        }
         hand_out(
-            ep.am_send(id, header_buf, payload_buf, am_flags)
+            ep.am_send(id, header_buf, payload_buf, am_flags(flags))
                 .map(ReqState::Two),
+            req_p,
+        )
+    })
+}
+
+/// `SWUCX_AM_FLAG_*` bits as `AmFlags` (unknown bits are ignored).
+fn am_flags(flags: u32) -> AmFlags {
+    let mut am_flags = AmFlags::NONE;
+    for (bit, flag) in [
+        (SWUCX_AM_FLAG_REPLY, AmFlags::REPLY),
+        (SWUCX_AM_FLAG_EAGER, AmFlags::EAGER),
+        (SWUCX_AM_FLAG_RNDV, AmFlags::RNDV),
+    ] {
+        if flags & bit != 0 {
+            am_flags = am_flags | flag;
+        }
+    }
+    am_flags
+}
+
+/// As `swucx_ep_am_send`, with the payload `length` bytes at byte `offset` of the registered
+/// region `mem` (UCX gets its memory handle: no registration-cache lookup, and a rendezvous
+/// payload is read straight from the region). The header is a plain buffer, valid until the
+/// request completes. `SWUCX_ERR_OUT_OF_RANGE` if the range is not inside the region.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_am_send_mem(
+    ep: *const swucx_ep_t,
+    id: u16,
+    header: *const c_void,
+    header_length: usize,
+    mem: *const swucx_mem_t,
+    offset: usize,
+    length: usize,
+    flags: u32,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let header_buf = raw_buf!(header, header_length);
+        try_ref!(mem);
+        try_out!(req_p);
+        let payload_buf = mem_buf!(mem, offset, length);
+        hand_out(
+            ep.am_send(id, header_buf, payload_buf, am_flags(flags))
+                .map(ReqState::TwoRegion),
             req_p,
         )
     })

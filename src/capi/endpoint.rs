@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_void};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use super::memory::swucx_rkey_t;
+use super::memory::{mem_buf, swucx_mem_t, swucx_rkey_t};
 use super::request::{ReqState, hand_out, swucx_request_t};
 use super::status::{SWUCX_ERR_INVALID_ADDR, SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
 use super::{
@@ -254,6 +254,28 @@ pub extern "C" fn swucx_ep_tag_send(
     })
 }
 
+/// As `swucx_ep_tag_send`, from `length` bytes at byte `offset` of the registered region `mem`
+/// (UCX gets its memory handle: no registration-cache lookup). The region stays mapped while
+/// the request runs; the bytes must stay unchanged until it completes.
+/// `SWUCX_ERR_OUT_OF_RANGE` if the range is not inside the region.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_tag_send_mem(
+    ep: *const swucx_ep_t,
+    mem: *const swucx_mem_t,
+    offset: usize,
+    length: usize,
+    tag: u64,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        try_ref!(mem);
+        try_out!(req_p);
+        let buf = mem_buf!(mem, offset, length);
+        hand_out(ep.tag_send(tag, buf).map(ReqState::Region), req_p)
+    })
+}
+
 /// Sends `length` bytes at `buffer` on the endpoint's byte stream (as `swucx_ep_tag_send`).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_ep_stream_send(
@@ -284,6 +306,45 @@ pub extern "C" fn swucx_ep_stream_recv(
         let buf = raw_buf!(buffer, length);
         try_out!(req_p);
         hand_out(ep.stream_recv(buf).map(ReqState::One), req_p)
+    })
+}
+
+/// As `swucx_ep_stream_send`, from `length` bytes at byte `offset` of the registered region `mem`
+/// (as `swucx_ep_tag_send_mem`).
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_stream_send_mem(
+    ep: *const swucx_ep_t,
+    mem: *const swucx_mem_t,
+    offset: usize,
+    length: usize,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        try_ref!(mem);
+        try_out!(req_p);
+        let buf = mem_buf!(mem, offset, length);
+        hand_out(ep.stream_send(buf).map(ReqState::Region), req_p)
+    })
+}
+
+/// As `swucx_ep_stream_recv`, into `length` bytes at byte `offset` of the registered region
+/// `mem` (untouched by others until the request completes). `SWUCX_ERR_OUT_OF_RANGE` if the
+/// range is not inside the region.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_stream_recv_mem(
+    ep: *const swucx_ep_t,
+    mem: *const swucx_mem_t,
+    offset: usize,
+    length: usize,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        try_ref!(mem);
+        try_out!(req_p);
+        let buf = mem_buf!(mem, offset, length);
+        hand_out(ep.stream_recv(buf).map(ReqState::Region), req_p)
     })
 }
 

@@ -18,7 +18,7 @@ use crate::{MemRegion, RemoteKey};
 /// `swucx_mem_export`, `swucx_mem_unmap`.
 pub struct swucx_mem_t {
     magic: u64,
-    region: MemRegion,
+    pub(crate) region: MemRegion,
 }
 impl_handle!(swucx_mem_t, b"SWmemreg");
 
@@ -116,6 +116,21 @@ pub extern "C" fn swucx_mem_export(
         }
     })
 }
+
+/// `length` bytes at byte `offset` of the region behind a `swucx_mem_t *` argument, as an
+/// operation's buffer (UCX gets the region's memory handle), or the function's fallback:
+/// `SWUCX_ERR_NULL_ARG` / `SWUCX_ERR_BAD_HANDLE` for the handle, `SWUCX_ERR_OUT_OF_RANGE` if the
+/// range is not inside the region.
+macro_rules! mem_buf {
+    ($mem:ident, $offset:ident, $len:ident) => {{
+        let region = &$crate::capi::try_ref!($mem).region;
+        match region.slice($offset, $len) {
+            Ok(buf) => buf,
+            Err(e) => return $crate::capi::fail(e),
+        }
+    }};
+}
+pub(crate) use mem_buf;
 
 /// Releases the caller's reference to the region. NULL is a no-op. UCX unmaps it when no
 /// request in flight uses it any more.

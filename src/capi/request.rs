@@ -7,7 +7,7 @@ use super::status::{
     swucx_status_t,
 };
 use super::{Handle, boundary, fail, fail_with, impl_handle, try_mut, try_take, write_out};
-use crate::{Engine, RawBuf, Request};
+use crate::{Engine, RawBuf, RegionBuf, Request};
 
 /// An operation started on a caller's buffer (send, receive, put, get, active message).
 ///
@@ -30,6 +30,10 @@ pub(crate) enum ReqState {
     One(Request<RawBuf>),
     /// A running active-message send (header and payload).
     Two(Request<(RawBuf, RawBuf)>),
+    /// A running operation on a part of a registered region (`*_mem` functions).
+    Region(Request<RegionBuf>),
+    /// A running active-message send with its payload in a registered region.
+    TwoRegion(Request<(RawBuf, RegionBuf)>),
     /// The outcome, once complete.
     Done {
         status: swucx_status_t,
@@ -55,6 +59,8 @@ impl ReqState {
         match self {
             ReqState::One(r) => r.is_complete(),
             ReqState::Two(r) => r.is_complete(),
+            ReqState::Region(r) => r.is_complete(),
+            ReqState::TwoRegion(r) => r.is_complete(),
             ReqState::Done { .. } | ReqState::Empty => true,
         }
     }
@@ -63,6 +69,8 @@ impl ReqState {
         match self {
             ReqState::One(r) => r.poll(),
             ReqState::Two(r) => r.poll(),
+            ReqState::Region(r) => r.poll(),
+            ReqState::TwoRegion(r) => r.poll(),
             ReqState::Done { .. } | ReqState::Empty => true,
         }
     }
@@ -71,6 +79,8 @@ impl ReqState {
         match self {
             ReqState::One(r) => r.wait_timeout(timeout),
             ReqState::Two(r) => r.wait_timeout(timeout),
+            ReqState::Region(r) => r.wait_timeout(timeout),
+            ReqState::TwoRegion(r) => r.wait_timeout(timeout),
             ReqState::Done { .. } | ReqState::Empty => Ok(true),
         }
     }
@@ -79,6 +89,8 @@ impl ReqState {
         match self {
             ReqState::One(r) => engine.wait_timeout(r, timeout),
             ReqState::Two(r) => engine.wait_timeout(r, timeout),
+            ReqState::Region(r) => engine.wait_timeout(r, timeout),
+            ReqState::TwoRegion(r) => engine.wait_timeout(r, timeout),
             ReqState::Done { .. } | ReqState::Empty => true,
         }
     }
@@ -87,6 +99,8 @@ impl ReqState {
         match self {
             ReqState::One(r) => r.cancel(),
             ReqState::Two(r) => r.cancel(),
+            ReqState::Region(r) => r.cancel(),
+            ReqState::TwoRegion(r) => r.cancel(),
             ReqState::Done { .. } | ReqState::Empty => {}
         }
     }
@@ -99,6 +113,8 @@ impl ReqState {
         let result = match std::mem::replace(self, ReqState::Empty) {
             ReqState::One(r) => r.wait().map(|d| (d.length, d.sender_tag)),
             ReqState::Two(r) => r.wait().map(|d| (d.length, d.sender_tag)),
+            ReqState::Region(r) => r.wait().map(|d| (d.length, d.sender_tag)),
+            ReqState::TwoRegion(r) => r.wait().map(|d| (d.length, d.sender_tag)),
             ReqState::Done { .. } | ReqState::Empty => unreachable!("checked above"),
         };
         *self = match result {

@@ -7,6 +7,7 @@ use super::context::swucx_context_t;
 use super::endpoint::swucx_ep_t;
 use super::endpoint::{new_ep, parse_addr, parse_sockaddr};
 use super::listener::swucx_conn_request_t;
+use super::memory::{mem_buf, swucx_mem_t};
 use super::request::{ReqState, hand_out, swucx_request_t};
 use super::status::{SWUCX_ERR_BUSY, SWUCX_OK, swucx_status_t};
 use super::{
@@ -307,6 +308,31 @@ pub extern "C" fn swucx_worker_tag_recv(
         let buf = unsafe { RawBuf::new(buffer.cast(), length) };
         hand_out(
             worker.tag_recv(tag, tag_mask, buf).map(ReqState::One),
+            req_p,
+        )
+    })
+}
+
+/// As `swucx_worker_tag_recv`, into `length` bytes at byte `offset` of the registered region
+/// `mem` (UCX gets its memory handle; the bytes must stay untouched until the request
+/// completes). `SWUCX_ERR_OUT_OF_RANGE` if the range is not inside the region.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_worker_tag_recv_mem(
+    worker: *const swucx_worker_t,
+    mem: *const swucx_mem_t,
+    offset: usize,
+    length: usize,
+    tag: u64,
+    tag_mask: u64,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let worker = &try_ref!(worker).worker;
+        try_ref!(mem);
+        try_out!(req_p);
+        let buf = mem_buf!(mem, offset, length);
+        hand_out(
+            worker.tag_recv(tag, tag_mask, buf).map(ReqState::Region),
             req_p,
         )
     })

@@ -33,6 +33,7 @@ static swucx_bytes_t *out_swucx_bytes_t;
 static swucx_am_desc_t *out_swucx_am_desc_t;
 static swucx_am_desc_t *desc;
 static int handled;
+static swucx_mem_t *msg_mem;
 
 /* The active-message accessors, with a live message. */
 static void null_msg_handler(swucx_am_msg_t *msg, void *user_data)
@@ -50,6 +51,9 @@ static void null_msg_handler(swucx_am_msg_t *msg, void *user_data)
     CHECK_ST(swucx_am_msg_recv(NULL, buf, sizeof buf, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_msg_recv(msg, NULL, sizeof buf, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_msg_recv(msg, buf, sizeof buf, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_msg_recv_mem(NULL, msg_mem, 0, 16, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_msg_recv_mem(msg, NULL, 0, 16, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_msg_recv_mem(msg, msg_mem, 0, 16, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_msg_keep(NULL, &out_swucx_am_desc_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_msg_keep(msg, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_OK(swucx_am_msg_keep(msg, &desc));
@@ -91,6 +95,7 @@ int main(void)
     swucx_engine_t *eng = NULL;
     REQUIRE_OK(swucx_engine_create(ctx, &eng));
 
+    msg_mem = mem;
     REQUIRE_OK(swucx_worker_set_am_handler(w, 3, null_msg_handler, NULL));
     swucx_request_t *am = NULL;
     REQUIRE_OK(swucx_ep_am_send(ep, 3, buf, 4, buf, 16, 0, &am));
@@ -115,6 +120,10 @@ int main(void)
     CHECK_ST(swucx_ep_am_send((const struct swucx_ep_t *)ep, 1, NULL, sizeof buf, buf, sizeof buf, 0, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_am_send((const struct swucx_ep_t *)ep, 1, buf, sizeof buf, NULL, sizeof buf, 0, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_am_send((const struct swucx_ep_t *)ep, 1, buf, sizeof buf, buf, sizeof buf, 0, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_am_send_mem(NULL, 1, buf, 4, mem, 0, 16, 0, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_am_send_mem((const struct swucx_ep_t *)ep, 1, NULL, 4, mem, 0, 16, 0, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_am_send_mem((const struct swucx_ep_t *)ep, 1, buf, 4, NULL, 0, 16, 0, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_am_send_mem((const struct swucx_ep_t *)ep, 1, buf, 4, mem, 0, 16, 0, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_context_create(NULL, NULL), SWUCX_ERR_NULL_ARG);
     swucx_context_destroy(NULL); /* NULL is a no-op */
     CHECK(swucx_context_features(NULL) == 0);
@@ -129,6 +138,15 @@ int main(void)
     CHECK_ST(swucx_ep_tag_send(NULL, buf, sizeof buf, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_tag_send((const struct swucx_ep_t *)ep, NULL, sizeof buf, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_tag_send((const struct swucx_ep_t *)ep, buf, sizeof buf, 1, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_tag_send_mem(NULL, mem, 0, 8, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_tag_send_mem((const struct swucx_ep_t *)ep, NULL, 0, 8, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_tag_send_mem((const struct swucx_ep_t *)ep, mem, 0, 8, 1, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_stream_send_mem(NULL, mem, 0, 8, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_stream_send_mem((const struct swucx_ep_t *)ep, NULL, 0, 8, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_stream_send_mem((const struct swucx_ep_t *)ep, mem, 0, 8, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_stream_recv_mem(NULL, mem, 0, 8, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_stream_recv_mem((const struct swucx_ep_t *)ep, NULL, 0, 8, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_stream_recv_mem((const struct swucx_ep_t *)ep, mem, 0, 8, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_stream_send(NULL, buf, sizeof buf, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_stream_send((const struct swucx_ep_t *)ep, NULL, sizeof buf, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_stream_send((const struct swucx_ep_t *)ep, buf, sizeof buf, NULL), SWUCX_ERR_NULL_ARG);
@@ -220,6 +238,13 @@ int main(void)
     CHECK_ST(swucx_worker_tag_recv(NULL, buf, sizeof buf, 1, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_worker_tag_recv((const struct swucx_worker_t *)w, NULL, sizeof buf, 1, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_worker_tag_recv((const struct swucx_worker_t *)w, buf, sizeof buf, 1, 1, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_worker_tag_recv_mem(NULL, mem, 0, 8, 1, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_worker_tag_recv_mem((const struct swucx_worker_t *)w, NULL, 0, 8, 1, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_worker_tag_recv_mem((const struct swucx_worker_t *)w, mem, 0, 8, 1, 1, NULL), SWUCX_ERR_NULL_ARG);
+    /* Garbage handle and out-of-range slices. */
+    CHECK_ST(swucx_ep_tag_send_mem(ep, (const swucx_mem_t *)(const void *)buf, 0, 8, 1, &out_swucx_request_t), SWUCX_ERR_BAD_HANDLE);
+    CHECK_ST(swucx_ep_tag_send_mem(ep, mem, 4090, 8, 1, &out_swucx_request_t), SWUCX_ERR_OUT_OF_RANGE);
+    CHECK_ST(swucx_worker_tag_recv_mem(w, mem, SIZE_MAX, 2, 1, 1, &out_swucx_request_t), SWUCX_ERR_OUT_OF_RANGE);
 
     swucx_am_desc_destroy(desc);
     wait2(am, w, NULL);

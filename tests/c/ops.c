@@ -388,6 +388,123 @@ static void test_am(pair_t *p)
     free(seen.recv_buf);
 }
 
+/* The *_mem variants: tag, stream and AM (eager and rendezvous) between two parts of one
+ * registered region, passed as the region handle plus offset and length. */
+typedef struct {
+    swucx_mem_t *mem;
+    size_t offset, cap;
+    swucx_request_t *req;
+    int calls;
+} am_mem_seen_t;
+
+static void am_mem_handler(swucx_am_msg_t *msg, void *user_data)
+{
+    am_mem_seen_t *seen = user_data;
+    seen->calls++;
+    size_t n = swucx_am_msg_length(msg);
+    CHECK_ST(swucx_am_msg_recv_mem(msg, seen->mem, seen->offset, SIZE_MAX, &seen->req),
+             SWUCX_ERR_OUT_OF_RANGE);
+    swucx_status_t st = swucx_am_msg_recv_mem(msg, seen->mem, seen->offset, n, &seen->req);
+    CHECK(st == SWUCX_OK || st == SWUCX_INPROGRESS);
+    CHECK_ST(swucx_am_msg_recv_mem(msg, seen->mem, seen->offset, n, &seen->req),
+             SWUCX_ERR_INVALID_STATE);
+}
+
+static void test_mem_ops(pair_t *p)
+{
+    enum { HALF = 2 << 20 };
+    swucx_mem_t *mem = NULL;
+    REQUIRE_OK(swucx_mem_allocate(p->context, 2 * HALF, &mem));
+    uint8_t *base = swucx_mem_address(mem);
+    uint8_t *src = base, *dst = base + HALF;
+    static const size_t sizes[] = {0, 8, 65536, HALF};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t n = sizes[i];
+        fill(src, n, 21);
+        memset(dst, 0, n);
+        swucx_request_t *rr = NULL, *sr = NULL;
+        REQUIRE_OK(swucx_worker_tag_recv_mem(p->sw, mem, HALF, n, 0x6600 + i, UINT64_MAX, &rr));
+        REQUIRE_OK(swucx_ep_tag_send_mem(p->client, mem, 0, n, 0x6600 + i, &sr));
+        CHECK_OK(wait2(sr, p->sw, other(p)));
+        CHECK_OK(wait2(rr, p->sw, other(p)));
+        size_t len = 1;
+        uint64_t tag = 0;
+        CHECK_OK(swucx_request_info(rr, &len, &tag));
+        CHECK(len == n && tag == 0x6600 + i && memcmp(src, dst, n) == 0);
+        swucx_request_free(rr);
+        swucx_request_free(sr);
+        if (n == 0) {
+            continue; /* streams carry at least one byte */
+        }
+        memset(dst, 0, n);
+        REQUIRE_OK(swucx_ep_stream_recv_mem(p->server, mem, HALF, n, &rr));
+        REQUIRE_OK(swucx_ep_stream_send_mem(p->client, mem, 0, n, &sr));
+        CHECK_OK(wait2(sr, p->sw, other(p)));
+        CHECK_OK(wait2(rr, p->sw, other(p)));
+        CHECK_OK(swucx_request_info(rr, &len, NULL));
+        CHECK(len == n && memcmp(src, dst, n) == 0);
+        swucx_request_free(rr);
+        swucx_request_free(sr);
+    }
+    /* Ranges outside the region fail before anything is posted. */
+    swucx_request_t *none = NULL;
+    CHECK_ST(swucx_ep_tag_send_mem(p->client, mem, HALF + 1, HALF, 1, &none),
+             SWUCX_ERR_OUT_OF_RANGE);
+    CHECK_ST(swucx_ep_stream_send_mem(p->client, mem, SIZE_MAX, 2, &none),
+             SWUCX_ERR_OUT_OF_RANGE);
+    CHECK_ST(swucx_ep_am_send_mem(p->client, 12, NULL, 0, mem, 1, 2 * HALF, 0, &none),
+             SWUCX_ERR_OUT_OF_RANGE);
+    CHECK(none == NULL);
+
+    am_mem_seen_t seen;
+    memset(&seen, 0, sizeof seen);
+    seen.mem = mem;
+    seen.offset = HALF;
+    CHECK_OK(swucx_worker_set_am_handler(p->sw, 12, am_mem_handler, &seen));
+    const char hdr[] = "mem";
+    static const size_t am_sizes[] = {0, 64, HALF};
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = am_sizes[i];
+        fill(src, n, 33);
+        memset(dst, 0, n);
+        seen.calls = 0;
+        seen.req = NULL;
+        swucx_request_t *sr = NULL;
+        uint32_t flags = n == HALF ? SWUCX_AM_FLAG_RNDV : 0;
+        REQUIRE_OK(swucx_ep_am_send_mem(p->client, 12, hdr, 3, mem, 0, n, flags, &sr));
+        double deadline = now_s() + 30.0;
+        while (seen.calls == 0 && now_s() < deadline) {
+            swucx_worker_progress(p->sw);
+            if (p->cw != NULL) {
+                swucx_worker_progress(p->cw);
+            }
+        }
+        CHECK(seen.calls == 1 && seen.req != NULL);
+        if (seen.req != NULL) {
+            CHECK_OK(wait2(seen.req, p->sw, other(p)));
+            size_t len = 0;
+            CHECK_OK(swucx_request_info(seen.req, &len, NULL));
+            CHECK(len == n && memcmp(src, dst, n) == 0);
+            swucx_request_free(seen.req);
+        }
+        CHECK_OK(wait2(sr, p->sw, other(p)));
+        swucx_request_free(sr);
+    }
+    /* The region outlives its handle while requests use it: unmap first, then finish. */
+    swucx_request_t *rr = NULL, *sr = NULL;
+    fill(src, 8, 44);
+    REQUIRE_OK(swucx_worker_tag_recv_mem(p->sw, mem, HALF, 8, 0x6700, UINT64_MAX, &rr));
+    REQUIRE_OK(swucx_ep_tag_send_mem(p->client, mem, 0, 8, 0x6700, &sr));
+    swucx_mem_unmap(mem);
+    CHECK_OK(wait2(sr, p->sw, other(p)));
+    CHECK_OK(wait2(rr, p->sw, other(p)));
+    size_t got = 0;
+    CHECK_OK(swucx_request_info(rr, &got, NULL));
+    CHECK(got == 8); /* (the region is gone now: its bytes cannot be read any more) */
+    swucx_request_free(rr);
+    swucx_request_free(sr);
+}
+
 static void test_rma(pair_t *p)
 {
     enum { N = 1 << 16 };
@@ -502,6 +619,8 @@ static void run(const char *tls)
     fprintf(stderr, "ops %s: stream\n", tls);
     test_am(&p);
     fprintf(stderr, "ops %s: am\n", tls);
+    test_mem_ops(&p);
+    fprintf(stderr, "ops %s: mem ops\n", tls);
     if (p.cw != NULL) {
         progressor_t pr;
         progressor_start(&pr, p.sw);
