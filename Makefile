@@ -12,9 +12,25 @@ deps:
 build: deps
 	$(CARGO) build --release
 
-# Every example binary (target/release/examples/*).
+# Every example binary (target/release/examples/*), and the C ping-pong (target/examples/pingpong-c,
+# against the static library; `make examples C_LINK=shared` links libswucx.so instead).
+CC ?= cc
+C_LINK ?= static
+C_FLAGS ?= -std=c11 -O2 -g -Wall -Wextra -Werror
+# What the Rust staticlib needs besides UCX (`cargo rustc --crate-type staticlib -- --print
+# native-static-libs`).
+NATIVE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+RELEASE := target/release
 examples: deps
-	$(CARGO) build --release --examples
+	$(CARGO) build --release --lib --examples
+	@mkdir -p target/examples
+ifeq ($(C_LINK),shared)
+	$(CC) $(C_FLAGS) -Iinclude examples/c/pingpong.c -L$(RELEASE) -lswucx \
+		-Wl,-rpath,$(abspath $(RELEASE)) -o target/examples/pingpong-c
+else
+	$(CC) $(C_FLAGS) -Iinclude examples/c/pingpong.c $(RELEASE)/libswucx.a \
+		$$(pkg-config --libs ucx) $(NATIVE_LIBS) -o target/examples/pingpong-c
+endif
 
 # Formatting, lints, then every test (unit, integration, two-process, doc).
 test: deps lint unit
