@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build examples test lint unit demo bench fmt clean header header-check
+.PHONY: all deps build examples test lint unit demo bench fmt clean header header-check install install-files
 
 all: build
 
@@ -25,6 +25,7 @@ examples: deps
 	$(CARGO) build --release --lib --examples
 	@mkdir -p target/examples
 ifeq ($(C_LINK),shared)
+	ln -sf libswucx.so $(RELEASE)/libswucx.so.0
 	$(CC) $(C_FLAGS) -Iinclude examples/c/pingpong.c -L$(RELEASE) -lswucx \
 		-Wl,-rpath,$(abspath $(RELEASE)) -o target/examples/pingpong-c
 else
@@ -64,6 +65,30 @@ header: deps
 # Fails when include/swucx.h does not match src/capi (tests/c_api.rs checks the same).
 header-check: deps
 	$(CBINDGEN) --quiet --verify --config cbindgen.toml --crate swucx --output include/swucx.h
+
+# Installs libswucx.so (soname libswucx.so.0) with its symlink chain, libswucx.a, swucx.h and a
+# generated swucx.pc under PREFIX (and DESTDIR). `pkg-config --cflags --libs swucx` links the
+# shared library; `--static` adds UCX and what a Rust staticlib needs.
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+LIB_SRC ?= target/release
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+install: build install-files
+
+# The copying half of `install`, from the libraries already built in LIB_SRC.
+install-files:
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 644 $(LIB_SRC)/libswucx.a $(DESTDIR)$(LIBDIR)/libswucx.a
+	install -m 755 $(LIB_SRC)/libswucx.so $(DESTDIR)$(LIBDIR)/libswucx.so.$(VERSION)
+	ln -sf libswucx.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libswucx.so.0
+	ln -sf libswucx.so.0 $(DESTDIR)$(LIBDIR)/libswucx.so
+	install -m 644 include/swucx.h $(DESTDIR)$(INCLUDEDIR)/swucx.h
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+		'Name: swucx' 'Description: A fast, safe data path over UCX (C API)' \
+		'Version: $(VERSION)' 'Requires.private: ucx' 'Cflags: -I$${includedir}' \
+		'Libs: -L$${libdir} -lswucx' 'Libs.private: $(NATIVE_LIBS)' \
+		>$(DESTDIR)$(LIBDIR)/pkgconfig/swucx.pc
 
 clean:
 	$(CARGO) clean

@@ -9,6 +9,7 @@ const MIN_UCX: &str = "1.13";
 fn main() {
     println!("cargo:rerun-if-changed=cbits");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libswucx.so.0");
 
     let ucx = match pkg_config::Config::new()
         .atleast_version(MIN_UCX)

@@ -9,7 +9,9 @@
 # (inline swucx uses Worker::new_serialized, perftest its default single thread mode), plus the
 # shm latency cells with MULTI-threaded workers on both sides (Worker::new, perftest -M multi),
 # and the Engine front's 8 B tag latency over shm vs inline (and vs the hand-off design it
-# replaced). Latency is one-way (RTT/2) p50 in us;
+# replaced). Per transport, the C ping-pong (examples/c/pingpong.c, client and server) is measured
+# against the Rust one (inline, client and server) in the same reps: 8 B tag and AM latency
+# (target C <= 1.05x Rust) and AM bandwidth 1 MiB window 32 (target C >= 0.97x Rust). Latency is one-way (RTT/2) p50 in us;
 # bandwidth is GB/s (1e9 B/s) at the sender. Servers are pinned to CPU 0, clients to CPU 1.
 # Both tools use peer error handling (swucx always does; ucx_perftest gets -e) and swucx's
 # default UCX settings (exported below so ucx_perftest sees them too).
@@ -36,6 +38,7 @@ done
 
 PERFTEST=${UCX_PERFTEST:-ucx_perftest}
 PP=target/release/examples/pingpong
+PPC=target/examples/pingpong-c
 OUT=target/bench
 LOGS=$OUT/logs
 mkdir -p "$LOGS"
@@ -44,8 +47,10 @@ rm -f "$LOGS"/*.log "$LOGS/.runs"
 command -v "$PERFTEST" >/dev/null || { echo "bench: $PERFTEST not found (apt install ucx-utils)" >&2; exit 2; }
 if [ "$BUILD" = 1 ]; then
   cargo build --release --examples -q || { echo "bench: build failed" >&2; exit 2; }
+  make -s examples >/dev/null || { echo "bench: C example build failed" >&2; exit 2; }
 fi
 [ -x "$PP" ] || { echo "bench: $PP missing" >&2; exit 2; }
+[ -x "$PPC" ] || { echo "bench: $PPC missing (make examples)" >&2; exit 2; }
 
 # Iteration counts (measured / warm-up).
 if [ "$QUICK" = 1 ]; then
@@ -145,9 +150,10 @@ perftest() {
 swucx() {
   local port=$1 kind=$2 log line key
   shift 2
-  log="$LOGS/$(next_run)-swucx-$(tr ' ' '_' <<<"${SW_EXTRA[*]} $*" | tr -d -- '-').log"
+  local bin=${CLIENT_BIN:-$PP}
+  log="$LOGS/$(next_run)-$([ "$bin" = "$PP" ] && echo swucx || echo swucx-c)-$(tr ' ' '_' <<<"${SW_EXTRA[*]} $*" | tr -d -- '-').log"
   echo "env: $(env | grep ^UCX_ | sort | tr '\n' ' ')" >"$log"
-  timeout 120 "$PP" --connect "127.0.0.1:$port" "${PCCPU[@]}" "${SW_EXTRA[@]}" "$@" >>"$log" 2>&1
+  timeout 120 "$bin" --connect "127.0.0.1:$port" "${PCCPU[@]}" "${SW_EXTRA[@]}" "$@" >>"$log" 2>&1
   local rc=$?
   line=$(grep -E '^RESULT ' "$log" | tail -1)
   if [ $rc -ne 0 ] || [ -z "$line" ]; then echo ERR; return; fi
@@ -158,7 +164,7 @@ swucx() {
 # Starts a pingpong server with the current environment; sets SW_PORT and SW_PID.
 start_server() {
   SW_PORT=$(free_port) || { echo "bench: no free port" >&2; exit 2; }
-  timeout 1800 "$PP" --server --listen "127.0.0.1:$SW_PORT" "${PSCPU[@]}" "${SRV_EXTRA[@]}" \
+  timeout 1800 "${SERVER_BIN:-$PP}" --server --listen "127.0.0.1:$SW_PORT" "${PSCPU[@]}" "${SRV_EXTRA[@]}" \
     >"$LOGS/server-$1.log" 2>&1 &
   SW_PID=$!
   PIDS+=("$SW_PID")
@@ -187,6 +193,12 @@ row() {
     lat) target="<= 1.15x"
          [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
            verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a <= 1.15*b) ? "pass" : "FAIL"}'); } ;;
+    clat) target="<= 1.05x"
+         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
+           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a <= 1.05*b) ? "pass" : "FAIL"}'); } ;;
+    cbw) target=">= 0.97x"
+         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
+           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a >= 0.97*b) ? "pass" : "FAIL"}'); } ;;
     bw)  target=">= 0.95x"
          [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
            verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a >= 0.95*b) ? "pass" : "FAIL"}'); } ;;
@@ -204,7 +216,11 @@ row() {
 measure_transport() {
   local tl=$1 lat_n=$2 lat_w=$3
   local r a b c d
-  local -a pt_tag sw_tag pt_am sw_am pt_64 sw_64 pt_1m sw_1m
+  local -a pt_tag sw_tag pt_am sw_am pt_64 sw_64 pt_1m sw_1m c_tag c_am c_1m
+  local c_port c_pid
+  # The C server next to the Rust one (each client talks to its own language's server).
+  SERVER_BIN=$PPC start_server "$tl-c"
+  c_port=$SW_PORT; c_pid=$SW_PID
   start_server "$tl"
   echo "== $tl ($(env | grep -E '^UCX_(TLS|NET_DEVICES|TCP_PUT_ENABLE)=' | tr '\n' ' '))" >&2
   for r in $(seq "$REPS"); do
@@ -216,14 +232,22 @@ measure_transport() {
     sw_64+=("$(swucx "$SW_PORT" bw --api am --mode bw --size 65536 --iters "${BW_64K[0]}" --warmup "${BW_64K[1]}" --window 32)")
     pt_1m+=("$(perftest ucp_am_bw 1048576 "${BW_1M[0]}" "${BW_1M[1]}" bw)")
     sw_1m+=("$(swucx "$SW_PORT" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
+    c_tag+=("$(CLIENT_BIN=$PPC swucx "$c_port" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    c_am+=("$(CLIENT_BIN=$PPC swucx "$c_port" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    c_1m+=("$(CLIENT_BIN=$PPC swucx "$c_port" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
     echo "  rep $r: tag_lat ${pt_tag[-1]}/${sw_tag[-1]} am_lat ${pt_am[-1]}/${sw_am[-1]}" \
-      "am_bw64K ${pt_64[-1]}/${sw_64[-1]} am_bw1M ${pt_1m[-1]}/${sw_1m[-1]}" >&2
+      "am_bw64K ${pt_64[-1]}/${sw_64[-1]} am_bw1M ${pt_1m[-1]}/${sw_1m[-1]}" \
+      "C: tag_lat ${c_tag[-1]} am_lat ${c_am[-1]} am_bw1M ${c_1m[-1]}" >&2
   done
   stop_server
+  SW_PID=$c_pid stop_server
   row "tag_lat 8 B (us)" "$tl" "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
   row "am_lat 8 B (us)" "$tl" "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
   row "am_bw 64 KiB w32 (GB/s)" "$tl" "$(median "${pt_64[@]}")" "$(median "${sw_64[@]}")" bw
   row "am_bw 1 MiB w32 (GB/s)" "$tl" "$(median "${pt_1m[@]}")" "$(median "${sw_1m[@]}")" bw
+  row "C pingpong tag_lat 8 B (us; perftest column = Rust inline)" "$tl" "$(median "${sw_tag[@]}")" "$(median "${c_tag[@]}")" clat
+  row "C pingpong am_lat 8 B (us; perftest column = Rust inline)" "$tl" "$(median "${sw_am[@]}")" "$(median "${c_am[@]}")" clat
+  row "C pingpong am_bw 1 MiB w32 (GB/s; perftest column = Rust inline)" "$tl" "$(median "${sw_1m[@]}")" "$(median "${c_1m[@]}")" cbw
 }
 
 START=$(date +%s)

@@ -16,12 +16,24 @@ fn root() -> PathBuf {
 }
 
 /// target/<profile>, where cargo put libswucx.a and libswucx.so for this test run.
+/// Also makes the soname link libswucx.so.0 -> libswucx.so there (build.rs sets the soname, so
+/// programs linked with -lswucx ask the loader for libswucx.so.0).
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
+    let dir = exe
+        .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
+        .to_path_buf();
+    static SONAME_LINK: OnceLock<()> = OnceLock::new();
+    SONAME_LINK.get_or_init(|| {
+        let link = dir.join("libswucx.so.0");
+        if std::fs::symlink_metadata(&link).is_err() {
+            // Another test binary may create it at the same time: only the result matters.
+            let _ = std::os::unix::fs::symlink("libswucx.so", &link);
+        }
+    });
+    dir
 }
 
 /// A scratch directory for this test binary's C builds.
