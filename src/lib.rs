@@ -42,6 +42,7 @@ mod listener;
 mod memory;
 mod request;
 mod rma;
+pub mod seaweed;
 mod sockaddr;
 mod status;
 mod stream;

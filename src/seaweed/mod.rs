@@ -1,0 +1,30 @@
+//! SeaweedFS storage: reading exactly what a real `weed volume` wrote.
+//!
+//! - [`fid`]: file ids (`vid,<needle id hex><cookie 8 hex>`, `_delta` suffix, extension).
+//! - [`ttl`]: the 2-byte time-to-live used by superblocks and needles.
+//! - [`superblock`]: the 8-byte (+ extra) header of a `.dat` file.
+//! - [`vif`]: the `.vif` JSON volume info (version, 4- or 5-byte offsets).
+//! - [`index`]: `.idx` rows and the in-memory needle map (last row wins, tombstones, tail following).
+//! - [`needle`]: needle header, body and tail for versions 2 and 3, CRC-32C, padding, gzip.
+//! - [`volume`]: one volume and a directory of volumes: look up `(vid, needle id, cookie)` and read
+//!   the data or a range of it, with weed's refusal rules (not found, cookie mismatch, deleted,
+//!   expired, bad range), following appends, compactions and volumes that come and go.
+//!
+//! All multi-byte integers on disk are big-endian. Every parser here takes arbitrary bytes and
+//! returns an error on malformed input; none panics.
+
+pub mod fid;
+pub mod index;
+pub mod needle;
+pub mod superblock;
+pub mod ttl;
+pub mod vif;
+pub mod volume;
+
+pub use fid::{FidError, FileId, ParsedFid};
+pub use index::{IndexEntry, IndexError, NeedleMap, NeedleValue, OffsetWidth};
+pub use needle::{Needle, NeedleError, NeedleHeader, NeedleMeta, NeedleVersion};
+pub use superblock::{SuperBlock, SuperBlockError};
+pub use ttl::Ttl;
+pub use vif::{VifError, VolumeInfo};
+pub use volume::{ReadOptions, ReadResult, Volume, VolumeDir, VolumeError};

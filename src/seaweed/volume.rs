@@ -1,0 +1,1248 @@
+//! Volumes: a `.dat` + `.idx` (+ `.vif`) triple, and a directory of them, read the way
+//! `weed volume` reads them (`storage/volume_read.go`, `server/volume_server_handlers_read.go`).
+//!
+//! A [`Volume`] keeps the `.dat` and `.idx` open and the needle map in memory. Before every read it
+//! checks the `.idx` path (one `stat`): new rows appended by weed are applied, and when the file was
+//! replaced (a vacuum renames `.cpd`/`.cpx` over `.dat`/`.idx` and bumps the superblock's compaction
+//! revision) both files are reopened and the map rebuilt, so no read uses offsets from another
+//! revision. Until the `.idx` is replaced the old, still-open files give a consistent old view.
+//! Every read also checks the needle header's id and Size against the index; a disagreement (a
+//! read racing a compaction commit) reloads the volume and, if it persists, returns the retryable
+//! [`VolumeError::Stale`], never wrong bytes.
+//!
+//! Refusals follow weed: an unknown id is [`VolumeError::NotFound`], a deleted one
+//! [`VolumeError::Deleted`], a wrong cookie [`VolumeError::CookieMismatch`], a needle past its TTL
+//! [`VolumeError::Expired`]. Needles whose Size is at most 1 MiB are read whole and CRC-checked on
+//! every read; larger ones only on full reads, as weed does. One difference: weed serves an empty
+//! (0-byte) needle without comparing cookies; this reader compares them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::fid::FileId;
+use super::index::{NeedleMap, NeedleValue, OffsetWidth};
+use super::needle::{
+    self, NEEDLE_HEADER_SIZE, Needle, NeedleError, NeedleHeader, NeedleMeta, NeedleVersion,
+    PAGED_READ_LIMIT,
+};
+use super::superblock::{SUPER_BLOCK_SIZE, SuperBlock, SuperBlockError};
+use super::vif::{VifError, VolumeInfo};
+
+/// Why a read or an open failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// No volume with this id in the directory.
+    #[error("volume {0} not found")]
+    VolumeNotFound(u32),
+    /// The needle id is not in the volume.
+    #[error("needle {0:#x} not found")]
+    NotFound(u64),
+    /// The needle exists but the cookie differs.
+    #[error("needle {0:#x}: cookie mismatch")]
+    CookieMismatch(u64),
+    /// The needle was deleted.
+    #[error("needle {0:#x} deleted")]
+    Deleted(u64),
+    /// The needle's TTL has passed.
+    #[error("needle {0:#x} expired")]
+    Expired(u64),
+    /// The requested range is outside the data.
+    #[error("range {offset}+{size} outside {len} bytes")]
+    BadRange {
+        /// Requested start.
+        offset: u64,
+        /// Requested length.
+        size: u64,
+        /// Length of the data.
+        len: u64,
+    },
+    /// The volume changed under the read (compaction commit); retry.
+    #[error("volume {0} changed during the read (compaction); retry")]
+    Stale(u32),
+    /// The volume's data lives in a remote tier and cannot be read locally.
+    #[error("volume {0} is tiered to remote storage")]
+    Remote(u32),
+    /// Needle bytes that do not parse or fail their CRC.
+    #[error("volume {volume}: {source}")]
+    Needle {
+        /// The volume.
+        volume: u32,
+        /// What was wrong.
+        source: NeedleError,
+    },
+    /// A bad superblock.
+    #[error("{path}: {source}")]
+    SuperBlock {
+        /// The `.dat` file.
+        path: PathBuf,
+        /// What was wrong.
+        source: SuperBlockError,
+    },
+    /// A bad `.vif`.
+    #[error("{path}: {source}")]
+    Vif {
+        /// The `.vif` file.
+        path: PathBuf,
+        /// What was wrong.
+        source: VifError,
+    },
+    /// The `.idx` offset width could not be determined.
+    #[error("{0}: cannot tell 4- from 5-byte offsets")]
+    OffsetWidth(PathBuf),
+    /// An I/O error on a volume file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl VolumeError {
+    /// Whether weed answers this with 404 (not found, cookie mismatch, deleted, expired, no
+    /// such volume).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            VolumeError::VolumeNotFound(_)
+                | VolumeError::NotFound(_)
+                | VolumeError::CookieMismatch(_)
+                | VolumeError::Deleted(_)
+                | VolumeError::Expired(_)
+        )
+    }
+
+    /// Whether retrying the same read may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, VolumeError::Stale(_))
+    }
+}
+
+/// What to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// First byte of the data to return.
+    pub offset: u64,
+    /// How many bytes; `None` reads to the end. `offset + size` beyond the data is
+    /// [`VolumeError::BadRange`].
+    pub size: Option<u64>,
+    /// Return the data as stored (gzip for compressed needles) instead of decompressed. Ranges
+    /// then apply to the stored bytes.
+    pub stored: bool,
+    /// The time for TTL checks, in unix nanoseconds; `None` uses the clock.
+    pub now_unix_ns: Option<u64>,
+}
+
+impl ReadOptions {
+    /// A range `[offset, offset + size)`.
+    pub fn range(offset: u64, size: u64) -> Self {
+        ReadOptions {
+            offset,
+            size: Some(size),
+            ..Self::default()
+        }
+    }
+}
+
+/// A successful read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// The requested bytes.
+    pub data: Vec<u8>,
+    /// Length of the whole data in the form returned (decompressed unless `stored`/`compressed`).
+    pub total_len: u64,
+    /// Whether `data` is gzip'd stored bytes (only when [`ReadOptions::stored`] was asked and the
+    /// needle is compressed).
+    pub compressed: bool,
+    /// The needle header.
+    pub header: NeedleHeader,
+    /// Name, mime, last-modified, TTL, pairs, CRC, append time.
+    pub meta: NeedleMeta,
+    /// Byte offset of the needle in the `.dat`; its stored data starts 20 bytes later.
+    pub dat_offset: u64,
+}
+
+/// The open files and map of a volume at one compaction revision.
+#[derive(Debug)]
+struct State {
+    dat: File,
+    dat_ident: (u64, u64),
+    idx: File,
+    idx_ident: (u64, u64),
+    superblock: SuperBlock,
+    map: NeedleMap,
+}
+
+/// One volume: `<collection_>vid.dat`, `.idx` and `.vif` in a directory.
+#[derive(Debug)]
+pub struct Volume {
+    id: u32,
+    collection: String,
+    base: PathBuf,
+    width: OffsetWidth,
+    state: RwLock<State>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VolumeError + '_ {
+    move |source| VolumeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn ident(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Volume {
+    /// Opens the volume whose files are `<base>.dat`, `<base>.idx` and `<base>.vif` (e.g.
+    /// `dir/7` or `dir/pics_7`).
+    pub fn open(base: impl Into<PathBuf>) -> Result<Self, VolumeError> {
+        let base = base.into();
+        let name = base
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let (collection, id) = parse_volume_name(&name).ok_or_else(|| VolumeError::Io {
+            path: base.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a volume file name"),
+        })?;
+        let vif_path = with_ext(&base, "vif");
+        let info = match std::fs::read(&vif_path) {
+            Ok(text) => VolumeInfo::parse(&text).map_err(|source| VolumeError::Vif {
+                path: vif_path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => VolumeInfo::default(),
+            Err(e) => return Err(io_err(&vif_path)(e)),
+        };
+        let dat_path = with_ext(&base, "dat");
+        if info.remote && !dat_path.exists() {
+            return Err(VolumeError::Remote(id));
+        }
+        let width = match info.offset_width {
+            Some(w) => w,
+            None => detect_offset_width(&base)?,
+        };
+        let state = load_state(&base, width)?;
+        Ok(Volume {
+            id,
+            collection: collection.to_string(),
+            base,
+            width,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// The volume id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The collection ("" for the default collection).
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// The `.idx` offset width.
+    pub fn offset_width(&self) -> OffsetWidth {
+        self.width
+    }
+
+    /// The superblock as last loaded.
+    pub fn superblock(&self) -> SuperBlock {
+        self.read_state().superblock
+    }
+
+    /// How many needles are live (as of the last refresh).
+    pub fn live_count(&self) -> usize {
+        self.read_state().map.live_count()
+    }
+
+    /// The live needles as of the last refresh: `(needle id, byte offset, header Size)`.
+    pub fn live_needles(&self) -> Vec<(u64, u64, u32)> {
+        self.read_state().map.live().collect()
+    }
+
+    /// The path of the `.dat` file.
+    pub fn dat_path(&self) -> PathBuf {
+        with_ext(&self.base, "dat")
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Catches up with weed: applies `.idx` rows appended since the last call, or reloads both
+    /// files when the `.idx` was replaced or shrank (compaction, repair). Returns `true` when
+    /// the volume was reloaded.
+    pub fn refresh(&self) -> Result<bool, VolumeError> {
+        let idx_path = with_ext(&self.base, "idx");
+        let meta = std::fs::metadata(&idx_path).map_err(io_err(&idx_path))?;
+        {
+            let st = self.read_state();
+            if ident(&meta) == st.idx_ident && meta.len() == st.map.consumed() {
+                return Ok(false);
+            }
+        }
+        let mut st = self.write_state();
+        if ident(&meta) != st.idx_ident || meta.len() < st.map.consumed() {
+            *st = load_state(&self.base, self.width)?;
+            return Ok(true);
+        }
+        follow_tail(&mut st, &idx_path)?;
+        Ok(false)
+    }
+
+    /// Forces a reload of both files and the map.
+    pub fn reload(&self) -> Result<(), VolumeError> {
+        let fresh = load_state(&self.base, self.width)?;
+        *self.write_state() = fresh;
+        Ok(())
+    }
+
+    /// Reads needle `needle_id` if `cookie` matches: the whole data or a range of it.
+    pub fn read(
+        &self,
+        needle_id: u64,
+        cookie: u32,
+        opts: &ReadOptions,
+    ) -> Result<ReadResult, VolumeError> {
+        self.refresh()?;
+        let r = self.read_once(needle_id, cookie, opts);
+        if !r.as_ref().is_err_and(is_layout_mismatch) || !self.files_replaced()? {
+            return r;
+        }
+        // The index and the data disagree and the files were replaced since they were opened: a
+        // compaction commit happened. Reload and try once more.
+        self.reload()?;
+        let r = self.read_once(needle_id, cookie, opts);
+        if r.as_ref().is_err_and(is_layout_mismatch) && self.files_replaced()? {
+            return Err(VolumeError::Stale(self.id));
+        }
+        r
+    }
+
+    /// Whether the `.dat` or `.idx` path now names another file than the open one.
+    fn files_replaced(&self) -> Result<bool, VolumeError> {
+        let st = self.read_state();
+        for (ext, open) in [("dat", st.dat_ident), ("idx", st.idx_ident)] {
+            let p = with_ext(&self.base, ext);
+            match std::fs::metadata(&p) {
+                Ok(m) if ident(&m) == open => {}
+                Ok(_) => return Ok(true),
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        Ok(false)
+    }
+
+    fn read_once(
+        &self,
+        needle_id: u64,
+        cookie: u32,
+        opts: &ReadOptions,
+    ) -> Result<ReadResult, VolumeError> {
+        let st = self.read_state();
+        let (offset, size) = match st.map.get(needle_id) {
+            None => return Err(VolumeError::NotFound(needle_id)),
+            Some(NeedleValue::Deleted) => return Err(VolumeError::Deleted(needle_id)),
+            Some(NeedleValue::Live { offset, size }) => (offset, size),
+        };
+        let version = st.superblock.version;
+        let dat_path = with_ext(&self.base, "dat");
+        let nerr = |source| VolumeError::Needle {
+            volume: self.id,
+            source,
+        };
+        let read_at = |buf: &mut [u8], at: u64| -> Result<(), VolumeError> {
+            st.dat.read_exact_at(buf, at).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    nerr(NeedleError::Truncated {
+                        what: "needle in .dat",
+                        need: at + buf.len() as u64,
+                        got: st.dat.metadata().map(|m| m.len()).unwrap_or(0),
+                    })
+                } else {
+                    io_err(&dat_path)(e)
+                }
+            })
+        };
+
+        if size <= PAGED_READ_LIMIT {
+            // Small needle: read it whole and check the CRC, like weed's ReadNeedleBlob.
+            let len = NEEDLE_HEADER_SIZE + size as usize + version.tail_size();
+            let mut blob = vec![0u8; len];
+            read_at(&mut blob, offset)?;
+            let n = Needle::parse(&blob, version, Some((needle_id, size))).map_err(|e| {
+                // Check the cookie before reporting a corrupt needle body.
+                match NeedleHeader::parse(&blob) {
+                    Ok(h) if h.id == needle_id && h.size == size && h.cookie != cookie => {
+                        VolumeError::CookieMismatch(needle_id)
+                    }
+                    _ => nerr(e),
+                }
+            })?;
+            if n.header.cookie != cookie {
+                return Err(VolumeError::CookieMismatch(needle_id));
+            }
+            check_expiry(&n.meta, needle_id, opts)?;
+            let compressed = opts.stored && n.meta.is_compressed();
+            let full = if opts.stored {
+                std::borrow::Cow::Borrowed(n.data)
+            } else {
+                n.decompressed().map_err(nerr)?
+            };
+            let (start, end) = range(opts, full.len() as u64)?;
+            return Ok(ReadResult {
+                data: full[start as usize..end as usize].to_vec(),
+                total_len: full.len() as u64,
+                compressed,
+                header: n.header,
+                meta: n.meta,
+                dat_offset: offset,
+            });
+        }
+
+        // Large needle: header and metadata first, then only the requested data.
+        let mut head = [0u8; NEEDLE_HEADER_SIZE + 4];
+        read_at(&mut head, offset)?;
+        let header = NeedleHeader::parse(&head).map_err(nerr)?;
+        needle::check_header(&header, needle_id, size).map_err(nerr)?;
+        if header.cookie != cookie {
+            return Err(VolumeError::CookieMismatch(needle_id));
+        }
+        let mut meta = if version == NeedleVersion::V1 {
+            NeedleMeta {
+                data_size: size,
+                ..NeedleMeta::default()
+            }
+        } else {
+            let data_size = u32::from_be_bytes([head[16], head[17], head[18], head[19]]);
+            if u64::from(data_size) + 4 > u64::from(size) {
+                return Err(nerr(NeedleError::Corrupt("data size")));
+            }
+            let non_data_len = (size - 4 - data_size) as usize;
+            let mut rest = vec![0u8; non_data_len];
+            read_at(&mut rest, offset + 20 + u64::from(data_size))?;
+            let mut m = needle::parse_non_data(&rest).map_err(nerr)?;
+            m.data_size = data_size;
+            m
+        };
+        let mut tail = vec![0u8; version.tail_size()];
+        read_at(
+            &mut tail,
+            offset + NEEDLE_HEADER_SIZE as u64 + u64::from(size),
+        )?;
+        let (checksum, append_at_ns) = needle::parse_tail(&tail, version).map_err(nerr)?;
+        meta.checksum = checksum;
+        meta.append_at_ns = append_at_ns;
+        check_expiry(&meta, needle_id, opts)?;
+        let data_at = offset
+            + if version == NeedleVersion::V1 {
+                NEEDLE_HEADER_SIZE as u64
+            } else {
+                NEEDLE_HEADER_SIZE as u64 + 4
+            };
+        let data_len = u64::from(meta.data_size);
+        if meta.is_compressed() && !opts.stored {
+            let mut stored = vec![0u8; data_len as usize];
+            read_at(&mut stored, data_at)?;
+            needle::check_crc(&stored, checksum).map_err(nerr)?;
+            let full = needle::maybe_gunzip(&stored).map_err(nerr)?;
+            let (start, end) = range(opts, full.len() as u64)?;
+            return Ok(ReadResult {
+                data: full[start as usize..end as usize].to_vec(),
+                total_len: full.len() as u64,
+                compressed: false,
+                header,
+                meta,
+                dat_offset: offset,
+            });
+        }
+        let (start, end) = range(opts, data_len)?;
+        let mut data = vec![0u8; (end - start) as usize];
+        read_at(&mut data, data_at + start)?;
+        if start == 0 && end == data_len {
+            needle::check_crc(&data, checksum).map_err(nerr)?;
+        }
+        Ok(ReadResult {
+            data,
+            total_len: data_len,
+            compressed: meta.is_compressed(),
+            header,
+            meta,
+            dat_offset: offset,
+        })
+    }
+}
+
+/// Errors that mean the index points at something else than the needle it names: a truncated
+/// `.dat`, or a header with another id or Size.
+fn is_layout_mismatch(e: &VolumeError) -> bool {
+    matches!(
+        e,
+        VolumeError::Needle {
+            source: NeedleError::IdMismatch { .. }
+                | NeedleError::SizeMismatch { .. }
+                | NeedleError::Truncated { .. },
+            ..
+        }
+    )
+}
+
+fn check_expiry(meta: &NeedleMeta, id: u64, opts: &ReadOptions) -> Result<(), VolumeError> {
+    if meta.is_expired_at(opts.now_unix_ns.unwrap_or_else(now_ns)) {
+        return Err(VolumeError::Expired(id));
+    }
+    Ok(())
+}
+
+/// Resolves the requested range against `len` bytes of data.
+fn range(opts: &ReadOptions, len: u64) -> Result<(u64, u64), VolumeError> {
+    let size = opts.size.unwrap_or(len.saturating_sub(opts.offset));
+    match opts.offset.checked_add(size) {
+        Some(end) if opts.offset <= len && end <= len => Ok((opts.offset, end)),
+        _ => Err(VolumeError::BadRange {
+            offset: opts.offset,
+            size,
+            len,
+        }),
+    }
+}
+
+fn with_ext(base: &Path, ext: &str) -> PathBuf {
+    let mut s = base.as_os_str().to_os_string();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// Splits a volume file stem into collection and id: `7` → ("", 7), `pics_7` → ("pics", 7).
+pub fn parse_volume_name(stem: &str) -> Option<(&str, u32)> {
+    let (collection, id) = match stem.rfind('_') {
+        Some(i) if i > 0 => (&stem[..i], &stem[i + 1..]),
+        _ => ("", stem),
+    };
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((collection, id.parse().ok()?))
+}
+
+/// How long to wait for a compaction commit (the window between weed's two renames) to finish.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Opens the files of a volume and builds its map. A compaction commit renames `.cpd` to `.dat`
+/// and then `.cpx` to `.idx`; between the two, a `.cpx` exists without a `.cpd`. Loading then
+/// would pair the new `.dat` with the old `.idx`, so it waits for the commit to finish, and
+/// returns [`VolumeError::Stale`] if it does not within [`COMMIT_WAIT`].
+fn load_state(base: &Path, width: OffsetWidth) -> Result<State, VolumeError> {
+    let mid_commit = || with_ext(base, "cpx").exists() && !with_ext(base, "cpd").exists();
+    let start = std::time::Instant::now();
+    loop {
+        if !mid_commit() {
+            let st = load_state_once(base, width)?;
+            if !mid_commit() {
+                return Ok(st);
+            }
+        }
+        if start.elapsed() > COMMIT_WAIT {
+            let id = base
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_volume_name)
+                .map_or(0, |(_, id)| id);
+            return Err(VolumeError::Stale(id));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+fn load_state_once(base: &Path, width: OffsetWidth) -> Result<State, VolumeError> {
+    let idx_path = with_ext(base, "idx");
+    let dat_path = with_ext(base, "dat");
+    // Open the .idx first: a compaction commit renames the .dat before the .idx, so a new .idx
+    // comes with a new .dat.
+    let idx = File::open(&idx_path).map_err(io_err(&idx_path))?;
+    let dat = File::open(&dat_path).map_err(io_err(&dat_path))?;
+    let idx_meta = idx.metadata().map_err(io_err(&idx_path))?;
+    let dat_meta = dat.metadata().map_err(io_err(&dat_path))?;
+    let mut sb = [0u8; SUPER_BLOCK_SIZE];
+    let got = read_up_to(&dat, &mut sb, 0).map_err(io_err(&dat_path))?;
+    let superblock = SuperBlock::parse(&sb[..got]).map_err(|source| VolumeError::SuperBlock {
+        path: dat_path.clone(),
+        source,
+    })?;
+    let mut st = State {
+        dat,
+        dat_ident: ident(&dat_meta),
+        idx,
+        idx_ident: ident(&idx_meta),
+        superblock,
+        map: NeedleMap::new(width),
+    };
+    follow_tail(&mut st, &idx_path)?;
+    Ok(st)
+}
+
+/// Applies the `.idx` bytes past what the map consumed.
+fn follow_tail(st: &mut State, idx_path: &Path) -> Result<(), VolumeError> {
+    let len = st.idx.metadata().map_err(io_err(idx_path))?.len();
+    let from = st.map.consumed();
+    if len <= from {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; (len - from) as usize];
+    let got = read_up_to(&st.idx, &mut buf, from).map_err(io_err(idx_path))?;
+    st.map.apply(&buf[..got]);
+    Ok(())
+}
+
+/// Reads as much as is there (short at end of file).
+fn read_up_to(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], at + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Without a `.vif`: picks the width whose rows point at needle headers with the same id.
+fn detect_offset_width(base: &Path) -> Result<OffsetWidth, VolumeError> {
+    let idx_path = with_ext(base, "idx");
+    let dat_path = with_ext(base, "dat");
+    let idx = std::fs::read(&idx_path).map_err(io_err(&idx_path))?;
+    let dat = File::open(&dat_path).map_err(io_err(&dat_path))?;
+    let mut fits = Vec::new();
+    for w in [OffsetWidth::Four, OffsetWidth::Five] {
+        if idx.len() % w.entry_size() != 0 {
+            continue;
+        }
+        let rows: Vec<_> = idx.chunks_exact(w.entry_size()).collect();
+        let sample = rows.iter().take(8).chain(rows.iter().rev().take(8));
+        let ok = sample.into_iter().all(|row| {
+            let Ok(e) = super::index::IndexEntry::parse(row, w) else {
+                return false;
+            };
+            if e.is_deletion() && e.offset_units == 0 {
+                return true;
+            }
+            let mut h = [0u8; NEEDLE_HEADER_SIZE];
+            matches!(
+                read_up_to(&dat, &mut h, e.byte_offset()),
+                Ok(NEEDLE_HEADER_SIZE)
+            ) && NeedleHeader::parse(&h).is_ok_and(|h| h.id == e.needle_id)
+        });
+        if ok {
+            fits.push(w);
+        }
+    }
+    match fits.as_slice() {
+        // An empty index fits both: weed's default build uses 4 bytes.
+        [w] => Ok(*w),
+        [_, _] => Ok(OffsetWidth::Four),
+        _ => Err(VolumeError::OffsetWidth(idx_path)),
+    }
+}
+
+/// A directory of volumes, as `weed volume -dir` keeps them. Volumes that appear or disappear
+/// are noticed on [`VolumeDir::rescan`], which a read of an unknown volume also triggers.
+#[derive(Debug)]
+pub struct VolumeDir {
+    dir: PathBuf,
+    volumes: RwLock<HashMap<u32, Arc<Volume>>>,
+}
+
+impl VolumeDir {
+    /// Opens every volume in `dir` (a `.dat` with its `.idx`). Volumes that fail to open are
+    /// skipped with a warning; a missing directory is an error.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, VolumeError> {
+        let d = VolumeDir {
+            dir: dir.into(),
+            volumes: RwLock::new(HashMap::new()),
+        };
+        d.rescan()?;
+        Ok(d)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Re-reads the directory: opens new volumes, drops those whose files are gone, reloads
+    /// those whose files were replaced.
+    pub fn rescan(&self) -> Result<(), VolumeError> {
+        let mut found: HashMap<u32, PathBuf> = HashMap::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(stem) = name.strip_suffix(".dat") else {
+                continue;
+            };
+            let Some((_, id)) = parse_volume_name(stem) else {
+                continue;
+            };
+            let base = self.dir.join(stem);
+            if with_ext(&base, "idx").exists() {
+                found.insert(id, base);
+            }
+        }
+        let mut vols = self.volumes.write().unwrap_or_else(|e| e.into_inner());
+        vols.retain(|id, v| found.get(id) == Some(&v.base));
+        for (id, base) in found {
+            match vols.get(&id) {
+                Some(v) => {
+                    if let Err(e) = v.refresh() {
+                        log::warn!("volume {id}: {e}");
+                    }
+                }
+                None => match Volume::open(&base) {
+                    Ok(v) => {
+                        vols.insert(id, Arc::new(v));
+                    }
+                    Err(e) => log::warn!("skipping volume {}: {e}", base.display()),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// The volume with this id, rescanning the directory once if it is not known.
+    pub fn volume(&self, id: u32) -> Result<Arc<Volume>, VolumeError> {
+        if let Some(v) = self.get(id) {
+            return Ok(v);
+        }
+        self.rescan()?;
+        self.get(id).ok_or(VolumeError::VolumeNotFound(id))
+    }
+
+    fn get(&self, id: u32) -> Option<Arc<Volume>> {
+        self.volumes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// The ids of the open volumes, sorted.
+    pub fn volume_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .volumes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Reads a file id: the whole data or a range, with weed's refusal rules.
+    pub fn read(&self, fid: &FileId, opts: &ReadOptions) -> Result<ReadResult, VolumeError> {
+        let v = self.volume(fid.volume_id)?;
+        match v.read(fid.needle_id, fid.cookie, opts) {
+            Err(VolumeError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                // The volume's files went away (volume deleted or moved).
+                self.rescan()?;
+                Err(VolumeError::VolumeNotFound(fid.volume_id))
+            }
+            r => r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seaweed::index::IndexEntry;
+    use crate::seaweed::needle::{FLAG_IS_COMPRESSED, NeedleBuilder};
+    use crate::seaweed::ttl::Ttl;
+    use std::io::Write;
+
+    struct TmpDir(PathBuf);
+    impl TmpDir {
+        fn new(tag: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "swucx-vol-{tag}-{}-{}",
+                std::process::id(),
+                now_ns()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TmpDir(p)
+        }
+    }
+    impl Drop for TmpDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Writes volumes the way weed does: superblock, needles appended, one .idx row each.
+    struct Writer {
+        dat: File,
+        idx: File,
+        pos: u64,
+        width: OffsetWidth,
+        version: NeedleVersion,
+    }
+
+    impl Writer {
+        fn create(base: &Path, version: NeedleVersion, width: OffsetWidth, rev: u16) -> Self {
+            Self::create_as(base, ("dat", "idx"), version, width, rev)
+        }
+
+        fn create_as(
+            base: &Path,
+            (dat_ext, idx_ext): (&str, &str),
+            version: NeedleVersion,
+            width: OffsetWidth,
+            rev: u16,
+        ) -> Self {
+            let mut dat = File::create(with_ext(base, dat_ext)).unwrap();
+            let idx = File::create(with_ext(base, idx_ext)).unwrap();
+            let sb = SuperBlock {
+                version,
+                replica_placement: 0,
+                ttl: Ttl::NONE,
+                compaction_revision: rev,
+                extra_size: 0,
+            };
+            dat.write_all(&sb.to_bytes()).unwrap();
+            let bytes = if width == OffsetWidth::Five { 5 } else { 4 };
+            std::fs::write(
+                with_ext(base, "vif"),
+                format!(r#"{{"version":{},"bytesOffset":{bytes}}}"#, version as u8),
+            )
+            .unwrap();
+            Writer {
+                dat,
+                idx,
+                pos: 8,
+                width,
+                version,
+            }
+        }
+
+        fn put(&mut self, b: &NeedleBuilder) -> u64 {
+            let (bytes, size) = b.build(self.version);
+            let at = self.pos;
+            self.dat.write_all(&bytes).unwrap();
+            self.pos += bytes.len() as u64;
+            self.row(b.id, at / 8, size as i32);
+            at
+        }
+
+        fn delete(&mut self, id: u64, cookie: u32) {
+            let (bytes, _) = NeedleBuilder {
+                id,
+                cookie,
+                ..Default::default()
+            }
+            .build(self.version);
+            let at = self.pos;
+            self.dat.write_all(&bytes).unwrap();
+            self.pos += bytes.len() as u64;
+            self.row(id, at / 8, -1);
+        }
+
+        fn row(&mut self, id: u64, units: u64, size: i32) {
+            let e = IndexEntry {
+                needle_id: id,
+                offset_units: units,
+                size,
+            };
+            self.idx.write_all(&e.to_bytes(self.width)).unwrap();
+        }
+    }
+
+    fn needle(id: u64, cookie: u32, data: &[u8]) -> NeedleBuilder {
+        NeedleBuilder {
+            id,
+            cookie,
+            data: data.to_vec(),
+            name: Some(b"f".to_vec()),
+            last_modified: Some(1),
+            append_at_ns: now_ns(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reads_refuses_and_follows_appends() {
+        let t = TmpDir::new("basic");
+        let base = t.0.join("7");
+        let mut w = Writer::create(&base, NeedleVersion::V3, OffsetWidth::Five, 0);
+        w.put(&needle(1, 0xaaaa, b"one"));
+        w.put(&needle(2, 0xbbbb, b"two"));
+        w.put(&needle(3, 0xcccc, b""));
+        w.delete(2, 0xbbbb);
+        let dir = VolumeDir::open(&t.0).unwrap();
+        assert_eq!(dir.volume_ids(), vec![7]);
+        let r = dir
+            .read(&FileId::new(7, 1, 0xaaaa), &ReadOptions::default())
+            .unwrap();
+        assert_eq!(r.data, b"one");
+        assert_eq!(r.meta.name, b"f");
+        let rd = |id, c, o: &ReadOptions| dir.read(&FileId::new(7, id, c), o);
+        let d = ReadOptions::default();
+        assert!(matches!(
+            rd(1, 0xaaab, &d),
+            Err(VolumeError::CookieMismatch(1))
+        ));
+        assert!(matches!(rd(2, 0xbbbb, &d), Err(VolumeError::Deleted(2))));
+        assert!(matches!(rd(9, 0, &d), Err(VolumeError::NotFound(9))));
+        assert!(rd(3, 0xcccc, &d).unwrap().data.is_empty());
+        assert!(matches!(
+            rd(3, 0xccc0, &d),
+            Err(VolumeError::CookieMismatch(3))
+        ));
+        assert!(matches!(
+            dir.read(&FileId::new(8, 1, 0), &d),
+            Err(VolumeError::VolumeNotFound(8))
+        ));
+        // Ranges.
+        assert_eq!(
+            rd(1, 0xaaaa, &ReadOptions::range(1, 2)).unwrap().data,
+            b"ne"
+        );
+        assert_eq!(rd(1, 0xaaaa, &ReadOptions::range(3, 0)).unwrap().data, b"");
+        let tail = ReadOptions {
+            offset: 1,
+            ..ReadOptions::default()
+        };
+        assert_eq!(rd(1, 0xaaaa, &tail).unwrap().data, b"ne");
+        assert!(matches!(
+            rd(1, 0xaaaa, &ReadOptions::range(2, 2)),
+            Err(VolumeError::BadRange { len: 3, .. })
+        ));
+        assert!(matches!(
+            rd(1, 0xaaaa, &ReadOptions::range(u64::MAX, 2)),
+            Err(VolumeError::BadRange { .. })
+        ));
+        // Appends while open, including an overwrite and a re-added deleted id.
+        w.put(&needle(4, 0xdddd, b"four"));
+        w.put(&needle(1, 0xaaaa, b"one v2"));
+        w.put(&needle(2, 0xbbbb, b"two again"));
+        assert_eq!(rd(4, 0xdddd, &d).unwrap().data, b"four");
+        assert_eq!(rd(1, 0xaaaa, &d).unwrap().data, b"one v2");
+        assert_eq!(rd(2, 0xbbbb, &d).unwrap().data, b"two again");
+        // A half-written .idx row is left for later.
+        let e = IndexEntry {
+            needle_id: 5,
+            offset_units: w.pos / 8,
+            size: 0,
+        }
+        .to_bytes(OffsetWidth::Five);
+        w.idx.write_all(&e[..7]).unwrap();
+        assert!(matches!(rd(5, 0, &d), Err(VolumeError::NotFound(5))));
+        w.put(&needle(5, 0xeeee, b"")); // weed would not do this; just finishes garbage
+        // New volumes appear; removed ones go away.
+        let mut w9 = Writer::create(&t.0.join("pics_9"), NeedleVersion::V2, OffsetWidth::Four, 0);
+        w9.put(&needle(1, 1, b"nine"));
+        let r = dir.read(&FileId::new(9, 1, 1), &d).unwrap();
+        assert_eq!(r.data, b"nine");
+        assert_eq!(dir.volume(9).unwrap().collection(), "pics");
+        for ext in ["dat", "idx", "vif"] {
+            std::fs::remove_file(with_ext(&t.0.join("pics_9"), ext)).unwrap();
+        }
+        assert!(matches!(
+            dir.read(&FileId::new(9, 1, 1), &d),
+            Err(VolumeError::VolumeNotFound(9))
+        ));
+        assert_eq!(dir.volume_ids(), vec![7]);
+    }
+
+    #[test]
+    fn compaction_reloads_and_never_serves_stale_offsets() {
+        let t = TmpDir::new("compact");
+        let base = t.0.join("3");
+        let mut w = Writer::create(&base, NeedleVersion::V3, OffsetWidth::Four, 0);
+        w.put(&needle(1, 1, &[1; 100]));
+        w.put(&needle(2, 2, &[2; 200]));
+        w.put(&needle(3, 3, &[3; 300]));
+        w.delete(1, 1);
+        let v = Volume::open(&base).unwrap();
+        assert_eq!(v.offset_width(), OffsetWidth::Four);
+        let d = ReadOptions::default();
+        assert_eq!(v.read(3, 3, &d).unwrap().data, vec![3; 300]);
+        // Compact as weed does: write .cpd/.cpx with the live needles, rename over.
+        let five = OffsetWidth::Four;
+        let mut c = Writer::create_as(&base, ("cpd", "cpx"), NeedleVersion::V3, five, 1);
+        c.put(&needle(2, 2, &[2; 200]));
+        c.put(&needle(3, 3, &[3; 300]));
+        drop(c);
+        std::fs::rename(with_ext(&base, "cpd"), with_ext(&base, "dat")).unwrap();
+        // Between the two renames the old files, still open, give the old consistent view.
+        assert_eq!(v.read(3, 3, &d).unwrap().data, vec![3; 300]);
+        assert_eq!(v.superblock().compaction_revision, 0);
+        // A volume opened now (new .dat, old .idx) would pair the wrong files: it waits for the
+        // commit and reports a retryable error instead.
+        let e = Volume::open(&base).unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        std::fs::rename(with_ext(&base, "cpx"), with_ext(&base, "idx")).unwrap();
+        assert_eq!(v.read(3, 3, &d).unwrap().data, vec![3; 300]);
+        assert_eq!(v.superblock().compaction_revision, 1);
+        assert!(matches!(v.read(1, 1, &d), Err(VolumeError::NotFound(1))));
+        assert_eq!(v.live_count(), 2);
+        assert_eq!(
+            Volume::open(&base).unwrap().read(2, 2, &d).unwrap().data,
+            vec![2; 200]
+        );
+    }
+
+    #[test]
+    fn replaced_files_are_reloaded() {
+        // The .dat replaced under an open volume while its .idx still matches the old layout
+        // (no .cpx to tell): the header check catches it and the volume reloads.
+        let t = TmpDir::new("replace");
+        let base = t.0.join("4");
+        let mut old = Writer::create(&base, NeedleVersion::V3, OffsetWidth::Four, 0);
+        old.put(&needle(1, 1, &[1; 64]));
+        old.put(&needle(2, 2, &[2; 64]));
+        drop(old);
+        let v = Volume::open(&base).unwrap();
+        let d = ReadOptions::default();
+        assert_eq!(v.read(2, 2, &d).unwrap().data, vec![2; 64]);
+        let mut c = Writer::create_as(
+            &base,
+            ("new.dat", "new.idx"),
+            NeedleVersion::V3,
+            OffsetWidth::Four,
+            1,
+        );
+        c.put(&needle(2, 2, &[2; 64]));
+        drop(c);
+        std::fs::rename(with_ext(&base, "new.dat"), with_ext(&base, "dat")).unwrap();
+        std::fs::rename(with_ext(&base, "new.idx"), with_ext(&base, "idx")).unwrap();
+        // Force the stale map to be used once: reading goes through refresh, which reloads.
+        assert_eq!(v.read(2, 2, &d).unwrap().data, vec![2; 64]);
+        assert!(matches!(v.read(1, 1, &d), Err(VolumeError::NotFound(1))));
+    }
+
+    #[test]
+    fn large_compressed_expired_and_corrupt_needles() {
+        let t = TmpDir::new("large");
+        let base = t.0.join("5");
+        let mut w = Writer::create(&base, NeedleVersion::V3, OffsetWidth::Five, 0);
+        let big: Vec<u8> = (0..3 * 1024 * 1024u32)
+            .map(|i| (i * 7 + i / 251) as u8)
+            .collect();
+        w.put(&needle(1, 1, &big));
+        let text = b"hello compressible text\n".repeat(50_000);
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&text).unwrap();
+        let gz = enc.finish().unwrap();
+        let mut cn = needle(2, 2, &gz);
+        cn.flags = FLAG_IS_COMPRESSED;
+        w.put(&cn);
+        let mut ttl = needle(3, 3, b"short lived");
+        ttl.ttl = Some(Ttl::from_bytes([1, 1]));
+        ttl.append_at_ns = 1_000 * 60_000_000_000;
+        w.put(&ttl);
+        // A compressed needle above the paged-read limit (random bytes do not compress).
+        let noise: Vec<u8> = (0..(3u64 << 20))
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+            .collect();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&noise).unwrap();
+        let big_gz = enc.finish().unwrap();
+        let mut big_cn = needle(4, 4, &big_gz);
+        big_cn.flags = FLAG_IS_COMPRESSED;
+        w.put(&big_cn);
+        let corrupt_at = w.put(&needle(5, 5, &[5; 2 << 20]));
+        let small_corrupt_at = w.put(&needle(6, 6, &[6; 1000]));
+        drop(w);
+        // Corrupt one data byte of needles 5 and 6.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(with_ext(&base, "dat"))
+            .unwrap();
+        f.write_all_at(&[0xff], corrupt_at + 20 + 1000).unwrap();
+        f.write_all_at(&[0xff], small_corrupt_at + 20 + 10).unwrap();
+
+        let v = Volume::open(&base).unwrap();
+        let d = ReadOptions::default();
+        assert_eq!(v.read(1, 1, &d).unwrap().data, big);
+        assert_eq!(
+            v.read(1, 1, &ReadOptions::range(1 << 20, 4096))
+                .unwrap()
+                .data,
+            &big[1 << 20..(1 << 20) + 4096]
+        );
+        assert!(matches!(
+            v.read(1, 2, &d),
+            Err(VolumeError::CookieMismatch(1))
+        ));
+        let r = v.read(2, 2, &d).unwrap();
+        assert_eq!(r.data, text);
+        assert!(!r.compressed);
+        let r = v.read(2, 2, &ReadOptions { stored: true, ..d }).unwrap();
+        assert_eq!(r.data, gz);
+        assert!(r.compressed);
+        assert_eq!(
+            v.read(2, 2, &ReadOptions::range(24, 5)).unwrap().data,
+            b"hello"
+        );
+        let r = v.read(4, 4, &ReadOptions::range(5, 1000)).unwrap();
+        assert_eq!(r.data, &noise[5..1005]);
+        assert_eq!(r.total_len, noise.len() as u64);
+        let r = v.read(4, 4, &ReadOptions { stored: true, ..d }).unwrap();
+        assert_eq!(r.data, big_gz);
+        assert!(matches!(v.read(3, 3, &d), Err(VolumeError::Expired(3))));
+        let before = ReadOptions {
+            now_unix_ns: Some(1_000 * 60_000_000_000 + 1),
+            ..d
+        };
+        assert_eq!(v.read(3, 3, &before).unwrap().data, b"short lived");
+        // Large needle: CRC checked on full reads only (like weed); ranges elsewhere still work.
+        assert!(matches!(
+            v.read(5, 5, &d),
+            Err(VolumeError::Needle {
+                source: NeedleError::Crc { .. },
+                ..
+            })
+        ));
+        assert_eq!(
+            v.read(5, 5, &ReadOptions::range(0, 100)).unwrap().data,
+            vec![5; 100]
+        );
+        // Small needle: always checked.
+        assert!(matches!(
+            v.read(6, 6, &ReadOptions::range(0, 1)),
+            Err(VolumeError::Needle {
+                source: NeedleError::Crc { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn malformed_volume_files_are_errors() {
+        let t = TmpDir::new("bad");
+        let base = t.0.join("1");
+        // Truncated superblock.
+        std::fs::write(with_ext(&base, "dat"), [3, 0, 0]).unwrap();
+        std::fs::write(with_ext(&base, "idx"), []).unwrap();
+        assert!(matches!(
+            Volume::open(&base),
+            Err(VolumeError::SuperBlock { .. })
+        ));
+        std::fs::write(with_ext(&base, "dat"), [9, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert!(matches!(
+            Volume::open(&base),
+            Err(VolumeError::SuperBlock { .. })
+        ));
+        // Bad .vif.
+        std::fs::write(with_ext(&base, "dat"), [3, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        std::fs::write(with_ext(&base, "vif"), b"{nope").unwrap();
+        assert!(matches!(Volume::open(&base), Err(VolumeError::Vif { .. })));
+        std::fs::remove_file(with_ext(&base, "vif")).unwrap();
+        // Index rows pointing past the end of the .dat, or at garbage.
+        let rows: Vec<u8> = [
+            IndexEntry {
+                needle_id: 1,
+                offset_units: 1000,
+                size: 10,
+            },
+            IndexEntry {
+                needle_id: 2,
+                offset_units: 1,
+                size: 2_000_000,
+            },
+        ]
+        .iter()
+        .flat_map(|e| e.to_bytes(OffsetWidth::Four))
+        .collect();
+        std::fs::write(with_ext(&base, "idx"), &rows).unwrap();
+        // Without a .vif the width cannot be confirmed from these rows.
+        assert!(matches!(
+            Volume::open(&base),
+            Err(VolumeError::OffsetWidth(_))
+        ));
+        std::fs::write(with_ext(&base, "vif"), br#"{"bytesOffset":4}"#).unwrap();
+        let mut dat = vec![3, 0, 0, 0, 0, 0, 0, 0];
+        dat.extend(
+            NeedleHeader {
+                cookie: 0,
+                id: 2,
+                size: 2_000_000,
+            }
+            .to_bytes(),
+        );
+        dat.extend(100u32.to_be_bytes()); // DataSize 100 but the file ends here
+        std::fs::write(with_ext(&base, "dat"), &dat).unwrap();
+        let v = Volume::open(&base).unwrap();
+        let d = ReadOptions::default();
+        assert!(matches!(v.read(1, 0, &d), Err(VolumeError::Needle { .. })));
+        assert!(matches!(v.read(2, 0, &d), Err(VolumeError::Needle { .. })));
+        // Random garbage .dat and .idx never panic.
+        let mut seed = 77u64;
+        for round in 0..200 {
+            let mut rnd = |n: usize| -> Vec<u8> {
+                (0..n)
+                    .map(|_| {
+                        seed = seed
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (seed >> 33) as u8
+                    })
+                    .collect()
+            };
+            let mut dat = vec![3, 0, 0, 0, 0, 0, 0, 0];
+            dat.extend(rnd(round * 7 % 400));
+            let mut idx = Vec::new();
+            for k in 0..(round % 6) {
+                let mut e = IndexEntry::parse(&rnd(17), OffsetWidth::Five).unwrap();
+                e.needle_id = k as u64;
+                e.offset_units %= 60;
+                idx.extend(e.to_bytes(OffsetWidth::Five));
+            }
+            std::fs::write(with_ext(&base, "dat"), &dat).unwrap();
+            std::fs::write(with_ext(&base, "idx"), &idx).unwrap();
+            std::fs::write(with_ext(&base, "vif"), br#"{"bytesOffset":5}"#).unwrap();
+            if let Ok(v) = Volume::open(&base) {
+                for k in 0..6 {
+                    let _ = v.read(k, 0, &d);
+                    let _ = v.read(k, 0, &ReadOptions::range(3, 5));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn volume_names() {
+        assert_eq!(parse_volume_name("7"), Some(("", 7)));
+        assert_eq!(parse_volume_name("pics_7"), Some(("pics", 7)));
+        assert_eq!(parse_volume_name("a_b_12"), Some(("a_b", 12)));
+        assert_eq!(parse_volume_name("_7"), None);
+        assert_eq!(parse_volume_name("pics"), None);
+        assert_eq!(parse_volume_name("7x"), None);
+        assert_eq!(parse_volume_name("99999999999"), None);
+    }
+}
