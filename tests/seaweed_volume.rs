@@ -697,12 +697,15 @@ fn follows_appends_deletes_and_vacuum_while_weed_runs() {
             assert!(r.data == *data, "{fid}: wrong bytes during vacuum");
         }
         rounds += 1;
+        // Leave CPU to weed on small machines.
+        std::thread::sleep(Duration::from_millis(2));
         assert!(
             start.elapsed() < Duration::from_secs(170),
             "vacuum did not finish"
         );
     }
     assert_eq!(vacuum.join().unwrap().unwrap(), 200);
+    eprintln!("{rounds} rounds of {} reads during the vacuum", live.len());
     // Compaction moved needles and bumped revisions; the reader followed.
     let wait = Instant::now();
     loop {

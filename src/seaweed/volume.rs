@@ -422,7 +422,18 @@ impl Volume {
             });
         }
 
-        // Large needle: header and metadata first, then only the requested data.
+        // Large needle: header and metadata first, then only the requested data. Check that the
+        // whole needle is in the file before allocating anything sized from it.
+        let dat_len = st.dat.metadata().map_err(io_err(&dat_path))?.len();
+        let need_len =
+            offset + NEEDLE_HEADER_SIZE as u64 + u64::from(size) + version.tail_size() as u64;
+        if need_len > dat_len {
+            return Err(nerr(NeedleError::Truncated {
+                what: "needle in .dat",
+                need: need_len,
+                got: dat_len,
+            }));
+        }
         let mut head = [0u8; NEEDLE_HEADER_SIZE + 4];
         read_at(&mut head, offset)?;
         let header = NeedleHeader::parse(&head).map_err(nerr)?;
