@@ -42,6 +42,8 @@ mod listener;
 mod memory;
 mod request;
 mod rma;
+/// The SeaweedFS layer (Rust only; not part of the C header).
+/// cbindgen:ignore
 pub mod seaweed;
 mod sockaddr;
 mod status;

@@ -232,6 +232,19 @@ fn header_names_no_ucx_header_or_type() {
     for bad in ["<uc", "ucp_", "ucs_", "uct_", "bindgen"] {
         assert!(!code.contains(bad), "header code mentions `{bad}`");
     }
+    // Only swucx's own names: a Rust-only item cbindgen picked up would show here (mark its
+    // module `cbindgen:ignore` or exclude it in cbindgen.toml).
+    for line in code.lines() {
+        let name = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["#define", name, ..] => name.to_string(),
+            ["typedef", "struct", tag, ..] => tag.to_string(),
+            _ => continue,
+        };
+        assert!(
+            name.to_ascii_lowercase().starts_with("swucx_") || name == "SWUCX_H",
+            "header defines `{name}` without the swucx prefix"
+        );
+    }
     let includes: Vec<&str> = code.lines().filter(|l| l.starts_with("#include")).collect();
     assert_eq!(
         includes,
