@@ -16,6 +16,7 @@
 pub mod fid;
 pub mod index;
 pub mod needle;
+pub mod protocol;
 pub mod superblock;
 pub mod ttl;
 pub mod vif;
