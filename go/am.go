@@ -1,0 +1,213 @@
+package swucx
+
+/*
+#include "swucx_go.h"
+*/
+import "C"
+
+import (
+	"context"
+	"runtime"
+	"runtime/cgo"
+	"sync"
+	"unsafe"
+)
+
+// AMMessage is an active message delivered by Engine.HandleAM.
+type AMMessage struct {
+	// Header is a copy of the message header.
+	Header []byte
+	// Data is the payload: a copy of an eager payload, or a rendezvous payload already
+	// received into a new buffer.
+	Data []byte
+	// ReplyEndpoint is the endpoint to answer on, when the sender used AMReply (nil
+	// otherwise). Close it when done (AMMessage.Close does).
+	ReplyEndpoint *Endpoint
+	// Err is set when receiving a rendezvous payload failed (Data is then nil).
+	Err error
+}
+
+// Close releases the message's reply endpoint, if any. Idempotent.
+func (m *AMMessage) Close() error {
+	if m.ReplyEndpoint != nil {
+		return m.ReplyEndpoint.Close()
+	}
+	return nil
+}
+
+// amItem is what the UCX callback queues: copies and handles, no UCX pointer of the message.
+type amItem struct {
+	header []byte
+	data   []byte
+	desc   *C.swucx_am_desc_t
+	length int
+	reply  unsafe.Pointer
+}
+
+// amHandler is the Go side of one registered AM id. The UCX callback (possibly on several
+// threads at once) appends to queue and never blocks; a pump goroutine delivers to out.
+type amHandler struct {
+	eng    *Engine
+	handle cgo.Handle
+	out    chan *AMMessage
+
+	mu      sync.Mutex
+	queue   []amItem
+	notify  chan struct{}
+	done    chan struct{}
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// HandleAM registers a handler for active message id and returns the channel its messages
+// arrive on (buffered with capacity buffer). Messages are queued without bound while nobody
+// reads the channel. Register before traffic starts. The channel is closed by Engine.Close.
+func (e *Engine) HandleAM(id uint16, buffer int) (<-chan *AMMessage, error) {
+	h := &amHandler{
+		eng:    e,
+		out:    make(chan *AMMessage, buffer),
+		notify: make(chan struct{}, 1),
+		done:   make(chan struct{}),
+	}
+	h.handle = cgo.NewHandle(h)
+	w := e.worker.acquire()
+	if w == nil {
+		h.handle.Delete()
+		return nil, closedErr("set_am_handler")
+	}
+	r := C.swx_set_am_handler((*C.swucx_worker_t)(w), C.uint16_t(id), C.uintptr_t(h.handle))
+	e.worker.release()
+	if r.st != C.SWUCX_OK {
+		h.handle.Delete()
+		return nil, resErr("set_am_handler", r)
+	}
+	e.amMu.Lock()
+	e.handlers = append(e.handlers, h)
+	e.amMu.Unlock()
+	h.wg.Add(1)
+	go h.pump()
+	return h.out, nil
+}
+
+// onMessage runs inside UCX progress (any thread): copy, queue, wake the pump.
+func (h *amHandler) onMessage(info *C.swx_am_info) {
+	it := amItem{
+		header: C.GoBytes(info.header, C.int(info.header_length)),
+		desc:   info.desc,
+		length: int(info.length),
+		reply:  unsafe.Pointer(info.reply_ep),
+	}
+	if info.desc == nil {
+		it.data = C.GoBytes(info.data, C.int(info.length))
+	}
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		if it.desc != nil {
+			C.swucx_am_desc_destroy(it.desc)
+		}
+		if it.reply != nil {
+			C.swucx_ep_destroy((*C.swucx_ep_t)(it.reply))
+		}
+		return
+	}
+	h.queue = append(h.queue, it)
+	h.mu.Unlock()
+	select {
+	case h.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (h *amHandler) pump() {
+	defer h.wg.Done()
+	defer close(h.out)
+	for {
+		select {
+		case <-h.notify:
+		case <-h.done:
+			h.drain()
+			return
+		}
+		for {
+			h.mu.Lock()
+			items := h.queue
+			h.queue = nil
+			h.mu.Unlock()
+			if len(items) == 0 {
+				break
+			}
+			for i, it := range items {
+				m := h.deliverable(it)
+				select {
+				case h.out <- m:
+				case <-h.done:
+					m.Close()
+					h.release(items[i+1:])
+					h.drain()
+					return
+				}
+			}
+		}
+	}
+}
+
+// deliverable makes the Go message, receiving a rendezvous payload first.
+func (h *amHandler) deliverable(it amItem) *AMMessage {
+	m := &AMMessage{Header: it.header, Data: it.data}
+	if it.reply != nil {
+		m.ReplyEndpoint = newEndpoint(h.eng, it.reply)
+	}
+	if it.desc != nil {
+		buf := make([]byte, it.length)
+		pin := new(runtime.Pinner)
+		p := pinBytes(pin, buf)
+		r := C.swx_am_desc_recv(it.desc, p, C.size_t(len(buf)))
+		if _, _, err := h.eng.complete(context.Background(), "am_desc_recv", r, pin); err != nil {
+			m.Err = err
+		} else {
+			m.Data = buf
+		}
+	}
+	return m
+}
+
+func (h *amHandler) release(items []amItem) {
+	for _, it := range items {
+		if it.desc != nil {
+			C.swucx_am_desc_destroy(it.desc)
+		}
+		if it.reply != nil {
+			C.swucx_ep_destroy((*C.swucx_ep_t)(it.reply))
+		}
+	}
+}
+
+func (h *amHandler) drain() {
+	h.mu.Lock()
+	items := h.queue
+	h.queue = nil
+	h.mu.Unlock()
+	h.release(items)
+}
+
+// stop ends delivery: later messages are dropped, the channel is closed. The cgo handle stays
+// valid (UCX may still call the handler while the worker lives).
+func (h *amHandler) stop() {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return
+	}
+	h.stopped = true
+	h.mu.Unlock()
+	close(h.done)
+	h.wg.Wait()
+	h.drain()
+}
+
+func (h *amHandler) onAM(msg *C.swucx_am_msg_t) {
+	var info C.swx_am_info
+	C.swx_am_extract(msg, &info)
+	h.onMessage(&info)
+}

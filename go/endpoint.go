@@ -1,0 +1,160 @@
+package swucx
+
+/*
+#include "swucx_go.h"
+*/
+import "C"
+
+import (
+	"context"
+	"runtime"
+	"unsafe"
+)
+
+// Endpoint is a connection to one peer. Any goroutine may use it.
+type Endpoint struct {
+	h   handle // *C.swucx_ep_t
+	eng *Engine
+}
+
+func newEndpoint(e *Engine, p unsafe.Pointer) *Endpoint {
+	ep := &Endpoint{eng: e}
+	ep.h.p = p
+	return ep
+}
+
+// AM send flags.
+const (
+	// AMReply lets the receiver reply: its message carries a ReplyEndpoint.
+	AMReply uint32 = C.SWUCX_AM_FLAG_REPLY
+	// AMEager forces the eager protocol.
+	AMEager uint32 = C.SWUCX_AM_FLAG_EAGER
+	// AMRndv forces the rendezvous protocol.
+	AMRndv uint32 = C.SWUCX_AM_FLAG_RNDV
+)
+
+// TagSend sends buf with tag and waits until UCX is done with buf.
+func (ep *Endpoint) TagSend(ctx context.Context, buf []byte, tag uint64) error {
+	if ctx.Err() != nil {
+		return ctxErr("tag_send", ctx)
+	}
+	h := ep.h.acquire()
+	if h == nil {
+		return closedErr("tag_send")
+	}
+	pin := new(runtime.Pinner)
+	p := pinBytes(pin, buf)
+	r := C.swx_tag_send((*C.swucx_ep_t)(h), p, C.size_t(len(buf)), C.uint64_t(tag))
+	ep.h.release()
+	_, _, err := ep.eng.complete(ctx, "tag_send", r, pin)
+	return err
+}
+
+// AMSend sends active message id with header and payload and waits until UCX is done with
+// both (a rendezvous payload: until the receiver pulled it). flags: AMReply, AMEager, AMRndv.
+func (ep *Endpoint) AMSend(ctx context.Context, id uint16, header, payload []byte, flags uint32) error {
+	if ctx.Err() != nil {
+		return ctxErr("am_send", ctx)
+	}
+	h := ep.h.acquire()
+	if h == nil {
+		return closedErr("am_send")
+	}
+	pin := new(runtime.Pinner)
+	hp := pinBytes(pin, header)
+	pp := pinBytes(pin, payload)
+	r := C.swx_am_send((*C.swucx_ep_t)(h), C.uint16_t(id), hp, C.size_t(len(header)), pp,
+		C.size_t(len(payload)), C.uint32_t(flags))
+	ep.h.release()
+	_, _, err := ep.eng.complete(ctx, "am_send", r, pin)
+	return err
+}
+
+// StreamSend sends buf on the endpoint's byte stream.
+func (ep *Endpoint) StreamSend(ctx context.Context, buf []byte) error {
+	if ctx.Err() != nil {
+		return ctxErr("stream_send", ctx)
+	}
+	h := ep.h.acquire()
+	if h == nil {
+		return closedErr("stream_send")
+	}
+	pin := new(runtime.Pinner)
+	p := pinBytes(pin, buf)
+	r := C.swx_stream_send((*C.swucx_ep_t)(h), p, C.size_t(len(buf)))
+	ep.h.release()
+	_, _, err := ep.eng.complete(ctx, "stream_send", r, pin)
+	return err
+}
+
+// StreamRecv receives exactly len(buf) bytes from the stream. If ctx ends first, buf stays
+// UCX's until the receive completes (a stream receive cannot be cancelled: close the endpoint).
+func (ep *Endpoint) StreamRecv(ctx context.Context, buf []byte) error {
+	_, err := ep.streamRecv(ctx, buf, false)
+	return err
+}
+
+// StreamRecvSome receives what the stream has, at least one byte and at most len(buf), and
+// returns how many.
+func (ep *Endpoint) StreamRecvSome(ctx context.Context, buf []byte) (int, error) {
+	return ep.streamRecv(ctx, buf, true)
+}
+
+func (ep *Endpoint) streamRecv(ctx context.Context, buf []byte, some bool) (int, error) {
+	if ctx.Err() != nil {
+		return 0, ctxErr("stream_recv", ctx)
+	}
+	h := ep.h.acquire()
+	if h == nil {
+		return 0, closedErr("stream_recv")
+	}
+	var s C.int
+	if some {
+		s = 1
+	}
+	pin := new(runtime.Pinner)
+	p := pinBytes(pin, buf)
+	r := C.swx_stream_recv((*C.swucx_ep_t)(h), p, C.size_t(len(buf)), s)
+	ep.h.release()
+	n, _, err := ep.eng.complete(ctx, "stream_recv", r, pin)
+	return n, err
+}
+
+// Failure returns nil while the peer is fine, else the failure UCX reported (e.g.
+// ErrConnectionReset, ErrEndpointTimeout).
+func (ep *Endpoint) Failure() error {
+	h := ep.h.acquire()
+	if h == nil {
+		return closedErr("ep_failure")
+	}
+	st := C.swucx_ep_failure((*C.swucx_ep_t)(h))
+	ep.h.release()
+	if st == C.SWUCX_OK {
+		return nil
+	}
+	return &Error{Status: Status(st), Op: "ep_failure"}
+}
+
+// Close releases the endpoint; UCX closes it in the background (flushing, or forcibly if the
+// peer failed). Operations still running keep it alive until they complete. Idempotent.
+func (ep *Endpoint) Close() error {
+	if p := ep.h.take(); p != nil {
+		C.swucx_ep_destroy((*C.swucx_ep_t)(p))
+	}
+	return nil
+}
+
+// CloseForce disconnects at once (operations in flight end with ErrCanceled), waits until UCX
+// has closed the endpoint, and releases it. Idempotent.
+func (ep *Endpoint) CloseForce() error {
+	p := ep.h.take()
+	if p == nil {
+		return nil
+	}
+	r := C.swx_ep_close((*C.swucx_ep_t)(p), C.SWUCX_EP_CLOSE_FORCE)
+	C.swucx_ep_destroy((*C.swucx_ep_t)(p))
+	if r.st != C.SWUCX_OK {
+		return resErr("ep_close", r)
+	}
+	return nil
+}

@@ -1,0 +1,3 @@
+module github.com/swucx/swucx/go
+
+go 1.22

