@@ -143,7 +143,8 @@ pub enum Status {
     Unauthorized = 5,
     /// The range lies outside the data; `data_size` holds the data length.
     BadRange = 6,
-    /// The reply would exceed the server's payload limit; read smaller ranges.
+    /// The reply would exceed the server's payload limit; read smaller ranges. `data_size` holds
+    /// the data length.
     TooLarge = 7,
     /// The server is overloaded; retry after a back-off.
     Busy = 8,
@@ -316,8 +317,8 @@ pub struct ReadReply {
     pub status: Status,
     /// The payload is the stored gzip bytes of a compressed needle (only with [`Status::Ok`]).
     pub compressed: bool,
-    /// Length of the whole data in the returned form; for [`Status::BadRange`] the length the
-    /// range was checked against; for [`Status::UnknownVersion`] the highest version the server
+    /// Length of the whole data in the returned form (with [`Status::Ok`], [`Status::BadRange`]
+    /// and [`Status::TooLarge`]); for [`Status::UnknownVersion`] the highest version the server
     /// speaks; otherwise 0.
     pub data_size: u64,
     /// The CRC-32C stored in the needle's tail (0 unless [`Status::Ok`]).
