@@ -1218,6 +1218,46 @@ mod tests {
     }
 
     #[test]
+    fn ok_reply_from_a_read_result() {
+        use crate::seaweed::{NeedleHeader, NeedleMeta};
+        let result = ReadResult {
+            data: vec![7; 100],
+            total_len: 1000,
+            compressed: true,
+            header: NeedleHeader {
+                cookie: 1,
+                id: 2,
+                size: 3,
+            },
+            meta: NeedleMeta {
+                name: b"a.txt".to_vec(),
+                mime: Vec::new(),
+                last_modified: Some(1_700_000_000),
+                checksum: 0x1234_5678,
+                ..NeedleMeta::default()
+            },
+            dat_offset: 8,
+        };
+        let mut req = sample_request();
+        let r = ReadReply::ok(&req, &result);
+        assert_eq!(r.status, Status::Ok);
+        assert_eq!(r.request_id, req.request_id);
+        assert_eq!(
+            (r.data_size, r.payload_len, r.crc),
+            (1000, 100, 0x1234_5678)
+        );
+        assert!(r.compressed);
+        assert_eq!(r.last_modified, Some(1_700_000_000));
+        assert_eq!(r.name.as_deref(), Some(&b"a.txt"[..]));
+        // Asked for, but the needle stores no MIME type.
+        assert_eq!(r.mime, None);
+        assert_eq!(ReadReply::decode(&r.encode().unwrap()).unwrap(), r);
+        // Not asked for.
+        req.flags = ReadFlags::NONE;
+        assert_eq!(ReadReply::ok(&req, &result).name, None);
+    }
+
+    #[test]
     fn request_to_read_options() {
         let mut r = sample_request();
         let o = r.read_options();
