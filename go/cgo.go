@@ -4,7 +4,9 @@ package swucx
 // library target/release/libswucx.a (built by `make` or `cargo build --release --lib`), UCX
 // (pkg-config ucx) and what a Rust static library needs (the list in docs/c-api.md). With the
 // build tag swucx_dynamic it links target/release/libswucx.so instead (rpath set to that
-// directory), which needs UCX only through the shared library's own dependencies.
+// directory), which needs UCX only through the shared library's own dependencies; the library's
+// soname is libswucx.so.0, so that name must exist there too (`make go-test` and
+// `make examples C_LINK=shared` create the link; `ln -sf libswucx.so libswucx.so.0` does it).
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../include -I${SRCDIR}

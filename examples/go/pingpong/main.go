@@ -1,0 +1,601 @@
+// Command pingpong-go is the Go twin of examples/pingpong.rs and examples/c/pingpong.c: the
+// same flags, the same RESULT line and the same wire protocol (see the header comment of
+// examples/pingpong.rs), so a Go client runs against a Rust or C server and the reverse.
+//
+//	pingpong-go --server [--listen 0.0.0.0:13337] [--transport shm|tcp] [--features LETTERS]
+//	pingpong-go --connect 127.0.0.1:13337 --api tag|am|stream --mode lat|bw --size 8
+//	            --iters 100000 [--warmup N] [--window 32] [--front] [--wireup cm|address]
+//	            [--transport shm|tcp] [--features LETTERS] [--idle-secs N]
+//
+// The Go package always waits through its Engine (the thread-safe front), so every run is a
+// --front run; the RESULT line says front=1 when --front is given, as the others do. Buffers
+// are one UCX-allocated region (Context.Allocate) used through MemRegion.Bytes. A bandwidth
+// window is kept by --window goroutines, each with one operation in flight. Accepted and
+// ignored: --cpu, --multi, --front-spin-us.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	swucx "github.com/swucx/swucx/go"
+)
+
+const (
+	magic     = 0x50505753
+	version   = 1
+	headerLen = 40
+
+	ctrl    = uint64(0xC7A1000000000000)
+	hello   = ctrl | 1
+	ready   = ctrl | 2
+	ack     = ctrl | 3
+	bye     = ctrl | 4
+	dataTag = uint64(1)
+	amData  = uint16(7)
+	maxCtrl = 64 * 1024
+	all     = ^uint64(0)
+)
+
+const (
+	apiTag = iota
+	apiAM
+	apiStream
+)
+
+var apiNames = []string{"tag", "am", "stream"}
+
+type params struct {
+	api, mode     int // mode 0 lat, 1 bw
+	size, iters   uint64
+	warmup        uint64
+	window        uint32
+	front, addrWU bool
+}
+
+func (p *params) encode(h []byte) {
+	binary.LittleEndian.PutUint32(h[0:], magic)
+	binary.LittleEndian.PutUint16(h[4:], version)
+	h[6], h[7] = byte(p.api), byte(p.mode)
+	binary.LittleEndian.PutUint64(h[8:], p.size)
+	binary.LittleEndian.PutUint64(h[16:], p.iters)
+	binary.LittleEndian.PutUint64(h[24:], p.warmup)
+	binary.LittleEndian.PutUint32(h[32:], p.window)
+	var flags uint32
+	if p.front {
+		flags |= 1
+	}
+	if p.addrWU {
+		flags |= 2
+	}
+	binary.LittleEndian.PutUint32(h[36:], flags)
+}
+
+func (p *params) validate() error {
+	switch {
+	case p.iters == 0:
+		return errors.New("iters must be > 0")
+	case p.window == 0:
+		return errors.New("window must be > 0")
+	case p.size > 1<<32:
+		return errors.New("size must be <= 4 GiB")
+	case p.api == apiStream && p.size == 0:
+		return errors.New("stream needs size > 0")
+	}
+	return nil
+}
+
+func decode(h []byte) (params, error) {
+	var p params
+	if len(h) < headerLen {
+		return p, fmt.Errorf("header is %d bytes, want %d", len(h), headerLen)
+	}
+	if binary.LittleEndian.Uint32(h) != magic {
+		return p, errors.New("bad header magic")
+	}
+	if v := binary.LittleEndian.Uint16(h[4:]); v != version {
+		return p, fmt.Errorf("header version %d, want %d", v, version)
+	}
+	if h[6] > 2 || h[7] > 1 {
+		return p, fmt.Errorf("unknown api %d or mode %d", h[6], h[7])
+	}
+	p.api, p.mode = int(h[6]), int(h[7])
+	p.size = binary.LittleEndian.Uint64(h[8:])
+	p.iters = binary.LittleEndian.Uint64(h[16:])
+	p.warmup = binary.LittleEndian.Uint64(h[24:])
+	p.window = binary.LittleEndian.Uint32(h[32:])
+	flags := binary.LittleEndian.Uint32(h[36:])
+	p.front, p.addrWU = flags&1 != 0, flags&2 != 0
+	return p, p.validate()
+}
+
+func parseFeatures(letters string) (swucx.Features, error) {
+	var f swucx.Features
+	for _, c := range letters {
+		switch c {
+		case 't':
+			f |= swucx.FeatureTag
+		case 's':
+			f |= swucx.FeatureStream
+		case 'm':
+			f |= swucx.FeatureAM
+		case 'r':
+			f |= swucx.FeatureRMA
+		case 'w':
+			f |= swucx.FeatureWakeup
+		default:
+			return 0, fmt.Errorf("unknown feature letter '%c' (use t, s, m, r, w)", c)
+		}
+	}
+	if f&swucx.FeatureTag == 0 {
+		return 0, errors.New("features must include t (control messages are tag messages)")
+	}
+	// The Go package waits through an Engine, which sleeps on the worker's event fd.
+	return f | swucx.FeatureWakeup, nil
+}
+
+func newContext(transport string, features swucx.Features) (*swucx.Context, error) {
+	settings := map[string]string{}
+	switch transport {
+	case "shm":
+		if os.Getenv("UCX_TLS") == "" {
+			settings["TLS"] = "posix,sysv,cma,self,tcp"
+		}
+	case "tcp":
+		if os.Getenv("UCX_TLS") == "" {
+			settings["TLS"] = "tcp,self"
+		}
+		if os.Getenv("UCX_NET_DEVICES") == "" {
+			settings["NET_DEVICES"] = "lo"
+		}
+	}
+	return swucx.NewContext(swucx.Config{Name: "pingpong", Features: features, Settings: settings})
+}
+
+// io is one side's data path for a session.
+type io struct {
+	eng  *swucx.Engine
+	ep   *swucx.Endpoint
+	api  int
+	size int
+	sbuf []byte // in the registered region
+	rbuf []byte
+	am   <-chan *swucx.AMMessage
+}
+
+func (o *io) send(ctx context.Context, buf []byte) error {
+	switch o.api {
+	case apiTag:
+		return o.ep.TagSend(ctx, buf, dataTag)
+	case apiAM:
+		return o.ep.AMSend(ctx, amData, nil, buf, 0)
+	default:
+		return o.ep.StreamSend(ctx, buf)
+	}
+}
+
+func (o *io) recv(ctx context.Context, buf []byte) error {
+	switch o.api {
+	case apiTag:
+		n, _, err := o.eng.TagRecv(ctx, buf, dataTag, all)
+		if err == nil && n != o.size {
+			err = fmt.Errorf("received %d bytes, want %d", n, o.size)
+		}
+		return err
+	case apiAM:
+		select {
+		case m, ok := <-o.am:
+			if !ok {
+				return errors.New("AM handler closed")
+			}
+			m.Close()
+			if m.Err != nil {
+				return m.Err
+			}
+			if len(m.Data) != o.size {
+				return fmt.Errorf("received %d bytes, want %d", len(m.Data), o.size)
+			}
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	default:
+		return o.ep.StreamRecv(ctx, buf)
+	}
+}
+
+// parallel runs count operations with window of them in flight (one per goroutine).
+func parallel(count uint64, window uint32, op func() error) error {
+	var next atomic.Uint64
+	var wg sync.WaitGroup
+	var first atomic.Value
+	workers := uint64(window)
+	if workers > count {
+		workers = count
+	}
+	for w := uint64(0); w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= count {
+				if err := op(); err != nil {
+					first.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := first.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+func ctrlRecv(ctx context.Context, eng *swucx.Engine, tag uint64, buf []byte) (int, error) {
+	n, _, err := eng.TagRecv(ctx, buf, tag, all)
+	return n, err
+}
+
+// ---- server ----
+
+func runServer(listen, transport, features string) error {
+	if features == "" {
+		features = "tsm"
+	}
+	f, err := parseFeatures(features)
+	if err != nil {
+		return err
+	}
+	uc, err := newContext(transport, f)
+	if err != nil {
+		return err
+	}
+	defer uc.Close()
+	eng, err := swucx.NewEngine(uc)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	var am <-chan *swucx.AMMessage
+	if f&swucx.FeatureAM != 0 {
+		if am, err = eng.HandleAM(amData, 1024); err != nil {
+			return err
+		}
+	}
+	ln, err := eng.Listen(listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	fmt.Fprintf(os.Stderr, "pingpong server listening on %s\n", strings.Replace(listen, ":0", fmt.Sprintf(":%d", ln.Port()), 1))
+	for served := 1; ; served++ {
+		ep, err := ln.Accept(context.Background())
+		if err != nil {
+			return err
+		}
+		p, err := serve(uc, eng, ep, am)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pingpong server: client #%d: %v\n", served, err)
+		} else {
+			fmt.Fprintf(os.Stderr, "pingpong server: client #%d done (%s %s size=%d iters=%d)\n",
+				served, apiNames[p.api], []string{"lat", "bw"}[p.mode], p.size, p.iters)
+		}
+		ep.Close()
+	}
+}
+
+func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am <-chan *swucx.AMMessage) (params, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	buf := make([]byte, maxCtrl)
+	n, err := ctrlRecv(ctx, eng, hello, buf)
+	if err != nil {
+		return params{}, err
+	}
+	byeDone := make(chan error, 1)
+	go func() { _, err := ctrlRecv(ctx, eng, bye, nil); byeDone <- err }()
+	p, err := decode(buf[:n])
+	if err != nil {
+		return p, err
+	}
+	ep := cm
+	var readyMsg []byte
+	if p.addrWU {
+		if readyMsg, err = eng.Address(); err != nil {
+			return p, err
+		}
+		if ep, err = eng.ConnectAddress(buf[headerLen:n]); err != nil {
+			return p, err
+		}
+		defer ep.Close()
+	}
+	region, err := uc.Allocate(int(2*p.size) + 1)
+	if err != nil {
+		return p, err
+	}
+	defer region.Close()
+	b := region.Bytes()
+	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: b[:p.size], rbuf: b[p.size : 2*p.size], am: am}
+	if p.api == apiAM && am == nil {
+		return p, errors.New("AM requested but the server has no AM feature")
+	}
+	if err := cm.TagSend(ctx, readyMsg, ready); err != nil {
+		return p, err
+	}
+	if p.mode == 0 {
+		for i := uint64(0); i < p.warmup+p.iters; i++ {
+			if err := o.recv(ctx, o.rbuf); err != nil {
+				return p, err
+			}
+			if err := o.send(ctx, o.sbuf); err != nil {
+				return p, err
+			}
+		}
+	} else {
+		for _, count := range []uint64{p.warmup, p.iters} {
+			if count == 0 {
+				continue
+			}
+			if err := parallel(count, p.window, func() error { return o.recv(ctx, o.rbuf) }); err != nil {
+				return p, err
+			}
+			if err := ep.TagSend(ctx, nil, ack); err != nil {
+				return p, err
+			}
+		}
+	}
+	return p, <-byeDone
+}
+
+// ---- client ----
+
+type clientArgs struct {
+	connect, transport, features string
+	p                            params
+	warmupSet                    bool
+	idleSecs                     int64
+}
+
+func runClient(a clientArgs) (string, error) {
+	p := a.p
+	if !a.warmupSet {
+		p.warmup = min(p.iters/10, 10000)
+	}
+	if err := p.validate(); err != nil {
+		return "", err
+	}
+	features := a.features
+	if features == "" {
+		features = "t" + []string{"", "m", "s"}[p.api]
+	}
+	f, err := parseFeatures(features)
+	if err != nil {
+		return "", err
+	}
+	uc, err := newContext(a.transport, f)
+	if err != nil {
+		return "", err
+	}
+	defer uc.Close()
+	eng, err := swucx.NewEngine(uc)
+	if err != nil {
+		return "", err
+	}
+	defer eng.Close()
+	region, err := uc.Allocate(int(2*p.size) + 1)
+	if err != nil {
+		return "", err
+	}
+	defer region.Close()
+	var am <-chan *swucx.AMMessage
+	if p.api == apiAM {
+		if am, err = eng.HandleAM(amData, 1024); err != nil {
+			return "", err
+		}
+	}
+	cm, err := eng.Connect(a.connect)
+	if err != nil {
+		return "", err
+	}
+	defer cm.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Second)
+	defer cancel()
+	readyBuf := make([]byte, maxCtrl)
+	readyDone := make(chan error, 1)
+	var readyLen int
+	go func() {
+		n, err := ctrlRecv(ctx, eng, ready, readyBuf)
+		readyLen = n
+		readyDone <- err
+	}()
+	h := make([]byte, headerLen)
+	p.encode(h)
+	if p.addrWU {
+		own, err := eng.Address()
+		if err != nil {
+			return "", err
+		}
+		h = append(h, own...)
+	}
+	if err := cm.TagSend(ctx, h, hello); err != nil {
+		return "", fmt.Errorf("handshake with %s: %w", a.connect, err)
+	}
+	if err := <-readyDone; err != nil {
+		return "", fmt.Errorf("handshake with %s: %w", a.connect, err)
+	}
+	ep := cm
+	if p.addrWU {
+		if ep, err = eng.ConnectAddress(readyBuf[:readyLen]); err != nil {
+			return "", err
+		}
+		defer ep.Close()
+	}
+	b := region.Bytes()
+	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: b[:p.size], rbuf: b[p.size : 2*p.size], am: am}
+	var result string
+	if p.mode == 0 {
+		result, err = clientLat(ctx, o, p)
+	} else {
+		result, err = clientBW(ctx, o, p)
+	}
+	if err != nil {
+		return "", err
+	}
+	if p.front {
+		result += " front=1"
+		if a.idleSecs >= 0 {
+			cpu0, t0 := cpuSeconds(), time.Now()
+			time.Sleep(time.Duration(a.idleSecs) * time.Second)
+			pct := 100 * (cpuSeconds() - cpu0) / time.Since(t0).Seconds()
+			result += fmt.Sprintf(" idle_secs=%d idle_cpu_pct=%.2f", a.idleSecs, pct)
+		}
+	}
+	return result, ep.TagSend(ctx, nil, bye)
+}
+
+func clientLat(ctx context.Context, o *io, p params) (string, error) {
+	rtts := make([]time.Duration, 0, p.iters)
+	var start, last time.Time
+	for i := uint64(0); i < p.warmup+p.iters; i++ {
+		if i == p.warmup {
+			start = time.Now()
+			last = start
+		}
+		if err := o.send(ctx, o.sbuf); err != nil {
+			return "", err
+		}
+		if err := o.recv(ctx, o.rbuf); err != nil {
+			return "", err
+		}
+		if i >= p.warmup {
+			t := time.Now()
+			rtts = append(rtts, t.Sub(last))
+			last = t
+		}
+	}
+	elapsed := last.Sub(start)
+	sort.Slice(rtts, func(i, j int) bool { return rtts[i] < rtts[j] })
+	pct := func(q int) float64 {
+		n := len(rtts)
+		idx := (n*q + 99) / 100
+		idx = max(1, min(idx, n))
+		return float64(rtts[idx-1].Nanoseconds()) / 2 / 1e3
+	}
+	avg := float64(elapsed.Nanoseconds()) / float64(p.iters) / 2 / 1e3
+	return fmt.Sprintf("RESULT mode=lat api=%s size=%d iters=%d lat_us_p50=%.3f lat_us_p99=%.3f lat_us_avg=%.3f",
+		apiNames[p.api], p.size, p.iters, pct(50), pct(99), avg), nil
+}
+
+func clientBW(ctx context.Context, o *io, p params) (string, error) {
+	var elapsed time.Duration
+	for k, count := range []uint64{p.warmup, p.iters} {
+		if count == 0 {
+			continue
+		}
+		ackDone := make(chan error, 1)
+		go func() { _, err := ctrlRecv(ctx, o.eng, ack, nil); ackDone <- err }()
+		start := time.Now()
+		if err := parallel(count, p.window, func() error { return o.send(ctx, o.sbuf) }); err != nil {
+			return "", err
+		}
+		if err := <-ackDone; err != nil {
+			return "", err
+		}
+		if k == 1 {
+			elapsed = time.Since(start)
+		}
+	}
+	gbps := float64(p.iters) * float64(p.size) / elapsed.Seconds() / 1e9
+	return fmt.Sprintf("RESULT mode=bw api=%s size=%d iters=%d window=%d gbps=%.3f",
+		apiNames[p.api], p.size, p.iters, p.window, gbps), nil
+}
+
+func cpuSeconds() float64 {
+	var u syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &u)
+	return float64(u.Utime.Sec+u.Stime.Sec) + float64(u.Utime.Usec+u.Stime.Usec)*1e-6
+}
+
+func main() {
+	fs := flag.NewFlagSet("pingpong-go", flag.ContinueOnError)
+	server := fs.Bool("server", false, "run the server")
+	listen := fs.String("listen", "0.0.0.0:13337", "server address")
+	connect := fs.String("connect", "", "server to connect to (ip:port)")
+	api := fs.String("api", "tag", "tag, am or stream")
+	mode := fs.String("mode", "lat", "lat or bw")
+	size := fs.Uint64("size", 8, "message size in bytes")
+	iters := fs.Uint64("iters", 100000, "measured iterations")
+	warmup := fs.Uint64("warmup", 0, "warm-up iterations (default iters/10, at most 10000)")
+	window := fs.Uint("window", 32, "sends in flight for bw")
+	front := fs.Bool("front", false, "mark the run as a front (Engine) run; Go always uses the Engine")
+	fs.Uint("front-spin-us", 0, "accepted, ignored (the engine's default spin is used)")
+	fs.Bool("multi", false, "accepted, ignored (the Engine's worker is always MULTI)")
+	idle := fs.Int64("idle-secs", -1, "with --front: stay idle this long and report CPU use")
+	wireup := fs.String("wireup", "cm", "cm or address")
+	transport := fs.String("transport", "", "shm or tcp (sets UCX_TLS unless set)")
+	fs.Int("cpu", -1, "accepted, ignored")
+	features := fs.String("features", "", "UCP features as letters t s m r w")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	fail := func(code int, err error) {
+		fmt.Fprintf(os.Stderr, "pingpong: error: %v\n", err)
+		os.Exit(code)
+	}
+	if fs.NArg() > 0 {
+		fail(2, fmt.Errorf("unexpected argument '%s'", fs.Arg(0)))
+	}
+	if *transport != "" && *transport != "shm" && *transport != "tcp" {
+		fail(2, fmt.Errorf("--transport: shm or tcp, not '%s'", *transport))
+	}
+	if *server == (*connect != "") {
+		fail(2, errors.New("exactly one of --server and --connect is required"))
+	}
+	if *server {
+		fail(1, runServer(*listen, *transport, *features))
+	}
+	a := clientArgs{connect: *connect, transport: *transport, features: *features, idleSecs: *idle}
+	a.p = params{size: *size, iters: *iters, warmup: *warmup, window: uint32(*window), front: *front}
+	fs.Visit(func(f *flag.Flag) { a.warmupSet = a.warmupSet || f.Name == "warmup" })
+	switch *api {
+	case "tag":
+		a.p.api = apiTag
+	case "am":
+		a.p.api = apiAM
+	case "stream":
+		a.p.api = apiStream
+	default:
+		fail(2, fmt.Errorf("--api: tag, am or stream, not '%s'", *api))
+	}
+	switch *mode {
+	case "lat":
+	case "bw":
+		a.p.mode = 1
+	default:
+		fail(2, fmt.Errorf("--mode: lat or bw, not '%s'", *mode))
+	}
+	switch *wireup {
+	case "cm":
+	case "address":
+		a.p.addrWU = true
+	default:
+		fail(2, fmt.Errorf("--wireup: cm or address, not '%s'", *wireup))
+	}
+	go func() { time.Sleep(600 * time.Second); fail(3, errors.New("watchdog: still running after 600 s")) }()
+	result, err := runClient(a)
+	if err != nil {
+		fail(1, err)
+	}
+	fmt.Println(result)
+}
