@@ -12,7 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use swucx::seaweed::{FileId, ReadOptions, VolumeDir, VolumeError};
+use swucx::Context;
+use swucx::seaweed::{
+    ClientError, FileId, NeedleClient, NeedleServer, ReadOptions, VolumeDir, VolumeError,
+};
 
 /// The whole test must finish in this time, or the watchdog kills weed and aborts.
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -632,6 +635,112 @@ fn reads_what_weed_wrote_byte_for_byte() {
     )
     .unwrap();
     assert_eq!(r.data, files[1].2);
+
+    ucx_reads_match_http(&weed, &files, &del_fid);
+    swucx_command_reads_match_http(&weed, &files[4].1);
+}
+
+/// Every file through a `NeedleServer` on weed's directory and a `NeedleClient`, over tcp and
+/// over shared memory, equals HTTP GET; ranges too; wrong cookie and deleted are not found.
+fn ucx_reads_match_http(weed: &Weed, files: &[(&str, String, Vec<u8>)], deleted: &str) {
+    let timeout = Duration::from_secs(30);
+    for tls in ["tcp,self", "posix,sysv,cma,self,tcp"] {
+        let context = Context::builder()
+            .config("TLS", tls)
+            .config("NET_DEVICES", "lo")
+            .build()
+            .unwrap();
+        let dir = VolumeDir::open(&weed.dir).unwrap();
+        let mut server = NeedleServer::bind(&context, dir, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let serving = std::thread::spawn(move || server.run(&flag));
+        let client = NeedleClient::connect(&context, addr).unwrap();
+        for (name, fid_s, want) in files {
+            let fid = FileId::parse(fid_s).unwrap();
+            let http = weed.get(fid_s, &[]);
+            let got = client
+                .read(&fid, 0, 0, timeout)
+                .unwrap_or_else(|e| panic!("{tls} {name}: {e}"));
+            assert!(
+                got.data == http.body,
+                "{tls} {name}: bytes differ from HTTP GET"
+            );
+            let len = want.len() as u64;
+            if len > 2 {
+                let (off, size) = (len / 3, len / 3);
+                let got = client.read(&fid, off, size, timeout).unwrap();
+                let range = format!("bytes={}-{}", off, off + size - 1);
+                assert!(
+                    got.data == weed.get(fid_s, &[("Range", &range)]).body,
+                    "{tls} {name} {range}: differs from HTTP"
+                );
+            }
+            let wrong = FileId::new(fid.volume_id, fid.needle_id, fid.cookie ^ 0x0100_0000);
+            match client.read(&wrong, 0, 0, timeout) {
+                Err(ClientError::Status(s)) if s.is_not_found() => {}
+                other => panic!("{tls} {name}: wrong cookie gave {other:?}"),
+            }
+        }
+        match client.read(&FileId::parse(deleted).unwrap(), 0, 0, timeout) {
+            Err(ClientError::Status(s)) if s.is_not_found() => {}
+            other => panic!("{tls}: deleted file gave {other:?}"),
+        }
+        drop(client);
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        serving.join().expect("server thread").expect("server run");
+    }
+}
+
+/// `swucx serve` and `swucx read` (the command-line binary) move `fid` byte-exact.
+fn swucx_command_reads_match_http(weed: &Weed, fid: &str) {
+    let bin = env!("CARGO_BIN_EXE_swucx");
+    let mut serve = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&weed.dir)
+        .env("UCX_TLS", "tcp,self")
+        .env("UCX_NET_DEVICES", "lo")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start swucx serve");
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(serve.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let tmp = std::env::temp_dir().join(format!("swucx-read-{}", std::process::id()));
+    let read = Command::new(bin)
+        .args(["read", "--server", &addr, fid, "-o"])
+        .arg(&tmp)
+        .env("UCX_TLS", "tcp,self")
+        .env("UCX_NET_DEVICES", "lo")
+        .output()
+        .expect("run swucx read");
+    // SAFETY: serve is our own child; SIGTERM asks it to finish its replies and exit.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let status = serve.wait().unwrap();
+    assert!(
+        read.status.success(),
+        "swucx read: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let got = std::fs::read(&tmp).unwrap();
+    let _ = std::fs::remove_file(&tmp);
+    assert!(
+        got == weed.get(fid, &[]).body,
+        "swucx read differs from HTTP GET"
+    );
+    assert!(status.success(), "swucx serve exit after SIGTERM: {status}");
+    let missing = Command::new(bin)
+        .args(["read", "--server", &addr, "1,0000"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success(), "a bad read must exit non-zero");
 }
 
 #[test]

@@ -10,21 +10,28 @@
 //!   the data or a range of it, with weed's refusal rules (not found, cookie mismatch, deleted,
 //!   expired, bad range), following appends, compactions and volumes that come and go.
 //!
+//! - [`protocol`]: the READ request/reply wire format (docs/protocol.md).
+//! - [`server`] / [`client`]: serving and reading needles over UCX active messages.
+//!
 //! All multi-byte integers on disk are big-endian. Every parser here takes arbitrary bytes and
 //! returns an error on malformed input; none panics.
 
+pub mod client;
 pub mod fid;
 pub mod index;
 pub mod needle;
 pub mod protocol;
+pub mod server;
 pub mod superblock;
 pub mod ttl;
 pub mod vif;
 pub mod volume;
 
+pub use client::{ClientError, NeedleClient, NeedleData};
 pub use fid::{FidError, FileId, ParsedFid};
 pub use index::{IndexEntry, IndexError, NeedleMap, NeedleValue, OffsetWidth};
 pub use needle::{Needle, NeedleError, NeedleHeader, NeedleMeta, NeedleVersion};
+pub use server::NeedleServer;
 pub use superblock::{SuperBlock, SuperBlockError};
 pub use ttl::Ttl;
 pub use vif::{VifError, VolumeInfo};

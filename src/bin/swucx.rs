@@ -1,0 +1,134 @@
+//! `swucx`: serve SeaweedFS needles from a volume directory over UCX, or read one.
+//!
+//! ```text
+//! swucx serve --dir VOLUME_DIR [--listen IP:PORT]
+//! swucx read --server IP:PORT FID [--offset N] [--size N] [-o FILE]
+//! ```
+//! Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES). Logging: RUST_LOG.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use swucx::Context;
+use swucx::seaweed::{FileId, NeedleClient, NeedleServer, VolumeDir};
+
+#[derive(Parser)]
+#[command(name = "swucx", version, about = "SeaweedFS needle reads over UCX")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the needles of a weed volume directory until SIGTERM/SIGINT.
+    Serve {
+        /// The directory `weed volume -dir` writes.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Address to listen on (port 0 picks one; the bound address is printed).
+        #[arg(long, default_value = "0.0.0.0:18080")]
+        listen: SocketAddr,
+    },
+    /// Read one file id (or a range of it) to stdout or a file.
+    Read {
+        /// The server's address.
+        #[arg(long)]
+        server: SocketAddr,
+        /// The file id, e.g. `3,01637037d6`.
+        fid: String,
+        /// First byte.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// How many bytes (0: to the end).
+        #[arg(long, default_value_t = 0)]
+        size: u64,
+        /// Write here instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<std::path::PathBuf>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Release);
+}
+
+fn serve(dir: std::path::PathBuf, listen: SocketAddr) -> Result<(), String> {
+    let volumes = VolumeDir::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let context = Context::new().map_err(|e| e.to_string())?;
+    let mut server = NeedleServer::bind(&context, volumes, listen)
+        .map_err(|e| format!("listen {listen}: {e}"))?;
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    println!(
+        "swucx serve: listening on {addr}, volumes in {}",
+        dir.display()
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    server.run(&STOP).map_err(|e| e.to_string())
+}
+
+fn read(
+    server: SocketAddr,
+    fid: &str,
+    offset: u64,
+    size: u64,
+    output: Option<std::path::PathBuf>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let fid = FileId::parse(fid).map_err(|e| e.to_string())?;
+    let context = Context::new().map_err(|e| e.to_string())?;
+    let client = NeedleClient::connect(&context, server).map_err(|e| format!("{server}: {e}"))?;
+    let data = client
+        .read(&fid, offset, size, timeout)
+        .map_err(|e| e.to_string())?;
+    match output {
+        Some(path) => {
+            std::fs::write(&path, &data.data).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => std::io::stdout()
+            .write_all(&data.data)
+            .map_err(|e| format!("stdout: {e}")),
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::init();
+    let outcome = match Cli::parse().command {
+        Command::Serve { dir, listen } => serve(dir, listen),
+        Command::Read {
+            server,
+            fid,
+            offset,
+            size,
+            output,
+            timeout_secs,
+        } => read(
+            server,
+            &fid,
+            offset,
+            size,
+            output,
+            Duration::from_secs(timeout_secs),
+        ),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("swucx: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The needle client: reads a needle (or a range of it) from a [`NeedleServer`] over UCX.
+//!
+//! [`NeedleServer`]: crate::seaweed::server::NeedleServer
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::seaweed::fid::FileId;
+use crate::seaweed::protocol::{
+    AM_ID_READ, AM_ID_READ_REPLY, ProtocolError, ReadFlags, ReadReply, ReadRequest, Status,
+};
+use crate::{AmDesc, AmFlags, Context, Endpoint, Worker};
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// UCX failed (connection, transfer, peer death).
+    #[error(transparent)]
+    Ucx(#[from] crate::Error),
+    /// A message did not decode.
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The server answered with an error status.
+    #[error("server: {0:?}")]
+    Status(Status),
+    /// No reply within the timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The reply's payload length disagrees with its header.
+    #[error("reply carries {got} bytes, header says {want}")]
+    LengthMismatch {
+        /// Bytes that arrived.
+        got: u64,
+        /// Bytes the header announced.
+        want: u64,
+    },
+}
+
+/// Replies that arrived, by request id.
+type Inbox = Arc<Mutex<HashMap<u64, (ReadReply, AmDesc)>>>;
+
+/// A connection to one needle server. Reads may be issued from any thread.
+pub struct NeedleClient {
+    worker: Worker,
+    ep: Endpoint,
+    inbox: Inbox,
+    next_id: AtomicU64,
+}
+
+/// A successful read: the reply header and the bytes.
+#[derive(Debug)]
+pub struct NeedleData {
+    /// The reply header (size of the whole data, CRC, name, mime, last-modified).
+    pub reply: ReadReply,
+    /// The requested bytes.
+    pub data: Vec<u8>,
+}
+
+impl NeedleClient {
+    /// Connects to the server at `addr`.
+    pub fn connect(context: &Context, addr: SocketAddr) -> Result<NeedleClient, ClientError> {
+        let worker = Worker::new(context)?;
+        let inbox: Inbox = Arc::default();
+        let sink = inbox.clone();
+        worker.set_am_handler(AM_ID_READ_REPLY, move |msg| {
+            match ReadReply::decode(msg.header()) {
+                Ok(reply) => {
+                    let id = reply.request_id;
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, (reply, msg.keep()));
+                }
+                Err(e) => log::warn!("undecodable reply dropped: {e}"),
+            }
+        })?;
+        let ep = worker.connect(addr)?;
+        Ok(NeedleClient {
+            worker,
+            ep,
+            inbox,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Reads `size` bytes (0: to the end) at `offset` of the needle `fid`, waiting up to
+    /// `timeout` for the reply.
+    pub fn read(
+        &self,
+        fid: &FileId,
+        offset: u64,
+        size: u64,
+        timeout: Duration,
+    ) -> Result<NeedleData, ClientError> {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = ReadRequest {
+            request_id,
+            volume_id: fid.volume_id,
+            needle_id: fid.needle_id,
+            cookie: fid.cookie,
+            offset,
+            size,
+            flags: ReadFlags::WANT_NAME | ReadFlags::WANT_MIME,
+            jwt: Vec::new(),
+        };
+        let send = self.ep.am_send(
+            AM_ID_READ,
+            request.encode()?,
+            Vec::new(),
+            AmFlags::REPLY | AmFlags::EAGER,
+        )?;
+        let deadline = Instant::now() + timeout;
+        let mut arrived = None;
+        let got_reply = self.worker.progress_until(
+            || {
+                arrived = self
+                    .inbox
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&request_id);
+                arrived.is_some() || self.ep.failure().is_some()
+            },
+            Some(deadline),
+        )?;
+        drop(send);
+        let Some((reply, desc)) = arrived else {
+            if let Some(status) = self.ep.failure() {
+                return Err(
+                    crate::Error::with_detail("read", status, "server connection failed").into(),
+                );
+            }
+            debug_assert!(!got_reply);
+            return Err(ClientError::Timeout(timeout));
+        };
+        if reply.status != Status::Ok {
+            return Err(ClientError::Status(reply.status));
+        }
+        if desc.len() as u64 != reply.payload_len {
+            return Err(ClientError::LengthMismatch {
+                got: desc.len() as u64,
+                want: reply.payload_len,
+            });
+        }
+        let len = desc.len();
+        let receive = desc.recv_into(vec![0u8; len])?;
+        if !receive.wait_timeout(deadline.saturating_duration_since(Instant::now()))? {
+            return Err(ClientError::Timeout(timeout));
+        }
+        let done = receive.wait()?;
+        Ok(NeedleData {
+            reply,
+            data: done.buffer,
+        })
+    }
+}

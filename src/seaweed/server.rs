@@ -1,0 +1,158 @@
+//! The needle server: answers READ requests (docs/protocol.md) from a volume directory over UCX
+//! active messages.
+//!
+//! One thread runs [`NeedleServer::run`]: it progresses the worker, accepts connections, and
+//! serves the requests the AM handler queued (the handler itself only queues, so disk reads never
+//! run inside UCX's progress). It sleeps on the worker's event fd when idle.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::seaweed::fid::FileId;
+use crate::seaweed::protocol::{
+    AM_ID_READ, AM_ID_READ_REPLY, ReadReply, ReadRequest, Status, peek_request_id,
+};
+use crate::seaweed::volume::VolumeDir;
+use crate::{AmFlags, Context, Endpoint, Listener, Request, Worker};
+
+/// Payloads at least this large go by rendezvous: the client pulls them into its buffer.
+const RNDV_THRESHOLD: usize = 8 << 10;
+/// The longest sleep on the event fd, so a stop request is seen promptly.
+const IDLE_SLEEP: Duration = Duration::from_millis(100);
+
+/// A request the handler queued: the raw header and the endpoint to answer on.
+type Job = (Endpoint, Vec<u8>);
+
+/// Serves needle reads from one volume directory on one listener.
+pub struct NeedleServer {
+    worker: Worker,
+    listener: Listener,
+    dir: Arc<VolumeDir>,
+    jobs: Arc<Mutex<VecDeque<Job>>>,
+    clients: Vec<Endpoint>,
+    replies: Vec<Request<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl NeedleServer {
+    /// Listens on `addr` (port 0 picks one) and serves `dir`.
+    pub fn bind(
+        context: &Context,
+        dir: VolumeDir,
+        addr: SocketAddr,
+    ) -> crate::Result<NeedleServer> {
+        let worker = Worker::new(context)?;
+        let jobs: Arc<Mutex<VecDeque<Job>>> = Arc::default();
+        let queue = jobs.clone();
+        worker.set_am_handler(AM_ID_READ, move |msg| {
+            let Some(ep) = msg.reply_endpoint() else {
+                log::warn!("READ request without a reply endpoint; dropped");
+                return;
+            };
+            let header = msg.header().to_vec();
+            queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back((ep, header));
+        })?;
+        let listener = Listener::bind(&worker, addr)?;
+        Ok(NeedleServer {
+            worker,
+            listener,
+            dir: Arc::new(dir),
+            jobs,
+            clients: Vec::new(),
+            replies: Vec::new(),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> crate::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` is set, then finishes the replies in flight and returns.
+    pub fn run(&mut self, stop: &AtomicBool) -> crate::Result<()> {
+        let efd = self.worker.event_fd()?;
+        while !stop.load(Ordering::Acquire) {
+            let busy = self.step();
+            if !busy && self.worker.arm()? {
+                crate::worker::poll_readable(efd, IDLE_SLEEP);
+            }
+        }
+        log::info!(
+            "stopping: finishing {} replies in flight",
+            self.replies.len()
+        );
+        while !self.replies.is_empty() {
+            self.worker.progress();
+            self.reap_replies();
+        }
+        Ok(())
+    }
+
+    /// One round: progress, accept, serve queued requests, reap finished replies. Returns whether
+    /// anything happened.
+    fn step(&mut self) -> bool {
+        let mut busy = self.worker.progress() > 0;
+        while let Some(request) = self.listener.try_accept() {
+            busy = true;
+            let peer = request.client_addr();
+            match self.worker.accept(request) {
+                Ok(ep) => {
+                    log::info!("client {peer:?} connected");
+                    self.clients.push(ep);
+                }
+                Err(e) => log::warn!("accepting {peer:?}: {e}"),
+            }
+        }
+        self.clients
+            .retain(|ep| ep.failure().is_none() && !ep.is_closed());
+        let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|e| e.into_inner()));
+        for (ep, header) in jobs {
+            busy = true;
+            self.serve(&ep, &header);
+        }
+        self.reap_replies();
+        busy
+    }
+
+    fn serve(&mut self, ep: &Endpoint, header: &[u8]) {
+        let (reply, payload) = match ReadRequest::decode(header) {
+            Ok(request) => {
+                let fid = FileId::new(request.volume_id, request.needle_id, request.cookie);
+                match self.dir.read(&fid, &request.read_options()) {
+                    Ok(result) => (ReadReply::ok(&request, &result), result.data),
+                    Err(e) => (ReadReply::from_error(request.request_id, &e), Vec::new()),
+                }
+            }
+            Err(e) => {
+                log::debug!("bad READ request: {e}");
+                let id = peek_request_id(header).unwrap_or(0);
+                (ReadReply::status(id, Status::BadRequest), Vec::new())
+            }
+        };
+        let encoded = match reply.encode() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::error!("encoding a reply: {e}");
+                return;
+            }
+        };
+        let flags = if payload.len() >= RNDV_THRESHOLD {
+            AmFlags::RNDV
+        } else {
+            AmFlags::NONE
+        };
+        match ep.am_send(AM_ID_READ_REPLY, encoded, payload, flags) {
+            Ok(request) => self.replies.push(request),
+            Err(e) => log::debug!("sending a reply: {e}"),
+        }
+    }
+
+    fn reap_replies(&mut self) {
+        self.replies.retain(|r| !r.is_complete());
+    }
+}
