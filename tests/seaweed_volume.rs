@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use swucx::Context;
 use swucx::seaweed::{
-    ClientError, FileId, NeedleClient, NeedleServer, ReadOptions, VolumeDir, VolumeError,
+    ClientError, FileId, NeedleClient, NeedleServer, ReadKey, ReadOptions, VolumeDir, VolumeError,
+    protocol::Status,
 };
 
 /// The whole test must finish in this time, or the watchdog kills weed and aborts.
@@ -115,8 +116,21 @@ fn spawn(weed: &Path, cwd: &Path, name: &'static str, args: &[String], pids: &Pi
 
 impl Weed {
     fn start(tag: &str, pids: &Pids) -> Weed {
+        Weed::start_with_read_key(tag, pids, None)
+    }
+
+    /// Starts weed; with `read_key`, its security.toml (in the working directory, where weed
+    /// looks first) sets `[jwt.signing.read] key`.
+    fn start_with_read_key(tag: &str, pids: &Pids, read_key: Option<&str>) -> Weed {
         let weed = weed_binary();
         let tmp = TempDir::new(tag);
+        if let Some(key) = read_key {
+            std::fs::write(
+                tmp.0.join("security.toml"),
+                format!("[jwt.signing.read]\nkey = \"{key}\"\n"),
+            )
+            .unwrap();
+        }
         let mdir = tmp.0.join("m");
         let dir = tmp.0.join("v");
         std::fs::create_dir_all(&mdir).unwrap();
@@ -691,6 +705,84 @@ fn ucx_reads_match_http(weed: &Weed, files: &[(&str, String, Vec<u8>)], deleted:
         stop.store(true, std::sync::atomic::Ordering::Release);
         serving.join().expect("server thread").expect("server run");
     }
+}
+
+/// With a read key configured on both sides, swucx accepts and refuses exactly the tokens weed
+/// accepts and refuses: valid, expired, for another file, signed with another key, missing.
+#[test]
+fn read_jwt_outcomes_match_weed() {
+    let pids: Pids = Arc::default();
+    watchdog(pids.clone());
+    let key = "test-read-signing-key-0123456789";
+    let weed = Weed::start_with_read_key("jwt", &pids, Some(key));
+    let fid_s = weed.assign("");
+    let data = pseudo_random(3000, 5);
+    weed.upload(
+        &fid_s,
+        "",
+        "secret.bin",
+        "application/octet-stream",
+        &data,
+        &[],
+    );
+    let fid = FileId::parse(&fid_s).unwrap();
+    let other = FileId::new(fid.volume_id, fid.needle_id + 1, fid.cookie).to_string();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signer = ReadKey::new(key);
+    let cases = [
+        ("valid", signer.mint(&fid_s, now + 60)),
+        ("expired", signer.mint(&fid_s, now - 10)),
+        ("another file", signer.mint(&other, now + 60)),
+        (
+            "another key",
+            ReadKey::new("not-the-key").mint(&fid_s, now + 60),
+        ),
+        ("missing", String::new()),
+    ];
+    let context = Context::builder()
+        .config("TLS", "tcp,self")
+        .config("NET_DEVICES", "lo")
+        .build()
+        .unwrap();
+    let dir = VolumeDir::open(&weed.dir).unwrap();
+    let mut server = NeedleServer::bind(&context, dir, "127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .with_read_key(ReadKey::new(key));
+    let addr = server.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let serving = std::thread::spawn(move || server.run(&flag));
+    let client = NeedleClient::connect(&context, addr).unwrap();
+    for (case, token) in &cases {
+        let bearer = format!("Bearer {token}");
+        let headers: Vec<(&str, &str)> = if token.is_empty() {
+            Vec::new()
+        } else {
+            vec![("Authorization", bearer.as_str())]
+        };
+        let http = weed.get(&fid_s, &headers);
+        let ours = client.read_with_jwt(&fid, 0, 0, token, Duration::from_secs(30));
+        match &ours {
+            Ok(got) => assert!(got.data == data, "{case}: bytes"),
+            Err(ClientError::Status(Status::Unauthorized)) => {}
+            Err(e) => panic!("{case}: unexpected error {e}"),
+        }
+        assert_eq!(
+            http.status == 200,
+            ours.is_ok(),
+            "{case}: weed said {}, swucx said {ours:?}",
+            http.status
+        );
+        if *case == "valid" {
+            assert!(ours.is_ok(), "a valid token must be accepted");
+        }
+    }
+    drop(client);
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    serving.join().expect("server thread").expect("server run");
 }
 
 /// `swucx serve` and `swucx read` (the command-line binary) move `fid` byte-exact.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use swucx::Context;
-use swucx::seaweed::{FileId, NeedleClient, NeedleServer, VolumeDir};
+use swucx::seaweed::{FileId, NeedleClient, NeedleServer, ReadKey, VolumeDir};
 
 #[derive(Parser)]
 #[command(name = "swucx", version, about = "SeaweedFS needle reads over UCX")]
@@ -33,6 +33,10 @@ enum Command {
         /// Address to listen on (port 0 picks one; the bound address is printed).
         #[arg(long, default_value = "0.0.0.0:18080")]
         listen: SocketAddr,
+        /// Require read JWTs signed with this key (default: weed's own configuration:
+        /// WEED_JWT_SIGNING_READ_KEY or `[jwt.signing.read] key` in security.toml).
+        #[arg(long)]
+        jwt_read_key: Option<String>,
     },
     /// Read one file id (or a range of it) to stdout or a file.
     Read {
@@ -50,6 +54,9 @@ enum Command {
         /// Write here instead of stdout.
         #[arg(short = 'o', long)]
         output: Option<std::path::PathBuf>,
+        /// The read JWT, when the server requires one.
+        #[arg(long, default_value = "")]
+        jwt: String,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
@@ -62,16 +69,25 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Release);
 }
 
-fn serve(dir: std::path::PathBuf, listen: SocketAddr) -> Result<(), String> {
+fn serve(dir: std::path::PathBuf, listen: SocketAddr, key: Option<String>) -> Result<(), String> {
     let volumes = VolumeDir::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let key = match key {
+        Some(key) => Some(ReadKey::new(key)),
+        None => ReadKey::from_weed_config()?,
+    };
     let context = Context::new().map_err(|e| e.to_string())?;
     let mut server = NeedleServer::bind(&context, volumes, listen)
         .map_err(|e| format!("listen {listen}: {e}"))?;
+    if let Some(key) = key {
+        eprintln!("swucx serve: read JWTs required");
+        server = server.with_read_key(key);
+    }
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     println!(
         "swucx serve: listening on {addr}, volumes in {}",
         dir.display()
     );
+    let _ = std::io::stdout().flush();
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -86,13 +102,14 @@ fn read(
     offset: u64,
     size: u64,
     output: Option<std::path::PathBuf>,
+    jwt: &str,
     timeout: Duration,
 ) -> Result<(), String> {
     let fid = FileId::parse(fid).map_err(|e| e.to_string())?;
     let context = Context::new().map_err(|e| e.to_string())?;
     let client = NeedleClient::connect(&context, server).map_err(|e| format!("{server}: {e}"))?;
     let data = client
-        .read(&fid, offset, size, timeout)
+        .read_with_jwt(&fid, offset, size, jwt, timeout)
         .map_err(|e| e.to_string())?;
     match output {
         Some(path) => {
@@ -107,13 +124,18 @@ fn read(
 fn main() -> ExitCode {
     env_logger::init();
     let outcome = match Cli::parse().command {
-        Command::Serve { dir, listen } => serve(dir, listen),
+        Command::Serve {
+            dir,
+            listen,
+            jwt_read_key,
+        } => serve(dir, listen, jwt_read_key),
         Command::Read {
             server,
             fid,
             offset,
             size,
             output,
+            jwt,
             timeout_secs,
         } => read(
             server,
@@ -121,6 +143,7 @@ fn main() -> ExitCode {
             offset,
             size,
             output,
+            &jwt,
             Duration::from_secs(timeout_secs),
         ),
     };

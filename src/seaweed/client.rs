@@ -94,6 +94,19 @@ impl NeedleClient {
         size: u64,
         timeout: Duration,
     ) -> Result<NeedleData, ClientError> {
+        self.read_with_jwt(fid, offset, size, "", timeout)
+    }
+
+    /// As [`read`](NeedleClient::read), presenting the read JWT `jwt` (the token, without
+    /// `Bearer `) to a server that requires one.
+    pub fn read_with_jwt(
+        &self,
+        fid: &FileId,
+        offset: u64,
+        size: u64,
+        jwt: &str,
+        timeout: Duration,
+    ) -> Result<NeedleData, ClientError> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request = ReadRequest {
             request_id,
@@ -103,7 +116,7 @@ impl NeedleClient {
             offset,
             size,
             flags: ReadFlags::WANT_NAME | ReadFlags::WANT_MIME,
-            jwt: Vec::new(),
+            jwt: jwt.as_bytes().to_vec(),
         };
         let send = self.ep.am_send(
             AM_ID_READ,

@@ -19,6 +19,7 @@
 pub mod client;
 pub mod fid;
 pub mod index;
+pub mod jwt;
 pub mod needle;
 pub mod protocol;
 pub mod server;
@@ -30,6 +31,7 @@ pub mod volume;
 pub use client::{ClientError, NeedleClient, NeedleData};
 pub use fid::{FidError, FileId, ParsedFid};
 pub use index::{IndexEntry, IndexError, NeedleMap, NeedleValue, OffsetWidth};
+pub use jwt::{JwtError, ReadKey};
 pub use needle::{Needle, NeedleError, NeedleHeader, NeedleMeta, NeedleVersion};
 pub use server::NeedleServer;
 pub use superblock::{SuperBlock, SuperBlockError};

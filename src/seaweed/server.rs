@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::seaweed::fid::FileId;
+use crate::seaweed::jwt::ReadKey;
 use crate::seaweed::protocol::{
     AM_ID_READ, AM_ID_READ_REPLY, ReadReply, ReadRequest, Status, peek_request_id,
 };
@@ -34,6 +35,7 @@ pub struct NeedleServer {
     jobs: Arc<Mutex<VecDeque<Job>>>,
     clients: Vec<Endpoint>,
     replies: Vec<Request<(Vec<u8>, Vec<u8>)>>,
+    read_key: Option<ReadKey>,
 }
 
 impl NeedleServer {
@@ -65,7 +67,15 @@ impl NeedleServer {
             jobs,
             clients: Vec::new(),
             replies: Vec::new(),
+            read_key: None,
         })
+    }
+
+    /// Requires a valid read JWT signed with `key` on every request, as `weed volume` does when
+    /// `[jwt.signing.read] key` is set (an empty key checks nothing).
+    pub fn with_read_key(mut self, key: ReadKey) -> NeedleServer {
+        self.read_key = Some(key);
+        self
     }
 
     /// The address the server listens on.
@@ -123,6 +133,15 @@ impl NeedleServer {
         let (reply, payload) = match ReadRequest::decode(header) {
             Ok(request) => {
                 let fid = FileId::new(request.volume_id, request.needle_id, request.cookie);
+                let refused = self
+                    .read_key
+                    .as_ref()
+                    .and_then(|key| key.verify(&request.jwt, &fid.to_string(), unix_now()).err());
+                if let Some(why) = refused {
+                    log::debug!("read of {fid} refused: {why}");
+                    let reply = ReadReply::status(request.request_id, Status::Unauthorized);
+                    return self.send_reply(ep, reply, Vec::new());
+                }
                 match self.dir.read(&fid, &request.read_options()) {
                     Ok(result) => (ReadReply::ok(&request, &result), result.data),
                     Err(e) => (ReadReply::from_error(request.request_id, &e), Vec::new()),
@@ -134,6 +153,10 @@ impl NeedleServer {
                 (ReadReply::status(id, Status::BadRequest), Vec::new())
             }
         };
+        self.send_reply(ep, reply, payload);
+    }
+
+    fn send_reply(&mut self, ep: &Endpoint, reply: ReadReply, payload: Vec<u8>) {
         let encoded = match reply.encode() {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -155,4 +178,11 @@ impl NeedleServer {
     fn reap_replies(&mut self) {
         self.replies.retain(|r| !r.is_complete());
     }
+}
+
+/// Seconds since the unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
