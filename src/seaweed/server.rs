@@ -1,5 +1,6 @@
-//! The needle server: answers READ requests (docs/protocol.md) from a volume directory over UCX
-//! active messages.
+//! The needle server: answers READ requests (docs/protocol.md) over UCX active messages, with
+//! bytes from a [`NeedleSource`]: a volume directory ([`VolumeDir`], for the daemon) or a host's
+//! own storage code (for embedding in a volume server).
 //!
 //! One thread runs [`NeedleServer::run`]: it progresses the worker, accepts connections, and
 //! serves the requests the AM handler queued (the handler itself only queues, so disk reads never
@@ -27,11 +28,30 @@ const IDLE_SLEEP: Duration = Duration::from_millis(100);
 /// A request the handler queued: the raw header and the endpoint to answer on.
 type Job = (Endpoint, Vec<u8>);
 
-/// Serves needle reads from one volume directory on one listener.
+/// Where a [`NeedleServer`] gets the bytes of a READ request (the read JWT, if required, is
+/// already checked). Called on the server's thread, outside UCX callbacks, so it may block on
+/// disk. Returns the reply header and its payload (`reply.payload_len` must equal its length).
+pub trait NeedleSource: Send + Sync {
+    /// Answers `request`.
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Vec<u8>);
+}
+
+/// The daemon's back end: the files a `weed volume` wrote.
+impl NeedleSource for VolumeDir {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Vec<u8>) {
+        let fid = FileId::new(request.volume_id, request.needle_id, request.cookie);
+        match VolumeDir::read(self, &fid, &request.read_options()) {
+            Ok(result) => (ReadReply::ok(request, &result), result.data),
+            Err(e) => (ReadReply::from_error(request.request_id, &e), Vec::new()),
+        }
+    }
+}
+
+/// Serves needle reads from one [`NeedleSource`] on one listener.
 pub struct NeedleServer {
     worker: Worker,
     listener: Listener,
-    dir: Arc<VolumeDir>,
+    source: Arc<dyn NeedleSource>,
     jobs: Arc<Mutex<VecDeque<Job>>>,
     clients: Vec<Endpoint>,
     replies: Vec<Request<(Vec<u8>, Vec<u8>)>>,
@@ -39,10 +59,19 @@ pub struct NeedleServer {
 }
 
 impl NeedleServer {
-    /// Listens on `addr` (port 0 picks one) and serves `dir`.
+    /// Listens on `addr` (port 0 picks one) and serves the volumes in `dir`.
     pub fn bind(
         context: &Context,
         dir: VolumeDir,
+        addr: SocketAddr,
+    ) -> crate::Result<NeedleServer> {
+        NeedleServer::bind_source(context, Arc::new(dir), addr)
+    }
+
+    /// Listens on `addr` and serves what `source` supplies (the embedding back end).
+    pub fn bind_source(
+        context: &Context,
+        source: Arc<dyn NeedleSource>,
         addr: SocketAddr,
     ) -> crate::Result<NeedleServer> {
         let worker = Worker::new(context)?;
@@ -63,7 +92,7 @@ impl NeedleServer {
         Ok(NeedleServer {
             worker,
             listener,
-            dir: Arc::new(dir),
+            source,
             jobs,
             clients: Vec::new(),
             replies: Vec::new(),
@@ -142,10 +171,7 @@ impl NeedleServer {
                     let reply = ReadReply::status(request.request_id, Status::Unauthorized);
                     return self.send_reply(ep, reply, Vec::new());
                 }
-                match self.dir.read(&fid, &request.read_options()) {
-                    Ok(result) => (ReadReply::ok(&request, &result), result.data),
-                    Err(e) => (ReadReply::from_error(request.request_id, &e), Vec::new()),
-                }
+                self.source.read(&request)
             }
             Err(e) => {
                 log::debug!("bad READ request: {e}");
