@@ -163,7 +163,7 @@ func (h *amHandler) deliverable(it amItem) *AMMessage {
 		pin := new(runtime.Pinner)
 		p := pinBytes(pin, buf)
 		r := C.swx_am_desc_recv(it.desc, p, C.size_t(len(buf)))
-		if _, _, err := h.eng.complete(context.Background(), "am_desc_recv", r, pin); err != nil {
+		if _, _, err := h.eng.complete(context.Background(), "am_desc_recv", r, pin, nil); err != nil {
 			m.Err = err
 		} else {
 			m.Data = buf

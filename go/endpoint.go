@@ -46,7 +46,7 @@ func (ep *Endpoint) TagSend(ctx context.Context, buf []byte, tag uint64) error {
 	p := pinBytes(pin, buf)
 	r := C.swx_tag_send((*C.swucx_ep_t)(h), p, C.size_t(len(buf)), C.uint64_t(tag))
 	ep.h.release()
-	_, _, err := ep.eng.complete(ctx, "tag_send", r, pin)
+	_, _, err := ep.eng.complete(ctx, "tag_send", r, pin, ep)
 	return err
 }
 
@@ -66,7 +66,7 @@ func (ep *Endpoint) AMSend(ctx context.Context, id uint16, header, payload []byt
 	r := C.swx_am_send((*C.swucx_ep_t)(h), C.uint16_t(id), hp, C.size_t(len(header)), pp,
 		C.size_t(len(payload)), C.uint32_t(flags))
 	ep.h.release()
-	_, _, err := ep.eng.complete(ctx, "am_send", r, pin)
+	_, _, err := ep.eng.complete(ctx, "am_send", r, pin, ep)
 	return err
 }
 
@@ -83,7 +83,7 @@ func (ep *Endpoint) StreamSend(ctx context.Context, buf []byte) error {
 	p := pinBytes(pin, buf)
 	r := C.swx_stream_send((*C.swucx_ep_t)(h), p, C.size_t(len(buf)))
 	ep.h.release()
-	_, _, err := ep.eng.complete(ctx, "stream_send", r, pin)
+	_, _, err := ep.eng.complete(ctx, "stream_send", r, pin, ep)
 	return err
 }
 
@@ -116,8 +116,26 @@ func (ep *Endpoint) streamRecv(ctx context.Context, buf []byte, some bool) (int,
 	p := pinBytes(pin, buf)
 	r := C.swx_stream_recv((*C.swucx_ep_t)(h), p, C.size_t(len(buf)), s)
 	ep.h.release()
-	n, _, err := ep.eng.complete(ctx, "stream_recv", r, pin)
+	n, _, err := ep.eng.complete(ctx, "stream_recv", r, pin, ep)
 	return n, err
+}
+
+// TagRecv is Engine.TagRecv (the receive matches messages from any endpoint of the engine)
+// for a reply expected from this endpoint's peer: it also returns, with the endpoint's failure
+// (errors.Is(err, ErrPeerFailure)), when that peer fails while it waits.
+func (ep *Endpoint) TagRecv(ctx context.Context, buf []byte, tag, mask uint64) (int, uint64, error) {
+	return ep.eng.tagRecv(ctx, buf, tag, mask, ep)
+}
+
+// failure is swucx_ep_failure (StatusNotConnected once the endpoint is closed).
+func (ep *Endpoint) failure() Status {
+	h := ep.h.acquire()
+	if h == nil {
+		return StatusNotConnected
+	}
+	st := C.swucx_ep_failure((*C.swucx_ep_t)(h))
+	ep.h.release()
+	return Status(st)
 }
 
 // Failure returns nil while the peer is fine, else the failure UCX reported (e.g.

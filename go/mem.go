@@ -73,7 +73,7 @@ func (ep *Endpoint) TagSendRegion(ctx context.Context, m *MemRegion, off, n int,
 	r := C.swx_tag_send_mem((*C.swucx_ep_t)(h), (*C.swucx_mem_t)(mp), C.size_t(off), C.size_t(n), C.uint64_t(tag))
 	m.h.release()
 	ep.h.release()
-	_, _, err := ep.eng.complete(ctx, "tag_send_mem", r, new(runtime.Pinner))
+	_, _, err := ep.eng.complete(ctx, "tag_send_mem", r, new(runtime.Pinner), ep)
 	return err
 }
 
@@ -94,5 +94,5 @@ func (e *Engine) TagRecvRegion(ctx context.Context, m *MemRegion, off, n int, ta
 	r := C.swx_tag_recv_mem((*C.swucx_worker_t)(w), (*C.swucx_mem_t)(mp), C.size_t(off), C.size_t(n), C.uint64_t(tag), C.uint64_t(mask))
 	m.h.release()
 	e.worker.release()
-	return e.complete(ctx, "tag_recv_mem", r, new(runtime.Pinner))
+	return e.complete(ctx, "tag_recv_mem", r, new(runtime.Pinner), nil)
 }

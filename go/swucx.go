@@ -283,6 +283,10 @@ func (e *Engine) Listen(addr string) (*Listener, error) {
 // than buf fails with ErrMessageTruncated. If ctx ends first the receive is cancelled (buf
 // stays UCX's until the cancellation completes in the background).
 func (e *Engine) TagRecv(ctx context.Context, buf []byte, tag, mask uint64) (int, uint64, error) {
+	return e.tagRecv(ctx, buf, tag, mask, nil)
+}
+
+func (e *Engine) tagRecv(ctx context.Context, buf []byte, tag, mask uint64, watch *Endpoint) (int, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, 0, ctxErr("tag_recv", ctx)
 	}
@@ -294,7 +298,7 @@ func (e *Engine) TagRecv(ctx context.Context, buf []byte, tag, mask uint64) (int
 	p := pinBytes(pin, buf)
 	r := C.swx_tag_recv((*C.swucx_worker_t)(w), p, C.size_t(len(buf)), C.uint64_t(tag), C.uint64_t(mask))
 	e.worker.release()
-	return e.complete(ctx, "tag_recv", r, pin)
+	return e.complete(ctx, "tag_recv", r, pin, watch)
 }
 
 // pinBytes pins buf's memory and returns its address (nil for an empty slice).
@@ -313,7 +317,11 @@ const waitSlice = 50 * time.Millisecond
 // complete finishes an operation posted with result r: at once if it completed (or failed),
 // else by waiting through the engine until it completes or ctx ends. The pinned buffers are
 // unpinned only once UCX is done with them.
-func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runtime.Pinner) (int, uint64, error) {
+//
+// With watch set, the operation also ends when that endpoint's peer fails (checked between
+// wait slices, so within about waitSlice of UCX noticing): it is cancelled and detached as for
+// an ended context, and the error is the endpoint's failure.
+func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runtime.Pinner, watch *Endpoint) (int, uint64, error) {
 	if r.st != C.SWUCX_INPROGRESS {
 		pin.Unpin()
 		if r.st != C.SWUCX_OK {
@@ -322,18 +330,22 @@ func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runt
 		return int(r.length), uint64(r.tag), nil
 	}
 	req := (*C.swucx_request_t)(r.out)
-	r, done := e.wait(ctx, req)
+	r, done, failed := e.wait(ctx, req, watch)
 	if !done {
 		// Detach: cancel what can be cancelled and let a goroutine wait for UCX to finish
 		// with the buffers before unpinning them.
 		C.swucx_request_cancel(req)
 		go func() {
-			r, _ := e.wait(context.Background(), req)
+			r, _, _ := e.wait(context.Background(), req, nil)
 			if r.msg != nil {
 				C.free(unsafe.Pointer(r.msg))
 			}
 			pin.Unpin()
 		}()
+		if failed != nil {
+			failed.Op = op
+			return 0, 0, failed
+		}
 		return 0, 0, ctxErr(op, ctx)
 	}
 	pin.Unpin()
@@ -343,12 +355,13 @@ func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runt
 	return int(r.length), uint64(r.tag), nil
 }
 
-// wait waits for req until it completes (done: the request is freed) or ctx ends.
-func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t) (C.swx_res, bool) {
+// wait waits for req until it completes (done: the request is freed), ctx ends, or watch's
+// peer fails (failed: its error).
+func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t, watch *Endpoint) (C.swx_res, bool, *Error) {
 	done := ctx.Done()
 	for {
 		slice := waitSlice
-		if done == nil {
+		if done == nil && watch == nil {
 			slice = time.Second
 		} else if dl, ok := ctx.Deadline(); ok {
 			if rem := time.Until(dl); rem < slice {
@@ -367,13 +380,18 @@ func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t) (C.swx_res, b
 		r := C.swx_wait((*C.swucx_engine_t)(e.h.p), req, ms)
 		e.h.mu.RUnlock()
 		if r.st != C.SWUCX_INPROGRESS {
-			return r, true
+			return r, true, nil
 		}
 		if done != nil {
 			select {
 			case <-done:
-				return r, false
+				return r, false, nil
 			default:
+			}
+		}
+		if watch != nil {
+			if st := watch.failure(); st != StatusOK {
+				return r, false, &Error{Status: st, Msg: "the endpoint's peer failed while waiting"}
 			}
 		}
 	}

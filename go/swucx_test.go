@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -488,4 +489,40 @@ func TestErrorMessage(t *testing.T) {
 		t.Logf("status %v", se.Status)
 	}
 	t.Logf("bad address: %v", err)
+}
+
+// An open connection with a goroutine waiting on it (and one without a deadline) costs almost
+// no CPU: nobody spins when idle.
+func TestIdleCPU(t *testing.T) {
+	p := newPair(t, "tcp", transports[2].settings)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, c := range []context.Context{ctx, context.Background()} {
+		wg.Add(1)
+		go func(c context.Context) {
+			defer wg.Done()
+			buf := make([]byte, 8)
+			p.cep.TagRecv(c, buf, 77, ^uint64(0))
+		}(c)
+	}
+	time.Sleep(100 * time.Millisecond)
+	cpu0, t0 := cpuSeconds(), time.Now()
+	time.Sleep(time.Second)
+	pct := 100 * (cpuSeconds() - cpu0) / time.Since(t0).Seconds()
+	cancel()
+	// The waiter without a deadline gets its message.
+	if err := p.sep.TagSend(context.Background(), []byte("wake"), 77); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	t.Logf("idle: %.2f%% of a core", pct)
+	if pct > 5 {
+		t.Fatalf("idle process uses %.2f%% of a core", pct)
+	}
+}
+
+func cpuSeconds() float64 {
+	var u syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &u)
+	return float64(u.Utime.Sec+u.Stime.Sec) + float64(u.Utime.Usec+u.Stime.Usec)*1e-6
 }

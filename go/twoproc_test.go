@@ -1,0 +1,185 @@
+package swucx
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The child process of the two-process tests: the test binary run again with
+// SWUCX_GO_TEST_CHILD set to a transport name. It listens, prints "PORT <n>", accepts one
+// connection and echoes every tag message to tag|reply until it is killed.
+func TestMain(m *testing.M) {
+	if name := os.Getenv("SWUCX_GO_TEST_CHILD"); name != "" {
+		if err := runChild(name); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const replyBit = uint64(1) << 63
+
+func settingsFor(name string) map[string]string {
+	for _, tr := range transports {
+		if tr.name == name {
+			return tr.settings
+		}
+	}
+	panic("unknown transport " + name)
+}
+
+func runChild(name string) error {
+	c, err := NewContext(Config{Name: "swucx-go-child", Settings: settingsFor(name)})
+	if err != nil {
+		return err
+	}
+	e, err := NewEngine(c)
+	if err != nil {
+		return err
+	}
+	l, err := e.Listen("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("PORT %d\n", l.Port())
+	ctx := context.Background()
+	ep, err := l.Accept(ctx)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		n, tag, err := e.TagRecv(ctx, buf, 0, replyBit)
+		if err != nil {
+			return err
+		}
+		if tag == 0 {
+			return nil // the parent's "stop"
+		}
+		if err := ep.TagSend(ctx, buf[:n], tag|replyBit); err != nil {
+			return err
+		}
+	}
+}
+
+// Round trips with a server in another process; then the server is killed while 16 goroutines
+// wait on replies from it: every one returns a peer-failure error within 2 s.
+func TestTwoProcessPeerKilled(t *testing.T) {
+	for _, name := range []string{"shm", "tcp"} {
+		t.Run(name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "SWUCX_GO_TEST_CHILD="+name)
+			cmd.Stderr = os.Stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Wait()
+			defer cmd.Process.Kill()
+			line, err := bufio.NewReader(out).ReadString('\n')
+			if err != nil || !strings.HasPrefix(line, "PORT ") {
+				t.Fatalf("child: %q %v", line, err)
+			}
+			port := strings.TrimSpace(strings.TrimPrefix(line, "PORT "))
+
+			c, err := NewContext(Config{Settings: settingsFor(name)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			e, err := NewEngine(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			ep, err := e.Connect("127.0.0.1:" + port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ep.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+
+			// Byte-exact round trips, eager and rendezvous.
+			for i, n := range []int{1, 100, 8191, 300000} {
+				out := pattern(n, uint64(i))
+				tag := uint64(1000 + i)
+				if err := ep.TagSend(ctx, out, tag); err != nil {
+					t.Fatalf("send %d: %v", n, err)
+				}
+				in := make([]byte, n)
+				got, rtag, err := ep.TagRecv(ctx, in, tag|replyBit, ^uint64(0))
+				if err != nil || got != n || rtag != tag|replyBit || string(in) != string(out) {
+					t.Fatalf("size %d: %d bytes, tag %x, %v", n, got, rtag, err)
+				}
+			}
+
+			// 16 goroutines wait for replies that never come; then the peer dies.
+			const waiters = 16
+			var wg sync.WaitGroup
+			errs := make([]error, waiters)
+			took := make([]time.Duration, waiters)
+			var killed time.Time
+			var mu sync.Mutex
+			started := make(chan struct{}, waiters)
+			for g := 0; g < waiters; g++ {
+				wg.Add(1)
+				go func(g int) {
+					defer wg.Done()
+					buf := make([]byte, 64)
+					started <- struct{}{}
+					_, _, errs[g] = ep.TagRecv(ctx, buf, uint64(5000+g)|replyBit, ^uint64(0))
+					mu.Lock()
+					took[g] = time.Since(killed)
+					mu.Unlock()
+				}(g)
+			}
+			for g := 0; g < waiters; g++ {
+				<-started
+			}
+			time.Sleep(100 * time.Millisecond)
+			mu.Lock()
+			killed = time.Now()
+			mu.Unlock()
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			wg.Wait()
+			for g := 0; g < waiters; g++ {
+				if !errors.Is(errs[g], ErrPeerFailure) {
+					t.Errorf("waiter %d: want a peer failure, got %v", g, errs[g])
+				}
+				if took[g] > 2*time.Second {
+					t.Errorf("waiter %d returned %v after the kill", g, took[g])
+				}
+			}
+			t.Logf("waiters returned within %v of the kill: %v", maxDuration(took), errs[0])
+			// A send now fails too.
+			if err := ep.TagSend(ctx, []byte("x"), 1); !errors.Is(err, ErrPeerFailure) {
+				t.Errorf("send after the kill: %v", err)
+			}
+		})
+	}
+}
+
+func maxDuration(ds []time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}
