@@ -138,6 +138,70 @@ func (ep *Endpoint) failure() Status {
 	return Status(st)
 }
 
+// TagSendStart posts a tag send (as TagSend) and returns at once; Request.Wait gives its
+// outcome. buf is UCX's until then.
+func (ep *Endpoint) TagSendStart(buf []byte, tag uint64) (*Request, error) {
+	h := ep.h.acquire()
+	if h == nil {
+		return nil, closedErr("tag_send")
+	}
+	pin := new(runtime.Pinner)
+	p := pinBytes(pin, buf)
+	r := C.swx_tag_send((*C.swucx_ep_t)(h), p, C.size_t(len(buf)), C.uint64_t(tag))
+	ep.h.release()
+	return ep.started("tag_send", r, pin)
+}
+
+// AMSendStart posts an active message (as AMSend) and returns at once; Request.Wait gives its
+// outcome. header and payload are UCX's until then.
+func (ep *Endpoint) AMSendStart(id uint16, header, payload []byte, flags uint32) (*Request, error) {
+	h := ep.h.acquire()
+	if h == nil {
+		return nil, closedErr("am_send")
+	}
+	pin := new(runtime.Pinner)
+	hp := pinBytes(pin, header)
+	pp := pinBytes(pin, payload)
+	r := C.swx_am_send((*C.swucx_ep_t)(h), C.uint16_t(id), hp, C.size_t(len(header)), pp,
+		C.size_t(len(payload)), C.uint32_t(flags))
+	ep.h.release()
+	return ep.started("am_send", r, pin)
+}
+
+// StreamSendStart posts a stream send (as StreamSend) and returns at once.
+func (ep *Endpoint) StreamSendStart(buf []byte) (*Request, error) {
+	h := ep.h.acquire()
+	if h == nil {
+		return nil, closedErr("stream_send")
+	}
+	pin := new(runtime.Pinner)
+	p := pinBytes(pin, buf)
+	r := C.swx_stream_send((*C.swucx_ep_t)(h), p, C.size_t(len(buf)))
+	ep.h.release()
+	return ep.started("stream_send", r, pin)
+}
+
+// StreamRecvStart posts a receive of exactly len(buf) stream bytes and returns at once.
+func (ep *Endpoint) StreamRecvStart(buf []byte) (*Request, error) {
+	h := ep.h.acquire()
+	if h == nil {
+		return nil, closedErr("stream_recv")
+	}
+	pin := new(runtime.Pinner)
+	p := pinBytes(pin, buf)
+	r := C.swx_stream_recv((*C.swucx_ep_t)(h), p, C.size_t(len(buf)), 0)
+	ep.h.release()
+	return ep.started("stream_recv", r, pin)
+}
+
+func (ep *Endpoint) started(op string, r C.swx_res, pin *runtime.Pinner) (*Request, error) {
+	if r.st < 0 {
+		pin.Unpin()
+		return nil, resErr(op, r)
+	}
+	return ep.eng.start(op, r, pin, ep), nil
+}
+
 // Failure returns nil while the peer is fine, else the failure UCX reported (e.g.
 // ErrConnectionReset, ErrEndpointTimeout).
 func (ep *Endpoint) Failure() error {

@@ -286,6 +286,24 @@ func (e *Engine) TagRecv(ctx context.Context, buf []byte, tag, mask uint64) (int
 	return e.tagRecv(ctx, buf, tag, mask, nil)
 }
 
+// TagRecvStart posts a tag receive (as TagRecv) and returns at once; Request.Wait gives its
+// outcome. buf is UCX's until then.
+func (e *Engine) TagRecvStart(buf []byte, tag, mask uint64) (*Request, error) {
+	w := e.worker.acquire()
+	if w == nil {
+		return nil, closedErr("tag_recv")
+	}
+	pin := new(runtime.Pinner)
+	p := pinBytes(pin, buf)
+	r := C.swx_tag_recv((*C.swucx_worker_t)(w), p, C.size_t(len(buf)), C.uint64_t(tag), C.uint64_t(mask))
+	e.worker.release()
+	if r.st < 0 {
+		pin.Unpin()
+		return nil, resErr("tag_recv", r)
+	}
+	return e.start("tag_recv", r, pin, nil), nil
+}
+
 func (e *Engine) tagRecv(ctx context.Context, buf []byte, tag, mask uint64, watch *Endpoint) (int, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, 0, ctxErr("tag_recv", ctx)
@@ -314,6 +332,79 @@ func pinBytes(pin *runtime.Pinner, buf []byte) unsafe.Pointer {
 // waitSlice bounds one blocking wait in C, so that contexts and Close are noticed.
 const waitSlice = 50 * time.Millisecond
 
+// Request is an operation in flight, from one of the *Start methods. Wait for it exactly
+// once (a later Wait returns the same result); until Wait returns, its buffers belong to UCX.
+// A Request that is never waited for leaks its UCX request and keeps its buffers pinned.
+// Use a Request from one goroutine at a time.
+type Request struct {
+	eng   *Engine
+	op    string
+	req   *C.swucx_request_t
+	pin   *runtime.Pinner
+	watch *Endpoint
+
+	done bool
+	n    int
+	tag  uint64
+	err  error
+}
+
+// start wraps an operation posted with result r.
+func (e *Engine) start(op string, r C.swx_res, pin *runtime.Pinner, watch *Endpoint) *Request {
+	q := &Request{eng: e, op: op, pin: pin, watch: watch}
+	if r.st != C.SWUCX_INPROGRESS {
+		pin.Unpin()
+		q.finish(r)
+	} else {
+		q.req = (*C.swucx_request_t)(r.out)
+	}
+	return q
+}
+
+func (q *Request) finish(r C.swx_res) {
+	q.done, q.req = true, nil
+	if r.st != C.SWUCX_OK {
+		q.err = resErr(q.op, r)
+	} else {
+		q.n, q.tag = int(r.length), uint64(r.tag)
+	}
+}
+
+// Wait waits until the operation completes, ctx ends, or (for an endpoint's operation) the
+// peer fails, and returns the length moved and, for a tag receive, the sender's tag. If it
+// returns because of ctx or the peer, the operation is cancelled where possible (a tag receive)
+// and detached: its buffers stay pinned and UCX's until it completes in the background.
+func (q *Request) Wait(ctx context.Context) (int, uint64, error) {
+	if q.done {
+		return q.n, q.tag, q.err
+	}
+	e, req, pin := q.eng, q.req, q.pin
+	r, done, failed := e.wait(ctx, req, q.watch)
+	if !done {
+		// Detach: cancel what can be cancelled and let a goroutine wait for UCX to finish
+		// with the buffers before unpinning them.
+		C.swucx_request_cancel(req)
+		go func() {
+			r, _, _ := e.wait(context.Background(), req, nil)
+			if r.msg != nil {
+				C.free(unsafe.Pointer(r.msg))
+			}
+			pin.Unpin()
+		}()
+		q.done, q.req = true, nil
+		if failed != nil {
+			failed.Op = q.op
+			q.err = failed
+		} else {
+			q.err = ctxErr(q.op, ctx)
+		}
+		return 0, 0, q.err
+	}
+	pin.Unpin()
+	q.finish(r)
+	return q.n, q.tag, q.err
+}
+
 // complete finishes an operation posted with result r: at once if it completed (or failed),
 // else by waiting through the engine until it completes or ctx ends. The pinned buffers are
 // unpinned only once UCX is done with them.
@@ -329,30 +420,7 @@ func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runt
 		}
 		return int(r.length), uint64(r.tag), nil
 	}
-	req := (*C.swucx_request_t)(r.out)
-	r, done, failed := e.wait(ctx, req, watch)
-	if !done {
-		// Detach: cancel what can be cancelled and let a goroutine wait for UCX to finish
-		// with the buffers before unpinning them.
-		C.swucx_request_cancel(req)
-		go func() {
-			r, _, _ := e.wait(context.Background(), req, nil)
-			if r.msg != nil {
-				C.free(unsafe.Pointer(r.msg))
-			}
-			pin.Unpin()
-		}()
-		if failed != nil {
-			failed.Op = op
-			return 0, 0, failed
-		}
-		return 0, 0, ctxErr(op, ctx)
-	}
-	pin.Unpin()
-	if r.st != C.SWUCX_OK {
-		return 0, 0, resErr(op, r)
-	}
-	return int(r.length), uint64(r.tag), nil
+	return e.start(op, r, pin, watch).Wait(ctx)
 }
 
 // wait waits for req until it completes (done: the request is freed), ctx ends, or watch's

@@ -497,13 +497,13 @@ func TestIdleCPU(t *testing.T) {
 	p := newPair(t, "tcp", transports[2].settings)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	for _, c := range []context.Context{ctx, context.Background()} {
+	for i, c := range []context.Context{ctx, context.Background()} {
 		wg.Add(1)
-		go func(c context.Context) {
+		go func(c context.Context, tag uint64) {
 			defer wg.Done()
 			buf := make([]byte, 8)
-			p.cep.TagRecv(c, buf, 77, ^uint64(0))
-		}(c)
+			p.cep.TagRecv(c, buf, tag, ^uint64(0))
+		}(c, uint64(77+i))
 	}
 	time.Sleep(100 * time.Millisecond)
 	cpu0, t0 := cpuSeconds(), time.Now()
@@ -511,7 +511,7 @@ func TestIdleCPU(t *testing.T) {
 	pct := 100 * (cpuSeconds() - cpu0) / time.Since(t0).Seconds()
 	cancel()
 	// The waiter without a deadline gets its message.
-	if err := p.sep.TagSend(context.Background(), []byte("wake"), 77); err != nil {
+	if err := p.sep.TagSend(context.Background(), []byte("wake"), 78); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
@@ -525,4 +525,55 @@ func cpuSeconds() float64 {
 	var u syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &u)
 	return float64(u.Utime.Sec+u.Stime.Sec) + float64(u.Utime.Usec+u.Stime.Usec)*1e-6
+}
+
+// A window of operations in flight from one goroutine (the *Start methods and Request.Wait).
+func TestRequestWindow(t *testing.T) {
+	for _, tr := range transports[1:] {
+		t.Run(tr.name, func(t *testing.T) {
+			p := newPair(t, tr.name, tr.settings)
+			ctx := bg(t)
+			const window, size = 32, 70000
+			ins := make([][]byte, window)
+			recvs := make([]*Request, window)
+			for i := range recvs {
+				ins[i] = make([]byte, size)
+				var err error
+				if recvs[i], err = p.server.TagRecvStart(ins[i], uint64(200+i), ^uint64(0)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			outs := make([][]byte, window)
+			sends := make([]*Request, window)
+			for i := range sends {
+				outs[i] = pattern(size-i, uint64(i))
+				var err error
+				if sends[i], err = p.cep.TagSendStart(outs[i], uint64(200+i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range sends {
+				if _, _, err := sends[i].Wait(ctx); err != nil {
+					t.Fatalf("send %d: %v", i, err)
+				}
+				n, tag, err := recvs[i].Wait(ctx)
+				if err != nil || n != size-i || tag != uint64(200+i) || !bytes.Equal(ins[i][:n], outs[i]) {
+					t.Fatalf("recv %d: %d bytes, tag %d, %v", i, n, tag, err)
+				}
+				if n2, tag2, err2 := recvs[i].Wait(ctx); n2 != n || tag2 != tag || err2 != nil {
+					t.Fatalf("second Wait differs")
+				}
+			}
+			// A receive nobody answers, ended by its context, then the engine goes on.
+			short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+			q, err := p.client.TagRecvStart(make([]byte, 8), 999, ^uint64(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := q.Wait(short); !errors.Is(err, ErrTimedOut) {
+				t.Fatalf("want timeout, got %v", err)
+			}
+		})
+	}
 }

@@ -9,9 +9,9 @@
 //
 // The Go package always waits through its Engine (the thread-safe front), so every run is a
 // --front run; the RESULT line says front=1 when --front is given, as the others do. Buffers
-// are one UCX-allocated region (Context.Allocate) used through MemRegion.Bytes. A bandwidth
-// window is kept by --window goroutines, each with one operation in flight. Accepted and
-// ignored: --cpu, --multi, --front-spin-us.
+// are one UCX-allocated region (Context.Allocate) used through MemRegion.Bytes. Accepted and
+// ignored: --cpu, --multi, --front-spin-us. Bandwidth keeps --window operations in flight with
+// the *Start methods and Request.Wait, as the others do.
 package main
 
 import (
@@ -214,6 +214,52 @@ func (o *io) recv(ctx context.Context, buf []byte) error {
 	}
 }
 
+func (o *io) sendStart() (*swucx.Request, error) {
+	switch o.api {
+	case apiTag:
+		return o.ep.TagSendStart(o.sbuf, dataTag)
+	case apiAM:
+		return o.ep.AMSendStart(amData, nil, o.sbuf, 0)
+	default:
+		return o.ep.StreamSendStart(o.sbuf)
+	}
+}
+
+// recvStart posts a tag or stream receive (AM messages come through the handler's channel).
+func (o *io) recvStart() (*swucx.Request, error) {
+	if o.api == apiTag {
+		return o.eng.TagRecvStart(o.rbuf, dataTag, all)
+	}
+	return o.ep.StreamRecvStart(o.rbuf)
+}
+
+// windowed runs count operations from start with up to window of them in flight, waiting for
+// the oldest when the window is full.
+func windowed(ctx context.Context, count uint64, window uint32, start func() (*swucx.Request, error)) error {
+	ring := make([]*swucx.Request, 0, window)
+	var first error
+	for i := uint64(0); i < count && first == nil; i++ {
+		if len(ring) == int(window) {
+			if _, _, err := ring[0].Wait(ctx); err != nil {
+				first = err
+			}
+			ring = ring[1:]
+		}
+		q, err := start()
+		if err != nil {
+			first = err
+			break
+		}
+		ring = append(ring, q)
+	}
+	for _, q := range ring {
+		if _, _, err := q.Wait(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // parallel runs count operations with window of them in flight (one per goroutine).
 func parallel(count uint64, window uint32, op func() error) error {
 	var next atomic.Uint64
@@ -347,7 +393,13 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am <-chan *
 			if count == 0 {
 				continue
 			}
-			if err := parallel(count, p.window, func() error { return o.recv(ctx, o.rbuf) }); err != nil {
+			var err error
+			if p.api == apiAM {
+				err = parallel(count, 1, func() error { return o.recv(ctx, o.rbuf) })
+			} else {
+				err = windowed(ctx, count, p.window, o.recvStart)
+			}
+			if err != nil {
 				return p, err
 			}
 			if err := ep.TagSend(ctx, nil, ack); err != nil {
@@ -506,7 +558,7 @@ func clientBW(ctx context.Context, o *io, p params) (string, error) {
 		ackDone := make(chan error, 1)
 		go func() { _, err := ctrlRecv(ctx, o.eng, ack, nil); ackDone <- err }()
 		start := time.Now()
-		if err := parallel(count, p.window, func() error { return o.send(ctx, o.sbuf) }); err != nil {
+		if err := windowed(ctx, count, p.window, o.sendStart); err != nil {
 			return "", err
 		}
 		if err := <-ackDone; err != nil {
