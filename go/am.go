@@ -53,6 +53,7 @@ type amHandler struct {
 
 	mu      sync.Mutex
 	queue   []amItem
+	inPump  int // items the pump took from queue and has not delivered yet
 	notify  chan struct{}
 	done    chan struct{}
 	stopped bool
@@ -101,6 +102,20 @@ func (h *amHandler) onMessage(info *C.swx_am_info) {
 		it.data = C.GoBytes(info.data, C.int(info.length))
 	}
 	h.mu.Lock()
+	if !h.stopped && it.desc == nil && len(h.queue) == 0 && h.inPump == 0 {
+		// Fast path: nothing queued ahead of it, so hand it straight to the channel if
+		// there is room (never blocking; under mu, so the order between threads holds).
+		m := &AMMessage{Header: it.header, Data: it.data}
+		if it.reply != nil {
+			m.ReplyEndpoint = newEndpoint(h.eng, it.reply)
+		}
+		select {
+		case h.out <- m:
+			h.mu.Unlock()
+			return
+		default:
+		}
+	}
 	if h.stopped {
 		h.mu.Unlock()
 		if it.desc != nil {
@@ -133,6 +148,7 @@ func (h *amHandler) pump() {
 			h.mu.Lock()
 			items := h.queue
 			h.queue = nil
+			h.inPump = len(items)
 			h.mu.Unlock()
 			if len(items) == 0 {
 				break
@@ -141,6 +157,9 @@ func (h *amHandler) pump() {
 				m := h.deliverable(it)
 				select {
 				case h.out <- m:
+					h.mu.Lock()
+					h.inPump--
+					h.mu.Unlock()
 				case <-h.done:
 					m.Close()
 					h.release(items[i+1:])

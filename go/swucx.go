@@ -511,3 +511,17 @@ func (l *Listener) Close() error {
 	}
 	return nil
 }
+
+// Progress runs UCX's progress engine once on this goroutine's thread and returns the number of
+// events processed (0 once the engine is closed). The engine's waits and its background thread
+// progress on their own; call this only to spin briefly for something no wait covers, e.g. an
+// active message expected within microseconds (handlers then run on this thread).
+func (e *Engine) Progress() int {
+	w := e.worker.acquire()
+	if w == nil {
+		return 0
+	}
+	n := C.swucx_worker_progress((*C.swucx_worker_t)(w))
+	e.worker.release()
+	return int(n)
+}

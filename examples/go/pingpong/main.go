@@ -193,6 +193,11 @@ func (o *io) recv(ctx context.Context, buf []byte) error {
 		}
 		return err
 	case apiAM:
+		// Spin a little driving progress (the handler then runs on this thread), as the
+		// Engine's own waits do, before sleeping on the channel.
+		for spin := time.Now(); time.Since(spin) < 50*time.Microsecond && len(o.am) == 0; {
+			o.eng.Progress()
+		}
 		select {
 		case m, ok := <-o.am:
 			if !ok {
@@ -288,6 +293,20 @@ func parallel(count uint64, window uint32, op func() error) error {
 	return nil
 }
 
+// ctrlSend sends a control message. Right after connecting, UCX 1.13 on a MULTI worker whose
+// wireup is still running on another thread can refuse a send against a lane's old limits
+// ("Invalid am_short length" -> ErrInvalidParam); such a send is retried for up to 100 ms.
+func ctrlSend(ctx context.Context, ep *swucx.Endpoint, tag uint64, buf []byte) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		if err = ep.TagSend(ctx, buf, tag); !errors.Is(err, swucx.ErrInvalidParam) {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return err
+}
+
 func ctrlRecv(ctx context.Context, eng *swucx.Engine, tag uint64, buf []byte) (int, error) {
 	n, _, err := eng.TagRecv(ctx, buf, tag, all)
 	return n, err
@@ -376,7 +395,7 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am <-chan *
 	if p.api == apiAM && am == nil {
 		return p, errors.New("AM requested but the server has no AM feature")
 	}
-	if err := cm.TagSend(ctx, readyMsg, ready); err != nil {
+	if err := ctrlSend(ctx, cm, ready, readyMsg); err != nil {
 		return p, err
 	}
 	if p.mode == 0 {
@@ -402,7 +421,7 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am <-chan *
 			if err != nil {
 				return p, err
 			}
-			if err := ep.TagSend(ctx, nil, ack); err != nil {
+			if err := ctrlSend(ctx, ep, ack, nil); err != nil {
 				return p, err
 			}
 		}
@@ -480,7 +499,7 @@ func runClient(a clientArgs) (string, error) {
 		}
 		h = append(h, own...)
 	}
-	if err := cm.TagSend(ctx, h, hello); err != nil {
+	if err := ctrlSend(ctx, cm, hello, h); err != nil {
 		return "", fmt.Errorf("handshake with %s: %w", a.connect, err)
 	}
 	if err := <-readyDone; err != nil {
@@ -513,7 +532,7 @@ func runClient(a clientArgs) (string, error) {
 			result += fmt.Sprintf(" idle_secs=%d idle_cpu_pct=%.2f", a.idleSecs, pct)
 		}
 	}
-	return result, ep.TagSend(ctx, nil, bye)
+	return result, ctrlSend(ctx, ep, bye, nil)
 }
 
 func clientLat(ctx context.Context, o *io, p params) (string, error) {
