@@ -59,52 +59,18 @@ impl Fallback for swucx_status_t {
     }
 }
 
-macro_rules! default_fallback {
-    ($($t:ty),*) => {
+macro_rules! fallback {
+    ($value:expr => $($t:ty),*) => {
         $(impl Fallback for $t {
-            fn null_arg() -> Self { Default::default() }
-            fn bad_handle() -> Self { Default::default() }
-            fn panicked() -> Self { Default::default() }
+            fn null_arg() -> Self { $value }
+            fn bad_handle() -> Self { $value }
+            fn panicked() -> Self { $value }
         })*
     };
 }
-default_fallback!((), bool, u16, u32, u64, usize);
-
-impl Fallback for *const c_char {
-    fn null_arg() -> Self {
-        std::ptr::null()
-    }
-    fn bad_handle() -> Self {
-        std::ptr::null()
-    }
-    fn panicked() -> Self {
-        std::ptr::null()
-    }
-}
-
-impl Fallback for *const u8 {
-    fn null_arg() -> Self {
-        std::ptr::null()
-    }
-    fn bad_handle() -> Self {
-        std::ptr::null()
-    }
-    fn panicked() -> Self {
-        std::ptr::null()
-    }
-}
-
-impl Fallback for *mut c_void {
-    fn null_arg() -> Self {
-        std::ptr::null_mut()
-    }
-    fn bad_handle() -> Self {
-        std::ptr::null_mut()
-    }
-    fn panicked() -> Self {
-        std::ptr::null_mut()
-    }
-}
+fallback!(Default::default() => (), bool, u16, u32, u64, usize);
+fallback!(std::ptr::null() => *const c_char, *const u8);
+fallback!(std::ptr::null_mut() => *mut c_void);
 
 /// The panic boundary: runs `body`; a panic is recorded as the thread's last error and turned
 /// into `R::panicked()`.
