@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use swucx::Context;
@@ -70,14 +69,12 @@ fn host_supplied_bytes_over_tcp_and_shm() {
             .config("NET_DEVICES", "lo")
             .build()
             .unwrap();
-        let mut server =
+        let server =
             NeedleServer::bind_source(&context, source.clone(), "127.0.0.1:0".parse().unwrap())
                 .unwrap()
                 .with_read_key(key.clone());
         let addr = server.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let serving = std::thread::spawn(move || server.run(&flag));
+        let serving = server.spawn();
         let client = NeedleClient::connect(&context, addr).unwrap();
         let exp = 4_000_000_000;
         for (fid, data) in &files {
@@ -100,7 +97,6 @@ fn host_supplied_bytes_over_tcp_and_shm() {
             other => panic!("{tls}: missing needle gave {other:?}"),
         }
         drop(client);
-        stop.store(true, Ordering::Release);
-        serving.join().expect("server thread").expect("server run");
+        serving.stop().expect("server run");
     }
 }

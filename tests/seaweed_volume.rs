@@ -665,11 +665,9 @@ fn ucx_reads_match_http(weed: &Weed, files: &[(&str, String, Vec<u8>)], deleted:
             .build()
             .unwrap();
         let dir = VolumeDir::open(&weed.dir).unwrap();
-        let mut server = NeedleServer::bind(&context, dir, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = NeedleServer::bind(&context, dir, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = server.local_addr().unwrap();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let serving = std::thread::spawn(move || server.run(&flag));
+        let serving = server.spawn();
         let client = NeedleClient::connect(&context, addr).unwrap();
         for (name, fid_s, want) in files {
             let fid = FileId::parse(fid_s).unwrap();
@@ -702,8 +700,7 @@ fn ucx_reads_match_http(weed: &Weed, files: &[(&str, String, Vec<u8>)], deleted:
             other => panic!("{tls}: deleted file gave {other:?}"),
         }
         drop(client);
-        stop.store(true, std::sync::atomic::Ordering::Release);
-        serving.join().expect("server thread").expect("server run");
+        serving.stop().expect("server run");
     }
 }
 
@@ -748,13 +745,11 @@ fn read_jwt_outcomes_match_weed() {
         .build()
         .unwrap();
     let dir = VolumeDir::open(&weed.dir).unwrap();
-    let mut server = NeedleServer::bind(&context, dir, "127.0.0.1:0".parse().unwrap())
+    let server = NeedleServer::bind(&context, dir, "127.0.0.1:0".parse().unwrap())
         .unwrap()
         .with_read_key(ReadKey::new(key));
     let addr = server.local_addr().unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    let serving = std::thread::spawn(move || server.run(&flag));
+    let serving = server.spawn();
     let client = NeedleClient::connect(&context, addr).unwrap();
     for (case, token) in &cases {
         let bearer = format!("Bearer {token}");
@@ -781,8 +776,7 @@ fn read_jwt_outcomes_match_weed() {
         }
     }
     drop(client);
-    stop.store(true, std::sync::atomic::Ordering::Release);
-    serving.join().expect("server thread").expect("server run");
+    serving.stop().expect("server run");
 }
 
 /// `swucx serve` and `swucx read` (the command-line binary) move `fid` byte-exact.

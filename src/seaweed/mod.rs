@@ -33,7 +33,7 @@ pub use fid::{FidError, FileId, ParsedFid};
 pub use index::{IndexEntry, IndexError, NeedleMap, NeedleValue, OffsetWidth};
 pub use jwt::{JwtError, ReadKey};
 pub use needle::{Needle, NeedleError, NeedleHeader, NeedleMeta, NeedleVersion};
-pub use server::{NeedleServer, NeedleSource};
+pub use server::{NeedleServer, NeedleSource, ServerThread};
 pub use superblock::{SuperBlock, SuperBlockError};
 pub use ttl::Ttl;
 pub use vif::{VifError, VolumeInfo};

@@ -206,6 +206,52 @@ impl NeedleServer {
     }
 }
 
+/// A [`NeedleServer`] running on a thread of its own ([`NeedleServer::spawn`]).
+pub struct ServerThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<crate::Result<()>>>,
+}
+
+impl NeedleServer {
+    /// Runs the server on a new thread until [`ServerThread::stop`] (or drop).
+    pub fn spawn(mut self) -> ServerThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("swucx-needle-server".into())
+            .spawn(move || self.run(&flag))
+            .expect("spawn the needle server thread");
+        ServerThread {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl ServerThread {
+    /// Stops accepting, finishes the replies in flight, and returns how the server ended.
+    pub fn stop(mut self) -> crate::Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> crate::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Err(err) = self.finish() {
+            log::warn!("needle server: {err}");
+        }
+    }
+}
+
 /// Seconds since the unix epoch.
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
