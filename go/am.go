@@ -25,12 +25,47 @@ type AMMessage struct {
 	ReplyEndpoint *Endpoint
 	// Err is set when receiving a rendezvous payload failed (Data is then nil).
 	Err error
+
+	// A rendezvous payload not received yet (HandleAMFunc): RecvData takes it.
+	desc    *C.swucx_am_desc_t
+	pending int
+	eng     *Engine
 }
 
-// Close releases the message's reply endpoint, if any. Idempotent.
+// Pending is the length of a rendezvous payload still waiting for RecvData (messages from
+// HandleAMFunc only); 0 when the payload is in Data.
+func (m *AMMessage) Pending() int { return m.pending }
+
+// RecvData receives the pending rendezvous payload straight into dst (zero copy; len(dst) must
+// be at least Pending()) and returns its length. Call it once, from a goroutine, never inside
+// the handler function. If ctx ends first, dst stays UCX's until the transfer ends.
+func (m *AMMessage) RecvData(ctx context.Context, dst []byte) (int, error) {
+	d := m.desc
+	if d == nil {
+		return 0, &Error{Status: StatusInvalidParam, Op: "am_desc_recv", Msg: "no pending rendezvous payload"}
+	}
+	if len(dst) < m.pending {
+		return 0, &Error{Status: StatusMessageTruncated, Op: "am_desc_recv", Msg: "buffer shorter than the payload"}
+	}
+	m.desc, m.pending = nil, 0
+	pin := new(runtime.Pinner)
+	p := pinBytes(pin, dst)
+	r := C.swx_am_desc_recv(d, p, C.size_t(len(dst)))
+	n, _, err := m.eng.complete(ctx, "am_desc_recv", r, pin, nil)
+	return n, err
+}
+
+// Close releases the message's reply endpoint and an unreceived rendezvous payload, if any.
+// Idempotent.
 func (m *AMMessage) Close() error {
+	if m.desc != nil {
+		C.swucx_am_desc_destroy(m.desc)
+		m.desc, m.pending = nil, 0
+	}
 	if m.ReplyEndpoint != nil {
-		return m.ReplyEndpoint.Close()
+		ep := m.ReplyEndpoint
+		m.ReplyEndpoint = nil
+		return ep.Close()
 	}
 	return nil
 }
@@ -50,6 +85,7 @@ type amHandler struct {
 	eng    *Engine
 	handle cgo.Handle
 	out    chan *AMMessage
+	fn     func(*AMMessage) // HandleAMFunc: called inline instead of queueing to out
 
 	mu      sync.Mutex
 	queue   []amItem
@@ -70,24 +106,42 @@ func (e *Engine) HandleAM(id uint16, buffer int) (<-chan *AMMessage, error) {
 		notify: make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
+	if err := e.register(id, h); err != nil {
+		return nil, err
+	}
+	h.wg.Add(1)
+	go h.pump()
+	return h.out, nil
+}
+
+// HandleAMFunc registers fn as the handler for active message id: UCX's progress calls it
+// inline, on whichever thread progresses (possibly several at once), with each message, so fn
+// must be quick and must not block or call into the engine. A message's eager payload is a
+// copy in Data; a rendezvous payload stays with UCX (Pending() > 0) until a goroutine calls
+// RecvData into a buffer of its choice, or Close drops it. The receiver of a message owns it
+// and must Close it. After Engine.Close, fn is not called again.
+func (e *Engine) HandleAMFunc(id uint16, fn func(*AMMessage)) error {
+	return e.register(id, &amHandler{eng: e, fn: fn, done: make(chan struct{})})
+}
+
+// register gives h a cgo handle and installs it for id.
+func (e *Engine) register(id uint16, h *amHandler) error {
 	h.handle = cgo.NewHandle(h)
 	w := e.worker.acquire()
 	if w == nil {
 		h.handle.Delete()
-		return nil, closedErr("set_am_handler")
+		return closedErr("set_am_handler")
 	}
 	r := C.swx_set_am_handler((*C.swucx_worker_t)(w), C.uint16_t(id), C.uintptr_t(h.handle))
 	e.worker.release()
 	if r.st != C.SWUCX_OK {
 		h.handle.Delete()
-		return nil, resErr("set_am_handler", r)
+		return resErr("set_am_handler", r)
 	}
 	e.amMu.Lock()
 	e.handlers = append(e.handlers, h)
 	e.amMu.Unlock()
-	h.wg.Add(1)
-	go h.pump()
-	return h.out, nil
+	return nil
 }
 
 // onMessage runs inside UCX progress (any thread): copy, queue, wake the pump.
@@ -100,6 +154,10 @@ func (h *amHandler) onMessage(info *C.swx_am_info) {
 	}
 	if info.desc == nil {
 		it.data = C.GoBytes(info.data, C.int(info.length))
+	}
+	if h.fn != nil {
+		h.call(it)
+		return
 	}
 	h.mu.Lock()
 	if !h.stopped && it.desc == nil && len(h.queue) == 0 && h.inPump == 0 {
@@ -132,6 +190,25 @@ func (h *amHandler) onMessage(info *C.swx_am_info) {
 	case h.notify <- struct{}{}:
 	default:
 	}
+}
+
+// call hands one message to a HandleAMFunc handler, or drops it once the engine closed.
+func (h *amHandler) call(it amItem) {
+	h.mu.Lock()
+	stopped := h.stopped
+	h.mu.Unlock()
+	if stopped {
+		h.release([]amItem{it})
+		return
+	}
+	m := &AMMessage{Header: it.header, Data: it.data, eng: h.eng}
+	if it.desc != nil {
+		m.desc, m.pending = it.desc, it.length
+	}
+	if it.reply != nil {
+		m.ReplyEndpoint = newEndpoint(h.eng, it.reply)
+	}
+	h.fn(m)
 }
 
 func (h *amHandler) pump() {
