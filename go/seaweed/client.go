@@ -1,0 +1,344 @@
+// Package seaweed is the `weed mount` side of swucx: it reads SeaweedFS needles from volume
+// hosts running `swucx serve` (or a volume server embedding swucx) over UCX — RDMA, shared
+// memory or TCP, as UCX picks — and falls back to weed's own HTTP GET when a host cannot be
+// reached over UCX or does not speak the protocol (docs/protocol.md).
+//
+// A Client keeps one small pool of UCX connections per volume server, bounds the reads in flight
+// to each, reconnects after a server restarts, and counts which path every read took and why
+// (Client.Stats). Any goroutine may use a Client.
+package seaweed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	swucx "github.com/swucx/swucx/go"
+)
+
+// DefaultPortOffset is added to a volume server's HTTP port to find its swucx listener (weed's
+// volume gRPC port is HTTP + 10000; swucx takes HTTP + 20000, e.g. 8080 -> 28080).
+const DefaultPortOffset = 20000
+
+// Options configure a Client. The zero value is ready to use.
+type Options struct {
+	// UCXAddress maps a volume server's HTTP address ("host:port", as the master lists it) to
+	// the "ip:port" its swucx server listens on. Default: the same host, port + PortOffset.
+	UCXAddress func(volumeServer string) (string, error)
+	// PortOffset for the default UCXAddress rule (0: DefaultPortOffset).
+	PortOffset int
+	// MaxInFlight bounds the UCX reads in flight to one volume server (0: 64); more wait.
+	MaxInFlight int
+	// ConnsPerServer is the number of UCX connections to one volume server (0: 1).
+	ConnsPerServer int
+	// HTTP is the client for the fallback (nil: http.DefaultClient).
+	HTTP *http.Client
+	// NoFallback makes reads fail instead of going over HTTP.
+	NoFallback bool
+	// RetryUCXAfter is how long reads to a volume server go over HTTP after its UCX listener
+	// could not be reached (0: 2 s); then UCX is tried again.
+	RetryUCXAfter time.Duration
+	// ProbeTimeout bounds the wait for the first reply on a new connection (0: 2 s): a server
+	// that does not answer in time is taken as not speaking the protocol.
+	ProbeTimeout time.Duration
+	// Settings are UCX settings (without the UCX_ prefix) for the client's UCX context, e.g.
+	// {"TLS": "tcp"}; UCX's environment applies otherwise.
+	Settings map[string]string
+}
+
+// Stats counts the reads a Client finished, by path, and why reads fell back to HTTP.
+type Stats struct {
+	// UCX and HTTP count the reads that succeeded over each path.
+	UCX, HTTP uint64
+	// Failed counts the reads that returned an error (not found and unauthorized included).
+	Failed uint64
+	// FallbackUnreachable: the UCX listener refused or dropped a new connection.
+	FallbackUnreachable uint64
+	// FallbackDown: the server's UCX listener failed within RetryUCXAfter.
+	FallbackDown uint64
+	// FallbackProtocol: no reply to the first request in ProbeTimeout, an unknown protocol
+	// version, or a reply that did not decode.
+	FallbackProtocol uint64
+	// FallbackServer: the server answered INTERNAL, or BUSY after every retry.
+	FallbackServer uint64
+	// Retries counts requests sent again after BUSY or STALE.
+	Retries uint64
+}
+
+// Errors a read returns (test with errors.Is).
+var (
+	// ErrNotFound: no such volume or needle, wrong cookie, deleted or expired (weed's 404).
+	ErrNotFound = errors.New("seaweed: needle not found")
+	// ErrUnauthorized: the read JWT was missing or refused (weed's 401).
+	ErrUnauthorized = errors.New("seaweed: read JWT refused")
+)
+
+// Client reads needles from volume servers. Close releases it.
+type Client struct {
+	opts Options
+	uctx *swucx.Context
+	eng  *swucx.Engine
+
+	nextID   atomic.Uint64
+	waiters  sync.Map    // request id -> chan *swucx.AMMessage
+	spinning atomic.Bool // a reader is driving progress (await)
+
+	mu      sync.Mutex
+	servers map[string]*server
+	closed  bool
+
+	stats struct {
+		ucx, http, failed, unreachable, down, protocol, serverErr, retries atomic.Uint64
+	}
+}
+
+// server is one volume server's pool.
+type server struct {
+	http string
+	sem  chan struct{}
+
+	mu        sync.Mutex
+	ucx       string // resolved "ip:port"; "" until first needed
+	conns     []*conn
+	next      int
+	downUntil time.Time
+}
+
+// conn is one UCX connection. answered turns true with its first reply: failures before it
+// mean the listener is unreachable (fall back), after it a read in flight failed (an error).
+type conn struct {
+	ep       *swucx.Endpoint
+	answered atomic.Bool
+}
+
+// NewClient creates a client with its own UCX context and engine.
+func NewClient(opts Options) (*Client, error) {
+	if opts.PortOffset == 0 {
+		opts.PortOffset = DefaultPortOffset
+	}
+	if opts.UCXAddress == nil {
+		offset := opts.PortOffset
+		opts.UCXAddress = func(vs string) (string, error) { return OffsetAddress(vs, offset) }
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 64
+	}
+	if opts.ConnsPerServer <= 0 {
+		opts.ConnsPerServer = 1
+	}
+	if opts.HTTP == nil {
+		opts.HTTP = http.DefaultClient
+	}
+	if opts.RetryUCXAfter <= 0 {
+		opts.RetryUCXAfter = 2 * time.Second
+	}
+	if opts.ProbeTimeout <= 0 {
+		opts.ProbeTimeout = 2 * time.Second
+	}
+	uctx, err := swucx.NewContext(swucx.Config{
+		Features: swucx.FeatureAM | swucx.FeatureWakeup,
+		Name:     "swucx-seaweed-client",
+		Settings: opts.Settings,
+	})
+	if err != nil {
+		return nil, err
+	}
+	eng, err := swucx.NewEngine(uctx)
+	if err != nil {
+		uctx.Close()
+		return nil, err
+	}
+	c := &Client{opts: opts, uctx: uctx, eng: eng, servers: map[string]*server{}}
+	if err := eng.HandleAMFunc(AMReadReply, c.onReply); err != nil {
+		eng.Close()
+		uctx.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// OffsetAddress is the default UCXAddress rule: volumeServer's host resolved to an IP, and its
+// port plus offset.
+func OffsetAddress(volumeServer string, offset int) (string, error) {
+	host, port, err := net.SplitHostPort(volumeServer)
+	if err != nil {
+		return "", err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p+offset <= 0 || p+offset > 65535 {
+		return "", fmt.Errorf("volume server %q: no UCX port at offset %d", volumeServer, offset)
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(ips[0].String(), strconv.Itoa(p+offset)), nil
+}
+
+// Close closes every connection and the engine. Reads still running fail. Idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	servers := c.servers
+	c.servers = nil
+	c.mu.Unlock()
+	for _, s := range servers {
+		s.mu.Lock()
+		for _, cn := range s.conns {
+			cn.ep.Close()
+		}
+		s.conns = nil
+		s.mu.Unlock()
+	}
+	c.eng.Close()
+	return c.uctx.Close()
+}
+
+// Stats returns the counters so far.
+func (c *Client) Stats() Stats {
+	s := &c.stats
+	return Stats{
+		UCX: s.ucx.Load(), HTTP: s.http.Load(), Failed: s.failed.Load(),
+		FallbackUnreachable: s.unreachable.Load(), FallbackDown: s.down.Load(),
+		FallbackProtocol: s.protocol.Load(), FallbackServer: s.serverErr.Load(),
+		Retries: s.retries.Load(),
+	}
+}
+
+// ReadNeedle reads up to len(dst) bytes at offset of the needle fid (e.g. "3,01637037d6") from
+// volumeServer (its HTTP address, "host:port") into dst and returns how many it read: fewer
+// than len(dst) only at the end of the needle (0 and io.EOF at or past the end). jwt is the
+// read JWT, "" when the cluster does not sign reads.
+//
+// The bytes go over UCX, straight into dst for large reads; over HTTP when the server's UCX
+// listener cannot be reached or does not speak the protocol (unless Options.NoFallback). A
+// read whose connection fails after the server answered on it returns that error (wrapping a
+// swucx error such as swucx.ErrConnectionReset); later reads reconnect or fall back. ctx bounds
+// the wait for the reply; once the bytes are moving into dst the read waits for them, so dst
+// is never written after ReadNeedle returns.
+func (c *Client) ReadNeedle(ctx context.Context, volumeServer, fid string, offset int64, dst []byte, jwt string) (int, error) {
+	n, err := c.read(ctx, volumeServer, fid, offset, dst, jwt)
+	if err != nil {
+		c.stats.failed.Add(1)
+	}
+	return n, err
+}
+
+func (c *Client) read(ctx context.Context, volumeServer, fid string, offset int64, dst []byte, jwt string) (int, error) {
+	id, err := ParseFileID(fid)
+	if err != nil {
+		return 0, err
+	}
+	if offset < 0 {
+		return 0, fmt.Errorf("read %s: negative offset %d", fid, offset)
+	}
+	if len(dst) == 0 {
+		return 0, nil
+	}
+	s, err := c.server(volumeServer)
+	if err != nil {
+		return 0, err
+	}
+	var why *atomic.Uint64
+	if s.isDown() {
+		why = &c.stats.down
+	} else {
+		n, fallback, err := c.readUCX(ctx, s, id, uint64(offset), dst, jwt)
+		if fallback == nil {
+			if err == nil {
+				c.stats.ucx.Add(1)
+			}
+			return n, err
+		}
+		why = fallback
+	}
+	if c.opts.NoFallback {
+		return 0, fmt.Errorf("read %s from %s: UCX unavailable and HTTP fallback disabled", fid, volumeServer)
+	}
+	why.Add(1)
+	n, err := c.readHTTP(ctx, volumeServer, fid, offset, dst, jwt)
+	if err == nil {
+		c.stats.http.Add(1)
+	}
+	return n, err
+}
+
+// server returns the pool for a volume server, creating it.
+func (c *Client) server(volumeServer string) (*server, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errors.New("seaweed: client closed")
+	}
+	s := c.servers[volumeServer]
+	if s == nil {
+		s = &server{http: volumeServer, sem: make(chan struct{}, c.opts.MaxInFlight)}
+		c.servers[volumeServer] = s
+	}
+	return s, nil
+}
+
+func (s *server) isDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Now().Before(s.downUntil)
+}
+
+// markDown drops every connection and sends reads over HTTP for a while.
+func (s *server) markDown(c *Client) {
+	s.mu.Lock()
+	s.downUntil = time.Now().Add(c.opts.RetryUCXAfter)
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for _, cn := range conns {
+		cn.ep.Close()
+	}
+}
+
+// drop removes one failed connection from the pool.
+func (s *server) drop(cn *conn) {
+	s.mu.Lock()
+	for i, x := range s.conns {
+		if x == cn {
+			s.conns = append(s.conns[:i], s.conns[i+1:]...)
+			break
+		}
+	}
+	s.mu.Unlock()
+	cn.ep.Close()
+}
+
+// conn picks a connection round-robin, connecting while the pool is not full.
+func (s *server) conn(c *Client) (*conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.conns) < c.opts.ConnsPerServer {
+		if s.ucx == "" {
+			addr, err := c.opts.UCXAddress(s.http)
+			if err != nil {
+				return nil, err
+			}
+			s.ucx = addr
+		}
+		ep, err := c.eng.Connect(s.ucx)
+		if err != nil {
+			return nil, err
+		}
+		cn := &conn{ep: ep}
+		s.conns = append(s.conns, cn)
+		return cn, nil
+	}
+	s.next++
+	return s.conns[s.next%len(s.conns)], nil
+}

@@ -1,0 +1,344 @@
+package seaweed_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	swucx "github.com/swucx/swucx/go"
+	"github.com/swucx/swucx/go/seaweed"
+	"github.com/swucx/swucx/go/seaweed/testcluster"
+)
+
+// file is an uploaded needle and its bytes.
+type file struct {
+	fid  string
+	data []byte
+}
+
+func startCluster(t *testing.T, opts testcluster.Options) *testcluster.Cluster {
+	t.Helper()
+	c, err := testcluster.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func upload(t *testing.T, c *testcluster.Cluster, sizes ...int) []file {
+	t.Helper()
+	var files []file
+	for i, n := range sizes {
+		data := make([]byte, n)
+		rand.New(rand.NewSource(int64(i + n))).Read(data)
+		fid, err := c.Upload(fmt.Sprintf("f%d.bin", i), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, file{fid, data})
+	}
+	return files
+}
+
+func newClient(t *testing.T, opts seaweed.Options) *seaweed.Client {
+	t.Helper()
+	cl, err := seaweed.NewClient(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// readAll reads a whole needle into a buffer one byte longer than expected (so a short read
+// must come from the end of the needle) and returns the bytes.
+func readAll(ctx context.Context, cl *seaweed.Client, server, fid string, size int) ([]byte, error) {
+	dst := make([]byte, size+1)
+	n, err := cl.ReadNeedle(ctx, server, fid, 0, dst, "")
+	if err == io.EOF && size == 0 {
+		return dst[:0], nil
+	}
+	return dst[:n], err
+}
+
+func httpGet(t *testing.T, server, fid string) []byte {
+	t.Helper()
+	resp, err := http.Get("http://" + server + "/" + fid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", fid, resp.Status, err)
+	}
+	return b
+}
+
+// Every needle read over UCX (shm and tcp) equals what weed's HTTP GET returns, whole and in
+// ranges; refusals match weed's.
+func TestReadsMatchHTTP(t *testing.T) {
+	c := startCluster(t, testcluster.Options{})
+	files := upload(t, c, 0, 1, 4096, 65536, 1<<20, 8<<20+13)
+	deleted := upload(t, c, 100)[0]
+	if err := c.Delete(deleted.fid); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tls := range []string{"shm", "tcp"} {
+		t.Run(tls, func(t *testing.T) {
+			settings := map[string]string{"TLS": "tcp"}
+			if tls == "shm" {
+				settings = map[string]string{"TLS": "posix,sysv,cma,tcp,self"}
+			}
+			cl := newClient(t, seaweed.Options{Settings: settings, NoFallback: true})
+			for _, f := range files {
+				got, err := readAll(ctx, cl, c.VolumeServer, f.fid, len(f.data))
+				if err != nil {
+					t.Fatalf("%s (%d B): %v", f.fid, len(f.data), err)
+				}
+				if !bytes.Equal(got, f.data) || !bytes.Equal(got, httpGet(t, c.VolumeServer, f.fid)) {
+					t.Fatalf("%s (%d B): bytes differ", f.fid, len(f.data))
+				}
+				if len(f.data) < 3 {
+					continue
+				}
+				// A range inside, and one running past the end.
+				off, n := len(f.data)/3, len(f.data)/2
+				dst := make([]byte, n)
+				k, err := cl.ReadNeedle(ctx, c.VolumeServer, f.fid, int64(off), dst, "")
+				if err != nil || k != n || !bytes.Equal(dst, f.data[off:off+n]) {
+					t.Fatalf("%s range %d+%d: %d %v", f.fid, off, n, k, err)
+				}
+				tail := make([]byte, len(f.data))
+				k, err = cl.ReadNeedle(ctx, c.VolumeServer, f.fid, int64(off), tail, "")
+				if err != nil || k != len(f.data)-off || !bytes.Equal(tail[:k], f.data[off:]) {
+					t.Fatalf("%s tail from %d: %d %v", f.fid, off, k, err)
+				}
+				if _, err := cl.ReadNeedle(ctx, c.VolumeServer, f.fid, int64(len(f.data)), dst, ""); err != io.EOF {
+					t.Fatalf("%s read at the end: %v, want io.EOF", f.fid, err)
+				}
+			}
+			wrongCookie := files[2].fid[:len(files[2].fid)-1] + "0"
+			if files[2].fid == wrongCookie {
+				wrongCookie = files[2].fid[:len(files[2].fid)-1] + "1"
+			}
+			for _, fid := range []string{deleted.fid, wrongCookie, "999,01637037d6"} {
+				if _, err := cl.ReadNeedle(ctx, c.VolumeServer, fid, 0, make([]byte, 10), ""); !errors.Is(err, seaweed.ErrNotFound) {
+					t.Fatalf("%s: %v, want ErrNotFound", fid, err)
+				}
+			}
+			st := cl.Stats()
+			if st.HTTP != 0 || st.UCX == 0 {
+				t.Fatalf("stats %+v: every read should have gone over UCX", st)
+			}
+		})
+	}
+}
+
+// 16 readers over one client, every byte checked.
+func TestConcurrentReaders(t *testing.T) {
+	c := startCluster(t, testcluster.Options{})
+	files := upload(t, c, 4096, 20000, 65536, 300000, 1<<20)
+	cl := newClient(t, seaweed.Options{NoFallback: true, MaxInFlight: 8})
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				f := files[(g+i)%len(files)]
+				got, err := readAll(context.Background(), cl, c.VolumeServer, f.fid, len(f.data))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(got, f.data) {
+					errs <- fmt.Errorf("%s: corrupted bytes", f.fid)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if st := cl.Stats(); st.UCX != 16*40 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// With no swucx server, reads go over HTTP and say why; a server that accepts UCX connections
+// but does not answer the protocol is taken as not speaking it.
+func TestFallbackWithoutServer(t *testing.T) {
+	c := startCluster(t, testcluster.Options{NoServer: true})
+	f := upload(t, c, 5000)[0]
+	cl := newClient(t, seaweed.Options{})
+	for i := 0; i < 3; i++ {
+		got, err := readAll(context.Background(), cl, c.VolumeServer, f.fid, len(f.data))
+		if err != nil || !bytes.Equal(got, f.data) {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+	st := cl.Stats()
+	if st.HTTP != 3 || st.FallbackUnreachable != 1 || st.FallbackDown != 2 {
+		t.Fatalf("stats %+v: want 3 HTTP reads, 1 unreachable then 2 while down", st)
+	}
+
+	// A UCX listener without the protocol's handler: the first request is never answered.
+	uctx, err := swucx.NewContext(swucx.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uctx.Close()
+	eng, err := swucx.NewEngine(uctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	l, err := eng.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			ep, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			defer ep.Close()
+		}
+	}()
+	mute := newClient(t, seaweed.Options{
+		ProbeTimeout: 300 * time.Millisecond,
+		UCXAddress:   func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", l.Port()), nil },
+	})
+	got, err := readAll(context.Background(), mute, c.VolumeServer, f.fid, len(f.data))
+	if err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("read via a mute UCX peer: %v", err)
+	}
+	if st := mute.Stats(); st.HTTP != 1 || st.FallbackProtocol != 1 {
+		t.Fatalf("stats %+v: want one HTTP read after a protocol fallback", st)
+	}
+}
+
+// The server killed mid-read: reads in flight fail within 2 s, later reads go over HTTP, and
+// once the server is back reads return to UCX.
+func TestServerKilledAndRestarted(t *testing.T) {
+	c := startCluster(t, testcluster.Options{ServerEnv: []string{"UCX_TLS=tcp"}})
+	f := upload(t, c, 8<<20)[0]
+	cl := newClient(t, seaweed.Options{Settings: map[string]string{"TLS": "tcp"}, RetryUCXAfter: 300 * time.Millisecond})
+	ctx := context.Background()
+	if got, err := readAll(ctx, cl, c.VolumeServer, f.fid, len(f.data)); err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("first read: %v", err)
+	}
+
+	type outcome struct {
+		err  error
+		done time.Time
+	}
+	stop := make(chan struct{})
+	results := make(chan outcome, 1024)
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				got, err := readAll(ctx, cl, c.VolumeServer, f.fid, len(f.data))
+				if err == nil && !bytes.Equal(got, f.data) {
+					err = errors.New("corrupted bytes")
+				}
+				results <- outcome{err, time.Now()}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	killed := time.Now()
+	c.KillServer()
+	time.Sleep(2500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	close(results)
+	failed := 0
+	for r := range results {
+		if r.err == nil {
+			continue
+		}
+		if errors.Is(r.err, seaweed.ErrNotFound) || r.err.Error() == "corrupted bytes" {
+			t.Fatalf("read failed wrongly: %v", r.err)
+		}
+		failed++
+		if late := r.done.Sub(killed); late > 2*time.Second {
+			t.Fatalf("a read failed %v after the kill (limit 2 s): %v", late, r.err)
+		}
+		t.Logf("read in flight at the kill: %v after: %v", r.done.Sub(killed), r.err)
+	}
+	st := cl.Stats()
+	if failed == 0 || st.HTTP == 0 {
+		t.Fatalf("stats %+v, %d failed reads: want reads in flight to fail and later ones over HTTP", st, failed)
+	}
+
+	if err := c.StartServer(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for before := cl.Stats().UCX; cl.Stats().UCX == before; {
+		if time.Now().After(deadline) {
+			t.Fatalf("reads did not return to UCX after the restart: %+v", cl.Stats())
+		}
+		if got, err := readAll(ctx, cl, c.VolumeServer, f.fid, len(f.data)); err != nil || !bytes.Equal(got, f.data) {
+			t.Fatalf("read after the restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A deadline shorter than the read: context.DeadlineExceeded, and the connection stays usable.
+func TestDeadline(t *testing.T) {
+	c := startCluster(t, testcluster.Options{ServerEnv: []string{"UCX_TLS=tcp"}})
+	f := upload(t, c, 8<<20)[0]
+	cl := newClient(t, seaweed.Options{Settings: map[string]string{"TLS": "tcp"}, NoFallback: true})
+	bg := context.Background()
+	if got, err := readAll(bg, cl, c.VolumeServer, f.fid, len(f.data)); err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("first read: %v", err)
+	}
+	expired := 0
+	for i := 0; i < 20 && expired < 3; i++ {
+		ctx, cancel := context.WithTimeout(bg, time.Duration(50*(i+1))*time.Microsecond)
+		_, err := readAll(ctx, cl, c.VolumeServer, f.fid, len(f.data))
+		cancel()
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			expired++
+		case err != nil:
+			t.Fatalf("short deadline: %v, want context.DeadlineExceeded", err)
+		}
+		if got, err := readAll(bg, cl, c.VolumeServer, f.fid, len(f.data)); err != nil || !bytes.Equal(got, f.data) {
+			t.Fatalf("read after a deadline: %v", err)
+		}
+	}
+	if expired == 0 {
+		t.Fatal("no read hit its deadline")
+	}
+	if st := cl.Stats(); st.HTTP != 0 {
+		t.Fatalf("stats %+v: the connection should have stayed on UCX", st)
+	}
+}

@@ -1,0 +1,198 @@
+package seaweed
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// The needle-read wire protocol, version 1 (docs/protocol.md; the reference implementation is
+// src/seaweed/protocol.rs). Integers are little-endian at fixed offsets.
+const (
+	// AMRead is the active-message id of a READ request.
+	AMRead = 0x30
+	// AMReadReply is the active-message id of a READ reply.
+	AMReadReply = 0x31
+
+	protocolVersion = 1
+	kindRequest     = 1
+	kindReply       = 2
+	fixedLen        = 48
+	maxJWTLen       = 4096
+	maxNameLen      = 1024
+	maxMimeLen      = 1024
+)
+
+// Request flags.
+const (
+	wantName   = 1 << 0
+	wantMime   = 1 << 1
+	wantStored = 1 << 2
+)
+
+// Reply flags.
+const (
+	replyCompressed      = 1 << 0
+	replyHasLastModified = 1 << 1
+	replyHasName         = 1 << 2
+	replyHasMime         = 1 << 3
+	replyFlagsDefined    = 0x0f
+)
+
+// Status is a READ reply's status.
+type Status uint8
+
+// The statuses of docs/protocol.md.
+const (
+	StatusOK             Status = 0
+	StatusNotFound       Status = 1
+	StatusCookieMismatch Status = 2
+	StatusDeleted        Status = 3
+	StatusExpired        Status = 4
+	StatusUnauthorized   Status = 5
+	StatusBadRange       Status = 6
+	StatusTooLarge       Status = 7
+	StatusBusy           Status = 8
+	StatusStale          Status = 9
+	StatusInternal       Status = 10
+	StatusUnknownVersion Status = 11
+	StatusBadRequest     Status = 12
+)
+
+var statusNames = [...]string{
+	"OK", "NOT_FOUND", "COOKIE_MISMATCH", "DELETED", "EXPIRED", "UNAUTHORIZED", "BAD_RANGE",
+	"TOO_LARGE", "BUSY", "STALE", "INTERNAL", "UNKNOWN_VERSION", "BAD_REQUEST",
+}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return fmt.Sprintf("Status(%d)", uint8(s))
+}
+
+// IsNotFound is true for the statuses weed answers 404 for.
+func (s Status) IsNotFound() bool {
+	return s == StatusNotFound || s == StatusCookieMismatch || s == StatusDeleted || s == StatusExpired
+}
+
+// IsRetryable is true for BUSY and STALE: the same read may succeed if sent again.
+func (s Status) IsRetryable() bool { return s == StatusBusy || s == StatusStale }
+
+// readRequest is a READ request (kind 1).
+type readRequest struct {
+	id     uint64
+	fid    FileID
+	offset uint64
+	size   uint64 // 0: to the end of the data
+	flags  uint16
+	jwt    string
+}
+
+// encode lays the request out; it fails only for a JWT the server would refuse to decode.
+func (r *readRequest) encode() ([]byte, error) {
+	if len(r.jwt) > maxJWTLen {
+		return nil, fmt.Errorf("read JWT of %d bytes exceeds %d", len(r.jwt), maxJWTLen)
+	}
+	for i := 0; i < len(r.jwt); i++ {
+		if c := r.jwt[i]; c < 0x21 || c > 0x7e {
+			return nil, errors.New("read JWT holds a byte outside printable ASCII")
+		}
+	}
+	b := make([]byte, fixedLen+len(r.jwt))
+	b[0], b[1], b[2], b[3] = 'S', 'W', protocolVersion, kindRequest
+	le := binary.LittleEndian
+	le.PutUint16(b[4:], r.flags)
+	le.PutUint16(b[6:], uint16(len(r.jwt)))
+	le.PutUint64(b[8:], r.id)
+	le.PutUint32(b[16:], r.fid.VolumeID)
+	le.PutUint32(b[20:], r.fid.Cookie)
+	le.PutUint64(b[24:], r.fid.NeedleID)
+	le.PutUint64(b[32:], r.offset)
+	le.PutUint64(b[40:], r.size)
+	copy(b[fixedLen:], r.jwt)
+	return b, nil
+}
+
+// ReplyInfo is what a READ reply says about the needle besides its bytes.
+type ReplyInfo struct {
+	// DataSize is the length of the whole data (decompressed), not just the range read.
+	DataSize uint64
+	// CRC is the CRC-32C stored in the needle (over the whole stored data).
+	CRC uint32
+	// LastModified is unix seconds, 0 when the needle stores none.
+	LastModified uint64
+	// Name and Mime are the needle's, when it stores them.
+	Name, Mime string
+}
+
+// readReply is a decoded READ reply header (kind 2).
+type readReply struct {
+	id         uint64
+	status     Status
+	flags      uint8
+	payloadLen uint64
+	info       ReplyInfo
+}
+
+// errMalformed marks a reply that does not decode.
+var errMalformed = errors.New("malformed READ reply")
+
+// replyID reads the request id of a message that may be a reply (false if too short).
+func replyID(b []byte) (uint64, bool) {
+	if len(b) < 16 {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(b[8:]), true
+}
+
+// decodeReply decodes a READ reply header strictly, as the reference decoder does: exact
+// length, defined status and flags, zero reserved bytes, and no payload, flags or CRC unless OK.
+func decodeReply(b []byte) (*readReply, error) {
+	bad := func(why string) (*readReply, error) { return nil, fmt.Errorf("%w: %s", errMalformed, why) }
+	if len(b) < fixedLen {
+		return bad("shorter than 48 bytes")
+	}
+	if b[0] != 'S' || b[1] != 'W' {
+		return bad("bad magic")
+	}
+	if b[2] != protocolVersion || b[3] != kindReply {
+		return bad(fmt.Sprintf("version %d kind %d, want version 1 kind 2", b[2], b[3]))
+	}
+	le := binary.LittleEndian
+	r := &readReply{
+		id:         le.Uint64(b[8:]),
+		status:     Status(b[4]),
+		flags:      b[5],
+		payloadLen: le.Uint64(b[24:]),
+	}
+	nameLen, mimeLen := int(le.Uint16(b[6:])), int(le.Uint16(b[44:]))
+	r.info.DataSize = le.Uint64(b[16:])
+	r.info.LastModified = le.Uint64(b[32:])
+	r.info.CRC = le.Uint32(b[40:])
+	switch {
+	case int(r.status) >= len(statusNames):
+		return bad(fmt.Sprintf("undefined status %d", r.status))
+	case r.flags&^replyFlagsDefined != 0:
+		return bad("undefined flag bits")
+	case le.Uint16(b[46:]) != 0:
+		return bad("reserved bytes are not zero")
+	case nameLen > maxNameLen || mimeLen > maxMimeLen:
+		return bad("name or mime too long")
+	case len(b) != fixedLen+nameLen+mimeLen:
+		return bad("length disagrees with its fields")
+	case nameLen > 0 && r.flags&replyHasName == 0, mimeLen > 0 && r.flags&replyHasMime == 0:
+		return bad("name/mime lengths disagree with the flags")
+	case r.flags&replyHasLastModified == 0 && r.info.LastModified != 0:
+		return bad("last-modified without its flag")
+	}
+	if r.status != StatusOK && (r.flags != 0 || r.payloadLen != 0 || r.info.CRC != 0) {
+		return bad("an error reply with payload, flags or CRC")
+	}
+	if r.status == StatusOK && r.payloadLen > r.info.DataSize {
+		return bad("payload longer than the data")
+	}
+	r.info.Name = string(b[fixedLen : fixedLen+nameLen])
+	r.info.Mime = string(b[fixedLen+nameLen:])
+	return r, nil
+}

@@ -1,0 +1,335 @@
+// Package testcluster starts a throwaway SeaweedFS cluster on 127.0.0.1 — a real `weed master`
+// and `weed volume` with data in a temporary directory — and `swucx serve` on the volume
+// directory, for tests, the demo and the needle-read benchmark. It stops only the processes it
+// started, by PID.
+package testcluster
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Options configure Start. Empty paths are looked up relative to the repository (the
+// project-local venv's weed, target/release/swucx) or through $SWUCX_WEED / $SWUCX_BIN.
+type Options struct {
+	// Weed is the weed binary.
+	Weed string
+	// Swucx is the swucx binary (for `swucx serve`).
+	Swucx string
+	// Repo is the repository root used to find the binaries (default: found from the working
+	// directory upwards).
+	Repo string
+	// NoServer skips starting `swucx serve`.
+	NoServer bool
+	// ServerEnv is added to `swucx serve`'s environment (e.g. "UCX_TLS=tcp").
+	ServerEnv []string
+}
+
+// Cluster is a running weed master + volume and, usually, a swucx server.
+type Cluster struct {
+	// Dir is the temporary directory holding everything (removed by Close).
+	Dir string
+	// VolumeDir is `weed volume -dir`.
+	VolumeDir string
+	// MasterPort and VolumePort are weed's HTTP ports (gRPC at +10000).
+	MasterPort, VolumePort int
+	// VolumeServer is the volume server's HTTP address, "127.0.0.1:port".
+	VolumeServer string
+	// UCXAddr is where the swucx server listens: the volume port + 20000 (the client's default
+	// rule).
+	UCXAddr string
+
+	weed, swucx string
+	serverEnv   []string
+	master      *exec.Cmd
+	volume      *exec.Cmd
+	server      *exec.Cmd
+}
+
+// Start starts weed master and volume, waits until the master assigns file ids, and starts
+// `swucx serve` unless opts.NoServer.
+func Start(opts Options) (*Cluster, error) {
+	weed, swucx, err := binaries(opts)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "swucx-cluster-")
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Dir: dir, VolumeDir: filepath.Join(dir, "v"), weed: weed, swucx: swucx, serverEnv: opts.ServerEnv}
+	if err := c.start(opts); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) start(opts Options) error {
+	mdir := filepath.Join(c.Dir, "m")
+	for _, d := range []string{mdir, c.VolumeDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	var err error
+	if c.MasterPort, err = freePorts(nil, 10000); err != nil {
+		return err
+	}
+	if c.VolumePort, err = freePorts([]int{c.MasterPort, c.MasterPort + 10000}, 10000, 20000); err != nil {
+		return err
+	}
+	c.VolumeServer = fmt.Sprintf("127.0.0.1:%d", c.VolumePort)
+	c.UCXAddr = fmt.Sprintf("127.0.0.1:%d", c.VolumePort+20000)
+	mp, vp := c.MasterPort, c.VolumePort
+	if c.master, err = c.spawn("master", c.weed, nil, "master", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		fmt.Sprintf("-port=%d", mp), fmt.Sprintf("-port.grpc=%d", mp+10000), "-mdir="+mdir,
+		"-peers=none", "-volumeSizeLimitMB=256", "-defaultReplication=000"); err != nil {
+		return err
+	}
+	if c.volume, err = c.spawn("volume", c.weed, nil, "volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		fmt.Sprintf("-port=%d", vp), fmt.Sprintf("-port.grpc=%d", vp+10000), "-dir="+c.VolumeDir,
+		fmt.Sprintf("-mserver=127.0.0.1:%d", mp), "-max=8"); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := c.Assign(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("weed did not become ready in 60 s; volume log:\n%s", c.log("volume"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if opts.NoServer {
+		return nil
+	}
+	return c.StartServer()
+}
+
+// StartServer starts `swucx serve --dir VolumeDir --listen UCXAddr` and waits until it listens.
+func (c *Cluster) StartServer() error {
+	if c.server != nil {
+		return errors.New("testcluster: swucx serve is already running")
+	}
+	// A restarted server must bind its port again while the old connections linger.
+	env := append([]string{"RUST_LOG=info", "UCX_CM_REUSEADDR=y"}, c.serverEnv...)
+	cmd, err := c.spawn("swucx-serve", c.swucx, env, "serve", "--dir", c.VolumeDir, "--listen", c.UCXAddr)
+	if err != nil {
+		return err
+	}
+	c.server = cmd
+	deadline := time.Now().Add(30 * time.Second)
+	for !bytes.Contains(c.log("swucx-serve"), []byte("listening on")) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("swucx serve did not start listening in 30 s:\n%s", c.log("swucx-serve"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// KillServer kills `swucx serve` with SIGKILL (a crash, for fault tests) and reaps it.
+func (c *Cluster) KillServer() {
+	if c.server != nil {
+		c.server.Process.Signal(syscall.SIGKILL)
+		c.server.Wait()
+		c.server = nil
+	}
+}
+
+// ServerPID is the PID of `swucx serve` (0 when not running).
+func (c *Cluster) ServerPID() int {
+	if c.server == nil {
+		return 0
+	}
+	return c.server.Process.Pid
+}
+
+// Close stops every process it started and removes Dir.
+func (c *Cluster) Close() {
+	c.KillServer()
+	for _, p := range []*exec.Cmd{c.volume, c.master} {
+		if p != nil {
+			p.Process.Signal(syscall.SIGKILL)
+			p.Wait()
+		}
+	}
+	c.volume, c.master = nil, nil
+	os.RemoveAll(c.Dir)
+}
+
+// Assign asks the master for a new file id.
+func (c *Cluster) Assign() (string, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/dir/assign", c.MasterPort))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var a struct {
+		Fid   string `json:"fid"`
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+		return "", err
+	}
+	if a.Fid == "" {
+		return "", fmt.Errorf("assign: %s", a.Error)
+	}
+	return a.Fid, nil
+}
+
+// Upload assigns a file id and uploads data under it (a multipart form file, as weed's clients
+// do); it returns the file id.
+func (c *Cluster) Upload(name string, data []byte) (string, error) {
+	fid, err := c.Assign()
+	if err != nil {
+		return "", err
+	}
+	var body bytes.Buffer
+	w := multipart.NewWriter(&body)
+	h := textproto.MIMEHeader{}
+	h.Set("Content-Disposition", fmt.Sprintf(`form-data; name="file"; filename=%q`, name))
+	h.Set("Content-Type", "application/octet-stream")
+	part, err := w.CreatePart(h)
+	if err != nil {
+		return "", err
+	}
+	part.Write(data)
+	w.Close()
+	resp, err := http.Post("http://"+c.VolumeServer+"/"+fid, w.FormDataContentType(), &body)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		return "", fmt.Errorf("upload %s: %s %s", fid, resp.Status, msg)
+	}
+	return fid, nil
+}
+
+// Delete deletes a file id.
+func (c *Cluster) Delete(fid string) error {
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+c.VolumeServer+"/"+fid, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("delete %s: %s", fid, resp.Status)
+	}
+	return nil
+}
+
+// VolumePID is the PID of `weed volume`.
+func (c *Cluster) VolumePID() int { return c.volume.Process.Pid }
+
+func (c *Cluster) spawn(name, bin string, env []string, args ...string) (*exec.Cmd, error) {
+	f, err := os.Create(filepath.Join(c.Dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = c.Dir
+	// No security.toml from the user's home: reads are unauthenticated here.
+	cmd.Env = append(append(os.Environ(), "HOME="+c.Dir), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	return cmd, nil
+}
+
+func (c *Cluster) log(name string) []byte {
+	b, _ := os.ReadFile(filepath.Join(c.Dir, name+".log"))
+	return b
+}
+
+// Log returns what a process ("master", "volume", "swucx-serve") wrote so far.
+func (c *Cluster) Log(name string) string { return string(c.log(name)) }
+
+// freePorts finds a port p such that p and p+each offset are free on 127.0.0.1 and not in
+// avoid.
+func freePorts(avoid []int, offsets ...int) (int, error) {
+	taken := func(p int) bool {
+		for _, a := range avoid {
+			if a == p {
+				return true
+			}
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			return true
+		}
+		l.Close()
+		return false
+	}
+	for i := 0; i < 500; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		ok := p+offsets[len(offsets)-1] <= 65535 && !taken(p)
+		for _, o := range offsets {
+			ok = ok && !taken(p+o)
+		}
+		if ok {
+			return p, nil
+		}
+	}
+	return 0, errors.New("testcluster: no free port set")
+}
+
+// binaries finds weed and swucx.
+func binaries(opts Options) (weed, swucx string, err error) {
+	repo := opts.Repo
+	if repo == "" {
+		wd, _ := os.Getwd()
+		for d := wd; ; d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "Cargo.toml")); err == nil {
+				repo = d
+				break
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	pick := func(given, env, rel string) string {
+		switch {
+		case given != "":
+			return given
+		case os.Getenv(env) != "":
+			return os.Getenv(env)
+		default:
+			return filepath.Join(repo, rel)
+		}
+	}
+	weed = pick(opts.Weed, "SWUCX_WEED", ".venv/bin/weed")
+	swucx = pick(opts.Swucx, "SWUCX_BIN", "target/release/swucx")
+	for _, b := range []string{weed, swucx} {
+		if _, err := os.Stat(b); err != nil {
+			return "", "", fmt.Errorf("testcluster: %s not found (run `make deps` and `cargo build --release --bins`, or set $SWUCX_WEED / $SWUCX_BIN): %w", b, err)
+		}
+	}
+	return weed, swucx, nil
+}

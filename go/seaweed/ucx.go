@@ -1,0 +1,204 @@
+package seaweed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	swucx "github.com/swucx/swucx/go"
+)
+
+const (
+	// spinFor is how long a reader drives UCX progress itself before sleeping: a reply over
+	// shared memory or RDMA comes back within microseconds, faster than a wake-up.
+	spinFor = 50 * time.Microsecond
+	// failurePoll is how often a sleeping reader checks its connection for a peer failure.
+	failurePoll = 20 * time.Millisecond
+	// maxRetries bounds the requests sent again after BUSY or STALE.
+	maxRetries = 8
+)
+
+// errProbe: a new connection's first request got no reply within ProbeTimeout.
+var errProbe = errors.New("no reply to the first request on a new connection")
+
+// readUCX reads over one of s's connections. With fallback set, the read did not happen and
+// should go over HTTP (fallback is the counter of the reason); otherwise n and err are final.
+func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint64, dst []byte, jwt string) (n int, fallback *atomic.Uint64, err error) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return 0, nil, fmt.Errorf("read %s: waiting for a slot: %w", id, ctx.Err())
+	}
+	defer func() { <-s.sem }()
+	size := uint64(len(dst))
+	backoff := time.Millisecond
+	for attempt := 0; ; attempt++ {
+		cn, err := s.conn(c)
+		if err != nil {
+			s.markDown(c)
+			return 0, &c.stats.unreachable, nil
+		}
+		req := readRequest{fid: id, offset: offset, size: size, jwt: jwt}
+		rep, msg, err := c.roundTrip(ctx, cn, &req)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return 0, nil, fmt.Errorf("read %s: %w", id, err)
+		case errors.Is(err, errMalformed):
+			s.markDown(c)
+			return 0, &c.stats.protocol, nil
+		case !cn.answered.Load():
+			s.markDown(c)
+			if errors.Is(err, errProbe) {
+				return 0, &c.stats.protocol, nil
+			}
+			return 0, &c.stats.unreachable, nil
+		default:
+			s.drop(cn)
+			return 0, nil, fmt.Errorf("read %s over UCX: %w", id, err)
+		}
+		switch st := rep.status; {
+		case st == StatusOK:
+			return c.payload(id, msg, rep, dst[:size])
+		case st == StatusBadRange && offset < rep.info.DataSize && size > rep.info.DataSize-offset:
+			size = rep.info.DataSize - offset // past the end: read what there is
+		case st == StatusBadRange:
+			return 0, nil, io.EOF
+		case st.IsNotFound():
+			return 0, nil, fmt.Errorf("read %s: %v: %w", id, st, ErrNotFound)
+		case st == StatusUnauthorized:
+			return 0, nil, fmt.Errorf("read %s: %w", id, ErrUnauthorized)
+		case st.IsRetryable() && attempt < maxRetries:
+			c.stats.retries.Add(1)
+			if st == StatusBusy || attempt >= 2 {
+				time.Sleep(backoff)
+				backoff = min(2*backoff, 100*time.Millisecond)
+			}
+		case st == StatusUnknownVersion:
+			return 0, &c.stats.protocol, nil
+		case st == StatusBadRequest:
+			return 0, nil, fmt.Errorf("read %s: the server could not decode the request", id)
+		default: // INTERNAL, TOO_LARGE, BUSY or STALE after every retry
+			return 0, &c.stats.serverErr, nil
+		}
+	}
+}
+
+// roundTrip sends one READ request and waits for its reply.
+func (c *Client) roundTrip(ctx context.Context, cn *conn, req *readRequest) (*readReply, *swucx.AMMessage, error) {
+	req.id = c.nextID.Add(1)
+	hdr, err := req.encode()
+	if err != nil {
+		return nil, nil, err
+	}
+	ch := make(chan *swucx.AMMessage, 1)
+	c.waiters.Store(req.id, ch)
+	if err := cn.ep.AMSend(ctx, AMRead, hdr, nil, swucx.AMReply|swucx.AMEager); err != nil {
+		c.forget(req.id, ch)
+		return nil, nil, err
+	}
+	msg, err := c.await(ctx, cn, ch)
+	if err != nil {
+		c.forget(req.id, ch)
+		return nil, nil, err
+	}
+	cn.answered.Store(true)
+	rep, err := decodeReply(msg.Header)
+	if err != nil {
+		msg.Close()
+		return nil, nil, err
+	}
+	return rep, msg, nil
+}
+
+// await waits for the reply on ch: spinning on progress briefly, then asleep until it comes,
+// ctx ends, the connection fails, or (on a connection that never answered) ProbeTimeout.
+// One reader at a time spins (its progress delivers every reader's replies); the others sleep
+// at once and leave the CPU to the rest of the host.
+func (c *Client) await(ctx context.Context, cn *conn, ch chan *swucx.AMMessage) (*swucx.AMMessage, error) {
+	if c.spinning.CompareAndSwap(false, true) {
+		until := time.Now().Add(spinFor)
+		for {
+			select {
+			case m := <-ch:
+				c.spinning.Store(false)
+				return m, nil
+			default:
+			}
+			if c.eng.Progress() == 0 && time.Now().After(until) {
+				break
+			}
+		}
+		c.spinning.Store(false)
+	}
+	var probe <-chan time.Time
+	if !cn.answered.Load() {
+		t := time.NewTimer(c.opts.ProbeTimeout)
+		defer t.Stop()
+		probe = t.C
+	}
+	tick := time.NewTicker(failurePoll)
+	defer tick.Stop()
+	for {
+		select {
+		case m := <-ch:
+			return m, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-probe:
+			return nil, errProbe
+		case <-tick.C:
+			if err := cn.ep.Failure(); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// forget withdraws a request nobody waits for any more; a reply already routed to ch is
+// released.
+func (c *Client) forget(id uint64, ch chan *swucx.AMMessage) {
+	if _, waiting := c.waiters.LoadAndDelete(id); !waiting {
+		(<-ch).Close()
+	}
+}
+
+// onReply routes a READ reply to the reader waiting for its request id (inside UCX progress:
+// no blocking). A reply nobody waits for (a read that gave up) is dropped.
+func (c *Client) onReply(m *swucx.AMMessage) {
+	if id, ok := replyID(m.Header); ok {
+		if ch, waiting := c.waiters.LoadAndDelete(id); waiting {
+			ch.(chan *swucx.AMMessage) <- m
+			return
+		}
+	}
+	m.Close()
+}
+
+// payload moves an OK reply's bytes into dst: a rendezvous payload straight from the server
+// (waiting for it even if ctx ends, so dst is not written after the read returns), an eager
+// one by copy.
+func (c *Client) payload(id FileID, msg *swucx.AMMessage, rep *readReply, dst []byte) (int, *atomic.Uint64, error) {
+	defer msg.Close()
+	want := rep.payloadLen
+	if want > uint64(len(dst)) {
+		return 0, &c.stats.protocol, nil
+	}
+	if p := msg.Pending(); p > 0 {
+		if uint64(p) != want {
+			return 0, nil, fmt.Errorf("read %s: reply carries %d bytes, header says %d", id, p, want)
+		}
+		n, err := msg.RecvData(context.Background(), dst[:p])
+		if err != nil {
+			return 0, nil, fmt.Errorf("read %s: receiving the payload: %w", id, err)
+		}
+		return n, nil, nil
+	}
+	if uint64(len(msg.Data)) != want {
+		return 0, nil, fmt.Errorf("read %s: reply carries %d bytes, header says %d", id, len(msg.Data), want)
+	}
+	return copy(dst, msg.Data), nil, nil
+}
