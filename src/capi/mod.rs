@@ -27,6 +27,7 @@ mod endpoint;
 mod engine;
 mod listener;
 mod memory;
+mod needle;
 mod request;
 mod status;
 mod version;

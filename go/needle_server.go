@@ -1,0 +1,140 @@
+package swucx
+
+/*
+#include "swucx_go.h"
+
+extern void swucxGoNeedleRead(void *, swucx_read_request_t *, swucx_read_reply_t *);
+
+static inline swx_res swx_needle_server_create(const swucx_context_t *ctx, const char *addr,
+                                               uintptr_t handle, const char *key)
+{
+    swucx_needle_server_t *s = NULL;
+    swucx_status_t st = swucx_needle_server_create(ctx, addr, (swucx_needle_read_cb)swucxGoNeedleRead,
+                                                   (void *)handle, key, &s);
+    return swx_handle(st, s);
+}
+*/
+import "C"
+
+import (
+	"log"
+	"runtime/cgo"
+	"unsafe"
+)
+
+// NeedleRequest is a READ request (docs/protocol.md) as a NeedleHandler sees it.
+type NeedleRequest struct {
+	// VolumeID, NeedleID and Cookie are the file id's; the handler must check the cookie.
+	VolumeID uint32
+	NeedleID uint64
+	Cookie   uint32
+	// Offset is the first byte of the data to return; Size how many (0: to the end).
+	Offset, Size uint64
+	// Flags are the request flags (bit 0 name, 1 mime, 2 stored bytes).
+	Flags uint16
+	// JWT is the read JWT; already checked when the server has a read key.
+	JWT string
+}
+
+// NeedleReply is how a NeedleHandler answers; valid only during the handler call. A handler
+// that calls neither method answers INTERNAL.
+type NeedleReply struct {
+	r *C.swucx_read_reply_t
+}
+
+// Fail answers with a non-OK status of docs/protocol.md (1 not found ... 10 internal; see
+// seaweed.Status); dataSize is the data length for BAD_RANGE and TOO_LARGE, else 0.
+func (w *NeedleReply) Fail(status uint8, dataSize uint64) {
+	C.swucx_read_reply_set(w.r, C.uint8_t(status), C.uint64_t(dataSize), 0, 0)
+}
+
+// OK answers with n bytes of data and returns the buffer to write them into: swucx's memory,
+// valid until the handler returns, sent from directly. dataSize is the length of the whole
+// data, crc the needle's stored CRC-32C, lastModified unix seconds (0: none). n must be the
+// requested size (for Size 0: the data from Offset to the end).
+func (w *NeedleReply) OK(dataSize uint64, crc uint32, lastModified uint64, n int) []byte {
+	if C.swucx_read_reply_set(w.r, 0, C.uint64_t(dataSize), C.uint32_t(crc), C.uint64_t(lastModified)) != C.SWUCX_OK {
+		return nil
+	}
+	var p *C.uint8_t
+	if n < 0 || C.swucx_read_reply_payload(w.r, C.size_t(n), &p) != C.SWUCX_OK {
+		return nil
+	}
+	if n == 0 {
+		return []byte{}
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), n)
+}
+
+// NeedleHandler answers one READ request. It runs on the server's thread, one request at a
+// time, and may block on disk.
+type NeedleHandler func(req *NeedleRequest, reply *NeedleReply)
+
+// NeedleServer serves SeaweedFS needle reads over UCX (docs/protocol.md) with the bytes from
+// a NeedleHandler: the embedding API for a volume server written in Go. Clients are the Go
+// package seaweed, `swucx read` and the Rust NeedleClient.
+type NeedleServer struct {
+	h       handle // *C.swucx_needle_server_t
+	handler NeedleHandler
+	cgo     cgo.Handle
+	port    int
+}
+
+// ServeNeedles starts a needle server listening on addr ("ip:port"; port 0 picks one) that
+// answers through handler on a thread of its own. With readKey set, every request must carry a
+// read JWT signed with it (weed's `[jwt.signing.read] key`); refused requests never reach the
+// handler. The context needs FeatureAM.
+func (c *Context) ServeNeedles(addr string, readKey string, handler NeedleHandler) (*NeedleServer, error) {
+	cp := c.h.acquire()
+	if cp == nil {
+		return nil, closedErr("needle_server_create")
+	}
+	defer c.h.release()
+	s := &NeedleServer{handler: handler}
+	s.cgo = cgo.NewHandle(s)
+	caddr, ckey := C.CString(addr), C.CString(readKey)
+	defer C.free(unsafe.Pointer(caddr))
+	defer C.free(unsafe.Pointer(ckey))
+	r := C.swx_needle_server_create((*C.swucx_context_t)(cp), caddr, C.uintptr_t(s.cgo), ckey)
+	if r.st != C.SWUCX_OK {
+		s.cgo.Delete()
+		return nil, resErr("needle_server_create", r)
+	}
+	s.h.p = r.out
+	var port C.uint16_t
+	C.swucx_needle_server_port((*C.swucx_needle_server_t)(r.out), &port)
+	s.port = int(port)
+	return s, nil
+}
+
+// Port is the port the server listens on.
+func (s *NeedleServer) Port() int { return s.port }
+
+// Close stops the server: requests in flight are answered, then its thread ends and the
+// handler is not called again. Idempotent.
+func (s *NeedleServer) Close() error {
+	if p := s.h.take(); p != nil {
+		C.swucx_needle_server_destroy((*C.swucx_needle_server_t)(p))
+		s.cgo.Delete()
+	}
+	return nil
+}
+
+func (s *NeedleServer) serve(req *C.swucx_read_request_t, reply *C.swucx_read_reply_t) {
+	r := NeedleRequest{
+		VolumeID: uint32(req.volume_id), NeedleID: uint64(req.needle_id), Cookie: uint32(req.cookie),
+		Offset: uint64(req.offset), Size: uint64(req.size), Flags: uint16(req.flags),
+	}
+	if req.jwt_length > 0 {
+		r.JWT = C.GoStringN((*C.char)(unsafe.Pointer(req.jwt)), C.int(req.jwt_length))
+	}
+	w := &NeedleReply{r: reply}
+	defer func() {
+		// A panicking handler must not unwind into C: answer INTERNAL and say why.
+		if p := recover(); p != nil {
+			log.Printf("swucx: needle handler panicked: %v", p)
+			w.Fail(10, 0)
+		}
+	}()
+	s.handler(&r, w)
+}

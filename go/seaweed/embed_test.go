@@ -1,0 +1,118 @@
+package seaweed_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"testing"
+
+	swucx "github.com/swucx/swucx/go"
+	"github.com/swucx/swucx/go/seaweed"
+)
+
+// A Go volume server embedding swucx: its handler supplies the bytes from its own storage (a
+// map here) into the buffer swucx gives it, and the Go client reads them over UCX.
+func TestEmbeddedServer(t *testing.T) {
+	needles := map[seaweed.FileID][]byte{}
+	for i, n := range []int{0, 1, 4096, 100000, 3 << 20} {
+		data := bytes.Repeat([]byte{byte(i + 1), byte(n)}, n/2+1)[:n]
+		needles[seaweed.FileID{VolumeID: 5, NeedleID: uint64(i + 1), Cookie: 0xc0ffee}] = data
+	}
+	uctx, err := swucx.NewContext(swucx.Config{Features: swucx.FeatureAM | swucx.FeatureWakeup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uctx.Close()
+	handler := func(req *swucx.NeedleRequest, reply *swucx.NeedleReply) {
+		id := seaweed.FileID{VolumeID: req.VolumeID, NeedleID: req.NeedleID, Cookie: req.Cookie}
+		data, ok := needles[id]
+		switch {
+		case !ok:
+			reply.Fail(uint8(seaweed.StatusNotFound), 0)
+		case req.Offset > uint64(len(data)) || req.Size > uint64(len(data))-req.Offset:
+			reply.Fail(uint8(seaweed.StatusBadRange), uint64(len(data)))
+		default:
+			end := uint64(len(data))
+			if req.Size != 0 {
+				end = req.Offset + req.Size
+			}
+			crc := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
+			copy(reply.OK(uint64(len(data)), crc, 1700000000, int(end-req.Offset)), data[req.Offset:end])
+		}
+	}
+	srv, err := uctx.ServeNeedles("127.0.0.1:0", "", handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cl := newClient(t, seaweed.Options{
+		NoFallback: true,
+		UCXAddress: func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", srv.Port()), nil },
+	})
+	ctx := context.Background()
+	for id, data := range needles {
+		got, err := readAll(ctx, cl, "volume.example:8080", id.String(), len(data))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s (%d B): %v", id, len(data), err)
+		}
+		if len(data) > 10 {
+			dst := make([]byte, 7)
+			if n, err := cl.ReadNeedle(ctx, "volume.example:8080", id.String(), 3, dst, ""); err != nil || n != 7 || !bytes.Equal(dst, data[3:10]) {
+				t.Fatalf("%s range: %d %v", id, n, err)
+			}
+		}
+	}
+	missing := seaweed.FileID{VolumeID: 5, NeedleID: 99, Cookie: 1}
+	if _, err := cl.ReadNeedle(ctx, "volume.example:8080", missing.String(), 0, make([]byte, 8), ""); !errors.Is(err, seaweed.ErrNotFound) {
+		t.Fatalf("missing needle: %v", err)
+	}
+	one := seaweed.FileID{VolumeID: 5, NeedleID: 2, Cookie: 0xc0ffee}
+	if _, err := cl.ReadNeedle(ctx, "volume.example:8080", one.String(), 1, make([]byte, 8), ""); err != io.EOF {
+		t.Fatalf("read past the end: %v", err)
+	}
+
+	// A handler that panics or answers inconsistently gives INTERNAL, never a bad reply; with
+	// fallback on, the client then goes over HTTP (which fails here: no such host).
+	bad, err := uctx.ServeNeedles("127.0.0.1:0", "", func(req *swucx.NeedleRequest, reply *swucx.NeedleReply) {
+		if req.NeedleID == 1 {
+			panic("host bug")
+		}
+		reply.OK(10, 0, 0, 3) // 3 bytes for a request of 5
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	strict := newClient(t, seaweed.Options{
+		UCXAddress: func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", bad.Port()), nil },
+	})
+	for _, id := range []uint64{1, 2} {
+		fid := seaweed.FileID{VolumeID: 5, NeedleID: id, Cookie: 1}.String()
+		if _, err := strict.ReadNeedle(ctx, "127.0.0.1:1", fid, 0, make([]byte, 5), ""); err == nil {
+			t.Fatalf("needle %d: a broken handler's read succeeded", id)
+		}
+	}
+	if st := strict.Stats(); st.FallbackServer != 2 || st.UCX != 0 {
+		t.Fatalf("stats %+v: want 2 INTERNAL answers", st)
+	}
+
+	// With a read key, requests without a valid JWT never reach the handler.
+	keyed, err := uctx.ServeNeedles("127.0.0.1:0", "secret", func(req *swucx.NeedleRequest, reply *swucx.NeedleReply) {
+		t.Errorf("handler called for an unauthorized request")
+		reply.Fail(uint8(seaweed.StatusInternal), 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keyed.Close()
+	kc := newClient(t, seaweed.Options{
+		NoFallback: true,
+		UCXAddress: func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", keyed.Port()), nil },
+	})
+	if _, err := kc.ReadNeedle(ctx, "127.0.0.1:1", one.String(), 0, make([]byte, 1), "a.b.c"); !errors.Is(err, seaweed.ErrUnauthorized) {
+		t.Fatalf("bad JWT: %v", err)
+	}
+}

@@ -1,0 +1,325 @@
+//! `swucx_needle_server_t`: the needle-read server (docs/protocol.md) with the bytes supplied by
+//! the host, for embedding in SeaweedFS's own volume server. The host registers one callback;
+//! swucx decodes each READ request, checks the read JWT when configured, calls the callback on
+//! the server's thread, and sends the reply the callback filled in.
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+
+use super::context::swucx_context_t;
+use super::endpoint::parse_addr;
+use super::status::{SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
+use super::{
+    Handle, boundary, fail, fail_with, impl_handle, into_handle, try_out, try_ref, try_take,
+    write_out,
+};
+use crate::Payload;
+use crate::seaweed::ReadKey;
+use crate::seaweed::protocol::{ReadReply, ReadRequest, Status};
+use crate::seaweed::server::{NeedleServer, NeedleSource, ServerThread};
+
+/// Reply status: the payload holds the requested bytes.
+pub const SWUCX_READ_OK: u8 = 0;
+/// Reply status: no such volume or needle.
+pub const SWUCX_READ_NOT_FOUND: u8 = 1;
+/// Reply status: the needle exists with another cookie.
+pub const SWUCX_READ_COOKIE_MISMATCH: u8 = 2;
+/// Reply status: the needle was deleted.
+pub const SWUCX_READ_DELETED: u8 = 3;
+/// Reply status: the needle's TTL has passed.
+pub const SWUCX_READ_EXPIRED: u8 = 4;
+/// Reply status: the read is not allowed.
+pub const SWUCX_READ_UNAUTHORIZED: u8 = 5;
+/// Reply status: the range lies outside the data (set `data_size` to the data length).
+pub const SWUCX_READ_BAD_RANGE: u8 = 6;
+/// Reply status: the reply would be too large; the client reads smaller ranges.
+pub const SWUCX_READ_TOO_LARGE: u8 = 7;
+/// Reply status: overloaded; the client retries after a back-off.
+pub const SWUCX_READ_BUSY: u8 = 8;
+/// Reply status: the volume changed under the read; the client retries at once.
+pub const SWUCX_READ_STALE: u8 = 9;
+/// Reply status: a server-side failure; the client falls back to HTTP.
+pub const SWUCX_READ_INTERNAL: u8 = 10;
+
+/// A READ request as the host's callback sees it. Valid only during the callback.
+#[repr(C)]
+pub struct swucx_read_request_t {
+    /// The client's request id (swucx echoes it; informational).
+    pub request_id: u64,
+    /// The file id's volume id.
+    pub volume_id: u32,
+    /// The file id's cookie: the host must check it against the needle's.
+    pub cookie: u32,
+    /// The file id's needle id.
+    pub needle_id: u64,
+    /// First byte of the data to return.
+    pub offset: u64,
+    /// Bytes to return; 0 = to the end of the data.
+    pub size: u64,
+    /// Request flags (docs/protocol.md: bit 0 name, 1 mime, 2 stored bytes).
+    pub flags: u16,
+    /// The read JWT (not NUL-terminated; `jwt_length` bytes, possibly 0). swucx already
+    /// checked it when the server was given a read key.
+    pub jwt: *const u8,
+    /// Length of `jwt`.
+    pub jwt_length: usize,
+}
+
+/// The reply the host's callback fills in with `swucx_read_reply_set` and, for an OK reply with
+/// data, `swucx_read_reply_payload`. Valid only during the callback; a callback that sets
+/// nothing answers `SWUCX_READ_INTERNAL`.
+pub struct swucx_read_reply_t {
+    magic: u64,
+    status: u8,
+    data_size: u64,
+    crc: u32,
+    last_modified: u64,
+    payload: Vec<u8>,
+}
+impl_handle!(swucx_read_reply_t, b"SWreadrp");
+
+/// The host's read callback: answer `request` by filling `reply`. Called on the server's
+/// thread, one request at a time, outside UCX callbacks (it may block on disk).
+pub type swucx_needle_read_cb = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        request: *const swucx_read_request_t,
+        reply: *mut swucx_read_reply_t,
+    ),
+>;
+
+/// A needle server: listens, accepts clients, and answers READ requests through the host's
+/// callback on a thread of its own. Destroy it to stop.
+///
+/// Methods: `swucx_needle_server_create`, `swucx_needle_server_port`,
+/// `swucx_needle_server_destroy`.
+pub struct swucx_needle_server_t {
+    magic: u64,
+    port: u16,
+    thread: ServerThread,
+}
+impl_handle!(swucx_needle_server_t, b"SWneedle");
+
+/// The host callback as a [`NeedleSource`].
+struct CallbackSource {
+    callback:
+        unsafe extern "C" fn(*mut c_void, *const swucx_read_request_t, *mut swucx_read_reply_t),
+    user_data: usize,
+}
+
+impl NeedleSource for CallbackSource {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        let c_request = swucx_read_request_t {
+            request_id: request.request_id,
+            volume_id: request.volume_id,
+            cookie: request.cookie,
+            needle_id: request.needle_id,
+            offset: request.offset,
+            size: request.size,
+            flags: request.flags.bits(),
+            jwt: request.jwt.as_ptr(),
+            jwt_length: request.jwt.len(),
+        };
+        let mut reply = swucx_read_reply_t {
+            magic: swucx_read_reply_t::MAGIC,
+            status: SWUCX_READ_INTERNAL,
+            data_size: 0,
+            crc: 0,
+            last_modified: 0,
+            payload: Vec::new(),
+        };
+        // SAFETY: the host registered this callback for exactly these arguments; both pointers
+        // are valid for the call and the reply is not touched by anyone else meanwhile.
+        unsafe { (self.callback)(self.user_data as *mut c_void, &c_request, &mut reply) };
+        reply.magic = 0;
+        to_reply(request, reply)
+    }
+}
+
+/// Checks what the host filled in and makes the protocol reply; inconsistent answers become
+/// INTERNAL (logged), so a host bug never puts a malformed reply on the wire.
+fn to_reply(request: &ReadRequest, reply: swucx_read_reply_t) -> (ReadReply, Payload) {
+    let id = request.request_id;
+    let status = match Status::from_code(reply.status) {
+        Ok(s) if reply.status <= SWUCX_READ_INTERNAL => s,
+        _ => {
+            log::error!(
+                "host read callback answered undefined status {}",
+                reply.status
+            );
+            return (ReadReply::status(id, Status::Internal), Payload::default());
+        }
+    };
+    let payload_len = reply.payload.len() as u64;
+    if status != Status::Ok {
+        if payload_len != 0 {
+            log::error!("host read callback gave a payload with status {status:?}");
+            return (ReadReply::status(id, Status::Internal), Payload::default());
+        }
+        let mut r = ReadReply::status(id, status);
+        if matches!(status, Status::BadRange | Status::TooLarge) {
+            r.data_size = reply.data_size;
+        }
+        return (r, Payload::default());
+    }
+    let wanted = if request.size == 0 {
+        None
+    } else {
+        Some(request.size)
+    };
+    if reply.data_size < payload_len || wanted.is_some_and(|w| w != payload_len) {
+        log::error!(
+            "host read callback: payload of {payload_len} bytes for a request of {} bytes, data size {}",
+            request.size,
+            reply.data_size
+        );
+        return (ReadReply::status(id, Status::Internal), Payload::default());
+    }
+    let r = ReadReply {
+        data_size: reply.data_size,
+        crc: reply.crc,
+        last_modified: (reply.last_modified != 0).then_some(reply.last_modified),
+        payload_len,
+        ..ReadReply::status(id, Status::Ok)
+    };
+    (r, Payload::Owned(reply.payload))
+}
+
+/// Starts a needle server listening on `address` ("ip:port"; port 0 picks one, read it with
+/// `swucx_needle_server_port`) that answers through `callback` (called with `user_data` on the
+/// server's thread until the server is destroyed). `read_key` (NULL or "": none) makes it
+/// require read JWTs signed with that key, as `weed volume` does with `[jwt.signing.read] key`;
+/// requests that fail the check are refused without calling the callback. The context needs
+/// the AM feature.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_needle_server_create(
+    context: *const swucx_context_t,
+    address: *const c_char,
+    callback: swucx_needle_read_cb,
+    user_data: *mut c_void,
+    read_key: *const c_char,
+    server_p: *mut *mut swucx_needle_server_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let context = &try_ref!(context).context;
+        try_out!(server_p);
+        let Some(callback) = callback else {
+            return fail_with(SWUCX_ERR_INVALID_PARAM, "argument `callback` is NULL");
+        };
+        // SAFETY: address is NULL or a NUL-terminated string from the caller.
+        let addr = match unsafe { parse_addr(address, "address") } {
+            Ok(addr) => addr,
+            Err(status) => return status,
+        };
+        let key = if read_key.is_null() {
+            None
+        } else {
+            // SAFETY: read_key is a NUL-terminated string from the caller.
+            match unsafe { std::ffi::CStr::from_ptr(read_key) }.to_str() {
+                Ok("") => None,
+                Ok(k) => Some(ReadKey::new(k)),
+                Err(_) => {
+                    return fail_with(SWUCX_ERR_INVALID_PARAM, "`read_key` is not UTF-8");
+                }
+            }
+        };
+        let source = Arc::new(CallbackSource {
+            callback,
+            user_data: user_data as usize,
+        });
+        let mut server = match NeedleServer::bind_source(context, source, addr) {
+            Ok(server) => server,
+            Err(e) => return fail(e),
+        };
+        if let Some(key) = key {
+            server = server.with_read_key(key);
+        }
+        let port = match server.local_addr() {
+            Ok(a) => a.port(),
+            Err(e) => return fail(e),
+        };
+        write_out!(
+            server_p,
+            into_handle(swucx_needle_server_t {
+                magic: swucx_needle_server_t::MAGIC,
+                port,
+                thread: server.spawn(),
+            })
+        );
+        SWUCX_OK
+    })
+}
+
+/// The port the server listens on.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_needle_server_port(
+    server: *const swucx_needle_server_t,
+    port_p: *mut u16,
+) -> swucx_status_t {
+    boundary(|| {
+        let server = try_ref!(server);
+        try_out!(port_p);
+        write_out!(port_p, server.port);
+        SWUCX_OK
+    })
+}
+
+/// Stops the server: no new requests, the replies in flight finish, its thread ends (the
+/// callback is not called after this returns). NULL is a no-op.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_needle_server_destroy(server: *mut swucx_needle_server_t) {
+    boundary(|| {
+        if !server.is_null() {
+            let server = try_take!(server);
+            if let Err(e) = server.thread.stop() {
+                log::warn!("needle server: {e}");
+            }
+        }
+    })
+}
+
+/// Sets the reply's status (`SWUCX_READ_*`) and what it says of the needle: `data_size` (the
+/// length of the whole data; for BAD_RANGE and TOO_LARGE the data length), `crc` (the needle's
+/// stored CRC-32C) and `last_modified` (unix seconds, 0 for none). Call it inside the callback.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_read_reply_set(
+    reply: *mut swucx_read_reply_t,
+    status: u8,
+    data_size: u64,
+    crc: u32,
+    last_modified: u64,
+) -> swucx_status_t {
+    boundary(|| {
+        let reply = super::try_mut!(reply);
+        if status > SWUCX_READ_INTERNAL {
+            return fail_with(
+                SWUCX_ERR_INVALID_PARAM,
+                format!("undefined read status {status}"),
+            );
+        }
+        reply.status = status;
+        reply.data_size = data_size;
+        reply.crc = crc;
+        reply.last_modified = last_modified;
+        SWUCX_OK
+    })
+}
+
+/// Gives the callback a buffer of `length` bytes to write the payload into (`*buffer_p`,
+/// swucx's memory, valid until the callback returns; the reply is sent from it). A second call
+/// replaces the first buffer. For an OK reply, `length` must be the requested size (or, for a
+/// request of size 0, the rest of the data from the offset).
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_read_reply_payload(
+    reply: *mut swucx_read_reply_t,
+    length: usize,
+    buffer_p: *mut *mut u8,
+) -> swucx_status_t {
+    boundary(|| {
+        let reply = super::try_mut!(reply);
+        try_out!(buffer_p);
+        reply.payload = vec![0u8; length];
+        write_out!(buffer_p, reply.payload.as_mut_ptr());
+        SWUCX_OK
+    })
+}
