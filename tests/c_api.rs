@@ -417,6 +417,8 @@ c_tests! {
     c_ops_shared: "ops", Shared, Plain;
     c_ops_asan: "ops", Static, Sanitizers;
     c_ops_valgrind: "ops", Shared, Valgrind;
+    c_needle_server_static: "needle_server", Static, Plain;
+    c_needle_server_asan: "needle_server", Static, Sanitizers;
 }
 
 #[test]

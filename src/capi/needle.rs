@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::context::swucx_context_t;
 use super::endpoint::parse_addr;
-use super::status::{SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
+use super::status::{SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_NULL_ARG, SWUCX_OK, swucx_status_t};
 use super::{
     Handle, boundary, fail, fail_with, impl_handle, into_handle, try_out, try_ref, try_take,
     write_out,
@@ -204,7 +204,7 @@ pub extern "C" fn swucx_needle_server_create(
         let context = &try_ref!(context).context;
         try_out!(server_p);
         let Some(callback) = callback else {
-            return fail_with(SWUCX_ERR_INVALID_PARAM, "argument `callback` is NULL");
+            return fail_with(SWUCX_ERR_NULL_ARG, "argument `callback` is NULL");
         };
         // SAFETY: address is NULL or a NUL-terminated string from the caller.
         let addr = match unsafe { parse_addr(address, "address") } {

@@ -15,7 +15,16 @@ static void dummy_ep_cb(swucx_status_t status, void *user_data)
     (void)user_data;
 }
 
+static void dummy_read_cb(void *user_data, const swucx_read_request_t *req, swucx_read_reply_t *reply)
+{
+    (void)user_data;
+    (void)req;
+    (void)reply;
+}
+
 static uint8_t buf[64];
+static uint8_t *u8p;
+static swucx_needle_server_t *out_swucx_needle_server_t;
 static const void *cvp;
 static int fd;
 static uint16_t u16;
@@ -185,6 +194,14 @@ int main(void)
     CHECK_ST(swucx_conn_request_client_address(NULL, &out_swucx_bytes_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_conn_request_client_address((const struct swucx_conn_request_t *)creq, NULL), SWUCX_ERR_NULL_ARG);
     swucx_conn_request_reject(NULL); /* NULL is a no-op */
+    CHECK_ST(swucx_needle_server_create(NULL, "127.0.0.1:0", dummy_read_cb, NULL, NULL, &out_swucx_needle_server_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, NULL, dummy_read_cb, NULL, NULL, &out_swucx_needle_server_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, "127.0.0.1:0", NULL, NULL, NULL, &out_swucx_needle_server_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, "127.0.0.1:0", dummy_read_cb, NULL, NULL, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_port(NULL, &u16), SWUCX_ERR_NULL_ARG);
+    swucx_needle_server_destroy(NULL); /* NULL is a no-op */
+    CHECK_ST(swucx_read_reply_set(NULL, SWUCX_READ_OK, 0, 0, 0), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_read_reply_payload(NULL, 1, &u8p), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_mem_map(NULL, buf, sizeof buf, &out_swucx_mem_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_mem_map((const struct swucx_context_t *)ctx, NULL, sizeof buf, &out_swucx_mem_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_mem_map((const struct swucx_context_t *)ctx, buf, sizeof buf, NULL), SWUCX_ERR_NULL_ARG);
