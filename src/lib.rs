@@ -54,7 +54,7 @@ mod transport;
 mod worker;
 
 pub use am::{AmDesc, AmFlags, AmMessage};
-pub use buffer::{Buf, BufMut, RawBuf};
+pub use buffer::{Buf, BufMut, FileMap, MappedSlice, Payload, RawBuf};
 pub use context::{Context, ContextBuilder, DEFAULT_CONFIG, DefaultSetting, Features, ucx_version};
 pub use endpoint::{CloseMode, Endpoint, ErrorHandler};
 pub use engine::Engine;

@@ -265,6 +265,23 @@ impl Worker {
         Ok(WorkerAddress(bytes))
     }
 
+    /// The longest active-message header this worker can send (`ucp_worker_query` with
+    /// `UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER`), as UCX computes it from the transports the
+    /// context enabled.
+    pub fn max_am_header(&self) -> Result<usize> {
+        let mut attr = sys::ucp_worker_attr_t {
+            field_mask: u64::from(
+                sys::ucp_worker_attr_field::UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER.0,
+            ),
+            ..Default::default()
+        };
+        // SAFETY: handle is live; attr is writable and asks only for max_am_header.
+        check("ucp_worker_query", unsafe {
+            sys::ucp_worker_query(self.0.handle, &mut attr)
+        })?;
+        Ok(attr.max_am_header)
+    }
+
     /// Progresses until `done()` holds or `deadline` passes (`Ok(false)`). Busy-polls first, then
     /// sleeps on the event fd between bursts so an idle wait costs no CPU.
     pub(crate) fn progress_until(

@@ -1,24 +1,27 @@
 //! The embedding back end: a host supplies needle bytes through `NeedleSource`, and clients read
 //! them over UCX (tcp and shm) exactly, with the host's error statuses and the read-JWT check.
+//! Also: `Stale` replies are retryable and retried a bounded number of times, and stopping a
+//! server still delivers the read it is serving.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use swucx::Context;
-use swucx::seaweed::protocol::{ReadReply, ReadRequest, Status};
+use swucx::seaweed::protocol::{MAX_HEADER_LEN, ReadReply, ReadRequest, Status};
 use swucx::seaweed::{ClientError, FileId, NeedleClient, NeedleServer, NeedleSource, ReadKey};
+use swucx::{Context, Payload, Worker};
 
 /// A host's store: whole files by (volume, needle, cookie).
 struct MapSource(HashMap<(u32, u64, u32), Vec<u8>>);
 
 impl NeedleSource for MapSource {
-    fn read(&self, request: &ReadRequest) -> (ReadReply, Vec<u8>) {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
         let key = (request.volume_id, request.needle_id, request.cookie);
         let Some(data) = self.0.get(&key) else {
             return (
                 ReadReply::status(request.request_id, Status::NotFound),
-                Vec::new(),
+                Payload::default(),
             );
         };
         let start = (request.offset as usize).min(data.len());
@@ -32,7 +35,7 @@ impl NeedleSource for MapSource {
             payload_len: payload.len() as u64,
             ..ReadReply::status(request.request_id, Status::Ok)
         };
-        (reply, payload)
+        (reply, payload.into())
     }
 }
 
@@ -98,5 +101,153 @@ fn host_supplied_bytes_over_tcp_and_shm() {
         }
         drop(client);
         serving.stop().expect("server run");
+    }
+}
+
+/// A source that answers `Stale` a given number of times, then the bytes.
+struct FlakySource {
+    data: Vec<u8>,
+    stale_left: Mutex<u32>,
+}
+
+impl NeedleSource for FlakySource {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        let mut left = self.stale_left.lock().unwrap();
+        if *left > 0 {
+            *left -= 1;
+            return (
+                ReadReply::status(request.request_id, Status::Stale),
+                Payload::default(),
+            );
+        }
+        let reply = ReadReply {
+            data_size: self.data.len() as u64,
+            payload_len: self.data.len() as u64,
+            ..ReadReply::status(request.request_id, Status::Ok)
+        };
+        (reply, self.data.clone().into())
+    }
+}
+
+fn tcp_context() -> Context {
+    Context::builder()
+        .config("TLS", "tcp,self")
+        .config("NET_DEVICES", "lo")
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn stale_is_retryable_and_retried_a_bounded_number_of_times() {
+    let context = tcp_context();
+    let source = Arc::new(FlakySource {
+        data: bytes(20_000, 9),
+        stale_left: Mutex::new(0),
+    });
+    let server =
+        NeedleServer::bind_source(&context, source.clone(), "127.0.0.1:0".parse().unwrap())
+            .unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = server.spawn();
+    let timeout = Duration::from_secs(30);
+    let fid = FileId::new(1, 2, 3);
+    // Without retries the caller sees Stale, and that it is retryable.
+    let no_retries = NeedleClient::connect(&context, addr)
+        .unwrap()
+        .with_stale_retries(0);
+    *source.stale_left.lock().unwrap() = 1;
+    let err = no_retries.read(&fid, 0, 0, timeout).unwrap_err();
+    assert!(matches!(err, ClientError::Status(Status::Stale)), "{err}");
+    assert!(err.is_retryable() && !err.is_not_found());
+    assert!(no_retries.read(&fid, 0, 0, timeout).unwrap().data == source.data);
+    drop(no_retries);
+    // By default a few Stale replies are retried away ...
+    let client = NeedleClient::connect(&context, addr).unwrap();
+    *source.stale_left.lock().unwrap() = 3;
+    assert!(client.read(&fid, 0, 0, timeout).unwrap().data == source.data);
+    assert_eq!(*source.stale_left.lock().unwrap(), 0);
+    // ... but not forever.
+    let client = client.with_stale_retries(2);
+    *source.stale_left.lock().unwrap() = 5;
+    let err = client.read(&fid, 0, 0, timeout).unwrap_err();
+    assert!(matches!(err, ClientError::Status(Status::Stale)), "{err}");
+    assert_eq!(
+        *source.stale_left.lock().unwrap(),
+        2,
+        "1 request + 2 retries"
+    );
+    assert!(!ClientError::Status(Status::NotFound).is_retryable());
+    assert!(ClientError::Status(Status::Busy).is_retryable());
+    drop((client, source));
+    serving.stop().expect("server run");
+}
+
+/// A source that blocks in `read` until the test lets it go.
+struct GateSource {
+    data: Vec<u8>,
+    entered: Mutex<mpsc::Sender<()>>,
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+impl NeedleSource for GateSource {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        self.entered.lock().unwrap().send(()).unwrap();
+        self.release.lock().unwrap().recv().unwrap();
+        let reply = ReadReply {
+            data_size: self.data.len() as u64,
+            payload_len: self.data.len() as u64,
+            ..ReadReply::status(request.request_id, Status::Ok)
+        };
+        (reply, self.data.clone().into())
+    }
+}
+
+/// Stopping a server while it serves a read (a rendezvous payload) still delivers that read.
+#[test]
+fn stop_finishes_the_read_in_flight() {
+    let context = tcp_context();
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let data = bytes(3 << 20, 4);
+    let source = Arc::new(GateSource {
+        data: data.clone(),
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    });
+    let server =
+        NeedleServer::bind_source(&context, source, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = server.spawn();
+    let client = NeedleClient::connect(&context, addr).unwrap();
+    let reader = std::thread::spawn(move || {
+        client
+            .read(&FileId::new(1, 1, 1), 0, 0, Duration::from_secs(60))
+            .map(|d| d.data)
+    });
+    // The server is inside the source's read when it is told to stop.
+    entered.recv().unwrap();
+    serving.begin_stop();
+    release.send(()).unwrap();
+    let got = reader
+        .join()
+        .unwrap()
+        .expect("the read in flight completes");
+    assert!(got == data);
+    serving.stop().expect("server run");
+}
+
+/// The transports of the tests here carry the protocol's longest header (the refusal of shorter
+/// ones is tested through the `swucx` binary, whose environment can shrink UCX's segments:
+/// tests/swucx_cli.rs).
+#[test]
+fn test_transports_carry_the_longest_header() {
+    for tls in ["tcp,self", "posix,sysv,cma,self,tcp", "tcp"] {
+        let context = Context::builder()
+            .config("TLS", tls)
+            .config("NET_DEVICES", "lo")
+            .build()
+            .unwrap();
+        let limit = Worker::new(&context).unwrap().max_am_header().unwrap();
+        assert!(limit >= MAX_HEADER_LEN, "{tls}: {limit}");
     }
 }

@@ -12,11 +12,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use swucx::Context;
+mod common;
+use common::TempDir;
+
+use swucx::seaweed::protocol::{ReadFlags, ReadRequest, Status};
 use swucx::seaweed::{
-    ClientError, FileId, NeedleClient, NeedleServer, ReadKey, ReadOptions, VolumeDir, VolumeError,
-    protocol::Status,
+    ClientError, FileId, NeedleClient, NeedleServer, NeedleSource, ReadKey, ReadOptions, VolumeDir,
+    VolumeError,
 };
+use swucx::{Buf, Context, Payload};
 
 /// The whole test must finish in this time, or the watchdog kills weed and aborts.
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -30,28 +34,6 @@ fn weed_binary() -> PathBuf {
         .expect("run scripts/seaweedfs.sh");
     assert!(out.status.success(), "scripts/seaweedfs.sh failed");
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// A temp dir removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("swucx-weed-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// PIDs the watchdog kills if the deadline passes.
@@ -119,14 +101,16 @@ impl Weed {
         Weed::start_with_read_key(tag, pids, None)
     }
 
-    /// Starts weed; with `read_key`, its security.toml (in the working directory, where weed
-    /// looks first) sets `[jwt.signing.read] key`.
+    /// Starts weed; with `read_key`, `$HOME/.seaweedfs/security.toml` sets
+    /// `[jwt.signing.read] key` (weed's HOME is the temp dir, which is also its working
+    /// directory, where it looks first and finds no security.toml).
     fn start_with_read_key(tag: &str, pids: &Pids, read_key: Option<&str>) -> Weed {
         let weed = weed_binary();
-        let tmp = TempDir::new(tag);
+        let tmp = TempDir::new(&format!("weed-{tag}"));
         if let Some(key) = read_key {
+            std::fs::create_dir_all(tmp.0.join(".seaweedfs")).unwrap();
             std::fs::write(
-                tmp.0.join("security.toml"),
+                tmp.0.join(".seaweedfs/security.toml"),
                 format!("[jwt.signing.read]\nkey = \"{key}\"\n"),
             )
             .unwrap();
@@ -650,8 +634,56 @@ fn reads_what_weed_wrote_byte_for_byte() {
     .unwrap();
     assert_eq!(r.data, files[1].2);
 
+    payloads_point_into_the_dat_mapping(&weed, &files);
     ucx_reads_match_http(&weed, &files, &del_fid);
     swucx_command_reads_match_http(&weed, &files[4].1);
+}
+
+/// What the daemon back end hands to UCX for each file: a range of its mapping of weed's `.dat`
+/// (the pointer the send gets lies inside the mapping), equal to HTTP GET; only the gzip'd text,
+/// decompressed, is owned bytes (its stored form is mapped too).
+fn payloads_point_into_the_dat_mapping(weed: &Weed, files: &[(&str, String, Vec<u8>)]) {
+    let dir = VolumeDir::open(&weed.dir).unwrap();
+    for (name, fid_s, _) in files {
+        let fid = FileId::parse(fid_s).unwrap();
+        for flags in [ReadFlags::NONE, ReadFlags::WANT_STORED] {
+            let request = ReadRequest {
+                request_id: 1,
+                volume_id: fid.volume_id,
+                needle_id: fid.needle_id,
+                cookie: fid.cookie,
+                flags,
+                ..Default::default()
+            };
+            let (reply, payload) = NeedleSource::read(&dir, &request);
+            assert_eq!(reply.status, Status::Ok, "{name}");
+            assert_eq!(reply.payload_len, payload.len() as u64);
+            let http = if reply.compressed {
+                weed.get(fid_s, &[("Accept-Encoding", "gzip")]).body
+            } else {
+                weed.get(fid_s, &[]).body
+            };
+            assert!(
+                payload == http,
+                "{name} {flags:?}: bytes differ from HTTP GET"
+            );
+            let decompressed = *name == "text" && flags == ReadFlags::NONE;
+            match &payload {
+                Payload::Owned(_) => assert!(decompressed, "{name} {flags:?}: copied"),
+                Payload::Mapped(m) => {
+                    assert!(!decompressed, "{name}: decompressed bytes cannot be mapped");
+                    let map = m.map();
+                    let at = Buf::as_ptr(&payload) as usize;
+                    let start = map.as_ptr() as usize;
+                    assert!(
+                        at >= start && at + Buf::len(&payload) <= start + map.len(),
+                        "{name}: the payload is not inside the mapping"
+                    );
+                    assert_eq!(at - start, m.offset());
+                }
+            }
+        }
+    }
 }
 
 /// Every file through a `NeedleServer` on weed's directory and a `NeedleClient`, over tcp and
@@ -777,19 +809,62 @@ fn read_jwt_outcomes_match_weed() {
     }
     drop(client);
     serving.stop().expect("server run");
+
+    // `swucx serve` without --jwt-read-key, in weed's working directory and HOME, finds the same
+    // key weed found and refuses the same way.
+    let home = weed.dir.parent().unwrap();
+    let (mut serve, addr) = start_swucx_serve(&weed.dir, Some(home));
+    let run_read = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_swucx"))
+            .args(["read", "--server", &addr, &fid_s])
+            .args(extra)
+            .env("UCX_TLS", "tcp,self")
+            .env("UCX_NET_DEVICES", "lo")
+            .output()
+            .unwrap()
+    };
+    let valid = run_read(&["--jwt", &cases[0].1]);
+    let missing = run_read(&[]);
+    // SAFETY: serve is our own child.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    assert!(serve.wait().unwrap().success());
+    let mut log = String::new();
+    serve
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let file = home.join(".seaweedfs/security.toml");
+    assert!(
+        log.contains(&format!("read JWTs required (key from {})", file.display())),
+        "{log}"
+    );
+    assert!(
+        valid.status.success() && valid.stdout == data,
+        "valid token"
+    );
+    assert!(!missing.status.success(), "no token accepted");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("Unauthorized"));
 }
 
-/// `swucx serve` and `swucx read` (the command-line binary) move `fid` byte-exact.
-fn swucx_command_reads_match_http(weed: &Weed, fid: &str) {
-    let bin = env!("CARGO_BIN_EXE_swucx");
-    let mut serve = Command::new(bin)
+/// Starts `swucx serve` on `dir` over tcp (working directory and HOME `home`, if given, and
+/// without a read key in the environment); returns it (stderr piped) and the address it printed.
+fn start_swucx_serve(dir: &Path, home: Option<&Path>) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_swucx"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(&weed.dir)
+        .arg(dir)
         .env("UCX_TLS", "tcp,self")
         .env("UCX_NET_DEVICES", "lo")
+        .env("RUST_LOG", "warn")
+        .env_remove("WEED_JWT_SIGNING_READ_KEY")
         .stdout(Stdio::piped())
-        .spawn()
-        .expect("start swucx serve");
+        .stderr(Stdio::piped());
+    if let Some(home) = home {
+        command.current_dir(home).env("HOME", home);
+    }
+    let mut serve = command.spawn().expect("start swucx serve");
     let mut line = String::new();
     let mut stdout = std::io::BufReader::new(serve.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
@@ -799,6 +874,13 @@ fn swucx_command_reads_match_http(weed: &Weed, fid: &str) {
         .and_then(|rest| rest.split(',').next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
+    (serve, addr)
+}
+
+/// `swucx serve` and `swucx read` (the command-line binary) move `fid` byte-exact.
+fn swucx_command_reads_match_http(weed: &Weed, fid: &str) {
+    let bin = env!("CARGO_BIN_EXE_swucx");
+    let (mut serve, addr) = start_swucx_serve(&weed.dir, None);
     let tmp = std::env::temp_dir().join(format!("swucx-read-{}", std::process::id()));
     let read = Command::new(bin)
         .args(["read", "--server", &addr, fid, "-o"])
@@ -829,6 +911,78 @@ fn swucx_command_reads_match_http(weed: &Weed, fid: &str) {
     assert!(!missing.status.success(), "a bad read must exit non-zero");
 }
 
+/// A needle server on weed's directory and a client, over one set of transports.
+struct UcxPath {
+    tls: &'static str,
+    client: NeedleClient,
+    server: Option<swucx::seaweed::ServerThread>,
+    /// Reads answered with a retryable status (and sent again).
+    retried: usize,
+}
+
+impl UcxPath {
+    fn start(dir: &Path, tls: &'static str) -> UcxPath {
+        let context = Context::builder()
+            .config("TLS", tls)
+            .config("NET_DEVICES", "lo")
+            .build()
+            .unwrap();
+        let volumes = VolumeDir::open(dir).unwrap();
+        let server = NeedleServer::bind(&context, volumes, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let server = Some(server.spawn());
+        // No automatic retries: the test sees every Stale and checks it is retryable.
+        let client = NeedleClient::connect(&context, addr)
+            .unwrap()
+            .with_stale_retries(0);
+        UcxPath {
+            tls,
+            client,
+            server,
+            retried: 0,
+        }
+    }
+
+    /// Reads `fid` whole: the reply must be `want`, or a retryable status (then read again, a
+    /// bounded number of times); anything else fails the test.
+    fn expect(&mut self, fid: &str, want: &[u8]) {
+        let f = FileId::parse(fid).unwrap();
+        for _ in 0..500 {
+            match self.client.read(&f, 0, 0, Duration::from_secs(30)) {
+                Ok(got) => {
+                    assert!(got.data == want, "{} {fid}: wrong bytes", self.tls);
+                    return;
+                }
+                Err(e @ ClientError::Status(_)) if e.is_retryable() => {
+                    self.retried += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{} {fid}: {e}", self.tls),
+            }
+        }
+        panic!("{} {fid}: still retryable after 500 reads", self.tls);
+    }
+
+    /// Reads `fid`, which must be refused as not found.
+    fn expect_not_found(&self, fid: &str) {
+        match self
+            .client
+            .read(&FileId::parse(fid).unwrap(), 0, 0, Duration::from_secs(30))
+        {
+            Err(e) if e.is_not_found() => {}
+            other => panic!("{} {fid}: expected not found, got {other:?}", self.tls),
+        }
+    }
+
+    fn stop(mut self) -> usize {
+        let retried = self.retried;
+        let server = self.server.take().unwrap();
+        drop(self);
+        server.stop().expect("server run");
+        retried
+    }
+}
+
 #[test]
 fn follows_appends_deletes_and_vacuum_while_weed_runs() {
     let pids: Pids = Arc::default();
@@ -848,6 +1002,11 @@ fn follows_appends_deletes_and_vacuum_while_weed_runs() {
     );
     live.push((first, b"first".to_vec()));
     let dir = VolumeDir::open(&weed.dir).unwrap();
+    // The same directory served over UCX (tcp, and shared memory), read by a client.
+    let mut paths = [
+        UcxPath::start(&weed.dir, "tcp,self"),
+        UcxPath::start(&weed.dir, "posix,sysv,cma,self,tcp"),
+    ];
     for i in 0..60u64 {
         let fid = weed.assign("");
         let data = pseudo_random(100 + (i as usize * 997) % 20000, 1000 + i);
@@ -855,12 +1014,18 @@ fn follows_appends_deletes_and_vacuum_while_weed_runs() {
         // Read right after weed acknowledged the write.
         let r = read(&dir, &FileId::parse(&fid).unwrap(), &ReadOptions::default()).unwrap();
         assert!(r.data == data, "fresh needle {fid}");
+        for path in &mut paths {
+            path.expect(&fid, &data);
+        }
         if i % 3 == 0 {
             weed.delete(&fid);
             assert!(matches!(
                 read(&dir, &FileId::parse(&fid).unwrap(), &ReadOptions::default()),
                 Err(VolumeError::Deleted(_))
             ));
+            for path in &paths {
+                path.expect_not_found(&fid);
+            }
             dead.push(fid);
         } else {
             live.push((fid, data));
@@ -873,8 +1038,9 @@ fn follows_appends_deletes_and_vacuum_while_weed_runs() {
             .collect()
     };
     let before = revisions(&dir);
-    // Vacuum every volume with garbage (the master asks each volume server to compact and commit),
-    // reading everything while it runs.
+    // Vacuum every volume with garbage (the master asks each volume server to compact and commit)
+    // while weed keeps taking uploads, reading everything, old and new, through the volume reader
+    // and over UCX while it runs.
     let vacuum_port = weed.master_port;
     let vacuum = std::thread::spawn(move || {
         let t = Instant::now();
@@ -883,24 +1049,58 @@ fn follows_appends_deletes_and_vacuum_while_weed_runs() {
         eprintln!("vacuum took {:?}", t.elapsed());
         r.map(|r| r.status)
     });
+    let appended: Mutex<Vec<(String, Vec<u8>)>> = Mutex::default();
+    let appending = std::sync::atomic::AtomicBool::new(true);
     let start = Instant::now();
     let mut rounds = 0;
-    while !vacuum.is_finished() || rounds < 3 {
-        for (fid, data) in &live {
-            let r = read(&dir, &FileId::parse(fid).unwrap(), &ReadOptions::default())
-                .unwrap_or_else(|e| panic!("{fid} during vacuum: {e}"));
-            assert!(r.data == *data, "{fid}: wrong bytes during vacuum");
+    std::thread::scope(|scope| {
+        // weed keeps appending until the vacuum is over (at most 100 files, paced so that weed
+        // has CPU left for the vacuum on a small machine).
+        scope.spawn(|| {
+            for i in 0..100u64 {
+                if !appending.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                let fid = weed.assign("");
+                let data = pseudo_random(50 + (i as usize * 7919) % 30000, 5000 + i);
+                weed.upload(&fid, "", "g.bin", "application/octet-stream", &data, &[]);
+                appended.lock().unwrap().push((fid, data));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        while !vacuum.is_finished() || rounds < 3 {
+            let newer = appended.lock().unwrap().clone();
+            for (fid, data) in live.iter().chain(&newer) {
+                let r = read(&dir, &FileId::parse(fid).unwrap(), &ReadOptions::default())
+                    .unwrap_or_else(|e| panic!("{fid} during vacuum: {e}"));
+                assert!(r.data == *data, "{fid}: wrong bytes during vacuum");
+                for path in &mut paths {
+                    path.expect(fid, data);
+                }
+            }
+            rounds += 1;
+            // Leave CPU to weed on small machines.
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(
+                start.elapsed() < Duration::from_secs(170),
+                "vacuum did not finish"
+            );
         }
-        rounds += 1;
-        // Leave CPU to weed on small machines.
-        std::thread::sleep(Duration::from_millis(2));
-        assert!(
-            start.elapsed() < Duration::from_secs(170),
-            "vacuum did not finish"
-        );
-    }
+        appending.store(false, std::sync::atomic::Ordering::Release);
+    });
     assert_eq!(vacuum.join().unwrap().unwrap(), 200);
-    eprintln!("{rounds} rounds of {} reads during the vacuum", live.len());
+    let appended = appended.into_inner().unwrap();
+    eprintln!(
+        "{rounds} rounds of reads of {} files ({} appended during the vacuum) through the \
+         reader, tcp and shm",
+        live.len() + appended.len(),
+        appended.len()
+    );
+    assert!(
+        !appended.is_empty(),
+        "nothing was appended during the vacuum"
+    );
+    live.extend(appended);
     // Compaction moved needles and bumped revisions; the reader followed.
     let wait = Instant::now();
     loop {
@@ -924,11 +1124,22 @@ fn follows_appends_deletes_and_vacuum_while_weed_runs() {
         let r = read(&dir, &FileId::parse(fid).unwrap(), &ReadOptions::default()).unwrap();
         assert!(r.data == *data, "{fid} after vacuum");
         assert_eq!(weed.get(fid, &[]).body, *data);
+        for path in &mut paths {
+            path.expect(fid, data);
+        }
     }
     for fid in &dead {
         // Vacuum drops deleted needles: not found (no longer "deleted") after compaction.
         let e = read(&dir, &FileId::parse(fid).unwrap(), &ReadOptions::default()).unwrap_err();
         assert!(e.is_not_found(), "{fid}: {e}");
         assert_eq!(weed.get(fid, &[]).status, 404);
+        for path in &paths {
+            path.expect_not_found(fid);
+        }
+    }
+    for path in paths {
+        let tls = path.tls;
+        let retried = path.stop();
+        eprintln!("{tls}: {retried} retryable replies (Stale/Busy), each read again");
     }
 }

@@ -4,12 +4,13 @@
 //! swucx serve --dir VOLUME_DIR [--listen IP:PORT]
 //! swucx read --server IP:PORT FID [--offset N] [--size N] [-o FILE]
 //! ```
-//! Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES). Logging: RUST_LOG.
+//! Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES). Logging: RUST_LOG (default
+//! `info` for `serve`, `warn` for `read`).
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -34,7 +35,8 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0:18080")]
         listen: SocketAddr,
         /// Require read JWTs signed with this key (default: weed's own configuration:
-        /// WEED_JWT_SIGNING_READ_KEY or `[jwt.signing.read] key` in security.toml).
+        /// WEED_JWT_SIGNING_READ_KEY, else `[jwt.signing.read] key` in the first security.toml in
+        /// ./, $HOME/.seaweedfs/, /usr/local/etc/seaweedfs/, /etc/seaweedfs/).
         #[arg(long)]
         jwt_read_key: Option<String>,
     },
@@ -64,22 +66,24 @@ enum Command {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_signal(signal: libc::c_int) {
+    SIGNAL.store(signal, Ordering::Relaxed);
     STOP.store(true, Ordering::Release);
 }
 
 fn serve(dir: std::path::PathBuf, listen: SocketAddr, key: Option<String>) -> Result<(), String> {
     let volumes = VolumeDir::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let key = match key {
-        Some(key) => Some(ReadKey::new(key)),
-        None => ReadKey::from_weed_config()?,
+        Some(key) => Some((ReadKey::new(key), "--jwt-read-key".to_string())),
+        None => ReadKey::from_weed_config()?.map(|(key, source)| (key, source.to_string())),
     };
     let context = Context::new().map_err(|e| e.to_string())?;
     let mut server = NeedleServer::bind(&context, volumes, listen)
         .map_err(|e| format!("listen {listen}: {e}"))?;
-    if let Some(key) = key {
-        eprintln!("swucx serve: read JWTs required");
+    if let Some((key, source)) = key {
+        eprintln!("swucx serve: read JWTs required (key from {source})");
         server = server.with_read_key(key);
     }
     let addr = server.local_addr().map_err(|e| e.to_string())?;
@@ -93,7 +97,14 @@ fn serve(dir: std::path::PathBuf, listen: SocketAddr, key: Option<String>) -> Re
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
-    server.run(&STOP).map_err(|e| e.to_string())
+    server.run(&STOP).map_err(|e| e.to_string())?;
+    let signal = match SIGNAL.load(Ordering::Relaxed) {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        _ => "a signal",
+    };
+    eprintln!("swucx serve: stopped on {signal}; every reply finished");
+    Ok(())
 }
 
 fn read(
@@ -122,8 +133,13 @@ fn read(
 }
 
 fn main() -> ExitCode {
-    env_logger::init();
-    let outcome = match Cli::parse().command {
+    let cli = Cli::parse();
+    let level = match cli.command {
+        Command::Serve { .. } => "info",
+        Command::Read { .. } => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let outcome = match cli.command {
         Command::Serve {
             dir,
             listen,

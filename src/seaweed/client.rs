@@ -12,6 +12,7 @@ use crate::seaweed::fid::FileId;
 use crate::seaweed::protocol::{
     AM_ID_READ, AM_ID_READ_REPLY, ProtocolError, ReadFlags, ReadReply, ReadRequest, Status,
 };
+use crate::seaweed::server::check_am_header_limit;
 use crate::{AmDesc, AmFlags, Context, Endpoint, Worker};
 
 /// Why a read failed.
@@ -39,6 +40,27 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether sending the read again may succeed: the server answered [`Status::Busy`] or
+    /// [`Status::Stale`], or no reply came in time. (A [`ClientError::Ucx`] error means the
+    /// connection failed: connect again before retrying, or fall back to HTTP.)
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Status(s) => s.is_retryable(),
+            ClientError::Timeout(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether weed would answer this read with 404 (see [`Status::is_not_found`]).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Status(s) if s.is_not_found())
+    }
+}
+
+/// How often a read answered [`Status::Stale`] is sent again by default.
+pub const DEFAULT_STALE_RETRIES: u32 = 4;
+
 /// Replies that arrived, by request id.
 type Inbox = Arc<Mutex<HashMap<u64, (ReadReply, AmDesc)>>>;
 
@@ -48,6 +70,7 @@ pub struct NeedleClient {
     ep: Endpoint,
     inbox: Inbox,
     next_id: AtomicU64,
+    stale_retries: u32,
 }
 
 /// A successful read: the reply header and the bytes.
@@ -60,9 +83,11 @@ pub struct NeedleData {
 }
 
 impl NeedleClient {
-    /// Connects to the server at `addr`.
+    /// Connects to the server at `addr`. Fails if the context's transports cannot carry the
+    /// protocol's longest header ([`check_am_header_limit`]).
     pub fn connect(context: &Context, addr: SocketAddr) -> Result<NeedleClient, ClientError> {
         let worker = Worker::new(context)?;
+        check_am_header_limit(&worker)?;
         let inbox: Inbox = Arc::default();
         let sink = inbox.clone();
         worker.set_am_handler(AM_ID_READ_REPLY, move |msg| {
@@ -82,7 +107,17 @@ impl NeedleClient {
             ep,
             inbox,
             next_id: AtomicU64::new(1),
+            stale_retries: DEFAULT_STALE_RETRIES,
         })
+    }
+
+    /// Sends a read answered [`Status::Stale`] (it raced a compaction commit) again up to
+    /// `retries` times, each a new request: the first at once, later ones after a back-off of
+    /// 1 ms doubling up to 50 ms, all within the read's timeout. 0 returns `Stale` to the
+    /// caller. Default: [`DEFAULT_STALE_RETRIES`].
+    pub fn with_stale_retries(mut self, retries: u32) -> NeedleClient {
+        self.stale_retries = retries;
+        self
     }
 
     /// Reads `size` bytes (0: to the end) at `offset` of the needle `fid`, waiting up to
@@ -107,9 +142,9 @@ impl NeedleClient {
         jwt: &str,
         timeout: Duration,
     ) -> Result<NeedleData, ClientError> {
-        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = ReadRequest {
-            request_id,
+        let deadline = Instant::now() + timeout;
+        let mut request = ReadRequest {
+            request_id: 0,
             volume_id: fid.volume_id,
             needle_id: fid.needle_id,
             cookie: fid.cookie,
@@ -118,13 +153,42 @@ impl NeedleClient {
             flags: ReadFlags::WANT_NAME | ReadFlags::WANT_MIME,
             jwt: jwt.as_bytes().to_vec(),
         };
+        let mut stale = 0;
+        loop {
+            // Every attempt is a new request (a late reply to an earlier one is dropped).
+            request.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            match self.read_once(&request, timeout, deadline) {
+                Err(ClientError::Status(Status::Stale)) if stale < self.stale_retries => {
+                    if stale > 0 {
+                        let pause = Duration::from_millis(1 << (stale - 1).min(6))
+                            .min(Duration::from_millis(50));
+                        if Instant::now() + pause >= deadline {
+                            return Err(ClientError::Status(Status::Stale));
+                        }
+                        std::thread::sleep(pause);
+                    }
+                    stale += 1;
+                    log::debug!("read of {fid} raced a compaction; retry {stale}");
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Sends `request` and waits for its reply.
+    fn read_once(
+        &self,
+        request: &ReadRequest,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<NeedleData, ClientError> {
+        let request_id = request.request_id;
         let send = self.ep.am_send(
             AM_ID_READ,
             request.encode()?,
             Vec::new(),
             AmFlags::REPLY | AmFlags::EAGER,
         )?;
-        let deadline = Instant::now() + timeout;
         let mut arrived = None;
         let got_reply = self.worker.progress_until(
             || {

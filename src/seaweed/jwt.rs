@@ -1,8 +1,8 @@
 //! Read JWTs as SeaweedFS checks them (`weed/security/jwt.go`, `guard.go`): HMAC-signed (HS256,
 //! HS384 or HS512) tokens whose `fid` claim must equal the file id (`vid,<needle><cookie>`, no
 //! `_delta` suffix or extension) and whose `exp` / `nbf` must hold. The key comes from weed's
-//! `security.toml` (`[jwt.signing.read] key`), looked up where weed looks, or from
-//! `WEED_JWT_SIGNING_READ_KEY`.
+//! `security.toml` (`[jwt.signing.read] key`), looked up where weed looks ([`weed_config_dirs`]),
+//! or from `WEED_JWT_SIGNING_READ_KEY`.
 
 use std::path::{Path, PathBuf};
 
@@ -50,22 +50,32 @@ impl ReadKey {
         ReadKey(key.into())
     }
 
-    /// The key weed would use: `WEED_JWT_SIGNING_READ_KEY`, else `[jwt.signing.read] key` from
-    /// the first `security.toml` in `./`, `$HOME/.seaweedfs/`, `/etc/seaweedfs/`. `None` if
-    /// neither sets a non-empty key.
-    pub fn from_weed_config() -> Result<Option<ReadKey>, String> {
-        if let Ok(key) = std::env::var("WEED_JWT_SIGNING_READ_KEY") {
-            return Ok((!key.is_empty()).then(|| ReadKey::new(key)));
+    /// The key weed would use, and where it came from: `WEED_JWT_SIGNING_READ_KEY` when set to
+    /// a non-empty value (viper ignores empty variables), else `[jwt.signing.read] key` from the
+    /// first `security.toml` in [`weed_config_dirs`]. `None` if neither sets a non-empty key
+    /// (the first file found decides, even without a key, as in weed).
+    pub fn from_weed_config() -> Result<Option<(ReadKey, KeySource)>, String> {
+        ReadKey::from_weed_config_in(
+            std::env::var("WEED_JWT_SIGNING_READ_KEY").ok(),
+            &weed_config_dirs(),
+        )
+    }
+
+    /// [`from_weed_config`](ReadKey::from_weed_config) with the variable's value and the
+    /// directories given.
+    pub fn from_weed_config_in(
+        env: Option<String>,
+        dirs: &[PathBuf],
+    ) -> Result<Option<(ReadKey, KeySource)>, String> {
+        if let Some(key) = env.filter(|k| !k.is_empty()) {
+            return Ok(Some((ReadKey::new(key), KeySource::Env)));
         }
-        let mut dirs = vec![PathBuf::from(".")];
-        if let Some(home) = std::env::var_os("HOME") {
-            dirs.push(Path::new(&home).join(".seaweedfs"));
-        }
-        dirs.push(PathBuf::from("/etc/seaweedfs"));
         for dir in dirs {
             let path = dir.join("security.toml");
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                continue;
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("{}: {e}", path.display())),
             };
             let doc: toml::Table = text
                 .parse()
@@ -77,7 +87,7 @@ impl ReadKey {
                 .and_then(|r| r.get("key"))
                 .and_then(|k| k.as_str())
                 .unwrap_or_default();
-            return Ok((!key.is_empty()).then(|| ReadKey::new(key)));
+            return Ok((!key.is_empty()).then(|| (ReadKey::new(key), KeySource::File(path))));
         }
         Ok(None)
     }
@@ -142,6 +152,37 @@ impl ReadKey {
     }
 }
 
+/// Where a read key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The `WEED_JWT_SIGNING_READ_KEY` environment variable.
+    Env,
+    /// A `security.toml`.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Env => f.write_str("WEED_JWT_SIGNING_READ_KEY"),
+            KeySource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The directories weed 4.48 reads `security.toml` from, in order: `.`, `$HOME/.seaweedfs`,
+/// `/usr/local/etc/seaweedfs`, `/etc/seaweedfs` (`weed master -h`; the scaffold's comment
+/// omits `/usr/local/etc`).
+pub fn weed_config_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(".")];
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".seaweedfs"));
+    }
+    dirs.push(PathBuf::from("/usr/local/etc/seaweedfs"));
+    dirs.push(PathBuf::from("/etc/seaweedfs"));
+    dirs
+}
+
 /// Length of `header.claims`, the signed part of a token.
 fn header_len(token: &str) -> usize {
     token.rfind('.').unwrap_or(0)
@@ -198,5 +239,56 @@ mod tests {
         }
         // No key: nothing is checked.
         assert_eq!(ReadKey::new("").verify(b"", FID, now), Ok(()));
+    }
+
+    #[test]
+    fn key_is_found_the_way_weed_finds_it() {
+        let root = std::env::temp_dir().join(format!("swucx-jwt-{}", std::process::id()));
+        let dirs: Vec<PathBuf> = ["cwd", "home/.seaweedfs", "usr-local-etc", "etc"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let write = |i: usize, text: &str| std::fs::write(dirs[i].join("security.toml"), text);
+        let found = |env: Option<&str>| {
+            ReadKey::from_weed_config_in(env.map(str::to_string), &dirs)
+                .unwrap()
+                .map(|(k, src)| (k, src.to_string()))
+        };
+        let file = |i: usize| dirs[i].join("security.toml").display().to_string();
+        assert_eq!(found(None), None);
+        // The last directory, then each earlier one takes over.
+        write(3, "[jwt.signing.read]\nkey = \"etc\"\n").unwrap();
+        assert_eq!(found(None), Some((ReadKey::new("etc"), file(3))));
+        write(2, "[jwt.signing.read]\nkey = \"usr-local\"\n").unwrap();
+        assert_eq!(found(None), Some((ReadKey::new("usr-local"), file(2))));
+        write(
+            1,
+            "[jwt.signing.read]\nkey = \"home\"\nexpires_after_seconds = 10\n",
+        )
+        .unwrap();
+        assert_eq!(found(None), Some((ReadKey::new("home"), file(1))));
+        // The first file found decides, even when it sets no read key (only the write key).
+        write(0, "[jwt.signing]\nkey = \"write-only\"\n").unwrap();
+        assert_eq!(found(None), None);
+        write(0, "[jwt.signing.read]\nkey = \"cwd\"\n").unwrap();
+        assert_eq!(found(None), Some((ReadKey::new("cwd"), file(0))));
+        // A set variable wins over every file; an empty one is ignored, as viper does.
+        assert_eq!(
+            found(Some("from-env")),
+            Some((ReadKey::new("from-env"), "WEED_JWT_SIGNING_READ_KEY".into()))
+        );
+        assert_eq!(found(Some("")), Some((ReadKey::new("cwd"), file(0))));
+        // A broken file is an error naming it.
+        write(0, "[jwt.signing.read\nkey=").unwrap();
+        let err = ReadKey::from_weed_config_in(None, &dirs).unwrap_err();
+        assert!(err.contains(&file(0)), "{err}");
+        let _ = std::fs::remove_dir_all(&root);
+        let defaults = weed_config_dirs();
+        assert_eq!(defaults[0], PathBuf::from("."));
+        assert_eq!(defaults.last(), Some(&PathBuf::from("/etc/seaweedfs")));
+        assert!(defaults.contains(&PathBuf::from("/usr/local/etc/seaweedfs")));
     }
 }

@@ -31,7 +31,7 @@ pub mod volume;
 pub use client::{ClientError, NeedleClient, NeedleData};
 pub use fid::{FidError, FileId, ParsedFid};
 pub use index::{IndexEntry, IndexError, NeedleMap, NeedleValue, OffsetWidth};
-pub use jwt::{JwtError, ReadKey};
+pub use jwt::{JwtError, KeySource, ReadKey, weed_config_dirs};
 pub use needle::{Needle, NeedleError, NeedleHeader, NeedleMeta, NeedleVersion};
 pub use server::{NeedleServer, NeedleSource, ServerThread};
 pub use superblock::{SuperBlock, SuperBlockError};

@@ -1221,7 +1221,7 @@ mod tests {
     fn ok_reply_from_a_read_result() {
         use crate::seaweed::{NeedleHeader, NeedleMeta};
         let result = ReadResult {
-            data: vec![7; 100],
+            data: vec![7; 100].into(),
             total_len: 1000,
             compressed: true,
             header: NeedleHeader {

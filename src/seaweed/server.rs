@@ -5,6 +5,13 @@
 //! One thread runs [`NeedleServer::run`]: it progresses the worker, accepts connections, and
 //! serves the requests the AM handler queued (the handler itself only queues, so disk reads never
 //! run inside UCX's progress). It sleeps on the worker's event fd when idle.
+//!
+//! Payloads go out without a copy: [`VolumeDir`] answers with a range of its read-only mapping
+//! of the `.dat` file ([`Payload::Mapped`]), which the AM send owns (and so keeps mapped) until
+//! UCX is done with it; payloads of [`RNDV_THRESHOLD`] bytes and more go by rendezvous, so the
+//! client pulls them straight from the mapping into its buffer (cma, RDMA) or UCX's transport
+//! reads them from there (tcp, shared memory). Only decompressed needles are owned bytes. The
+//! mapping is not registered with UCX (`MemRegion`): see docs/protocol.md.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -15,36 +22,67 @@ use std::time::Duration;
 use crate::seaweed::fid::FileId;
 use crate::seaweed::jwt::ReadKey;
 use crate::seaweed::protocol::{
-    AM_ID_READ, AM_ID_READ_REPLY, ReadReply, ReadRequest, Status, peek_request_id,
+    AM_ID_READ, AM_ID_READ_REPLY, MAX_HEADER_LEN, ReadReply, ReadRequest, Status, peek_request_id,
 };
 use crate::seaweed::volume::VolumeDir;
-use crate::{AmFlags, Context, Endpoint, Listener, Request, Worker};
+use crate::{AmFlags, Context, Endpoint, Listener, Payload, Request, Worker};
 
 /// Payloads at least this large go by rendezvous: the client pulls them into its buffer.
-const RNDV_THRESHOLD: usize = 8 << 10;
+pub const RNDV_THRESHOLD: usize = 8 << 10;
 /// The longest sleep on the event fd, so a stop request is seen promptly.
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
+/// The pause between progress rounds while replies are in flight.
+const REPLY_POLL: Duration = Duration::from_micros(20);
 
 /// A request the handler queued: the raw header and the endpoint to answer on.
 type Job = (Endpoint, Vec<u8>);
 
 /// Where a [`NeedleServer`] gets the bytes of a READ request (the read JWT, if required, is
 /// already checked). Called on the server's thread, outside UCX callbacks, so it may block on
-/// disk. Returns the reply header and its payload (`reply.payload_len` must equal its length).
+/// disk. Returns the reply header and its payload (`reply.payload_len` must equal its length):
+/// owned bytes (`Vec<u8>`, `.into()`), or a [`MappedSlice`](crate::MappedSlice) of a mapped file
+/// that the send keeps alive and reads in place.
 pub trait NeedleSource: Send + Sync {
     /// Answers `request`.
-    fn read(&self, request: &ReadRequest) -> (ReadReply, Vec<u8>);
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload);
 }
 
-/// The daemon's back end: the files a `weed volume` wrote.
+/// The daemon's back end: the files a `weed volume` wrote. Payloads are ranges of the `.dat`
+/// mapping; a read that a compaction commit overtook (the `.dat` replaced before the read was
+/// done) is read again from the new files, or answered [`Status::Stale`], never from stale
+/// offsets (see [`Volume::read`](crate::seaweed::Volume::read)).
 impl NeedleSource for VolumeDir {
-    fn read(&self, request: &ReadRequest) -> (ReadReply, Vec<u8>) {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
         let fid = FileId::new(request.volume_id, request.needle_id, request.cookie);
         match VolumeDir::read(self, &fid, &request.read_options()) {
             Ok(result) => (ReadReply::ok(request, &result), result.data),
-            Err(e) => (ReadReply::from_error(request.request_id, &e), Vec::new()),
+            Err(e) => (
+                ReadReply::from_error(request.request_id, &e),
+                Payload::default(),
+            ),
         }
     }
+}
+
+/// Fails unless `worker`'s transports carry active-message headers as long as the protocol's
+/// longest ([`MAX_HEADER_LEN`]): a READ request with a 4096-byte JWT.
+pub fn check_am_header_limit(worker: &Worker) -> crate::Result<()> {
+    am_header_limit_ok(worker.max_am_header()?)
+}
+
+fn am_header_limit_ok(limit: usize) -> crate::Result<()> {
+    if limit >= MAX_HEADER_LEN {
+        return Ok(());
+    }
+    Err(crate::Error::with_detail(
+        "ucp_worker_query",
+        crate::Status::ERR_UNSUPPORTED,
+        format!(
+            "the transports UCX chose carry active-message headers of at most {limit} bytes; \
+             the needle protocol needs {MAX_HEADER_LEN} (choose other transports with UCX_TLS, \
+             or raise their segment size, e.g. UCX_TCP_TX_SEG_SIZE)"
+        ),
+    ))
 }
 
 /// Serves needle reads from one [`NeedleSource`] on one listener.
@@ -54,7 +92,7 @@ pub struct NeedleServer {
     source: Arc<dyn NeedleSource>,
     jobs: Arc<Mutex<VecDeque<Job>>>,
     clients: Vec<Endpoint>,
-    replies: Vec<Request<(Vec<u8>, Vec<u8>)>>,
+    replies: Vec<Request<(Vec<u8>, Payload)>>,
     read_key: Option<ReadKey>,
 }
 
@@ -68,13 +106,16 @@ impl NeedleServer {
         NeedleServer::bind_source(context, Arc::new(dir), addr)
     }
 
-    /// Listens on `addr` and serves what `source` supplies (the embedding back end).
+    /// Listens on `addr` and serves what `source` supplies (the embedding back end). Fails if
+    /// the context's transports cannot carry the protocol's longest header
+    /// ([`check_am_header_limit`]).
     pub fn bind_source(
         context: &Context,
         source: Arc<dyn NeedleSource>,
         addr: SocketAddr,
     ) -> crate::Result<NeedleServer> {
         let worker = Worker::new(context)?;
+        check_am_header_limit(&worker)?;
         let jobs: Arc<Mutex<VecDeque<Job>>> = Arc::default();
         let queue = jobs.clone();
         worker.set_am_handler(AM_ID_READ, move |msg| {
@@ -112,24 +153,47 @@ impl NeedleServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `stop` is set, then finishes the replies in flight and returns.
+    /// Serves until `stop` is set, then stops accepting connections, answers the requests it
+    /// has received, finishes the replies in flight and returns. Requests that arrive while it
+    /// finishes are answered [`Status::Busy`].
     pub fn run(&mut self, stop: &AtomicBool) -> crate::Result<()> {
         let efd = self.worker.event_fd()?;
         while !stop.load(Ordering::Acquire) {
-            let busy = self.step();
-            if !busy && self.worker.arm()? {
+            if self.step() {
+                continue;
+            }
+            if !self.replies.is_empty() {
+                // A send that did not complete at once may complete without any event (a full
+                // shared-memory FIFO draining): check back soon instead of sleeping on the fd.
+                std::thread::sleep(REPLY_POLL);
+            } else if self.worker.arm()? {
                 crate::worker::poll_readable(efd, IDLE_SLEEP);
             }
         }
+        let received = self.take_jobs();
         log::info!(
-            "stopping: finishing {} replies in flight",
+            "stopping: no new connections; answering {} received requests, then finishing {} \
+             replies in flight",
+            received.len(),
             self.replies.len()
         );
+        for (ep, header) in received {
+            self.serve(&ep, &header);
+        }
         while !self.replies.is_empty() {
             self.worker.progress();
+            for (ep, header) in self.take_jobs() {
+                let id = peek_request_id(&header).unwrap_or(0);
+                self.send_reply(&ep, ReadReply::status(id, Status::Busy), Payload::default());
+            }
             self.reap_replies();
         }
+        log::info!("stopped: every reply finished");
         Ok(())
+    }
+
+    fn take_jobs(&self) -> VecDeque<Job> {
+        std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// One round: progress, accept, serve queued requests, reap finished replies. Returns whether
@@ -149,8 +213,7 @@ impl NeedleServer {
         }
         self.clients
             .retain(|ep| ep.failure().is_none() && !ep.is_closed());
-        let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|e| e.into_inner()));
-        for (ep, header) in jobs {
+        for (ep, header) in self.take_jobs() {
             busy = true;
             self.serve(&ep, &header);
         }
@@ -169,20 +232,23 @@ impl NeedleServer {
                 if let Some(why) = refused {
                     log::debug!("read of {fid} refused: {why}");
                     let reply = ReadReply::status(request.request_id, Status::Unauthorized);
-                    return self.send_reply(ep, reply, Vec::new());
+                    return self.send_reply(ep, reply, Payload::default());
                 }
                 self.source.read(&request)
             }
             Err(e) => {
                 log::debug!("bad READ request: {e}");
                 let id = peek_request_id(header).unwrap_or(0);
-                (ReadReply::status(id, Status::BadRequest), Vec::new())
+                (
+                    ReadReply::status(id, Status::BadRequest),
+                    Payload::default(),
+                )
             }
         };
         self.send_reply(ep, reply, payload);
     }
 
-    fn send_reply(&mut self, ep: &Endpoint, reply: ReadReply, payload: Vec<u8>) {
+    fn send_reply(&mut self, ep: &Endpoint, reply: ReadReply, payload: Payload) {
         let encoded = match reply.encode() {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -229,13 +295,19 @@ impl NeedleServer {
 }
 
 impl ServerThread {
-    /// Stops accepting, finishes the replies in flight, and returns how the server ended.
+    /// Asks the server to stop (as [`stop`](ServerThread::stop) does) without waiting for it.
+    pub fn begin_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Stops accepting, answers the requests received, finishes the replies in flight, and
+    /// returns how the server ended.
     pub fn stop(mut self) -> crate::Result<()> {
         self.finish()
     }
 
     fn finish(&mut self) -> crate::Result<()> {
-        self.stop.store(true, Ordering::Release);
+        self.begin_stop();
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(outcome)) => outcome,
             Some(Err(panic)) => std::panic::resume_unwind(panic),
@@ -257,4 +329,19 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn am_header_limit_below_the_protocol_maximum_is_refused() {
+        assert!(am_header_limit_ok(MAX_HEADER_LEN).is_ok());
+        assert!(am_header_limit_ok(8140).is_ok());
+        let err = am_header_limit_ok(MAX_HEADER_LEN - 1).unwrap_err();
+        assert_eq!(err.status(), crate::Status::ERR_UNSUPPORTED);
+        let text = err.to_string();
+        assert!(text.contains("4143") && text.contains("4144"), "{text}");
+    }
 }

@@ -16,22 +16,23 @@
 //! every read; larger ones only on full reads, as weed does. One difference: weed serves an empty
 //! (0-byte) needle without comparing cookies; this reader compares them.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::fid::FileId;
 use super::index::{NeedleMap, NeedleValue, OffsetWidth};
 use super::needle::{
-    self, NEEDLE_HEADER_SIZE, Needle, NeedleError, NeedleHeader, NeedleMeta, NeedleVersion,
-    PAGED_READ_LIMIT,
+    self, NEEDLE_HEADER_SIZE, Needle, NeedleError, NeedleHeader, NeedleMeta, PAGED_READ_LIMIT,
 };
 use super::superblock::{SUPER_BLOCK_SIZE, SuperBlock, SuperBlockError};
 use super::vif::{VifError, VolumeInfo};
+use crate::buffer::{FileMap, MappedSlice, Payload};
 
 /// Why a read or an open failed.
 #[derive(Debug, thiserror::Error)]
@@ -153,8 +154,8 @@ impl ReadOptions {
 /// A successful read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadResult {
-    /// The requested bytes.
-    pub data: Vec<u8>,
+    /// The requested bytes: a range of the `.dat` mapping, or owned bytes when decompressed.
+    pub data: Payload,
     /// Length of the whole data in the form returned (decompressed unless `stored`/`compressed`).
     pub total_len: u64,
     /// Whether `data` is gzip'd stored bytes (only when [`ReadOptions::stored`] was asked and the
@@ -173,6 +174,8 @@ pub struct ReadResult {
 struct State {
     dat: File,
     dat_ident: (u64, u64),
+    /// The `.dat` mapped read-only; remapped (longer) when a needle lies past it.
+    dat_map: Mutex<Arc<FileMap>>,
     idx: File,
     idx_ident: (u64, u64),
     superblock: SuperBlock,
@@ -319,7 +322,9 @@ impl Volume {
         Ok(())
     }
 
-    /// Reads needle `needle_id` if `cookie` matches: the whole data or a range of it.
+    /// Reads needle `needle_id` if `cookie` matches: the whole data or a range of it. The data
+    /// is a range of the volume's `.dat` mapping ([`Payload::Mapped`], no copy) unless it had to
+    /// be decompressed.
     pub fn read(
         &self,
         needle_id: u64,
@@ -327,178 +332,165 @@ impl Volume {
         opts: &ReadOptions,
     ) -> Result<ReadResult, VolumeError> {
         self.refresh()?;
-        let r = self.read_once(needle_id, cookie, opts);
-        if !r.as_ref().is_err_and(is_layout_mismatch) || !self.files_replaced()? {
-            return r;
+        let mut reloaded = false;
+        loop {
+            let (r, read_from) = {
+                let st = self.read_state();
+                (self.read_once(&st, needle_id, cookie, opts), st.dat_ident)
+            };
+            // The answer must come from the files the volume's paths name once the read is
+            // done. The index and the data disagreeing means the files were replaced under the
+            // open ones; otherwise one `stat` of the .dat tells whether a compaction committed
+            // (it renames the .dat first) during or just before the read.
+            let replaced = if r.as_ref().is_err_and(is_layout_mismatch) {
+                self.files_replaced()?
+            } else {
+                self.dat_replaced(read_from)?
+            };
+            if !replaced {
+                return r;
+            }
+            if reloaded {
+                return Err(VolumeError::Stale(self.id));
+            }
+            // Reload (waiting for a commit in progress to finish) and read once more.
+            self.reload()?;
+            reloaded = true;
         }
-        // The index and the data disagree and the files were replaced since they were opened: a
-        // compaction commit happened. Reload and try once more.
-        self.reload()?;
-        let r = self.read_once(needle_id, cookie, opts);
-        if r.as_ref().is_err_and(is_layout_mismatch) && self.files_replaced()? {
-            return Err(VolumeError::Stale(self.id));
-        }
-        r
     }
 
     /// Whether the `.dat` or `.idx` path now names another file than the open one.
     fn files_replaced(&self) -> Result<bool, VolumeError> {
         let st = self.read_state();
         for (ext, open) in [("dat", st.dat_ident), ("idx", st.idx_ident)] {
-            let p = with_ext(&self.base, ext);
-            match std::fs::metadata(&p) {
-                Ok(m) if ident(&m) == open => {}
-                Ok(_) => return Ok(true),
-                Err(e) => return Err(io_err(&p)(e)),
+            if self.path_replaced(ext, open)? {
+                return Ok(true);
             }
         }
         Ok(false)
     }
 
+    /// Whether the `.dat` path now names another file than `read_from`.
+    fn dat_replaced(&self, read_from: (u64, u64)) -> Result<bool, VolumeError> {
+        self.path_replaced("dat", read_from)
+    }
+
+    fn path_replaced(&self, ext: &str, open: (u64, u64)) -> Result<bool, VolumeError> {
+        let p = with_ext(&self.base, ext);
+        match std::fs::metadata(&p) {
+            Ok(m) => Ok(ident(&m) != open),
+            Err(e) => Err(io_err(&p)(e)),
+        }
+    }
+
+    /// The mapping of `st`'s `.dat` that covers its first `end` bytes: the current one, or a new
+    /// mapping of the whole file when the needle lies past it (weed appended since). Old mappings
+    /// stay alive as long as a payload uses them.
+    fn dat_map(&self, st: &State, end: u64) -> Result<Arc<FileMap>, VolumeError> {
+        let mut map = st.dat_map.lock().unwrap_or_else(|e| e.into_inner());
+        if end <= map.len() as u64 {
+            return Ok(map.clone());
+        }
+        let dat_path = with_ext(&self.base, "dat");
+        let len = st.dat.metadata().map_err(io_err(&dat_path))?.len();
+        if end > len {
+            return Err(VolumeError::Needle {
+                volume: self.id,
+                source: NeedleError::Truncated {
+                    what: "needle in .dat",
+                    need: end,
+                    got: len,
+                },
+            });
+        }
+        // SAFETY: weed only appends to a .dat and rewrites its superblock in place, which is read
+        // with pread, never through the mapping; it truncates only an append that failed, past
+        // every needle the .idx points at (the only bytes read through the mapping).
+        let fresh = unsafe { FileMap::map(&st.dat, len) }.map_err(io_err(&dat_path))?;
+        *map = Arc::new(fresh);
+        Ok(map.clone())
+    }
+
     fn read_once(
         &self,
+        st: &State,
         needle_id: u64,
         cookie: u32,
         opts: &ReadOptions,
     ) -> Result<ReadResult, VolumeError> {
-        let st = self.read_state();
         let (offset, size) = match st.map.get(needle_id) {
             None => return Err(VolumeError::NotFound(needle_id)),
             Some(NeedleValue::Deleted) => return Err(VolumeError::Deleted(needle_id)),
             Some(NeedleValue::Live { offset, size }) => (offset, size),
         };
         let version = st.superblock.version;
-        let dat_path = with_ext(&self.base, "dat");
         let nerr = |source| VolumeError::Needle {
             volume: self.id,
             source,
         };
-        let read_at = |buf: &mut [u8], at: u64| -> Result<(), VolumeError> {
-            st.dat.read_exact_at(buf, at).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    nerr(NeedleError::Truncated {
-                        what: "needle in .dat",
-                        need: at + buf.len() as u64,
-                        got: st.dat.metadata().map(|m| m.len()).unwrap_or(0),
-                    })
-                } else {
-                    io_err(&dat_path)(e)
-                }
-            })
-        };
+        // Header, body and tail, read in place from the mapping.
+        let body_end = offset + NEEDLE_HEADER_SIZE as u64 + u64::from(size);
+        let map = self.dat_map(st, body_end + version.tail_size() as u64)?;
+        let whole = &map.as_slice()[offset as usize..body_end as usize + version.tail_size()];
 
-        if size <= PAGED_READ_LIMIT {
-            // Small needle: read it whole and check the CRC, like weed's ReadNeedleBlob.
-            let len = NEEDLE_HEADER_SIZE + size as usize + version.tail_size();
-            let mut blob = vec![0u8; len];
-            read_at(&mut blob, offset)?;
-            let n = Needle::parse(&blob, version, Some((needle_id, size))).map_err(|e| {
+        let (header, meta, stored) = if size <= PAGED_READ_LIMIT {
+            // Small needle: parse it whole and check the CRC, like weed's ReadNeedleBlob.
+            let n = Needle::parse(whole, version, Some((needle_id, size))).map_err(|e| {
                 // Check the cookie before reporting a corrupt needle body.
-                match NeedleHeader::parse(&blob) {
+                match NeedleHeader::parse(whole) {
                     Ok(h) if h.id == needle_id && h.size == size && h.cookie != cookie => {
                         VolumeError::CookieMismatch(needle_id)
                     }
                     _ => nerr(e),
                 }
             })?;
-            if n.header.cookie != cookie {
-                return Err(VolumeError::CookieMismatch(needle_id));
-            }
-            check_expiry(&n.meta, needle_id, opts)?;
-            let compressed = opts.stored && n.meta.is_compressed();
-            let full = if opts.stored {
-                std::borrow::Cow::Borrowed(n.data)
-            } else {
-                n.decompressed().map_err(nerr)?
-            };
-            let (start, end) = range(opts, full.len() as u64)?;
-            return Ok(ReadResult {
-                data: full[start as usize..end as usize].to_vec(),
-                total_len: full.len() as u64,
-                compressed,
-                header: n.header,
-                meta: n.meta,
-                dat_offset: offset,
-            });
-        }
-
-        // Large needle: header and metadata first, then only the requested data. Check that the
-        // whole needle is in the file before allocating anything sized from it.
-        let dat_len = st.dat.metadata().map_err(io_err(&dat_path))?.len();
-        let need_len =
-            offset + NEEDLE_HEADER_SIZE as u64 + u64::from(size) + version.tail_size() as u64;
-        if need_len > dat_len {
-            return Err(nerr(NeedleError::Truncated {
-                what: "needle in .dat",
-                need: need_len,
-                got: dat_len,
-            }));
-        }
-        let mut head = [0u8; NEEDLE_HEADER_SIZE + 4];
-        read_at(&mut head, offset)?;
-        let header = NeedleHeader::parse(&head).map_err(nerr)?;
-        needle::check_header(&header, needle_id, size).map_err(nerr)?;
+            (n.header, n.meta, n.data)
+        } else {
+            // Large needle: header, metadata and tail; the CRC only on full reads (below).
+            let header = NeedleHeader::parse(whole).map_err(nerr)?;
+            needle::check_header(&header, needle_id, size).map_err(nerr)?;
+            let body = &whole[NEEDLE_HEADER_SIZE..NEEDLE_HEADER_SIZE + size as usize];
+            let (mut meta, data) = needle::parse_body(body, version).map_err(nerr)?;
+            let tail = &whole[NEEDLE_HEADER_SIZE + size as usize..];
+            (meta.checksum, meta.append_at_ns) = needle::parse_tail(tail, version).map_err(nerr)?;
+            (header, meta, data)
+        };
         if header.cookie != cookie {
             return Err(VolumeError::CookieMismatch(needle_id));
         }
-        let mut meta = if version == NeedleVersion::V1 {
-            NeedleMeta {
-                data_size: size,
-                ..NeedleMeta::default()
-            }
-        } else {
-            let data_size = u32::from_be_bytes([head[16], head[17], head[18], head[19]]);
-            if u64::from(data_size) + 4 > u64::from(size) {
-                return Err(nerr(NeedleError::Corrupt("data size")));
-            }
-            let non_data_len = (size - 4 - data_size) as usize;
-            let mut rest = vec![0u8; non_data_len];
-            read_at(&mut rest, offset + 20 + u64::from(data_size))?;
-            let mut m = needle::parse_non_data(&rest).map_err(nerr)?;
-            m.data_size = data_size;
-            m
-        };
-        let mut tail = vec![0u8; version.tail_size()];
-        read_at(
-            &mut tail,
-            offset + NEEDLE_HEADER_SIZE as u64 + u64::from(size),
-        )?;
-        let (checksum, append_at_ns) = needle::parse_tail(&tail, version).map_err(nerr)?;
-        meta.checksum = checksum;
-        meta.append_at_ns = append_at_ns;
         check_expiry(&meta, needle_id, opts)?;
-        let data_at = offset
-            + if version == NeedleVersion::V1 {
-                NEEDLE_HEADER_SIZE as u64
-            } else {
-                NEEDLE_HEADER_SIZE as u64 + 4
-            };
-        let data_len = u64::from(meta.data_size);
-        if meta.is_compressed() && !opts.stored {
-            let mut stored = vec![0u8; data_len as usize];
-            read_at(&mut stored, data_at)?;
-            needle::check_crc(&stored, checksum).map_err(nerr)?;
-            let full = needle::maybe_gunzip(&stored).map_err(nerr)?;
-            let (start, end) = range(opts, full.len() as u64)?;
-            return Ok(ReadResult {
-                data: full[start as usize..end as usize].to_vec(),
-                total_len: full.len() as u64,
-                compressed: false,
-                header,
-                meta,
-                dat_offset: offset,
-            });
+        // Small needles were CRC-checked whole above; large ones are checked (in place) when
+        // decompressed or read whole, as weed does.
+        let checked = size <= PAGED_READ_LIMIT;
+        let decompress = meta.is_compressed() && !opts.stored;
+        let full = if decompress {
+            if !checked {
+                needle::check_crc(stored, meta.checksum).map_err(nerr)?;
+            }
+            needle::maybe_gunzip(stored).map_err(nerr)?
+        } else {
+            Cow::Borrowed(stored)
+        };
+        let total_len = full.len() as u64;
+        let (start, end) = range(opts, total_len)?;
+        let (start, end) = (start as usize, end as usize);
+        if !checked && !decompress && start == 0 && end == stored.len() {
+            needle::check_crc(stored, meta.checksum).map_err(nerr)?;
         }
-        let (start, end) = range(opts, data_len)?;
-        let mut data = vec![0u8; (end - start) as usize];
-        read_at(&mut data, data_at + start)?;
-        if start == 0 && end == data_len {
-            needle::check_crc(&data, checksum).map_err(nerr)?;
-        }
+        let data = match full {
+            Cow::Borrowed(bytes) => Payload::Mapped(
+                MappedSlice::of(&map, &bytes[start..end]).expect("needle bytes lie in the mapping"),
+            ),
+            Cow::Owned(mut bytes) => {
+                bytes.truncate(end);
+                bytes.drain(..start);
+                Payload::Owned(bytes)
+            }
+        };
         Ok(ReadResult {
             data,
-            total_len: data_len,
-            compressed: meta.is_compressed(),
+            total_len,
+            compressed: opts.stored && meta.is_compressed(),
             header,
             meta,
             dat_offset: offset,
@@ -603,9 +595,12 @@ fn load_state_once(base: &Path, width: OffsetWidth) -> Result<State, VolumeError
         path: dat_path.clone(),
         source,
     })?;
+    // SAFETY: see `Volume::dat_map`.
+    let dat_map = unsafe { FileMap::map(&dat, dat_meta.len()) }.map_err(io_err(&dat_path))?;
     let mut st = State {
         dat,
         dat_ident: ident(&dat_meta),
+        dat_map: Mutex::new(Arc::new(dat_map)),
         idx,
         idx_ident: ident(&idx_meta),
         superblock,
@@ -792,7 +787,7 @@ impl VolumeDir {
 mod tests {
     use super::*;
     use crate::seaweed::index::IndexEntry;
-    use crate::seaweed::needle::{FLAG_IS_COMPRESSED, NeedleBuilder};
+    use crate::seaweed::needle::{FLAG_IS_COMPRESSED, NeedleBuilder, NeedleVersion};
     use crate::seaweed::ttl::Ttl;
     use std::io::Write;
 
@@ -904,6 +899,20 @@ mod tests {
         }
     }
 
+    fn gzip(data: &[u8], level: flate2::Compression) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), level);
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// A needle storing `gz` with the compressed flag, as weed stores gzip'd uploads.
+    fn compressed(id: u64, cookie: u32, gz: &[u8]) -> NeedleBuilder {
+        NeedleBuilder {
+            flags: FLAG_IS_COMPRESSED,
+            ..needle(id, cookie, gz)
+        }
+    }
+
     #[test]
     fn reads_refuses_and_follows_appends() {
         let t = TmpDir::new("basic");
@@ -1009,8 +1018,11 @@ mod tests {
         c.put(&needle(3, 3, &[3; 300]));
         drop(c);
         std::fs::rename(with_ext(&base, "cpd"), with_ext(&base, "dat")).unwrap();
-        // Between the two renames the old files, still open, give the old consistent view.
-        assert_eq!(v.read(3, 3, &d).unwrap().data, vec![3; 300]);
+        // Between the two renames the .dat the volume has open is no longer the volume's: a
+        // read does not answer from it but waits for the commit, and reports a retryable error
+        // when it does not finish.
+        let e = v.read(3, 3, &d).unwrap_err();
+        assert!(matches!(e, VolumeError::Stale(3)), "{e}");
         assert_eq!(v.superblock().compaction_revision, 0);
         // A volume opened now (new .dat, old .idx) would pair the wrong files: it waits for the
         // commit and reports a retryable error instead.
@@ -1025,6 +1037,100 @@ mod tests {
             Volume::open(&base).unwrap().read(2, 2, &d).unwrap().data,
             vec![2; 200]
         );
+    }
+
+    #[test]
+    fn payloads_are_ranges_of_the_dat_mapping_not_copies() {
+        let t = TmpDir::new("zerocopy");
+        let base = t.0.join("6");
+        let mut w = Writer::create(&base, NeedleVersion::V3, OffsetWidth::Five, 0);
+        let small: Vec<u8> = (0..5000u32).map(|i| (i * 13) as u8).collect();
+        let at_small = w.put(&needle(1, 1, &small));
+        let big: Vec<u8> = (0..(3u32 << 20)).map(|i| (i ^ (i >> 9)) as u8).collect();
+        let at_big = w.put(&needle(2, 2, &big));
+        let text = b"compressible needle text\n".repeat(2000);
+        let gz = gzip(&text, flate2::Compression::default());
+        w.put(&compressed(3, 3, &gz));
+        let v = Volume::open(&base).unwrap();
+        let d = ReadOptions::default();
+        let dat = std::fs::read(with_ext(&base, "dat")).unwrap();
+        // The bytes a payload hands to UCX (Buf::as_ptr) lie inside the volume's .dat mapping,
+        // at the needle's data offset, and equal what weed wrote.
+        let mapped = |r: &ReadResult| -> (Arc<FileMap>, usize) {
+            let Payload::Mapped(m) = &r.data else {
+                panic!("expected a mapped payload, got an owned one");
+            };
+            let map = m.map().clone();
+            let ptr = crate::Buf::as_ptr(&r.data);
+            let len = crate::Buf::len(&r.data);
+            assert!(
+                ptr as usize >= map.as_ptr() as usize
+                    && ptr as usize + len <= map.as_ptr() as usize + map.len(),
+                "payload not inside the mapping"
+            );
+            assert_eq!(ptr as usize - map.as_ptr() as usize, m.offset());
+            (map, m.offset())
+        };
+        let r = v.read(1, 1, &d).unwrap();
+        let (map, off) = mapped(&r);
+        assert_eq!(off as u64, at_small + 20);
+        assert_eq!(map.len(), dat.len());
+        assert!(r.data == small);
+        assert_eq!(map.as_slice(), &dat[..]);
+        let r = v.read(1, 1, &ReadOptions::range(100, 50)).unwrap();
+        assert_eq!(mapped(&r).1 as u64, at_small + 20 + 100);
+        assert!(r.data == small[100..150]);
+        // Large needle, whole (CRC checked in place) and a range.
+        let r = v.read(2, 2, &d).unwrap();
+        assert_eq!(mapped(&r).1 as u64, at_big + 20);
+        assert!(r.data == big);
+        let r = v.read(2, 2, &ReadOptions::range(1 << 20, 4096)).unwrap();
+        assert_eq!(mapped(&r).1 as u64, at_big + 20 + (1 << 20));
+        assert!(r.data == big[1 << 20..(1 << 20) + 4096]);
+        // Compressed: the stored bytes are mapped; decompressed ones are owned.
+        let r = v.read(3, 3, &ReadOptions { stored: true, ..d }).unwrap();
+        mapped(&r);
+        assert!(r.data == gz && r.compressed);
+        let r = v.read(3, 3, &d).unwrap();
+        assert!(matches!(r.data, Payload::Owned(_)) && r.data == text);
+
+        // weed appends: a needle past the mapped length is read from a new, longer mapping; a
+        // payload of the old one stays valid.
+        let held = v.read(1, 1, &d).unwrap();
+        let grown: Vec<u8> = (0..70_000u32).map(|i| (i * 7 + 1) as u8).collect();
+        let at_grown = w.put(&needle(4, 4, &grown));
+        let r = v.read(4, 4, &d).unwrap();
+        let (new_map, off) = mapped(&r);
+        assert_eq!(off as u64, at_grown + 20);
+        assert!(new_map.len() > map.len() && !Arc::ptr_eq(&new_map, &map));
+        assert!(r.data == grown);
+        assert!(held.data == small);
+        // Reads within the new length reuse the mapping.
+        assert!(Arc::ptr_eq(&mapped(&v.read(1, 1, &d).unwrap()).0, &new_map));
+
+        // Compaction: weed renames new files over the old ones. Payloads taken before keep the
+        // old inode's bytes; reads after it come from a mapping of the new .dat.
+        drop(w);
+        let mut c = Writer::create_as(
+            &base,
+            ("cpd", "cpx"),
+            NeedleVersion::V3,
+            OffsetWidth::Five,
+            1,
+        );
+        let at_new = c.put(&needle(4, 4, &grown));
+        c.put(&needle(1, 1, &small));
+        drop(c);
+        std::fs::rename(with_ext(&base, "cpd"), with_ext(&base, "dat")).unwrap();
+        std::fs::rename(with_ext(&base, "cpx"), with_ext(&base, "idx")).unwrap();
+        let r = v.read(4, 4, &d).unwrap();
+        let (compacted, off) = mapped(&r);
+        assert_eq!(off as u64, at_new + 20);
+        assert!(!Arc::ptr_eq(&compacted, &new_map));
+        assert!(r.data == grown);
+        assert_eq!(v.superblock().compaction_revision, 1);
+        assert!(held.data == small);
+        assert!(matches!(v.read(2, 2, &d), Err(VolumeError::NotFound(2))));
     }
 
     #[test]
@@ -1066,12 +1172,8 @@ mod tests {
             .collect();
         w.put(&needle(1, 1, &big));
         let text = b"hello compressible text\n".repeat(50_000);
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(&text).unwrap();
-        let gz = enc.finish().unwrap();
-        let mut cn = needle(2, 2, &gz);
-        cn.flags = FLAG_IS_COMPRESSED;
-        w.put(&cn);
+        let gz = gzip(&text, flate2::Compression::default());
+        w.put(&compressed(2, 2, &gz));
         let mut ttl = needle(3, 3, b"short lived");
         ttl.ttl = Some(Ttl::from_bytes([1, 1]));
         ttl.append_at_ns = 1_000 * 60_000_000_000;
@@ -1080,12 +1182,8 @@ mod tests {
         let noise: Vec<u8> = (0..(3u64 << 20))
             .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
             .collect();
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&noise).unwrap();
-        let big_gz = enc.finish().unwrap();
-        let mut big_cn = needle(4, 4, &big_gz);
-        big_cn.flags = FLAG_IS_COMPRESSED;
-        w.put(&big_cn);
+        let big_gz = gzip(&noise, flate2::Compression::fast());
+        w.put(&compressed(4, 4, &big_gz));
         let corrupt_at = w.put(&needle(5, 5, &[5; 2 << 20]));
         let small_corrupt_at = w.put(&needle(6, 6, &[6; 1000]));
         drop(w);

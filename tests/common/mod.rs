@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: transport sets, byte patterns, bounded waits and
-//! connected worker pairs. Everything here uses real UCX on 127.0.0.1.
+//! Helpers shared by the integration tests: transport sets, byte patterns, bounded waits,
+//! connected worker pairs and temp dirs. Everything here uses real UCX on 127.0.0.1.
 
 #![allow(dead_code)]
 
@@ -386,4 +386,26 @@ pub fn next_kept(workers: &[&Worker], inbox: &Inbox, what: &str) -> Kept {
         got.is_some()
     });
     got.expect("kept message")
+}
+
+/// A fresh directory under the system temp dir (`swucx-<tag>-<pid>-<nanos>`), removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Creates the directory.
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = std::env::temp_dir().join(format!("swucx-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -1,0 +1,318 @@
+//! The `swucx` binary: `swucx serve` stops cleanly on SIGTERM and SIGINT, takes the read-JWT key
+//! from weed's configuration the way weed finds it, and refuses transports whose active-message
+//! headers are too short for the protocol; `swucx read` reads through it. The volume is written
+//! here in weed's format (no weed needed). Every process started is killed by PID on drop, and
+//! waits are bounded.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use swucx::seaweed::needle::NeedleBuilder;
+use swucx::seaweed::{FileId, IndexEntry, NeedleVersion, OffsetWidth, ReadKey, SuperBlock, Ttl};
+
+mod common;
+use common::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_swucx");
+/// The longest wait for a process to print its address or to exit (a bound, not a measurement).
+const BOUND: Duration = Duration::from_secs(60);
+
+/// Writes volume `vid` into `dir` as weed does: superblock, needles, one `.idx` row each.
+fn write_volume(dir: &Path, vid: u32, needles: &[(FileId, Vec<u8>)]) {
+    let sb = SuperBlock {
+        version: NeedleVersion::V3,
+        replica_placement: 0,
+        ttl: Ttl::NONE,
+        compaction_revision: 0,
+        extra_size: 0,
+    };
+    let mut dat = sb.to_bytes().to_vec();
+    let mut idx = Vec::new();
+    for (fid, data) in needles {
+        let (bytes, size) = NeedleBuilder {
+            id: fid.needle_id,
+            cookie: fid.cookie,
+            data: data.clone(),
+            ..Default::default()
+        }
+        .build(NeedleVersion::V3);
+        let entry = IndexEntry {
+            needle_id: fid.needle_id,
+            offset_units: dat.len() as u64 / 8,
+            size: size as i32,
+        };
+        idx.extend(entry.to_bytes(OffsetWidth::Four));
+        dat.extend(bytes);
+    }
+    std::fs::write(dir.join(format!("{vid}.dat")), dat).unwrap();
+    std::fs::write(dir.join(format!("{vid}.idx")), idx).unwrap();
+    std::fs::write(
+        dir.join(format!("{vid}.vif")),
+        r#"{"version":3,"bytesOffset":4}"#,
+    )
+    .unwrap();
+}
+
+/// A volume directory with one needle, inside a temp dir that also serves as cwd and HOME.
+struct Setup {
+    tmp: TempDir,
+    volumes: PathBuf,
+    fid: FileId,
+    data: Vec<u8>,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Setup {
+        let tmp = TempDir::new(&format!("cli-{tag}"));
+        let volumes = tmp.0.join("volumes");
+        std::fs::create_dir_all(&volumes).unwrap();
+        let fid = FileId::new(7, 0x1234, 0x89ab_cdef);
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+        write_volume(&volumes, 7, &[(fid, data.clone())]);
+        Setup {
+            tmp,
+            volumes,
+            fid,
+            data,
+        }
+    }
+
+    fn command(&self, env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(&self.tmp.0)
+            .env("HOME", &self.tmp.0)
+            .env_remove("WEED_JWT_SIGNING_READ_KEY")
+            .env_remove("RUST_LOG")
+            .env("UCX_TLS", "tcp,self")
+            .env("UCX_NET_DEVICES", "lo")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Starts `swucx serve` with `args` after the defaults.
+    fn serve(&self, args: &[&str], env: &[(&str, &str)]) -> Serve {
+        let log = self.tmp.0.join(format!(
+            "serve-{}.log",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut child = self
+            .command(env)
+            .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(&self.volumes)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start swucx serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(BOUND).unwrap_or_default();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .map(str::to_string);
+        Serve { child, log, addr }
+    }
+
+    fn read(&self, addr: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let fid = self.fid.to_string();
+        self.command(env)
+            .args(["read", "--timeout-secs", "30", "--server", addr, &fid])
+            .args(args)
+            .output()
+            .expect("run swucx read")
+    }
+}
+
+/// A running `swucx serve`, killed on drop.
+struct Serve {
+    child: Child,
+    log: PathBuf,
+    /// The address it printed, if it started.
+    addr: Option<String>,
+}
+
+impl Serve {
+    fn addr(&self) -> &str {
+        self.addr
+            .as_deref()
+            .unwrap_or_else(|| panic!("swucx serve did not start:\n{}", self.stderr()))
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's PID.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < BOUND,
+                "swucx serve did not exit:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm_and_sigint() {
+    let setup = Setup::new("signals");
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let mut serve = setup.serve(&[], &[]);
+        let addr = serve.addr().to_string();
+        let out = setup.read(&addr, &[], &[]);
+        assert!(out.status.success(), "{name}: read: {}", stderr(&out));
+        assert!(out.stdout == setup.data, "{name}: bytes differ");
+        serve.signal(signal);
+        let status = serve.wait();
+        let log = serve.stderr();
+        assert!(status.success(), "{name}: exit {status}:\n{log}");
+        assert!(
+            log.contains("stopping: no new connections"),
+            "{name}: no stopping line:\n{log}"
+        );
+        assert!(
+            log.contains(&format!(
+                "swucx serve: stopped on {name}; every reply finished"
+            )),
+            "{name}: no stopped line:\n{log}"
+        );
+        // Nothing answers there any more.
+        let out = setup.read(&addr, &["--timeout-secs", "5"], &[]);
+        assert!(!out.status.success(), "{name}: a stopped server answered");
+    }
+}
+
+#[test]
+fn serve_takes_the_read_key_from_weeds_configuration() {
+    let setup = Setup::new("jwt");
+    let fid = setup.fid.to_string();
+    let token = |key: &str| ReadKey::new(key).mint(&fid, 4_000_000_000);
+    let write_toml = |dir: &Path, key: &str| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("security.toml"),
+            format!("[jwt.signing]\nkey = \"write\"\n\n[jwt.signing.read]\nkey = \"{key}\"\n"),
+        )
+        .unwrap();
+    };
+    // Serves with `args`/`env`; checks the line naming the key's source, that a read without a
+    // token is refused, that a token signed with `key` is accepted and one with `wrong` refused.
+    let check = |args: &[&str], env: &[(&str, &str)], key: &str, source: &str, wrong: &str| {
+        let mut serve = setup.serve(args, env);
+        let addr = serve.addr().to_string();
+        let ok = setup.read(&addr, &["--jwt", &token(key)], &[]);
+        let missing = setup.read(&addr, &[], &[]);
+        let other = setup.read(&addr, &["--jwt", &token(wrong)], &[]);
+        serve.signal(libc::SIGTERM);
+        assert!(serve.wait().success());
+        let log = serve.stderr();
+        assert!(
+            log.contains(&format!("read JWTs required (key from {source})")),
+            "{source}:\n{log}"
+        );
+        assert!(ok.status.success(), "{source}: {}", stderr(&ok));
+        assert!(ok.stdout == setup.data);
+        for (case, out) in [("no token", &missing), ("wrong key", &other)] {
+            assert!(!out.status.success(), "{source}: {case} accepted");
+            assert!(
+                stderr(out).contains("Unauthorized"),
+                "{source}: {case}: {}",
+                stderr(out)
+            );
+        }
+    };
+    // No configuration anywhere weed looks: no token needed (if the machine has none in
+    // /usr/local/etc/seaweedfs or /etc/seaweedfs).
+    let system_config = ["/usr/local/etc/seaweedfs", "/etc/seaweedfs"]
+        .iter()
+        .any(|d| Path::new(d).join("security.toml").exists());
+    if !system_config {
+        let mut serve = setup.serve(&[], &[]);
+        let out = setup.read(serve.addr(), &[], &[]);
+        serve.signal(libc::SIGTERM);
+        assert!(serve.wait().success());
+        assert!(out.status.success(), "no key: {}", stderr(&out));
+        assert!(!serve.stderr().contains("read JWTs required"));
+    }
+    // $HOME/.seaweedfs/security.toml.
+    let home = setup.tmp.0.join(".seaweedfs");
+    write_toml(&home, "home-key");
+    let home_file = home.join("security.toml").display().to_string();
+    check(&[], &[], "home-key", &home_file, "cwd-key");
+    // ./security.toml comes first.
+    write_toml(&setup.tmp.0, "cwd-key");
+    check(&[], &[], "cwd-key", "./security.toml", "home-key");
+    // The environment wins over the files; an empty variable is ignored (as viper does).
+    let env = [("WEED_JWT_SIGNING_READ_KEY", "env-key")];
+    check(&[], &env, "env-key", "WEED_JWT_SIGNING_READ_KEY", "cwd-key");
+    let empty = [("WEED_JWT_SIGNING_READ_KEY", "")];
+    check(&[], &empty, "cwd-key", "./security.toml", "env-key");
+    // --jwt-read-key wins over everything.
+    let flag = ["--jwt-read-key", "flag-key"];
+    check(&flag, &env, "flag-key", "--jwt-read-key", "env-key");
+}
+
+#[test]
+fn transports_with_short_am_headers_are_refused() {
+    let setup = Setup::new("amheader");
+    // A 2 KiB tcp segment leaves about 2000 bytes of AM header; the protocol needs 4144.
+    let short = [("UCX_TLS", "tcp"), ("UCX_TCP_TX_SEG_SIZE", "2k")];
+    let mut serve = setup.serve(&[], &short);
+    let status = serve.wait();
+    let log = serve.stderr();
+    assert!(serve.addr.is_none() && !status.success(), "{log}");
+    assert!(
+        log.contains("active-message headers of at most") && log.contains("needs 4144"),
+        "{log}"
+    );
+    // The client checks too, before it connects; a normal server is there.
+    let mut serve = setup.serve(&[], &[]);
+    let out = setup.read(serve.addr(), &[], &short);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("active-message headers of at most"),
+        "{}",
+        stderr(&out)
+    );
+    let out = setup.read(serve.addr(), &[], &[]);
+    assert!(out.status.success() && out.stdout == setup.data);
+    serve.signal(libc::SIGTERM);
+    assert!(serve.wait().success());
+}
