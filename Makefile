@@ -67,13 +67,23 @@ go-test: deps
 		cd ../examples/go/pingpong && $(GO_ENV) $$GO vet . && $(GO_ENV) $$GO test -count=1 . && \
 		cd ../bench-read && $(GO_ENV) $$GO vet .
 
-# Ping-pong over shm and tcp next to ucx_perftest, measured in the same run (about a minute).
+# The SeaweedFS demo: a throwaway weed master + volume and `swucx serve` on 127.0.0.1, sample
+# needles read back through the Go client over shm and tcp and through weed's HTTP, every byte
+# checked, one table side by side; then the core ping-pong next to ucx_perftest (about two
+# minutes in all).
 demo: examples
+	@scripts/seaweedfs.sh >/dev/null
+	@target/examples/bench-read --cluster --quick
 	@scripts/bench.sh --quick
 
-# The full benchmark matrix (median of 3 per cell; about 10 minutes). Writes target/bench/results.md.
+# The full benchmark matrix (median of 3 per cell; about 15 minutes): the core cells
+# (target/bench/results.md) and the needle reads against HTTP (target/bench/read.md and the
+# chart target/bench/read.svg; copy it to docs/bench-read.svg when publishing numbers).
 bench: examples
+	@scripts/seaweedfs.sh >/dev/null
 	@scripts/bench.sh
+	@mkdir -p target/bench && target/examples/bench-read --cluster --rounds 3 --duration 2s \
+		--svg target/bench/read.svg | tee target/bench/read.md
 
 fmt:
 	$(CARGO) fmt --all

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"math/rand"
 	"net/http"
 	"os"
@@ -73,6 +74,7 @@ func main() {
 	cluster := flag.Bool("cluster", false, "start weed and swucx serve on 127.0.0.1 and measure shm and tcp")
 	sizes := flag.String("sizes", "4096,65536,1048576", "needle sizes uploaded with --cluster")
 	quick := flag.Bool("quick", false, "with --cluster: one short round (the demo)")
+	svg := flag.String("svg", "", "also draw the results as an SVG chart into this file")
 	flag.Parse()
 	concs, err := ints(*concList)
 	if err != nil {
@@ -107,6 +109,11 @@ func main() {
 		}
 	}
 	printTable(results)
+	if *svg != "" {
+		if err := os.WriteFile(*svg, []byte(chart(results)), 0o644); err != nil {
+			fail(err)
+		}
+	}
 }
 
 func fail(err error) {
@@ -447,4 +454,52 @@ func sizeText(n int) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// chart draws two bar charts side by side, UCX next to HTTP for every cell: p50 latency (log
+// scale, lower is better) and throughput (higher is better).
+func chart(results []result) string {
+	const cellW, barW, plotH, top, left = 44, 16, 220, 40, 60
+	n := len(results) / 2
+	panelW := left + n*cellW + 20
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="10">`+"\n", 2*panelW, top+plotH+90)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	panel := func(x0 int, title string, value func(figures) float64, log bool) {
+		maxV := 0.0
+		for _, r := range results {
+			maxV = max(maxV, value(r.figures))
+		}
+		scale := func(v float64) float64 {
+			if log {
+				// 1 us .. maxV on a log axis.
+				if v <= 1 {
+					return 0
+				}
+				return math.Log10(v) / math.Log10(maxV) * plotH
+			}
+			return v / maxV * plotH
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="20" font-size="13">%s</text>`+"\n", x0+left, title)
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0+left, top+plotH, x0+left+n*cellW, top+plotH)
+		for i := 0; i+1 < len(results); i += 2 {
+			x := x0 + left + (i/2)*cellW + 4
+			for j, r := range results[i : i+2] {
+				h := scale(value(r.figures))
+				color := map[string]string{"ucx": "#1f77b4", "http": "#ff7f0e"}[r.path]
+				fmt.Fprintf(&b, `<rect x="%d" y="%.1f" width="%d" height="%.1f" fill="%s"><title>%s %s %s x%d: %.3g</title></rect>`+"\n",
+					x+j*barW, float64(top+plotH)-h, barW, h, color, r.path, orDash(r.transport), sizeText(r.size), r.conc, value(r.figures))
+			}
+			u := results[i]
+			fmt.Fprintf(&b, `<text x="%d" y="%d" transform="rotate(60 %d %d)">%s %s x%d</text>`+"\n",
+				x, top+plotH+12, x, top+plotH+12, orDash(u.transport), sizeText(u.size), u.conc)
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d">max %.3g</text>`+"\n", x0+4, top+8, maxV)
+	}
+	panel(0, "p50 latency, us (log scale; lower is better)", func(f figures) float64 { return f.p50 }, true)
+	panel(panelW, "throughput, GB/s (higher is better)", func(f figures) float64 { return f.gbps }, false)
+	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="10" height="10" fill="#1f77b4"/><text x="%d" y="%d">swucx (UCX)</text>`+"\n", left, top+plotH+75, left+14, top+plotH+84)
+	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="10" height="10" fill="#ff7f0e"/><text x="%d" y="%d">weed HTTP GET</text>`+"\n", left+110, top+plotH+75, left+124, top+plotH+84)
+	b.WriteString("</svg>\n")
+	return b.String()
 }
