@@ -1,14 +1,20 @@
 //! Volumes: a `.dat` + `.idx` (+ `.vif`) triple, and a directory of them, read the way
 //! `weed volume` reads them (`storage/volume_read.go`, `server/volume_server_handlers_read.go`).
 //!
-//! A [`Volume`] keeps the `.dat` and `.idx` open and the needle map in memory. Before every read it
-//! checks the `.idx` path (one `stat`): new rows appended by weed are applied, and when the file was
-//! replaced (a vacuum renames `.cpd`/`.cpx` over `.dat`/`.idx` and bumps the superblock's compaction
-//! revision) both files are reopened and the map rebuilt, so no read uses offsets from another
-//! revision. Until the `.idx` is replaced the old, still-open files give a consistent old view.
-//! Every read also checks the needle header's id and Size against the index; a disagreement (a
-//! read racing a compaction commit) reloads the volume and, if it persists, returns the retryable
-//! [`VolumeError::Stale`], never wrong bytes.
+//! A [`Volume`] keeps the `.dat` and `.idx` open, the `.dat` mapped read-only, and the needle map
+//! in memory. Before every read it checks the `.idx` path (one `stat`): new rows appended by weed
+//! are applied, and when the file was replaced (a vacuum renames `.cpd`/`.cpx` over `.dat`/`.idx`
+//! and bumps the superblock's compaction revision) both files are reopened and the map rebuilt, so
+//! no read uses offsets from another revision. Every read checks the needle header's id and Size
+//! against the index, and after the read that the `.dat` path still names the file read from (one
+//! `stat`; a commit renames the `.dat` first). Either disagreement (a read racing a compaction
+//! commit) reloads the volume and reads again; if it persists the read returns the retryable
+//! [`VolumeError::Stale`], never wrong bytes or bytes from replaced files.
+//!
+//! Needle bytes are read in place from the mapping, and the data comes back as a range of it
+//! ([`Payload::Mapped`]), not a copy; only decompressed data is owned. A needle past the mapped
+//! length (weed appended since) makes the volume map the file again; payloads of the old mapping
+//! stay valid, and so do those of a replaced `.dat` (the mapping holds the old inode).
 //!
 //! Refusals follow weed: an unknown id is [`VolumeError::NotFound`], a deleted one
 //! [`VolumeError::Deleted`], a wrong cookie [`VolumeError::CookieMismatch`], a needle past its TTL
