@@ -104,6 +104,72 @@
 #define SWUCX_EP_CLOSE_FORCE 1
 
 /**
+ * Reply status: the payload holds the requested bytes.
+ */
+#define SWUCX_READ_OK 0
+
+/**
+ * Reply status: no such volume or needle.
+ */
+#define SWUCX_READ_NOT_FOUND 1
+
+/**
+ * Reply status: the needle exists with another cookie.
+ */
+#define SWUCX_READ_COOKIE_MISMATCH 2
+
+/**
+ * Reply status: the needle was deleted.
+ */
+#define SWUCX_READ_DELETED 3
+
+/**
+ * Reply status: the needle's TTL has passed.
+ */
+#define SWUCX_READ_EXPIRED 4
+
+/**
+ * Reply status: the read is not allowed.
+ */
+#define SWUCX_READ_UNAUTHORIZED 5
+
+/**
+ * Reply status: the range lies outside the data (set `data_size` to the data length).
+ */
+#define SWUCX_READ_BAD_RANGE 6
+
+/**
+ * Reply status: the reply would be too large; the client reads smaller ranges.
+ */
+#define SWUCX_READ_TOO_LARGE 7
+
+/**
+ * Reply status: overloaded; the client retries after a back-off.
+ */
+#define SWUCX_READ_BUSY 8
+
+/**
+ * Reply status: the volume changed under the read; the client retries at once.
+ */
+#define SWUCX_READ_STALE 9
+
+/**
+ * Reply status: a server-side failure; the client falls back to HTTP.
+ */
+#define SWUCX_READ_INTERNAL 10
+
+/**
+ * The most signals one `swucx_engine_wait_signals` call watches.
+ */
+#define SWUCX_WAIT_MAX_SIGNALS 8
+
+/**
+ * `swucx_engine_wait_signals` flag: sleep at once, without the spin (e.g. waiting again after
+ * a wait that already spun).
+ */
+#define SWUCX_WAIT_NO_SPIN (1 << 0)
+
+/**
  * Major version of the swucx this header belongs to (checked against Cargo.toml by the tests).
  */
 #define SWUCX_VERSION_MAJOR 0
@@ -173,7 +239,7 @@ typedef struct swucx_context_t swucx_context_t;
  * Any thread.
  *
  * Methods: `swucx_engine_create`, `swucx_engine_worker`, `swucx_engine_wait`,
- * `swucx_engine_destroy`.
+ * `swucx_engine_wait_signals`, `swucx_engine_destroy`.
  */
 typedef struct swucx_engine_t swucx_engine_t;
 
@@ -183,9 +249,9 @@ typedef struct swucx_engine_t swucx_engine_t;
  * a flush close in the background; `swucx_ep_close` closes and waits.
  *
  * Methods: `swucx_ep_destroy`, `swucx_ep_close`, `swucx_ep_failure`,
- * `swucx_ep_set_error_handler`, `swucx_ep_transports`, `swucx_ep_tag_send`,
- * `swucx_ep_stream_send`, `swucx_ep_stream_recv`, `swucx_ep_stream_recv_some`,
- * `swucx_ep_am_send`, `swucx_ep_put`, `swucx_ep_get`, `swucx_ep_flush`, `swucx_rkey_unpack`.
+ * `swucx_ep_set_error_handler`, `swucx_ep_raise_on_failure`, `swucx_ep_transports`,
+ * `swucx_ep_tag_send`, `swucx_ep_stream_send`, `swucx_ep_stream_recv`,
+ * `swucx_ep_stream_recv_some`, `swucx_ep_am_send`, `swucx_ep_put`, `swucx_ep_get`, `swucx_ep_flush`, `swucx_rkey_unpack`.
  */
 typedef struct swucx_ep_t swucx_ep_t;
 
@@ -209,6 +275,22 @@ typedef struct swucx_listener_t swucx_listener_t;
 typedef struct swucx_mem_t swucx_mem_t;
 
 /**
+ * A needle server: listens, accepts clients, and answers READ requests through the host's
+ * callback on a thread of its own. Destroy it to stop.
+ *
+ * Methods: `swucx_needle_server_create`, `swucx_needle_server_port`,
+ * `swucx_needle_server_destroy`.
+ */
+typedef struct swucx_needle_server_t swucx_needle_server_t;
+
+/**
+ * The reply the host's callback fills in with `swucx_read_reply_set` and, for an OK reply with
+ * data, `swucx_read_reply_payload`. Valid only during the callback; a callback that sets
+ * nothing answers `SWUCX_READ_INTERNAL`.
+ */
+typedef struct swucx_read_reply_t swucx_read_reply_t;
+
+/**
  * An operation started on a caller's buffer (send, receive, put, get, active message).
  *
  * The buffer is borrowed, not copied: it must stay valid (and, for receives, untouched) until
@@ -218,7 +300,8 @@ typedef struct swucx_mem_t swucx_mem_t;
  * first, or force-close the endpoint). Use a request from one thread at a time.
  *
  * Methods: `swucx_request_test`, `swucx_request_poll`, `swucx_request_wait`,
- * `swucx_request_info`, `swucx_request_cancel`, `swucx_request_free`, `swucx_engine_wait`.
+ * `swucx_request_info`, `swucx_request_cancel`, `swucx_request_free`, `swucx_engine_wait`,
+ * `swucx_engine_wait_signals`.
  */
 typedef struct swucx_request_t swucx_request_t;
 
@@ -229,6 +312,17 @@ typedef struct swucx_request_t swucx_request_t;
  * Methods: `swucx_rkey_unpack`, `swucx_rkey_length`, `swucx_rkey_destroy`.
  */
 typedef struct swucx_rkey_t swucx_rkey_t;
+
+/**
+ * A flag any thread may raise to end `swucx_engine_wait_signals` calls that watch it: their
+ * threads wake at once. It stays raised until `swucx_signal_reset`. Any number of threads may
+ * wait on one signal at the same time; a wait may watch several (a per-call cancellation, a
+ * shutdown flag, an endpoint's failure). Any thread; destroy it only when no wait uses it.
+ *
+ * Methods: `swucx_signal_create`, `swucx_signal_raise`, `swucx_signal_reset`,
+ * `swucx_signal_is_raised`, `swucx_signal_destroy`, `swucx_ep_raise_on_failure`.
+ */
+typedef struct swucx_signal_t swucx_signal_t;
 
 /**
  * A UCX worker: the progress engine endpoints, listeners and operations run on. Callbacks
@@ -315,6 +409,57 @@ typedef struct swucx_context_params_t {
  * block, wait or progress.
  */
 typedef void (*swucx_ep_error_callback_t)(swucx_status_t status, void *user_data);
+
+/**
+ * A READ request as the host's callback sees it. Valid only during the callback.
+ */
+typedef struct swucx_read_request_t {
+    /**
+     * The client's request id (swucx echoes it; informational).
+     */
+    uint64_t request_id;
+    /**
+     * The file id's volume id.
+     */
+    uint32_t volume_id;
+    /**
+     * The file id's cookie: the host must check it against the needle's.
+     */
+    uint32_t cookie;
+    /**
+     * The file id's needle id.
+     */
+    uint64_t needle_id;
+    /**
+     * First byte of the data to return.
+     */
+    uint64_t offset;
+    /**
+     * Bytes to return; 0 = to the end of the data.
+     */
+    uint64_t size;
+    /**
+     * Request flags (docs/protocol.md: bit 0 name, 1 mime, 2 stored bytes).
+     */
+    uint16_t flags;
+    /**
+     * The read JWT (not NUL-terminated; `jwt_length` bytes, possibly 0). swucx already
+     * checked it when the server was given a read key.
+     */
+    const uint8_t *jwt;
+    /**
+     * Length of `jwt`.
+     */
+    size_t jwt_length;
+} swucx_read_request_t;
+
+/**
+ * The host's read callback: answer `request` by filling `reply`. Called on the server's
+ * thread, one request at a time, outside UCX callbacks (it may block on disk).
+ */
+typedef void (*swucx_needle_read_cb)(void *user_data,
+                                     const struct swucx_read_request_t *request,
+                                     struct swucx_read_reply_t *reply);
 
 
 
@@ -671,6 +816,14 @@ swucx_status_t swucx_ep_close(const struct swucx_ep_t *ep, uint32_t mode);
 swucx_status_t swucx_ep_failure(const struct swucx_ep_t *ep);
 
 /**
+ * Raises `signal` when the endpoint's peer fails (at once if it already has), e.g. to end a
+ * `swucx_engine_wait_signals` on a worker-wide tag receive that expects this peer's reply. The
+ * endpoint holds the signal weakly: destroying the signal handle unregisters it.
+ */
+swucx_status_t swucx_ep_raise_on_failure(const struct swucx_ep_t *ep,
+                                         const struct swucx_signal_t *signal);
+
+/**
  * Sets (replaces) the callback run when the peer fails. `callback` must not be NULL.
  */
 swucx_status_t swucx_ep_set_error_handler(const struct swucx_ep_t *ep,
@@ -808,6 +961,32 @@ swucx_status_t swucx_engine_worker(const struct swucx_engine_t *engine,
 void swucx_engine_destroy(struct swucx_engine_t *engine);
 
 /**
+ * Creates a signal that is not raised.
+ */
+swucx_status_t swucx_signal_create(struct swucx_signal_t **signal_p);
+
+/**
+ * Raises the signal: every wait watching it ends (returns `SWUCX_INPROGRESS` unless its
+ * operation completed), now and until `swucx_signal_reset`.
+ */
+swucx_status_t swucx_signal_raise(const struct swucx_signal_t *signal);
+
+/**
+ * Lowers the signal. Make sure nothing raises it for an earlier purpose afterwards.
+ */
+swucx_status_t swucx_signal_reset(const struct swucx_signal_t *signal);
+
+/**
+ * Whether the signal is raised (false for a NULL or invalid handle).
+ */
+bool swucx_signal_is_raised(const struct swucx_signal_t *signal);
+
+/**
+ * Destroys the signal handle. NULL is a no-op. Endpoints it was registered with forget it.
+ */
+void swucx_signal_destroy(struct swucx_signal_t *signal);
+
+/**
  * Listens on `address`, "ip:port" (port 0 picks a free port: read it with
  * `swucx_listener_port`). On success writes a new listener to `*listener_p`.
  */
@@ -924,6 +1103,54 @@ uint64_t swucx_rkey_length(const struct swucx_rkey_t *rkey);
 void swucx_rkey_destroy(struct swucx_rkey_t *rkey);
 
 /**
+ * Starts a needle server listening on `address` ("ip:port"; port 0 picks one, read it with
+ * `swucx_needle_server_port`) that answers through `callback` (called with `user_data` on the
+ * server's thread until the server is destroyed). `read_key` (NULL or "": none) makes it
+ * require read JWTs signed with that key, as `weed volume` does with `[jwt.signing.read] key`;
+ * requests that fail the check are refused without calling the callback. The context needs
+ * the AM feature.
+ */
+swucx_status_t swucx_needle_server_create(const struct swucx_context_t *context,
+                                          const char *address,
+                                          swucx_needle_read_cb callback,
+                                          void *user_data,
+                                          const char *read_key,
+                                          struct swucx_needle_server_t **server_p);
+
+/**
+ * The port the server listens on.
+ */
+swucx_status_t swucx_needle_server_port(const struct swucx_needle_server_t *server,
+                                        uint16_t *port_p);
+
+/**
+ * Stops the server: no new requests, the replies in flight finish, its thread ends (the
+ * callback is not called after this returns). NULL is a no-op.
+ */
+void swucx_needle_server_destroy(struct swucx_needle_server_t *server);
+
+/**
+ * Sets the reply's status (`SWUCX_READ_*`) and what it says of the needle: `data_size` (the
+ * length of the whole data; for BAD_RANGE and TOO_LARGE the data length), `crc` (the needle's
+ * stored CRC-32C) and `last_modified` (unix seconds, 0 for none). Call it inside the callback.
+ */
+swucx_status_t swucx_read_reply_set(struct swucx_read_reply_t *reply,
+                                    uint8_t status,
+                                    uint64_t data_size,
+                                    uint32_t crc,
+                                    uint64_t last_modified);
+
+/**
+ * Gives the callback a buffer of `length` bytes to write the payload into (`*buffer_p`,
+ * swucx's memory, valid until the callback returns; the reply is sent from it). A second call
+ * replaces the first buffer. For an OK reply, `length` must be the requested size (or, for a
+ * request of size 0, the rest of the data from the offset).
+ */
+swucx_status_t swucx_read_reply_payload(struct swucx_read_reply_t *reply,
+                                        size_t length,
+                                        uint8_t **buffer_p);
+
+/**
  * Tells whether the operation is complete, without progressing the worker. Returns
  * `SWUCX_INPROGRESS` while it runs, then its final status: `SWUCX_OK` or the error it ended
  * with (e.g. `SWUCX_ERR_CANCELED`, `SWUCX_ERR_MESSAGE_TRUNCATED`, `SWUCX_ERR_CONNECTION_RESET`).
@@ -952,6 +1179,24 @@ swucx_status_t swucx_request_wait(struct swucx_request_t *req, int64_t timeout_m
 swucx_status_t swucx_engine_wait(const struct swucx_engine_t *engine,
                                  struct swucx_request_t *req,
                                  int64_t timeout_ms);
+
+/**
+ * As `swucx_engine_wait`, and the wait also ends as soon as one of the `count` signals in
+ * `signals` is raised (`swucx_signal_raise` from any thread, or an endpoint's failure with
+ * `swucx_ep_raise_on_failure`); a signal already raised ends it at once. While it sleeps the
+ * thread has no periodic wake-up, so a thread can wait for as long as it takes, with a way to
+ * interrupt it (cancellation, shutdown). Returns the final status when the operation completed,
+ * `SWUCX_INPROGRESS` when a signal ended the wait (the request keeps running: wait again,
+ * cancel it, or keep its buffer alive until it completes), or `SWUCX_ERR_TIMED_OUT`. `signals`
+ * may be NULL when `count` is 0; at most `SWUCX_WAIT_MAX_SIGNALS` (`SWUCX_ERR_INVALID_PARAM`).
+ * `flags`: 0 or `SWUCX_WAIT_NO_SPIN`.
+ */
+swucx_status_t swucx_engine_wait_signals(const struct swucx_engine_t *engine,
+                                         struct swucx_request_t *req,
+                                         int64_t timeout_ms,
+                                         uint32_t flags,
+                                         const struct swucx_signal_t *const *signals,
+                                         size_t count);
 
 /**
  * The outcome details of a completed operation: bytes sent or received (`length_p`) and, for

@@ -6,6 +6,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, Weak};
 
+use crate::engine::Signal;
 use crate::listener::ConnRequest;
 use crate::request::{Callback, Completion, OpKind, OpParams, Request};
 use crate::sockaddr::CSockAddr;
@@ -36,6 +37,8 @@ pub(crate) struct EpShared {
     /// Operations on this endpoint that did not complete at once, to fail them if the peer
     /// dies and UCX leaves them pending.
     inflight: Mutex<Vec<Weak<Completion>>>,
+    /// Raised when the peer fails (`Endpoint::raise_on_failure`).
+    failure_signals: Mutex<Vec<Weak<Signal>>>,
 }
 
 pub(crate) struct EndpointInner {
@@ -67,6 +70,18 @@ unsafe extern "C" fn ep_error_callback(
     let status = Status::from_raw(status);
     shared.failed.store(status.0, Ordering::Release);
     log::debug!("endpoint failed: {status}");
+    // After `failed` is set, under the lock `raise_on_failure` registers with: every signal is
+    // raised here or sees the failure there.
+    for signal in shared
+        .failure_signals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        if let Some(signal) = signal.upgrade() {
+            signal.raise();
+        }
+    }
     // UCX 1.13 leaves sends queued on a failed shared-memory lane pending forever; a forced
     // close completes them. It cannot run inside this callback: the worker does it right after
     // this progress call returns.
@@ -164,6 +179,7 @@ impl Worker {
             endpoint: OnceLock::new(),
             worker: self.downgrade(),
             inflight: Mutex::new(Vec::new()),
+            failure_signals: Mutex::new(Vec::new()),
         });
         params.err_handler = sys::ucp_err_handler_t {
             cb: Some(ep_error_callback),
@@ -251,6 +267,26 @@ impl Endpoint {
             .on_error
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(handler));
+    }
+
+    /// Raises `signal` when the peer fails (at once if it already has), e.g. to end an
+    /// [`Engine::wait_signals`](crate::Engine::wait_signals) on a worker-wide tag receive that
+    /// expects this peer's reply. The endpoint keeps only a weak reference: dropping the signal
+    /// unregisters it.
+    pub fn raise_on_failure(&self, signal: &Arc<Signal>) {
+        {
+            let mut signals = self
+                .0
+                .shared
+                .failure_signals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            signals.retain(|s| s.strong_count() > 0);
+            signals.push(Arc::downgrade(signal));
+        }
+        if self.failure().is_some() {
+            signal.raise();
+        }
     }
 
     /// The failure status if the peer failed, else `None`.

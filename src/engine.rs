@@ -6,10 +6,14 @@
 //! event fd and progresses only when something arrives that nobody is waiting on (incoming
 //! messages, connection requests, keepalive), or when a sleeping waiter asks it to. Idle, no
 //! thread runs.
+//!
+//! A wait can also end early, without periodic wake-ups, when a [`Signal`] is raised from
+//! another thread (a cancelled Go context, an engine shutting down) or an endpoint's peer fails
+//! ([`Endpoint::raise_on_failure`](crate::Endpoint::raise_on_failure)).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use crate::context::Context;
@@ -19,6 +23,82 @@ use crate::worker::{Worker, poll_readable};
 
 /// How long a waiter spins (driving progress if it can) before it sleeps.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// A flag any thread may raise to end waits in [`Engine::wait_signals`] that watch it: the
+/// waiting threads wake at once (they sleep without periodic wake-ups otherwise). It stays raised
+/// until [`reset`](Signal::reset). Any number of threads may wait on one signal, and one wait
+/// may watch several. `Send + Sync`; share it with `Arc`.
+pub struct Signal {
+    raised: AtomicBool,
+    /// The threads sleeping in a wait that watches this signal.
+    sleepers: Mutex<Vec<Thread>>,
+}
+
+impl Signal {
+    /// A signal that is not raised.
+    pub const fn new() -> Signal {
+        Signal {
+            raised: AtomicBool::new(false),
+            sleepers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Raises the signal and wakes every thread waiting on it.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        for thread in self
+            .sleepers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            thread.unpark();
+        }
+    }
+
+    /// Lowers the signal (later waits sleep again).
+    pub fn reset(&self) {
+        self.raised.store(false, Ordering::Release);
+    }
+
+    /// Whether the signal is raised.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    /// Registers the current thread as a sleeper (before it checks the flag and parks).
+    fn enter(&self) {
+        self.sleepers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(std::thread::current());
+    }
+
+    fn leave(&self) {
+        let me = std::thread::current().id();
+        let mut sleepers = self.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = sleepers.iter().position(|t| t.id() == me) {
+            sleepers.swap_remove(i);
+        }
+    }
+}
+
+impl Default for Signal {
+    fn default() -> Signal {
+        Signal::new()
+    }
+}
+
+/// How [`Engine::wait_signals`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// The operation completed.
+    Complete,
+    /// The timeout passed first; the operation goes on.
+    TimedOut,
+    /// One of the signals was raised first; the operation goes on.
+    Signalled,
+}
 
 struct Shared {
     worker: Worker,
@@ -72,7 +152,7 @@ impl Engine {
     /// Waits for `request` and returns its result: spins (driving progress when no other thread
     /// is), then sleeps until the completion wakes it.
     pub fn wait<B: Send + 'static>(&self, mut request: Request<B>) -> Result<Done<B>> {
-        self.shared.wait_for(request.completion(), None);
+        self.shared.wait_for(request.completion(), None, &[], true);
         request.take_result()
     }
 
@@ -80,8 +160,51 @@ impl Engine {
     /// the caller's either way (drop it to abandon the wait; the buffer stays alive until UCX is
     /// done with it).
     pub fn wait_timeout<B: Send + 'static>(&self, request: &Request<B>, timeout: Duration) -> bool {
-        self.shared
-            .wait_for(request.completion(), Instant::now().checked_add(timeout))
+        self.wait_signals(request, Some(timeout), &[]) == WaitEnd::Complete
+    }
+
+    /// Waits for `request` until it completes, `timeout` passes (`None`: no limit) or one of
+    /// `signals` is raised (already raised: returns at once unless the request is complete).
+    /// Spins like [`wait`](Engine::wait), then sleeps with no periodic wake-up: the completion,
+    /// [`Signal::raise`] or the deadline wakes it. The request stays the caller's either way.
+    pub fn wait_signals<B: Send + 'static>(
+        &self,
+        request: &Request<B>,
+        timeout: Option<Duration>,
+        signals: &[&Signal],
+    ) -> WaitEnd {
+        self.wait_end(request, timeout, signals, true)
+    }
+
+    /// As [`wait_signals`](Engine::wait_signals) without the spin: sleeps at once (the
+    /// background thread progresses), e.g. to wait again after a wait that already spun.
+    pub fn sleep_signals<B: Send + 'static>(
+        &self,
+        request: &Request<B>,
+        timeout: Option<Duration>,
+        signals: &[&Signal],
+    ) -> WaitEnd {
+        self.wait_end(request, timeout, signals, false)
+    }
+
+    fn wait_end<B: Send + 'static>(
+        &self,
+        request: &Request<B>,
+        timeout: Option<Duration>,
+        signals: &[&Signal],
+        spin: bool,
+    ) -> WaitEnd {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        if self
+            .shared
+            .wait_for(request.completion(), deadline, signals, spin)
+        {
+            WaitEnd::Complete
+        } else if signals.iter().any(|s| s.is_raised()) {
+            WaitEnd::Signalled
+        } else {
+            WaitEnd::TimedOut
+        }
     }
 
     /// Waits until `done()` holds or `timeout` passes (for conditions that are not a single
@@ -119,20 +242,52 @@ impl Shared {
         }
     }
 
-    fn wait_for(&self, completion: &Completion, deadline: Option<Instant>) -> bool {
+    /// Spins (if `spin`), then sleeps, until the completion is done (true), `deadline` passes
+    /// or one of `signals` is raised (false).
+    fn wait_for(
+        &self,
+        completion: &Completion,
+        deadline: Option<Instant>,
+        signals: &[&Signal],
+        spin: bool,
+    ) -> bool {
+        let raised = || signals.iter().any(|s| s.is_raised());
         let start = Instant::now();
-        let spin_until = deadline.map_or(start + self.spin, |d| d.min(start + self.spin));
+        let spin = if spin { self.spin } else { Duration::ZERO };
+        let spin_until = deadline.map_or(start + spin, |d| d.min(start + spin));
         while !completion.is_done() {
+            if raised() {
+                return false;
+            }
             if Instant::now() >= spin_until {
-                // Make sure the background thread is awake to progress for us, then sleep.
-                if let Err(err) = self.worker.signal() {
-                    log::warn!("{err}");
-                }
-                return completion.park_until(deadline);
+                return self.sleep_for(completion, deadline, signals, &raised);
             }
             self.drive_once();
         }
         true
+    }
+
+    fn sleep_for(
+        &self,
+        completion: &Completion,
+        deadline: Option<Instant>,
+        signals: &[&Signal],
+        raised: &dyn Fn() -> bool,
+    ) -> bool {
+        // Registered before the flags are checked again (in park_until), so a raise in between
+        // still unparks this thread.
+        for signal in signals {
+            signal.enter();
+        }
+        // Make sure the background thread is awake to progress for us, then sleep.
+        if let Err(err) = self.worker.signal() {
+            log::warn!("{err}");
+        }
+        let done = completion.park_until(deadline, raised);
+        for signal in signals {
+            signal.leave();
+        }
+        done
     }
 
     /// The background thread: progress what arrives, then sleep on the event fd.

@@ -133,12 +133,14 @@ impl Completion {
         owned
     }
 
-    /// Sleeps until the operation is done or `deadline` passes; another thread must progress.
-    pub(crate) fn park_until(&self, deadline: Option<Instant>) -> bool {
+    /// Sleeps until the operation is done, `deadline` passes or `stop()` holds (checked whenever
+    /// the thread wakes; whoever makes it true must unpark this thread); another thread must
+    /// progress.
+    pub(crate) fn park_until(&self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> bool {
         *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
         self.has_waiter.store(true, Ordering::Release);
         loop {
-            if self.is_done() {
+            if self.is_done() || stop() {
                 break;
             }
             match deadline {

@@ -763,6 +763,63 @@ fn engine_threads_shm() {
     engine_round_trips(Tls::Shm);
 }
 
+/// `Engine::wait_signals` / `sleep_signals`: a signal raised by another thread ends a wait that
+/// has no timeout (the request keeps running), a raised signal ends the next wait at once, a
+/// lowered one does not, and the request then completes normally.
+#[test]
+fn engine_wait_signals() {
+    use swucx::{Signal, WaitEnd};
+    let context = Tls::Tcp.context();
+    let engine = Engine::new(&context).expect("engine");
+    let ep = engine
+        .worker()
+        .connect_address(&engine.worker().address().unwrap())
+        .unwrap();
+    let recv = engine.worker().tag_recv(9, u64::MAX, vec![0u8; 8]).unwrap();
+    let (stop, other) = (Arc::new(Signal::new()), Arc::new(Signal::new()));
+    let raiser = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            stop.raise();
+        })
+    };
+    let start = std::time::Instant::now();
+    assert_eq!(
+        engine.wait_signals(&recv, None, &[&other, &stop]),
+        WaitEnd::Signalled
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    raiser.join().unwrap();
+    assert_eq!(
+        engine.sleep_signals(&recv, None, &[&stop]),
+        WaitEnd::Signalled
+    );
+    stop.reset();
+    assert!(!stop.is_raised());
+    let short = Some(Duration::from_millis(20));
+    assert_eq!(
+        engine.wait_signals(&recv, short, &[&stop]),
+        WaitEnd::TimedOut
+    );
+    assert_eq!(
+        engine.sleep_signals(&recv, short, &[&stop]),
+        WaitEnd::TimedOut
+    );
+    // A healthy endpoint raises nothing.
+    ep.raise_on_failure(&other);
+    assert!(!other.is_raised());
+    engine
+        .wait(ep.tag_send(9, b"signals!".to_vec()).unwrap())
+        .unwrap();
+    assert_eq!(
+        engine.sleep_signals(&recv, Some(TIMEOUT), &[&stop, &other]),
+        WaitEnd::Complete
+    );
+    assert_eq!(engine.wait(recv).unwrap().buffer, b"signals!");
+    ep.close(CloseMode::Flush).unwrap();
+}
+
 /// Messages that arrive before their receive is posted (unexpected) still report their own
 /// sender tag and length.
 #[test]

@@ -345,6 +345,9 @@ fn killed_peer(tls: Tls) {
         sends.iter().all(|s| !s.is_complete()),
         "unreceived rendezvous sends must still be outstanding"
     );
+    let failed = std::sync::Arc::new(swucx::Signal::new());
+    ep.raise_on_failure(&failed);
+    assert!(!failed.is_raised());
     child.child.kill().expect("SIGKILL the child"); // Child::kill sends SIGKILL to this PID.
     let _ = child.child.wait();
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -359,6 +362,16 @@ fn killed_peer(tls: Tls) {
     }
     let failure = ep.failure().expect("endpoint must report the failure");
     assert!(failure.is_err(), "{failure:?}");
+    assert!(
+        failed.is_raised(),
+        "{tls:?}: the failure signal must be raised"
+    );
+    let late = std::sync::Arc::new(swucx::Signal::new());
+    ep.raise_on_failure(&late);
+    assert!(
+        late.is_raised(),
+        "{tls:?}: registering on a failed endpoint raises at once"
+    );
     assert!(
         ep.tag_send(1, vec![0u8; 8]).is_err(),
         "new operation must fail"

@@ -17,9 +17,9 @@ use crate::{CloseMode, Endpoint, RawBuf};
 /// a flush close in the background; `swucx_ep_close` closes and waits.
 ///
 /// Methods: `swucx_ep_destroy`, `swucx_ep_close`, `swucx_ep_failure`,
-/// `swucx_ep_set_error_handler`, `swucx_ep_transports`, `swucx_ep_tag_send`,
-/// `swucx_ep_stream_send`, `swucx_ep_stream_recv`, `swucx_ep_stream_recv_some`,
-/// `swucx_ep_am_send`, `swucx_ep_put`, `swucx_ep_get`, `swucx_ep_flush`, `swucx_rkey_unpack`.
+/// `swucx_ep_set_error_handler`, `swucx_ep_raise_on_failure`, `swucx_ep_transports`,
+/// `swucx_ep_tag_send`, `swucx_ep_stream_send`, `swucx_ep_stream_recv`,
+/// `swucx_ep_stream_recv_some`, `swucx_ep_am_send`, `swucx_ep_put`, `swucx_ep_get`, `swucx_ep_flush`, `swucx_rkey_unpack`.
 pub struct swucx_ep_t {
     magic: u64,
     pub(crate) ep: Endpoint,
@@ -141,6 +141,21 @@ pub extern "C" fn swucx_ep_failure(ep: *const swucx_ep_t) -> swucx_status_t {
     boundary(|| match try_ref!(ep).ep.failure() {
         Some(status) => swucx_status_t::from(status.0),
         None => SWUCX_OK,
+    })
+}
+
+/// Raises `signal` when the endpoint's peer fails (at once if it already has), e.g. to end a
+/// `swucx_engine_wait_signals` on a worker-wide tag receive that expects this peer's reply. The
+/// endpoint holds the signal weakly: destroying the signal handle unregisters it.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_raise_on_failure(
+    ep: *const swucx_ep_t,
+    signal: *const super::engine::swucx_signal_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        ep.raise_on_failure(&try_ref!(signal).signal);
+        SWUCX_OK
     })
 }
 

@@ -6,7 +6,8 @@ use super::worker::{new_worker, swucx_worker_t};
 use super::{
     Handle, boundary, fail, impl_handle, into_handle, try_out, try_ref, try_take, write_out,
 };
-use crate::Engine;
+use crate::{Engine, Signal};
+use std::sync::Arc;
 
 /// A MULTI-threaded worker plus the means to wait on its operations from any number of threads
 /// (`swucx_engine_wait`): a waiter spins driving progress, then sleeps; a background thread
@@ -14,7 +15,7 @@ use crate::Engine;
 /// Any thread.
 ///
 /// Methods: `swucx_engine_create`, `swucx_engine_worker`, `swucx_engine_wait`,
-/// `swucx_engine_destroy`.
+/// `swucx_engine_wait_signals`, `swucx_engine_destroy`.
 pub struct swucx_engine_t {
     magic: u64,
     pub(crate) engine: Engine,
@@ -70,6 +71,70 @@ pub extern "C" fn swucx_engine_destroy(engine: *mut swucx_engine_t) {
     boundary(|| {
         if !engine.is_null() {
             drop(try_take!(engine));
+        }
+    })
+}
+
+/// A flag any thread may raise to end `swucx_engine_wait_signals` calls that watch it: their
+/// threads wake at once. It stays raised until `swucx_signal_reset`. Any number of threads may
+/// wait on one signal at the same time; a wait may watch several (a per-call cancellation, a
+/// shutdown flag, an endpoint's failure). Any thread; destroy it only when no wait uses it.
+///
+/// Methods: `swucx_signal_create`, `swucx_signal_raise`, `swucx_signal_reset`,
+/// `swucx_signal_is_raised`, `swucx_signal_destroy`, `swucx_ep_raise_on_failure`.
+pub struct swucx_signal_t {
+    magic: u64,
+    pub(crate) signal: Arc<Signal>,
+}
+impl_handle!(swucx_signal_t, b"SWsignal");
+
+/// Creates a signal that is not raised.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_signal_create(signal_p: *mut *mut swucx_signal_t) -> swucx_status_t {
+    boundary(|| {
+        try_out!(signal_p);
+        write_out!(
+            signal_p,
+            into_handle(swucx_signal_t {
+                magic: swucx_signal_t::MAGIC,
+                signal: Arc::new(Signal::new()),
+            })
+        );
+        SWUCX_OK
+    })
+}
+
+/// Raises the signal: every wait watching it ends (returns `SWUCX_INPROGRESS` unless its
+/// operation completed), now and until `swucx_signal_reset`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_signal_raise(signal: *const swucx_signal_t) -> swucx_status_t {
+    boundary(|| {
+        try_ref!(signal).signal.raise();
+        SWUCX_OK
+    })
+}
+
+/// Lowers the signal. Make sure nothing raises it for an earlier purpose afterwards.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_signal_reset(signal: *const swucx_signal_t) -> swucx_status_t {
+    boundary(|| {
+        try_ref!(signal).signal.reset();
+        SWUCX_OK
+    })
+}
+
+/// Whether the signal is raised (false for a NULL or invalid handle).
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_signal_is_raised(signal: *const swucx_signal_t) -> bool {
+    boundary(|| try_ref!(signal).signal.is_raised())
+}
+
+/// Destroys the signal handle. NULL is a no-op. Endpoints it was registered with forget it.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_signal_destroy(signal: *mut swucx_signal_t) {
+    boundary(|| {
+        if !signal.is_null() {
+            drop(try_take!(signal));
         }
     })
 }

@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
+use super::engine::swucx_signal_t;
 use super::status::{
-    SWUCX_ERR_INVALID_STATE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS, SWUCX_OK, set_last_error,
-    swucx_status_t,
+    SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_INVALID_STATE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS,
+    SWUCX_OK, set_last_error, swucx_status_t,
 };
 use super::{Handle, boundary, fail, fail_with, impl_handle, try_mut, try_take, write_out};
-use crate::{Engine, RawBuf, RegionBuf, Request};
+use crate::{Engine, RawBuf, RegionBuf, Request, Signal, WaitEnd};
 
 /// An operation started on a caller's buffer (send, receive, put, get, active message).
 ///
@@ -18,7 +19,8 @@ use crate::{Engine, RawBuf, RegionBuf, Request};
 /// first, or force-close the endpoint). Use a request from one thread at a time.
 ///
 /// Methods: `swucx_request_test`, `swucx_request_poll`, `swucx_request_wait`,
-/// `swucx_request_info`, `swucx_request_cancel`, `swucx_request_free`, `swucx_engine_wait`.
+/// `swucx_request_info`, `swucx_request_cancel`, `swucx_request_free`, `swucx_engine_wait`,
+/// `swucx_engine_wait_signals`.
 pub struct swucx_request_t {
     magic: u64,
     state: ReqState,
@@ -85,13 +87,32 @@ impl ReqState {
         }
     }
 
-    fn engine_wait(&self, engine: &Engine, timeout: Duration) -> bool {
+    fn engine_wait(
+        &self,
+        engine: &Engine,
+        timeout: Option<Duration>,
+        signals: &[&Signal],
+        spin: bool,
+    ) -> WaitEnd {
+        fn one<B: Send + 'static>(
+            engine: &Engine,
+            r: &Request<B>,
+            timeout: Option<Duration>,
+            signals: &[&Signal],
+            spin: bool,
+        ) -> WaitEnd {
+            if spin {
+                engine.wait_signals(r, timeout, signals)
+            } else {
+                engine.sleep_signals(r, timeout, signals)
+            }
+        }
         match self {
-            ReqState::One(r) => engine.wait_timeout(r, timeout),
-            ReqState::Two(r) => engine.wait_timeout(r, timeout),
-            ReqState::Region(r) => engine.wait_timeout(r, timeout),
-            ReqState::TwoRegion(r) => engine.wait_timeout(r, timeout),
-            ReqState::Done { .. } | ReqState::Empty => true,
+            ReqState::One(r) => one(engine, r, timeout, signals, spin),
+            ReqState::Two(r) => one(engine, r, timeout, signals, spin),
+            ReqState::Region(r) => one(engine, r, timeout, signals, spin),
+            ReqState::TwoRegion(r) => one(engine, r, timeout, signals, spin),
+            ReqState::Done { .. } | ReqState::Empty => WaitEnd::Complete,
         }
     }
 
@@ -246,18 +267,74 @@ pub extern "C" fn swucx_engine_wait(
     boundary(|| {
         let engine = &super::try_ref!(engine).engine;
         let req = try_mut!(req);
-        let done = match timeout(timeout_ms) {
-            Some(t) => req.state.engine_wait(engine, t),
-            None => loop {
-                if req.state.engine_wait(engine, SLICE) {
-                    break true;
-                }
-            },
-        };
-        if done {
-            req.state.status()
-        } else {
-            fail_with(SWUCX_ERR_TIMED_OUT, "engine wait timed out")
+        match req
+            .state
+            .engine_wait(engine, timeout(timeout_ms), &[], true)
+        {
+            WaitEnd::Complete => req.state.status(),
+            _ => fail_with(SWUCX_ERR_TIMED_OUT, "engine wait timed out"),
+        }
+    })
+}
+
+/// The most signals one `swucx_engine_wait_signals` call watches.
+pub const SWUCX_WAIT_MAX_SIGNALS: usize = 8;
+/// `swucx_engine_wait_signals` flag: sleep at once, without the spin (e.g. waiting again after
+/// a wait that already spun).
+pub const SWUCX_WAIT_NO_SPIN: u32 = 1 << 0;
+
+/// As `swucx_engine_wait`, and the wait also ends as soon as one of the `count` signals in
+/// `signals` is raised (`swucx_signal_raise` from any thread, or an endpoint's failure with
+/// `swucx_ep_raise_on_failure`); a signal already raised ends it at once. While it sleeps the
+/// thread has no periodic wake-up, so a thread can wait for as long as it takes, with a way to
+/// interrupt it (cancellation, shutdown). Returns the final status when the operation completed,
+/// `SWUCX_INPROGRESS` when a signal ended the wait (the request keeps running: wait again,
+/// cancel it, or keep its buffer alive until it completes), or `SWUCX_ERR_TIMED_OUT`. `signals`
+/// may be NULL when `count` is 0; at most `SWUCX_WAIT_MAX_SIGNALS` (`SWUCX_ERR_INVALID_PARAM`).
+/// `flags`: 0 or `SWUCX_WAIT_NO_SPIN`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_engine_wait_signals(
+    engine: *const super::engine::swucx_engine_t,
+    req: *mut swucx_request_t,
+    timeout_ms: i64,
+    flags: u32,
+    signals: *const *const swucx_signal_t,
+    count: usize,
+) -> swucx_status_t {
+    boundary(|| {
+        let engine = &super::try_ref!(engine).engine;
+        let req = try_mut!(req);
+        if flags & !SWUCX_WAIT_NO_SPIN != 0 {
+            return fail_with(
+                SWUCX_ERR_INVALID_PARAM,
+                format!("unknown wait flags {flags:#x}"),
+            );
+        }
+        if count > SWUCX_WAIT_MAX_SIGNALS {
+            return fail_with(
+                SWUCX_ERR_INVALID_PARAM,
+                format!("{count} signals, at most {SWUCX_WAIT_MAX_SIGNALS}"),
+            );
+        }
+        // No allocation: the watched signals are borrowed into a fixed array.
+        static UNUSED: Signal = Signal::new();
+        let mut refs: [&Signal; SWUCX_WAIT_MAX_SIGNALS] = [&UNUSED; SWUCX_WAIT_MAX_SIGNALS];
+        if count > 0 {
+            super::try_arg!(super::non_null(signals, "signals"));
+            // SAFETY: non-NULL; the caller passes an array of `count` signal handles.
+            let list = unsafe { std::slice::from_raw_parts(signals, count) };
+            for (slot, &signal) in refs.iter_mut().zip(list) {
+                *slot = &super::try_ref!(signal).signal;
+            }
+        }
+        let spin = flags & SWUCX_WAIT_NO_SPIN == 0;
+        match req
+            .state
+            .engine_wait(engine, timeout(timeout_ms), &refs[..count], spin)
+        {
+            WaitEnd::Complete => req.state.status(),
+            WaitEnd::Signalled => SWUCX_INPROGRESS,
+            WaitEnd::TimedOut => fail_with(SWUCX_ERR_TIMED_OUT, "engine wait timed out"),
         }
     })
 }

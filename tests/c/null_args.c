@@ -103,6 +103,8 @@ int main(void)
     REQUIRE_OK(swucx_ep_tag_send(ep, buf, 8, 99, &req));
     swucx_engine_t *eng = NULL;
     REQUIRE_OK(swucx_engine_create(ctx, &eng));
+    swucx_signal_t *sig = NULL;
+    REQUIRE_OK(swucx_signal_create(&sig));
 
     msg_mem = mem;
     REQUIRE_OK(swucx_worker_set_am_handler(w, 3, null_msg_handler, NULL));
@@ -222,6 +224,16 @@ int main(void)
     CHECK_ST(swucx_request_wait(NULL, 0), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_wait(NULL, (struct swucx_request_t *)req, 0), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_wait((const struct swucx_engine_t *)eng, NULL, 0), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_wait_signals(NULL, (struct swucx_request_t *)req, 0, 0, NULL, 0), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_wait_signals((const struct swucx_engine_t *)eng, NULL, 0, 0, NULL, 0), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_wait_signals((const struct swucx_engine_t *)eng, (struct swucx_request_t *)req, 0, 0, NULL, 1), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_signal_create(NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_signal_raise(NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_signal_reset(NULL), SWUCX_ERR_NULL_ARG);
+    CHECK(!swucx_signal_is_raised(NULL));
+    swucx_signal_destroy(NULL); /* NULL is a no-op */
+    CHECK_ST(swucx_ep_raise_on_failure(NULL, (const struct swucx_signal_t *)sig), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_raise_on_failure((const struct swucx_ep_t *)ep, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_request_info(NULL, &sz, &u64), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_request_cancel(NULL), SWUCX_ERR_NULL_ARG);
     swucx_request_free(NULL); /* NULL is a no-op */
@@ -274,6 +286,7 @@ int main(void)
     swucx_request_free(drain);
     swucx_request_free(req);
     swucx_engine_destroy(eng);
+    swucx_signal_destroy(sig);
     swucx_rkey_destroy(rkey);
     swucx_bytes_destroy(exported);
     swucx_mem_unmap(mem);

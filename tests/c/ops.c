@@ -574,6 +574,60 @@ static void test_transports_and_close(pair_t *p)
     CHECK_ST(swucx_ep_close(p->client, 7), SWUCX_ERR_INVALID_PARAM);
 }
 
+/* Raises a signal after a short sleep, from another thread. */
+static void *raise_later(void *arg)
+{
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    swucx_signal_raise((const swucx_signal_t *)arg);
+    return NULL;
+}
+
+/* swucx_engine_wait_signals: a signal raised by another thread ends a wait that has no timeout
+ * (the request keeps running), a raised signal ends the next wait at once, a reset one does
+ * not, and the request then completes normally. */
+static void test_engine_signals(swucx_engine_t *engine, swucx_worker_t *w, swucx_ep_t *ep)
+{
+    swucx_signal_t *sig = NULL, *other = NULL;
+    REQUIRE_OK(swucx_signal_create(&sig));
+    REQUIRE_OK(swucx_signal_create(&other));
+    CHECK(!swucx_signal_is_raised(sig));
+    const swucx_signal_t *both[2] = {other, sig};
+    uint64_t v = 9, got = 0;
+    swucx_request_t *rr = NULL, *sr = NULL;
+    REQUIRE_OK(swucx_worker_tag_recv(w, &got, 8, 4, UINT64_MAX, &rr));
+    pthread_t t;
+    if (pthread_create(&t, NULL, raise_later, sig) != 0) {
+        fprintf(stderr, "pthread_create failed\n");
+        exit(2);
+    }
+    double start = now_s();
+    CHECK_ST(swucx_engine_wait_signals(engine, rr, -1, 0, both, 2), SWUCX_INPROGRESS);
+    CHECK(now_s() - start < 5.0);
+    pthread_join(t, NULL);
+    CHECK(swucx_signal_is_raised(sig));
+    CHECK_ST(swucx_engine_wait_signals(engine, rr, -1, SWUCX_WAIT_NO_SPIN, both, 2),
+             SWUCX_INPROGRESS);
+    CHECK_OK(swucx_signal_reset(sig));
+    CHECK_ST(swucx_engine_wait_signals(engine, rr, 20, 0, both, 2), SWUCX_ERR_TIMED_OUT);
+    CHECK_ST(swucx_engine_wait_signals(engine, rr, 20, SWUCX_WAIT_NO_SPIN, both, 2),
+             SWUCX_ERR_TIMED_OUT);
+    const swucx_signal_t *many[9] = {sig, sig, sig, sig, sig, sig, sig, sig, sig};
+    CHECK_ST(swucx_engine_wait_signals(engine, rr, 0, 0, many, 9), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_engine_wait_signals(engine, rr, 0, 1u << 7, both, 2), SWUCX_ERR_INVALID_PARAM);
+    /* The endpoint is fine: registering raises nothing. */
+    CHECK_OK(swucx_ep_raise_on_failure(ep, other));
+    CHECK(!swucx_signal_is_raised(other));
+    REQUIRE_OK(swucx_ep_tag_send(ep, &v, 8, 4, &sr));
+    CHECK_OK(swucx_engine_wait_signals(engine, sr, -1, 0, NULL, 0));
+    CHECK_OK(swucx_engine_wait_signals(engine, rr, 10000, SWUCX_WAIT_NO_SPIN, both, 2));
+    CHECK(got == 9);
+    swucx_request_free(rr);
+    swucx_request_free(sr);
+    swucx_signal_destroy(sig);
+    swucx_signal_destroy(other);
+}
+
 static void test_engine(const char *tls)
 {
     if (strcmp(tls, "self") == 0) {
@@ -600,6 +654,7 @@ static void test_engine(const char *tls)
     CHECK(got == 5);
     swucx_request_free(rr);
     swucx_request_free(sr);
+    test_engine_signals(engine, w, ep);
     CHECK_OK(swucx_ep_close(ep, SWUCX_EP_CLOSE_FLUSH));
     CHECK_ST(swucx_ep_tag_send(ep, &v, 8, 3, &sr), SWUCX_ERR_NOT_CONNECTED);
     swucx_ep_destroy(ep);
