@@ -455,6 +455,10 @@ impl Volume {
             // Large needle: header, metadata and tail; the CRC only on full reads (below).
             let header = NeedleHeader::parse(whole).map_err(nerr)?;
             needle::check_header(&header, needle_id, size).map_err(nerr)?;
+            if header.cookie != cookie {
+                // Before looking at a body the caller may not read.
+                return Err(VolumeError::CookieMismatch(needle_id));
+            }
             let body = &whole[NEEDLE_HEADER_SIZE..NEEDLE_HEADER_SIZE + size as usize];
             let (mut meta, data) = needle::parse_body(body, version).map_err(nerr)?;
             let tail = &whole[NEEDLE_HEADER_SIZE + size as usize..];
