@@ -104,6 +104,11 @@
 #define SWUCX_EP_CLOSE_FORCE 1
 
 /**
+ * The most signals one wait (`swucx_engine_wait_signals`, `swucx_engine_accept`) watches.
+ */
+#define SWUCX_WAIT_MAX_SIGNALS 8
+
+/**
  * Reply status: the payload holds the requested bytes.
  */
 #define SWUCX_READ_OK 0
@@ -157,11 +162,6 @@
  * Reply status: a server-side failure; the client falls back to HTTP.
  */
 #define SWUCX_READ_INTERNAL 10
-
-/**
- * The most signals one `swucx_engine_wait_signals` call watches.
- */
-#define SWUCX_WAIT_MAX_SIGNALS 8
 
 /**
  * `swucx_engine_wait_signals` flag: sleep at once, without the spin (e.g. waiting again after
@@ -261,7 +261,8 @@ typedef struct swucx_ep_t swucx_ep_t;
  * on a MULTI worker.
  *
  * Methods: `swucx_listener_create`, `swucx_listener_create_sockaddr`, `swucx_listener_port`,
- * `swucx_listener_address`, `swucx_listener_accept`, `swucx_listener_destroy`.
+ * `swucx_listener_address`, `swucx_listener_accept`, `swucx_engine_accept`,
+ * `swucx_listener_destroy`.
  */
 typedef struct swucx_listener_t swucx_listener_t;
 
@@ -1023,6 +1024,20 @@ swucx_status_t swucx_listener_address(const struct swucx_listener_t *listener,
 swucx_status_t swucx_listener_accept(const struct swucx_listener_t *listener,
                                      int64_t timeout_ms,
                                      struct swucx_conn_request_t **conn_request_p);
+
+/**
+ * Takes the next connection request through an engine: `listener` must be on the engine's
+ * worker, whose background thread progresses it while this thread sleeps, with no periodic
+ * wake-up, until a request arrives (written to `*conn_request_p`, `SWUCX_OK`), `timeout_ms`
+ * passes (negative: no limit; `SWUCX_ERR_TIMED_OUT`) or one of the `count` signals is raised
+ * (`SWUCX_INPROGRESS`), as for `swucx_engine_wait_signals`.
+ */
+swucx_status_t swucx_engine_accept(const struct swucx_engine_t *engine,
+                                   const struct swucx_listener_t *listener,
+                                   int64_t timeout_ms,
+                                   const struct swucx_signal_t *const *signals,
+                                   size_t count,
+                                   struct swucx_conn_request_t **conn_request_p);
 
 /**
  * Stops listening and releases the listener. NULL is a no-op. Queued connection requests are

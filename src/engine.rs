@@ -17,6 +17,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use crate::context::Context;
+use crate::listener::{ConnRequest, Listener};
 use crate::request::{Completion, Done, Request};
 use crate::status::{Error, Result, Status};
 use crate::worker::{Worker, poll_readable};
@@ -67,14 +68,14 @@ impl Signal {
     }
 
     /// Registers the current thread as a sleeper (before it checks the flag and parks).
-    fn enter(&self) {
+    pub(crate) fn enter(&self) {
         self.sleepers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(std::thread::current());
     }
 
-    fn leave(&self) {
+    pub(crate) fn leave(&self) {
         let me = std::thread::current().id();
         let mut sleepers = self.sleepers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = sleepers.iter().position(|t| t.id() == me) {
@@ -204,6 +205,44 @@ impl Engine {
             WaitEnd::Signalled
         } else {
             WaitEnd::TimedOut
+        }
+    }
+
+    /// Waits for a connection request on `listener`, which must be on this engine's worker (the
+    /// engine's background thread progresses it; this thread only sleeps), until one arrives
+    /// (returned), `timeout` passes (`None`: no limit) or one of `signals` is raised (`None`
+    /// either way; tell them apart with [`Signal::is_raised`]). No periodic wake-up.
+    pub fn accept_signals(
+        &self,
+        listener: &Listener,
+        timeout: Option<Duration>,
+        signals: &[&Signal],
+    ) -> Option<ConnRequest> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let arrival = listener.arrival();
+        loop {
+            if let Some(request) = listener.try_accept() {
+                return Some(request);
+            }
+            let now = Instant::now();
+            if signals.iter().any(|s| s.is_raised()) || deadline.is_some_and(|d| now >= d) {
+                return None;
+            }
+            // Registered first, then checked again: an arrival or a raise from now on unparks.
+            arrival.enter();
+            for signal in signals {
+                signal.enter();
+            }
+            if !listener.has_request() && !signals.iter().any(|s| s.is_raised()) {
+                match deadline {
+                    None => std::thread::park(),
+                    Some(d) => std::thread::park_timeout(d.saturating_duration_since(now)),
+                }
+            }
+            arrival.leave();
+            for signal in signals {
+                signal.leave();
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use std::ptr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::engine::Signal;
 use crate::sockaddr::{CSockAddr, from_storage};
 use crate::status::{Error, Result, Status, check};
 use crate::sys;
@@ -14,6 +15,9 @@ use crate::worker::Worker;
 /// Connection requests that arrived and were not yet taken; filled by the UCX callback.
 struct Pending {
     requests: Mutex<VecDeque<usize>>,
+    /// Raised at every arrival: wakes threads sleeping in `Engine::accept_signals` (its flag
+    /// means nothing, the queue does).
+    arrival: Signal,
 }
 
 struct ListenerInner {
@@ -50,6 +54,7 @@ unsafe extern "C" fn conn_callback(request: sys::ucp_conn_request_h, arg: *mut l
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push_back(request as usize);
+    pending.arrival.raise();
 }
 
 impl Listener {
@@ -58,6 +63,7 @@ impl Listener {
     pub fn bind(worker: &Worker, addr: SocketAddr) -> Result<Listener> {
         let pending = Box::new(Pending {
             requests: Mutex::new(VecDeque::new()),
+            arrival: Signal::new(),
         });
         let c_addr = CSockAddr::new(addr);
         let params = sys::ucp_listener_params_t {
@@ -114,6 +120,22 @@ impl Listener {
         &self.0.worker
     }
 
+    /// Raised whenever a connection request arrives.
+    pub(crate) fn arrival(&self) -> &Signal {
+        &self.0.pending.arrival
+    }
+
+    /// Whether a connection request is queued.
+    pub(crate) fn has_request(&self) -> bool {
+        !self
+            .0
+            .pending
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Takes a queued connection request, if any. Does not progress the worker.
     pub fn try_accept(&self) -> Option<ConnRequest> {
         let raw = self
@@ -133,18 +155,9 @@ impl Listener {
 
     /// Progresses the worker until a connection request arrives or `timeout` passes.
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Option<ConnRequest>> {
-        let has_request = || {
-            !self
-                .0
-                .pending
-                .requests
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-        };
         self.0
             .worker
-            .progress_until(has_request, Instant::now().checked_add(timeout))?;
+            .progress_until(|| self.has_request(), Instant::now().checked_add(timeout))?;
         Ok(self.try_accept())
     }
 }

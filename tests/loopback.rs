@@ -765,7 +765,7 @@ fn engine_threads_shm() {
 
 /// `Engine::wait_signals` / `sleep_signals`: a signal raised by another thread ends a wait that
 /// has no timeout (the request keeps running), a raised signal ends the next wait at once, a
-/// lowered one does not, and the request then completes normally.
+/// lowered one does not, and the request then completes normally. `accept_signals` likewise.
 #[test]
 fn engine_wait_signals() {
     use swucx::{Signal, WaitEnd};
@@ -818,6 +818,23 @@ fn engine_wait_signals() {
     );
     assert_eq!(engine.wait(recv).unwrap().buffer, b"signals!");
     ep.close(CloseMode::Flush).unwrap();
+
+    // accept_signals: the engine's thread progresses the listener while this one sleeps.
+    let listener = Listener::bind(engine.worker(), any_local()).unwrap();
+    assert!(engine.accept_signals(&listener, short, &[]).is_none());
+    stop.raise();
+    assert!(engine.accept_signals(&listener, None, &[&stop]).is_none());
+    stop.reset();
+    let client = engine
+        .worker()
+        .connect(listener.local_addr().unwrap())
+        .unwrap();
+    let request = engine
+        .accept_signals(&listener, Some(TIMEOUT), &[&stop])
+        .expect("a connection request");
+    let server = engine.worker().accept(request).unwrap();
+    drop(listener);
+    common::close_all(&[&client, &server], &[]);
 }
 
 /// Messages that arrive before their receive is posted (unexpected) still report their own

@@ -1,7 +1,7 @@
 //! `swucx_engine_t`: the thread-safe front (a worker plus waiting from any thread).
 
 use super::context::swucx_context_t;
-use super::status::{SWUCX_OK, swucx_status_t};
+use super::status::{SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
 use super::worker::{new_worker, swucx_worker_t};
 use super::{
     Handle, boundary, fail, impl_handle, into_handle, try_out, try_ref, try_take, write_out,
@@ -137,4 +137,52 @@ pub extern "C" fn swucx_signal_destroy(signal: *mut swucx_signal_t) {
             drop(try_take!(signal));
         }
     })
+}
+
+/// The most signals one wait (`swucx_engine_wait_signals`, `swucx_engine_accept`) watches.
+pub const SWUCX_WAIT_MAX_SIGNALS: usize = 8;
+
+/// The signals of a wait, borrowed from the C array into a fixed one (no allocation).
+pub(crate) struct SignalList<'a> {
+    refs: [&'a Signal; SWUCX_WAIT_MAX_SIGNALS],
+    count: usize,
+}
+
+impl<'a> SignalList<'a> {
+    /// Checks `count` and each handle; on failure records the detail and gives the status.
+    pub(crate) fn new(
+        signals: *const *const swucx_signal_t,
+        count: usize,
+    ) -> Result<SignalList<'a>, swucx_status_t> {
+        static UNUSED: Signal = Signal::new();
+        if count > SWUCX_WAIT_MAX_SIGNALS {
+            return Err(super::fail_with(
+                SWUCX_ERR_INVALID_PARAM,
+                format!("{count} signals, at most {SWUCX_WAIT_MAX_SIGNALS}"),
+            ));
+        }
+        let mut refs: [&'a Signal; SWUCX_WAIT_MAX_SIGNALS] = [&UNUSED; SWUCX_WAIT_MAX_SIGNALS];
+        if count > 0 {
+            super::non_null(signals, "signals").map_err(super::ArgError::fail::<swucx_status_t>)?;
+            // SAFETY: non-NULL; the caller passes an array of `count` signal handles.
+            let list = unsafe { std::slice::from_raw_parts(signals, count) };
+            for (slot, &signal) in refs.iter_mut().zip(list) {
+                // SAFETY: as for try_ref: NULL or a handle from this library, checked first.
+                let handle = unsafe { super::handle_ref(signal, "signals") };
+                *slot = &handle
+                    .map_err(super::ArgError::fail::<swucx_status_t>)?
+                    .signal;
+            }
+        }
+        Ok(SignalList { refs, count })
+    }
+
+    pub(crate) fn get(&self) -> &[&'a Signal] {
+        &self.refs[..self.count]
+    }
+}
+
+/// A timeout in milliseconds; negative means none.
+pub(crate) fn timeout(ms: i64) -> Option<std::time::Duration> {
+    u64::try_from(ms).ok().map(std::time::Duration::from_millis)
 }

@@ -4,7 +4,7 @@ use std::ffi::{c_char, c_void};
 use std::time::Duration;
 
 use super::endpoint::{parse_addr, parse_sockaddr};
-use super::status::{SWUCX_ERR_TIMED_OUT, SWUCX_OK, swucx_status_t};
+use super::status::{SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS, SWUCX_OK, swucx_status_t};
 use super::worker::swucx_worker_t;
 use super::{
     Handle, boundary, fail, fail_with, impl_handle, into_handle, swucx_bytes_t, try_out, try_ref,
@@ -17,7 +17,8 @@ use crate::{ConnRequest, Listener};
 /// on a MULTI worker.
 ///
 /// Methods: `swucx_listener_create`, `swucx_listener_create_sockaddr`, `swucx_listener_port`,
-/// `swucx_listener_address`, `swucx_listener_accept`, `swucx_listener_destroy`.
+/// `swucx_listener_address`, `swucx_listener_accept`, `swucx_engine_accept`,
+/// `swucx_listener_destroy`.
 pub struct swucx_listener_t {
     magic: u64,
     listener: Listener,
@@ -137,6 +138,14 @@ pub extern "C" fn swucx_listener_address(
     })
 }
 
+/// A new handle for a taken connection request.
+fn new_conn_request(request: ConnRequest) -> *mut swucx_conn_request_t {
+    into_handle(swucx_conn_request_t {
+        magic: swucx_conn_request_t::MAGIC,
+        request,
+    })
+}
+
 /// Takes the next connection request, progressing the listener's worker for up to `timeout_ms`
 /// (0: only take one already queued, without progressing; negative: no limit). On success writes
 /// the request to `*conn_request_p`; `SWUCX_ERR_TIMED_OUT` if none arrived.
@@ -161,17 +170,45 @@ pub extern "C" fn swucx_listener_accept(
         };
         match taken {
             Ok(Some(request)) => {
-                write_out!(
-                    conn_request_p,
-                    into_handle(swucx_conn_request_t {
-                        magic: swucx_conn_request_t::MAGIC,
-                        request,
-                    })
-                );
+                write_out!(conn_request_p, new_conn_request(request));
                 SWUCX_OK
             }
             Ok(None) => fail_with(SWUCX_ERR_TIMED_OUT, "no connection request arrived"),
             Err(e) => fail(e),
+        }
+    })
+}
+
+/// Takes the next connection request through an engine: `listener` must be on the engine's
+/// worker, whose background thread progresses it while this thread sleeps, with no periodic
+/// wake-up, until a request arrives (written to `*conn_request_p`, `SWUCX_OK`), `timeout_ms`
+/// passes (negative: no limit; `SWUCX_ERR_TIMED_OUT`) or one of the `count` signals is raised
+/// (`SWUCX_INPROGRESS`), as for `swucx_engine_wait_signals`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_engine_accept(
+    engine: *const super::engine::swucx_engine_t,
+    listener: *const swucx_listener_t,
+    timeout_ms: i64,
+    signals: *const *const super::engine::swucx_signal_t,
+    count: usize,
+    conn_request_p: *mut *mut swucx_conn_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let engine = &try_ref!(engine).engine;
+        let listener = &try_ref!(listener).listener;
+        try_out!(conn_request_p);
+        let refs = match super::engine::SignalList::new(signals, count) {
+            Ok(refs) => refs,
+            Err(status) => return status,
+        };
+        let timeout = super::engine::timeout(timeout_ms);
+        match engine.accept_signals(listener, timeout, refs.get()) {
+            Some(request) => {
+                write_out!(conn_request_p, new_conn_request(request));
+                SWUCX_OK
+            }
+            None if refs.get().iter().any(|s| s.is_raised()) => SWUCX_INPROGRESS,
+            None => fail_with(SWUCX_ERR_TIMED_OUT, "no connection request arrived"),
         }
     })
 }

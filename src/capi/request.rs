@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::engine::swucx_signal_t;
+pub(crate) use super::engine::timeout;
+use super::engine::{SignalList, swucx_signal_t};
 use super::status::{
     SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_INVALID_STATE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS,
     SWUCX_OK, set_last_error, swucx_status_t,
@@ -203,11 +204,6 @@ pub(crate) fn hand_out(
     status
 }
 
-/// A timeout in milliseconds; negative means none.
-fn timeout(ms: i64) -> Option<Duration> {
-    u64::try_from(ms).ok().map(Duration::from_millis)
-}
-
 /// The longest single wait slice (so deadlines never overflow `Instant`).
 const SLICE: Duration = Duration::from_secs(3600);
 
@@ -277,8 +273,6 @@ pub extern "C" fn swucx_engine_wait(
     })
 }
 
-/// The most signals one `swucx_engine_wait_signals` call watches.
-pub const SWUCX_WAIT_MAX_SIGNALS: usize = 8;
 /// `swucx_engine_wait_signals` flag: sleep at once, without the spin (e.g. waiting again after
 /// a wait that already spun).
 pub const SWUCX_WAIT_NO_SPIN: u32 = 1 << 0;
@@ -310,27 +304,14 @@ pub extern "C" fn swucx_engine_wait_signals(
                 format!("unknown wait flags {flags:#x}"),
             );
         }
-        if count > SWUCX_WAIT_MAX_SIGNALS {
-            return fail_with(
-                SWUCX_ERR_INVALID_PARAM,
-                format!("{count} signals, at most {SWUCX_WAIT_MAX_SIGNALS}"),
-            );
-        }
-        // No allocation: the watched signals are borrowed into a fixed array.
-        static UNUSED: Signal = Signal::new();
-        let mut refs: [&Signal; SWUCX_WAIT_MAX_SIGNALS] = [&UNUSED; SWUCX_WAIT_MAX_SIGNALS];
-        if count > 0 {
-            super::try_arg!(super::non_null(signals, "signals"));
-            // SAFETY: non-NULL; the caller passes an array of `count` signal handles.
-            let list = unsafe { std::slice::from_raw_parts(signals, count) };
-            for (slot, &signal) in refs.iter_mut().zip(list) {
-                *slot = &super::try_ref!(signal).signal;
-            }
-        }
+        let refs = match SignalList::new(signals, count) {
+            Ok(refs) => refs,
+            Err(status) => return status,
+        };
         let spin = flags & SWUCX_WAIT_NO_SPIN == 0;
         match req
             .state
-            .engine_wait(engine, timeout(timeout_ms), &refs[..count], spin)
+            .engine_wait(engine, timeout(timeout_ms), refs.get(), spin)
         {
             WaitEnd::Complete => req.state.status(),
             WaitEnd::Signalled => SWUCX_INPROGRESS,

@@ -227,6 +227,10 @@ int main(void)
     CHECK_ST(swucx_engine_wait_signals(NULL, (struct swucx_request_t *)req, 0, 0, NULL, 0), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_wait_signals((const struct swucx_engine_t *)eng, NULL, 0, 0, NULL, 0), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_wait_signals((const struct swucx_engine_t *)eng, (struct swucx_request_t *)req, 0, 0, NULL, 1), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_accept(NULL, (const struct swucx_listener_t *)lst, 0, NULL, 0, &out_swucx_conn_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_accept((const struct swucx_engine_t *)eng, NULL, 0, NULL, 0, &out_swucx_conn_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_accept((const struct swucx_engine_t *)eng, (const struct swucx_listener_t *)lst, 0, NULL, 1, &out_swucx_conn_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_accept((const struct swucx_engine_t *)eng, (const struct swucx_listener_t *)lst, 0, NULL, 0, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_signal_create(NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_signal_raise(NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_signal_reset(NULL), SWUCX_ERR_NULL_ARG);

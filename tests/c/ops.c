@@ -624,6 +624,26 @@ static void test_engine_signals(swucx_engine_t *engine, swucx_worker_t *w, swucx
     CHECK(got == 9);
     swucx_request_free(rr);
     swucx_request_free(sr);
+
+    /* swucx_engine_accept: the engine's thread progresses the listener while this one sleeps. */
+    swucx_listener_t *l = NULL;
+    REQUIRE_OK(swucx_listener_create(w, "127.0.0.1:0", &l));
+    uint16_t port = 0;
+    REQUIRE_OK(swucx_listener_port(l, &port));
+    swucx_conn_request_t *cr = NULL;
+    CHECK_ST(swucx_engine_accept(engine, l, 20, both, 2, &cr), SWUCX_ERR_TIMED_OUT);
+    CHECK_OK(swucx_signal_raise(sig));
+    CHECK_ST(swucx_engine_accept(engine, l, -1, both, 2, &cr), SWUCX_INPROGRESS);
+    CHECK_OK(swucx_signal_reset(sig));
+    char where[64];
+    snprintf(where, sizeof where, "127.0.0.1:%u", (unsigned)port);
+    swucx_ep_t *client = NULL, *server = NULL;
+    REQUIRE_OK(swucx_worker_connect(w, where, &client));
+    REQUIRE_OK(swucx_engine_accept(engine, l, 10000, both, 2, &cr));
+    REQUIRE_OK(swucx_worker_accept(w, cr, &server));
+    swucx_ep_destroy(server);
+    swucx_ep_destroy(client);
+    swucx_listener_destroy(l);
     swucx_signal_destroy(sig);
     swucx_signal_destroy(other);
 }
