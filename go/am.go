@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -17,8 +18,8 @@ import (
 type AMMessage struct {
 	// Header is a copy of the message header.
 	Header []byte
-	// Data is the payload: a copy of an eager payload, or a rendezvous payload already
-	// received into a new buffer.
+	// Data is the payload, in a buffer of its own (from AMConfig.Alloc, or a new one): an
+	// eager payload copied there, a rendezvous payload received there.
 	Data []byte
 	// ReplyEndpoint is the endpoint to answer on, when the sender used AMReply (nil
 	// otherwise). Close it when done (AMMessage.Close does).
@@ -70,21 +71,39 @@ func (m *AMMessage) Close() error {
 	return nil
 }
 
-// amItem is what the UCX callback queues: copies and handles, no UCX pointer of the message.
+// AMConfig configures Engine.HandleAMWith.
+type AMConfig struct {
+	// Buffer is the capacity of the channel messages arrive on.
+	Buffer int
+	// Alloc returns the buffer for a payload of n > 0 bytes (len(buf) must be n); nil means
+	// make([]byte, n). It runs inside UCX's progress, on whichever thread progresses (possibly
+	// several at once): it must be quick, must not block and must not call into swucx. A
+	// rendezvous payload is received straight into the buffer, and the receive starts at once
+	// (several stay in flight while earlier messages are delivered), so the buffer belongs to
+	// UCX until the message comes out of the channel. Returning parts of a registered
+	// MemRegion (MemRegion.Bytes) saves UCX a registration lookup per message.
+	Alloc func(n int) []byte
+}
+
+// amItem is a message on its way to the channel: copies, handles and a receive that may still
+// run, no UCX pointer of the message.
 type amItem struct {
 	header []byte
 	data   []byte
-	desc   *C.swucx_am_desc_t
-	length int
 	reply  unsafe.Pointer
+	req    *C.swucx_request_t // the rendezvous receive still in flight (nil: data is ready)
+	pin    *runtime.Pinner
+	err    error
 }
 
 // amHandler is the Go side of one registered AM id. The UCX callback (possibly on several
 // threads at once) appends to queue and never blocks; a pump goroutine delivers to out.
 type amHandler struct {
 	eng    *Engine
+	id     uint16
 	handle cgo.Handle
 	out    chan *AMMessage
+	alloc  func(n int) []byte
 	fn     func(*AMMessage) // HandleAMFunc: called inline instead of queueing to out
 
 	mu      sync.Mutex
@@ -98,19 +117,29 @@ type amHandler struct {
 
 // HandleAM registers a handler for active message id and returns the channel its messages
 // arrive on (buffered with capacity buffer). Messages are queued without bound while nobody
-// reads the channel. Register before traffic starts. The channel is closed by Engine.Close.
+// reads the channel. Register before traffic starts. Registering id again replaces the handler
+// (the old channel is closed); Engine.Close closes the channel too.
 func (e *Engine) HandleAM(id uint16, buffer int) (<-chan *AMMessage, error) {
+	return e.HandleAMWith(id, AMConfig{Buffer: buffer})
+}
+
+// HandleAMWith is HandleAM with the payload buffers chosen by cfg.Alloc.
+func (e *Engine) HandleAMWith(id uint16, cfg AMConfig) (<-chan *AMMessage, error) {
+	alloc := cfg.Alloc
+	if alloc == nil {
+		alloc = func(n int) []byte { return make([]byte, n) }
+	}
 	h := &amHandler{
 		eng:    e,
-		out:    make(chan *AMMessage, buffer),
+		id:     id,
+		out:    make(chan *AMMessage, cfg.Buffer),
+		alloc:  alloc,
 		notify: make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
-	if err := e.register(id, h); err != nil {
+	if err := e.register(h); err != nil {
 		return nil, err
 	}
-	h.wg.Add(1)
-	go h.pump()
 	return h.out, nil
 }
 
@@ -121,54 +150,88 @@ func (e *Engine) HandleAM(id uint16, buffer int) (<-chan *AMMessage, error) {
 // RecvData into a buffer of its choice, or Close drops it. The receiver of a message owns it
 // and must Close it. After Engine.Close, fn is not called again.
 func (e *Engine) HandleAMFunc(id uint16, fn func(*AMMessage)) error {
-	return e.register(id, &amHandler{eng: e, fn: fn, done: make(chan struct{})})
+	return e.register(&amHandler{eng: e, id: id, fn: fn, done: make(chan struct{})})
 }
 
-// register gives h a cgo handle and installs it for id.
-func (e *Engine) register(id uint16, h *amHandler) error {
-	h.handle = cgo.NewHandle(h)
+// register gives h a cgo handle and installs it for its id (replacing an earlier handler).
+func (e *Engine) register(h *amHandler) error {
+	id := h.id
+	h.newHandle()
+	// Under amMu, so that Close (which takes it before it stops the handlers) never misses one
+	// and two registrations of one id replace each other in order.
+	e.amMu.Lock()
+	defer e.amMu.Unlock()
 	w := e.worker.acquire()
 	if w == nil {
-		h.handle.Delete()
+		h.deleteHandle()
 		return closedErr("set_am_handler")
 	}
 	r := C.swx_set_am_handler((*C.swucx_worker_t)(w), C.uint16_t(id), C.uintptr_t(h.handle))
 	e.worker.release()
 	if r.st != C.SWUCX_OK {
-		h.handle.Delete()
+		h.deleteHandle()
 		return resErr("set_am_handler", r)
 	}
-	e.amMu.Lock()
-	e.handlers = append(e.handlers, h)
-	e.amMu.Unlock()
+	if e.handlers == nil {
+		e.handlers = make(map[uint16]*amHandler)
+	}
+	old := e.handlers[id]
+	e.handlers[id] = h
+	if h.fn == nil {
+		h.wg.Add(1)
+		go h.pump()
+	}
+	if old != nil {
+		// UCX no longer calls the old handler: the registration above replaced it under the
+		// worker's lock, which UCX holds while it runs handlers.
+		old.stop()
+		old.deleteHandle()
+	}
 	return nil
 }
 
-// onMessage runs inside UCX progress (any thread): copy, queue, wake the pump.
-func (h *amHandler) onMessage(info *C.swx_am_info) {
-	it := amItem{
-		header: C.GoBytes(info.header, C.int(info.header_length)),
-		desc:   info.desc,
-		length: int(info.length),
-		reply:  unsafe.Pointer(info.reply_ep),
-	}
-	if info.desc == nil {
-		it.data = C.GoBytes(info.data, C.int(info.length))
-	}
+// onAM runs inside UCX progress (any thread): take the message (copy an eager payload, start
+// receiving a rendezvous one), queue it, wake the pump.
+func (h *amHandler) onAM(msg *C.swucx_am_msg_t) {
+	var info C.swx_am_info
+	C.swx_am_info_get(msg, &info)
 	if h.fn != nil {
-		h.call(it)
+		h.call(msg, &info)
 		return
 	}
-	h.mu.Lock()
-	if !h.stopped && it.desc == nil && len(h.queue) == 0 && h.inPump == 0 {
-		// Fast path: nothing queued ahead of it, so hand it straight to the channel if
-		// there is room (never blocking; under mu, so the order between threads holds).
-		m := &AMMessage{Header: it.header, Data: it.data}
-		if it.reply != nil {
-			m.ReplyEndpoint = newEndpoint(h.eng, it.reply)
+	it := amItem{
+		header: C.GoBytes(info.header, C.int(info.header_length)),
+		reply:  unsafe.Pointer(info.reply_ep),
+	}
+	n := int(info.length)
+	if n == 0 {
+		it.data = []byte{}
+	} else {
+		it.data = h.alloc(n)[:n]
+	}
+	if info.rndv != 0 {
+		pin := new(runtime.Pinner)
+		p := pinBytes(pin, it.data)
+		r := C.swx_am_msg_recv(msg, p, C.size_t(n))
+		switch r.st {
+		case C.SWUCX_INPROGRESS:
+			it.req, it.pin = (*C.swucx_request_t)(r.out), pin
+		case C.SWUCX_OK:
+			pin.Unpin()
+		default:
+			pin.Unpin()
+			it.data, it.err = nil, resErr("am_recv", r)
 		}
+	} else if n > 0 {
+		copy(it.data, unsafe.Slice((*byte)(info.data), n))
+	}
+	h.mu.Lock()
+	if !h.stopped && it.req == nil && len(h.queue) == 0 && h.inPump == 0 {
+		// Fast path: complete and nothing queued ahead of it, so hand it straight to the
+		// channel if there is room (never blocking; under mu, so the order between threads
+		// holds).
 		select {
-		case h.out <- m:
+		case h.out <- h.message(&it):
 			h.mu.Unlock()
 			return
 		default:
@@ -176,12 +239,7 @@ func (h *amHandler) onMessage(info *C.swx_am_info) {
 	}
 	if h.stopped {
 		h.mu.Unlock()
-		if it.desc != nil {
-			C.swucx_am_desc_destroy(it.desc)
-		}
-		if it.reply != nil {
-			C.swucx_ep_destroy((*C.swucx_ep_t)(it.reply))
-		}
+		h.release([]amItem{it})
 		return
 	}
 	h.queue = append(h.queue, it)
@@ -192,23 +250,39 @@ func (h *amHandler) onMessage(info *C.swx_am_info) {
 	}
 }
 
-// call hands one message to a HandleAMFunc handler, or drops it once the engine closed.
-func (h *amHandler) call(it amItem) {
+// call hands one message to a HandleAMFunc handler (a rendezvous payload kept for RecvData),
+// or drops it once the handler stopped.
+func (h *amHandler) call(msg *C.swucx_am_msg_t, info *C.swx_am_info) {
+	m := &AMMessage{Header: C.GoBytes(info.header, C.int(info.header_length)), eng: h.eng}
+	if info.reply_ep != nil {
+		m.ReplyEndpoint = newEndpoint(h.eng, unsafe.Pointer(info.reply_ep))
+	}
+	if info.rndv != 0 {
+		if st := C.swucx_am_msg_keep(msg, &m.desc); st != C.SWUCX_OK {
+			m.Err = &Error{Status: Status(st), Op: "am_msg_keep"}
+		} else {
+			m.pending = int(info.length)
+		}
+	} else {
+		m.Data = C.GoBytes(info.data, C.int(info.length))
+	}
 	h.mu.Lock()
 	stopped := h.stopped
 	h.mu.Unlock()
 	if stopped {
-		h.release([]amItem{it})
+		m.Close()
 		return
 	}
-	m := &AMMessage{Header: it.header, Data: it.data, eng: h.eng}
-	if it.desc != nil {
-		m.desc, m.pending = it.desc, it.length
-	}
+	h.fn(m)
+}
+
+// message makes the Go message of a complete item.
+func (h *amHandler) message(it *amItem) *AMMessage {
+	m := &AMMessage{Header: it.header, Data: it.data, Err: it.err}
 	if it.reply != nil {
 		m.ReplyEndpoint = newEndpoint(h.eng, it.reply)
 	}
-	h.fn(m)
+	return m
 }
 
 func (h *amHandler) pump() {
@@ -230,16 +304,24 @@ func (h *amHandler) pump() {
 			if len(items) == 0 {
 				break
 			}
-			for i, it := range items {
-				m := h.deliverable(it)
+			for i := range items {
+				it := &items[i]
+				if it.req != nil {
+					// The oldest receive; later ones run meanwhile.
+					r, _, _ := h.eng.wait(context.Background(), it.req, nil)
+					it.req = nil
+					it.pin.Unpin()
+					if r.st != C.SWUCX_OK {
+						it.data, it.err = nil, resErr("am_recv", r)
+					}
+				}
 				select {
-				case h.out <- m:
+				case h.out <- h.message(it):
 					h.mu.Lock()
 					h.inPump--
 					h.mu.Unlock()
 				case <-h.done:
-					m.Close()
-					h.release(items[i+1:])
+					h.release(items[i:])
 					h.drain()
 					return
 				}
@@ -248,33 +330,22 @@ func (h *amHandler) pump() {
 	}
 }
 
-// deliverable makes the Go message, receiving a rendezvous payload first.
-func (h *amHandler) deliverable(it amItem) *AMMessage {
-	m := &AMMessage{Header: it.header, Data: it.data}
-	if it.reply != nil {
-		m.ReplyEndpoint = newEndpoint(h.eng, it.reply)
-	}
-	if it.desc != nil {
-		buf := make([]byte, it.length)
-		pin := new(runtime.Pinner)
-		p := pinBytes(pin, buf)
-		r := C.swx_am_desc_recv(it.desc, p, C.size_t(len(buf)))
-		if _, _, err := h.eng.complete(context.Background(), "am_desc_recv", r, pin, nil); err != nil {
-			m.Err = err
-		} else {
-			m.Data = buf
-		}
-	}
-	return m
-}
-
+// release drops items that will not be delivered: reply endpoints are destroyed, receives
+// still running keep their buffers pinned until they end (waited for in the background).
 func (h *amHandler) release(items []amItem) {
 	for _, it := range items {
-		if it.desc != nil {
-			C.swucx_am_desc_destroy(it.desc)
-		}
 		if it.reply != nil {
 			C.swucx_ep_destroy((*C.swucx_ep_t)(it.reply))
+		}
+		if it.req != nil {
+			req, pin := it.req, it.pin
+			go func() {
+				r, _, _ := h.eng.wait(context.Background(), req, nil)
+				if r.msg != nil {
+					C.free(unsafe.Pointer(r.msg))
+				}
+				pin.Unpin()
+			}()
 		}
 	}
 }
@@ -287,8 +358,8 @@ func (h *amHandler) drain() {
 	h.release(items)
 }
 
-// stop ends delivery: later messages are dropped, the channel is closed. The cgo handle stays
-// valid (UCX may still call the handler while the worker lives).
+// stop ends delivery: later messages are dropped, the channel is closed. UCX must no longer
+// call the handler when its cgo handle is deleted afterwards.
 func (h *amHandler) stop() {
 	h.mu.Lock()
 	if h.stopped {
@@ -302,8 +373,42 @@ func (h *amHandler) stop() {
 	h.drain()
 }
 
-func (h *amHandler) onAM(msg *C.swucx_am_msg_t) {
-	var info C.swx_am_info
-	C.swx_am_extract(msg, &info)
-	h.onMessage(&info)
+// liveAMHandles counts the handlers' cgo handles not deleted yet (tests check that Close and
+// replacing a handler delete them).
+var liveAMHandles atomic.Int64
+
+func (h *amHandler) newHandle() {
+	h.handle = cgo.NewHandle(h)
+	liveAMHandles.Add(1)
+}
+
+func (h *amHandler) deleteHandle() {
+	h.handle.Delete()
+	liveAMHandles.Add(-1)
+}
+
+// stopHandlers replaces every Go handler with one that drops messages (while the worker handle
+// is still open), then stops them and deletes their cgo handles. Called by Engine.Close.
+func (e *Engine) stopHandlers() {
+	e.amMu.Lock()
+	hs := e.handlers
+	e.handlers = nil
+	replaced := make(map[uint16]bool, len(hs))
+	if w := e.worker.acquire(); w != nil {
+		for id := range hs {
+			r := C.swx_set_am_drop((*C.swucx_worker_t)(w), C.uint16_t(id))
+			if r.msg != nil {
+				C.free(unsafe.Pointer(r.msg))
+			}
+			replaced[id] = r.st == C.SWUCX_OK
+		}
+		e.worker.release()
+	}
+	e.amMu.Unlock()
+	for id, h := range hs {
+		h.stop()
+		if replaced[id] {
+			h.deleteHandle()
+		} // else UCX might still call it: keep the handle (a leak, not a crash)
+	}
 }

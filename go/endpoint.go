@@ -8,6 +8,8 @@ import "C"
 import (
 	"context"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -15,6 +17,14 @@ import (
 type Endpoint struct {
 	h   handle // *C.swucx_ep_t
 	eng *Engine
+
+	// sig is raised when the peer fails or the endpoint is closed: it wakes the operations
+	// waiting on the endpoint. Made by the first wait that needs it (failureSignal); read and
+	// used under sigLive's read lock; Close clears and destroys it under the write lock.
+	sig     atomicSignal
+	sigLive sync.RWMutex
+	sigMu   sync.Mutex
+	closed  atomic.Bool // set under sigMu, before sig is cleared
 }
 
 func newEndpoint(e *Engine, p unsafe.Pointer) *Endpoint {
@@ -127,6 +137,73 @@ func (ep *Endpoint) TagRecv(ctx context.Context, buf []byte, tag, mask uint64) (
 	return ep.eng.tagRecv(ctx, buf, tag, mask, ep)
 }
 
+// atomicSignal holds a *C.swucx_signal_t.
+type atomicSignal struct{ v atomic.Pointer[signalRef] }
+
+type signalRef struct{ p *C.swucx_signal_t }
+
+func (a *atomicSignal) Load() *C.swucx_signal_t {
+	if r := a.v.Load(); r != nil {
+		return r.p
+	}
+	return nil
+}
+
+func (a *atomicSignal) Store(s *C.swucx_signal_t) { a.v.Store(&signalRef{s}) }
+
+// clear empties it if it holds s; reports whether it did.
+func (a *atomicSignal) clear(s *C.swucx_signal_t) bool {
+	r := a.v.Load()
+	return r != nil && r.p == s && a.v.CompareAndSwap(r, nil)
+}
+
+// failureSignal makes sure sig exists and is registered with the endpoint's failure (once).
+func (ep *Endpoint) failureSignal() {
+	if ep.sig.Load() != nil {
+		return
+	}
+	ep.sigMu.Lock()
+	defer ep.sigMu.Unlock()
+	if ep.closed.Load() || ep.sig.Load() != nil {
+		return
+	}
+	h := ep.h.acquire()
+	if h == nil {
+		return
+	}
+	defer ep.h.release()
+	s := C.swx_signal_create()
+	if s == nil {
+		return // waits then end on their context or the operation only
+	}
+	C.swucx_ep_raise_on_failure((*C.swucx_ep_t)(h), s)
+	ep.sig.Store(s)
+}
+
+// markClosed marks the endpoint closed (no failure signal is made from now on) and returns its
+// failure signal, if any.
+func (ep *Endpoint) markClosed() *C.swucx_signal_t {
+	ep.sigMu.Lock()
+	defer ep.sigMu.Unlock()
+	ep.closed.Store(true)
+	return ep.sig.Load()
+}
+
+// dropSignal wakes the waits watching the endpoint (they find it closed) and destroys its
+// failure signal once none uses it.
+func (ep *Endpoint) dropSignal(s *C.swucx_signal_t) {
+	if s == nil {
+		return
+	}
+	C.swucx_signal_raise(s)
+	ep.sigLive.Lock()
+	own := ep.sig.clear(s)
+	ep.sigLive.Unlock()
+	if own {
+		C.swucx_signal_destroy(s)
+	}
+}
+
 // failure is swucx_ep_failure (StatusNotConnected once the endpoint is closed).
 func (ep *Endpoint) failure() Status {
 	h := ep.h.acquire()
@@ -220,16 +297,21 @@ func (ep *Endpoint) Failure() error {
 // Close releases the endpoint; UCX closes it in the background (flushing, or forcibly if the
 // peer failed). Operations still running keep it alive until they complete. Idempotent.
 func (ep *Endpoint) Close() error {
+	s := ep.markClosed()
 	if p := ep.h.take(); p != nil {
 		C.swucx_ep_destroy((*C.swucx_ep_t)(p))
 	}
+	ep.dropSignal(s)
 	return nil
 }
 
 // CloseForce disconnects at once (operations in flight end with ErrCanceled), waits until UCX
 // has closed the endpoint, and releases it. Idempotent.
 func (ep *Endpoint) CloseForce() error {
+	s := ep.markClosed()
 	p := ep.h.take()
+	// After the close: its operations end with ErrCanceled first.
+	defer ep.dropSignal(s)
 	if p == nil {
 		return nil
 	}

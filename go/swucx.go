@@ -30,6 +30,7 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -154,15 +155,21 @@ func (c *Context) Close() error {
 }
 
 // Engine is a thread-safe UCX worker that any goroutine may use: operations on its endpoints
-// are waited for through swucx_engine_wait (a waiter spins briefly driving progress, then
-// sleeps until the completion wakes it) and a background thread progresses what nobody waits
-// for. Idle, no thread runs.
+// are waited for through swucx_engine_wait_signals (a waiter spins briefly driving progress,
+// then sleeps until the completion, its context or a peer's failure wakes it) and a background
+// thread progresses what nobody waits for. Idle, no thread runs and nothing wakes
+// periodically.
 type Engine struct {
 	h      handle // *C.swucx_engine_t
 	worker handle // *C.swucx_worker_t
+	// stop is raised by Close, ending every wait in C; used only under h's read lock while
+	// h.p is set.
+	stop      *C.swucx_signal_t
+	closing   atomic.Bool
+	closeOnce sync.Once
 
 	amMu     sync.Mutex
-	handlers []*amHandler
+	handlers map[uint16]*amHandler
 }
 
 // NewEngine creates an engine (a new worker and its progress thread) on the context, which
@@ -185,27 +192,35 @@ func NewEngine(c *Context) (*Engine, error) {
 		return nil, resErr("engine_worker", w)
 	}
 	e.worker.p = w.out
+	if e.stop = C.swx_signal_create(); e.stop == nil {
+		e.Close()
+		return nil, &Error{Status: StatusNoMemory, Op: "signal_create"}
+	}
 	return e, nil
 }
 
 // Close stops the engine's progress thread and releases it and its worker, after the
-// active-message handlers have stopped. Endpoints and listeners made from it stay usable (they
-// hold the worker) and must be closed too; operations still waited for are then progressed by
-// their waiters. Idempotent.
+// active-message handlers have stopped (their channels are closed). Goroutines waiting on an
+// operation go on waiting by progressing the worker themselves (checking their context every
+// 50 ms). Endpoints and listeners made from it stay usable (they hold the worker) and must be
+// closed too. Idempotent.
 func (e *Engine) Close() error {
-	e.amMu.Lock()
-	hs := e.handlers
-	e.handlers = nil
-	e.amMu.Unlock()
-	for _, h := range hs {
-		h.stop()
-	}
-	if p := e.h.take(); p != nil {
-		C.swucx_engine_destroy((*C.swucx_engine_t)(p))
-	}
-	if p := e.worker.take(); p != nil {
-		C.swucx_worker_destroy((*C.swucx_worker_t)(p))
-	}
+	e.closeOnce.Do(func() {
+		// Waits in C end and come back to wait on their own (see waitOnce).
+		e.closing.Store(true)
+		if e.stop != nil {
+			C.swucx_signal_raise(e.stop)
+		}
+		e.stopHandlers()
+		if p := e.h.take(); p != nil {
+			C.swucx_engine_destroy((*C.swucx_engine_t)(p))
+		}
+		// Nothing uses the signal once h is cleared.
+		C.swucx_signal_destroy(e.stop)
+		if p := e.worker.take(); p != nil {
+			C.swucx_worker_destroy((*C.swucx_worker_t)(p))
+		}
+	})
 	return nil
 }
 
@@ -274,6 +289,10 @@ func (e *Engine) Listen(addr string) (*Listener, error) {
 		return nil, resErr("listen", r)
 	}
 	l := &Listener{eng: e, port: int(r.length)}
+	if l.stop = C.swx_signal_create(); l.stop == nil {
+		C.swucx_listener_destroy((*C.swucx_listener_t)(r.out))
+		return nil, &Error{Status: StatusNoMemory, Op: "signal_create"}
+	}
 	l.h.p = r.out
 	return l, nil
 }
@@ -329,8 +348,13 @@ func pinBytes(pin *runtime.Pinner, buf []byte) unsafe.Pointer {
 	return p
 }
 
-// waitSlice bounds one blocking wait in C, so that contexts and Close are noticed.
-const waitSlice = 50 * time.Millisecond
+// quickWait is how long a wait first spins and sleeps without its context's or endpoint's
+// signal: most operations complete within it, and those need no cancellation set up.
+const quickWait = time.Millisecond
+
+// closedSlice bounds one wait of a goroutine that progresses the worker itself, once the
+// engine is closed, so that its context is noticed.
+const closedSlice = 50 * time.Millisecond
 
 // Request is an operation in flight, from one of the *Start methods. Wait for it exactly
 // once (a later Wait returns the same result); until Wait returns, its buffers belong to UCX.
@@ -409,9 +433,9 @@ func (q *Request) Wait(ctx context.Context) (int, uint64, error) {
 // else by waiting through the engine until it completes or ctx ends. The pinned buffers are
 // unpinned only once UCX is done with them.
 //
-// With watch set, the operation also ends when that endpoint's peer fails (checked between
-// wait slices, so within about waitSlice of UCX noticing): it is cancelled and detached as for
-// an ended context, and the error is the endpoint's failure.
+// With watch set, the operation also ends when that endpoint's peer fails (as soon as UCX
+// notices: the endpoint's failure signal wakes the wait) or the endpoint is closed: it is
+// cancelled and detached as for an ended context, and the error is the endpoint's failure.
 func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runtime.Pinner, watch *Endpoint) (int, uint64, error) {
 	if r.st != C.SWUCX_INPROGRESS {
 		pin.Unpin()
@@ -424,45 +448,95 @@ func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runt
 }
 
 // wait waits for req until it completes (done: the request is freed), ctx ends, or watch's
-// peer fails (failed: its error).
+// peer fails or watch is closed (failed: its error). A waiting goroutine sleeps in C with no
+// periodic wake-up: the completion, a signal raised when ctx ends, watch's failure signal or
+// Engine.Close ends the sleep.
 func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t, watch *Endpoint) (C.swx_res, bool, *Error) {
 	done := ctx.Done()
-	for {
-		slice := waitSlice
-		if done == nil && watch == nil {
-			slice = time.Second
-		} else if dl, ok := ctx.Deadline(); ok {
-			if rem := time.Until(dl); rem < slice {
-				slice = rem
-			}
-		}
-		ms := C.int64_t(slice / time.Millisecond)
-		if slice > 0 && ms == 0 {
-			ms = 1
-		}
-		if ms < 0 {
-			ms = 0
-		}
-		// Through the engine while it is open; after Close, by progressing on this thread.
-		e.h.mu.RLock()
-		r := C.swx_wait((*C.swucx_engine_t)(e.h.p), req, ms)
-		e.h.mu.RUnlock()
-		if r.st != C.SWUCX_INPROGRESS {
-			return r, true, nil
-		}
-		if done != nil {
-			select {
-			case <-done:
-				return r, false, nil
-			default:
-			}
-		}
-		if watch != nil {
-			if st := watch.failure(); st != StatusOK {
-				return r, false, &Error{Status: st, Msg: "the endpoint's peer failed while waiting"}
+	if done == nil && watch == nil {
+		for {
+			if r := e.waitOnce(req, -1, true, nil, nil); r.st != C.SWUCX_INPROGRESS {
+				return r, true, nil
 			}
 		}
 	}
+	// First a short wait with no cancellation set up (most operations end within it).
+	limit := quickWait
+	if dl, ok := ctx.Deadline(); ok {
+		limit = min(limit, time.Until(dl))
+	}
+	if limit > 0 {
+		ms := max(C.int64_t(limit/time.Millisecond), 1)
+		if r := e.waitOnce(req, ms, true, nil, nil); r.st != C.SWUCX_INPROGRESS {
+			return r, true, nil
+		}
+	}
+	ctxSig, release, err := ctxSignal(ctx)
+	if err != nil {
+		return C.swx_res{st: C.SWUCX_INPROGRESS}, false, err.(*Error)
+	}
+	defer release()
+	if watch != nil {
+		watch.failureSignal()
+	}
+	spin := limit <= 0 // no second spin after the first wait's
+	for {
+		select {
+		case <-done:
+			return C.swx_res{st: C.SWUCX_INPROGRESS}, false, nil
+		default:
+		}
+		if watch != nil {
+			if st := watch.failure(); st != StatusOK {
+				return C.swx_res{st: C.SWUCX_INPROGRESS}, false,
+					&Error{Status: st, Msg: "the endpoint's peer failed while waiting"}
+			}
+		}
+		if r := e.waitOnce(req, -1, spin, ctxSig, watch); r.st != C.SWUCX_INPROGRESS {
+			return r, true, nil
+		}
+		spin = false
+	}
+}
+
+// waitOnce is one wait in C for req, up to ms milliseconds (-1: no limit): through the engine
+// (spinning first if spin), watching its stop signal, ctxSig and watch's failure signal (when
+// set); once the engine is closing, by progressing the worker on this thread for at most
+// closedSlice. st is SWUCX_INPROGRESS while req runs.
+func (e *Engine) waitOnce(req *C.swucx_request_t, ms C.int64_t, spin bool, ctxSig *C.swucx_signal_t, watch *Endpoint) C.swx_res {
+	if !e.closing.Load() {
+		e.h.mu.RLock()
+		if e.h.p != nil {
+			var epSig *C.swucx_signal_t
+			if watch != nil {
+				// Endpoint.Close raises it, then waits for this lock before it destroys it.
+				watch.sigLive.RLock()
+				epSig = watch.sig.Load()
+				if epSig == nil && watch.closed.Load() {
+					// Closed (its signal may be gone already): the caller sees it.
+					watch.sigLive.RUnlock()
+					e.h.mu.RUnlock()
+					return C.swx_res{st: C.SWUCX_INPROGRESS}
+				}
+			}
+			var flags C.uint32_t
+			if !spin {
+				flags = C.SWUCX_WAIT_NO_SPIN
+			}
+			r := C.swx_wait((*C.swucx_engine_t)(e.h.p), req, ms, flags, e.stop, ctxSig, epSig)
+			if watch != nil {
+				watch.sigLive.RUnlock()
+			}
+			e.h.mu.RUnlock()
+			return r
+		}
+		e.h.mu.RUnlock()
+	}
+	slice := C.int64_t(closedSlice / time.Millisecond)
+	if ms < 0 || ms > slice {
+		ms = slice
+	}
+	return C.swx_wait(nil, req, ms, 0, nil, nil, nil)
 }
 
 // Listener listens for connections.
@@ -470,13 +544,25 @@ type Listener struct {
 	h    handle
 	eng  *Engine
 	port int
+	// stop is raised by Close, ending Accepts waiting in C; used under h's read lock.
+	stop *C.swucx_signal_t
 }
 
 // Port is the port the listener is bound to.
 func (l *Listener) Port() int { return l.port }
 
-// Accept waits for the next connection request and accepts it.
+// Accept waits for the next connection request and accepts it. While it waits the goroutine
+// sleeps (the engine's thread takes the request); ctx, Close and Engine.Close wake it.
 func (l *Listener) Accept(ctx context.Context) (*Endpoint, error) {
+	if ctx.Err() != nil {
+		return nil, ctxErr("accept", ctx)
+	}
+	ctxSig, release, err := ctxSignal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	e := l.eng
 	for {
 		if ctx.Err() != nil {
 			return nil, ctxErr("accept", ctx)
@@ -485,31 +571,70 @@ func (l *Listener) Accept(ctx context.Context) (*Endpoint, error) {
 		if lp == nil {
 			return nil, closedErr("accept")
 		}
-		w := l.eng.worker.acquire()
+		w := e.worker.acquire()
 		if w == nil {
 			l.h.release()
 			return nil, closedErr("accept")
 		}
-		r := C.swx_accept((*C.swucx_listener_t)(lp), (*C.swucx_worker_t)(w), C.int64_t(waitSlice/time.Millisecond))
-		l.eng.worker.release()
+		var r C.swx_res
+		e.h.mu.RLock()
+		if e.h.p != nil && !e.closing.Load() {
+			r = C.swx_engine_accept((*C.swucx_engine_t)(e.h.p), (*C.swucx_listener_t)(lp),
+				(*C.swucx_worker_t)(w), e.stop, l.stop, ctxSig)
+		} else {
+			// The engine is closing: progress the worker here, in slices.
+			r = C.swx_accept((*C.swucx_listener_t)(lp), (*C.swucx_worker_t)(w), C.int64_t(closedSlice/time.Millisecond))
+		}
+		e.h.mu.RUnlock()
+		e.worker.release()
 		l.h.release()
 		switch r.st {
 		case C.SWUCX_INPROGRESS:
 			continue
 		case C.SWUCX_OK:
-			return newEndpoint(l.eng, r.out), nil
+			return newEndpoint(e, r.out), nil
 		default:
 			return nil, resErr("accept", r)
 		}
 	}
 }
 
-// Close stops listening (queued connection requests are rejected). Idempotent.
+// Close stops listening (queued connection requests are rejected) and ends the Accepts
+// waiting on it. Idempotent.
 func (l *Listener) Close() error {
+	l.h.mu.RLock()
+	if l.h.p != nil {
+		C.swucx_signal_raise(l.stop)
+	}
+	l.h.mu.RUnlock()
 	if p := l.h.take(); p != nil {
 		C.swucx_listener_destroy((*C.swucx_listener_t)(p))
+		C.swucx_signal_destroy(l.stop)
 	}
 	return nil
+}
+
+// ctxSignal returns a signal raised when ctx ends (nil if it never does) and the function that
+// releases it once no wait uses it.
+func ctxSignal(ctx context.Context) (*C.swucx_signal_t, func(), error) {
+	if ctx.Done() == nil {
+		return nil, func() {}, nil
+	}
+	s := C.swx_signal_create()
+	if s == nil {
+		return nil, nil, &Error{Status: StatusNoMemory, Op: "signal_create"}
+	}
+	raised := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		C.swucx_signal_raise(s)
+		close(raised)
+	})
+	return s, func() {
+		if !stop() {
+			<-raised // the signal is raised: nothing uses it any more
+		}
+		C.swucx_signal_destroy(s)
+	}, nil
 }
 
 // Progress runs UCX's progress engine once on this goroutine's thread and returns the number of

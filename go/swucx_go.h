@@ -58,15 +58,27 @@ static inline swx_res swx_op(swucx_status_t st, swucx_request_t *req)
     return r;
 }
 
-/* Waits for a request up to timeout_ms, through the engine (or, when engine is NULL, by
- * progressing on this thread). Still running: st is SWUCX_INPROGRESS. Done: the final status,
- * the details, and the request is freed. */
-static inline swx_res swx_wait(const swucx_engine_t *engine, swucx_request_t *req, int64_t timeout_ms)
+/* Waits for a request up to timeout_ms (negative: no limit), through the engine with flags
+ * (SWUCX_WAIT_*), watching up to three signals (NULL: none; a raised one ends the wait), or,
+ * when engine is NULL, by progressing on this thread. Still running (timed out or signalled): st is SWUCX_INPROGRESS.
+ * Done: the final status, the details, and the request is freed. */
+static inline swx_res swx_wait(const swucx_engine_t *engine, swucx_request_t *req, int64_t timeout_ms,
+                               uint32_t flags, const swucx_signal_t *s0,
+                               const swucx_signal_t *s1, const swucx_signal_t *s2)
 {
     swx_res r = {SWUCX_INPROGRESS, NULL, 0, 0, NULL};
-    swucx_status_t st = engine != NULL ? swucx_engine_wait(engine, req, timeout_ms)
-                                       : swucx_request_wait(req, timeout_ms);
-    if (st == SWUCX_ERR_TIMED_OUT || st == SWUCX_ERR_BUSY) {
+    swucx_status_t st;
+    if (engine != NULL) {
+        const swucx_signal_t *sigs[3];
+        size_t n = 0;
+        if (s0 != NULL) sigs[n++] = s0;
+        if (s1 != NULL) sigs[n++] = s1;
+        if (s2 != NULL) sigs[n++] = s2;
+        st = swucx_engine_wait_signals(engine, req, timeout_ms, flags, sigs, n);
+    } else {
+        st = swucx_request_wait(req, timeout_ms);
+    }
+    if (st == SWUCX_INPROGRESS || st == SWUCX_ERR_TIMED_OUT || st == SWUCX_ERR_BUSY) {
         st = swucx_request_test(req);
         if (st == SWUCX_INPROGRESS) return r;
     }
@@ -83,6 +95,12 @@ static inline swx_res swx_wait(const swucx_engine_t *engine, swucx_request_t *re
     }
     swucx_request_free(req);
     return r;
+}
+
+static inline swucx_signal_t *swx_signal_create(void)
+{
+    swucx_signal_t *s = NULL;
+    return swucx_signal_create(&s) == SWUCX_OK ? s : NULL;
 }
 
 /* ---- context, engine ---- */
@@ -175,12 +193,12 @@ static inline swx_res swx_listener_create(const swucx_worker_t *w, const char *a
     return r;
 }
 
-/* Takes a connection request (up to timeout_ms) and accepts it on w. */
-static inline swx_res swx_accept(const swucx_listener_t *l, const swucx_worker_t *w, int64_t timeout_ms)
+/* Accepts a connection request taken with status st on w; no request yet (timed out or
+ * signalled): st is SWUCX_INPROGRESS. */
+static inline swx_res swx_accept_request(swucx_status_t st, swucx_conn_request_t *cr,
+                                         const swucx_worker_t *w)
 {
-    swucx_conn_request_t *cr = NULL;
-    swucx_status_t st = swucx_listener_accept(l, timeout_ms, &cr);
-    if (st == SWUCX_ERR_TIMED_OUT) {
+    if (st == SWUCX_ERR_TIMED_OUT || st == SWUCX_INPROGRESS) {
         swx_res r = {SWUCX_INPROGRESS, NULL, 0, 0, NULL};
         return r;
     }
@@ -188,6 +206,30 @@ static inline swx_res swx_accept(const swucx_listener_t *l, const swucx_worker_t
     swucx_ep_t *ep = NULL;
     swucx_status_t st_ = swucx_worker_accept(w, cr, &ep);
     return swx_handle(st_, ep);
+}
+
+/* Takes a connection request (up to timeout_ms, progressing the worker) and accepts it on w. */
+static inline swx_res swx_accept(const swucx_listener_t *l, const swucx_worker_t *w, int64_t timeout_ms)
+{
+    swucx_conn_request_t *cr = NULL;
+    swucx_status_t st = swucx_listener_accept(l, timeout_ms, &cr);
+    return swx_accept_request(st, cr, w);
+}
+
+/* As swx_accept, sleeping while the engine progresses (no limit) until a request arrives or
+ * one of the signals (NULL: none) is raised. */
+static inline swx_res swx_engine_accept(const swucx_engine_t *e, const swucx_listener_t *l,
+                                        const swucx_worker_t *w, const swucx_signal_t *s0,
+                                        const swucx_signal_t *s1, const swucx_signal_t *s2)
+{
+    const swucx_signal_t *sigs[3];
+    size_t n = 0;
+    if (s0 != NULL) sigs[n++] = s0;
+    if (s1 != NULL) sigs[n++] = s1;
+    if (s2 != NULL) sigs[n++] = s2;
+    swucx_conn_request_t *cr = NULL;
+    swucx_status_t st = swucx_engine_accept(e, l, -1, sigs, n, &cr);
+    return swx_accept_request(st, cr, w);
 }
 
 static inline swx_res swx_ep_close(const swucx_ep_t *ep, uint32_t mode)
@@ -272,23 +314,30 @@ static inline swx_res swx_mem_allocate(const swucx_context_t *ctx, size_t len)
 typedef struct {
     const void *header;
     size_t header_length;
-    const void *data;      /* eager payload (NULL for rendezvous) */
+    const void *data;      /* eager payload (NULL for rendezvous or empty) */
     size_t length;
-    swucx_am_desc_t *desc; /* rendezvous payload kept for later (NULL for eager) */
+    int rndv;              /* the payload is still at the sender: swx_am_msg_recv it */
     swucx_ep_t *reply_ep;  /* NULL without SWUCX_AM_FLAG_REPLY */
 } swx_am_info;
 
-static inline void swx_am_extract(swucx_am_msg_t *msg, swx_am_info *info)
+static inline void swx_am_info_get(swucx_am_msg_t *msg, swx_am_info *info)
 {
     memset(info, 0, sizeof *info);
     swucx_am_msg_header(msg, &info->header, &info->header_length);
-    swucx_am_msg_reply_ep(msg, &info->reply_ep); /* before keep, which takes the message */
+    swucx_am_msg_reply_ep(msg, &info->reply_ep);
     info->length = swucx_am_msg_length(msg);
-    if (swucx_am_msg_is_rndv(msg)) {
-        swucx_am_msg_keep(msg, &info->desc);
-    } else if (info->length > 0) {
+    info->rndv = swucx_am_msg_is_rndv(msg);
+    if (!info->rndv && info->length > 0) {
         swucx_am_msg_data(msg, &info->data);
     }
+}
+
+/* Starts receiving the payload into buf (len bytes). */
+static inline swx_res swx_am_msg_recv(swucx_am_msg_t *msg, void *buf, size_t len)
+{
+    swucx_request_t *req = NULL;
+    swucx_status_t st = swucx_am_msg_recv(msg, buf, len, &req);
+    return swx_op(st, req);
 }
 
 /* The exported Go handler (am_export.go). */
@@ -297,6 +346,20 @@ extern void swucxGoAMHandler(swucx_am_msg_t *msg, void *user_data);
 static inline swx_res swx_set_am_handler(const swucx_worker_t *w, uint16_t id, uintptr_t handle)
 {
     return swx_status(swucx_worker_set_am_handler(w, id, swucxGoAMHandler, (void *)handle));
+}
+
+/* A handler that drops every message (UCX releases it): replaces a Go handler before its
+ * cgo.Handle is deleted. UCX runs handlers under the worker's lock, which setting one takes too,
+ * so once this is set no call with the old handle runs or starts. */
+static inline void swx_am_drop(swucx_am_msg_t *msg, void *user_data)
+{
+    (void)msg;
+    (void)user_data;
+}
+
+static inline swx_res swx_set_am_drop(const swucx_worker_t *w, uint16_t id)
+{
+    return swx_status(swucx_worker_set_am_handler(w, id, swx_am_drop, NULL));
 }
 
 #endif /* SWUCX_GO_H */

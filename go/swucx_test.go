@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -275,71 +277,206 @@ func TestMemRegion(t *testing.T) {
 	}
 }
 
-// 16 goroutines doing request/response over one endpoint: no error, no corrupted byte.
+// envSeconds is the duration in the environment variable name (seconds), or def.
+func envSeconds(t *testing.T, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	secs, err := strconv.ParseFloat(v, 64)
+	if err != nil || secs <= 0 {
+		t.Fatalf("%s=%q: want a positive number of seconds", name, v)
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+// stressDuration is how long TestConcurrentRequestResponse runs per transport: 10 s, or
+// SWUCX_GO_STRESS_SECS (e.g. 1 for a quick local run).
+func stressDuration(t *testing.T) time.Duration {
+	return envSeconds(t, "SWUCX_GO_STRESS_SECS", 10*time.Second)
+}
+
+// stressSizes are the payload sizes of the stress test (before the 4-byte checksum): eager
+// ones and rendezvous ones (UCX's threshold is below 64 KiB on shm and tcp).
+var stressSizes = []int{8, 100, 4096, 65536, 300000}
+
+// 64 goroutines doing request/response over one endpoint, between two engines, for 10 s (see
+// stressDuration): every request and response is checksummed and compared, and no operation
+// may fail. A third of the goroutines wait through Engine.TagRecv, a third through
+// Endpoint.TagRecv (which also watches the peer), a third send active messages that the
+// server answers on their reply endpoints.
 func TestConcurrentRequestResponse(t *testing.T) {
 	for _, tr := range transports[1:] {
 		t.Run(tr.name, func(t *testing.T) {
-			const goroutines = 16
-			p := newPair(t, tr.name, tr.settings)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
+			const goroutines = 64
+			const servers = 8
 			const reply = uint64(1) << 63
-			// Servers: receive any request, check its checksum, echo it to tag|reply.
+			const amReq, amResp = uint16(20), uint16(21)
+			dur := stressDuration(t)
+			p := newPair(t, tr.name, tr.settings)
+			ctx, cancel := context.WithTimeout(context.Background(), dur+60*time.Second)
+			defer cancel()
+			maxLen := stressSizes[len(stressSizes)-1] + 4
+
+			// Server: tag requests (any tag without the reply bit) echoed to tag|reply,
+			// active messages echoed on their reply endpoints; both check the checksum.
 			stop := make(chan struct{})
 			var serverErr atomic.Value
+			fail := func(err error) {
+				select {
+				case <-stop:
+				default:
+					serverErr.CompareAndSwap(nil, err)
+				}
+			}
+			reqs, err := p.server.HandleAM(amReq, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resps, err := p.client.HandleAM(amResp, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
 			var swg sync.WaitGroup
-			for s := 0; s < 4; s++ {
-				swg.Add(1)
+			for s := 0; s < servers; s++ {
+				swg.Add(2)
 				go func() {
 					defer swg.Done()
-					buf := make([]byte, 70000)
+					buf := make([]byte, maxLen)
 					for {
 						n, tag, err := p.server.TagRecv(ctx, buf, 0, reply)
 						if err != nil {
-							select {
-							case <-stop:
-							default:
-								serverErr.Store(err)
-							}
+							fail(fmt.Errorf("server tag_recv: %w", err))
 							return
 						}
 						if !checksumOK(buf[:n]) {
-							serverErr.Store(fmt.Errorf("server: bad checksum, tag %x", tag))
+							fail(fmt.Errorf("server: bad checksum, tag %x", tag))
 						}
 						if err := p.sep.TagSend(ctx, buf[:n], tag|reply); err != nil {
-							serverErr.Store(err)
+							fail(fmt.Errorf("server tag_send: %w", err))
 							return
 						}
 					}
 				}()
+				go func() {
+					defer swg.Done()
+					for {
+						var m *AMMessage
+						select {
+						case m = <-reqs:
+						case <-stop:
+							return
+						}
+						if m == nil {
+							return
+						}
+						switch {
+						case m.Err != nil:
+							fail(fmt.Errorf("server am: %w", m.Err))
+						case !checksumOK(m.Data):
+							fail(fmt.Errorf("server am: bad checksum, header %x", m.Header))
+						case m.ReplyEndpoint == nil:
+							fail(errors.New("server am: no reply endpoint"))
+						default:
+							if err := m.ReplyEndpoint.AMSend(ctx, amResp, m.Header, m.Data, 0); err != nil {
+								fail(fmt.Errorf("server am_send: %w", err))
+							}
+						}
+						m.Close()
+					}
+				}()
 			}
-			deadline := time.Now().Add(2 * time.Second)
-			var total atomic.Int64
+			// Client: responses to active messages go to their goroutine by header.
+			amIn := make([]chan *AMMessage, goroutines)
+			for g := range amIn {
+				amIn[g] = make(chan *AMMessage, 1)
+			}
+			go func() {
+				for m := range resps {
+					if len(m.Header) == 8 {
+						if g := binary.LittleEndian.Uint64(m.Header) >> 32; g < goroutines {
+							amIn[g] <- m
+							continue
+						}
+					}
+					fail(fmt.Errorf("client am: response with header %x", m.Header))
+				}
+			}()
+
+			deadline := time.Now().Add(dur)
+			var total, bytesMoved atomic.Int64
 			var wg sync.WaitGroup
 			errs := make(chan error, goroutines)
 			for g := 0; g < goroutines; g++ {
 				wg.Add(1)
 				go func(g int) {
 					defer wg.Done()
-					in := make([]byte, 70000)
-					for i := 0; time.Now().Before(deadline); i++ {
-						n := []int{8, 100, 4096, 65536}[(g+i)%4]
-						out := withChecksum(pattern(n, uint64(g<<20|i)))
+					in := make([]byte, maxLen)
+					payloads := make([][]byte, len(stressSizes))
+					for k, n := range stressSizes {
+						payloads[k] = pattern(n+4, uint64(g<<8|k))
+					}
+					// At least one round trip each, however short the run.
+					for i := 0; i == 0 || time.Now().Before(deadline); i++ {
+						out := payloads[(g+i)%len(payloads)]
 						tag := uint64(g)<<32 | uint64(i)
-						if err := p.cep.TagSend(ctx, out, tag); err != nil {
-							errs <- fmt.Errorf("goroutine %d send %d: %w", g, i, err)
-							return
+						// Each request differs: its tag at the front, then the checksum.
+						binary.LittleEndian.PutUint64(out, tag)
+						n := len(out) - 4
+						binary.LittleEndian.PutUint32(out[n:], crc32.ChecksumIEEE(out[:n]))
+						var got []byte
+						switch g % 3 {
+						case 0, 1:
+							if err := p.cep.TagSend(ctx, out, tag); err != nil {
+								errs <- fmt.Errorf("goroutine %d send %d: %w", g, i, err)
+								return
+							}
+							var m int
+							var rtag uint64
+							var err error
+							if g%3 == 0 {
+								m, rtag, err = p.client.TagRecv(ctx, in, tag|reply, ^uint64(0))
+							} else {
+								m, rtag, err = p.cep.TagRecv(ctx, in, tag|reply, ^uint64(0))
+							}
+							if err != nil {
+								errs <- fmt.Errorf("goroutine %d recv %d: %w", g, i, err)
+								return
+							}
+							if rtag != tag|reply {
+								errs <- fmt.Errorf("goroutine %d: response %d has tag %x", g, i, rtag)
+								return
+							}
+							got = in[:m]
+						default:
+							hdr := binary.LittleEndian.AppendUint64(nil, tag)
+							if err := p.cep.AMSend(ctx, amReq, hdr, out, AMReply); err != nil {
+								errs <- fmt.Errorf("goroutine %d am send %d: %w", g, i, err)
+								return
+							}
+							select {
+							case m := <-amIn[g]:
+								m.Close()
+								if m.Err != nil {
+									errs <- fmt.Errorf("goroutine %d am response %d: %w", g, i, m.Err)
+									return
+								}
+								if !bytes.Equal(m.Header, hdr) {
+									errs <- fmt.Errorf("goroutine %d: am response %d has header %x", g, i, m.Header)
+									return
+								}
+								got = m.Data
+							case <-ctx.Done():
+								errs <- fmt.Errorf("goroutine %d: no am response %d", g, i)
+								return
+							}
 						}
-						got, rtag, err := p.client.TagRecv(ctx, in, tag|reply, ^uint64(0))
-						if err != nil {
-							errs <- fmt.Errorf("goroutine %d recv %d: %w", g, i, err)
-							return
-						}
-						if rtag != tag|reply || !bytes.Equal(in[:got], out) || !checksumOK(in[:got]) {
-							errs <- fmt.Errorf("goroutine %d: response %d corrupted", g, i)
+						if !bytes.Equal(got, out) || !checksumOK(got) {
+							errs <- fmt.Errorf("goroutine %d: response %d corrupted (%d bytes, want %d)", g, i, len(got), len(out))
 							return
 						}
 						total.Add(1)
+						bytesMoved.Add(int64(2 * len(out)))
 					}
 				}(g)
 			}
@@ -354,9 +491,10 @@ func TestConcurrentRequestResponse(t *testing.T) {
 			if err, _ := serverErr.Load().(error); err != nil {
 				t.Error(err)
 			}
-			t.Logf("%d request/response round trips by %d goroutines", total.Load(), goroutines)
+			t.Logf("%d request/response round trips by %d goroutines in %v (%.1f MB moved)",
+				total.Load(), goroutines, dur, float64(bytesMoved.Load())/1e6)
 			if total.Load() < goroutines {
-				t.Fatalf("only %d round trips", total.Load())
+				t.Fatalf("only %d round trips for %d goroutines", total.Load(), goroutines)
 			}
 		})
 	}
@@ -491,33 +629,96 @@ func TestErrorMessage(t *testing.T) {
 	t.Logf("bad address: %v", err)
 }
 
-// An open connection with a goroutine waiting on it (and one without a deadline) costs almost
-// no CPU: nobody spins when idle.
+// idleDuration is how long TestIdleCPU measures: 5 s, or SWUCX_GO_IDLE_SECS.
+func idleDuration(t *testing.T) time.Duration {
+	return envSeconds(t, "SWUCX_GO_IDLE_SECS", 5*time.Second)
+}
+
+// An idle process with an open connection (shm, with UCX's keepalive) uses < 1% of a core
+// over 5 s, while goroutines are blocked in every kind of wait: TagRecv through the engine and
+// through the endpoint with cancellable contexts, one with a deadline far away, Request.Wait,
+// a wait without a context, Accept and an AM channel. Nothing wakes periodically to poll a
+// context; cancelling then ends the waits at once.
 func TestIdleCPU(t *testing.T) {
-	p := newPair(t, "tcp", transports[2].settings)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for i, c := range []context.Context{ctx, context.Background()} {
-		wg.Add(1)
-		go func(c context.Context, tag uint64) {
-			defer wg.Done()
-			buf := make([]byte, 8)
-			p.cep.TagRecv(c, buf, tag, ^uint64(0))
-		}(c, uint64(77+i))
-	}
-	time.Sleep(100 * time.Millisecond)
-	cpu0, t0 := cpuSeconds(), time.Now()
-	time.Sleep(time.Second)
-	pct := 100 * (cpuSeconds() - cpu0) / time.Since(t0).Seconds()
-	cancel()
-	// The waiter without a deadline gets its message.
-	if err := p.sep.TagSend(context.Background(), []byte("wake"), 78); err != nil {
+	p := newPair(t, "shm", transports[1].settings)
+	if _, err := p.client.HandleAM(40, 1); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	far, cancelFar := context.WithTimeout(ctx, time.Hour)
+	defer cancelFar()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	waiting := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			} else {
+				errs <- fmt.Errorf("%s: returned without an error", name)
+			}
+		}()
+	}
+	waiting("Engine.TagRecv", func() error {
+		_, _, err := p.client.TagRecv(ctx, make([]byte, 8), 77, ^uint64(0))
+		return err
+	})
+	waiting("Endpoint.TagRecv", func() error {
+		_, _, err := p.cep.TagRecv(ctx, make([]byte, 8), 78, ^uint64(0))
+		return err
+	})
+	waiting("TagRecv with a deadline", func() error {
+		_, _, err := p.client.TagRecv(far, make([]byte, 8), 79, ^uint64(0))
+		return err
+	})
+	waiting("Request.Wait", func() error {
+		q, err := p.client.TagRecvStart(make([]byte, 8), 80, ^uint64(0))
+		if err != nil {
+			return err
+		}
+		_, _, err = q.Wait(ctx)
+		return err
+	})
+	waiting("Accept", func() error {
+		_, err := p.listener.Accept(ctx)
+		return err
+	})
+	// No context at all: it ends when its message comes.
+	bgDone := make(chan error, 1)
+	go func() {
+		_, _, err := p.client.TagRecv(context.Background(), make([]byte, 8), 81, ^uint64(0))
+		bgDone <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // past the waits' spin and first sleep
+	dur := idleDuration(t)
+	cpu0, t0 := cpuSeconds(), time.Now()
+	time.Sleep(dur)
+	pct := 100 * (cpuSeconds() - cpu0) / time.Since(t0).Seconds()
+	cancelled := time.Now()
+	cancel()
 	wg.Wait()
-	t.Logf("idle: %.2f%% of a core", pct)
-	if pct > 5 {
-		t.Fatalf("idle process uses %.2f%% of a core", pct)
+	took := time.Since(cancelled)
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrCanceled) {
+			t.Errorf("want a cancellation, got %v", err)
+		}
+	}
+	if took > time.Second {
+		t.Errorf("the waits took %v to end after cancel", took)
+	}
+	if err := p.sep.TagSend(context.Background(), []byte("wake"), 81); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-bgDone; err != nil {
+		t.Fatalf("wait without a context: %v", err)
+	}
+	t.Logf("idle with 7 goroutines waiting: %.3f%% of a core over %v; cancelled waits ended in %v",
+		pct, dur, took)
+	if pct >= 1 {
+		t.Fatalf("idle process uses %.2f%% of a core (want < 1%%)", pct)
 	}
 }
 
@@ -573,6 +774,93 @@ func TestRequestWindow(t *testing.T) {
 			}
 			if _, _, err := q.Wait(short); !errors.Is(err, ErrTimedOut) {
 				t.Fatalf("want timeout, got %v", err)
+			}
+		})
+	}
+}
+
+// Registering an id again replaces its handler (the old channel closes); Engine.Close stops
+// every handler and deletes their cgo handles.
+func TestAMHandlerReplaceAndClose(t *testing.T) {
+	p := newPair(t, "tcp", transports[2].settings)
+	ctx := bg(t)
+	base := liveAMHandles.Load()
+	first, err := p.server.HandleAM(30, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := p.server.HandleAM(30, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-first; ok {
+		t.Fatal("the replaced handler's channel must be closed")
+	}
+	if err := p.server.HandleAMFunc(31, func(m *AMMessage) { m.Close() }); err != nil {
+		t.Fatal(err)
+	}
+	if n := liveAMHandles.Load() - base; n != 2 {
+		t.Fatalf("%d live handles, want 2", n)
+	}
+	if err := p.cep.AMSend(ctx, 30, []byte("h"), []byte("to the second"), 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-second:
+		if string(m.Data) != "to the second" {
+			t.Fatalf("got %q", m.Data)
+		}
+	case <-ctx.Done():
+		t.Fatal("no message")
+	}
+	p.server.Close()
+	if _, ok := <-second; ok {
+		t.Fatal("Close must close the handler's channel")
+	}
+	if n := liveAMHandles.Load() - base; n != 0 {
+		t.Fatalf("%d handles left after Close", n)
+	}
+}
+
+// AMConfig.Alloc: payloads (eager and rendezvous) land in the caller's buffers, here parts of
+// a registered region.
+func TestAMAlloc(t *testing.T) {
+	for _, tr := range transports[1:] {
+		t.Run(tr.name, func(t *testing.T) {
+			p := newPair(t, tr.name, tr.settings)
+			ctx := bg(t)
+			region, err := p.ctx.Allocate(1 << 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer region.Close()
+			var allocs atomic.Int64
+			msgs, err := p.server.HandleAMWith(32, AMConfig{Buffer: 8, Alloc: func(n int) []byte {
+				allocs.Add(1)
+				return region.Bytes()[:n]
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, n := range sizes {
+				out := pattern(n, uint64(i))
+				if err := p.cep.AMSend(ctx, 32, nil, out, 0); err != nil {
+					t.Fatalf("size %d: %v", n, err)
+				}
+				select {
+				case m := <-msgs:
+					if m.Err != nil || !bytes.Equal(m.Data, out) {
+						t.Fatalf("size %d: %d bytes, %v", n, len(m.Data), m.Err)
+					}
+					if n > 0 && &m.Data[0] != &region.Bytes()[0] {
+						t.Fatalf("size %d: payload not in the allocated buffer", n)
+					}
+				case <-ctx.Done():
+					t.Fatalf("size %d: no message", n)
+				}
+			}
+			if got, want := allocs.Load(), int64(len(sizes)-1); got != want {
+				t.Fatalf("%d allocations, want %d (one per non-empty payload)", got, want)
 			}
 		})
 	}
