@@ -183,7 +183,23 @@ impl AmDesc {
                 };
                 Ok(Request::ready(&self.worker, buffer, bytes.len()))
             }
-            DescKind::Ucx { desc, .. } => {
+            DescKind::Ucx { desc, rndv: false } => {
+                // Kept eager data is the payload itself. UCX 1.13's ucp_am_recv_data_nbx copies
+                // it but never returns the descriptor to its pool (each receive leaked one), so
+                // copy here and release it.
+                // SAFETY: desc points to the kept payload of self.length bytes, valid until the
+                // release below; the buffer is writable for at least that many (checked above).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        desc as *const u8,
+                        buffer.as_mut_ptr(),
+                        self.length,
+                    );
+                    sys::ucp_am_data_release(self.worker.handle(), desc as *mut libc::c_void);
+                }
+                Ok(Request::ready(&self.worker, buffer, self.length))
+            }
+            DescKind::Ucx { desc, rndv: true } => {
                 let params = OpParams::new(
                     "ucp_am_recv_data_nbx",
                     OpKind::OtherRecv,

@@ -251,6 +251,8 @@ func (c *Cluster) spawn(name, bin string, env []string, args ...string) (*exec.C
 	// No security.toml from the user's home: reads are unauthenticated here.
 	cmd.Env = append(append(os.Environ(), "HOME="+c.Dir), env...)
 	cmd.Stdout, cmd.Stderr = f, f
+	// Killed with us if we die without Close (a panic, a signal).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
