@@ -14,7 +14,7 @@ import (
 const (
 	// spinFor is how long a reader drives UCX progress itself before sleeping: a reply over
 	// shared memory or RDMA comes back within microseconds, faster than a wake-up.
-	spinFor = 50 * time.Microsecond
+	spinFor = 300 * time.Microsecond
 	// failurePoll is how often a sleeping reader checks its connection for a peer failure.
 	failurePoll = 20 * time.Millisecond
 	// maxRetries bounds the requests sent again after BUSY or STALE.
@@ -117,7 +117,7 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, req *readRequest) (*re
 // await waits for the reply on ch: spinning on progress briefly, then asleep until it comes,
 // ctx ends, the connection fails, or (on a connection that never answered) ProbeTimeout.
 // One reader at a time spins (its progress delivers every reader's replies); the others sleep
-// at once and leave the CPU to the rest of the host.
+// at once and leave the CPU to the rest of the host (on a small machine, the server).
 func (c *Client) await(ctx context.Context, cn *conn, ch chan *swucx.AMMessage) (*swucx.AMMessage, error) {
 	if c.spinning.CompareAndSwap(false, true) {
 		until := time.Now().Add(spinFor)

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::seaweed::fid::FileId;
 use crate::seaweed::jwt::ReadKey;
@@ -31,7 +31,9 @@ use crate::{AmFlags, Context, Endpoint, Listener, Payload, Request, Worker};
 pub const RNDV_THRESHOLD: usize = 8 << 10;
 /// The longest sleep on the event fd, so a stop request is seen promptly.
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
-/// The pause between progress rounds while replies are in flight.
+/// How long the server keeps progressing without pause while replies are in flight.
+const REPLY_SPIN: Duration = Duration::from_millis(1);
+/// The pause between progress rounds while replies are in flight, after REPLY_SPIN.
 const REPLY_POLL: Duration = Duration::from_micros(20);
 
 /// A request the handler queued: the raw header and the endpoint to answer on.
@@ -158,14 +160,22 @@ impl NeedleServer {
     /// finishes are answered [`Status::Busy`].
     pub fn run(&mut self, stop: &AtomicBool) -> crate::Result<()> {
         let efd = self.worker.event_fd()?;
+        let mut last_busy = Instant::now();
         while !stop.load(Ordering::Acquire) {
             if self.step() {
+                last_busy = Instant::now();
                 continue;
             }
             if !self.replies.is_empty() {
-                // A send that did not complete at once may complete without any event (a full
-                // shared-memory FIFO draining): check back soon instead of sleeping on the fd.
-                std::thread::sleep(REPLY_POLL);
+                // Replies in flight need this side's progress, and not always after an event
+                // (a rendezvous the client answers, a full shared-memory FIFO draining): keep
+                // progressing (yielding the CPU to whatever else is runnable) for a while after
+                // the last activity, then check back every REPLY_POLL.
+                if last_busy.elapsed() < REPLY_SPIN {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(REPLY_POLL);
+                }
             } else if self.worker.arm()? {
                 crate::worker::poll_readable(efd, IDLE_SLEEP);
             }
