@@ -31,8 +31,9 @@ enum Command {
         /// The directory `weed volume -dir` writes.
         #[arg(long)]
         dir: std::path::PathBuf,
-        /// Address to listen on (port 0 picks one; the bound address is printed).
-        #[arg(long, default_value = "0.0.0.0:18080")]
+        /// Address to listen on (port 0 picks one; the bound address is printed). The default
+        /// port is weed volume's default HTTP port 8080 + 20000, where the Go client looks.
+        #[arg(long, default_value = "0.0.0.0:28080")]
         listen: SocketAddr,
         /// Require read JWTs signed with this key (default: weed's own configuration:
         /// WEED_JWT_SIGNING_READ_KEY, else `[jwt.signing.read] key` in the first security.toml in
