@@ -636,7 +636,8 @@ fn reads_what_weed_wrote_byte_for_byte() {
 
     payloads_point_into_the_dat_mapping(&weed, &files);
     ucx_reads_match_http(&weed, &files, &del_fid);
-    swucx_command_reads_match_http(&weed, &files[4].1);
+    let fids: Vec<&str> = files.iter().map(|f| f.1.as_str()).collect();
+    swucx_command_reads_match_http(&weed, &fids);
 }
 
 /// What the daemon back end hands to UCX for each file: a range of its mapping of weed's `.dat`
@@ -877,37 +878,40 @@ fn start_swucx_serve(dir: &Path, home: Option<&Path>) -> (Child, String) {
     (serve, addr)
 }
 
-/// `swucx serve` and `swucx read` (the command-line binary) move `fid` byte-exact.
-fn swucx_command_reads_match_http(weed: &Weed, fid: &str) {
+/// `swucx serve` and `swucx read` (the command-line binary) move every needle in `fids`
+/// byte-exact (the same bytes as weed's HTTP GET).
+fn swucx_command_reads_match_http(weed: &Weed, fids: &[&str]) {
     let bin = env!("CARGO_BIN_EXE_swucx");
     let (mut serve, addr) = start_swucx_serve(&weed.dir, None);
     let tmp = std::env::temp_dir().join(format!("swucx-read-{}", std::process::id()));
-    let read = Command::new(bin)
-        .args(["read", "--server", &addr, fid, "-o"])
-        .arg(&tmp)
-        .env("UCX_TLS", "tcp,self")
-        .env("UCX_NET_DEVICES", "lo")
-        .output()
-        .expect("run swucx read");
-    // SAFETY: serve is our own child; SIGTERM asks it to finish its replies and exit.
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let status = serve.wait().unwrap();
-    assert!(
-        read.status.success(),
-        "swucx read: {}",
-        String::from_utf8_lossy(&read.stderr)
-    );
-    let got = std::fs::read(&tmp).unwrap();
+    let mut failures = Vec::new();
+    for fid in fids {
+        let read = Command::new(bin)
+            .args(["read", "--server", &addr, fid, "-o"])
+            .arg(&tmp)
+            .env("UCX_TLS", "tcp,self")
+            .env("UCX_NET_DEVICES", "lo")
+            .output()
+            .expect("run swucx read");
+        if !read.status.success() {
+            failures.push(format!(
+                "swucx read {fid}: {}",
+                String::from_utf8_lossy(&read.stderr)
+            ));
+        } else if std::fs::read(&tmp).unwrap() != weed.get(fid, &[]).body {
+            failures.push(format!("swucx read {fid} differs from HTTP GET"));
+        }
+    }
     let _ = std::fs::remove_file(&tmp);
-    assert!(
-        got == weed.get(fid, &[]).body,
-        "swucx read differs from HTTP GET"
-    );
-    assert!(status.success(), "swucx serve exit after SIGTERM: {status}");
     let missing = Command::new(bin)
         .args(["read", "--server", &addr, "1,0000"])
         .output()
         .unwrap();
+    // SAFETY: serve is our own child; SIGTERM asks it to finish its replies and exit.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let status = serve.wait().unwrap();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(status.success(), "swucx serve exit after SIGTERM: {status}");
     assert!(!missing.status.success(), "a bad read must exit non-zero");
 }
 
