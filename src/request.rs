@@ -492,9 +492,9 @@ impl<B: Send + 'static> Request<B> {
 
     fn release_raw(&mut self) {
         if !self.raw.is_null() {
-            // SAFETY: the operation is complete and the callback did not free the request
-            // (it frees only orphaned ones).
-            unsafe { sys::ucp_request_free(self.raw) };
+            // The operation is complete and the callback did not free the request (it frees
+            // only orphaned ones): it is ours to free, once.
+            self.worker.free_request(self.raw);
             self.raw = std::ptr::null_mut();
         }
     }

@@ -59,6 +59,12 @@ pub(crate) struct WorkerInner {
     has_failed_endpoints: AtomicBool,
     /// Endpoint closes still running in UCX; the worker waits for them before it is destroyed.
     pub(crate) closing: Arc<AtomicUsize>,
+    /// MULTI thread mode (UCX takes the worker's lock in every call).
+    multi: bool,
+    /// Completed UCX requests whose owners are done with them, freed by the next progress call
+    /// (MULTI workers only; see `Worker::free_request`).
+    deferred_frees: Mutex<Vec<usize>>,
+    has_deferred_frees: AtomicBool,
 }
 
 // SAFETY: the worker is created in UCS_THREAD_MODE_MULTI, so every UCX call on it is thread-safe
@@ -75,6 +81,14 @@ impl Drop for WorkerInner {
         while self.closing.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             // SAFETY: handle is live until ucp_worker_destroy below.
             unsafe { sys::ucp_worker_progress(self.handle) };
+        }
+        for raw in std::mem::take(
+            self.deferred_frees
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner()),
+        ) {
+            // SAFETY: a completed request of this worker, queued once, not freed yet.
+            unsafe { sys::ucp_request_free(raw as *mut libc::c_void) };
         }
         let unfinished = self.closing.load(Ordering::Acquire);
         if unfinished > 0 {
@@ -151,6 +165,9 @@ impl Worker {
             failed_endpoints: Mutex::new(Vec::new()),
             has_failed_endpoints: AtomicBool::new(false),
             closing: Arc::new(AtomicUsize::new(0)),
+            multi: thread_mode == sys::ucs_thread_mode_t::UCS_THREAD_MODE_MULTI,
+            deferred_frees: Mutex::new(Vec::new()),
+            has_deferred_frees: AtomicBool::new(false),
         })))
     }
 
@@ -178,7 +195,45 @@ impl Worker {
         if self.0.has_failed_endpoints.load(Ordering::Acquire) {
             self.close_failed_endpoints();
         }
+        if self.0.has_deferred_frees.load(Ordering::Acquire) {
+            self.free_deferred();
+        }
         events
+    }
+
+    /// Frees a completed UCX request its owner is done with. On a MULTI worker
+    /// `ucp_request_free` takes the worker's spinlock, which a thread that progresses holds
+    /// nearly all the time under load (the engine's background thread moving a rendezvous
+    /// stream): a waiter freeing its request there spun for it, burning a core. So the free is
+    /// left to the next progress call, which holds the lock anyway.
+    pub(crate) fn free_request(&self, raw: *mut libc::c_void) {
+        if !self.0.multi || in_callback() {
+            // SAFETY: the caller hands over a completed request of this worker, once.
+            unsafe { sys::ucp_request_free(raw) };
+            return;
+        }
+        self.0
+            .deferred_frees
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(raw as usize);
+        self.0.has_deferred_frees.store(true, Ordering::Release);
+    }
+
+    fn free_deferred(&self) {
+        let raws = {
+            let mut list = self
+                .0
+                .deferred_frees
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.0.has_deferred_frees.store(false, Ordering::Release);
+            std::mem::take(&mut *list)
+        };
+        for raw in raws {
+            // SAFETY: completed requests of this worker, each queued once by free_request.
+            unsafe { sys::ucp_request_free(raw as *mut libc::c_void) };
+        }
     }
 
     /// Force-closes endpoints whose peer failed, so UCX completes (with an error) every

@@ -15,7 +15,8 @@ use std::sync::Arc;
 /// Any thread.
 ///
 /// Methods: `swucx_engine_create`, `swucx_engine_worker`, `swucx_engine_wait`,
-/// `swucx_engine_wait_signals`, `swucx_engine_destroy`.
+/// `swucx_engine_wait_signals`, `swucx_engine_accept`, `swucx_engine_progress`,
+/// `swucx_engine_destroy`.
 pub struct swucx_engine_t {
     magic: u64,
     pub(crate) engine: Engine,
@@ -61,6 +62,15 @@ pub extern "C" fn swucx_engine_worker(
         write_out!(worker_p, new_worker(engine.worker().clone()));
         SWUCX_OK
     })
+}
+
+/// Progresses the engine's worker once, unless another thread is progressing it for the engine
+/// (a waiter or the background thread): then returns 0 at once, without contending for UCX's
+/// worker lock. Returns the number of events processed (0 for a NULL or invalid handle). For
+/// spinning on something no wait covers, e.g. an active message expected within microseconds.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_engine_progress(engine: *const swucx_engine_t) -> u32 {
+    boundary(|| try_ref!(engine).engine.progress())
 }
 
 /// Stops the engine's background thread and releases the engine. NULL is a no-op. Its worker

@@ -9,7 +9,9 @@
 //
 // The Go package always waits through its Engine (the thread-safe front), so every run is a
 // --front run; the RESULT line says front=1 when --front is given, as the others do. Buffers
-// are one UCX-allocated region (Context.Allocate) used through MemRegion.Bytes. Accepted and
+// are one UCX-allocated region (Context.Allocate) used through MemRegion.Bytes; active-message
+// payloads are received into it (AMConfig.Alloc). With --idle-secs the idle measurement keeps
+// two goroutines blocked on the connection with a cancellable context. Accepted and
 // ignored: --cpu, --multi, --front-spin-us. Bandwidth keeps --window operations in flight with
 // the *Start methods and Request.Wait, as the others do.
 package main
@@ -162,6 +164,27 @@ func newContext(transport string, features swucx.Features) (*swucx.Context, erro
 	return swucx.NewContext(swucx.Config{Name: "pingpong", Features: features, Settings: settings})
 }
 
+// amTarget gives the AM handler the session's receive buffer (in the registered region) for
+// every payload, the way the Rust and C ping-pongs receive into their pre-allocated buffer
+// (rendezvous payloads land there straight from the sender); outside a session, or for a
+// larger payload, a new buffer.
+type amTarget struct{ buf atomic.Pointer[[]byte] }
+
+func (t *amTarget) alloc(n int) []byte {
+	if b := t.buf.Load(); b != nil && len(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}
+
+func (t *amTarget) set(b []byte) {
+	if b == nil {
+		t.buf.Store(nil)
+	} else {
+		t.buf.Store(&b)
+	}
+}
+
 // io is one side's data path for a session.
 type io struct {
 	eng  *swucx.Engine
@@ -171,6 +194,10 @@ type io struct {
 	sbuf []byte // in the registered region
 	rbuf []byte
 	am   <-chan *swucx.AMMessage
+	// spin: drive progress for a while before sleeping on an AM arrival (latency runs; in
+	// bandwidth runs the engine's own waits keep the data moving and a spinner only takes a
+	// core from them).
+	spin bool
 }
 
 func (o *io) send(ctx context.Context, buf []byte) error {
@@ -195,7 +222,7 @@ func (o *io) recv(ctx context.Context, buf []byte) error {
 	case apiAM:
 		// Spin a little driving progress (the handler then runs on this thread), as the
 		// Engine's own waits do, before sleeping on the channel.
-		for spin := time.Now(); time.Since(spin) < 50*time.Microsecond && len(o.am) == 0; {
+		for spin := time.Now(); o.spin && time.Since(spin) < 50*time.Microsecond && len(o.am) == 0; {
 			o.eng.Progress()
 		}
 		select {
@@ -333,8 +360,9 @@ func runServer(listen, transport, features string) error {
 	}
 	defer eng.Close()
 	var am <-chan *swucx.AMMessage
+	target := new(amTarget)
 	if f&swucx.FeatureAM != 0 {
-		if am, err = eng.HandleAM(amData, 1024); err != nil {
+		if am, err = eng.HandleAMWith(amData, swucx.AMConfig{Buffer: 1024, Alloc: target.alloc}); err != nil {
 			return err
 		}
 	}
@@ -349,7 +377,7 @@ func runServer(listen, transport, features string) error {
 		if err != nil {
 			return err
 		}
-		p, err := serve(uc, eng, ep, am)
+		p, err := serve(uc, eng, ep, am, target)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "pingpong server: client #%d: %v\n", served, err)
 		} else {
@@ -360,7 +388,7 @@ func runServer(listen, transport, features string) error {
 	}
 }
 
-func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am <-chan *swucx.AMMessage) (params, error) {
+func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am <-chan *swucx.AMMessage, target *amTarget) (params, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	buf := make([]byte, maxCtrl)
@@ -391,7 +419,9 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am <-chan *
 	}
 	defer region.Close()
 	b := region.Bytes()
-	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: b[:p.size], rbuf: b[p.size : 2*p.size], am: am}
+	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: b[:p.size], rbuf: b[p.size : 2*p.size], am: am, spin: p.mode == 0}
+	target.set(o.rbuf)
+	defer target.set(nil)
 	if p.api == apiAM && am == nil {
 		return p, errors.New("AM requested but the server has no AM feature")
 	}
@@ -470,8 +500,10 @@ func runClient(a clientArgs) (string, error) {
 	}
 	defer region.Close()
 	var am <-chan *swucx.AMMessage
+	target := new(amTarget)
+	target.set(region.Bytes()[p.size : 2*p.size])
 	if p.api == apiAM {
-		if am, err = eng.HandleAM(amData, 1024); err != nil {
+		if am, err = eng.HandleAMWith(amData, swucx.AMConfig{Buffer: 1024, Alloc: target.alloc}); err != nil {
 			return "", err
 		}
 	}
@@ -513,7 +545,7 @@ func runClient(a clientArgs) (string, error) {
 		defer ep.Close()
 	}
 	b := region.Bytes()
-	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: b[:p.size], rbuf: b[p.size : 2*p.size], am: am}
+	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: b[:p.size], rbuf: b[p.size : 2*p.size], am: am, spin: p.mode == 0}
 	var result string
 	if p.mode == 0 {
 		result, err = clientLat(ctx, o, p)
@@ -526,13 +558,47 @@ func runClient(a clientArgs) (string, error) {
 	if p.front {
 		result += " front=1"
 		if a.idleSecs >= 0 {
-			cpu0, t0 := cpuSeconds(), time.Now()
-			time.Sleep(time.Duration(a.idleSecs) * time.Second)
-			pct := 100 * (cpuSeconds() - cpu0) / time.Since(t0).Seconds()
+			pct, err := idleCPU(ctx, o, time.Duration(a.idleSecs)*time.Second)
+			if err != nil {
+				return "", err
+			}
 			result += fmt.Sprintf(" idle_secs=%d idle_cpu_pct=%.2f", a.idleSecs, pct)
 		}
 	}
 	return result, ctrlSend(ctx, ep, bye, nil)
+}
+
+// idleCPU measures the process's CPU use (% of one core) over d with the connection open and
+// nothing to do, while two goroutines are blocked on it with a cancellable context: one in
+// Endpoint.TagRecv, one in Request.Wait (receives nobody answers); then it cancels them.
+func idleCPU(ctx context.Context, o *io, d time.Duration) (float64, error) {
+	const idleTag = ctrl | 0x1d1e
+	idle, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() {
+		_, _, err := o.ep.TagRecv(idle, make([]byte, 8), idleTag, all)
+		errs <- err
+	}()
+	q, err := o.eng.TagRecvStart(make([]byte, 8), idleTag+1, all)
+	if err != nil {
+		return 0, err
+	}
+	go func() {
+		_, _, err := q.Wait(idle)
+		errs <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // past the waits' spin and first sleep
+	cpu0, t0 := cpuSeconds(), time.Now()
+	time.Sleep(d)
+	pct := 100 * (cpuSeconds() - cpu0) / time.Since(t0).Seconds()
+	cancel()
+	for i := 0; i < 2; i++ {
+		if err := <-errs; !errors.Is(err, context.Canceled) {
+			return 0, fmt.Errorf("idle wait: want a cancellation, got %v", err)
+		}
+	}
+	return pct, nil
 }
 
 func clientLat(ctx context.Context, o *io, p params) (string, error) {
