@@ -11,7 +11,12 @@
 # and the Engine front's 8 B tag latency over shm vs inline (and vs the hand-off design it
 # replaced). Per transport, the C ping-pong (examples/c/pingpong.c, client and server) is measured
 # against the Rust one (inline, client and server) in the same reps: 8 B tag and AM latency
-# (target C <= 1.05x Rust) and AM bandwidth 1 MiB window 32 (target C >= 0.97x Rust). Latency is one-way (RTT/2) p50 in us;
+# (target C <= 1.05x Rust) and AM bandwidth 1 MiB window 32 (target C >= 0.97x Rust), and the
+# Go ping-pong (examples/go/pingpong, client and server; it always waits through its Engine and
+# ignores --cpu) against the C one in the same reps: 8 B tag and AM latency (target Go <= C +
+# 0.5 us over shm, + 1 us over tcp) and AM bandwidth 1 MiB window 32 (target Go >= 0.95x C), plus
+# the Go process's idle CPU with an open connection over shm (< 1% of a core). Latency is one-way
+# (RTT/2) p50 in us;
 # bandwidth is GB/s (1e9 B/s) at the sender. Servers are pinned to CPU 0, clients to CPU 1.
 # Both tools use peer error handling (swucx always does; ucx_perftest gets -e) and swucx's
 # default UCX settings (exported below so ucx_perftest sees them too).
@@ -30,7 +35,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1; REPS=1 ;;
     --reps) REPS="$2"; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -39,6 +44,7 @@ done
 PERFTEST=${UCX_PERFTEST:-ucx_perftest}
 PP=target/release/examples/pingpong
 PPC=target/examples/pingpong-c
+PPG=target/examples/pingpong-go
 OUT=target/bench
 LOGS=$OUT/logs
 mkdir -p "$LOGS"
@@ -51,6 +57,7 @@ if [ "$BUILD" = 1 ]; then
 fi
 [ -x "$PP" ] || { echo "bench: $PP missing" >&2; exit 2; }
 [ -x "$PPC" ] || { echo "bench: $PPC missing (make examples)" >&2; exit 2; }
+[ -x "$PPG" ] || { echo "bench: $PPG missing (make examples)" >&2; exit 2; }
 
 # Iteration counts (measured / warm-up).
 if [ "$QUICK" = 1 ]; then
@@ -151,7 +158,9 @@ swucx() {
   local port=$1 kind=$2 log line key
   shift 2
   local bin=${CLIENT_BIN:-$PP}
-  log="$LOGS/$(next_run)-$([ "$bin" = "$PP" ] && echo swucx || echo swucx-c)-$(tr ' ' '_' <<<"${SW_EXTRA[*]} $*" | tr -d -- '-').log"
+  local name=swucx
+  case $bin in "$PPC") name=swucx-c ;; "$PPG") name=swucx-go ;; esac
+  log="$LOGS/$(next_run)-$name-$(tr ' ' '_' <<<"${SW_EXTRA[*]} $*" | tr -d -- '-').log"
   echo "env: $(env | grep ^UCX_ | sort | tr '\n' ' ')" >"$log"
   timeout 120 "$bin" --connect "127.0.0.1:$port" "${PCCPU[@]}" "${SW_EXTRA[@]}" "$@" >>"$log" 2>&1
   local rc=$?
@@ -202,9 +211,12 @@ row() {
     bw)  target=">= 0.95x"
          [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
            verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a >= 0.95*b) ? "pass" : "FAIL"}'); } ;;
-    front) target="<= +1 us"
+    front|golat1) target="<= +1 us"
          [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%+.2f us", a-b}')
            verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a - b <= 1.0) ? "pass" : "FAIL"}'); } ;;
+    golat05) target="<= +0.5 us"
+         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%+.2f us", a-b}')
+           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a - b <= 0.5) ? "pass" : "FAIL"}'); } ;;
     info) target="(reference, not a target)"
          [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%+.2f us", a-b}'); verdict="-"; } ;;
   esac
@@ -216,11 +228,13 @@ row() {
 measure_transport() {
   local tl=$1 lat_n=$2 lat_w=$3
   local r a b c d
-  local -a pt_tag sw_tag pt_am sw_am pt_64 sw_64 pt_1m sw_1m c_tag c_am c_1m
-  local c_port c_pid
-  # The C server next to the Rust one (each client talks to its own language's server).
+  local -a pt_tag sw_tag pt_am sw_am pt_64 sw_64 pt_1m sw_1m c_tag c_am c_1m g_tag g_am g_1m
+  local c_port c_pid g_port g_pid
+  # The C and Go servers next to the Rust one (each client talks to its own language's server).
   SERVER_BIN=$PPC start_server "$tl-c"
   c_port=$SW_PORT; c_pid=$SW_PID
+  SERVER_BIN=$PPG start_server "$tl-go"
+  g_port=$SW_PORT; g_pid=$SW_PID
   start_server "$tl"
   echo "== $tl ($(env | grep -E '^UCX_(TLS|NET_DEVICES|TCP_PUT_ENABLE)=' | tr '\n' ' '))" >&2
   for r in $(seq "$REPS"); do
@@ -235,12 +249,23 @@ measure_transport() {
     c_tag+=("$(CLIENT_BIN=$PPC swucx "$c_port" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
     c_am+=("$(CLIENT_BIN=$PPC swucx "$c_port" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
     c_1m+=("$(CLIENT_BIN=$PPC swucx "$c_port" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
+    g_tag+=("$(CLIENT_BIN=$PPG swucx "$g_port" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    g_am+=("$(CLIENT_BIN=$PPG swucx "$g_port" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    g_1m+=("$(CLIENT_BIN=$PPG swucx "$g_port" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
     echo "  rep $r: tag_lat ${pt_tag[-1]}/${sw_tag[-1]} am_lat ${pt_am[-1]}/${sw_am[-1]}" \
       "am_bw64K ${pt_64[-1]}/${sw_64[-1]} am_bw1M ${pt_1m[-1]}/${sw_1m[-1]}" \
-      "C: tag_lat ${c_tag[-1]} am_lat ${c_am[-1]} am_bw1M ${c_1m[-1]}" >&2
+      "C: tag_lat ${c_tag[-1]} am_lat ${c_am[-1]} am_bw1M ${c_1m[-1]}" \
+      "Go: tag_lat ${g_tag[-1]} am_lat ${g_am[-1]} am_bw1M ${g_1m[-1]}" >&2
   done
+  if [ "$tl" = shm ]; then
+    # A Go process with an open connection and nothing to do (two goroutines blocked in
+    # cancellable waits on it).
+    GO_IDLE=$(CLIENT_BIN=$PPG swucx "$g_port" idle --api am --mode lat --size 8 --iters 1000 --front --idle-secs "$IDLE_SECS")
+    echo "  Go idle: ${GO_IDLE}% of a core over ${IDLE_SECS}s" >&2
+  fi
   stop_server
   SW_PID=$c_pid stop_server
+  SW_PID=$g_pid stop_server
   row "tag_lat 8 B (us)" "$tl" "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
   row "am_lat 8 B (us)" "$tl" "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
   row "am_bw 64 KiB w32 (GB/s)" "$tl" "$(median "${pt_64[@]}")" "$(median "${sw_64[@]}")" bw
@@ -248,10 +273,17 @@ measure_transport() {
   row "C pingpong tag_lat 8 B (us; perftest column = Rust inline)" "$tl" "$(median "${sw_tag[@]}")" "$(median "${c_tag[@]}")" clat
   row "C pingpong am_lat 8 B (us; perftest column = Rust inline)" "$tl" "$(median "${sw_am[@]}")" "$(median "${c_am[@]}")" clat
   row "C pingpong am_bw 1 MiB w32 (GB/s; perftest column = Rust inline)" "$tl" "$(median "${sw_1m[@]}")" "$(median "${c_1m[@]}")" cbw
+  local golat=golat1
+  [ "$tl" = shm ] && golat=golat05
+  row "Go pingpong tag_lat 8 B (us; perftest column = C pingpong)" "$tl" "$(median "${c_tag[@]}")" "$(median "${g_tag[@]}")" "$golat"
+  row "Go pingpong am_lat 8 B (us; perftest column = C pingpong)" "$tl" "$(median "${c_am[@]}")" "$(median "${g_am[@]}")" "$golat"
+  row "Go pingpong am_bw 1 MiB w32 (GB/s; perftest column = C pingpong)" "$tl" "$(median "${c_1m[@]}")" "$(median "${g_1m[@]}")" bw
 }
 
 START=$(date +%s)
 SHM_TLS=posix,sysv,cma,self,tcp
+IDLE_SECS=$([ "$QUICK" = 1 ] && echo 2 || echo 5)
+GO_IDLE=ERR
 
 # swucx's shm-only default (tcp put zero-copy off), for both tools.
 export UCX_TLS=$SHM_TLS UCX_TCP_PUT_ENABLE=n
@@ -269,7 +301,6 @@ for r in $(seq "$REPS"); do
   echo "  rep $r: inline ${inl[-1]} front ${fr[-1]} hand-off ${ho[-1]}" >&2
 done
 # Idle cost of the front: an open connection and nothing to do.
-IDLE_SECS=$([ "$QUICK" = 1 ] && echo 2 || echo 5)
 idle=$(swucx "$SW_PORT" idle --api am --mode lat --size 8 --iters 1000 --front --idle-secs "$IDLE_SECS")
 echo "  idle: ${idle}% of a core over ${IDLE_SECS}s" >&2
 stop_server
@@ -307,6 +338,8 @@ row "${FRONT_ROW[@]}"
 row "${HANDOFF_ROW[@]}"
 if [ "$idle" = ERR ]; then FAILED=1; fi
 ROWS+=("| front idle CPU, open connection, ${IDLE_SECS} s (% of one core) | shm | - | $idle | - | ~0 | $(awk -v a="$idle" 'BEGIN{print (a < 1.0) ? "pass" : "FAIL"}') |")
+if [ "$GO_IDLE" = ERR ]; then FAILED=1; fi
+ROWS+=("| Go idle CPU, open connection, 2 goroutines in cancellable waits, ${IDLE_SECS} s (% of one core) | shm | - | $GO_IDLE | - | < 1% | $(awk -v a="$GO_IDLE" 'BEGIN{print (a != "ERR" && a < 1.0) ? "pass" : "FAIL"}') |")
 ELAPSED=$(( $(date +%s) - START ))
 
 {
@@ -317,7 +350,8 @@ ELAPSED=$(( $(date +%s) - START ))
   echo "UCX_NET_DEVICES=lo. Both tools: peer error handling (perftest -e), UCX_POSIX_ERROR_HANDLING=y"
   echo "UCX_SYSV_ERROR_HANDLING=y UCX_KEEPALIVE_INTERVAL=500ms (and UCX_TCP_PUT_ENABLE=n over shm), as swucx's"
   echo "defaults; servers on CPU 0, clients on CPU 1;"
-  echo "swucx busy-polls inline unless the row says front. Logs: $LOGS."
+  echo "swucx busy-polls inline unless the row says front; the Go ping-pong always waits through its Engine"
+  echo "and is not pinned (it ignores --cpu). Logs: $LOGS."
   echo
   echo "| cell | transport | ucx_perftest | swucx | ratio | target | pass/fail |"
   echo "|---|---|---|---|---|---|---|"
