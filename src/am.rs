@@ -132,7 +132,11 @@ impl<'a> AmMessage<'a> {
     /// Receives the payload into `buffer` (which must be at least [`len`](AmMessage::len) bytes):
     /// a rendezvous payload lands there directly (zero-copy over RDMA and cma).
     pub fn recv_into<B: BufMut>(self, buffer: B) -> Result<Request<B>> {
-        self.keep().recv_into(buffer)
+        match self.data() {
+            // Eager data is valid until the handler returns: copy it, UCX releases it.
+            Some(bytes) => copy_payload(self.worker, bytes, buffer),
+            None => self.keep().recv_into(buffer),
+        }
     }
 }
 
@@ -168,36 +172,19 @@ impl AmDesc {
     /// Receives the payload into the first [`len`](AmDesc::len) bytes of `buffer`.
     /// A buffer shorter than the payload fails with `ERR_MESSAGE_TRUNCATED` (payload released).
     pub fn recv_into<B: BufMut>(mut self, mut buffer: B) -> Result<Request<B>> {
-        if buffer.len() < self.length {
-            return Err(Error::with_detail(
-                "ucp_am_recv_data_nbx",
-                Status::ERR_MESSAGE_TRUNCATED,
-                format!("payload {} bytes, buffer {}", self.length, buffer.len()),
-            ));
-        }
+        check_room(self.length, &buffer)?;
         match self.kind.take().expect("an AmDesc is consumed once") {
-            DescKind::Copied(bytes) => {
-                // SAFETY: the buffer is writable for at least bytes.len() (checked above).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.as_mut_ptr(), bytes.len())
-                };
-                Ok(Request::ready(&self.worker, buffer, bytes.len()))
-            }
+            DescKind::Copied(bytes) => copy_payload(&self.worker, &bytes, buffer),
             DescKind::Ucx { desc, rndv: false } => {
                 // Kept eager data is the payload itself. UCX 1.13's ucp_am_recv_data_nbx copies
                 // it but never returns the descriptor to its pool (each receive leaked one), so
                 // copy here and release it.
-                // SAFETY: desc points to the kept payload of self.length bytes, valid until the
-                // release below; the buffer is writable for at least that many (checked above).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        desc as *const u8,
-                        buffer.as_mut_ptr(),
-                        self.length,
-                    );
-                    sys::ucp_am_data_release(self.worker.handle(), desc as *mut libc::c_void);
-                }
-                Ok(Request::ready(&self.worker, buffer, self.length))
+                // SAFETY: desc points to the kept payload of self.length bytes, valid until it
+                // is released below.
+                let bytes = unsafe { std::slice::from_raw_parts(desc as *const u8, self.length) };
+                let request = copy_payload(&self.worker, bytes, buffer);
+                self.worker.release_am_data(desc as *mut libc::c_void);
+                request
             }
             DescKind::Ucx { desc, rndv: true } => {
                 let params = OpParams::new(
@@ -229,10 +216,31 @@ impl AmDesc {
 impl Drop for AmDesc {
     fn drop(&mut self) {
         if let Some(DescKind::Ucx { desc, .. }) = self.kind.take() {
-            // SAFETY: a kept descriptor not handed to ucp_am_recv_data_nbx is released once.
-            unsafe { sys::ucp_am_data_release(self.worker.handle(), desc as *mut libc::c_void) };
+            // A kept descriptor not handed to ucp_am_recv_data_nbx, released once.
+            self.worker.release_am_data(desc as *mut libc::c_void);
         }
     }
+}
+
+/// Fails with `ERR_MESSAGE_TRUNCATED` when `buffer` is shorter than a `length`-byte payload.
+fn check_room<B: BufMut>(length: usize, buffer: &B) -> Result<()> {
+    if buffer.len() < length {
+        return Err(Error::with_detail(
+            "ucp_am_recv_data_nbx",
+            Status::ERR_MESSAGE_TRUNCATED,
+            format!("payload {length} bytes, buffer {}", buffer.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies an eager payload into the front of `buffer`: a request that is already complete.
+fn copy_payload<B: BufMut>(worker: &Worker, bytes: &[u8], mut buffer: B) -> Result<Request<B>> {
+    check_room(bytes.len(), &buffer)?;
+    // SAFETY: the buffer is writable for at least bytes.len() (checked above) and cannot
+    // overlap UCX's or our own copy of the payload.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.as_mut_ptr(), bytes.len()) };
+    Ok(Request::ready(worker, buffer, bytes.len()))
 }
 
 unsafe extern "C" fn am_callback(

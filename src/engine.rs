@@ -270,7 +270,7 @@ impl Engine {
                 return false;
             }
             if now.duration_since(start) < self.shared.spin {
-                self.shared.drive_once();
+                let _ = self.shared.drive_once();
                 continue;
             }
             if let Err(err) = self.shared.worker.signal() {
@@ -284,11 +284,14 @@ impl Engine {
 }
 
 impl Shared {
-    fn drive_once(&self) {
+    /// Progresses the worker once unless another thread is doing it: the number of events
+    /// processed, or `None` if another thread drives.
+    fn drive_once(&self) -> Option<u32> {
         if let Ok(_driver) = self.driver.try_lock() {
-            self.worker.progress();
+            Some(self.worker.progress())
         } else {
             std::hint::spin_loop();
+            None
         }
     }
 
@@ -302,17 +305,27 @@ impl Shared {
         spin: bool,
     ) -> bool {
         let raised = || signals.iter().any(|s| s.is_raised());
-        let start = Instant::now();
         let spin = if spin { self.spin } else { Duration::ZERO };
-        let spin_until = deadline.map_or(start + spin, |d| d.min(start + spin));
+        let spin_end = |now: Instant| deadline.map_or(now + spin, |d| d.min(now + spin));
+        let mut spin_until = spin_end(Instant::now());
         while !completion.is_done() {
             if raised() {
                 return false;
             }
-            if Instant::now() >= spin_until {
+            let now = Instant::now();
+            if now >= spin_until {
                 return self.sleep_for(completion, deadline, signals, &raised);
             }
-            self.drive_once();
+            match self.drive_once() {
+                // Only one waiter spins: while another thread drives progress (a spinning
+                // waiter or the background thread), the others sleep and leave the CPU to it
+                // and to the peer (many waiters spinning on a small machine starve everyone).
+                None => return self.sleep_for(completion, deadline, signals, &raised),
+                // Work is moving (e.g. a rendezvous transfer in steps, which raises no event
+                // the background thread would wake for): keep driving it.
+                Some(n) if n > 0 => spin_until = spin_end(now),
+                Some(_) => {}
+            }
         }
         true
     }

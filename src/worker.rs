@@ -61,10 +61,10 @@ pub(crate) struct WorkerInner {
     pub(crate) closing: Arc<AtomicUsize>,
     /// MULTI thread mode (UCX takes the worker's lock in every call).
     multi: bool,
-    /// Completed UCX requests whose owners are done with them, freed by the next progress call
-    /// (MULTI workers only; see `Worker::free_request`).
-    deferred_frees: Mutex<Vec<usize>>,
-    has_deferred_frees: AtomicBool,
+    /// Completed UCX requests and AM data descriptors whose owners are done with them, released
+    /// by the next progress call (see `Worker::free_request` and `Worker::release_am_data`).
+    deferred_releases: Mutex<Vec<Deferred>>,
+    has_deferred_releases: AtomicBool,
 }
 
 // SAFETY: the worker is created in UCS_THREAD_MODE_MULTI, so every UCX call on it is thread-safe
@@ -82,13 +82,12 @@ impl Drop for WorkerInner {
             // SAFETY: handle is live until ucp_worker_destroy below.
             unsafe { sys::ucp_worker_progress(self.handle) };
         }
-        for raw in std::mem::take(
-            self.deferred_frees
+        for deferred in std::mem::take(
+            self.deferred_releases
                 .get_mut()
                 .unwrap_or_else(|e| e.into_inner()),
         ) {
-            // SAFETY: a completed request of this worker, queued once, not freed yet.
-            unsafe { sys::ucp_request_free(raw as *mut libc::c_void) };
+            deferred.release(self.handle);
         }
         let unfinished = self.closing.load(Ordering::Acquire);
         if unfinished > 0 {
@@ -115,6 +114,27 @@ pub struct Worker(pub(crate) Arc<WorkerInner>);
 /// [`Worker::connect_address`](crate::Worker::connect_address) to connect without a listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerAddress(pub Vec<u8>);
+
+/// Something UCX owns that its owner is done with, handed back to UCX later.
+enum Deferred {
+    /// A completed request (`ucp_request_free`).
+    Request(usize),
+    /// A kept AM data descriptor (`ucp_am_data_release`).
+    AmData(usize),
+}
+
+impl Deferred {
+    fn release(self, worker: sys::ucp_worker_h) {
+        match self {
+            // SAFETY: a completed request of this worker, handed over once by its owner.
+            Deferred::Request(raw) => unsafe { sys::ucp_request_free(raw as *mut libc::c_void) },
+            // SAFETY: a kept descriptor of this worker, handed over once by its owner.
+            Deferred::AmData(data) => unsafe {
+                sys::ucp_am_data_release(worker, data as *mut libc::c_void)
+            },
+        }
+    }
+}
 
 impl WorkerInner {
     /// Queues a failed endpoint for a forced close after the running progress call.
@@ -166,8 +186,8 @@ impl Worker {
             has_failed_endpoints: AtomicBool::new(false),
             closing: Arc::new(AtomicUsize::new(0)),
             multi: thread_mode == sys::ucs_thread_mode_t::UCS_THREAD_MODE_MULTI,
-            deferred_frees: Mutex::new(Vec::new()),
-            has_deferred_frees: AtomicBool::new(false),
+            deferred_releases: Mutex::new(Vec::new()),
+            has_deferred_releases: AtomicBool::new(false),
         })))
     }
 
@@ -195,8 +215,8 @@ impl Worker {
         if self.0.has_failed_endpoints.load(Ordering::Acquire) {
             self.close_failed_endpoints();
         }
-        if self.0.has_deferred_frees.load(Ordering::Acquire) {
-            self.free_deferred();
+        if self.0.has_deferred_releases.load(Ordering::Acquire) {
+            self.release_deferred();
         }
         events
     }
@@ -208,31 +228,44 @@ impl Worker {
     /// left to the next progress call, which holds the lock anyway.
     pub(crate) fn free_request(&self, raw: *mut libc::c_void) {
         if !self.0.multi || in_callback() {
-            // SAFETY: the caller hands over a completed request of this worker, once.
-            unsafe { sys::ucp_request_free(raw) };
-            return;
+            Deferred::Request(raw as usize).release(self.0.handle);
+        } else {
+            self.defer(Deferred::Request(raw as usize));
         }
-        self.0
-            .deferred_frees
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(raw as usize);
-        self.0.has_deferred_frees.store(true, Ordering::Release);
     }
 
-    fn free_deferred(&self) {
-        let raws = {
+    /// Releases an AM data descriptor kept from a handler (`ucp_am_data_release`). Inside a
+    /// callback the release waits for the end of the progress call: the descriptor may belong
+    /// to the message whose handler is still running, which UCX has not marked kept yet.
+    pub(crate) fn release_am_data(&self, data: *mut libc::c_void) {
+        if in_callback() {
+            self.defer(Deferred::AmData(data as usize));
+        } else {
+            Deferred::AmData(data as usize).release(self.0.handle);
+        }
+    }
+
+    fn defer(&self, deferred: Deferred) {
+        self.0
+            .deferred_releases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(deferred);
+        self.0.has_deferred_releases.store(true, Ordering::Release);
+    }
+
+    fn release_deferred(&self) {
+        let list = {
             let mut list = self
                 .0
-                .deferred_frees
+                .deferred_releases
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            self.0.has_deferred_frees.store(false, Ordering::Release);
+            self.0.has_deferred_releases.store(false, Ordering::Release);
             std::mem::take(&mut *list)
         };
-        for raw in raws {
-            // SAFETY: completed requests of this worker, each queued once by free_request.
-            unsafe { sys::ucp_request_free(raw as *mut libc::c_void) };
+        for deferred in list {
+            deferred.release(self.0.handle);
         }
     }
 
