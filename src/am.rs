@@ -194,6 +194,7 @@ impl AmDesc {
                     buffer.region().map(|r| r.memh()),
                     0,
                 );
+                let gate = self.worker.gate();
                 // SAFETY: desc is the live descriptor UCX handed to the handler (kept with
                 // UCS_INPROGRESS); UCX takes it over here even on failure. The request owns the
                 // buffer until completion.
@@ -206,6 +207,7 @@ impl AmDesc {
                         &params.param,
                     )
                 };
+                drop(gate);
                 let length = self.length;
                 params.finish(&self.worker, ptr, buffer, length, Some(length))
             }

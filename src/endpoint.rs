@@ -13,7 +13,7 @@ use crate::sockaddr::CSockAddr;
 use crate::status::{Error, Result, Status, StatusPtr, decode_status_ptr};
 use crate::sys;
 use crate::transport::{TransportUse, parse_ep_info};
-use crate::worker::{CallbackGuard, Worker, WorkerAddress, WorkerInner};
+use crate::worker::{CallbackGuard, Gate, Worker, WorkerAddress, WorkerInner};
 
 /// How to close an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,9 +236,11 @@ fn ep_params_base(worker: &Worker) -> sys::ucp_ep_params_t {
     }
 }
 
-/// The locked, checked UCX handle of a usable endpoint, held for one UCX call.
+/// The locked, checked UCX handle of a usable endpoint, held for one UCX call (with the
+/// worker's gate, taken first).
 pub(crate) struct EpHandle<'a> {
     guard: RwLockReadGuard<'a, Option<usize>>,
+    _gate: Gate<'a>,
 }
 
 impl EpHandle<'_> {
@@ -304,6 +306,7 @@ impl Endpoint {
 
     /// The UCX handle for one call, or the error that makes the endpoint unusable.
     pub(crate) fn lock_handle(&self, op: &'static str) -> Result<EpHandle<'_>> {
+        let gate = self.0.worker.gate();
         let guard = self.0.handle.read().unwrap_or_else(|e| e.into_inner());
         if let Some(status) = self.failure() {
             return Err(Error::with_detail(op, status, "endpoint failed"));
@@ -315,7 +318,7 @@ impl Endpoint {
                 "endpoint is closed",
             ));
         }
-        Ok(EpHandle { guard })
+        Ok(EpHandle { guard, _gate: gate })
     }
 
     /// The transports and devices UCX chose for this endpoint (its lanes), e.g. `posix/memory`,
@@ -461,8 +464,10 @@ impl EndpointInner {
             ..Default::default()
         };
         self.worker.0.closing.fetch_add(1, Ordering::AcqRel);
+        let gate = self.worker.gate();
         // SAFETY: raw is the endpoint's handle, taken out of the lock, so no other call uses it.
         let ptr = unsafe { sys::ucp_ep_close_nbx(raw, &param) };
+        drop(gate);
         match decode_status_ptr(ptr) {
             StatusPtr::Pending(_) => Ok(false),
             other => {

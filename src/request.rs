@@ -108,6 +108,11 @@ impl Completion {
     }
 
     fn wake(&self) {
+        // Pairs with the fence in park_until: either this load sees the waiter, or the
+        // waiter's check sees the state this thread set before calling wake (x86 lets a load
+        // pass an earlier store; without both fences each side can miss the other's and the
+        // waiter sleeps on a finished operation).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.has_waiter.load(Ordering::Acquire) {
             if let Some(thread) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 thread.unpark();
@@ -139,6 +144,8 @@ impl Completion {
     pub(crate) fn park_until(&self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> bool {
         *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
         self.has_waiter.store(true, Ordering::Release);
+        // Pairs with the fence in wake (see there).
+        std::sync::atomic::fence(Ordering::SeqCst);
         loop {
             if self.is_done() || stop() {
                 break;
@@ -431,6 +438,7 @@ impl<B: Send + 'static> Request<B> {
     /// with `Status::ERR_CANCELED`. For any other operation this does nothing.
     pub fn cancel(&self) {
         if self.kind == OpKind::TagRecv && !self.is_complete() && !self.raw.is_null() {
+            let _gate = self.worker.gate();
             // SAFETY: raw is this operation's live request (freed only after completion).
             unsafe { sys::ucp_request_cancel(self.worker.handle(), self.raw) };
         }

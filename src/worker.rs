@@ -17,6 +17,19 @@ use crate::sys;
 
 thread_local! {
     static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Whether this thread holds a worker's gate (see `Worker::gate`).
+    static HOLDS_GATE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Held for one busy UCX call on a MULTI worker (see [`Worker::gate`]).
+pub(crate) struct Gate<'a>(Option<std::sync::MutexGuard<'a, ()>>);
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            HOLDS_GATE.with(|h| h.set(false));
+        }
+    }
 }
 
 /// Marks the current thread as running a swucx callback inside `ucp_worker_progress` for as long
@@ -61,6 +74,8 @@ pub(crate) struct WorkerInner {
     pub(crate) closing: Arc<AtomicUsize>,
     /// MULTI thread mode (UCX takes the worker's lock in every call).
     multi: bool,
+    /// Taken in front of UCX's worker lock by busy calls (see `Worker::gate`).
+    gate: Mutex<()>,
     /// Completed UCX requests and AM data descriptors whose owners are done with them, released
     /// by the next progress call (see `Worker::free_request` and `Worker::release_am_data`).
     deferred_releases: Mutex<Vec<Deferred>>,
@@ -186,6 +201,7 @@ impl Worker {
             has_failed_endpoints: AtomicBool::new(false),
             closing: Arc::new(AtomicUsize::new(0)),
             multi: thread_mode == sys::ucs_thread_mode_t::UCS_THREAD_MODE_MULTI,
+            gate: Mutex::new(()),
             deferred_releases: Mutex::new(Vec::new()),
             has_deferred_releases: AtomicBool::new(false),
         })))
@@ -210,6 +226,7 @@ impl Worker {
         if in_callback() {
             return 0;
         }
+        let _gate = self.gate();
         // SAFETY: the handle is live; MULTI mode makes concurrent calls safe.
         let events = unsafe { sys::ucp_worker_progress(self.0.handle) };
         if self.0.has_failed_endpoints.load(Ordering::Acquire) {
@@ -219,6 +236,24 @@ impl Worker {
             self.release_deferred();
         }
         events
+    }
+
+    /// A sleeping lock taken in front of UCX's own worker lock by the calls threads contend for
+    /// (progress, arm, sends, receives). On a MULTI worker UCX guards every call with a
+    /// spinlock: with more threads than cores (16 Go readers on 2 cores), a thread preempted
+    /// while holding it left the others spinning through whole time slices (reads stalled for
+    /// tens of milliseconds). Behind this gate they sleep instead, and UCX's spinlock is
+    /// uncontended. UCX's lock still does the protecting, so a call made without the gate is
+    /// safe, only slower under contention. A no-op on a SERIALIZED worker, inside a UCX callback
+    /// (the progressing thread holds it, or UCX's async thread runs the callback), and for a
+    /// thread that holds a gate already.
+    pub(crate) fn gate(&self) -> Gate<'_> {
+        if !self.0.multi || in_callback() || HOLDS_GATE.with(Cell::get) {
+            return Gate(None);
+        }
+        let guard = self.0.gate.lock().unwrap_or_else(|e| e.into_inner());
+        HOLDS_GATE.with(|h| h.set(true));
+        Gate(Some(guard))
     }
 
     /// Frees a completed UCX request its owner is done with. On a MULTI worker
@@ -241,6 +276,7 @@ impl Worker {
         if in_callback() {
             self.defer(Deferred::AmData(data as usize));
         } else {
+            let _gate = self.gate();
             Deferred::AmData(data as usize).release(self.0.handle);
         }
     }
@@ -314,6 +350,7 @@ impl Worker {
     /// Arms the event fd. Returns `false` if events are already pending (progress, then arm
     /// again) and `true` if it is now safe to sleep on the fd.
     pub fn arm(&self) -> Result<bool> {
+        let _gate = self.gate();
         // SAFETY: handle is live.
         let raw = unsafe { sys::ucp_worker_arm(self.0.handle) };
         if Status::from_raw(raw) == Status::ERR_BUSY {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -128,7 +129,11 @@ func (c *Client) await(ctx context.Context, cn *conn, ch chan *swucx.AMMessage) 
 				return m, nil
 			default:
 			}
-			if c.eng.Progress() == 0 && time.Now().After(until) {
+			if c.eng.Progress() > 0 {
+				// Replies for other readers may have been routed: let them run.
+				runtime.Gosched()
+			}
+			if time.Now().After(until) {
 				break
 			}
 		}
