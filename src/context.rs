@@ -157,7 +157,11 @@ impl ContextBuilder {
                     .any(|key| std::env::var_os(format!("UCX_{key}")).is_some());
                 let overridden = self.overrides.iter().any(|(key, _)| key == setting.key);
                 if !in_env && !overridden && (shm || !setting.shm_only) {
-                    config.set(setting.key, setting.value)?;
+                    // A UCX release that lacks a setting (UCX 1.22 has no `PUT_ENABLE` at the
+                    // UCP level) still works without it; an override, below, must apply.
+                    if let Err(err) = config.set(setting.key, setting.value) {
+                        log::debug!("default UCX setting not applied: {err}");
+                    }
                 }
             }
         }
