@@ -441,7 +441,8 @@ typedef struct swucx_read_request_t {
      */
     uint64_t size;
     /**
-     * Request flags (docs/protocol.md: bit 0 name, 1 mime, 2 stored bytes).
+     * Request flags (docs/protocol.md: bit 0 name, 1 mime, 2 stored bytes, 3 the client checks
+     * the CRC of whole large needles; a host that supplies the bytes may ignore it).
      */
     uint16_t flags;
     /**

@@ -289,11 +289,36 @@ unsafe extern "C" fn am_callback(
     }
 }
 
+/// Active-message ids below this are safe to receive on any worker, with or without a handler.
+const AM_IDS_RESERVED: u16 = 256;
+
 impl Worker {
+    /// Sizes UCX's handler table for ids below `AM_IDS_RESERVED` (256), with no handler. UCX 1.13
+    /// reads an id's slot before checking that the table holds it: an active message arriving
+    /// at a worker that never registered a handler (a reply-flagged request sent to a peer that
+    /// does not speak the protocol) crashed the receiving process reading a NULL table.
+    pub(crate) fn reserve_am_ids(&self) -> Result<()> {
+        let params = sys::ucp_am_handler_param_t {
+            field_mask: u64::from(
+                sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ID.0
+                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_CB.0,
+            ),
+            id: u32::from(AM_IDS_RESERVED - 1),
+            cb: None,
+            ..Default::default()
+        };
+        // SAFETY: the worker is live; a NULL callback registers no handler.
+        check("ucp_worker_set_am_recv_handler", unsafe {
+            sys::ucp_worker_set_am_recv_handler(self.handle(), &params)
+        })
+    }
+
     /// Registers `handler` for active messages with `id` (replacing an earlier one). It runs
     /// inside [`progress`](Worker::progress) on the progressing thread (on a MULTI worker, on
     /// several threads at once if several progress), so it must be short and must not block;
-    /// sending (e.g. a reply) from it is allowed. Register before traffic starts.
+    /// sending (e.g. a reply) from it is allowed. Register before traffic starts, and prefer
+    /// ids below 256 (a message with a higher id and no handler may crash UCX 1.13 on the
+    /// receiving side; every worker has room for the lower ones).
     pub fn set_am_handler(
         &self,
         id: u16,

@@ -192,7 +192,7 @@ impl Worker {
         check("ucp_worker_create", unsafe {
             sys::ucp_worker_create(context.handle(), &params, &mut handle)
         })?;
-        Ok(Worker(Arc::new(WorkerInner {
+        let worker = Worker(Arc::new(WorkerInner {
             handle,
             context: context.clone(),
             endpoints: Mutex::new(HashMap::new()),
@@ -204,7 +204,11 @@ impl Worker {
             gate: Mutex::new(()),
             deferred_releases: Mutex::new(Vec::new()),
             has_deferred_releases: AtomicBool::new(false),
-        })))
+        }));
+        if context.features().am {
+            worker.reserve_am_ids()?;
+        }
+        Ok(worker)
     }
 
     pub(crate) fn handle(&self) -> sys::ucp_worker_h {

@@ -205,6 +205,45 @@ fn am_tcp() {
     am_sizes(Tls::Tcp);
 }
 
+/// Active messages to a worker that registered no handler at all (a client that sends its
+/// request to a peer that does not speak the protocol) are dropped; the receiver survives and
+/// the sends complete. UCX 1.13 read the handler table before checking the id and crashed here.
+fn am_without_handlers(tls: Tls) {
+    let pair = Pair::new(tls);
+    let workers = pair.workers();
+    for (i, flags) in [
+        AmFlags::REPLY,
+        AmFlags::NONE,
+        AmFlags::REPLY | AmFlags::EAGER,
+    ]
+    .into_iter()
+    .cycle()
+    .take(30)
+    .enumerate()
+    {
+        let send = pair
+            .client
+            .am_send(0x30, vec![1u8; 48], vec![2u8; i * 100], flags)
+            .expect("am_send");
+        progress_until(&workers, "an unhandled AM is delivered", || send.poll());
+    }
+    for _ in 0..100 {
+        for w in &workers {
+            w.progress();
+        }
+    }
+}
+
+#[test]
+fn am_without_handlers_shm() {
+    am_without_handlers(Tls::Shm);
+}
+
+#[test]
+fn am_without_handlers_tcp() {
+    am_without_handlers(Tls::Tcp);
+}
+
 // ---------------------------------------------------------------------------------------------
 // RMA: put/get against an exported region
 // ---------------------------------------------------------------------------------------------

@@ -8,8 +8,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use swucx::seaweed::protocol::{MAX_HEADER_LEN, ReadReply, ReadRequest, Status};
-use swucx::seaweed::{ClientError, FileId, NeedleClient, NeedleServer, NeedleSource, ReadKey};
+use swucx::seaweed::needle::{crc32c, legacy_crc};
+use swucx::seaweed::protocol::{MAX_HEADER_LEN, ReadFlags, ReadReply, ReadRequest, Status};
+use swucx::seaweed::{
+    ClientError, FileId, NeedleClient, NeedleError, NeedleServer, NeedleSource, ReadKey,
+};
 use swucx::{Context, Payload, Worker};
 
 /// A host's store: whole files by (volume, needle, cookie).
@@ -249,5 +252,62 @@ fn test_transports_carry_the_longest_header() {
             .unwrap();
         let limit = Worker::new(&context).unwrap().max_am_header().unwrap();
         assert!(limit >= MAX_HEADER_LEN, "{tls}: {limit}");
+    }
+}
+
+/// A source that leaves the CRC to the client (as the volume back end does for whole large
+/// needles when asked), with the stored CRC it was given.
+struct UncheckedSource {
+    data: Vec<u8>,
+    crc: u32,
+}
+
+impl NeedleSource for UncheckedSource {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        assert!(
+            request.flags.contains(ReadFlags::CRC_AT_CLIENT),
+            "the client offers to check the CRC"
+        );
+        let reply = ReadReply {
+            data_size: self.data.len() as u64,
+            payload_len: self.data.len() as u64,
+            crc: self.crc,
+            crc_unchecked: true,
+            ..ReadReply::status(request.request_id, Status::Ok)
+        };
+        (reply, self.data.clone().into())
+    }
+}
+
+#[test]
+fn client_checks_the_crc_the_server_left_unchecked() {
+    let data = bytes(3 << 20, 9);
+    let good = crc32c(&data);
+    let context = Context::builder()
+        .config("TLS", "posix,sysv,cma,self,tcp")
+        .build()
+        .unwrap();
+    let fid = FileId::new(1, 2, 3);
+    let timeout = Duration::from_secs(30);
+    // The stored CRC in either form weed writes is accepted; anything else is a corrupt needle.
+    for (crc, ok) in [(good, true), (legacy_crc(good), true), (good ^ 1, false)] {
+        let source = Arc::new(UncheckedSource {
+            data: data.clone(),
+            crc,
+        });
+        let server =
+            NeedleServer::bind_source(&context, source, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let serving = server.spawn();
+        let client = NeedleClient::connect(&context, addr).unwrap();
+        match client.read(&fid, 0, 0, timeout) {
+            Ok(got) if ok => assert!(got.data == data, "bytes differ"),
+            Err(ClientError::Corrupt(NeedleError::Crc { stored, .. })) if !ok => {
+                assert_eq!(stored, crc)
+            }
+            other => panic!("crc {crc:08x}: {:?}", other.map(|d| d.data.len())),
+        }
+        drop(client);
+        serving.stop().expect("server run");
     }
 }

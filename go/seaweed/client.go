@@ -77,6 +77,10 @@ var (
 	ErrNotFound = errors.New("seaweed: needle not found")
 	// ErrUnauthorized: the read JWT was missing or refused (weed's 401).
 	ErrUnauthorized = errors.New("seaweed: read JWT refused")
+	// ErrCorrupt: the needle's data does not match its stored CRC (weed answers such a read
+	// with an error too). The client checks whole large needles itself; the server checks the
+	// rest.
+	ErrCorrupt = errors.New("seaweed: needle data fails its CRC")
 )
 
 // Client reads needles from volume servers. Close releases it.

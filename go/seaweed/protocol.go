@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"math/bits"
 )
 
 // The needle-read wire protocol, version 1 (docs/protocol.md; the reference implementation is
@@ -25,9 +27,10 @@ const (
 
 // Request flags.
 const (
-	wantName   = 1 << 0
-	wantMime   = 1 << 1
-	wantStored = 1 << 2
+	wantName    = 1 << 0
+	wantMime    = 1 << 1
+	wantStored  = 1 << 2
+	crcAtClient = 1 << 3 // the client checks the CRC of a whole large needle itself
 )
 
 // Reply flags.
@@ -36,7 +39,8 @@ const (
 	replyHasLastModified = 1 << 1
 	replyHasName         = 1 << 2
 	replyHasMime         = 1 << 3
-	replyFlagsDefined    = 0x0f
+	replyCRCUnchecked    = 1 << 4 // the server left the CRC check to the client
+	replyFlagsDefined    = 0x1f
 )
 
 // Status is a READ reply's status.
@@ -126,6 +130,18 @@ type ReplyInfo struct {
 	Name, Mime string
 }
 
+// checkCRC checks data against a needle's stored CRC-32C, in either form weed writes (the
+// plain CRC or its legacy transform).
+func checkCRC(data []byte, stored uint32) error {
+	c := crc32.Checksum(data, castagnoli)
+	if stored == c || stored == bits.RotateLeft32(c, -15)+0xa282ead8 {
+		return nil
+	}
+	return fmt.Errorf("%w: stored %08x, data has %08x", ErrCorrupt, stored, c)
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // readReply is a decoded READ reply header (kind 2).
 type readReply struct {
 	id         uint64
@@ -191,6 +207,9 @@ func decodeReply(b []byte) (*readReply, error) {
 	}
 	if r.status == StatusOK && r.payloadLen > r.info.DataSize {
 		return bad("payload longer than the data")
+	}
+	if r.flags&replyCRCUnchecked != 0 && r.payloadLen != r.info.DataSize {
+		return bad("CRC left to the client for less than the whole data")
 	}
 	r.info.Name = string(b[fixedLen : fixedLen+nameLen])
 	r.info.Mime = string(b[fixedLen+nameLen:])

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"testing"
 )
 
@@ -85,11 +86,15 @@ func TestDecodeReply(t *testing.T) {
 	if _, err := decodeReply(reply(StatusBadRange, 0, 100, 0, 0, 0, "", "")); err != nil {
 		t.Fatal(err)
 	}
+	if r, err := decodeReply(reply(StatusOK, replyCRCUnchecked, 100, 100, 0, 7, "", "")); err != nil || r.flags != replyCRCUnchecked {
+		t.Fatalf("whole data left to the client: %+v, %v", r, err)
+	}
 	bad := map[string][]byte{
 		"short":              ok[:47],
 		"trailing":           append(append([]byte{}, ok...), 0),
 		"undefined status":   reply(13, 0, 0, 0, 0, 0, "", ""),
-		"undefined flag":     reply(StatusOK, 0x10, 1, 1, 0, 0, "", ""),
+		"undefined flag":     reply(StatusOK, 0x20, 1, 1, 0, 0, "", ""),
+		"unchecked part":     reply(StatusOK, replyCRCUnchecked, 2, 1, 0, 0, "", ""),
 		"name without flag":  reply(StatusOK, 0, 1, 1, 0, 0, "n", ""),
 		"mod without flag":   reply(StatusOK, 0, 1, 1, 5, 0, "", ""),
 		"payload > data":     reply(StatusOK, 0, 1, 2, 0, 0, "", ""),
@@ -110,18 +115,35 @@ func TestDecodeReply(t *testing.T) {
 	}
 }
 
+// TestCheckCRC: both forms of the stored CRC that weed writes pass; anything else is ErrCorrupt.
+func TestCheckCRC(t *testing.T) {
+	data := []byte("needle data")
+	c := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
+	legacy := (c>>15 | c<<17) + 0xa282ead8
+	for _, stored := range []uint32{c, legacy} {
+		if err := checkCRC(data, stored); err != nil {
+			t.Errorf("%08x: %v", stored, err)
+		}
+	}
+	if err := checkCRC(data, c^1); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("wrong CRC: %v", err)
+	}
+}
+
 // FuzzDecodeReply: the decoder never panics, and what it accepts is consistent. `go test` runs
 // the seeds; `go test -fuzz FuzzDecodeReply ./seaweed` explores.
 func FuzzDecodeReply(f *testing.F) {
 	f.Add(reply(StatusOK, replyHasName, 10, 10, 0, 1, "x", ""))
 	f.Add(reply(StatusStale, 0, 0, 0, 0, 0, "", ""))
+	f.Add(reply(StatusOK, replyCRCUnchecked, 9, 9, 0, 3, "", ""))
 	f.Add([]byte("SW\x01\x02"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeReply(b)
 		if err != nil {
 			return
 		}
-		if len(b) != fixedLen+len(r.info.Name)+len(r.info.Mime) || r.payloadLen > r.info.DataSize && r.status == StatusOK {
+		if len(b) != fixedLen+len(r.info.Name)+len(r.info.Mime) || r.payloadLen > r.info.DataSize && r.status == StatusOK ||
+			r.flags&replyCRCUnchecked != 0 && r.payloadLen != r.info.DataSize {
 			t.Fatalf("accepted an inconsistent reply % x", b)
 		}
 	})

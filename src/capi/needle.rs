@@ -56,7 +56,8 @@ pub struct swucx_read_request_t {
     pub offset: u64,
     /// Bytes to return; 0 = to the end of the data.
     pub size: u64,
-    /// Request flags (docs/protocol.md: bit 0 name, 1 mime, 2 stored bytes).
+    /// Request flags (docs/protocol.md: bit 0 name, 1 mime, 2 stored bytes, 3 the client checks
+    /// the CRC of whole large needles; a host that supplies the bytes may ignore it).
     pub flags: u16,
     /// The read JWT (not NUL-terminated; `jwt_length` bytes, possibly 0). swucx already
     /// checked it when the server was given a read key.

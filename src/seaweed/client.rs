@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::seaweed::fid::FileId;
+use crate::seaweed::needle::{NeedleError, check_crc};
 use crate::seaweed::protocol::{
     AM_ID_READ, AM_ID_READ_REPLY, ProtocolError, ReadFlags, ReadReply, ReadRequest, Status,
 };
@@ -30,6 +31,10 @@ pub enum ClientError {
     /// No reply within the timeout.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// The needle's data does not match its stored CRC (checked here when the server left it
+    /// to the client): the needle is corrupt on the server's disk, as weed would report.
+    #[error("needle data fails its CRC: {0}")]
+    Corrupt(NeedleError),
     /// The reply's payload length disagrees with its header.
     #[error("reply carries {got} bytes, header says {want}")]
     LengthMismatch {
@@ -150,7 +155,9 @@ impl NeedleClient {
             cookie: fid.cookie,
             offset,
             size,
-            flags: ReadFlags::WANT_NAME | ReadFlags::WANT_MIME,
+            // The CRC of a whole large needle is checked here, not on the server: the work
+            // spreads over the clients, and the check covers the transfer too.
+            flags: ReadFlags::WANT_NAME | ReadFlags::WANT_MIME | ReadFlags::CRC_AT_CLIENT,
             jwt: jwt.as_bytes().to_vec(),
         };
         let mut stale = 0;
@@ -226,6 +233,9 @@ impl NeedleClient {
             return Err(ClientError::Timeout(timeout));
         }
         let done = receive.wait()?;
+        if reply.crc_unchecked {
+            check_crc(&done.buffer, reply.crc).map_err(ClientError::Corrupt)?;
+        }
         Ok(NeedleData {
             reply,
             data: done.buffer,

@@ -241,8 +241,11 @@ impl ReadFlags {
     pub const WANT_MIME: ReadFlags = ReadFlags(1 << 1);
     /// Return the bytes as stored (gzip for compressed needles) instead of decompressed.
     pub const WANT_STORED: ReadFlags = ReadFlags(1 << 2);
+    /// The client checks the CRC of a whole large needle itself (the server may then skip its
+    /// check and say so with [`ReadReply::crc_unchecked`]).
+    pub const CRC_AT_CLIENT: ReadFlags = ReadFlags(1 << 3);
     /// Every bit version 1 defines.
-    pub const ALL: ReadFlags = ReadFlags(0b111);
+    pub const ALL: ReadFlags = ReadFlags(0b1111);
 
     /// The raw bits.
     pub fn bits(self) -> u16 {
@@ -305,8 +308,10 @@ const REPLY_HAS_LAST_MODIFIED: u8 = 1 << 1;
 const REPLY_HAS_NAME: u8 = 1 << 2;
 /// Reply flag: a MIME type is present (possibly empty).
 const REPLY_HAS_MIME: u8 = 1 << 3;
+/// Reply flag: the server did not check the CRC; the client must.
+const REPLY_CRC_UNCHECKED: u8 = 1 << 4;
 /// Every reply flag bit version 1 defines.
-const REPLY_ALL: u8 = 0b1111;
+const REPLY_ALL: u8 = 0b1_1111;
 
 /// The header of a READ reply; the payload (`payload_len` bytes) travels beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -331,6 +336,10 @@ pub struct ReadReply {
     pub mime: Option<Vec<u8>>,
     /// Length of the payload that follows (0 unless [`Status::Ok`]).
     pub payload_len: u64,
+    /// The payload is the whole stored data and the server did not check it against `crc`
+    /// (only with [`Status::Ok`], when the request carried [`ReadFlags::CRC_AT_CLIENT`]): the
+    /// client must (see [`check_crc`](crate::seaweed::needle::check_crc)).
+    pub crc_unchecked: bool,
 }
 
 impl ReadReply {
@@ -346,6 +355,7 @@ impl ReadReply {
             name: None,
             mime: None,
             payload_len: 0,
+            crc_unchecked: false,
         }
     }
 
@@ -382,6 +392,7 @@ impl ReadReply {
             name: pick(ReadFlags::WANT_NAME, &result.meta.name),
             mime: pick(ReadFlags::WANT_MIME, &result.meta.mime),
             payload_len: result.data.len() as u64,
+            crc_unchecked: result.crc_unchecked,
         }
     }
 }
@@ -394,6 +405,7 @@ impl ReadRequest {
             size: (self.size != 0).then_some(self.size),
             stored: self.flags.contains(ReadFlags::WANT_STORED),
             now_unix_ns: None,
+            crc_at_caller: self.flags.contains(ReadFlags::CRC_AT_CLIENT),
         }
     }
 
@@ -525,9 +537,9 @@ impl ReadReply {
             if self.payload_len != 0 {
                 return Err(ProtocolError::Inconsistent("payload with an error status"));
             }
-            if self.compressed || self.name.is_some() || self.mime.is_some() {
+            if self.compressed || self.name.is_some() || self.mime.is_some() || self.crc_unchecked {
                 return Err(ProtocolError::Inconsistent(
-                    "compressed, name or mime with an error status",
+                    "compressed, crc-unchecked, name or mime with an error status",
                 ));
             }
             if self.crc != 0 || self.last_modified.is_some() {
@@ -537,6 +549,10 @@ impl ReadReply {
             }
         } else if self.payload_len > self.data_size {
             return Err(ProtocolError::Inconsistent("payload longer than the data"));
+        } else if self.crc_unchecked && self.payload_len != self.data_size {
+            return Err(ProtocolError::Inconsistent(
+                "crc-unchecked with less than the whole data",
+            ));
         }
         Ok(())
     }
@@ -554,6 +570,9 @@ impl ReadReply {
         }
         if self.mime.is_some() {
             f |= REPLY_HAS_MIME;
+        }
+        if self.crc_unchecked {
+            f |= REPLY_CRC_UNCHECKED;
         }
         f
     }
@@ -655,6 +674,7 @@ impl ReadReply {
                 .then(|| buf[READ_REPLY_FIXED_LEN..name_end].to_vec()),
             mime: (flags & REPLY_HAS_MIME != 0).then(|| buf[name_end..len].to_vec()),
             payload_len: r.u64(24),
+            crc_unchecked: flags & REPLY_CRC_UNCHECKED != 0,
         };
         reply.validate()?;
         Ok(reply)
@@ -791,6 +811,10 @@ mod tests {
                 rng.next() % r.data_size
             };
             r.compressed = rng.below(2) == 0;
+            if rng.below(4) == 0 {
+                r.payload_len = r.data_size;
+                r.crc_unchecked = true;
+            }
             r.crc = rng.next() as u32;
             r.last_modified = (rng.below(2) == 0).then(|| rng.u64());
             if rng.below(2) == 0 {
@@ -829,6 +853,7 @@ mod tests {
             name: Some(b"hello.txt".to_vec()),
             mime: Some(b"text/plain".to_vec()),
             payload_len: 4096,
+            crc_unchecked: false,
         }
     }
 
@@ -883,6 +908,20 @@ mod tests {
 
         let rep = sample_reply();
         assert_eq!(ReadReply::decode(&rep.encode().unwrap()).unwrap(), rep);
+        let unchecked = ReadReply {
+            payload_len: rep.data_size,
+            crc_unchecked: true,
+            ..rep.clone()
+        };
+        let b = unchecked.encode().unwrap();
+        assert_eq!(b[5] & REPLY_CRC_UNCHECKED, REPLY_CRC_UNCHECKED);
+        assert_eq!(ReadReply::decode(&b).unwrap(), unchecked);
+        // Unchecked is only for the whole data of an OK reply.
+        let partial = ReadReply {
+            crc_unchecked: true,
+            ..rep.clone()
+        };
+        assert!(partial.encode().is_err());
         let empty_fields = ReadReply {
             name: Some(Vec::new()),
             mime: Some(Vec::new()),
@@ -972,8 +1011,8 @@ mod tests {
         );
         assert_eq!(peek_request_id(&b), None);
         let mut b = good.clone();
-        b[4] = 0x08;
-        assert_eq!(err(&b), ProtocolError::UnknownFlags(0x08));
+        b[4] = 0x10;
+        assert_eq!(err(&b), ProtocolError::UnknownFlags(0x10));
         let mut b = good.clone();
         b[5] = 0x80;
         assert_eq!(err(&b), ProtocolError::UnknownFlags(0x8000));
@@ -1084,8 +1123,8 @@ mod tests {
             ProtocolError::UnknownStatus(0xff)
         );
         assert_eq!(
-            err(&with(&|b| b[5] |= 0x10)),
-            ProtocolError::UnknownFlags(0x10)
+            err(&with(&|b| b[5] |= 0x20)),
+            ProtocolError::UnknownFlags(0x20)
         );
         assert_eq!(
             err(&with(&|b| b[46] = 1)),
@@ -1237,6 +1276,7 @@ mod tests {
                 ..NeedleMeta::default()
             },
             dat_offset: 8,
+            crc_unchecked: false,
         };
         let mut req = sample_request();
         let r = ReadReply::ok(&req, &result);

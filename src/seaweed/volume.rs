@@ -144,6 +144,11 @@ pub struct ReadOptions {
     pub stored: bool,
     /// The time for TTL checks, in unix nanoseconds; `None` uses the clock.
     pub now_unix_ns: Option<u64>,
+    /// The caller checks the CRC itself: a whole large needle (more than 1 MiB, the only ones
+    /// weed checks on full reads alone) is returned unchecked, with
+    /// [`ReadResult::crc_unchecked`] set. Small needles and decompressed ones are always
+    /// checked here.
+    pub crc_at_caller: bool,
 }
 
 impl ReadOptions {
@@ -173,6 +178,9 @@ pub struct ReadResult {
     pub meta: NeedleMeta,
     /// Byte offset of the needle in the `.dat`; its stored data starts 20 bytes later.
     pub dat_offset: u64,
+    /// `data` is the whole stored data, not checked against `meta.checksum` here (only with
+    /// [`ReadOptions::crc_at_caller`]): the caller must check it.
+    pub crc_unchecked: bool,
 }
 
 /// The open files and map of a volume at one compaction revision.
@@ -484,7 +492,9 @@ impl Volume {
         let total_len = full.len() as u64;
         let (start, end) = range(opts, total_len)?;
         let (start, end) = (start as usize, end as usize);
-        if !checked && !decompress && start == 0 && end == stored.len() {
+        let whole_unchecked = !checked && !decompress && start == 0 && end == stored.len();
+        let crc_unchecked = whole_unchecked && opts.crc_at_caller;
+        if whole_unchecked && !crc_unchecked {
             needle::check_crc(stored, meta.checksum).map_err(nerr)?;
         }
         let data = match full {
@@ -504,6 +514,7 @@ impl Volume {
             header,
             meta,
             dat_offset: offset,
+            crc_unchecked,
         })
     }
 }
@@ -1250,6 +1261,18 @@ mod tests {
         assert_eq!(
             v.read(5, 5, &ReadOptions::range(0, 100)).unwrap().data,
             vec![5; 100]
+        );
+        // ... unless the caller checks it: then the whole data comes back, marked unchecked.
+        let at_caller = ReadOptions {
+            crc_at_caller: true,
+            ..d
+        };
+        let r = v.read(5, 5, &at_caller).unwrap();
+        assert!(r.crc_unchecked);
+        assert!(needle::check_crc(&r.data, r.meta.checksum).is_err());
+        assert!(
+            !v.read(4, 4, &at_caller).unwrap().crc_unchecked,
+            "decompressed: checked here"
         );
         // Small needle: always checked.
         assert!(matches!(
