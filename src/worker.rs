@@ -56,6 +56,8 @@ pub fn in_callback() -> bool {
 
 /// How long `progress_until` busy-polls without any event before it sleeps on the event fd.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+/// How long a thread spins for a busy gate before it sleeps (see `Worker::gate`).
+const GATE_SPIN: Duration = Duration::from_micros(20);
 /// The longest single sleep on the event fd (so deadlines and missed wakeups stay bounded).
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
@@ -255,9 +257,27 @@ impl Worker {
         if !self.0.multi || in_callback() || HOLDS_GATE.with(Cell::get) {
             return Gate(None);
         }
-        let guard = self.0.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.acquire_gate();
         HOLDS_GATE.with(|h| h.set(true));
         Gate(Some(guard))
+    }
+
+    /// Takes the gate: spins for up to GATE_SPIN first (the holder is usually mid-call on the
+    /// other core, done within microseconds; a sleeping waiter pays a wake-up of 10-20 us), then
+    /// sleeps until it is free.
+    fn acquire_gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        let start = Instant::now();
+        loop {
+            match self.0.gate.try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            if start.elapsed() >= GATE_SPIN {
+                return self.0.gate.lock().unwrap_or_else(|e| e.into_inner());
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// Frees a completed UCX request its owner is done with. On a MULTI worker
