@@ -245,6 +245,23 @@ fn copy_payload<B: BufMut>(worker: &Worker, bytes: &[u8], mut buffer: B) -> Resu
     Ok(Request::ready(worker, buffer, bytes.len()))
 }
 
+/// The handler of ids nobody registered: drops the message (UCX releases its data, and a
+/// rendezvous sender completes without a transfer).
+unsafe extern "C" fn drop_unhandled_am(
+    arg: *mut libc::c_void,
+    _header: *const libc::c_void,
+    _header_length: usize,
+    _data: *mut libc::c_void,
+    length: usize,
+    _param: *const sys::ucp_am_recv_param_t,
+) -> sys::ucs_status_t {
+    log::debug!(
+        "active message id {} ({length} bytes) has no handler; dropped",
+        arg as usize
+    );
+    sys::ucs_status_t::UCS_OK
+}
+
 unsafe extern "C" fn am_callback(
     arg: *mut libc::c_void,
     header: *const libc::c_void,
@@ -289,28 +306,36 @@ unsafe extern "C" fn am_callback(
     }
 }
 
-/// Active-message ids below this are safe to receive on any worker, with or without a handler.
+/// Active-message ids below this are dropped cleanly on any worker that has no handler for them.
 const AM_IDS_RESERVED: u16 = 256;
 
 impl Worker {
-    /// Sizes UCX's handler table for ids below `AM_IDS_RESERVED` (256), with no handler. UCX 1.13
-    /// reads an id's slot before checking that the table holds it: an active message arriving
-    /// at a worker that never registered a handler (a reply-flagged request sent to a peer that
-    /// does not speak the protocol) crashed the receiving process reading a NULL table.
+    /// Gives every id below `AM_IDS_RESERVED` (256) a handler that drops the message, until a
+    /// real one replaces it. UCX 1.13 mishandles an active message that reaches a worker with no
+    /// handler for its id: it read the id's slot before checking that the table holds it (a
+    /// worker that never registered a handler crashed reading a NULL table), and dropping such
+    /// messages corrupted the heap (a later callback jumped into freed memory). A client that
+    /// sends its request to a peer that does not speak the protocol is exactly that.
     pub(crate) fn reserve_am_ids(&self) -> Result<()> {
-        let params = sys::ucp_am_handler_param_t {
-            field_mask: u64::from(
-                sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ID.0
-                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_CB.0,
-            ),
-            id: u32::from(AM_IDS_RESERVED - 1),
-            cb: None,
-            ..Default::default()
-        };
-        // SAFETY: the worker is live; a NULL callback registers no handler.
-        check("ucp_worker_set_am_recv_handler", unsafe {
-            sys::ucp_worker_set_am_recv_handler(self.handle(), &params)
-        })
+        for id in (0..AM_IDS_RESERVED).rev() {
+            let params = sys::ucp_am_handler_param_t {
+                field_mask: u64::from(
+                    sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ID.0
+                        | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_FLAGS.0
+                        | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_CB.0
+                        | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ARG.0,
+                ),
+                id: u32::from(id),
+                flags: sys::ucp_am_cb_flags::UCP_AM_FLAG_WHOLE_MSG.0,
+                cb: Some(drop_unhandled_am),
+                arg: usize::from(id) as *mut libc::c_void,
+            };
+            // SAFETY: the worker is live; the callback needs no state (arg is the id).
+            check("ucp_worker_set_am_recv_handler", unsafe {
+                sys::ucp_worker_set_am_recv_handler(self.handle(), &params)
+            })?;
+        }
+        Ok(())
     }
 
     /// Registers `handler` for active messages with `id` (replacing an earlier one). It runs
