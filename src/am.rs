@@ -194,20 +194,21 @@ impl AmDesc {
                     buffer.region().map(|r| r.memh()),
                     0,
                 );
-                let gate = self.worker.gate();
-                // SAFETY: desc is the live descriptor UCX handed to the handler (kept with
-                // UCS_INPROGRESS); UCX takes it over here even on failure. The request owns the
-                // buffer until completion.
-                let ptr = unsafe {
-                    sys::ucp_am_recv_data_nbx(
-                        self.worker.handle(),
-                        desc as *mut libc::c_void,
-                        buffer.as_mut_ptr().cast(),
-                        self.length,
-                        &params.param,
-                    )
+                let ptr = {
+                    let _gate = self.worker.gate();
+                    // SAFETY: desc is the live descriptor UCX handed to the handler (kept with
+                    // UCS_INPROGRESS); UCX takes it over here even on failure. The request owns
+                    // the buffer until completion.
+                    unsafe {
+                        sys::ucp_am_recv_data_nbx(
+                            self.worker.handle(),
+                            desc as *mut libc::c_void,
+                            buffer.as_mut_ptr().cast(),
+                            self.length,
+                            &params.param,
+                        )
+                    }
                 };
-                drop(gate);
                 let length = self.length;
                 params.finish(&self.worker, ptr, buffer, length, Some(length))
             }
@@ -318,24 +319,52 @@ impl Worker {
     /// sends its request to a peer that does not speak the protocol is exactly that.
     pub(crate) fn reserve_am_ids(&self) -> Result<()> {
         for id in (0..AM_IDS_RESERVED).rev() {
-            let params = sys::ucp_am_handler_param_t {
-                field_mask: u64::from(
-                    sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ID.0
-                        | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_FLAGS.0
-                        | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_CB.0
-                        | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ARG.0,
-                ),
-                id: u32::from(id),
-                flags: sys::ucp_am_cb_flags::UCP_AM_FLAG_WHOLE_MSG.0,
-                cb: Some(drop_unhandled_am),
-                arg: usize::from(id) as *mut libc::c_void,
+            // SAFETY: the callback needs no state (arg is the id).
+            unsafe {
+                self.register_am_callback(
+                    id,
+                    drop_unhandled_am,
+                    usize::from(id) as *mut libc::c_void,
+                )?
             };
-            // SAFETY: the worker is live; the callback needs no state (arg is the id).
-            check("ucp_worker_set_am_recv_handler", unsafe {
-                sys::ucp_worker_set_am_recv_handler(self.handle(), &params)
-            })?;
         }
         Ok(())
+    }
+
+    /// Makes UCX call `cb` with `arg` for whole active messages with `id`.
+    ///
+    /// # Safety
+    /// `arg` must stay valid for `cb` until the worker is destroyed or the id is registered
+    /// again.
+    unsafe fn register_am_callback(
+        &self,
+        id: u16,
+        cb: unsafe extern "C" fn(
+            *mut libc::c_void,
+            *const libc::c_void,
+            usize,
+            *mut libc::c_void,
+            usize,
+            *const sys::ucp_am_recv_param_t,
+        ) -> sys::ucs_status_t,
+        arg: *mut libc::c_void,
+    ) -> Result<()> {
+        let params = sys::ucp_am_handler_param_t {
+            field_mask: u64::from(
+                sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ID.0
+                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_FLAGS.0
+                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_CB.0
+                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ARG.0,
+            ),
+            id: u32::from(id),
+            flags: sys::ucp_am_cb_flags::UCP_AM_FLAG_WHOLE_MSG.0,
+            cb: Some(cb),
+            arg,
+        };
+        // SAFETY: the worker is live; the caller keeps arg valid for cb.
+        check("ucp_worker_set_am_recv_handler", unsafe {
+            sys::ucp_worker_set_am_recv_handler(self.handle(), &params)
+        })
     }
 
     /// Registers `handler` for active messages with `id` (replacing an earlier one). It runs
@@ -353,22 +382,9 @@ impl Worker {
             worker: self.downgrade(),
             handler: Box::new(handler),
         });
-        let params = sys::ucp_am_handler_param_t {
-            field_mask: u64::from(
-                sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ID.0
-                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_FLAGS.0
-                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_CB.0
-                    | sys::ucp_am_handler_param_field::UCP_AM_HANDLER_PARAM_FIELD_ARG.0,
-            ),
-            id: u32::from(id),
-            flags: sys::ucp_am_cb_flags::UCP_AM_FLAG_WHOLE_MSG.0,
-            cb: Some(am_callback),
-            arg: std::sync::Arc::as_ptr(&slot) as *mut libc::c_void,
-        };
-        // SAFETY: the worker is live; the slot is kept by the worker until it is destroyed.
-        check("ucp_worker_set_am_recv_handler", unsafe {
-            sys::ucp_worker_set_am_recv_handler(self.handle(), &params)
-        })?;
+        let arg = std::sync::Arc::as_ptr(&slot) as *mut libc::c_void;
+        // SAFETY: the slot is kept by the worker until it is destroyed (below).
+        unsafe { self.register_am_callback(id, am_callback, arg)? };
         self.0
             .am_handlers
             .lock()

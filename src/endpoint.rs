@@ -464,10 +464,12 @@ impl EndpointInner {
             ..Default::default()
         };
         self.worker.0.closing.fetch_add(1, Ordering::AcqRel);
-        let gate = self.worker.gate();
-        // SAFETY: raw is the endpoint's handle, taken out of the lock, so no other call uses it.
-        let ptr = unsafe { sys::ucp_ep_close_nbx(raw, &param) };
-        drop(gate);
+        let ptr = {
+            let _gate = self.worker.gate();
+            // SAFETY: raw is the endpoint's handle, taken out of the lock, so no other call
+            // uses it.
+            unsafe { sys::ucp_ep_close_nbx(raw, &param) }
+        };
         match decode_status_ptr(ptr) {
             StatusPtr::Pending(_) => Ok(false),
             other => {

@@ -52,20 +52,21 @@ impl Worker {
         // and UCX 1.13 then reports neither length nor sender tag (RECV_INFO stays unwritten).
         // NO_IMM_CMPL makes UCX run the callback, which carries both, before returning.
         params.param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FLAG_NO_IMM_CMPL.0;
-        let gate = self.gate();
-        // SAFETY: the worker is live; the buffer is owned by the request until UCX completes the
-        // receive.
-        let ptr = unsafe {
-            sys::ucp_tag_recv_nbx(
-                self.handle(),
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                tag,
-                mask,
-                &params.param,
-            )
+        let ptr = {
+            let _gate = self.gate();
+            // SAFETY: the worker is live; the buffer is owned by the request until UCX completes
+            // the receive.
+            unsafe {
+                sys::ucp_tag_recv_nbx(
+                    self.handle(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    tag,
+                    mask,
+                    &params.param,
+                )
+            }
         };
-        drop(gate);
         let len = buffer.len();
         params.finish(self, ptr, buffer, len, None)
     }
