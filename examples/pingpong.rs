@@ -876,9 +876,10 @@ fn client_lat(io: &Io<'_>, p: &Params) -> Res<String> {
             start = Instant::now();
             last = start;
         }
+        // Send first, then post the receive (as ucx_perftest does): the reply cannot arrive
+        // before a round trip, and posting it is then off the critical path.
+        io.start_send()?.wait(io)?;
         let recv = io.post_recv()?;
-        let send = io.start_send()?;
-        send.wait(io)?;
         io.wait_recv(recv, i)?;
         if i > p.warmup {
             let now = Instant::now();

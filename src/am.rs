@@ -134,7 +134,7 @@ impl<'a> AmMessage<'a> {
     pub fn recv_into<B: BufMut>(self, buffer: B) -> Result<Request<B>> {
         match self.data() {
             // Eager data is valid until the handler returns: copy it, UCX releases it.
-            Some(bytes) => copy_payload(self.worker, bytes, buffer),
+            Some(bytes) => copy_payload(bytes, buffer),
             None => self.keep().recv_into(buffer),
         }
     }
@@ -174,7 +174,7 @@ impl AmDesc {
     pub fn recv_into<B: BufMut>(mut self, mut buffer: B) -> Result<Request<B>> {
         check_room(self.length, &buffer)?;
         match self.kind.take().expect("an AmDesc is consumed once") {
-            DescKind::Copied(bytes) => copy_payload(&self.worker, &bytes, buffer),
+            DescKind::Copied(bytes) => copy_payload(&bytes, buffer),
             DescKind::Ucx { desc, rndv: false } => {
                 // Kept eager data is the payload itself. UCX 1.13's ucp_am_recv_data_nbx copies
                 // it but never returns the descriptor to its pool (each receive leaked one), so
@@ -182,7 +182,7 @@ impl AmDesc {
                 // SAFETY: desc points to the kept payload of self.length bytes, valid until it
                 // is released below.
                 let bytes = unsafe { std::slice::from_raw_parts(desc as *const u8, self.length) };
-                let request = copy_payload(&self.worker, bytes, buffer);
+                let request = copy_payload(bytes, buffer);
                 self.worker.release_am_data(desc as *mut libc::c_void);
                 request
             }
@@ -238,12 +238,12 @@ fn check_room<B: BufMut>(length: usize, buffer: &B) -> Result<()> {
 }
 
 /// Copies an eager payload into the front of `buffer`: a request that is already complete.
-fn copy_payload<B: BufMut>(worker: &Worker, bytes: &[u8], mut buffer: B) -> Result<Request<B>> {
+fn copy_payload<B: BufMut>(bytes: &[u8], mut buffer: B) -> Result<Request<B>> {
     check_room(bytes.len(), &buffer)?;
     // SAFETY: the buffer is writable for at least bytes.len() (checked above) and cannot
     // overlap UCX's or our own copy of the payload.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.as_mut_ptr(), bytes.len()) };
-    Ok(Request::ready(worker, buffer, bytes.len()))
+    Ok(Request::ready(buffer, bytes.len()))
 }
 
 /// The handler of ids nobody registered: drops the message (UCX releases its data, and a

@@ -43,8 +43,12 @@ pub(crate) struct EpShared {
 
 pub(crate) struct EndpointInner {
     worker: Worker,
-    /// The UCX handle; `None` once closed. Operations hold the read lock for the UCX call.
-    handle: RwLock<Option<usize>>,
+    /// The UCX handle; 0 once closed. Changed only under `in_use`'s write lock.
+    handle: AtomicUsize,
+    /// On a MULTI worker, operations hold the read lock for the UCX call, so a close cannot
+    /// destroy the handle under them. (A SERIALIZED worker's user promised one thread at a time:
+    /// operations there only read `handle`, saving two atomic updates per call.)
+    in_use: RwLock<()>,
     shared: Arc<EpShared>,
     peer: Option<SocketAddr>,
     closed_by_us: AtomicBool,
@@ -193,7 +197,8 @@ impl Worker {
         })?;
         let inner = Arc::new(EndpointInner {
             worker: self.clone(),
-            handle: RwLock::new(Some(handle as usize)),
+            handle: AtomicUsize::new(handle as usize),
+            in_use: RwLock::new(()),
             shared,
             peer,
             closed_by_us: AtomicBool::new(false),
@@ -239,14 +244,14 @@ fn ep_params_base(worker: &Worker) -> sys::ucp_ep_params_t {
 /// The locked, checked UCX handle of a usable endpoint, held for one UCX call (with the
 /// worker's gate, taken first).
 pub(crate) struct EpHandle<'a> {
-    guard: RwLockReadGuard<'a, Option<usize>>,
+    raw: sys::ucp_ep_h,
+    _in_use: Option<RwLockReadGuard<'a, ()>>,
     _gate: Gate<'a>,
 }
 
 impl EpHandle<'_> {
     pub(crate) fn raw(&self) -> sys::ucp_ep_h {
-        self.guard
-            .expect("EpHandle exists only for an open endpoint") as sys::ucp_ep_h
+        self.raw
     }
 }
 
@@ -292,6 +297,7 @@ impl Endpoint {
     }
 
     /// The failure status if the peer failed, else `None`.
+    #[inline]
     pub fn failure(&self) -> Option<Status> {
         match self.0.shared.failed.load(Ordering::Acquire) {
             0 => None,
@@ -305,20 +311,30 @@ impl Endpoint {
     }
 
     /// The UCX handle for one call, or the error that makes the endpoint unusable.
+    #[inline]
     pub(crate) fn lock_handle(&self, op: &'static str) -> Result<EpHandle<'_>> {
         let gate = self.0.worker.gate();
-        let guard = self.0.handle.read().unwrap_or_else(|e| e.into_inner());
+        let in_use = self
+            .0
+            .worker
+            .is_multi()
+            .then(|| self.0.in_use.read().unwrap_or_else(|e| e.into_inner()));
         if let Some(status) = self.failure() {
             return Err(Error::with_detail(op, status, "endpoint failed"));
         }
-        if guard.is_none() {
+        let raw = self.0.handle.load(Ordering::Acquire);
+        if raw == 0 {
             return Err(Error::with_detail(
                 op,
                 Status::ERR_NOT_CONNECTED,
                 "endpoint is closed",
             ));
         }
-        Ok(EpHandle { guard, _gate: gate })
+        Ok(EpHandle {
+            raw: raw as sys::ucp_ep_h,
+            _in_use: in_use,
+            _gate: gate,
+        })
     }
 
     /// The transports and devices UCX chose for this endpoint (its lanes), e.g. `posix/memory`,
@@ -372,6 +388,7 @@ impl Endpoint {
     }
 
     /// Registers a request that did not complete at once, so a peer failure can end it.
+    #[inline]
     pub(crate) fn track<B: Send + 'static>(&self, request: Request<B>) -> Request<B> {
         if !request.is_complete() {
             let mut inflight = self
@@ -416,12 +433,13 @@ impl Endpoint {
 
     fn take_handle(&self) -> Option<sys::ucp_ep_h> {
         self.0.closed_by_us.store(true, Ordering::Release);
-        let raw = self
-            .0
-            .handle
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()?;
+        let raw = {
+            let _writer = self.0.in_use.write().unwrap_or_else(|e| e.into_inner());
+            match self.0.handle.swap(0, Ordering::AcqRel) {
+                0 => return None,
+                raw => raw,
+            }
+        };
         let worker = &self.0.worker;
         worker
             .0
@@ -489,14 +507,10 @@ impl EndpointInner {
 
 impl Drop for EndpointInner {
     fn drop(&mut self) {
-        let Some(raw) = self
-            .handle
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
+        let raw = std::mem::take(self.handle.get_mut());
+        if raw == 0 {
             return;
-        };
+        }
         self.worker
             .0
             .endpoints

@@ -1,14 +1,14 @@
 //! In-flight operations: `Request<B>` owns an operation's buffer until UCX completes it.
 //!
-//! Every operation passes UCX a callback and an `Arc<Completion>` (as `user_data`). The callback
-//! runs inside `ucp_worker_progress` on whichever thread progresses, records the result and wakes a
-//! sleeping waiter. If the `Request` was dropped first, the buffer was parked in the completion
-//! and the callback releases it and the UCX request.
+//! Every operation passes UCX a callback and a strong reference to its `Completion` (as
+//! `user_data`). The callback runs inside `ucp_worker_progress` on whichever thread progresses,
+//! records the result and wakes a sleeping waiter. If the `Request` was dropped first, the buffer
+//! was parked in the completion and the callback releases it and the UCX request.
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI8, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -23,8 +23,17 @@ const ORPHANED: u8 = 2;
 /// Failed by swucx because the endpoint's peer died and UCX left the operation pending: the
 /// owner sees the failure; the buffer is leaked, since UCX might still touch it.
 const DETACHED: u8 = 3;
+/// Or'ed onto PENDING while a thread sleeps in `park_until`: whoever ends the operation wakes
+/// it. (One word for both, so ending and announcing a sleeper need no fences: each is a single
+/// read-modify-write the other sees.)
+const WAITED: u8 = 4;
 
 /// The shared record of one operation's outcome. Written by the UCX callback, read by the owner.
+///
+/// Two strong references exist while an operation runs: the owner's (in its `Request`) and
+/// UCX's (its `user_data`, dropped by the callback). Finished completions are kept per thread for
+/// reuse with both references still in place (see `Spare`), so an operation that completes at
+/// once costs neither an allocation nor an atomic update of the reference count.
 pub(crate) struct Completion {
     state: AtomicU8,
     status: AtomicI8,
@@ -34,13 +43,37 @@ pub(crate) struct Completion {
     detach_status: AtomicI8,
     /// The buffer of a dropped, still running operation; freed by the callback.
     orphan: Mutex<Option<Box<dyn Any + Send>>>,
-    has_waiter: AtomicBool,
+    /// The thread sleeping in `park_until` (set while the state carries WAITED).
     waiter: Mutex<Option<Thread>>,
+}
+
+/// A finished completion kept for reuse. Holds two strong references, the owner's and the one
+/// reserved for UCX's `user_data`, and nothing else references it.
+struct Spare(ManuallyDrop<Arc<Completion>>);
+
+impl Spare {
+    /// The completion, its reserved reference still counted.
+    fn into_inner(mut self) -> Arc<Completion> {
+        // SAFETY: taken once; `self` is forgotten right after, so Drop does not see it.
+        let completion = unsafe { ManuallyDrop::take(&mut self.0) };
+        std::mem::forget(self);
+        completion
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        // SAFETY: the spare owns both references: release the reserved one, then the other.
+        unsafe {
+            Arc::decrement_strong_count(Arc::as_ptr(&self.0));
+            ManuallyDrop::drop(&mut self.0);
+        }
+    }
 }
 
 thread_local! {
     /// Finished completions nobody else references, reused to save an allocation per operation.
-    static SPARE_COMPLETIONS: RefCell<Vec<Arc<Completion>>> = const { RefCell::new(Vec::new()) };
+    static SPARE_COMPLETIONS: RefCell<Vec<Spare>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How many spare completions a thread keeps.
@@ -55,68 +88,94 @@ impl Completion {
             sender_tag: AtomicU64::new(0),
             detach_status: AtomicI8::new(0),
             orphan: Mutex::new(None),
-            has_waiter: AtomicBool::new(false),
             waiter: Mutex::new(None),
         }
     }
 
-    /// A pending completion: a spare one of this thread's if there is one, else a new one.
-    fn new() -> Arc<Completion> {
+    /// A pending completion with a second strong reference reserved for UCX (hand it over with
+    /// `Arc::as_ptr`): a spare one of this thread's if there is one, else a new one.
+    #[inline]
+    fn reserve() -> Arc<Completion> {
         let spare = SPARE_COMPLETIONS.with(|spares| spares.borrow_mut().pop());
         match spare {
-            Some(mut completion) => {
-                // Spares are unique (checked when kept), so get_mut succeeds.
-                if let Some(slot) = Arc::get_mut(&mut completion) {
-                    *slot = Completion::fresh();
-                    return completion;
-                }
-                Arc::new(Completion::fresh())
+            Some(spare) => {
+                let completion = spare.into_inner();
+                // Nobody else can reach a spare: plain stores reset it (its mutexes are empty).
+                completion.state.store(PENDING, Ordering::Relaxed);
+                completion
+                    .status
+                    .store(Status::INPROGRESS.0, Ordering::Relaxed);
+                completion.length.store(0, Ordering::Relaxed);
+                completion.sender_tag.store(0, Ordering::Relaxed);
+                completion.detach_status.store(0, Ordering::Relaxed);
+                completion
             }
-            None => Arc::new(Completion::fresh()),
+            None => {
+                let completion = Arc::new(Completion::fresh());
+                std::mem::forget(completion.clone());
+                completion
+            }
         }
     }
 
-    /// Keeps a finished completion for reuse if nothing else (UCX, a waiter, an endpoint's
-    /// in-flight list) can still reach it.
-    fn recycle(mut completion: Arc<Completion>) {
-        if completion.state.load(Ordering::Acquire) == DONE
-            && Arc::get_mut(&mut completion).is_some()
-        {
+    /// Releases the owner's references: keeps the completion for reuse if nothing else (a
+    /// waiter, an endpoint's in-flight list) can still reach it. Once the operation is DONE the
+    /// reference reserved for UCX is the owner's too (UCX never took it, or the callback handed
+    /// it back); otherwise UCX's callback still owns it (or the owner never had it back).
+    fn recycle(completion: Arc<Completion>) {
+        if completion.state.load(Ordering::Acquire) != DONE {
+            return;
+        }
+        if Arc::strong_count(&completion) == 2 && Arc::weak_count(&completion) == 0 {
+            // The counts were read relaxed: pair with the release of whoever dropped a reference
+            // last (a waiter, the endpoint's list), before the completion is written again.
+            std::sync::atomic::fence(Ordering::Acquire);
+            let spare = Spare(ManuallyDrop::new(completion));
             SPARE_COMPLETIONS.with(|spares| {
                 let mut spares = spares.borrow_mut();
                 if spares.len() < MAX_SPARE_COMPLETIONS {
-                    spares.push(completion);
+                    spares.push(spare);
                 }
             });
+            return;
         }
+        // SAFETY: the reserved reference is the owner's to release; `completion` keeps the count
+        // above zero.
+        unsafe { Arc::decrement_strong_count(Arc::as_ptr(&completion)) };
     }
 
+    #[inline]
     pub(crate) fn is_done(&self) -> bool {
         matches!(self.state.load(Ordering::Acquire), DONE | DETACHED)
+    }
+
+    /// Moves a pending operation (waited for or not) to `to`. Returns whether it was pending
+    /// and whether a sleeper was announced; Err(state) if it was not pending.
+    fn end_pending(&self, to: u8) -> std::result::Result<bool, u8> {
+        let mut current = PENDING;
+        loop {
+            match self
+                .state
+                .compare_exchange(current, to, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(previous) => return Ok(previous & WAITED != 0),
+                Err(now) if now & !WAITED == PENDING => current = now,
+                Err(now) => return Err(now),
+            }
+        }
     }
 
     /// Fails a still-pending operation with `status` on behalf of a dead peer (see DETACHED).
     pub(crate) fn detach(&self, status: Status) {
         self.detach_status.store(status.0, Ordering::Relaxed);
-        if self
-            .state
-            .compare_exchange(PENDING, DETACHED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if let Ok(true) = self.end_pending(DETACHED) {
             self.wake();
         }
     }
 
     fn wake(&self) {
-        // Pairs with the fence in park_until: either this load sees the waiter, or the
-        // waiter's check sees the state this thread set before calling wake (x86 lets a load
-        // pass an earlier store; without both fences each side can miss the other's and the
-        // waiter sleeps on a finished operation).
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.has_waiter.load(Ordering::Acquire) {
-            if let Some(thread) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                thread.unpark();
-            }
+        if let Some(thread) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            thread.unpark();
         }
     }
 
@@ -126,16 +185,40 @@ impl Completion {
         self.sender_tag.store(sender_tag, Ordering::Relaxed);
     }
 
-    /// Marks the operation done; returns false if the owner had already dropped it.
+    /// Marks the operation done, which hands UCX's reference back to the owner; returns false
+    /// if it was not pending (dropped by the owner, or detached), and the caller keeps it.
+    /// A sleeper's thread is taken before the state changes: afterwards the owner may reuse the
+    /// completion at any moment, so nothing here touches it after the final update.
     fn finish(&self) -> bool {
-        let owned = self
-            .state
-            .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if owned {
-            self.wake();
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            if current & !WAITED != PENDING {
+                return false;
+            }
+            let sleeper = if current & WAITED != 0 {
+                self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take()
+            } else {
+                None
+            };
+            let outcome =
+                self.state
+                    .compare_exchange(current, DONE, Ordering::AcqRel, Ordering::Acquire);
+            // Woken in any case: if the state moved on meanwhile (withdrawn, detached), a
+            // spurious wake-up only makes the sleeper look again.
+            if let Some(thread) = sleeper {
+                thread.unpark();
+            }
+            match outcome {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
         }
-        owned
+    }
+
+    /// Marks done an operation nobody can be waiting for yet (it completed inside the call that
+    /// started it).
+    fn finish_unwatched(&self) {
+        self.state.store(DONE, Ordering::Release);
     }
 
     /// Sleeps until the operation is done, `deadline` passes or `stop()` holds (checked whenever
@@ -143,25 +226,38 @@ impl Completion {
     /// progress.
     pub(crate) fn park_until(&self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> bool {
         *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
-        self.has_waiter.store(true, Ordering::Release);
-        // Pairs with the fence in wake (see there).
-        std::sync::atomic::fence(Ordering::SeqCst);
-        loop {
-            if self.is_done() || stop() {
-                break;
-            }
-            match deadline {
-                None => std::thread::park(),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break;
+        // Announce the sleeper; an operation that already ended needs no sleep.
+        let announced = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & !WAITED == PENDING).then_some(PENDING | WAITED)
+            })
+            .is_ok();
+        if announced {
+            loop {
+                if self.is_done() || stop() {
+                    break;
+                }
+                match deadline {
+                    None => std::thread::park(),
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            break;
+                        }
+                        std::thread::park_timeout(d - now);
                     }
-                    std::thread::park_timeout(d - now);
                 }
             }
+            // Withdraw if still pending (an ended operation keeps its final state).
+            let _ = self.state.compare_exchange(
+                PENDING | WAITED,
+                PENDING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
-        self.has_waiter.store(false, Ordering::Release);
+        self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.is_done()
     }
 }
@@ -182,7 +278,12 @@ unsafe fn complete(
     // callback is its only consumer.
     let completion = unsafe { Arc::from_raw(user_data as *const Completion) };
     completion.record(Status::from_raw(status), length, tag);
-    if !completion.finish() && completion.state.load(Ordering::Acquire) == ORPHANED {
+    if completion.finish() {
+        // The owner has UCX's reference back (see Completion::recycle).
+        std::mem::forget(completion);
+        return;
+    }
+    if completion.state.load(Ordering::Acquire) == ORPHANED {
         // The owner dropped the Request: release the UCX request and the parked buffer.
         // SAFETY: request is the live UCX request of this operation; nobody else frees it.
         unsafe { sys::ucp_request_free(request) };
@@ -258,7 +359,9 @@ pub struct Done<B> {
 ///
 /// `Send`: a request may be waited on from any thread.
 pub struct Request<B: Send + 'static> {
-    worker: Worker,
+    /// The worker that runs the operation; None when UCX completed it inside the starting call
+    /// (nothing left to progress or free, and no reference count to update).
+    worker: Option<Worker>,
     /// Taken out (and recycled) only in `Drop`.
     completion: ManuallyDrop<Arc<Completion>>,
     raw: *mut libc::c_void,
@@ -292,6 +395,7 @@ pub(crate) enum Callback {
 impl OpParams {
     /// Starts the parameters for one operation (byte datatype, host memory).
     /// `op` names the UCX call in errors; `kind` says what the request may do (cancel).
+    #[inline]
     pub(crate) fn new(
         op: &'static str,
         kind: OpKind,
@@ -299,8 +403,8 @@ impl OpParams {
         memh: Option<sys::ucp_mem_h>,
         flags: u32,
     ) -> OpParams {
-        let completion = Completion::new();
-        let user_data = Arc::into_raw(completion.clone()) as *mut libc::c_void;
+        let completion = Completion::reserve();
+        let user_data = Arc::as_ptr(&completion) as *mut libc::c_void;
         let mut param = sys::ucp_request_param_t {
             op_attr_mask: sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK.0
                 | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA.0
@@ -344,6 +448,7 @@ impl OpParams {
     ///
     /// `immediate_length` is the length to report if UCX completed the operation at once (UCX
     /// then does not call the callback); `None` means the buffer's length.
+    #[inline]
     pub(crate) fn finish<B: Send + 'static>(
         self,
         worker: &Worker,
@@ -361,20 +466,21 @@ impl OpParams {
         } = self;
         let raw = match decode_status_ptr(ptr) {
             StatusPtr::Pending(raw) => raw,
-            StatusPtr::Done | StatusPtr::Failed(_) => {
+            StatusPtr::Failed(status) => {
                 // SAFETY: UCX did not take the callback, so the reference given as user_data is
-                // still ours to release.
-                drop(unsafe { Arc::from_raw(user_data as *const Completion) });
-                if let StatusPtr::Failed(status) = decode_status_ptr(ptr) {
-                    return Err(Error::new(op, status));
-                }
+                // still ours to release (`completion` keeps the count above zero).
+                unsafe { Arc::decrement_strong_count(user_data as *const Completion) };
+                return Err(Error::new(op, status));
+            }
+            StatusPtr::Done => {
+                // UCX did not take the reference reserved for it (see Completion::recycle).
                 completion.record(Status::OK, immediate_length.unwrap_or(buffer_len), 0);
-                completion.finish();
+                completion.finish_unwatched();
                 std::ptr::null_mut()
             }
         };
         Ok(Request {
-            worker: worker.clone(),
+            worker: (!raw.is_null()).then(|| worker.clone()),
             completion: ManuallyDrop::new(completion),
             raw,
             buffer: Some(buffer),
@@ -387,12 +493,12 @@ impl OpParams {
 
 impl<B: Send + 'static> Request<B> {
     /// A request that is already complete (used when no UCX call was needed).
-    pub(crate) fn ready(worker: &Worker, buffer: B, length: usize) -> Request<B> {
-        let completion = Completion::new();
+    pub(crate) fn ready(buffer: B, length: usize) -> Request<B> {
+        let completion = Completion::reserve();
         completion.record(Status::OK, length, 0);
-        completion.finish();
+        completion.finish_unwatched();
         Request {
-            worker: worker.clone(),
+            worker: None,
             completion: ManuallyDrop::new(completion),
             raw: std::ptr::null_mut(),
             buffer: Some(buffer),
@@ -409,14 +515,18 @@ impl<B: Send + 'static> Request<B> {
     }
 
     /// True once UCX has completed the operation (successfully or not). Does not progress.
+    #[inline]
     pub fn is_complete(&self) -> bool {
         self.completion.is_done()
     }
 
     /// Progresses the worker once and tells whether the operation is complete.
+    #[inline]
     pub fn poll(&self) -> bool {
-        if !self.is_complete() {
-            self.worker.progress();
+        if let Some(worker) = &self.worker {
+            if !self.is_complete() {
+                worker.progress();
+            }
         }
         self.is_complete()
     }
@@ -424,30 +534,39 @@ impl<B: Send + 'static> Request<B> {
     /// Progresses the worker (busy, then sleeping on its event fd) until the operation completes
     /// or `timeout` passes. Returns whether it completed.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.worker
-            .progress_until(|| self.is_complete(), Instant::now().checked_add(timeout))
+        match &self.worker {
+            Some(worker) => {
+                worker.progress_until(|| self.is_complete(), Instant::now().checked_add(timeout))
+            }
+            None => Ok(true),
+        }
     }
 
     /// Progresses the worker until the operation completes, then returns its result and buffer.
+    #[inline]
     pub fn wait(mut self) -> Result<Done<B>> {
-        self.worker.progress_until(|| self.is_complete(), None)?;
         self.take_result()
     }
 
     /// Cancels the operation if UCX can: only a tag receive not matched yet. It then completes
     /// with `Status::ERR_CANCELED`. For any other operation this does nothing.
     pub fn cancel(&self) {
-        if self.kind == OpKind::TagRecv && !self.is_complete() && !self.raw.is_null() {
-            let _gate = self.worker.gate();
-            // SAFETY: raw is this operation's live request (freed only after completion).
-            unsafe { sys::ucp_request_cancel(self.worker.handle(), self.raw) };
+        if let Some(worker) = &self.worker {
+            if self.kind == OpKind::TagRecv && !self.is_complete() && !self.raw.is_null() {
+                let _gate = worker.gate();
+                // SAFETY: raw is this operation's live request (freed only after completion).
+                unsafe { sys::ucp_request_cancel(worker.handle(), self.raw) };
+            }
         }
     }
 
     /// Returns the result of a completed operation; waits if it is not complete yet.
+    #[inline]
     pub(crate) fn take_result(&mut self) -> Result<Done<B>> {
-        if !self.is_complete() {
-            self.worker.progress_until(|| self.is_complete(), None)?;
+        if let Some(worker) = &self.worker {
+            if !self.is_complete() {
+                worker.progress_until(|| self.is_complete(), None)?;
+            }
         }
         self.release_raw();
         let buffer = self
@@ -487,23 +606,21 @@ impl<B: Send + 'static> Request<B> {
         &self.completion
     }
 
-    /// The worker this request runs on.
-    pub fn worker(&self) -> &Worker {
-        &self.worker
-    }
-
     /// Gives up a buffer UCX may still use (a detached operation): it is never freed.
     fn leak(&mut self, buffer: B) {
         std::mem::forget(buffer);
         std::mem::forget(self.keepalive.take());
     }
 
+    #[inline]
     fn release_raw(&mut self) {
-        if !self.raw.is_null() {
-            // The operation is complete and the callback did not free the request (it frees
-            // only orphaned ones): it is ours to free, once.
-            self.worker.free_request(self.raw);
-            self.raw = std::ptr::null_mut();
+        if let Some(worker) = &self.worker {
+            if !self.raw.is_null() {
+                // The operation is complete and the callback did not free the request (it frees
+                // only orphaned ones): it is ours to free, once.
+                worker.free_request(self.raw);
+                self.raw = std::ptr::null_mut();
+            }
         }
     }
 }
@@ -520,12 +637,13 @@ impl<B: Send + 'static> Drop for Request<B> {
 impl<B: Send + 'static> Request<B> {
     /// Frees the buffer and the UCX request of a dropped request, or hands them to the callback
     /// if UCX is still running the operation.
+    #[inline]
     fn release_buffer(&mut self) {
         let Some(buffer) = self.buffer.take() else {
             return;
         };
         let mut state = self.completion.state.load(Ordering::Acquire);
-        if state == PENDING {
+        if state & !WAITED == PENDING {
             // An unmatched tag receive would stay posted forever: cancel it (it then completes).
             self.cancel();
             // Still in flight: park the buffer where the callback will find it, then hand over.
@@ -535,12 +653,7 @@ impl<B: Send + 'static> Request<B> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) =
                 Some(Box::new((buffer, self.keepalive.take())));
-            match self.completion.state.compare_exchange(
-                PENDING,
-                ORPHANED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self.completion.end_pending(ORPHANED) {
                 Ok(_) => return,
                 Err(now) => state = now,
             }

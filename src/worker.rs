@@ -253,6 +253,13 @@ impl Worker {
     /// safe, only slower under contention. A no-op on a SERIALIZED worker, inside a UCX callback
     /// (the progressing thread holds it, or UCX's async thread runs the callback), and for a
     /// thread that holds a gate already.
+    /// True for a MULTI-threaded worker (`Worker::new`), false for a SERIALIZED one.
+    #[inline]
+    pub(crate) fn is_multi(&self) -> bool {
+        self.0.multi
+    }
+
+    #[inline]
     pub(crate) fn gate(&self) -> Gate<'_> {
         if !self.0.multi || in_callback() || HOLDS_GATE.with(Cell::get) {
             return Gate(None);
@@ -285,6 +292,7 @@ impl Worker {
     /// nearly all the time under load (the engine's background thread moving a rendezvous
     /// stream): a waiter freeing its request there spun for it, burning a core. So the free is
     /// left to the next progress call, which holds the lock anyway.
+    #[inline]
     pub(crate) fn free_request(&self, raw: *mut libc::c_void) {
         if !self.0.multi || in_callback() {
             Deferred::Request(raw as usize).release(self.0.handle);
