@@ -819,9 +819,11 @@ static int client_lat(const io_t *io, const params_t *p, char *result, size_t ca
             start = now_ns();
             last = start;
         }
+        /* Send first, then post the receive (as ucx_perftest and the Rust client do): the reply
+         * cannot arrive before a round trip, and posting it is then off the critical path. */
         swucx_request_t *recv = NULL, *send = NULL;
-        if (post_recv(io, &recv) != 0 || start_send(io, &send) != 0 ||
-            wait_req(io->d, send, io->ep, NULL) != 0 || wait_recv(io, recv, i) != 0) {
+        if (start_send(io, &send) != 0 || wait_req(io->d, send, io->ep, NULL) != 0 ||
+            post_recv(io, &recv) != 0 || wait_recv(io, recv, i) != 0) {
             free(rtts);
             return -1;
         }
