@@ -685,3 +685,65 @@ impl<B: Send + 'static> std::fmt::Debug for Request<B> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The callback's side of an operation that was pending: UCX's reference arrives as a raw
+    /// pointer, as in `complete`.
+    fn callback_finishes(user_data: *const Completion) {
+        // SAFETY: user_data is the reference reserved for UCX by `reserve`, consumed once here.
+        let completion = unsafe { Arc::from_raw(user_data) };
+        completion.record(Status::OK, 8, 0);
+        if completion.finish() {
+            std::mem::forget(completion);
+        }
+    }
+
+    #[test]
+    fn a_sleeper_is_always_woken_and_the_completion_comes_back_whole() {
+        // One thread sleeps on the completion while another finishes it, racing on purpose:
+        // the sleeper must wake every time (no lost wake-up without the old fences), and the
+        // finished completion must hold exactly the owner's two references again.
+        for _ in 0..20_000 {
+            let completion = Completion::reserve();
+            let user_data = Arc::as_ptr(&completion) as usize;
+            let finisher = std::thread::spawn(move || callback_finishes(user_data as *const _));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            assert!(
+                completion.park_until(Some(deadline), &|| false),
+                "sleeper not woken"
+            );
+            finisher.join().unwrap();
+            assert_eq!(completion.state.load(Ordering::Acquire), DONE);
+            assert_eq!(Arc::strong_count(&completion), 2);
+            Completion::recycle(completion);
+        }
+    }
+
+    #[test]
+    fn a_reused_completion_starts_pending() {
+        let completion = Completion::reserve();
+        let first = Arc::as_ptr(&completion);
+        callback_finishes(first);
+        Completion::recycle(completion);
+        let again = Completion::reserve();
+        assert_eq!(Arc::as_ptr(&again), first, "the spare is reused");
+        assert!(!again.is_done());
+        assert_eq!(again.status.load(Ordering::Relaxed), Status::INPROGRESS.0);
+        assert_eq!(Arc::strong_count(&again), 2);
+        callback_finishes(Arc::as_ptr(&again));
+        Completion::recycle(again);
+    }
+
+    #[test]
+    fn an_owner_that_still_shares_the_completion_releases_its_references() {
+        let completion = Completion::reserve();
+        callback_finishes(Arc::as_ptr(&completion));
+        let watcher = Arc::downgrade(&completion);
+        Completion::recycle(completion);
+        // Not pooled (a Weak could still reach it), and both references were released.
+        assert_eq!(watcher.strong_count(), 0);
+    }
+}
