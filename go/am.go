@@ -192,11 +192,9 @@ func (e *Engine) register(h *amHandler) error {
 
 // onAM runs inside UCX progress (any thread): take the message (copy an eager payload, start
 // receiving a rendezvous one), queue it, wake the pump.
-func (h *amHandler) onAM(msg *C.swucx_am_msg_t) {
-	var info C.swx_am_info
-	C.swx_am_info_get(msg, &info)
+func (h *amHandler) onAM(msg *C.swucx_am_msg_t, info *C.swx_am_info) {
 	if h.fn != nil {
-		h.call(msg, &info)
+		h.call(msg, info)
 		return
 	}
 	it := amItem{

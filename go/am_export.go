@@ -1,7 +1,7 @@
 package swucx
 
 /*
-#include "swucx.h"
+#include "swucx_am_info.h"
 */
 import "C"
 
@@ -10,11 +10,12 @@ import (
 	"unsafe"
 )
 
-// swucxGoAMHandler is the swucx_am_callback_t of every handler registered by Engine.HandleAM:
-// userData is the handler's cgo.Handle. It copies what it needs and returns without blocking.
+// swucxGoAMHandler runs for every message of a handler registered by Engine.HandleAM, called by
+// the C trampoline swx_am_trampoline with the message's details: userData is the handler's
+// cgo.Handle. It copies what it needs and returns without blocking.
 //
 //export swucxGoAMHandler
-func swucxGoAMHandler(msg *C.swucx_am_msg_t, userData unsafe.Pointer) {
+func swucxGoAMHandler(msg *C.swucx_am_msg_t, info *C.swx_am_info, userData unsafe.Pointer) {
 	h := cgo.Handle(uintptr(userData)).Value().(*amHandler)
-	h.onAM(msg)
+	h.onAM(msg, info)
 }

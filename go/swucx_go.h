@@ -310,15 +310,7 @@ static inline swx_res swx_mem_allocate(const swucx_context_t *ctx, size_t len)
 
 /* ---- active messages ---- */
 
-/* What the Go handler needs from a message, taken in one call. */
-typedef struct {
-    const void *header;
-    size_t header_length;
-    const void *data;      /* eager payload (NULL for rendezvous or empty) */
-    size_t length;
-    int rndv;              /* the payload is still at the sender: swx_am_msg_recv it */
-    swucx_ep_t *reply_ep;  /* NULL without SWUCX_AM_FLAG_REPLY */
-} swx_am_info;
+#include "swucx_am_info.h"
 
 static inline void swx_am_info_get(swucx_am_msg_t *msg, swx_am_info *info)
 {
@@ -341,11 +333,21 @@ static inline swx_res swx_am_msg_recv(swucx_am_msg_t *msg, void *buf, size_t len
 }
 
 /* The exported Go handler (am_export.go). */
-extern void swucxGoAMHandler(swucx_am_msg_t *msg, void *user_data);
+extern void swucxGoAMHandler(swucx_am_msg_t *msg, swx_am_info *info, void *user_data);
+
+/* The registered callback: gathers the message's details here, in C, so the Go handler needs no
+ * call back into C for them (a cgo call from inside a callback costs tens of nanoseconds per
+ * message). */
+static void swx_am_trampoline(swucx_am_msg_t *msg, void *user_data)
+{
+    swx_am_info info;
+    swx_am_info_get(msg, &info);
+    swucxGoAMHandler(msg, &info, user_data);
+}
 
 static inline swx_res swx_set_am_handler(const swucx_worker_t *w, uint16_t id, uintptr_t handle)
 {
-    return swx_status(swucx_worker_set_am_handler(w, id, swucxGoAMHandler, (void *)handle));
+    return swx_status(swucx_worker_set_am_handler(w, id, swx_am_trampoline, (void *)handle));
 }
 
 /* A handler that drops every message (UCX releases it): replaces a Go handler before its
