@@ -12,7 +12,8 @@
 
 #include "swucx.h"
 
-static void check(swucx_status_t st, const char *what) {
+static void check(swucx_status_t st, const char *what)
+{
     if (st != SWUCX_OK && st != SWUCX_INPROGRESS) {
         char detail[256];
         swucx_last_error_message(detail, sizeof detail);
@@ -21,7 +22,8 @@ static void check(swucx_status_t st, const char *what) {
     }
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     long pairs = argc > 1 ? atol(argv[1]) : 5000000;
     if (pairs <= 0) {
         fprintf(stderr, "usage: op-cost-c [PAIRS]\n");

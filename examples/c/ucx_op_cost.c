@@ -10,25 +10,28 @@
 #include <time.h>
 #include <ucp/api/ucp.h>
 
-static void sent(void *request, ucs_status_t status, void *user_data) {
+static void sent(void *request, ucs_status_t status, void *user_data)
+{
     (void)request; (void)status; (void)user_data;
 }
 
 static void received(void *request, ucs_status_t status, const ucp_tag_recv_info_t *info,
-                     void *user_data) {
+                     void *user_data)
+{
     (void)request; (void)status; (void)info;
     *(int *)user_data = 1;
 }
 
-static int check(ucs_status_t status, const char *what) {
+static void check(ucs_status_t status, const char *what)
+{
     if (status != UCS_OK) {
         fprintf(stderr, "ucx-op-cost: %s: %s\n", what, ucs_status_string(status));
         exit(1);
     }
-    return 0;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     long pairs = argc > 1 ? atol(argv[1]) : 5000000;
     if (pairs <= 0) {
         fprintf(stderr, "usage: ucx-op-cost [PAIRS]\n");
