@@ -331,7 +331,7 @@ impl Worker {
             unsafe {
                 self.register_am_callback(
                     id,
-                    drop_unhandled_am,
+                    Some(drop_unhandled_am),
                     usize::from(id) as *mut libc::c_void,
                 )?
             };
@@ -347,14 +347,7 @@ impl Worker {
     unsafe fn register_am_callback(
         &self,
         id: u16,
-        cb: unsafe extern "C" fn(
-            *mut libc::c_void,
-            *const libc::c_void,
-            usize,
-            *mut libc::c_void,
-            usize,
-            *const sys::ucp_am_recv_param_t,
-        ) -> sys::ucs_status_t,
+        cb: sys::ucp_am_recv_callback_t,
         arg: *mut libc::c_void,
     ) -> Result<()> {
         let params = sys::ucp_am_handler_param_t {
@@ -366,7 +359,7 @@ impl Worker {
             ),
             id: u32::from(id),
             flags: sys::ucp_am_cb_flags::UCP_AM_FLAG_WHOLE_MSG.0,
-            cb: Some(cb),
+            cb,
             arg,
         };
         // SAFETY: the worker is live; the caller keeps arg valid for cb.
@@ -392,7 +385,7 @@ impl Worker {
         });
         let arg = std::sync::Arc::as_ptr(&slot) as *mut libc::c_void;
         // SAFETY: the slot is kept by the worker until it is destroyed (below).
-        unsafe { self.register_am_callback(id, am_callback, arg)? };
+        unsafe { self.register_am_callback(id, Some(am_callback), arg)? };
         self.0
             .am_handlers
             .lock()

@@ -149,18 +149,32 @@ impl Completion {
         matches!(self.state.load(Ordering::Acquire), DONE | DETACHED)
     }
 
-    /// Moves a pending operation (waited for or not) to `to`. Returns whether it was pending
-    /// and whether a sleeper was announced; Err(state) if it was not pending.
-    fn end_pending(&self, to: u8) -> std::result::Result<bool, u8> {
-        let mut current = PENDING;
+    /// Moves a pending operation (waited for or not) to `to` (DONE, ORPHANED or DETACHED) and
+    /// wakes its sleeper, if any; Err(state) if it was not pending. The sleeper's thread is
+    /// taken before the state changes: afterwards the owner may reuse the completion at any
+    /// moment, so nothing here touches it after the final update.
+    fn end_pending(&self, to: u8) -> std::result::Result<(), u8> {
+        let mut current = self.state.load(Ordering::Acquire);
         loop {
-            match self
-                .state
-                .compare_exchange(current, to, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(previous) => return Ok(previous & WAITED != 0),
-                Err(now) if now & !WAITED == PENDING => current = now,
-                Err(now) => return Err(now),
+            if current & !WAITED != PENDING {
+                return Err(current);
+            }
+            let sleeper = if current & WAITED != 0 {
+                self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take()
+            } else {
+                None
+            };
+            let outcome =
+                self.state
+                    .compare_exchange(current, to, Ordering::AcqRel, Ordering::Acquire);
+            // Woken in any case: if the state moved on meanwhile (withdrawn, ended by another
+            // thread), a spurious wake-up only makes the sleeper look again.
+            if let Some(thread) = sleeper {
+                thread.unpark();
+            }
+            match outcome {
+                Ok(_) => return Ok(()),
+                Err(now) => current = now,
             }
         }
     }
@@ -168,15 +182,7 @@ impl Completion {
     /// Fails a still-pending operation with `status` on behalf of a dead peer (see DETACHED).
     pub(crate) fn detach(&self, status: Status) {
         self.detach_status.store(status.0, Ordering::Relaxed);
-        if let Ok(true) = self.end_pending(DETACHED) {
-            self.wake();
-        }
-    }
-
-    fn wake(&self) {
-        if let Some(thread) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            thread.unpark();
-        }
+        let _ = self.end_pending(DETACHED);
     }
 
     fn record(&self, status: Status, length: usize, sender_tag: u64) {
@@ -187,32 +193,8 @@ impl Completion {
 
     /// Marks the operation done, which hands UCX's reference back to the owner; returns false
     /// if it was not pending (dropped by the owner, or detached), and the caller keeps it.
-    /// A sleeper's thread is taken before the state changes: afterwards the owner may reuse the
-    /// completion at any moment, so nothing here touches it after the final update.
     fn finish(&self) -> bool {
-        let mut current = self.state.load(Ordering::Acquire);
-        loop {
-            if current & !WAITED != PENDING {
-                return false;
-            }
-            let sleeper = if current & WAITED != 0 {
-                self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take()
-            } else {
-                None
-            };
-            let outcome =
-                self.state
-                    .compare_exchange(current, DONE, Ordering::AcqRel, Ordering::Acquire);
-            // Woken in any case: if the state moved on meanwhile (withdrawn, detached), a
-            // spurious wake-up only makes the sleeper look again.
-            if let Some(thread) = sleeper {
-                thread.unpark();
-            }
-            match outcome {
-                Ok(_) => return true,
-                Err(now) => current = now,
-            }
-        }
+        self.end_pending(DONE).is_ok()
     }
 
     /// Marks done an operation nobody can be waiting for yet (it completed inside the call that
