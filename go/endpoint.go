@@ -8,6 +8,7 @@ import "C"
 import (
 	"context"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -321,4 +322,26 @@ func (ep *Endpoint) CloseForce() error {
 		return resErr("ep_close", r)
 	}
 	return nil
+}
+
+// Transports lists the transports and devices UCX chose for the endpoint, e.g.
+// ["posix/memory", "sysv/memory"] or ["tcp/lo"]. Right after Connect wireup may still be
+// running: ask after the peer has answered.
+func (ep *Endpoint) Transports() ([]string, error) {
+	h := ep.h.acquire()
+	if h == nil {
+		return nil, closedErr("ep_transports")
+	}
+	var b *C.swucx_bytes_t
+	st := C.swucx_ep_transports((*C.swucx_ep_t)(h), &b)
+	ep.h.release()
+	if st != C.SWUCX_OK {
+		return nil, &Error{Status: Status(st), Op: "ep_transports"}
+	}
+	defer C.swucx_bytes_destroy(b)
+	text := C.GoStringN((*C.char)(unsafe.Pointer(C.swucx_bytes_data(b))), C.int(C.swucx_bytes_length(b)))
+	if text = strings.TrimRight(text, "\x00"); text == "" {
+		return nil, nil
+	}
+	return strings.Split(text, ","), nil
 }

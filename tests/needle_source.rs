@@ -102,6 +102,50 @@ fn host_supplied_bytes_over_tcp_and_shm() {
             Err(ClientError::Status(Status::NotFound)) => {}
             other => panic!("{tls}: missing needle gave {other:?}"),
         }
+        // Over shared memory the first large payload (64 KiB) proves direct reads, and the
+        // 1 MiB and 4 MiB ones are copied straight out of the server's memory; never over tcp.
+        let want = if tls.starts_with("tcp") { 0 } else { 2 };
+        assert_eq!(client.direct_reads(), want, "{tls}: direct reads");
+        drop(client);
+        // Turned off on either side, every payload moves through UCX.
+        let (_, data) = &files[4];
+        let big = &files[4].0;
+        let token = key.mint(&big.to_string(), exp);
+        let off = NeedleClient::connect(&context, addr)
+            .unwrap()
+            .with_direct_reads(false);
+        for _ in 0..3 {
+            let got = off.read_with_jwt(big, 0, 0, &token, timeout).unwrap();
+            assert!(
+                got.data == *data,
+                "{tls}: bytes differ without direct reads"
+            );
+        }
+        assert_eq!(
+            off.direct_reads(),
+            0,
+            "{tls}: client turned direct reads off"
+        );
+        serving.stop().expect("server run");
+        let server =
+            NeedleServer::bind_source(&context, source.clone(), "127.0.0.1:0".parse().unwrap())
+                .unwrap()
+                .with_direct_reads(false);
+        let addr = server.local_addr().unwrap();
+        let serving = server.spawn();
+        let client = NeedleClient::connect(&context, addr).unwrap();
+        for _ in 0..3 {
+            let got = client.read(big, 0, 0, timeout).unwrap();
+            assert!(
+                got.data == *data,
+                "{tls}: bytes differ from a server without direct reads"
+            );
+        }
+        assert_eq!(
+            client.direct_reads(),
+            0,
+            "{tls}: server turned direct reads off"
+        );
         drop(client);
         serving.stop().expect("server run");
     }

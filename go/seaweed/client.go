@@ -50,6 +50,10 @@ type Options struct {
 	// Settings are UCX settings (without the UCX_ prefix) for the client's UCX context, e.g.
 	// {"TLS": "tcp"}; UCX's environment applies otherwise.
 	Settings map[string]string
+	// NoDirectReads turns direct reads off: by default, on a connection UCX put on shared
+	// memory (the server is on this host), large payloads are copied straight out of the
+	// server's memory once a first one proved that this works (docs/protocol.md).
+	NoDirectReads bool
 }
 
 // Stats counts the reads a Client finished, by path, and why reads fell back to HTTP.
@@ -69,6 +73,9 @@ type Stats struct {
 	FallbackServer uint64
 	// Retries counts requests sent again after BUSY or STALE.
 	Retries uint64
+	// Direct counts the UCX reads whose payload was copied straight out of the server's
+	// memory (direct reads).
+	Direct uint64
 }
 
 // Errors a read returns (test with errors.Is).
@@ -98,7 +105,7 @@ type Client struct {
 	closed  bool
 
 	stats struct {
-		ucx, http, failed, unreachable, down, protocol, serverErr, retries atomic.Uint64
+		ucx, http, failed, unreachable, down, protocol, serverErr, retries, direct atomic.Uint64
 	}
 }
 
@@ -119,6 +126,7 @@ type server struct {
 type conn struct {
 	ep       *swucx.Endpoint
 	answered atomic.Bool
+	direct   directState
 }
 
 // NewClient creates a client with its own UCX context and engine.
@@ -215,7 +223,7 @@ func (c *Client) Stats() Stats {
 		UCX: s.ucx.Load(), HTTP: s.http.Load(), Failed: s.failed.Load(),
 		FallbackUnreachable: s.unreachable.Load(), FallbackDown: s.down.Load(),
 		FallbackProtocol: s.protocol.Load(), FallbackServer: s.serverErr.Load(),
-		Retries: s.retries.Load(),
+		Retries: s.retries.Load(), Direct: s.direct.Load(),
 	}
 }
 
@@ -340,6 +348,9 @@ func (s *server) conn(c *Client) (*conn, error) {
 			return nil, err
 		}
 		cn := &conn{ep: ep}
+		if c.opts.NoDirectReads {
+			cn.direct.disable()
+		}
 		s.conns = append(s.conns, cn)
 		return cn, nil
 	}

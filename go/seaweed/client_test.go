@@ -84,7 +84,8 @@ func httpGet(t *testing.T, server, fid string) []byte {
 }
 
 // Every needle read over UCX (shm and tcp) equals what weed's HTTP GET returns, whole and in
-// ranges; refusals match weed's.
+// ranges; refusals match weed's. Over shm, large payloads are copied straight out of the
+// server's memory (direct reads) unless turned off; never over tcp.
 func TestReadsMatchHTTP(t *testing.T) {
 	c := startCluster(t, testcluster.Options{})
 	files := upload(t, c, 0, 1, 4096, 65536, 1<<20, 8<<20+13)
@@ -93,13 +94,13 @@ func TestReadsMatchHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, tls := range []string{"shm", "tcp"} {
+	for _, tls := range []string{"shm", "shm-no-direct", "tcp"} {
 		t.Run(tls, func(t *testing.T) {
 			settings := map[string]string{"TLS": "tcp"}
-			if tls == "shm" {
+			if tls != "tcp" {
 				settings = map[string]string{"TLS": "posix,sysv,cma,tcp,self"}
 			}
-			cl := newClient(t, seaweed.Options{Settings: settings, NoFallback: true})
+			cl := newClient(t, seaweed.Options{Settings: settings, NoFallback: true, NoDirectReads: tls == "shm-no-direct"})
 			for _, f := range files {
 				got, err := readAll(ctx, cl, c.VolumeServer, f.fid, len(f.data))
 				if err != nil {
@@ -139,6 +140,11 @@ func TestReadsMatchHTTP(t *testing.T) {
 			st := cl.Stats()
 			if st.HTTP != 0 || st.UCX == 0 {
 				t.Fatalf("stats %+v: every read should have gone over UCX", st)
+			}
+			// The first payload of 8 KiB or more probes; the later ones (ranges and tails of
+			// the 64 KiB, 1 MiB and 8 MiB needles) are direct.
+			if direct, want := st.Direct > 0, tls == "shm"; direct != want {
+				t.Fatalf("stats %+v: direct reads used %v, want %v", st, direct, want)
 			}
 		})
 	}

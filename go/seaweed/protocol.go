@@ -8,21 +8,24 @@ import (
 	"math/bits"
 )
 
-// The needle-read wire protocol, version 1 (docs/protocol.md; the reference implementation is
-// src/seaweed/protocol.rs). Integers are little-endian at fixed offsets.
+// The needle-read wire protocol, versions 1 and 2 (docs/protocol.md; the reference
+// implementation is src/seaweed/protocol.rs). Integers are little-endian at fixed offsets.
+// Version 2 is version 1 plus direct reads (direct.go).
 const (
 	// AMRead is the active-message id of a READ request.
 	AMRead = 0x30
 	// AMReadReply is the active-message id of a READ reply.
 	AMReadReply = 0x31
 
-	protocolVersion = 1
-	kindRequest     = 1
-	kindReply       = 2
-	fixedLen        = 48
-	maxJWTLen       = 4096
-	maxNameLen      = 1024
-	maxMimeLen      = 1024
+	minVersion  = 1
+	maxVersion  = 2
+	kindRequest = 1
+	kindReply   = 2
+	fixedLen    = 48
+	maxJWTLen   = 4096
+	maxNameLen  = 1024
+	maxMimeLen  = 1024
+	directLen   = 16 // the direct-read trailer of a version-2 reply
 )
 
 // Request flags.
@@ -31,6 +34,7 @@ const (
 	wantMime    = 1 << 1
 	wantStored  = 1 << 2
 	crcAtClient = 1 << 3 // the client checks the CRC of a whole large needle itself
+	wantDirect  = 1 << 4 // version 2: say where a rendezvous payload lies in the server
 )
 
 // Reply flags.
@@ -40,7 +44,9 @@ const (
 	replyHasName         = 1 << 2
 	replyHasMime         = 1 << 3
 	replyCRCUnchecked    = 1 << 4 // the server left the CRC check to the client
-	replyFlagsDefined    = 0x1f
+	replyDirect          = 1 << 5 // version 2: a direct-read trailer follows
+	replyFlagsV1         = 0x1f
+	replyFlagsV2         = 0x3f
 )
 
 // Status is a READ reply's status.
@@ -85,12 +91,13 @@ func (s Status) IsRetryable() bool { return s == StatusBusy || s == StatusStale 
 
 // readRequest is a READ request (kind 1).
 type readRequest struct {
-	id     uint64
-	fid    FileID
-	offset uint64
-	size   uint64 // 0: to the end of the data
-	flags  uint16
-	jwt    string
+	version uint8 // 1, or 2 with wantDirect
+	id      uint64
+	fid     FileID
+	offset  uint64
+	size    uint64 // 0: to the end of the data
+	flags   uint16
+	jwt     string
 }
 
 // encode lays the request out; it fails only for a JWT the server would refuse to decode.
@@ -104,7 +111,7 @@ func (r *readRequest) encode() ([]byte, error) {
 		}
 	}
 	b := make([]byte, fixedLen+len(r.jwt))
-	b[0], b[1], b[2], b[3] = 'S', 'W', protocolVersion, kindRequest
+	b[0], b[1], b[2], b[3] = 'S', 'W', r.version, kindRequest
 	le := binary.LittleEndian
 	le.PutUint16(b[4:], r.flags)
 	le.PutUint16(b[6:], uint16(len(r.jwt)))
@@ -144,11 +151,13 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // readReply is a decoded READ reply header (kind 2).
 type readReply struct {
+	version    uint8
 	id         uint64
 	status     Status
 	flags      uint8
 	payloadLen uint64
 	info       ReplyInfo
+	direct     *peerRange // version 2: where the payload lies in the server
 }
 
 // errMalformed marks a reply that does not decode.
@@ -172,30 +181,39 @@ func decodeReply(b []byte) (*readReply, error) {
 	if b[0] != 'S' || b[1] != 'W' {
 		return bad("bad magic")
 	}
-	if b[2] != protocolVersion || b[3] != kindReply {
-		return bad(fmt.Sprintf("version %d kind %d, want version 1 kind 2", b[2], b[3]))
+	if b[2] < minVersion || b[2] > maxVersion || b[3] != kindReply {
+		return bad(fmt.Sprintf("version %d kind %d, want version 1 or 2, kind 2", b[2], b[3]))
 	}
 	le := binary.LittleEndian
+	defined := uint8(replyFlagsV1)
+	if b[2] >= 2 {
+		defined = replyFlagsV2
+	}
 	r := &readReply{
+		version:    b[2],
 		id:         le.Uint64(b[8:]),
 		status:     Status(b[4]),
 		flags:      b[5],
 		payloadLen: le.Uint64(b[24:]),
 	}
 	nameLen, mimeLen := int(le.Uint16(b[6:])), int(le.Uint16(b[44:]))
+	trailer := 0
+	if r.flags&replyDirect != 0 {
+		trailer = directLen
+	}
 	r.info.DataSize = le.Uint64(b[16:])
 	r.info.LastModified = le.Uint64(b[32:])
 	r.info.CRC = le.Uint32(b[40:])
 	switch {
 	case int(r.status) >= len(statusNames):
 		return bad(fmt.Sprintf("undefined status %d", r.status))
-	case r.flags&^replyFlagsDefined != 0:
+	case r.flags&^defined != 0:
 		return bad("undefined flag bits")
 	case le.Uint16(b[46:]) != 0:
 		return bad("reserved bytes are not zero")
 	case nameLen > maxNameLen || mimeLen > maxMimeLen:
 		return bad("name or mime too long")
-	case len(b) != fixedLen+nameLen+mimeLen:
+	case len(b) != fixedLen+nameLen+mimeLen+trailer:
 		return bad("length disagrees with its fields")
 	case nameLen > 0 && r.flags&replyHasName == 0, mimeLen > 0 && r.flags&replyHasMime == 0:
 		return bad("name/mime lengths disagree with the flags")
@@ -211,7 +229,18 @@ func decodeReply(b []byte) (*readReply, error) {
 	if r.flags&replyCRCUnchecked != 0 && r.payloadLen != r.info.DataSize {
 		return bad("CRC left to the client for less than the whole data")
 	}
+	end := fixedLen + nameLen + mimeLen
+	if trailer > 0 {
+		t := b[end:]
+		if r.payloadLen == 0 {
+			return bad("a direct-read trailer without a payload")
+		}
+		if le.Uint32(t[12:]) != 0 {
+			return bad("reserved bytes are not zero")
+		}
+		r.direct = &peerRange{addr: le.Uint64(t), pid: int(le.Uint32(t[8:]))}
+	}
 	r.info.Name = string(b[fixedLen : fixedLen+nameLen])
-	r.info.Mime = string(b[fixedLen+nameLen:])
+	r.info.Mime = string(b[fixedLen+nameLen : end])
 	return r, nil
 }

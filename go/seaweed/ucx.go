@@ -44,7 +44,10 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 		}
 		// The CRC of a whole large needle is checked here, not on the server: the work spreads
 		// over the clients, and the check covers the transfer too.
-		req := readRequest{fid: id, offset: offset, size: size, flags: crcAtClient, jwt: jwt}
+		req := readRequest{version: minVersion, fid: id, offset: offset, size: size, flags: crcAtClient, jwt: jwt}
+		if cn.direct.mode() != directOff {
+			req.version, req.flags = maxVersion, crcAtClient|wantDirect
+		}
 		rep, msg, err := c.roundTrip(ctx, cn, &req)
 		switch {
 		case err == nil:
@@ -65,7 +68,7 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 		}
 		switch st := rep.status; {
 		case st == StatusOK:
-			return c.payload(id, msg, rep, dst[:size])
+			return c.payload(id, cn, msg, rep, dst[:size])
 		case st == StatusBadRange && offset < rep.info.DataSize && size > rep.info.DataSize-offset:
 			size = rep.info.DataSize - offset // past the end: read what there is
 		case st == StatusBadRange:
@@ -80,6 +83,8 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 				time.Sleep(backoff)
 				backoff = min(2*backoff, 100*time.Millisecond)
 			}
+		case st == StatusUnknownVersion && req.version > minVersion:
+			cn.direct.disable() // a version-1 server: ask again without direct reads
 		case st == StatusUnknownVersion:
 			return 0, &c.stats.protocol, nil
 		case st == StatusBadRequest:
@@ -188,7 +193,7 @@ func (c *Client) onReply(m *swucx.AMMessage) {
 // payload moves an OK reply's bytes into dst: a rendezvous payload straight from the server
 // (waiting for it even if ctx ends, so dst is not written after the read returns), an eager
 // one by copy.
-func (c *Client) payload(id FileID, msg *swucx.AMMessage, rep *readReply, dst []byte) (int, *atomic.Uint64, error) {
+func (c *Client) payload(id FileID, cn *conn, msg *swucx.AMMessage, rep *readReply, dst []byte) (int, *atomic.Uint64, error) {
 	defer msg.Close()
 	want := rep.payloadLen
 	if want > uint64(len(dst)) {
@@ -200,7 +205,7 @@ func (c *Client) payload(id FileID, msg *swucx.AMMessage, rep *readReply, dst []
 			return 0, nil, fmt.Errorf("read %s: reply carries %d bytes, header says %d", id, p, want)
 		}
 		var err error
-		if n, err = msg.RecvData(context.Background(), dst[:p]); err != nil {
+		if n, err = c.rendezvous(cn, msg, rep.direct, dst[:p]); err != nil {
 			return 0, nil, fmt.Errorf("read %s: receiving the payload: %w", id, err)
 		}
 	} else {
@@ -215,4 +220,31 @@ func (c *Client) payload(id FileID, msg *swucx.AMMessage, rep *readReply, dst []
 		}
 	}
 	return n, nil, nil
+}
+
+// rendezvous takes a rendezvous payload into dst: copied out of the server's memory when the
+// connection trusts direct reads (msg.Close then releases the rendezvous unreceived, which
+// completes the server's send), else received through UCX, probing direct reads around it on
+// a shared-memory connection that has not settled them yet.
+func (c *Client) rendezvous(cn *conn, msg *swucx.AMMessage, at *peerRange, dst []byte) (int, error) {
+	receive := func() (int, error) { return msg.RecvData(context.Background(), dst) }
+	if at == nil {
+		return receive()
+	}
+	switch cn.direct.mode() {
+	case directOn:
+		if err := readPeer(at, dst); err != nil {
+			cn.direct.disable()
+			return receive()
+		}
+		c.stats.direct.Add(1)
+		return len(dst), nil
+	case directProbe:
+		if ts, err := cn.ep.Transports(); err != nil || !onSharedMemory(ts) {
+			cn.direct.disable()
+			return receive()
+		}
+		return cn.direct.probe(at, dst, receive)
+	}
+	return receive()
 }

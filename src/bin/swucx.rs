@@ -40,6 +40,10 @@ enum Command {
         /// ./, $HOME/.seaweedfs/, /usr/local/etc/seaweedfs/, /etc/seaweedfs/).
         #[arg(long)]
         jwt_read_key: Option<String>,
+        /// Do not let clients on this host copy payloads out of this process's memory (direct
+        /// reads, docs/protocol.md); every payload then moves through UCX.
+        #[arg(long)]
+        no_direct_reads: bool,
     },
     /// Read one file id (or a range of it) to stdout or a file.
     Read {
@@ -74,7 +78,12 @@ extern "C" fn on_signal(signal: libc::c_int) {
     STOP.store(true, Ordering::Release);
 }
 
-fn serve(dir: std::path::PathBuf, listen: SocketAddr, key: Option<String>) -> Result<(), String> {
+fn serve(
+    dir: std::path::PathBuf,
+    listen: SocketAddr,
+    key: Option<String>,
+    direct_reads: bool,
+) -> Result<(), String> {
     let volumes = VolumeDir::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let key = match key {
         Some(key) => Some((ReadKey::new(key), "--jwt-read-key".to_string())),
@@ -82,7 +91,11 @@ fn serve(dir: std::path::PathBuf, listen: SocketAddr, key: Option<String>) -> Re
     };
     let context = Context::new().map_err(|e| e.to_string())?;
     let mut server = NeedleServer::bind(&context, volumes, listen)
-        .map_err(|e| format!("listen {listen}: {e}"))?;
+        .map_err(|e| format!("listen {listen}: {e}"))?
+        .with_direct_reads(direct_reads);
+    if direct_reads {
+        swucx::seaweed::direct::allow_direct_reads();
+    }
     if let Some((key, source)) = key {
         eprintln!("swucx serve: read JWTs required (key from {source})");
         server = server.with_read_key(key);
@@ -145,7 +158,8 @@ fn main() -> ExitCode {
             dir,
             listen,
             jwt_read_key,
-        } => serve(dir, listen, jwt_read_key),
+            no_direct_reads,
+        } => serve(dir, listen, jwt_read_key, !no_direct_reads),
         Command::Read {
             server,
             fid,

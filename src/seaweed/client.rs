@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::seaweed::direct::{DirectMode, DirectState, read_peer_memory};
 use crate::seaweed::fid::FileId;
 use crate::seaweed::needle::{NeedleError, check_crc};
 use crate::seaweed::protocol::{
-    AM_ID_READ, AM_ID_READ_REPLY, ProtocolError, ReadFlags, ReadReply, ReadRequest, Status,
+    AM_ID_READ, AM_ID_READ_REPLY, MIN_VERSION, ProtocolError, ReadFlags, ReadReply, ReadRequest,
+    Status, VERSION,
 };
 use crate::seaweed::server::check_am_header_limit;
 use crate::{AmDesc, AmFlags, Context, Endpoint, Worker};
@@ -70,12 +72,18 @@ pub const DEFAULT_STALE_RETRIES: u32 = 4;
 type Inbox = Arc<Mutex<HashMap<u64, (ReadReply, AmDesc)>>>;
 
 /// A connection to one needle server. Reads may be issued from any thread.
+///
+/// Over shared memory it reads large payloads straight from the server's memory (direct reads,
+/// [`crate::seaweed::direct`]) once a first payload proved that this works;
+/// [`with_direct_reads(false)`](NeedleClient::with_direct_reads) turns that off.
 pub struct NeedleClient {
     worker: Worker,
     ep: Endpoint,
     inbox: Inbox,
     next_id: AtomicU64,
     stale_retries: u32,
+    direct: DirectState,
+    direct_reads: AtomicU64,
 }
 
 /// A successful read: the reply header and the bytes.
@@ -113,7 +121,22 @@ impl NeedleClient {
             inbox,
             next_id: AtomicU64::new(1),
             stale_retries: DEFAULT_STALE_RETRIES,
+            direct: DirectState::new(true),
+            direct_reads: AtomicU64::new(0),
         })
+    }
+
+    /// Turns direct reads on (the default: used over shared memory once proven) or off.
+    pub fn with_direct_reads(self, enabled: bool) -> NeedleClient {
+        NeedleClient {
+            direct: DirectState::new(enabled),
+            ..self
+        }
+    }
+
+    /// How many reads took their payload straight from the server's memory.
+    pub fn direct_reads(&self) -> u64 {
+        self.direct_reads.load(Ordering::Relaxed)
     }
 
     /// Sends a read answered [`Status::Stale`] (it raced a compaction commit) again up to
@@ -148,23 +171,35 @@ impl NeedleClient {
         timeout: Duration,
     ) -> Result<NeedleData, ClientError> {
         let deadline = Instant::now() + timeout;
+        // The CRC of a whole large needle is checked here, not on the server: the work spreads
+        // over the clients, and the check covers the transfer too.
+        let flags = ReadFlags::WANT_NAME | ReadFlags::WANT_MIME | ReadFlags::CRC_AT_CLIENT;
         let mut request = ReadRequest {
+            version: MIN_VERSION,
             request_id: 0,
             volume_id: fid.volume_id,
             needle_id: fid.needle_id,
             cookie: fid.cookie,
             offset,
             size,
-            // The CRC of a whole large needle is checked here, not on the server: the work
-            // spreads over the clients, and the check covers the transfer too.
-            flags: ReadFlags::WANT_NAME | ReadFlags::WANT_MIME | ReadFlags::CRC_AT_CLIENT,
+            flags,
             jwt: jwt.as_bytes().to_vec(),
         };
         let mut stale = 0;
         loop {
             // Every attempt is a new request (a late reply to an earlier one is dropped).
             request.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let direct = self.direct.mode() != DirectMode::Off;
+            (request.version, request.flags) = if direct {
+                (VERSION, flags | ReadFlags::DIRECT)
+            } else {
+                (MIN_VERSION, flags)
+            };
             match self.read_once(&request, timeout, deadline) {
+                Err(ClientError::Status(Status::UnknownVersion)) if direct => {
+                    log::info!("the server speaks protocol version 1 only: no direct reads");
+                    self.direct.disable();
+                }
                 Err(ClientError::Status(Status::Stale)) if stale < self.stale_retries => {
                     if stale > 0 {
                         let pause = Duration::from_millis(1 << (stale - 1).min(6))
@@ -228,17 +263,62 @@ impl NeedleClient {
             });
         }
         let len = desc.len();
-        let receive = desc.recv_into(vec![0u8; len])?;
-        if !receive.wait_timeout(deadline.saturating_duration_since(Instant::now()))? {
-            return Err(ClientError::Timeout(timeout));
-        }
-        let done = receive.wait()?;
+        let direct = reply.direct.filter(|_| desc.is_rendezvous());
+        let data = match (direct, self.direct.mode()) {
+            (Some(from), DirectMode::On) => {
+                let mut data = vec![0u8; len];
+                match read_peer_memory(from, &mut data) {
+                    Ok(()) => {
+                        // Releasing the rendezvous unreceived completes the server's send.
+                        drop(desc);
+                        self.direct_reads.fetch_add(1, Ordering::Relaxed);
+                        data
+                    }
+                    Err(e) => {
+                        log::info!("direct reads off: reading pid {}: {e}", from.pid);
+                        self.direct.disable();
+                        receive_payload(desc, timeout, deadline)?
+                    }
+                }
+            }
+            (Some(from), DirectMode::Probe) if self.on_shared_memory() => {
+                self.direct
+                    .probe(from, len, || receive_payload(desc, timeout, deadline))?
+            }
+            (Some(_), DirectMode::Probe) => {
+                log::debug!("direct reads off: the connection is not on shared memory");
+                self.direct.disable();
+                receive_payload(desc, timeout, deadline)?
+            }
+            _ => receive_payload(desc, timeout, deadline)?,
+        };
         if reply.crc_unchecked {
-            check_crc(&done.buffer, reply.crc).map_err(ClientError::Corrupt)?;
+            check_crc(&data, reply.crc).map_err(ClientError::Corrupt)?;
         }
-        Ok(NeedleData {
-            reply,
-            data: done.buffer,
-        })
+        Ok(NeedleData { reply, data })
     }
+}
+
+impl NeedleClient {
+    /// Whether UCX put the connection on a shared-memory transport (the server is on this
+    /// host): only then are direct reads worth a probe.
+    fn on_shared_memory(&self) -> bool {
+        self.ep
+            .transports()
+            .is_ok_and(|t| t.iter().any(|t| t.is_shared_memory()))
+    }
+}
+
+/// Receives a reply's payload through UCX.
+fn receive_payload(
+    desc: AmDesc,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<Vec<u8>, ClientError> {
+    let len = desc.len();
+    let receive = desc.recv_into(vec![0u8; len])?;
+    if !receive.wait_timeout(deadline.saturating_duration_since(Instant::now()))? {
+        return Err(ClientError::Timeout(timeout));
+    }
+    Ok(receive.wait()?.buffer)
 }

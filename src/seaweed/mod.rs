@@ -17,6 +17,7 @@
 //! returns an error on malformed input; none panics.
 
 pub mod client;
+pub mod direct;
 pub mod fid;
 pub mod index;
 pub mod jwt;

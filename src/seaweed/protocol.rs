@@ -1,4 +1,4 @@
-//! The needle-read wire protocol, version 1: a READ request and its reply header.
+//! The needle-read wire protocol, versions 1 and 2: a READ request and its reply header.
 //!
 //! Pure and transport independent: these are the bytes that travel as UCX active-message
 //! headers (the request as the header of [`AM_ID_READ`] with no payload, the reply header as the
@@ -18,8 +18,11 @@ use super::volume::{ReadOptions, ReadResult, VolumeError};
 
 /// The first two bytes of every message.
 pub const MAGIC: [u8; 2] = *b"SW";
-/// The protocol version this module speaks (and the only one it decodes).
-pub const VERSION: u8 = 1;
+/// The highest protocol version this module speaks. Version 2 is version 1 plus direct reads
+/// ([`ReadFlags::DIRECT`], [`ReadReply::direct`]).
+pub const VERSION: u8 = 2;
+/// The lowest protocol version this module speaks.
+pub const MIN_VERSION: u8 = 1;
 /// Kind byte of a READ request.
 pub const KIND_READ_REQUEST: u8 = 1;
 /// Kind byte of a READ reply.
@@ -42,8 +45,11 @@ pub const MAX_NAME_LEN: usize = 1024;
 pub const MAX_MIME_LEN: usize = 1024;
 /// Largest encoded READ request.
 pub const MAX_READ_REQUEST_LEN: usize = READ_REQUEST_FIXED_LEN + MAX_JWT_LEN;
+/// Length of the direct-read trailer of a version-2 reply with [`ReadReply::direct`].
+pub const DIRECT_TRAILER_LEN: usize = 16;
 /// Largest encoded READ reply header.
-pub const MAX_READ_REPLY_LEN: usize = READ_REPLY_FIXED_LEN + MAX_NAME_LEN + MAX_MIME_LEN;
+pub const MAX_READ_REPLY_LEN: usize =
+    READ_REPLY_FIXED_LEN + MAX_NAME_LEN + MAX_MIME_LEN + DIRECT_TRAILER_LEN;
 /// Largest header of any message: what a transport must be able to carry as an AM header
 /// (UCX 1.13 reports `max_am_header` 8100..8140 bytes on this machine's transports).
 pub const MAX_HEADER_LEN: usize = if MAX_READ_REQUEST_LEN > MAX_READ_REPLY_LEN {
@@ -244,8 +250,11 @@ impl ReadFlags {
     /// The client checks the CRC of a whole large needle itself (the server may then skip its
     /// check and say so with [`ReadReply::crc_unchecked`]).
     pub const CRC_AT_CLIENT: ReadFlags = ReadFlags(1 << 3);
-    /// Every bit version 1 defines.
-    pub const ALL: ReadFlags = ReadFlags(0b1111);
+    /// Version 2: the client can read the server's memory (`process_vm_readv`); a rendezvous
+    /// payload's reply then says where it lies ([`ReadReply::direct`]).
+    pub const DIRECT: ReadFlags = ReadFlags(1 << 4);
+    /// Every bit version 2 defines (version 1: all but [`ReadFlags::DIRECT`]).
+    pub const ALL: ReadFlags = ReadFlags(0b1_1111);
 
     /// The raw bits.
     pub fn bits(self) -> u16 {
@@ -280,8 +289,10 @@ impl std::ops::BitOrAssign for ReadFlags {
 }
 
 /// A READ request: bytes `[offset, offset + size)` of needle `(volume_id, needle_id, cookie)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReadRequest {
+    /// The protocol version ([`MIN_VERSION`]..=[`VERSION`]); the reply comes in the same one.
+    pub version: u8,
     /// Chosen by the client; echoed in the reply.
     pub request_id: u64,
     /// The volume id of the file id.
@@ -300,6 +311,34 @@ pub struct ReadRequest {
     pub jwt: Vec<u8>,
 }
 
+/// A version-1 request for the whole of needle 0 of volume 0, for building on.
+impl Default for ReadRequest {
+    fn default() -> Self {
+        ReadRequest {
+            version: MIN_VERSION,
+            request_id: 0,
+            volume_id: 0,
+            needle_id: 0,
+            cookie: 0,
+            offset: 0,
+            size: 0,
+            flags: ReadFlags::NONE,
+            jwt: Vec::new(),
+        }
+    }
+}
+
+/// Where a rendezvous payload lies in the server's memory (a version-2 reply to a request with
+/// [`ReadFlags::DIRECT`]). The bytes stay there, unchanged, until the client releases the
+/// reply's rendezvous descriptor (or receives the payload through UCX, or the connection fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DirectPayload {
+    /// Address of the payload's first byte in the server process.
+    pub address: u64,
+    /// The server's process id (in the server's pid namespace).
+    pub pid: u32,
+}
+
 /// Reply flag: the payload is the needle's stored gzip bytes.
 const REPLY_COMPRESSED: u8 = 1;
 /// Reply flag: `last_modified` is present.
@@ -310,12 +349,17 @@ const REPLY_HAS_NAME: u8 = 1 << 2;
 const REPLY_HAS_MIME: u8 = 1 << 3;
 /// Reply flag: the server did not check the CRC; the client must.
 const REPLY_CRC_UNCHECKED: u8 = 1 << 4;
-/// Every reply flag bit version 1 defines.
-const REPLY_ALL: u8 = 0b1_1111;
+/// Reply flag (version 2): a direct-read trailer follows name and mime.
+const REPLY_DIRECT: u8 = 1 << 5;
+/// Every reply flag bit version 2 defines (version 1: all but [`REPLY_DIRECT`]).
+const REPLY_ALL: u8 = 0b11_1111;
 
 /// The header of a READ reply; the payload (`payload_len` bytes) travels beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReadReply {
+    /// The protocol version: the request's, or 1 for [`Status::UnknownVersion`] and for a
+    /// request that did not decode.
+    pub version: u8,
     /// The request's id.
     pub request_id: u64,
     /// The outcome.
@@ -340,12 +384,16 @@ pub struct ReadReply {
     /// (only with [`Status::Ok`], when the request carried [`ReadFlags::CRC_AT_CLIENT`]): the
     /// client must (see [`check_crc`](crate::seaweed::needle::check_crc)).
     pub crc_unchecked: bool,
+    /// Where the payload lies in the server's memory (version 2, only with [`Status::Ok`], a
+    /// non-empty payload and a request with [`ReadFlags::DIRECT`]).
+    pub direct: Option<DirectPayload>,
 }
 
 impl ReadReply {
     /// A reply with no payload: an error status, or `Ok` for an empty range.
     pub fn status(request_id: u64, status: Status) -> Self {
         ReadReply {
+            version: MIN_VERSION,
             request_id,
             status,
             compressed: false,
@@ -356,6 +404,7 @@ impl ReadReply {
             mime: None,
             payload_len: 0,
             crc_unchecked: false,
+            direct: None,
         }
     }
 
@@ -383,6 +432,7 @@ impl ReadReply {
             (request.flags.contains(want) && !v.is_empty()).then(|| v.clone())
         };
         ReadReply {
+            version: request.version,
             request_id: request.request_id,
             status: Status::Ok,
             compressed: result.compressed,
@@ -393,6 +443,7 @@ impl ReadReply {
             mime: pick(ReadFlags::WANT_MIME, &result.meta.mime),
             payload_len: result.data.len() as u64,
             crc_unchecked: result.crc_unchecked,
+            direct: None,
         }
     }
 }
@@ -430,6 +481,10 @@ impl ReadRequest {
             });
         }
         ReadFlags::from_bits(self.flags.bits())?;
+        check_version(self.version)?;
+        if self.version < 2 && self.flags.contains(ReadFlags::DIRECT) {
+            return Err(ProtocolError::UnknownFlags(ReadFlags::DIRECT.bits()));
+        }
         Ok(())
     }
 
@@ -439,7 +494,7 @@ impl ReadRequest {
         self.validate()?;
         out.reserve(self.encoded_len());
         out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
+        out.push(self.version);
         out.push(KIND_READ_REQUEST);
         out.extend_from_slice(&self.flags.bits().to_le_bytes());
         out.extend_from_slice(&(self.jwt.len() as u16).to_le_bytes());
@@ -462,7 +517,7 @@ impl ReadRequest {
 
     /// Decode exactly one request from `buf`.
     pub fn decode(buf: &[u8]) -> Result<Self, ProtocolError> {
-        check_prelude(buf, KIND_READ_REQUEST, MAX_READ_REQUEST_LEN)?;
+        let version = check_prelude(buf, KIND_READ_REQUEST, MAX_READ_REQUEST_LEN)?;
         let r = Reader(buf);
         if buf.len() < READ_REQUEST_FIXED_LEN {
             return Err(ProtocolError::Truncated {
@@ -483,6 +538,7 @@ impl ReadRequest {
         check_len(buf, len)?;
         let jwt = buf[READ_REQUEST_FIXED_LEN..len].to_vec();
         let req = ReadRequest {
+            version,
             request_id: r.u64(8),
             volume_id: r.u32(16),
             cookie: r.u32(20),
@@ -513,6 +569,7 @@ impl ReadReply {
         READ_REPLY_FIXED_LEN
             + self.name.as_ref().map_or(0, Vec::len)
             + self.mime.as_ref().map_or(0, Vec::len)
+            + self.direct.map_or(0, |_| DIRECT_TRAILER_LEN)
     }
 
     /// Check the limits and consistency rules `decode` enforces.
@@ -532,6 +589,17 @@ impl ReadReply {
                 len: mime_len,
                 max: MAX_MIME_LEN,
             });
+        }
+        check_version(self.version)?;
+        if self.direct.is_some() {
+            if self.version < 2 {
+                return Err(ProtocolError::UnknownFlags(u16::from(REPLY_DIRECT)));
+            }
+            if self.status != Status::Ok || self.payload_len == 0 {
+                return Err(ProtocolError::Inconsistent(
+                    "a direct-read trailer without an OK payload",
+                ));
+            }
         }
         if self.status != Status::Ok {
             if self.payload_len != 0 {
@@ -574,6 +642,9 @@ impl ReadReply {
         if self.crc_unchecked {
             f |= REPLY_CRC_UNCHECKED;
         }
+        if self.direct.is_some() {
+            f |= REPLY_DIRECT;
+        }
         f
     }
 
@@ -585,7 +656,7 @@ impl ReadReply {
         let mime: &[u8] = self.mime.as_deref().unwrap_or(&[]);
         out.reserve(self.encoded_len());
         out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
+        out.push(self.version);
         out.push(KIND_READ_REPLY);
         out.push(self.status.code());
         out.push(self.flag_byte());
@@ -599,6 +670,11 @@ impl ReadReply {
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(name);
         out.extend_from_slice(mime);
+        if let Some(direct) = self.direct {
+            out.extend_from_slice(&direct.address.to_le_bytes());
+            out.extend_from_slice(&direct.pid.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+        }
         Ok(())
     }
 
@@ -611,7 +687,7 @@ impl ReadReply {
 
     /// Decode exactly one reply header from `buf`.
     pub fn decode(buf: &[u8]) -> Result<Self, ProtocolError> {
-        check_prelude(buf, KIND_READ_REPLY, MAX_READ_REPLY_LEN)?;
+        let version = check_prelude(buf, KIND_READ_REPLY, MAX_READ_REPLY_LEN)?;
         if buf.len() < READ_REPLY_FIXED_LEN {
             return Err(ProtocolError::Truncated {
                 need: READ_REPLY_FIXED_LEN,
@@ -621,8 +697,13 @@ impl ReadReply {
         let r = Reader(buf);
         let status = Status::from_code(buf[4])?;
         let flags = buf[5];
-        if flags & !REPLY_ALL != 0 {
-            return Err(ProtocolError::UnknownFlags(u16::from(flags & !REPLY_ALL)));
+        let defined = if version < 2 {
+            REPLY_ALL & !REPLY_DIRECT
+        } else {
+            REPLY_ALL
+        };
+        if flags & !defined != 0 {
+            return Err(ProtocolError::UnknownFlags(u16::from(flags & !defined)));
         }
         let name_len = usize::from(r.u16(6));
         let mime_len = usize::from(r.u16(44));
@@ -660,10 +741,22 @@ impl ReadReply {
                 "last-modified without the last-modified flag",
             ));
         }
-        let len = READ_REPLY_FIXED_LEN + name_len + mime_len;
-        check_len(buf, len)?;
+        let mime_end = READ_REPLY_FIXED_LEN + name_len + mime_len;
+        let has_direct = flags & REPLY_DIRECT != 0;
+        check_len(
+            buf,
+            mime_end + if has_direct { DIRECT_TRAILER_LEN } else { 0 },
+        )?;
         let name_end = READ_REPLY_FIXED_LEN + name_len;
+        let trailer = Reader(&buf[mime_end..]);
+        if has_direct && trailer.u32(12) != 0 {
+            let reserved = trailer.u32(12);
+            return Err(ProtocolError::ReservedNotZero(
+                u16::try_from(reserved).unwrap_or(u16::MAX),
+            ));
+        }
         let reply = ReadReply {
+            version,
             request_id: r.u64(8),
             status,
             compressed: flags & REPLY_COMPRESSED != 0,
@@ -672,17 +765,21 @@ impl ReadReply {
             last_modified: (flags & REPLY_HAS_LAST_MODIFIED != 0).then_some(last_modified),
             name: (flags & REPLY_HAS_NAME != 0)
                 .then(|| buf[READ_REPLY_FIXED_LEN..name_end].to_vec()),
-            mime: (flags & REPLY_HAS_MIME != 0).then(|| buf[name_end..len].to_vec()),
+            mime: (flags & REPLY_HAS_MIME != 0).then(|| buf[name_end..mime_end].to_vec()),
             payload_len: r.u64(24),
             crc_unchecked: flags & REPLY_CRC_UNCHECKED != 0,
+            direct: has_direct.then(|| DirectPayload {
+                address: trailer.u64(0),
+                pid: trailer.u32(8),
+            }),
         };
         reply.validate()?;
         Ok(reply)
     }
 }
 
-/// Check the four-byte prelude and the overall length bound.
-fn check_prelude(buf: &[u8], kind: u8, max: usize) -> Result<(), ProtocolError> {
+/// Check the four-byte prelude and the overall length bound; returns the version.
+fn check_prelude(buf: &[u8], kind: u8, max: usize) -> Result<u8, ProtocolError> {
     if buf.len() < 4 {
         return Err(ProtocolError::Truncated {
             need: 4,
@@ -692,9 +789,7 @@ fn check_prelude(buf: &[u8], kind: u8, max: usize) -> Result<(), ProtocolError> 
     if buf[0..2] != MAGIC {
         return Err(ProtocolError::BadMagic([buf[0], buf[1]]));
     }
-    if buf[2] != VERSION {
-        return Err(ProtocolError::UnsupportedVersion(buf[2]));
-    }
+    check_version(buf[2])?;
     if buf[3] != kind {
         return Err(ProtocolError::WrongKind {
             expected: kind,
@@ -706,6 +801,14 @@ fn check_prelude(buf: &[u8], kind: u8, max: usize) -> Result<(), ProtocolError> 
             len: buf.len(),
             max,
         });
+    }
+    Ok(buf[2])
+}
+
+/// Refuse a version outside [`MIN_VERSION`]..=[`VERSION`].
+fn check_version(version: u8) -> Result<(), ProtocolError> {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
+        return Err(ProtocolError::UnsupportedVersion(version));
     }
     Ok(())
 }
@@ -788,14 +891,20 @@ mod tests {
 
     fn random_request(rng: &mut Rng) -> ReadRequest {
         let jwt_len = rng.len(MAX_JWT_LEN);
+        let version = MIN_VERSION + rng.below(2) as u8;
+        let mut flags = rng.next() as u16 & ReadFlags::ALL.0;
+        if version < 2 {
+            flags &= !ReadFlags::DIRECT.0;
+        }
         ReadRequest {
+            version,
             request_id: rng.u64(),
             volume_id: rng.next() as u32,
             needle_id: rng.u64(),
             cookie: rng.next() as u32,
             offset: rng.u64(),
             size: rng.u64(),
-            flags: ReadFlags(rng.next() as u16 & ReadFlags::ALL.0),
+            flags: ReadFlags(flags),
             jwt: rng.bytes(jwt_len, |b| 0x21 + b % 94),
         }
     }
@@ -803,6 +912,7 @@ mod tests {
     fn random_reply(rng: &mut Rng) -> ReadReply {
         let status = Status::ALL[rng.below(Status::ALL.len())];
         let mut r = ReadReply::status(rng.u64(), status);
+        r.version = MIN_VERSION + rng.below(2) as u8;
         r.data_size = rng.u64();
         if status == Status::Ok {
             r.payload_len = if r.data_size == 0 {
@@ -825,12 +935,19 @@ mod tests {
                 let n = rng.len(MAX_MIME_LEN);
                 r.mime = Some(rng.bytes(n, |b| b));
             }
+            if r.version >= 2 && r.payload_len > 0 && rng.below(2) == 0 {
+                r.direct = Some(DirectPayload {
+                    address: rng.u64(),
+                    pid: rng.next() as u32,
+                });
+            }
         }
         r
     }
 
     fn sample_request() -> ReadRequest {
         ReadRequest {
+            version: 1,
             request_id: 0x0102_0304_0506_0708,
             volume_id: 7,
             needle_id: 0x0188,
@@ -844,6 +961,7 @@ mod tests {
 
     fn sample_reply() -> ReadReply {
         ReadReply {
+            version: 1,
             request_id: 42,
             status: Status::Ok,
             compressed: true,
@@ -854,7 +972,91 @@ mod tests {
             mime: Some(b"text/plain".to_vec()),
             payload_len: 4096,
             crc_unchecked: false,
+            direct: None,
         }
+    }
+
+    #[test]
+    fn version_2_adds_direct_reads_and_nothing_else() {
+        let req = ReadRequest {
+            version: 2,
+            flags: ReadFlags::CRC_AT_CLIENT | ReadFlags::DIRECT,
+            ..sample_request()
+        };
+        let b = req.encode().unwrap();
+        assert_eq!(&b[0..4], b"SW\x02\x01");
+        assert_eq!(u16::from_le_bytes([b[4], b[5]]), 0b1_1000);
+        assert_eq!(ReadRequest::decode(&b).unwrap(), req);
+        let mut v1 = b.clone();
+        v1[2] = 1;
+        assert_eq!(
+            ReadRequest::decode(&v1),
+            Err(ProtocolError::UnknownFlags(ReadFlags::DIRECT.bits()))
+        );
+        assert!(
+            ReadRequest {
+                version: 1,
+                ..req.clone()
+            }
+            .encode()
+            .is_err()
+        );
+
+        let direct = DirectPayload {
+            address: 0x7f00_1234_5678,
+            pid: 4242,
+        };
+        let reply = ReadReply {
+            version: 2,
+            direct: Some(direct),
+            ..sample_reply()
+        };
+        let b = reply.encode().unwrap();
+        assert_eq!(b.len(), 48 + 9 + 10 + DIRECT_TRAILER_LEN);
+        assert_eq!(&b[0..4], b"SW\x02\x02");
+        assert_eq!(b[5], 0b10_1111);
+        assert_eq!(&b[48..67], b"hello.txttext/plain");
+        assert_eq!(&b[67..75], &0x7f00_1234_5678u64.to_le_bytes());
+        assert_eq!(&b[75..79], &4242u32.to_le_bytes());
+        assert_eq!(&b[79..83], &[0, 0, 0, 0]);
+        assert_eq!(ReadReply::decode(&b).unwrap(), reply);
+        let mut reserved = b.clone();
+        reserved[82] = 1;
+        assert!(matches!(
+            ReadReply::decode(&reserved),
+            Err(ProtocolError::ReservedNotZero(_))
+        ));
+        let mut v1 = b.clone();
+        v1[2] = 1;
+        assert!(
+            ReadReply::decode(&v1).is_err(),
+            "no direct trailer in version 1"
+        );
+        let mut short = b.clone();
+        short.truncate(b.len() - 1);
+        assert!(ReadReply::decode(&short).is_err());
+        let empty = ReadReply {
+            payload_len: 0,
+            ..reply.clone()
+        };
+        assert!(empty.encode().is_err(), "nothing to read directly");
+        let mut error = ReadReply::status(1, Status::NotFound);
+        error.version = 2;
+        error.direct = Some(direct);
+        assert!(error.encode().is_err());
+        let plain = ReadReply {
+            version: 2,
+            ..sample_reply()
+        };
+        let b = plain.encode().unwrap();
+        assert_eq!(b.len(), 48 + 9 + 10);
+        assert_eq!(ReadReply::decode(&b).unwrap(), plain);
+        let mut v3 = b.clone();
+        v3[2] = 3;
+        assert_eq!(
+            ReadReply::decode(&v3),
+            Err(ProtocolError::UnsupportedVersion(3))
+        );
     }
 
     #[test]
@@ -933,8 +1135,13 @@ mod tests {
             empty_fields
         );
         let max = ReadReply {
+            version: 2,
             name: Some(vec![0xff; MAX_NAME_LEN]),
             mime: Some(vec![0; MAX_MIME_LEN]),
+            direct: Some(DirectPayload {
+                address: u64::MAX,
+                pid: u32::MAX,
+            }),
             ..rep
         };
         let b = max.encode().unwrap();
@@ -946,14 +1153,18 @@ mod tests {
             assert_eq!(Status::from_code(s.code()).unwrap(), s);
         }
         let uv = ReadReply::unknown_version(3);
-        assert_eq!(uv.data_size, 1);
+        assert_eq!(
+            (uv.version, uv.data_size),
+            (1, 2),
+            "a version-1 reply naming version 2"
+        );
         assert_eq!(ReadReply::decode(&uv.encode().unwrap()).unwrap(), uv);
     }
 
     #[test]
     fn limits_fit_an_am_header() {
         assert_eq!(MAX_READ_REQUEST_LEN, 4144);
-        assert_eq!(MAX_READ_REPLY_LEN, 2096);
+        assert_eq!(MAX_READ_REPLY_LEN, 2112);
         assert_eq!(MAX_HEADER_LEN, 4144);
         // The smallest max_am_header UCX 1.13.1 reports here (UCX_TLS=all) is 8100.
         const { assert!(MAX_HEADER_LEN <= 8100) };
@@ -993,8 +1204,8 @@ mod tests {
         b[0] = b'X';
         assert_eq!(err(&b), ProtocolError::BadMagic([b'X', b'W']));
         let mut b = good.clone();
-        b[2] = 2;
-        assert_eq!(err(&b), ProtocolError::UnsupportedVersion(2));
+        b[2] = 3;
+        assert_eq!(err(&b), ProtocolError::UnsupportedVersion(3));
         assert_eq!(peek_request_id(&b), Some(0x0102_0304_0506_0708));
         assert_eq!(peek_request_id(&b[..15]), None);
         let mut b = good.clone();

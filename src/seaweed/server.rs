@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use crate::seaweed::fid::FileId;
 use crate::seaweed::jwt::ReadKey;
 use crate::seaweed::protocol::{
-    AM_ID_READ, AM_ID_READ_REPLY, MAX_HEADER_LEN, ReadReply, ReadRequest, Status, peek_request_id,
+    AM_ID_READ, AM_ID_READ_REPLY, DirectPayload, MAX_HEADER_LEN, ProtocolError, ReadFlags,
+    ReadReply, ReadRequest, Status, peek_request_id,
 };
 use crate::seaweed::volume::VolumeDir;
 use crate::{AmFlags, Context, Endpoint, Listener, Payload, Request, Worker};
@@ -94,8 +95,13 @@ pub struct NeedleServer {
     source: Arc<dyn NeedleSource>,
     jobs: Arc<Mutex<VecDeque<Job>>>,
     clients: Vec<Endpoint>,
+    /// Replies in flight that need this side's progress to move their bytes.
     replies: Vec<Request<(Vec<u8>, Payload)>>,
+    /// Direct replies in flight: the client copies the payload itself and then releases the
+    /// rendezvous; the release arrives as an event like a request does.
+    direct_replies: Vec<Request<(Vec<u8>, Payload)>>,
     read_key: Option<ReadKey>,
+    direct_reads: bool,
 }
 
 impl NeedleServer {
@@ -139,7 +145,9 @@ impl NeedleServer {
             jobs,
             clients: Vec::new(),
             replies: Vec::new(),
+            direct_replies: Vec::new(),
             read_key: None,
+            direct_reads: true,
         })
     }
 
@@ -147,6 +155,14 @@ impl NeedleServer {
     /// `[jwt.signing.read] key` is set (an empty key checks nothing).
     pub fn with_read_key(mut self, key: ReadKey) -> NeedleServer {
         self.read_key = Some(key);
+        self
+    }
+
+    /// Whether to tell clients that ask where a rendezvous payload lies in this process, so that
+    /// a client on this host can copy it out itself (direct reads, the default; see
+    /// [`crate::seaweed::direct`]). Off, every payload moves through UCX.
+    pub fn with_direct_reads(mut self, enabled: bool) -> NeedleServer {
+        self.direct_reads = enabled;
         self
     }
 
@@ -185,12 +201,12 @@ impl NeedleServer {
             "stopping: no new connections; answering {} received requests, then finishing {} \
              replies in flight",
             received.len(),
-            self.replies.len()
+            self.replies.len() + self.direct_replies.len()
         );
         for (ep, header) in received {
             self.serve(&ep, &header);
         }
-        while !self.replies.is_empty() {
+        while !self.replies.is_empty() || !self.direct_replies.is_empty() {
             self.worker.progress();
             for (ep, header) in self.take_jobs() {
                 let id = peek_request_id(&header).unwrap_or(0);
@@ -233,29 +249,49 @@ impl NeedleServer {
 
     fn serve(&mut self, ep: &Endpoint, header: &[u8]) {
         let (reply, payload) = match ReadRequest::decode(header) {
-            Ok(request) => {
-                let fid = FileId::new(request.volume_id, request.needle_id, request.cookie);
-                let refused = self
-                    .read_key
-                    .as_ref()
-                    .and_then(|key| key.verify(&request.jwt, &fid.to_string(), unix_now()).err());
-                if let Some(why) = refused {
-                    log::debug!("read of {fid} refused: {why}");
-                    let reply = ReadReply::status(request.request_id, Status::Unauthorized);
-                    return self.send_reply(ep, reply, Payload::default());
-                }
-                self.source.read(&request)
-            }
+            Ok(request) => self.answer(&request),
             Err(e) => {
                 log::debug!("bad READ request: {e}");
                 let id = peek_request_id(header).unwrap_or(0);
-                (
-                    ReadReply::status(id, Status::BadRequest),
-                    Payload::default(),
-                )
+                let reply = match e {
+                    ProtocolError::UnsupportedVersion(_) => ReadReply::unknown_version(id),
+                    _ => ReadReply::status(id, Status::BadRequest),
+                };
+                (reply, Payload::default())
             }
         };
         self.send_reply(ep, reply, payload);
+    }
+
+    /// The reply to a request that decoded, in its version. A payload that goes by rendezvous
+    /// to a client that asked for direct reads is announced with its address: the send keeps it
+    /// there until the client releases the rendezvous (docs/protocol.md, "Direct reads").
+    fn answer(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        let fid = FileId::new(request.volume_id, request.needle_id, request.cookie);
+        let refused = self
+            .read_key
+            .as_ref()
+            .and_then(|key| key.verify(&request.jwt, &fid.to_string(), unix_now()).err());
+        let (mut reply, payload) = match refused {
+            Some(why) => {
+                log::debug!("read of {fid} refused: {why}");
+                let reply = ReadReply::status(request.request_id, Status::Unauthorized);
+                (reply, Payload::default())
+            }
+            None => self.source.read(request),
+        };
+        reply.version = request.version;
+        if self.direct_reads
+            && request.flags.contains(ReadFlags::DIRECT)
+            && reply.status == Status::Ok
+            && payload.len() >= RNDV_THRESHOLD
+        {
+            reply.direct = Some(DirectPayload {
+                address: payload.as_slice().as_ptr() as u64,
+                pid: std::process::id(),
+            });
+        }
+        (reply, payload)
     }
 
     fn send_reply(&mut self, ep: &Endpoint, reply: ReadReply, payload: Payload) {
@@ -271,14 +307,20 @@ impl NeedleServer {
         } else {
             AmFlags::NONE
         };
+        let in_flight = if reply.direct.is_some() {
+            &mut self.direct_replies
+        } else {
+            &mut self.replies
+        };
         match ep.am_send(AM_ID_READ_REPLY, encoded, payload, flags) {
-            Ok(request) => self.replies.push(request),
+            Ok(request) => in_flight.push(request),
             Err(e) => log::debug!("sending a reply: {e}"),
         }
     }
 
     fn reap_replies(&mut self) {
         self.replies.retain(|r| !r.is_complete());
+        self.direct_replies.retain(|r| !r.is_complete());
     }
 }
 
