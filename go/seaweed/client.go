@@ -98,7 +98,8 @@ type Client struct {
 
 	nextID   atomic.Uint64
 	waiters  sync.Map    // request id -> chan *swucx.AMMessage
-	spinning atomic.Bool // a reader is driving progress (await)
+	spinning atomic.Bool  // a reader is driving progress (await)
+	waiting  atomic.Int32 // readers waiting for a reply (await)
 
 	mu      sync.Mutex
 	servers map[string]*server

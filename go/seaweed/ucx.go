@@ -18,6 +18,10 @@ const (
 	spinFor = 300 * time.Microsecond
 	// failurePoll is how often a sleeping reader checks its connection for a peer failure.
 	failurePoll = 20 * time.Millisecond
+	// spinWhileWaiting: a reader spins only while at most this many readers wait for replies.
+	// With more, replies keep arriving and the engine's thread delivers them; a spinner would
+	// only take CPU from readers busy with their bytes.
+	spinWhileWaiting = 2
 	// maxRetries bounds the requests sent again after BUSY or STALE.
 	maxRetries = 8
 )
@@ -127,7 +131,9 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, req *readRequest) (*re
 // One reader at a time spins (its progress delivers every reader's replies); the others sleep
 // at once and leave the CPU to the rest of the host (on a small machine, the server).
 func (c *Client) await(ctx context.Context, cn *conn, ch chan *swucx.AMMessage) (*swucx.AMMessage, error) {
-	if c.spinning.CompareAndSwap(false, true) {
+	waiting := c.waiting.Add(1)
+	defer c.waiting.Add(-1)
+	if waiting <= spinWhileWaiting && c.spinning.CompareAndSwap(false, true) {
 		until := time.Now().Add(spinFor)
 		for {
 			select {

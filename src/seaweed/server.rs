@@ -34,6 +34,14 @@ pub const RNDV_THRESHOLD: usize = 8 << 10;
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
 /// How long the server keeps progressing without pause while replies are in flight.
 const REPLY_SPIN: Duration = Duration::from_millis(1);
+/// How long the server keeps progressing after the last activity before it sleeps, when the
+/// previous pause between activities was shorter than [`SPIN_IF_GAP_BELOW`]: a client reading
+/// small needles back to back sends its next request within microseconds, sooner than a
+/// wake-up. (Clients busy for longer between requests, e.g. copying a large payload, find the
+/// server asleep: its spinning would only take their CPU.)
+const IDLE_SPIN: Duration = Duration::from_micros(200);
+/// See [`IDLE_SPIN`].
+const SPIN_IF_GAP_BELOW: Duration = Duration::from_micros(50);
 /// The pause between progress rounds while replies are in flight, after REPLY_SPIN.
 const REPLY_POLL: Duration = Duration::from_micros(20);
 
@@ -177,8 +185,10 @@ impl NeedleServer {
     pub fn run(&mut self, stop: &AtomicBool) -> crate::Result<()> {
         let efd = self.worker.event_fd()?;
         let mut last_busy = Instant::now();
+        let mut last_gap = Duration::MAX;
         while !stop.load(Ordering::Acquire) {
             if self.step() {
+                last_gap = last_busy.elapsed();
                 last_busy = Instant::now();
                 continue;
             }
@@ -192,6 +202,8 @@ impl NeedleServer {
                 } else {
                     std::thread::sleep(REPLY_POLL);
                 }
+            } else if last_gap < SPIN_IF_GAP_BELOW && last_busy.elapsed() < IDLE_SPIN {
+                std::thread::yield_now();
             } else if self.worker.arm()? {
                 crate::worker::poll_readable(efd, IDLE_SLEEP);
             }
