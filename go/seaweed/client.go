@@ -97,7 +97,7 @@ type Client struct {
 	eng  *swucx.Engine
 
 	nextID   atomic.Uint64
-	waiters  sync.Map    // request id -> chan *swucx.AMMessage
+	waiters  sync.Map     // request id -> chan *swucx.AMMessage
 	spinning atomic.Bool  // a reader is driving progress (await)
 	waiting  atomic.Int32 // readers waiting for a reply (await)
 
