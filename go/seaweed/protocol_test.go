@@ -39,7 +39,7 @@ func TestFileIDParseAndFormat(t *testing.T) {
 }
 
 func TestRequestLayout(t *testing.T) {
-	r := readRequest{id: 0x1122334455667788, fid: FileID{7, 0xabcdef, 0xdeadbeef}, offset: 5, size: 9,
+	r := readRequest{version: 1, id: 0x1122334455667788, fid: FileID{7, 0xabcdef, 0xdeadbeef}, offset: 5, size: 9,
 		flags: wantName | wantMime, jwt: "a.b.c"}
 	b, err := r.encode()
 	if err != nil {
@@ -51,6 +51,10 @@ func TestRequestLayout(t *testing.T) {
 		le.Uint64(b[24:]) != 0xabcdef || le.Uint64(b[32:]) != 5 || le.Uint64(b[40:]) != 9 ||
 		string(b[48:]) != "a.b.c" || len(b) != 53 {
 		t.Fatalf("request layout: % x", b)
+	}
+	r.version, r.flags = 2, crcAtClient|wantDirect
+	if b, _ := r.encode(); !bytes.Equal(b[:4], []byte{'S', 'W', 2, 1}) || le.Uint16(b[4:]) != 0x18 {
+		t.Fatalf("version-2 request: % x", b[:8])
 	}
 	for _, jwt := range []string{"with space", "tab\t", string(make([]byte, maxJWTLen+1))} {
 		if _, err := (&readRequest{jwt: jwt}).encode(); err == nil {
@@ -115,6 +119,45 @@ func TestDecodeReply(t *testing.T) {
 	}
 }
 
+// A version-2 reply with the direct-read trailer (offsets as in src/seaweed/protocol.rs).
+func TestDecodeReplyDirect(t *testing.T) {
+	v2 := func(status Status, flags uint8, payloadLen uint64, trailer []byte) []byte {
+		b := reply(status, flags|replyHasName, 100, payloadLen, 0, 0, "a.txt", "")
+		b[2] = 2
+		return append(b, trailer...)
+	}
+	trailer := make([]byte, directLen)
+	binary.LittleEndian.PutUint64(trailer, 0x7f0012345678)
+	binary.LittleEndian.PutUint32(trailer[8:], 4242)
+	r, err := decodeReply(v2(StatusOK, replyDirect, 64, trailer))
+	if err != nil || r.version != 2 || r.direct == nil || *r.direct != (peerRange{0x7f0012345678, 4242}) || r.info.Name != "a.txt" {
+		t.Fatalf("decoded %+v, %v", r, err)
+	}
+	if r, err := decodeReply(v2(StatusOK, 0, 64, nil)); err != nil || r.direct != nil {
+		t.Fatalf("version 2 without the trailer: %+v, %v", r, err)
+	}
+	reserved := append([]byte{}, trailer...)
+	reserved[15] = 1
+	v1 := v2(StatusOK, replyDirect, 64, trailer)
+	v1[2] = 1
+	v3 := v2(StatusOK, 0, 64, nil)
+	v3[2] = 3
+	for name, b := range map[string][]byte{
+		"reserved":           v2(StatusOK, replyDirect, 64, reserved),
+		"no payload":         v2(StatusOK, replyDirect, 0, trailer),
+		"error status":       v2(StatusNotFound, replyDirect, 0, trailer),
+		"trailer missing":    v2(StatusOK, replyDirect, 64, trailer[:15]),
+		"trailer, no flag":   v2(StatusOK, 0, 64, trailer),
+		"trailer in v1":      v1,
+		"unknown version 3":  v3,
+		"undefined v2 flags": v2(StatusOK, 0x40, 64, nil),
+	} {
+		if _, err := decodeReply(b); !errors.Is(err, errMalformed) {
+			t.Errorf("%s: decoded (%v)", name, err)
+		}
+	}
+}
+
 // TestCheckCRC: both forms of the stored CRC that weed writes pass; anything else is ErrCorrupt.
 func TestCheckCRC(t *testing.T) {
 	data := []byte("needle data")
@@ -142,7 +185,11 @@ func FuzzDecodeReply(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(b) != fixedLen+len(r.info.Name)+len(r.info.Mime) || r.payloadLen > r.info.DataSize && r.status == StatusOK ||
+		trailer := 0
+		if r.direct != nil {
+			trailer = directLen
+		}
+		if len(b) != fixedLen+len(r.info.Name)+len(r.info.Mime)+trailer || r.payloadLen > r.info.DataSize && r.status == StatusOK ||
 			r.flags&replyCRCUnchecked != 0 && r.payloadLen != r.info.DataSize {
 			t.Fatalf("accepted an inconsistent reply % x", b)
 		}
