@@ -89,7 +89,7 @@ fn serve(
         Some(key) => Some((ReadKey::new(key), "--jwt-read-key".to_string())),
         None => ReadKey::from_weed_config()?.map(|(key, source)| (key, source.to_string())),
     };
-    let context = Context::new().map_err(|e| e.to_string())?;
+    let context = server_context(direct_reads)?;
     let mut server = NeedleServer::bind(&context, volumes, listen)
         .map_err(|e| format!("listen {listen}: {e}"))?
         .with_direct_reads(direct_reads);
@@ -119,6 +119,20 @@ fn serve(
     };
     eprintln!("swucx serve: stopped on {signal}; every reply finished");
     Ok(())
+}
+
+/// The daemon's UCX context. Direct reads take clients on this host off the rendezvous path, so
+/// tcp clients get tcp's put zero-copy (UCX writes the client's buffer straight from the `.dat`
+/// mapping), which swucx's defaults turn off where shared memory may be used; `UCX_TCP_PUT_ENABLE`
+/// still decides when set. (UCX releases without the setting run without it.)
+fn server_context(direct_reads: bool) -> Result<Context, String> {
+    if direct_reads && std::env::var_os("UCX_TCP_PUT_ENABLE").is_none() {
+        match Context::builder().config("PUT_ENABLE", "y").build() {
+            Ok(context) => return Ok(context),
+            Err(e) => log::debug!("tcp put zero-copy stays off: {e}"),
+        }
+    }
+    Context::new().map_err(|e| e.to_string())
 }
 
 fn read(
