@@ -68,6 +68,31 @@ func (d *directState) mode() directMode { return directMode(d.v.Load()) }
 func (d *directState) disable()         { d.v.Store(int32(directOff)) }
 func (d *directState) enable()          { d.v.CompareAndSwap(int32(directProbe), int32(directOn)) }
 
+// fetch takes a rendezvous payload lying at p in the server into dst: copied out directly when
+// the connection trusts direct reads (direct is true; the caller releases the rendezvous
+// unreceived), else through receive (UCX), probing direct reads around it while they are
+// unsettled and sharedMemory says the connection is on shared memory. A failed direct read
+// turns them off and falls back to receive.
+func (d *directState) fetch(p *peerRange, dst []byte, sharedMemory func() bool, receive func() (int, error)) (n int, direct bool, err error) {
+	switch d.mode() {
+	case directOn:
+		if err := readPeer(p, dst); err == nil {
+			return len(dst), true, nil
+		} else {
+			log.Printf("seaweed: direct reads off: %v", err)
+			d.disable()
+		}
+	case directProbe:
+		if sharedMemory() {
+			n, err := d.probe(p, dst, receive)
+			return n, false, err
+		}
+		d.disable()
+	}
+	n, err = receive()
+	return n, false, err
+}
+
 // probe runs around receive, which takes the payload through UCX into dst: it reads the
 // payload directly first (the server keeps it until the rendezvous ends), then trusts direct
 // reads if both agree. An all-zero payload proves nothing and leaves the probe to a later one.

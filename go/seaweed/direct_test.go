@@ -52,6 +52,32 @@ func TestReadPeerAndProbe(t *testing.T) {
 	}
 }
 
+func TestFetchReadsDirectlyOnlyWhenTrusted(t *testing.T) {
+	src := make([]byte, 4096)
+	for i := range src {
+		src[i] = byte(i*3 + 1)
+	}
+	dst := make([]byte, len(src))
+	received := 0
+	receive := func() (int, error) { received++; return copy(dst, src), nil }
+	yes := func() bool { return true }
+	var tcp, shm directState
+	if _, direct, _ := tcp.fetch(own(src), dst, func() bool { return false }, receive); direct || tcp.mode() != directOff {
+		t.Fatalf("not on shared memory: direct %v, mode %v", direct, tcp.mode())
+	}
+	if _, direct, _ := shm.fetch(own(src), dst, yes, receive); direct || shm.mode() != directOn {
+		t.Fatalf("probe: direct %v, mode %v", direct, shm.mode())
+	}
+	clear(dst)
+	before := received
+	if n, direct, err := shm.fetch(own(src), dst, yes, receive); !direct || n != len(src) || err != nil || received != before || !bytes.Equal(dst, src) {
+		t.Fatalf("trusted: direct %v n %d err %v received %d", direct, n, err, received-before)
+	}
+	if _, direct, _ := shm.fetch(&peerRange{addr: 8, pid: os.Getpid()}, dst[:16], yes, receive); direct || shm.mode() != directOff || received != before+1 {
+		t.Fatalf("failed direct read: direct %v, mode %v", direct, shm.mode())
+	}
+}
+
 func TestOnSharedMemory(t *testing.T) {
 	if !onSharedMemory([]string{"tcp/lo", "posix/memory"}) || onSharedMemory([]string{"tcp/lo"}) || onSharedMemory(nil) {
 		t.Fatal("onSharedMemory")

@@ -228,29 +228,21 @@ func (c *Client) payload(id FileID, cn *conn, msg *swucx.AMMessage, rep *readRep
 	return n, nil, nil
 }
 
-// rendezvous takes a rendezvous payload into dst: copied out of the server's memory when the
-// connection trusts direct reads (msg.Close then releases the rendezvous unreceived, which
-// completes the server's send), else received through UCX, probing direct reads around it on
-// a shared-memory connection that has not settled them yet.
+// rendezvous takes a rendezvous payload into dst, through UCX or, when the reply says where it
+// lies in the server (at), by a direct read (directState.fetch). msg.Close then releases a
+// rendezvous left unreceived, which completes the server's send.
 func (c *Client) rendezvous(cn *conn, msg *swucx.AMMessage, at *peerRange, dst []byte) (int, error) {
 	receive := func() (int, error) { return msg.RecvData(context.Background(), dst) }
 	if at == nil {
 		return receive()
 	}
-	switch cn.direct.mode() {
-	case directOn:
-		if err := readPeer(at, dst); err != nil {
-			cn.direct.disable()
-			return receive()
-		}
-		c.stats.direct.Add(1)
-		return len(dst), nil
-	case directProbe:
-		if ts, err := cn.ep.Transports(); err != nil || !onSharedMemory(ts) {
-			cn.direct.disable()
-			return receive()
-		}
-		return cn.direct.probe(at, dst, receive)
+	sharedMemory := func() bool {
+		ts, err := cn.ep.Transports()
+		return err == nil && onSharedMemory(ts)
 	}
-	return receive()
+	n, direct, err := cn.direct.fetch(at, dst, sharedMemory, receive)
+	if direct {
+		c.stats.direct.Add(1)
+	}
+	return n, err
 }

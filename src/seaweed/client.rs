@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::seaweed::direct::{DirectMode, DirectState, read_peer_memory};
+use crate::seaweed::direct::{DirectMode, DirectState};
 use crate::seaweed::fid::FileId;
 use crate::seaweed::needle::{NeedleError, check_crc};
 use crate::seaweed::protocol::{
@@ -262,35 +262,22 @@ impl NeedleClient {
                 want: reply.payload_len,
             });
         }
-        let len = desc.len();
-        let direct = reply.direct.filter(|_| desc.is_rendezvous());
-        let data = match (direct, self.direct.mode()) {
-            (Some(from), DirectMode::On) => {
-                let mut data = vec![0u8; len];
-                match read_peer_memory(from, &mut data) {
-                    Ok(()) => {
-                        // Releasing the rendezvous unreceived completes the server's send.
-                        drop(desc);
-                        self.direct_reads.fetch_add(1, Ordering::Relaxed);
-                        data
-                    }
-                    Err(e) => {
-                        log::info!("direct reads off: reading pid {}: {e}", from.pid);
-                        self.direct.disable();
-                        receive_payload(desc, timeout, deadline)?
-                    }
+        let data = match reply.direct.filter(|_| desc.is_rendezvous()) {
+            Some(from) => {
+                // A payload copied directly drops `desc` unreceived with the closure, which
+                // completes the server's send.
+                let (data, direct) = self.direct.fetch(
+                    from,
+                    desc.len(),
+                    || self.on_shared_memory(),
+                    || receive_payload(desc, timeout, deadline),
+                )?;
+                if direct {
+                    self.direct_reads.fetch_add(1, Ordering::Relaxed);
                 }
+                data
             }
-            (Some(from), DirectMode::Probe) if self.on_shared_memory() => {
-                self.direct
-                    .probe(from, len, || receive_payload(desc, timeout, deadline))?
-            }
-            (Some(_), DirectMode::Probe) => {
-                log::debug!("direct reads off: the connection is not on shared memory");
-                self.direct.disable();
-                receive_payload(desc, timeout, deadline)?
-            }
-            _ => receive_payload(desc, timeout, deadline)?,
+            None => receive_payload(desc, timeout, deadline)?,
         };
         if reply.crc_unchecked {
             check_crc(&data, reply.crc).map_err(ClientError::Corrupt)?;

@@ -105,11 +105,46 @@ impl DirectState {
         self.0.store(DirectMode::Off as u8, Ordering::Release);
     }
 
+    /// Takes a `len`-byte rendezvous payload that lies at `from` in the server: copied out
+    /// directly when this connection trusts direct reads (returns true with it; the caller then
+    /// releases the rendezvous unreceived), else through `receive` (UCX), probing direct reads
+    /// around it while they are unsettled and `shared_memory` says the connection is on shared
+    /// memory. A failed direct read turns them off and falls back to `receive`.
+    pub fn fetch<E>(
+        &self,
+        from: DirectPayload,
+        len: usize,
+        shared_memory: impl FnOnce() -> bool,
+        receive: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<(Vec<u8>, bool), E> {
+        match self.mode() {
+            DirectMode::On => {
+                let mut data = vec![0u8; len];
+                match read_peer_memory(from, &mut data) {
+                    Ok(()) => return Ok((data, true)),
+                    Err(e) => {
+                        log::info!("direct reads off: reading pid {}: {e}", from.pid);
+                        self.disable();
+                    }
+                }
+            }
+            DirectMode::Probe if shared_memory() => {
+                return self.probe(from, len, receive).map(|data| (data, false));
+            }
+            DirectMode::Probe => {
+                log::debug!("direct reads off: the connection is not on shared memory");
+                self.disable();
+            }
+            DirectMode::Off => {}
+        }
+        receive().map(|data| (data, false))
+    }
+
     /// Runs a probe around `receive`, which takes the payload through UCX: reads `len` bytes
     /// at `from` directly first (the server keeps them until the rendezvous is done), then
     /// trusts direct reads if they equal what `receive` delivered. An all-zero payload proves
     /// nothing (another process's zero page would match) and leaves the probe for the next one.
-    pub fn probe<E>(
+    fn probe<E>(
         &self,
         from: DirectPayload,
         len: usize,
@@ -175,6 +210,44 @@ mod tests {
         other.enable();
         assert_eq!(other.mode(), DirectMode::Off, "off stays off");
         assert_eq!(DirectState::new(false).mode(), DirectMode::Off);
+    }
+
+    #[test]
+    fn fetch_reads_directly_only_when_trusted() {
+        let src: Vec<u8> = (0..4096u32).map(|i| (i * 3 + 1) as u8).collect();
+        let receive = || Ok::<_, ()>(src.clone());
+        let off = DirectState::new(false);
+        assert_eq!(
+            off.fetch(own(&src), 4096, || true, receive),
+            Ok((src.clone(), false))
+        );
+        let tcp = DirectState::new(true);
+        assert_eq!(
+            tcp.fetch(own(&src), 4096, || false, receive),
+            Ok((src.clone(), false))
+        );
+        assert_eq!(tcp.mode(), DirectMode::Off, "not on shared memory: off");
+        let shm = DirectState::new(true);
+        assert_eq!(
+            shm.fetch(own(&src), 4096, || true, receive),
+            Ok((src.clone(), false))
+        );
+        assert_eq!(shm.mode(), DirectMode::On, "the probe agreed");
+        let never = || -> Result<Vec<u8>, ()> { panic!("received through UCX") };
+        assert_eq!(
+            shm.fetch(own(&src), 4096, || true, never),
+            Ok((src.clone(), true))
+        );
+        let unmapped = DirectPayload {
+            address: 8,
+            pid: std::process::id(),
+        };
+        assert_eq!(shm.fetch(unmapped, 16, || true, || Err(())), Err(()));
+        assert_eq!(
+            shm.mode(),
+            DirectMode::Off,
+            "a failed direct read turns them off"
+        );
     }
 
     #[test]
