@@ -241,11 +241,22 @@ func TestFallbackWithoutServer(t *testing.T) {
 }
 
 // The server killed mid-read: reads in flight fail within 2 s, later reads go over HTTP, and
-// once the server is back reads return to UCX.
+// once the server is back reads return to UCX. Over tcp and over shm (where the reads in flight
+// are direct reads from the server's memory).
 func TestServerKilledAndRestarted(t *testing.T) {
-	c := startCluster(t, testcluster.Options{ServerEnv: []string{"UCX_TLS=tcp"}})
+	for _, tls := range []string{"tcp", "shm"} {
+		t.Run(tls, func(t *testing.T) { serverKilledAndRestarted(t, tls) })
+	}
+}
+
+func serverKilledAndRestarted(t *testing.T, tls string) {
+	opts, settings := testcluster.Options{ServerEnv: []string{"UCX_TLS=tcp"}}, map[string]string{"TLS": "tcp"}
+	if tls == "shm" {
+		opts, settings = testcluster.Options{}, map[string]string{"TLS": "posix,sysv,cma,tcp,self"}
+	}
+	c := startCluster(t, opts)
 	f := upload(t, c, 8<<20)[0]
-	cl := newClient(t, seaweed.Options{Settings: map[string]string{"TLS": "tcp"}, RetryUCXAfter: 300 * time.Millisecond})
+	cl := newClient(t, seaweed.Options{Settings: settings, RetryUCXAfter: 300 * time.Millisecond})
 	ctx := context.Background()
 	if got, err := readAll(ctx, cl, c.VolumeServer, f.fid, len(f.data)); err != nil || !bytes.Equal(got, f.data) {
 		t.Fatalf("first read: %v", err)
@@ -277,6 +288,9 @@ func TestServerKilledAndRestarted(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
+	if tls == "shm" && cl.Stats().Direct == 0 {
+		t.Fatalf("stats %+v: no direct reads over shm before the kill", cl.Stats())
+	}
 	killed := time.Now()
 	c.KillServer()
 	time.Sleep(2500 * time.Millisecond)
