@@ -71,12 +71,15 @@ type handle struct {
 	p  unsafe.Pointer
 }
 
+// acquire returns the handle with the read lock held (release it), or nil (no lock held) once
+// closed.
 func (h *handle) acquire() unsafe.Pointer {
 	h.mu.RLock()
-	if h.p == nil {
+	p := h.p
+	if p == nil {
 		h.mu.RUnlock()
 	}
-	return h.p
+	return p
 }
 
 func (h *handle) release() { h.mu.RUnlock() }
