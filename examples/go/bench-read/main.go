@@ -18,7 +18,8 @@
 //
 // with the median over the rounds of each figure (server CPU from /proc/PID/stat of the process
 // serving that path: `swucx serve` for ucx, `weed volume` for http; "-" when no PID is known),
-// then a table of the ratios.
+// after each transport a line `READS transport=shm ucx=N direct=M` (how many UCX reads, warm-up
+// included, were direct reads from the server's memory), then a table of the ratios.
 package main
 
 import (
@@ -293,6 +294,8 @@ func (b *bench) run(needles []needle, transports []string, concs []int) ([]resul
 		if st.HTTP != 0 || st.Failed != 0 {
 			return nil, fmt.Errorf("the swucx client fell back or failed: %+v", st)
 		}
+		// Direct reads (same host, payloads of 8 KiB and more): how many UCX reads were.
+		fmt.Printf("READS transport=%s ucx=%d direct=%d\n", orDash(transport), st.UCX, st.Direct)
 	}
 	return out, nil
 }
