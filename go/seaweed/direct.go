@@ -59,6 +59,7 @@ const (
 	directProbe directMode = iota
 	directOn
 	directOff
+	directProbeOnSharedMemory // as directProbe, the connection known to be on shared memory
 )
 
 // directState is a connection's directMode, shared by its readers.
@@ -66,7 +67,20 @@ type directState struct{ v atomic.Int32 }
 
 func (d *directState) mode() directMode { return directMode(d.v.Load()) }
 func (d *directState) disable()         { d.v.Store(int32(directOff)) }
-func (d *directState) enable()          { d.v.CompareAndSwap(int32(directProbe), int32(directOn)) }
+func (d *directState) enable()          { d.settleProbe(directOn) }
+
+// settleProbe moves a probing state to to; directOff and directOn stay.
+func (d *directState) settleProbe(to directMode) {
+	for {
+		m := d.v.Load()
+		if directMode(m) != directProbe && directMode(m) != directProbeOnSharedMemory {
+			return
+		}
+		if d.v.CompareAndSwap(m, int32(to)) {
+			return
+		}
+	}
+}
 
 // fetch takes a rendezvous payload lying at p in the server into dst: copied out directly when
 // the connection trusts direct reads (direct is true; the caller releases the rendezvous
@@ -82,8 +96,13 @@ func (d *directState) fetch(p *peerRange, dst []byte, sharedMemory func() bool, 
 			log.Printf("seaweed: direct reads off: %v", err)
 			d.disable()
 		}
+	case directProbeOnSharedMemory:
+		n, err := d.probe(p, dst, receive)
+		return n, false, err
 	case directProbe:
+		// The transports are asked once: a probe may take several payloads (zeros).
 		if sharedMemory() {
+			d.settleProbe(directProbeOnSharedMemory)
 			n, err := d.probe(p, dst, receive)
 			return n, false, err
 		}

@@ -284,9 +284,7 @@ impl NeedleClient {
         }
         Ok(NeedleData { reply, data })
     }
-}
 
-impl NeedleClient {
     /// Whether UCX put the connection on a shared-memory transport (the server is on this
     /// host): only then are direct reads worth a probe.
     fn on_shared_memory(&self) -> bool {

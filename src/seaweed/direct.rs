@@ -64,6 +64,8 @@ pub enum DirectMode {
     On = 1,
     /// Not on shared memory, the probe failed, a direct read failed, or turned off.
     Off = 2,
+    /// As `Probe`, with the connection known to be on shared memory (checked once).
+    ProbeOnSharedMemory = 3,
 }
 
 /// A connection's [`DirectMode`], shared by the threads reading over it.
@@ -86,18 +88,25 @@ impl DirectState {
         match self.0.load(Ordering::Acquire) {
             0 => DirectMode::Probe,
             1 => DirectMode::On,
+            3 => DirectMode::ProbeOnSharedMemory,
             _ => DirectMode::Off,
         }
     }
 
     /// Trusts direct reads, unless they were turned off meanwhile.
     pub fn enable(&self) {
-        let _ = self.0.compare_exchange(
-            DirectMode::Probe as u8,
-            DirectMode::On as u8,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        self.settle_probe(DirectMode::On);
+    }
+
+    /// Moves a probing state to `to`; Off and On stay.
+    fn settle_probe(&self, to: DirectMode) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
+                let probing =
+                    m == DirectMode::Probe as u8 || m == DirectMode::ProbeOnSharedMemory as u8;
+                probing.then_some(to as u8)
+            });
     }
 
     /// Turns direct reads off for good.
@@ -128,7 +137,12 @@ impl DirectState {
                     }
                 }
             }
+            DirectMode::ProbeOnSharedMemory => {
+                return self.probe(from, len, receive).map(|data| (data, false));
+            }
+            // The transports are asked once: a probe may take several payloads (zeros).
             DirectMode::Probe if shared_memory() => {
+                self.settle_probe(DirectMode::ProbeOnSharedMemory);
                 return self.probe(from, len, receive).map(|data| (data, false));
             }
             DirectMode::Probe => {
