@@ -143,7 +143,7 @@ struct Args {
 
     /// With --front: how long a waiter spins (driving progress) before it sleeps; 0 hands every
     /// wait to the engine's progress thread (the design docs/design.md measures against).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = swucx::DEFAULT_SPIN.as_micros() as u64)]
     front_spin_us: u64,
 
     /// Use MULTI-threaded workers (swucx's default, `Worker::new`) instead of SERIALIZED ones

@@ -640,6 +640,79 @@ func ctxSignal(ctx context.Context) (*C.swucx_signal_t, func(), error) {
 	}, nil
 }
 
+// Spin drives progress on this goroutine's thread until ready() returns true or d passes, and
+// reports whether ready() did: for something no wait covers, e.g. an active message expected
+// within microseconds (handlers then run on this thread; after progress that did something,
+// the goroutine yields so the goroutines they handed messages to can run). While it spins, and
+// for a moment after (another spin usually follows), the engine's background thread leaves
+// the worker to it instead of waking for every arrival and taking the worker over. When ready()
+// stays false, Spin hands progress back to the background thread (HandOver) before returning.
+func (e *Engine) Spin(d time.Duration, ready func() bool) bool {
+	if !e.engineCall(spinBegin) {
+		return ready() // closed
+	}
+	ok := false
+	until := time.Now().Add(d)
+	for i := 1; !ok; i++ {
+		if ok = ready(); ok {
+			break
+		}
+		if e.Progress() > 0 {
+			if ok = ready(); ok {
+				break
+			}
+			runtime.Gosched()
+		}
+		// The clock every few rounds: reading it cost as much as a progress call on a VM.
+		if i%spinClockEvery == 0 && time.Now().After(until) {
+			ok = ready()
+			break
+		}
+	}
+	e.engineCall(spinEnd)
+	if !ok {
+		e.HandOver()
+	}
+	return ok
+}
+
+// HandOver asks the engine's background thread to progress now (it may be resting after a
+// Spin that succeeded): call it before blocking on something only progress delivers, e.g. a
+// channel an AM handler feeds. The engine's own waits do this themselves.
+func (e *Engine) HandOver() {
+	e.engineCall(handOver)
+}
+
+// spinClockEvery is how many rounds Spin makes between looks at the clock.
+const spinClockEvery = 8
+
+const (
+	spinBegin = iota
+	spinEnd
+	handOver
+)
+
+// engineCall makes one of the spin calls (swucx_engine_spin_begin/_end, _hand_over); false
+// once the engine is closed (which ends every spin) or if the call failed.
+func (e *Engine) engineCall(call int) bool {
+	e.h.mu.RLock()
+	defer e.h.mu.RUnlock()
+	p := (*C.swucx_engine_t)(e.h.p)
+	if p == nil {
+		return false
+	}
+	var st C.swucx_status_t
+	switch call {
+	case spinBegin:
+		st = C.swucx_engine_spin_begin(p)
+	case spinEnd:
+		st = C.swucx_engine_spin_end(p)
+	default:
+		st = C.swucx_engine_hand_over(p)
+	}
+	return st == C.SWUCX_OK
+}
+
 // Progress runs UCX's progress engine once on this goroutine's thread and returns the number of
 // events processed; 0 at once if another thread is progressing for the engine (a waiter or its
 // background thread: no contention for UCX's worker lock), or once the engine is closed. The

@@ -240,6 +240,7 @@ typedef struct swucx_context_t swucx_context_t;
  *
  * Methods: `swucx_engine_create`, `swucx_engine_worker`, `swucx_engine_wait`,
  * `swucx_engine_wait_signals`, `swucx_engine_accept`, `swucx_engine_progress`,
+ * `swucx_engine_spin_begin`, `swucx_engine_spin_end`, `swucx_engine_hand_over`,
  * `swucx_engine_destroy`.
  */
 typedef struct swucx_engine_t swucx_engine_t;
@@ -963,6 +964,30 @@ swucx_status_t swucx_engine_worker(const struct swucx_engine_t *engine,
  * spinning on something no wait covers, e.g. an active message expected within microseconds.
  */
 uint32_t swucx_engine_progress(const struct swucx_engine_t *engine);
+
+/**
+ * Announces that the calling thread is about to spin on `swucx_engine_progress` (e.g. for an
+ * active message expected within microseconds): while it spins, and for a moment after
+ * (another spin usually follows), the engine's background thread leaves the worker to the
+ * spinner instead of waking for every arrival and contending for it. Every begin needs one
+ * `swucx_engine_spin_end`, from any thread; a spin left unended keeps the background thread
+ * off the worker (only waits and spinners progress). A thread that stops spinning to sleep on
+ * something only progress delivers calls `swucx_engine_hand_over` first.
+ */
+swucx_status_t swucx_engine_spin_begin(const struct swucx_engine_t *engine);
+
+/**
+ * Ends a spin announced by `swucx_engine_spin_begin`. `SWUCX_ERR_INVALID_PARAM` if no spin
+ * is running.
+ */
+swucx_status_t swucx_engine_spin_end(const struct swucx_engine_t *engine);
+
+/**
+ * Asks the engine's background thread to progress now (it may be resting after spins): call
+ * it before sleeping on something only progress delivers, e.g. a message a handler hands to
+ * this thread. `swucx_engine_wait` and its kin do this themselves.
+ */
+swucx_status_t swucx_engine_hand_over(const struct swucx_engine_t *engine);
 
 /**
  * Stops the engine's background thread and releases the engine. NULL is a no-op. Its worker

@@ -11,7 +11,7 @@
 //! another thread (a cancelled Go context, an engine shutting down) or an endpoint's peer fails
 //! ([`Endpoint::raise_on_failure`](crate::Endpoint::raise_on_failure)).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::status::{Error, Result, Status};
 use crate::worker::{Worker, poll_readable};
 
 /// How long a waiter spins (driving progress if it can) before it sleeps.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(200);
 
 /// A flag any thread may raise to end waits in [`Engine::wait_signals`] that watch it: the
 /// waiting threads wake at once (they sleep without periodic wake-ups otherwise). It stays raised
@@ -107,33 +107,56 @@ struct Shared {
     driver: Mutex<()>,
     stop: AtomicBool,
     spin: Duration,
-    /// Waiters in their spin phase (driving progress themselves). While there are any, the
-    /// background thread rests instead of sleeping armed on the event fd, where arrivals the
-    /// spinner handles anyway kept waking it. Over tcp, an Engine ping-pong client spent a
-    /// quarter of its samples queued for its socket's lock in `recv` (none inline) and its mean
-    /// latency was 1.8x the inline one; resting: 15% and 1.5x (p50 unchanged, 2026-12-04).
-    spinners: AtomicUsize,
-    /// Where the background thread rests; notified when a spinner gives up and sleeps.
+    /// Spins driving progress (waiters in their spin phase, `Engine::spinning`): the low 32
+    /// bits count those running, the high 32 bits count those begun (wrapping). While any runs,
+    /// or one began during its last rest, the background thread rests instead of sleeping armed
+    /// on the event fd, where arrivals the spinners handle anyway kept waking it. Over tcp, an
+    /// Engine ping-pong client spent a quarter of its samples queued for its socket's lock in
+    /// `recv` (none inline) and its mean latency was 1.8x the inline one; resting: 15% and 1.5x
+    /// (p50 unchanged, 2026-12-04). Resting until spins stop beginning (not just until none
+    /// runs) keeps it off the CPU between a ping-pong's spins, where it woke every few
+    /// iterations, each wake-up costing the host 10-60 us (a Go server with a C client over
+    /// tcp, `perf sched`: the client lost its CPU to it for up to 60 us).
+    spins: AtomicU64,
+    /// Set by a thread that needs the background thread to progress now (it is about to sleep
+    /// on something only progress delivers): ends the rest at once.
+    hand_over: AtomicBool,
+    /// Where the background thread rests; notified on a hand-over.
     rest: (Mutex<()>, Condvar),
 }
 
-/// How long the background thread rests at most while waiters spin before it looks again
-/// (progress for operations nobody spins for is then up to this late).
+/// How long the background thread rests before it looks again whether spins went on; it takes
+/// over progress one to two rests after the last spin ended without a hand-over.
 const REST: Duration = Duration::from_micros(200);
+
+/// How many spin rounds a waiter makes between looks at the clock.
+const CLOCK_EVERY: u32 = 8;
+
+/// One spin in `Shared::spins`: one more running, one more begun.
+const SPIN_BEGUN: u64 = 1 | 1 << 32;
 
 /// Counts a waiter as spinning for as long as it lives.
 struct Spinning<'a>(&'a Shared);
 
 impl<'a> Spinning<'a> {
     fn new(shared: &'a Shared) -> Spinning<'a> {
-        shared.spinners.fetch_add(1, Ordering::AcqRel);
+        shared.spins.fetch_add(SPIN_BEGUN, Ordering::AcqRel);
         Spinning(shared)
     }
 }
 
 impl Drop for Spinning<'_> {
     fn drop(&mut self) {
-        self.0.spinners.fetch_sub(1, Ordering::AcqRel);
+        self.0.spins.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A spin announced with [`Engine::spinning`]; ends when dropped.
+pub struct SpinGuard<'a>(&'a Shared);
+
+impl Drop for SpinGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end_spin();
     }
 }
 
@@ -159,7 +182,8 @@ impl Engine {
             driver: Mutex::new(()),
             stop: AtomicBool::new(false),
             spin,
-            spinners: AtomicUsize::new(0),
+            spins: AtomicU64::new(0),
+            hand_over: AtomicBool::new(false),
             rest: (Mutex::new(()), Condvar::new()),
         });
         let background = shared.clone();
@@ -249,6 +273,35 @@ impl Engine {
         }
     }
 
+    /// Announces that the calling thread is about to spin on [`progress`](Engine::progress)
+    /// for something no wait covers (e.g. an active message expected within microseconds).
+    /// While it spins, and for a moment after (another spin usually follows), the background
+    /// thread stays off the worker, as it does while a waiter spins, instead of waking for
+    /// every arrival and taking the worker from the spinner. A thread that stops spinning to
+    /// sleep on something only progress delivers calls [`hand_over`](Engine::hand_over) first.
+    pub fn spinning(&self) -> SpinGuard<'_> {
+        self.begin_spin();
+        SpinGuard(&self.shared)
+    }
+
+    /// Asks the background thread to progress now (it may be resting after spins): call it
+    /// before sleeping on something only progress delivers, e.g. a message a handler hands to
+    /// this thread. Waits on requests do this themselves.
+    pub fn hand_over(&self) {
+        self.shared.hand_over();
+    }
+
+    /// The C ABI's form of [`spinning`](Engine::spinning): a spin announced here lasts until a
+    /// matching [`end_spin`](Engine::end_spin).
+    pub(crate) fn begin_spin(&self) {
+        self.shared.spins.fetch_add(SPIN_BEGUN, Ordering::AcqRel);
+    }
+
+    /// Ends a spin announced by `begin_spin`; false if none is announced.
+    pub(crate) fn end_spin(&self) -> bool {
+        self.shared.end_spin()
+    }
+
     /// Waits for a connection request on `listener`, which must be on this engine's worker (the
     /// engine's background thread progresses it; this thread only sleeps), until one arrives
     /// (returned), `timeout` passes (`None`: no limit) or one of `signals` is raised (`None`
@@ -303,9 +356,7 @@ impl Engine {
                 let _ = self.shared.drive_once();
                 continue;
             }
-            if let Err(err) = self.shared.worker.signal() {
-                log::warn!("{err}");
-            }
+            self.shared.hand_over();
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(1));
         }
@@ -337,17 +388,20 @@ impl Shared {
         let raised = || signals.iter().any(|s| s.is_raised());
         let spin = if spin { self.spin } else { Duration::ZERO };
         let spin_end = |now: Instant| deadline.map_or(now + spin, |d| d.min(now + spin));
-        let mut spin_until = spin_end(Instant::now());
         if completion.is_done() {
             return true;
         }
+        let mut spin_until = spin_end(Instant::now());
         let spinning = (spin > Duration::ZERO).then(|| Spinning::new(self));
+        let mut rounds = 0u32;
         while !completion.is_done() {
             if raised() {
                 return false;
             }
-            let now = Instant::now();
-            if now >= spin_until {
+            // The clock every few rounds: on a VM reading it cost as much as a progress call.
+            rounds = rounds.wrapping_add(1);
+            if (spin == Duration::ZERO || rounds % CLOCK_EVERY == 0) && Instant::now() >= spin_until
+            {
                 drop(spinning);
                 return self.sleep_for(completion, deadline, signals, &raised);
             }
@@ -361,7 +415,7 @@ impl Shared {
                 }
                 // Work is moving (e.g. a rendezvous transfer in steps, which raises no event
                 // the background thread would wake for): keep driving it.
-                Some(n) if n > 0 => spin_until = spin_end(now),
+                Some(n) if n > 0 => spin_until = spin_end(Instant::now()),
                 Some(_) => {}
             }
         }
@@ -381,15 +435,30 @@ impl Shared {
             signal.enter();
         }
         // Make sure the background thread is awake to progress for us, then sleep.
-        self.wake_background();
-        if let Err(err) = self.worker.signal() {
-            log::warn!("{err}");
-        }
+        self.hand_over();
         let done = completion.park_until(deadline, raised);
         for signal in signals {
             signal.leave();
         }
         done
+    }
+
+    /// Ends one announced spin; false if none is running.
+    fn end_spin(&self) -> bool {
+        self.spins
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                (word as u32 > 0).then(|| word - 1)
+            })
+            .is_ok()
+    }
+
+    /// Makes the background thread progress now: ends its rest, or its sleep on the event fd.
+    fn hand_over(&self) {
+        self.hand_over.store(true, Ordering::Release);
+        self.wake_background();
+        if let Err(err) = self.worker.signal() {
+            log::warn!("{err}");
+        }
     }
 
     /// Ends the background thread's rest (under its mutex: see `serve_events`).
@@ -400,13 +469,18 @@ impl Shared {
 
     /// The background thread: progress what arrives, then sleep on the event fd.
     fn serve_events(&self, efd: i32) {
+        let mut begun_seen = 0u32;
         while !self.stop.load(Ordering::Acquire) {
-            if self.spinners.load(Ordering::Acquire) > 0 {
-                // A waiter drives progress: rest (not armed) until one sleeps or REST passes.
-                // Checked again under the lock: a waiter that stops spinning decrements first,
-                // then notifies under the lock, so the notice cannot be missed.
+            let spins = self.spins.load(Ordering::Acquire);
+            let (running, begun) = (spins as u32, (spins >> 32) as u32);
+            let spinning = running > 0 || begun != begun_seen;
+            begun_seen = begun;
+            if !self.hand_over.swap(false, Ordering::AcqRel) && spinning {
+                // Spinners drive progress: rest (not armed) until a hand-over or REST passes.
+                // Checked again under the lock: a hand-over sets the flag first, then notifies
+                // under the lock, so the notice cannot be missed.
                 let guard = self.rest.0.lock().unwrap_or_else(|e| e.into_inner());
-                if self.spinners.load(Ordering::Acquire) > 0 {
+                if !self.hand_over.load(Ordering::Acquire) {
                     let _ = self.rest.1.wait_timeout(guard, REST);
                 }
                 continue;

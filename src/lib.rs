@@ -57,7 +57,7 @@ pub use am::{AmDesc, AmFlags, AmMessage};
 pub use buffer::{Buf, BufMut, FileMap, MappedSlice, Payload, RawBuf};
 pub use context::{Context, ContextBuilder, DEFAULT_CONFIG, DefaultSetting, Features, ucx_version};
 pub use endpoint::{CloseMode, Endpoint, ErrorHandler};
-pub use engine::{Engine, Signal, WaitEnd};
+pub use engine::{DEFAULT_SPIN, Engine, Signal, SpinGuard, WaitEnd};
 pub use listener::{ConnRequest, Listener};
 pub use memory::{MAX_RKEY_LEN, MemRegion, RegionBuf, RemoteKey};
 pub use request::{Done, Request};

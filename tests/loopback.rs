@@ -876,6 +876,65 @@ fn engine_wait_signals() {
     common::close_all(&[&client, &server], &[]);
 }
 
+/// `Engine::spinning`: a spinner's progress calls deliver what arrives, and once its spin ends
+/// the background thread takes over, with a hand-over (at once) or without one (after its
+/// rest), so an active message nobody spins for still arrives.
+#[test]
+fn engine_spin_then_background_takes_over() {
+    const AM_SPIN: u16 = 22;
+    let context = Tls::Tcp.context();
+    let engine = Engine::new(&context).expect("engine");
+    let inbox = am_inbox(engine.worker(), AM_SPIN);
+    let ep = engine
+        .worker()
+        .connect_address(&engine.worker().address().unwrap())
+        .unwrap();
+    let send = |n: u8| {
+        engine
+            .wait(
+                ep.am_send(AM_SPIN, vec![n], vec![n; 64], AmFlags::NONE)
+                    .unwrap(),
+            )
+            .unwrap()
+    };
+    let arrived = |n: usize| inbox.lock().unwrap().len() >= n;
+    // Only sleeps and looks: progress, if any, comes from the background thread.
+    let sleep_until_arrived = |n: usize, what: &str| {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while !arrived(n) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not delivered"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+
+    let spin = engine.spinning();
+    send(1);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !arrived(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spinner: not delivered"
+        );
+        engine.progress();
+    }
+    drop(spin);
+    send(2);
+    sleep_until_arrived(2, "after a spin without hand-over");
+
+    let spin = engine.spinning();
+    drop(spin);
+    engine.hand_over();
+    send(3);
+    sleep_until_arrived(3, "after a hand-over");
+    let headers: Vec<u8> = inbox.lock().unwrap().iter().map(|k| k.header[0]).collect();
+    assert_eq!(headers, [1, 2, 3]);
+    inbox.lock().unwrap().clear();
+    ep.close(CloseMode::Flush).unwrap();
+}
+
 /// Messages that arrive before their receive is posted (unexpected) still report their own
 /// sender tag and length.
 #[test]

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -134,23 +133,24 @@ func (c *Client) await(ctx context.Context, cn *conn, ch chan *swucx.AMMessage) 
 	waiting := c.waiting.Add(1)
 	defer c.waiting.Add(-1)
 	if waiting <= spinWhileWaiting && c.spinning.CompareAndSwap(false, true) {
-		until := time.Now().Add(spinFor)
-		for {
+		var m *swucx.AMMessage
+		// Spin yields after progress that routed replies, so other readers get theirs.
+		c.eng.Spin(spinFor, func() bool {
 			select {
-			case m := <-ch:
-				c.spinning.Store(false)
-				return m, nil
+			case m = <-ch:
+				return true
 			default:
+				return false
 			}
-			if c.eng.Progress() > 0 {
-				// Replies for other readers may have been routed: let them run.
-				runtime.Gosched()
-			}
-			if time.Now().After(until) {
-				break
-			}
-		}
+		})
 		c.spinning.Store(false)
+		if m != nil {
+			if c.waiting.Load() > 1 {
+				// Readers asleep on their channels need progress from the background thread.
+				c.eng.HandOver()
+			}
+			return m, nil
+		}
 	}
 	var probe <-chan time.Time
 	if !cn.answered.Load() {

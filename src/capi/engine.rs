@@ -16,6 +16,7 @@ use std::sync::Arc;
 ///
 /// Methods: `swucx_engine_create`, `swucx_engine_worker`, `swucx_engine_wait`,
 /// `swucx_engine_wait_signals`, `swucx_engine_accept`, `swucx_engine_progress`,
+/// `swucx_engine_spin_begin`, `swucx_engine_spin_end`, `swucx_engine_hand_over`,
 /// `swucx_engine_destroy`.
 pub struct swucx_engine_t {
     magic: u64,
@@ -71,6 +72,45 @@ pub extern "C" fn swucx_engine_worker(
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_engine_progress(engine: *const swucx_engine_t) -> u32 {
     boundary(|| try_ref!(engine).engine.progress())
+}
+
+/// Announces that the calling thread is about to spin on `swucx_engine_progress` (e.g. for an
+/// active message expected within microseconds): while it spins, and for a moment after
+/// (another spin usually follows), the engine's background thread leaves the worker to the
+/// spinner instead of waking for every arrival and contending for it. Every begin needs one
+/// `swucx_engine_spin_end`, from any thread; a spin left unended keeps the background thread
+/// off the worker (only waits and spinners progress). A thread that stops spinning to sleep on
+/// something only progress delivers calls `swucx_engine_hand_over` first.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_engine_spin_begin(engine: *const swucx_engine_t) -> swucx_status_t {
+    boundary(|| {
+        try_ref!(engine).engine.begin_spin();
+        SWUCX_OK
+    })
+}
+
+/// Ends a spin announced by `swucx_engine_spin_begin`. `SWUCX_ERR_INVALID_PARAM` if no spin
+/// is running.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_engine_spin_end(engine: *const swucx_engine_t) -> swucx_status_t {
+    boundary(|| {
+        if try_ref!(engine).engine.end_spin() {
+            SWUCX_OK
+        } else {
+            SWUCX_ERR_INVALID_PARAM
+        }
+    })
+}
+
+/// Asks the engine's background thread to progress now (it may be resting after spins): call
+/// it before sleeping on something only progress delivers, e.g. a message a handler hands to
+/// this thread. `swucx_engine_wait` and its kin do this themselves.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_engine_hand_over(engine: *const swucx_engine_t) -> swucx_status_t {
+    boundary(|| {
+        try_ref!(engine).engine.hand_over();
+        SWUCX_OK
+    })
 }
 
 /// Stops the engine's background thread and releases the engine. NULL is a no-op. Its worker

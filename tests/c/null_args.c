@@ -180,6 +180,9 @@ int main(void)
     CHECK_ST(swucx_engine_worker(NULL, &out_swucx_worker_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_worker((const struct swucx_engine_t *)eng, NULL), SWUCX_ERR_NULL_ARG);
     CHECK(swucx_engine_progress(NULL) == 0);
+    CHECK_ST(swucx_engine_spin_begin(NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_spin_end(NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_hand_over(NULL), SWUCX_ERR_NULL_ARG);
     swucx_engine_destroy(NULL); /* NULL is a no-op */
     CHECK_ST(swucx_listener_create(NULL, "127.0.0.1:0", &out_swucx_listener_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_listener_create((const struct swucx_worker_t *)w, NULL, &out_swucx_listener_t), SWUCX_ERR_NULL_ARG);

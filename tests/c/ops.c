@@ -678,6 +678,22 @@ static void test_engine(const char *tls)
     swucx_request_free(rr);
     swucx_request_free(sr);
     (void)swucx_engine_progress(engine); /* nothing to do, or the engine's thread is at it */
+    /* A spin: ends once per begin; progress while it runs delivers a message. */
+    CHECK_ST(swucx_engine_spin_end(engine), SWUCX_ERR_INVALID_PARAM);
+    REQUIRE_OK(swucx_worker_tag_recv(w, &got, 8, 4, UINT64_MAX, &rr));
+    CHECK_OK(swucx_engine_spin_begin(engine));
+    v = 6;
+    REQUIRE_OK(swucx_ep_tag_send(ep, &v, 8, 4, &sr));
+    for (int i = 0; i < 10000000 && swucx_request_test(rr) == SWUCX_INPROGRESS; i++)
+        (void)swucx_engine_progress(engine);
+    CHECK_OK(swucx_engine_spin_end(engine));
+    CHECK_ST(swucx_engine_spin_end(engine), SWUCX_ERR_INVALID_PARAM);
+    CHECK_OK(swucx_engine_hand_over(engine));
+    CHECK_OK(swucx_engine_wait(engine, rr, 10000));
+    CHECK_OK(swucx_engine_wait(engine, sr, 10000));
+    CHECK(got == 6);
+    swucx_request_free(rr);
+    swucx_request_free(sr);
     test_engine_signals(engine, w, ep);
     CHECK_OK(swucx_ep_close(ep, SWUCX_EP_CLOSE_FLUSH));
     CHECK_ST(swucx_ep_tag_send(ep, &v, 8, 3, &sr), SWUCX_ERR_NOT_CONNECTED);

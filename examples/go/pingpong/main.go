@@ -220,10 +220,11 @@ func (o *io) recv(ctx context.Context, buf []byte) error {
 		}
 		return err
 	case apiAM:
-		// Spin a little driving progress (the handler then runs on this thread), as the
-		// Engine's own waits do, before sleeping on the channel.
-		for spin := time.Now(); o.spin && time.Since(spin) < 50*time.Microsecond && len(o.am) == 0; {
-			o.eng.Progress()
+		// Spin driving progress (the handler then runs on this thread) as long as the
+		// Engine's own waits do (swucx::DEFAULT_SPIN) before sleeping on the channel; Spin
+		// hands progress to the background thread if it runs out (docs/design.md).
+		if o.spin {
+			o.eng.Spin(200*time.Microsecond, func() bool { return len(o.am) > 0 })
 		}
 		select {
 		case m, ok := <-o.am:
