@@ -121,6 +121,9 @@ struct Shared {
     /// Set by a thread that needs the background thread to progress now (it is about to sleep
     /// on something only progress delivers): ends the rest at once.
     hand_over: AtomicBool,
+    /// True while the background thread holds `driver`; it gives the worker up to a spin that
+    /// begins meanwhile, and that spinner waits for it instead of going to sleep.
+    background_drives: AtomicBool,
     /// Where the background thread rests; notified on a hand-over.
     rest: (Mutex<()>, Condvar),
 }
@@ -184,6 +187,7 @@ impl Engine {
             spin,
             spins: AtomicU64::new(0),
             hand_over: AtomicBool::new(false),
+            background_drives: AtomicBool::new(false),
             rest: (Mutex::new(()), Condvar::new()),
         });
         let background = shared.clone();
@@ -406,9 +410,12 @@ impl Shared {
                 return self.sleep_for(completion, deadline, signals, &raised);
             }
             match self.drive_once() {
-                // Only one waiter spins: while another thread drives progress (a spinning
-                // waiter or the background thread), the others sleep and leave the CPU to it
-                // and to the peer (many waiters spinning on a small machine starve everyone).
+                // The background thread drives (e.g. a rendezvous transfer that arrived before
+                // this wait began): it hands the worker over to this spinner shortly.
+                None if self.background_drives.load(Ordering::Acquire) => {}
+                // Only one waiter spins: while another waiter drives progress, the others
+                // sleep and leave the CPU to it and to the peer (many waiters spinning on a
+                // small machine starve everyone).
                 None => {
                     drop(spinning);
                     return self.sleep_for(completion, deadline, signals, &raised);
@@ -487,7 +494,19 @@ impl Shared {
             }
             let armed = {
                 let _driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
-                while self.worker.progress() > 0 {}
+                self.background_drives.store(true, Ordering::Release);
+                let before = self.spins.load(Ordering::Acquire);
+                let spin_began = || {
+                    let now = self.spins.load(Ordering::Acquire);
+                    now >> 32 != before >> 32 && now as u32 > 0
+                };
+                while self.worker.progress() > 0 && !spin_began() {}
+                let yielded = spin_began();
+                self.background_drives.store(false, Ordering::Release);
+                if yielded {
+                    // The spinner takes the worker over (it waits for the lock meanwhile).
+                    continue;
+                }
                 self.worker.arm()
             };
             match armed {
