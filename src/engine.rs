@@ -121,8 +121,8 @@ struct Shared {
     /// Set by a thread that needs the background thread to progress now (it is about to sleep
     /// on something only progress delivers): ends the rest at once.
     hand_over: AtomicBool,
-    /// True while the background thread holds `driver`; it gives the worker up to a spin that
-    /// begins meanwhile, and that spinner waits for it instead of going to sleep.
+    /// True while the background thread holds `driver`; it gives the worker up to any spinner
+    /// after one progress call, and the spinner waits for it instead of going to sleep.
     background_drives: AtomicBool,
     /// Where the background thread rests; notified on a hand-over.
     rest: (Mutex<()>, Condvar),
@@ -495,13 +495,9 @@ impl Shared {
             let armed = {
                 let _driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
                 self.background_drives.store(true, Ordering::Release);
-                let before = self.spins.load(Ordering::Acquire);
-                let spin_began = || {
-                    let now = self.spins.load(Ordering::Acquire);
-                    now >> 32 != before >> 32 && now as u32 > 0
-                };
-                while self.worker.progress() > 0 && !spin_began() {}
-                let yielded = spin_began();
+                let spinner_waits = || self.spins.load(Ordering::Acquire) as u32 > 0;
+                while self.worker.progress() > 0 && !spinner_waits() {}
+                let yielded = spinner_waits();
                 self.background_drives.store(false, Ordering::Release);
                 if yielded {
                     // The spinner takes the worker over (it waits for the lock meanwhile).
