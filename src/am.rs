@@ -189,7 +189,7 @@ impl AmDesc {
             DescKind::Ucx { desc, rndv: true } => {
                 let params = OpParams::new(
                     "ucp_am_recv_data_nbx",
-                    OpKind::OtherRecv,
+                    OpKind::OTHER_RECV,
                     Callback::Length,
                     buffer.region().map(|r| r.memh()),
                     0,
@@ -399,6 +399,7 @@ impl Endpoint {
     /// Sends an active message `id` with `header` and `payload`. Both stay owned by the request
     /// until UCX completes the send (on UCX 1.13 the header is not copied at send time).
     /// Large payloads go by rendezvous: the send completes once the receiver has pulled them.
+    #[inline(always)]
     pub fn am_send<H: Buf, B: Buf>(
         &self,
         id: u16,
@@ -409,7 +410,7 @@ impl Endpoint {
         let handle = self.lock_handle("ucp_am_send_nbx")?;
         let params = OpParams::new(
             "ucp_am_send_nbx",
-            OpKind::Send,
+            OpKind::SEND,
             Callback::Send,
             payload.region().map(|r| r.memh()),
             flags.0,

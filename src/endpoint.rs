@@ -297,7 +297,7 @@ impl Endpoint {
     }
 
     /// The failure status if the peer failed, else `None`.
-    #[inline]
+    #[inline(always)]
     pub fn failure(&self) -> Option<Status> {
         match self.0.shared.failed.load(Ordering::Acquire) {
             0 => None,
@@ -311,7 +311,7 @@ impl Endpoint {
     }
 
     /// The UCX handle for one call, or the error that makes the endpoint unusable.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lock_handle(&self, op: &'static str) -> Result<EpHandle<'_>> {
         let gate = self.0.worker.gate();
         let in_use = self
@@ -363,7 +363,7 @@ impl Endpoint {
     /// before has completed at the target (the target must be progressing).
     pub fn flush_nb(&self) -> Result<Request<()>> {
         let handle = self.lock_handle("ucp_ep_flush_nbx")?;
-        let params = OpParams::new("ucp_ep_flush_nbx", OpKind::Send, Callback::Send, None, 0);
+        let params = OpParams::new("ucp_ep_flush_nbx", OpKind::SEND, Callback::Send, None, 0);
         // SAFETY: the endpoint is live while the read lock is held; params carries our callback.
         let ptr = unsafe { sys::ucp_ep_flush_nbx(handle.raw(), &params.param) };
         drop(handle);
@@ -388,7 +388,7 @@ impl Endpoint {
     }
 
     /// Registers a request that did not complete at once, so a peer failure can end it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn track<B: Send + 'static>(&self, request: Request<B>) -> Request<B> {
         if !request.is_complete() {
             let mut inflight = self

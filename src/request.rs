@@ -94,7 +94,7 @@ impl Completion {
 
     /// A pending completion with a second strong reference reserved for UCX (hand it over with
     /// `Arc::as_ptr`): a spare one of this thread's if there is one, else a new one.
-    #[inline]
+    #[inline(always)]
     fn reserve() -> Arc<Completion> {
         let spare = SPARE_COMPLETIONS.with(|spares| spares.borrow_mut().pop());
         match spare {
@@ -144,7 +144,7 @@ impl Completion {
         unsafe { Arc::decrement_strong_count(Arc::as_ptr(&completion)) };
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_done(&self) -> bool {
         matches!(self.state.load(Ordering::Acquire), DONE | DETACHED)
     }
@@ -313,12 +313,19 @@ pub(crate) unsafe extern "C" fn length_callback(
     unsafe { complete(request, status, length, 0, user_data) }
 }
 
-/// What the operation was, for `Request::cancel` and for the reported length.
+/// What the operation was, for `Request::cancel` and for the reported length. A `u8` with every
+/// value valid, so `Result<Request<B>>` takes its discriminant from a pointer's niche instead:
+/// with an enum here it sat in this byte, and every move of the result copied the 7 bytes
+/// around it in two overlapping loads that stalled on store forwarding (`perf annotate` of
+/// `examples/op_cost.rs`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum OpKind {
-    Send,
-    TagRecv,
-    OtherRecv,
+#[repr(transparent)]
+pub(crate) struct OpKind(u8);
+
+impl OpKind {
+    pub(crate) const SEND: OpKind = OpKind(0);
+    pub(crate) const TAG_RECV: OpKind = OpKind(1);
+    pub(crate) const OTHER_RECV: OpKind = OpKind(2);
 }
 
 /// The result of a completed operation: the buffer handed back, and what was received.
@@ -377,7 +384,7 @@ pub(crate) enum Callback {
 impl OpParams {
     /// Starts the parameters for one operation (byte datatype, host memory).
     /// `op` names the UCX call in errors; `kind` says what the request may do (cancel).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(
         op: &'static str,
         kind: OpKind,
@@ -430,7 +437,7 @@ impl OpParams {
     ///
     /// `immediate_length` is the length to report if UCX completed the operation at once (UCX
     /// then does not call the callback); `None` means the buffer's length.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finish<B: Send + 'static>(
         self,
         worker: &Worker,
@@ -485,7 +492,7 @@ impl<B: Send + 'static> Request<B> {
             raw: std::ptr::null_mut(),
             buffer: Some(buffer),
             buffer_len: length,
-            kind: OpKind::Send,
+            kind: OpKind::SEND,
             keepalive: None,
         }
     }
@@ -497,13 +504,13 @@ impl<B: Send + 'static> Request<B> {
     }
 
     /// True once UCX has completed the operation (successfully or not). Does not progress.
-    #[inline]
+    #[inline(always)]
     pub fn is_complete(&self) -> bool {
         self.completion.is_done()
     }
 
     /// Progresses the worker once and tells whether the operation is complete.
-    #[inline]
+    #[inline(always)]
     pub fn poll(&self) -> bool {
         if let Some(worker) = &self.worker {
             if !self.is_complete() {
@@ -525,7 +532,7 @@ impl<B: Send + 'static> Request<B> {
     }
 
     /// Progresses the worker until the operation completes, then returns its result and buffer.
-    #[inline]
+    #[inline(always)]
     pub fn wait(mut self) -> Result<Done<B>> {
         self.take_result()
     }
@@ -534,7 +541,7 @@ impl<B: Send + 'static> Request<B> {
     /// with `Status::ERR_CANCELED`. For any other operation this does nothing.
     pub fn cancel(&self) {
         if let Some(worker) = &self.worker {
-            if self.kind == OpKind::TagRecv && !self.is_complete() && !self.raw.is_null() {
+            if self.kind == OpKind::TAG_RECV && !self.is_complete() && !self.raw.is_null() {
                 let _gate = worker.gate();
                 // SAFETY: raw is this operation's live request (freed only after completion).
                 unsafe { sys::ucp_request_cancel(worker.handle(), self.raw) };
@@ -543,7 +550,7 @@ impl<B: Send + 'static> Request<B> {
     }
 
     /// Returns the result of a completed operation; waits if it is not complete yet.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_result(&mut self) -> Result<Done<B>> {
         if let Some(worker) = &self.worker {
             if !self.is_complete() {
@@ -566,9 +573,10 @@ impl<B: Send + 'static> Request<B> {
         }
         let status = Status(self.completion.status.load(Ordering::Relaxed));
         if status.is_err() {
-            let op = match self.kind {
-                OpKind::Send => "send",
-                OpKind::TagRecv | OpKind::OtherRecv => "receive",
+            let op = if self.kind == OpKind::SEND {
+                "send"
+            } else {
+                "receive"
             };
             return Err(Error::new(op, status));
         }
@@ -594,7 +602,7 @@ impl<B: Send + 'static> Request<B> {
         std::mem::forget(self.keepalive.take());
     }
 
-    #[inline]
+    #[inline(always)]
     fn release_raw(&mut self) {
         if let Some(worker) = &self.worker {
             if !self.raw.is_null() {
@@ -608,6 +616,7 @@ impl<B: Send + 'static> Request<B> {
 }
 
 impl<B: Send + 'static> Drop for Request<B> {
+    #[inline(always)]
     fn drop(&mut self) {
         self.release_buffer();
         // SAFETY: the completion is taken exactly once, here, and never used afterwards.
@@ -619,7 +628,7 @@ impl<B: Send + 'static> Drop for Request<B> {
 impl<B: Send + 'static> Request<B> {
     /// Frees the buffer and the UCX request of a dropped request, or hands them to the callback
     /// if UCX is still running the operation.
-    #[inline]
+    #[inline(always)]
     fn release_buffer(&mut self) {
         let Some(buffer) = self.buffer.take() else {
             return;

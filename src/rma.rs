@@ -44,7 +44,7 @@ impl Endpoint {
             self.rma(
                 "ucp_put_nbx",
                 put_nbx,
-                OpKind::Send,
+                OpKind::SEND,
                 buffer,
                 ptr,
                 rkey,
@@ -66,7 +66,7 @@ impl Endpoint {
             self.rma(
                 "ucp_get_nbx",
                 sys::ucp_get_nbx,
-                OpKind::OtherRecv,
+                OpKind::OTHER_RECV,
                 buffer,
                 ptr,
                 rkey,

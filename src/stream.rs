@@ -12,7 +12,7 @@ impl Endpoint {
         let handle = self.lock_handle("ucp_stream_send_nbx")?;
         let params = OpParams::new(
             "ucp_stream_send_nbx",
-            OpKind::Send,
+            OpKind::SEND,
             Callback::Send,
             buffer.region().map(|r| r.memh()),
             0,
@@ -49,7 +49,7 @@ impl Endpoint {
         let handle = self.lock_handle("ucp_stream_recv_nbx")?;
         let params = OpParams::new(
             "ucp_stream_recv_nbx",
-            OpKind::OtherRecv,
+            OpKind::OTHER_RECV,
             Callback::Length,
             buffer.region().map(|r| r.memh()),
             flags,

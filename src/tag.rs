@@ -10,11 +10,12 @@ use crate::worker::Worker;
 impl Endpoint {
     /// Sends `buffer` with `tag`. Small messages go eagerly, large ones by rendezvous (the
     /// receiver pulls them straight into its buffer).
+    #[inline(always)]
     pub fn tag_send<B: Buf>(&self, tag: u64, buffer: B) -> Result<Request<B>> {
         let handle = self.lock_handle("ucp_tag_send_nbx")?;
         let params = OpParams::new(
             "ucp_tag_send_nbx",
-            OpKind::Send,
+            OpKind::SEND,
             Callback::Send,
             buffer.region().map(|r| r.memh()),
             0,
@@ -40,10 +41,11 @@ impl Worker {
     /// Receives the next message whose tag matches `tag` on the bits set in `mask`, from any
     /// endpoint of this worker. A message longer than the buffer fails with
     /// `ERR_MESSAGE_TRUNCATED`. Cancellable while unmatched ([`Request::cancel`]).
+    #[inline(always)]
     pub fn tag_recv<B: BufMut>(&self, tag: u64, mask: u64, mut buffer: B) -> Result<Request<B>> {
         let mut params = OpParams::new(
             "ucp_tag_recv_nbx",
-            OpKind::TagRecv,
+            OpKind::TAG_RECV,
             Callback::TagRecv,
             buffer.region().map(|r| r.memh()),
             0,

@@ -254,12 +254,12 @@ impl Worker {
     /// (the progressing thread holds it, or UCX's async thread runs the callback), and for a
     /// thread that holds a gate already.
     /// True for a MULTI-threaded worker (`Worker::new`), false for a SERIALIZED one.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_multi(&self) -> bool {
         self.0.multi
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn gate(&self) -> Gate<'_> {
         if !self.0.multi || in_callback() || HOLDS_GATE.with(Cell::get) {
             return Gate(None);
@@ -292,7 +292,7 @@ impl Worker {
     /// nearly all the time under load (the engine's background thread moving a rendezvous
     /// stream): a waiter freeing its request there spun for it, burning a core. So the free is
     /// left to the next progress call, which holds the lock anyway.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn free_request(&self, raw: *mut libc::c_void) {
         if !self.0.multi || in_callback() {
             Deferred::Request(raw as usize).release(self.0.handle);
@@ -497,7 +497,7 @@ impl Worker {
     pub fn flush_nb(&self) -> Result<crate::Request<()>> {
         let params = OpParams::new(
             "ucp_worker_flush_nbx",
-            OpKind::Send,
+            OpKind::SEND,
             Callback::Send,
             None,
             0,
