@@ -13,7 +13,8 @@
 # against the Rust one (inline, client and server) in the same reps: 8 B tag and AM latency
 # (target C <= 1.05x Rust) and AM bandwidth 1 MiB window 32 (target C >= 0.97x Rust), and the
 # Go ping-pong (examples/go/pingpong, client and server; it always waits through its Engine and
-# ignores --cpu) against the C one in the same reps: 8 B tag and AM latency (target Go <= C +
+# --cpu binds only the goroutine that drives the run, and its thread) against the C one in the
+# same reps: 8 B tag and AM latency (target Go <= C +
 # 0.5 us over shm, + 1 us over tcp) and AM bandwidth 1 MiB window 32 (target Go >= 0.95x C), plus
 # the Go process's idle CPU with an open connection over shm (< 1% of a core). Latency is one-way
 # (RTT/2) p50 in us;
@@ -351,7 +352,8 @@ ELAPSED=$(( $(date +%s) - START ))
   echo "UCX_SYSV_ERROR_HANDLING=y UCX_KEEPALIVE_INTERVAL=500ms (and UCX_TCP_PUT_ENABLE=n over shm), as swucx's"
   echo "defaults; servers on CPU 0, clients on CPU 1;"
   echo "swucx busy-polls inline unless the row says front; the Go ping-pong always waits through its Engine"
-  echo "and is not pinned (it ignores --cpu). Logs: $LOGS."
+  echo "and --cpu binds only its driving goroutine's thread (the engine's and the runtime's other threads"
+  echo "keep every CPU). Logs: $LOGS."
   echo
   echo "| cell | transport | ucx_perftest | swucx | ratio | target | pass/fail |"
   echo "|---|---|---|---|---|---|---|"

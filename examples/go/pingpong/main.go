@@ -12,9 +12,12 @@
 // are one UCX-allocated region (Context.Allocate) used through MemRegion.Bytes; active-message
 // payloads are received into it (the server: HandleAMFunc and AMMessage.RecvData on the
 // session's goroutine; the client: AMConfig.Alloc). With --idle-secs the idle measurement keeps
-// two goroutines blocked on the connection with a cancellable context. Accepted and
-// ignored: --cpu, --multi, --front-spin-us. Bandwidth keeps --window operations in flight with
-// the *Start methods and Request.Wait, as the others do.
+// two goroutines blocked on the connection with a cancellable context. --cpu binds the
+// goroutine that drives the run (locked to its thread) to that CPU, as the C and Rust
+// ping-pongs bind their one thread; the engine's background thread and the runtime's other
+// threads keep every CPU (binding the whole process put them all on one core: AM latency
+// 100+ us). Accepted and ignored: --multi, --front-spin-us. Bandwidth keeps --window
+// operations in flight with the *Start methods and Request.Wait, as the others do.
 package main
 
 import (
@@ -24,12 +27,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	swucx "github.com/swucx/swucx/go"
 )
@@ -283,6 +288,15 @@ func parallel(count uint64, window uint32, op func() error) error {
 	if workers > count {
 		workers = count
 	}
+	if workers == 1 {
+		// On the calling goroutine (the one pinThread may have bound to a CPU).
+		for i := uint64(0); i < count; i++ {
+			if err := op(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for w := uint64(0); w < workers; w++ {
 		wg.Add(1)
 		go func() {
@@ -323,7 +337,7 @@ func ctrlRecv(ctx context.Context, eng *swucx.Engine, tag uint64, buf []byte) (i
 
 // ---- server ----
 
-func runServer(listen, transport, features string) error {
+func runServer(listen, transport, features string, cpu int) error {
 	if features == "" {
 		features = "tsm"
 	}
@@ -341,6 +355,9 @@ func runServer(listen, transport, features string) error {
 		return err
 	}
 	defer eng.Close()
+	if err := pinThread(cpu); err != nil {
+		return err
+	}
 	var am <-chan *swucx.AMMessage
 	if f&swucx.FeatureAM != 0 {
 		// Messages go to the session as they arrive; a rendezvous payload is received by the
@@ -452,6 +469,28 @@ type clientArgs struct {
 	p                            params
 	warmupSet                    bool
 	idleSecs                     int64
+	cpu                          int
+}
+
+// pinThread locks the calling goroutine (the one that drives the run) to its OS thread and
+// binds that thread to cpu, as the C and Rust ping-pongs bind their one thread; cpu < 0 does
+// nothing. Called after NewEngine: the engine's background thread keeps the full CPU mask, and
+// so do the runtime's other threads. The goroutine stays locked until the process exits.
+func pinThread(cpu int) error {
+	if cpu < 0 {
+		return nil
+	}
+	if cpu >= 1024 {
+		return fmt.Errorf("--cpu %d: at most 1023", cpu)
+	}
+	runtime.LockOSThread()
+	var mask [1024 / 64]uint64
+	mask[cpu/64] = 1 << (cpu % 64)
+	_, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)))
+	if e != 0 {
+		return fmt.Errorf("--cpu %d: sched_setaffinity: %v", cpu, e)
+	}
+	return nil
 }
 
 func runClient(a clientArgs) (string, error) {
@@ -480,6 +519,9 @@ func runClient(a clientArgs) (string, error) {
 		return "", err
 	}
 	defer eng.Close()
+	if err := pinThread(a.cpu); err != nil {
+		return "", err
+	}
 	region, err := uc.Allocate(int(2*p.size) + 1)
 	if err != nil {
 		return "", err
@@ -674,7 +716,7 @@ func main() {
 	idle := fs.Int64("idle-secs", -1, "with --front: stay idle this long and report CPU use")
 	wireup := fs.String("wireup", "cm", "cm or address")
 	transport := fs.String("transport", "", "shm or tcp (sets UCX_TLS unless set)")
-	fs.Int("cpu", -1, "accepted, ignored")
+	cpu := fs.Int("cpu", -1, "bind the goroutine that drives the run, and its thread, to this CPU")
 	features := fs.String("features", "", "UCP features as letters t s m r w")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -693,9 +735,9 @@ func main() {
 		fail(2, errors.New("exactly one of --server and --connect is required"))
 	}
 	if *server {
-		fail(1, runServer(*listen, *transport, *features))
+		fail(1, runServer(*listen, *transport, *features, *cpu))
 	}
-	a := clientArgs{connect: *connect, transport: *transport, features: *features, idleSecs: *idle}
+	a := clientArgs{connect: *connect, transport: *transport, features: *features, idleSecs: *idle, cpu: *cpu}
 	a.p = params{size: *size, iters: *iters, warmup: *warmup, window: uint32(*window), front: *front}
 	fs.Visit(func(f *flag.Flag) { a.warmupSet = a.warmupSet || f.Name == "warmup" })
 	switch *api {

@@ -81,7 +81,7 @@ func TestWireCompatibleWithRust(t *testing.T) {
 			defer srv.Process.Kill()
 			waitListening(t, port)
 			for _, c := range cases {
-				a := clientArgs{connect: fmt.Sprintf("127.0.0.1:%d", port), transport: transport, idleSecs: -1}
+				a := clientArgs{connect: fmt.Sprintf("127.0.0.1:%d", port), transport: transport, idleSecs: -1, cpu: -1}
 				a.p = params{api: c.api, mode: c.mode, size: c.size, iters: 200, window: 8, addrWU: c.wireup}
 				result, err := runClient(a)
 				if err != nil || !strings.HasPrefix(result, "RESULT mode=") {
@@ -92,7 +92,7 @@ func TestWireCompatibleWithRust(t *testing.T) {
 
 			// Go server (in this process), Rust client.
 			gport := freePort(t)
-			go runServer(fmt.Sprintf("127.0.0.1:%d", gport), transport, "")
+			go runServer(fmt.Sprintf("127.0.0.1:%d", gport), transport, "", -1)
 			waitListening(t, gport)
 			for _, c := range cases {
 				args := []string{"--connect", fmt.Sprintf("127.0.0.1:%d", gport), "--transport", transport,
