@@ -188,6 +188,7 @@ impl AmDesc {
             }
             DescKind::Ucx { desc, rndv: true } => {
                 let params = OpParams::new(
+                    &self.worker,
                     "ucp_am_recv_data_nbx",
                     OpKind::OTHER_RECV,
                     Callback::Length,
@@ -409,6 +410,7 @@ impl Endpoint {
     ) -> Result<Request<(H, B)>> {
         let handle = self.lock_handle("ucp_am_send_nbx")?;
         let params = OpParams::new(
+            self.worker(),
             "ucp_am_send_nbx",
             OpKind::SEND,
             Callback::Send,

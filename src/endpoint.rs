@@ -363,7 +363,14 @@ impl Endpoint {
     /// before has completed at the target (the target must be progressing).
     pub fn flush_nb(&self) -> Result<Request<()>> {
         let handle = self.lock_handle("ucp_ep_flush_nbx")?;
-        let params = OpParams::new("ucp_ep_flush_nbx", OpKind::SEND, Callback::Send, None, 0);
+        let params = OpParams::new(
+            &self.0.worker,
+            "ucp_ep_flush_nbx",
+            OpKind::SEND,
+            Callback::Send,
+            None,
+            0,
+        );
         // SAFETY: the endpoint is live while the read lock is held; params carries our callback.
         let ptr = unsafe { sys::ucp_ep_flush_nbx(handle.raw(), &params.param) };
         drop(handle);

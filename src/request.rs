@@ -8,7 +8,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicI8, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -45,6 +45,10 @@ pub(crate) struct Completion {
     orphan: Mutex<Option<Box<dyn Any + Send>>>,
     /// The thread sleeping in `park_until` (set while the state carries WAITED).
     waiter: Mutex<Option<Thread>>,
+    /// The operation runs on a SERIALIZED worker, whose operations are never used from two
+    /// threads at once (`Worker::new_serialized`'s contract): ending it needs no atomic
+    /// read-modify-write.
+    exclusive: AtomicBool,
 }
 
 /// A finished completion kept for reuse. Holds two strong references, the owner's and the one
@@ -89,13 +93,15 @@ impl Completion {
             detach_status: AtomicI8::new(0),
             orphan: Mutex::new(None),
             waiter: Mutex::new(None),
+            exclusive: AtomicBool::new(false),
         }
     }
 
     /// A pending completion with a second strong reference reserved for UCX (hand it over with
-    /// `Arc::as_ptr`): a spare one of this thread's if there is one, else a new one.
+    /// `Arc::as_ptr`): a spare one of this thread's if there is one, else a new one. `exclusive`:
+    /// the operation runs on a SERIALIZED worker.
     #[inline(always)]
-    fn reserve() -> Arc<Completion> {
+    fn reserve(exclusive: bool) -> Arc<Completion> {
         let spare = SPARE_COMPLETIONS.with(|spares| spares.borrow_mut().pop());
         match spare {
             Some(spare) => {
@@ -108,10 +114,12 @@ impl Completion {
                 completion.length.store(0, Ordering::Relaxed);
                 completion.sender_tag.store(0, Ordering::Relaxed);
                 completion.detach_status.store(0, Ordering::Relaxed);
+                completion.exclusive.store(exclusive, Ordering::Relaxed);
                 completion
             }
             None => {
                 let completion = Arc::new(Completion::fresh());
+                completion.exclusive.store(exclusive, Ordering::Relaxed);
                 std::mem::forget(completion.clone());
                 completion
             }
@@ -155,6 +163,12 @@ impl Completion {
     /// moment, so nothing here touches it after the final update.
     fn end_pending(&self, to: u8) -> std::result::Result<(), u8> {
         let mut current = self.state.load(Ordering::Acquire);
+        if current == PENDING && self.exclusive.load(Ordering::Relaxed) {
+            // Nobody else can touch an exclusive operation between this load and store (and
+            // nobody sleeps on it: WAITED is not set).
+            self.state.store(to, Ordering::Release);
+            return Ok(());
+        }
         loop {
             if current & !WAITED != PENDING {
                 return Err(current);
@@ -386,13 +400,14 @@ impl OpParams {
     /// `op` names the UCX call in errors; `kind` says what the request may do (cancel).
     #[inline(always)]
     pub(crate) fn new(
+        worker: &Worker,
         op: &'static str,
         kind: OpKind,
         callback: Callback,
         memh: Option<sys::ucp_mem_h>,
         flags: u32,
     ) -> OpParams {
-        let completion = Completion::reserve();
+        let completion = Completion::reserve(!worker.is_multi());
         let user_data = Arc::as_ptr(&completion) as *mut libc::c_void;
         let mut param = sys::ucp_request_param_t {
             op_attr_mask: sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK.0
@@ -483,7 +498,7 @@ impl OpParams {
 impl<B: Send + 'static> Request<B> {
     /// A request that is already complete (used when no UCX call was needed).
     pub(crate) fn ready(buffer: B, length: usize) -> Request<B> {
-        let completion = Completion::reserve();
+        let completion = Completion::reserve(false);
         completion.record(Status::OK, length, 0);
         completion.finish_unwatched();
         Request {
@@ -698,7 +713,7 @@ mod tests {
         // the sleeper must wake every time (no lost wake-up without the old fences), and the
         // finished completion must hold exactly the owner's two references again.
         for _ in 0..20_000 {
-            let completion = Completion::reserve();
+            let completion = Completion::reserve(false);
             let user_data = Arc::as_ptr(&completion) as usize;
             let finisher = std::thread::spawn(move || callback_finishes(user_data as *const _));
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -715,11 +730,11 @@ mod tests {
 
     #[test]
     fn a_reused_completion_starts_pending() {
-        let completion = Completion::reserve();
+        let completion = Completion::reserve(false);
         let first = Arc::as_ptr(&completion);
         callback_finishes(first);
         Completion::recycle(completion);
-        let again = Completion::reserve();
+        let again = Completion::reserve(false);
         assert_eq!(Arc::as_ptr(&again), first, "the spare is reused");
         assert!(!again.is_done());
         assert_eq!(again.status.load(Ordering::Relaxed), Status::INPROGRESS.0);
@@ -729,8 +744,33 @@ mod tests {
     }
 
     #[test]
+    fn an_exclusive_completion_ends_once_and_comes_back_whole() {
+        // Finished by the callback: reusable with both references, as a shared one.
+        let completion = Completion::reserve(true);
+        callback_finishes(Arc::as_ptr(&completion));
+        assert_eq!(completion.state.load(Ordering::Acquire), DONE);
+        assert_eq!(Arc::strong_count(&completion), 2);
+        Completion::recycle(completion);
+        // Dropped by its owner first: the callback then finds it orphaned and keeps its hands off.
+        let completion = Completion::reserve(true);
+        assert!(completion.exclusive.load(Ordering::Relaxed));
+        assert_eq!(completion.end_pending(ORPHANED), Ok(()));
+        assert_eq!(completion.end_pending(DONE), Err(ORPHANED));
+        // SAFETY: the reference reserved for UCX, released once as the callback would.
+        unsafe { Arc::decrement_strong_count(Arc::as_ptr(&completion)) };
+        let watcher = Arc::downgrade(&completion);
+        Completion::recycle(completion);
+        assert_eq!(watcher.strong_count(), 0);
+        // A spare handed to a MULTI worker's operation is not exclusive any more.
+        let completion = Completion::reserve(false);
+        assert!(!completion.exclusive.load(Ordering::Relaxed));
+        callback_finishes(Arc::as_ptr(&completion));
+        Completion::recycle(completion);
+    }
+
+    #[test]
     fn an_owner_that_still_shares_the_completion_releases_its_references() {
-        let completion = Completion::reserve();
+        let completion = Completion::reserve(false);
         callback_finishes(Arc::as_ptr(&completion));
         let watcher = Arc::downgrade(&completion);
         Completion::recycle(completion);

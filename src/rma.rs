@@ -94,6 +94,7 @@ impl Endpoint {
         let remote = rkey.remote_addr(op, offset, buffer.len())?;
         let handle = self.lock_handle(op)?;
         let params = OpParams::new(
+            self.worker(),
             op,
             kind,
             Callback::Send,

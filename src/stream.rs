@@ -11,6 +11,7 @@ impl Endpoint {
     pub fn stream_send<B: Buf>(&self, buffer: B) -> Result<Request<B>> {
         let handle = self.lock_handle("ucp_stream_send_nbx")?;
         let params = OpParams::new(
+            self.worker(),
             "ucp_stream_send_nbx",
             OpKind::SEND,
             Callback::Send,
@@ -48,6 +49,7 @@ impl Endpoint {
     fn stream_recv_flags<B: BufMut>(&self, mut buffer: B, flags: u32) -> Result<Request<B>> {
         let handle = self.lock_handle("ucp_stream_recv_nbx")?;
         let params = OpParams::new(
+            self.worker(),
             "ucp_stream_recv_nbx",
             OpKind::OTHER_RECV,
             Callback::Length,

@@ -14,6 +14,7 @@ impl Endpoint {
     pub fn tag_send<B: Buf>(&self, tag: u64, buffer: B) -> Result<Request<B>> {
         let handle = self.lock_handle("ucp_tag_send_nbx")?;
         let params = OpParams::new(
+            self.worker(),
             "ucp_tag_send_nbx",
             OpKind::SEND,
             Callback::Send,
@@ -44,6 +45,7 @@ impl Worker {
     #[inline(always)]
     pub fn tag_recv<B: BufMut>(&self, tag: u64, mask: u64, mut buffer: B) -> Result<Request<B>> {
         let mut params = OpParams::new(
+            self,
             "ucp_tag_recv_nbx",
             OpKind::TAG_RECV,
             Callback::TagRecv,

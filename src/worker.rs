@@ -496,6 +496,7 @@ impl Worker {
     /// Starts a flush of every endpoint of this worker (see [`flush`](Worker::flush)).
     pub fn flush_nb(&self) -> Result<crate::Request<()>> {
         let params = OpParams::new(
+            self,
             "ucp_worker_flush_nbx",
             OpKind::SEND,
             Callback::Send,
