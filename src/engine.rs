@@ -132,6 +132,9 @@ struct Shared {
 /// over progress one to two rests after the last spin ended without a hand-over.
 const REST: Duration = Duration::from_micros(200);
 
+/// The longest rest while a spinner keeps running.
+const MAX_REST: Duration = Duration::from_millis(1);
+
 /// How many spin rounds a waiter makes between looks at the clock.
 const CLOCK_EVERY: u32 = 8;
 
@@ -477,21 +480,29 @@ impl Shared {
     /// The background thread: progress what arrives, then sleep on the event fd.
     fn serve_events(&self, efd: i32) {
         let mut begun_seen = 0u32;
+        let mut rest = REST;
         while !self.stop.load(Ordering::Acquire) {
             let spins = self.spins.load(Ordering::Acquire);
             let (running, begun) = (spins as u32, (spins >> 32) as u32);
             let spinning = running > 0 || begun != begun_seen;
             begun_seen = begun;
             if !self.hand_over.swap(false, Ordering::AcqRel) && spinning {
-                // Spinners drive progress: rest (not armed) until a hand-over or REST passes.
+                // Spinners drive progress: rest (not armed) until a hand-over or the rest
+                // passes; longer each time a spinner is still at it (up to MAX_REST).
                 // Checked again under the lock: a hand-over sets the flag first, then notifies
                 // under the lock, so the notice cannot be missed.
                 let guard = self.rest.0.lock().unwrap_or_else(|e| e.into_inner());
                 if !self.hand_over.load(Ordering::Acquire) {
-                    let _ = self.rest.1.wait_timeout(guard, REST);
+                    let _ = self.rest.1.wait_timeout(guard, rest);
                 }
+                rest = if running > 0 {
+                    (rest * 2).min(MAX_REST)
+                } else {
+                    REST
+                };
                 continue;
             }
+            rest = REST;
             let armed = {
                 let _driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
                 self.background_drives.store(true, Ordering::Release);
