@@ -129,7 +129,8 @@ struct Shared {
 }
 
 /// How long the background thread rests before it looks again whether spins went on; it takes
-/// over progress one to two rests after the last spin ended without a hand-over.
+/// over progress one to two rests after the last spin ended without a hand-over (up to
+/// `MAX_REST` later after a long spin).
 const REST: Duration = Duration::from_micros(200);
 
 /// The longest rest while a spinner keeps running.
