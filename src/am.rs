@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::ops::BitOr;
 use std::sync::{Arc, Weak};
 
-use crate::buffer::{Buf, BufMut};
+use crate::buffer::{Buf, BufMut, memh_for};
 use crate::endpoint::Endpoint;
 use crate::request::{Callback, OpKind, OpParams, Request};
 use crate::status::{Error, Result, Status, check};
@@ -192,7 +192,7 @@ impl AmDesc {
                     "ucp_am_recv_data_nbx",
                     OpKind::OTHER_RECV,
                     Callback::Length,
-                    buffer.region().map(|r| r.memh()),
+                    memh_for(&buffer),
                     0,
                 );
                 let ptr = {
@@ -414,7 +414,7 @@ impl Endpoint {
             "ucp_am_send_nbx",
             OpKind::SEND,
             Callback::Send,
-            payload.region().map(|r| r.memh()),
+            memh_for(&payload),
             flags.0,
         );
         // SAFETY: the endpoint is live under the lock; header and payload are owned by the

@@ -414,8 +414,7 @@ impl OpParams {
                 | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA.0
                 | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_DATATYPE.0
                 | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_MEMORY_TYPE.0,
-            // SAFETY: the shim evaluates ucp_dt_make_contig(1).
-            datatype: unsafe { sys::swucx_shim_dt_contig_bytes() },
+            datatype: worker.bytes_datatype(),
             memory_type: sys::ucs_memory_type::UCS_MEMORY_TYPE_HOST,
             user_data,
             ..Default::default()

@@ -4,7 +4,7 @@
 //! On UCX 1.13 over TCP these are emulated in software (slow); over RDMA and shared memory they
 //! are zero-copy.
 
-use crate::buffer::{Buf, BufMut};
+use crate::buffer::{Buf, BufMut, memh_for};
 use crate::endpoint::Endpoint;
 use crate::memory::RemoteKey;
 use crate::request::{Callback, OpKind, OpParams, Request};
@@ -98,7 +98,7 @@ impl Endpoint {
             op,
             kind,
             Callback::Send,
-            buffer.region().map(|r| r.memh()),
+            memh_for(&buffer),
             0,
         );
         let len = buffer.len();

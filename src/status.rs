@@ -177,16 +177,27 @@ pub(crate) enum StatusPtr {
     Failed(Status),
 }
 
-/// Decodes a `ucs_status_ptr_t` with UCX's own `UCS_PTR_STATUS` (one C shim call): a request
-/// pointer reads as `UCS_INPROGRESS`, NULL as `UCS_OK`, anything else is an error code.
+/// The lowest pointer value that encodes an error: `UCS_PTR_IS_ERR(p)` is `(uintptr_t)p >=
+/// (uintptr_t)UCS_ERR_LAST`. The test below holds this against UCX's own macros (C shims).
+const FIRST_ERROR_PTR: usize = sys::ucs_status_t::UCS_ERR_LAST.0 as isize as usize;
+
+/// Decodes a `ucs_status_ptr_t` as UCX's `UCS_PTR_*` macros do: NULL is `UCS_OK`, a value at or
+/// above `FIRST_ERROR_PTR` is an error code (read with `UCS_PTR_STATUS`), anything else is a
+/// request. Runs on every operation, so the two common cases are decided here, without a call.
+#[inline(always)]
 pub(crate) fn decode_status_ptr(ptr: sys::ucs_status_ptr_t) -> StatusPtr {
-    // SAFETY: the shim only looks at the pointer value; it never dereferences it.
-    let status = Status::from_raw(unsafe { sys::swucx_shim_ptr_status(ptr) });
-    match status {
-        Status::INPROGRESS => StatusPtr::Pending(ptr),
-        Status::OK => StatusPtr::Done,
-        failed => StatusPtr::Failed(failed),
+    match ptr as usize {
+        0 => StatusPtr::Done,
+        value if value < FIRST_ERROR_PTR => StatusPtr::Pending(ptr),
+        _ => decode_error_ptr(ptr),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn decode_error_ptr(ptr: sys::ucs_status_ptr_t) -> StatusPtr {
+    // SAFETY: the shim only looks at the pointer value; it never dereferences it.
+    StatusPtr::Failed(Status::from_raw(unsafe { sys::swucx_shim_ptr_status(ptr) }))
 }
 
 #[cfg(test)]
@@ -220,5 +231,29 @@ mod tests {
         let mut x = 0u64;
         let p = (&mut x as *mut u64).cast();
         assert!(matches!(decode_status_ptr(p), StatusPtr::Pending(q) if q == p));
+        // Every status code and the values around the boundaries decode as UCX's macros say.
+        let values = (i8::MIN..=0).map(|s| s as isize as usize).chain([
+            1,
+            4096,
+            usize::MAX / 2,
+            FIRST_ERROR_PTR - 1,
+            FIRST_ERROR_PTR,
+        ]);
+        for value in values {
+            let ptr = value as *mut libc::c_void;
+            // SAFETY: the shims only look at the pointer values.
+            let (is_err, is_ptr, status) = unsafe {
+                (
+                    sys::swucx_shim_ptr_is_err(ptr) != 0,
+                    sys::swucx_shim_ptr_is_ptr(ptr) != 0,
+                    Status::from_raw(sys::swucx_shim_ptr_status(ptr)),
+                )
+            };
+            match decode_status_ptr(ptr) {
+                StatusPtr::Done => assert!(value == 0 && !is_err && !is_ptr, "{value:#x}"),
+                StatusPtr::Pending(q) => assert!(q == ptr && is_ptr && !is_err, "{value:#x}"),
+                StatusPtr::Failed(s) => assert!(is_err && !is_ptr && s == status, "{value:#x}"),
+            }
+        }
     }
 }

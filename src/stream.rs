@@ -1,6 +1,6 @@
 //! Byte streams on an endpoint: `Endpoint::stream_send` / `stream_recv`.
 
-use crate::buffer::{Buf, BufMut};
+use crate::buffer::{Buf, BufMut, memh_for};
 use crate::endpoint::Endpoint;
 use crate::request::{Callback, OpKind, OpParams, Request};
 use crate::status::Result;
@@ -15,7 +15,7 @@ impl Endpoint {
             "ucp_stream_send_nbx",
             OpKind::SEND,
             Callback::Send,
-            buffer.region().map(|r| r.memh()),
+            memh_for(&buffer),
             0,
         );
         // SAFETY: the endpoint is live under the lock; the request owns the buffer.
@@ -53,7 +53,7 @@ impl Endpoint {
             "ucp_stream_recv_nbx",
             OpKind::OTHER_RECV,
             Callback::Length,
-            buffer.region().map(|r| r.memh()),
+            memh_for(&buffer),
             flags,
         );
         let mut length = 0usize;

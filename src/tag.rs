@@ -1,6 +1,6 @@
 //! Tag-matched messages: `Endpoint::tag_send` and `Worker::tag_recv` (with a tag mask).
 
-use crate::buffer::{Buf, BufMut};
+use crate::buffer::{Buf, BufMut, memh_for};
 use crate::endpoint::Endpoint;
 use crate::request::{Callback, OpKind, OpParams, Request};
 use crate::status::Result;
@@ -18,7 +18,7 @@ impl Endpoint {
             "ucp_tag_send_nbx",
             OpKind::SEND,
             Callback::Send,
-            buffer.region().map(|r| r.memh()),
+            memh_for(&buffer),
             0,
         );
         // SAFETY: the endpoint is live under the lock; the buffer is owned by the request until
@@ -49,7 +49,7 @@ impl Worker {
             "ucp_tag_recv_nbx",
             OpKind::TAG_RECV,
             Callback::TagRecv,
-            buffer.region().map(|r| r.memh()),
+            memh_for(&buffer),
             0,
         );
         // A message that already arrived (unexpected eager) could complete the receive at once,

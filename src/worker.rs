@@ -50,6 +50,7 @@ impl Drop for CallbackGuard {
 }
 
 /// True while the current thread runs a callback from inside `ucp_worker_progress`.
+#[inline(always)]
 pub fn in_callback() -> bool {
     CALLBACK_DEPTH.with(|d| d.get() > 0)
 }
@@ -82,6 +83,8 @@ pub(crate) struct WorkerInner {
     /// by the next progress call (see `Worker::free_request` and `Worker::release_am_data`).
     deferred_releases: Mutex<Vec<Deferred>>,
     has_deferred_releases: AtomicBool,
+    /// `ucp_dt_make_contig(1)`, the datatype of every operation (evaluated once, by a C shim).
+    bytes_datatype: sys::ucp_datatype_t,
 }
 
 // SAFETY: the worker is created in UCS_THREAD_MODE_MULTI, so every UCX call on it is thread-safe
@@ -206,6 +209,8 @@ impl Worker {
             gate: Mutex::new(()),
             deferred_releases: Mutex::new(Vec::new()),
             has_deferred_releases: AtomicBool::new(false),
+            // SAFETY: the shim evaluates a UCX macro; it has no preconditions.
+            bytes_datatype: unsafe { sys::swucx_shim_dt_contig_bytes() },
         }));
         if context.features().am {
             worker.reserve_am_ids()?;
@@ -228,6 +233,7 @@ impl Worker {
 
     /// Runs UCX's progress engine once; returns the number of events processed. Callbacks run
     /// here. Inside a callback this does nothing and returns 0 (UCX forbids re-entry).
+    #[inline]
     pub fn progress(&self) -> u32 {
         if in_callback() {
             return 0;
@@ -235,13 +241,38 @@ impl Worker {
         let _gate = self.gate();
         // SAFETY: the handle is live; MULTI mode makes concurrent calls safe.
         let events = unsafe { sys::ucp_worker_progress(self.0.handle) };
+        if self.0.has_failed_endpoints.load(Ordering::Acquire)
+            || self.0.has_deferred_releases.load(Ordering::Acquire)
+        {
+            self.tidy_up();
+        }
+        events
+    }
+
+    /// What a progress call left to do outside UCX's callbacks: force-closes failed endpoints
+    /// and releases deferred requests and AM data. Out of line, so the busy-polling path of
+    /// `progress` stays a handful of instructions around UCX's own.
+    #[cold]
+    #[inline(never)]
+    fn tidy_up(&self) {
         if self.0.has_failed_endpoints.load(Ordering::Acquire) {
             self.close_failed_endpoints();
         }
         if self.0.has_deferred_releases.load(Ordering::Acquire) {
             self.release_deferred();
         }
-        events
+    }
+
+    /// The datatype of contiguous bytes, `ucp_dt_make_contig(1)`.
+    #[inline(always)]
+    pub(crate) fn bytes_datatype(&self) -> sys::ucp_datatype_t {
+        self.0.bytes_datatype
+    }
+
+    /// True for a MULTI-threaded worker (`Worker::new`), false for a SERIALIZED one.
+    #[inline(always)]
+    pub(crate) fn is_multi(&self) -> bool {
+        self.0.multi
     }
 
     /// A sleeping lock taken in front of UCX's own worker lock by the calls threads contend for
@@ -253,12 +284,6 @@ impl Worker {
     /// safe, only slower under contention. A no-op on a SERIALIZED worker, inside a UCX callback
     /// (the progressing thread holds it, or UCX's async thread runs the callback), and for a
     /// thread that holds a gate already.
-    /// True for a MULTI-threaded worker (`Worker::new`), false for a SERIALIZED one.
-    #[inline(always)]
-    pub(crate) fn is_multi(&self) -> bool {
-        self.0.multi
-    }
-
     #[inline(always)]
     pub(crate) fn gate(&self) -> Gate<'_> {
         if !self.0.multi || in_callback() || HOLDS_GATE.with(Cell::get) {
