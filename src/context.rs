@@ -29,7 +29,11 @@ pub struct DefaultSetting {
 /// - tcp's put zero-copy off when shared memory may be used: with it, client-server endpoints
 ///   between processes on one host move large messages over loopback TCP instead of shared
 ///   memory (half the bandwidth, and an epoll call in every progress). Pure-tcp contexts keep it;
-/// - keepalive every 500 ms, so a dead peer on shared memory is noticed within about a second.
+/// - keepalive every 500 ms, so a dead peer on shared memory is noticed within about a second;
+/// - listeners bind with `SO_REUSEADDR`, so a restarted server gets its port back at once
+///   instead of failing with "Address already in use" while the old connections sit in
+///   TIME_WAIT (UCX's own default is off). UCX 1.13 takes it only under the connection
+///   managers' table name `CM_REUSEADDR` (for `UCX_TCP_CM_REUSEADDR` and `UCX_RDMA_CM_REUSEADDR`).
 pub const DEFAULT_CONFIG: &[DefaultSetting] = &[
     DefaultSetting {
         env: &[
@@ -51,6 +55,12 @@ pub const DEFAULT_CONFIG: &[DefaultSetting] = &[
         env: &["KEEPALIVE_INTERVAL"],
         key: "KEEPALIVE_INTERVAL",
         value: "500ms",
+        shm_only: false,
+    },
+    DefaultSetting {
+        env: &["TCP_CM_REUSEADDR", "RDMA_CM_REUSEADDR"],
+        key: "CM_REUSEADDR",
+        value: "y",
         shm_only: false,
     },
 ];
@@ -132,7 +142,8 @@ impl ContextBuilder {
         self
     }
 
-    /// Skips `DEFAULT_CONFIG` (shm error handling and the short keepalive).
+    /// Skips `DEFAULT_CONFIG` (shm error handling, tcp put off, the short keepalive, listener
+    /// address reuse).
     pub fn without_default_config(mut self) -> Self {
         self.no_defaults = true;
         self

@@ -545,6 +545,33 @@ fn listener_on_port_zero() {
     common::close_all(&[&ep, &server_ep], &[&client, &worker]);
 }
 
+/// A server that restarts binds its port again at once: the connection it served leaves a
+/// TIME_WAIT socket on that port, and swucx's default `CM_REUSEADDR=y` lets the bind through.
+#[test]
+fn listener_rebinds_its_port_after_a_connection() {
+    let context = Tls::Tcp.context();
+    let worker = Worker::new(&context).unwrap();
+    let client = Worker::new(&context).unwrap();
+    let listener = Listener::bind(&worker, any_local()).expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let ep = client.connect(addr).expect("connect");
+    let progress = Progressor::start(&client);
+    let request = listener
+        .accept_timeout(TIMEOUT)
+        .expect("accept_timeout")
+        .expect("connection request");
+    let server_ep = worker.accept(request).expect("accept");
+    let recv = client.tag_recv(9, u64::MAX, vec![0u8; 2]).unwrap();
+    common::wait_timeout(server_ep.tag_send(9, b"hi".to_vec()).unwrap(), "send").unwrap();
+    assert_eq!(common::wait_timeout(recv, "recv").unwrap().buffer, b"hi");
+    drop(progress);
+    // The server side closes first, so the TIME_WAIT socket holds the listener's port.
+    common::close_all(&[&server_ep, &ep], &[&worker, &client]);
+    drop(listener);
+    let again = Listener::bind(&worker, addr).expect("bind the same port again");
+    assert_eq!(again.local_addr().unwrap(), addr);
+}
+
 #[test]
 fn rejected_connection_fails_client() {
     let context = Tls::Tcp.context();
