@@ -537,6 +537,31 @@ impl Io<'_> {
     /// Waits for the receive `recv` (tag/stream) or for AM arrival number `n` (1-based).
     #[inline]
     fn wait_recv(&self, recv: Option<RecvReq>, n: u64) -> Res<()> {
+        self.until_received(recv.as_ref(), n)?;
+        self.take_received(recv)
+    }
+
+    /// Progresses until the receive `recv` (tag/stream) completes or AM arrival number `n`
+    /// (1-based) is in, without taking its result: the latency loops answer first and take the
+    /// result after, off the round trip's path. (Through the front, `take_received` waits.)
+    #[inline]
+    fn until_received(&self, recv: Option<&RecvReq>, n: u64) -> Res<()> {
+        match recv {
+            Some(r) => match self.driver {
+                Driver::Inline(_) => self.driver.until(self.ep, || r.poll()),
+                Driver::Front(_) => Ok(()),
+            },
+            None => {
+                let rx = &self.rx;
+                self.driver.until(self.ep, || rx.arrived() >= n)
+            }
+        }
+    }
+
+    /// Takes the result of a receive (waiting if needed) and checks its length, or checks the AM
+    /// handler's record.
+    #[inline]
+    fn take_received(&self, recv: Option<RecvReq>) -> Res<()> {
         match recv {
             Some(r) => {
                 let done = self.driver.wait(r, self.ep)?;
@@ -550,11 +575,7 @@ impl Io<'_> {
                 self.spare_rbuf.set(Some(done.buffer));
                 Ok(())
             }
-            None => {
-                let rx = &self.rx;
-                self.driver.until(self.ep, || rx.arrived() >= n)?;
-                rx.check()
-            }
+            None => self.rx.check(),
         }
     }
 }
@@ -724,8 +745,10 @@ fn serve_one(context: &Context, driver: &Driver, cm_ep: Endpoint) -> Res<Params>
         Mode::Lat => {
             for i in 1..=p.warmup + p.iters {
                 let recv = io.post_recv()?;
-                io.wait_recv(recv, i)?;
-                io.start_send()?.wait(&io)?;
+                io.until_received(recv.as_ref(), i)?;
+                let send = io.start_send()?;
+                io.take_received(recv)?;
+                send.wait(&io)?;
             }
         }
         Mode::Bw => {
@@ -944,21 +967,32 @@ fn client_lat(io: &Io<'_>, p: &Params) -> Res<String> {
     let clock = Stamps::start();
     let mut start = clock.now();
     let mut last = start;
+    // The last reply, complete, its result not taken yet.
+    let mut pending: Option<Option<RecvReq>> = None;
     for i in 1..=total {
         if i == p.warmup + 1 {
             start = clock.now();
             last = start;
         }
         // Send first, then post the receive (as ucx_perftest does): the reply cannot arrive
-        // before a round trip, and posting it is then off the critical path.
-        io.start_send()?.wait(io)?;
+        // before a round trip, and posting it is then off the critical path. The reply's result
+        // is taken after the next send has started, off the path as well.
+        let send = io.start_send()?;
+        if let Some(previous) = pending.take() {
+            io.take_received(previous)?;
+        }
+        send.wait(io)?;
         let recv = io.post_recv()?;
-        io.wait_recv(recv, i)?;
+        io.until_received(recv.as_ref(), i)?;
+        pending = Some(recv);
         if i > p.warmup {
             let now = clock.now();
             rtts.push(now - last);
             last = now;
         }
+    }
+    if let Some(last_reply) = pending {
+        io.take_received(last_reply)?;
     }
     let ns_per_tick = clock.ns_per_tick();
     let elapsed_ns = (last - start) as f64 * ns_per_tick;

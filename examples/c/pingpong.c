@@ -284,26 +284,38 @@ static int check_stuck(const swucx_ep_t *ep, double *since)
     return 0;
 }
 
+/* Progresses (inline driver) until `req` is complete, without taking its result; *st is its
+ * status, SWUCX_INPROGRESS when it is left to the engine's wait. */
+static inline int until_done(const driver_t *d, swucx_request_t *req, const swucx_ep_t *ep,
+                             swucx_status_t *st)
+{
+    /* Already complete (a send UCX finished at once, a receive matched during an earlier
+     * progress): no progress call, as the Rust driver (Request::is_complete first). */
+    *st = swucx_request_test(req);
+    if (*st != SWUCX_INPROGRESS || d->engine != NULL) {
+        return 0;
+    }
+    uint32_t spins = 0;
+    double since = 0.0;
+    while ((*st = swucx_request_poll(req)) == SWUCX_INPROGRESS) {
+        if ((++spins & 0xFFFFu) == 0 && check_stuck(ep, &since) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Waits for `req` and frees it; fails unless it ended with SWUCX_OK. Writes the transferred
  * length to *length_p if not NULL. */
 static int wait_req(const driver_t *d, swucx_request_t *req, const swucx_ep_t *ep,
                     size_t *length_p)
 {
-    /* Already complete (a send UCX finished at once, a receive matched during an earlier
-     * progress): no progress call, as the Rust driver (Request::is_complete first). */
-    swucx_status_t st = swucx_request_test(req);
-    if (st != SWUCX_INPROGRESS) {
-        /* done */
-    } else if (d->engine == NULL) {
-        uint32_t spins = 0;
-        double since = 0.0;
-        while ((st = swucx_request_poll(req)) == SWUCX_INPROGRESS) {
-            if ((++spins & 0xFFFFu) == 0 && check_stuck(ep, &since) != 0) {
-                swucx_request_free(req);
-                return -1;
-            }
-        }
-    } else {
+    swucx_status_t st;
+    if (until_done(d, req, ep, &st) != 0) {
+        swucx_request_free(req);
+        return -1;
+    }
+    if (st == SWUCX_INPROGRESS) {
         st = swucx_engine_wait(d->engine, req, (int64_t)(STUCK_S * 1000));
         if (st == SWUCX_ERR_TIMED_OUT) {
             swucx_status_t failed = ep != NULL ? swucx_ep_failure(ep) : SWUCX_OK;
@@ -496,11 +508,29 @@ static int wait_arrived(const io_t *io, uint64_t n)
     return 0;
 }
 
-/* Waits for the receive `req` (tag/stream) or for AM arrival number `n` (1-based). */
-static inline int wait_recv(const io_t *io, swucx_request_t *req, uint64_t n)
+/* Progresses until the receive `req` (tag/stream) completes or AM arrival number `n`
+ * (1-based) is in, without taking its result: the latency loops answer first and take the
+ * result after (take_received), off the round trip's path. (Through the engine, a no-op for
+ * tag/stream: take_received waits.) */
+static inline int until_received(const io_t *io, swucx_request_t *req, uint64_t n)
 {
     if (req == NULL) {
         return wait_arrived(io, n);
+    }
+    swucx_status_t st;
+    if (until_done(io->d, req, io->ep, &st) != 0) {
+        swucx_request_free(req);
+        return -1;
+    }
+    return 0;
+}
+
+/* Takes the result of the receive `req` (waiting if needed), checks its length and frees it;
+ * nothing for AM (NULL), whose handler's record until_received checked. */
+static inline int take_received(const io_t *io, swucx_request_t *req)
+{
+    if (req == NULL) {
+        return 0;
     }
     size_t length = 0;
     TRY(wait_req(io->d, req, io->ep, &length));
@@ -508,6 +538,13 @@ static inline int wait_recv(const io_t *io, swucx_request_t *req, uint64_t n)
         return fail("received %zu bytes, want %zu", length, io->size);
     }
     return 0;
+}
+
+/* Waits for the receive `req` (tag/stream) or for AM arrival number `n` (1-based). */
+static inline int wait_recv(const io_t *io, swucx_request_t *req, uint64_t n)
+{
+    TRY(until_received(io, req, n));
+    return take_received(io, req);
 }
 
 /* Sends a control message and waits for it locally. */
@@ -716,8 +753,12 @@ static int serve_session(swucx_context_t *ctx, const driver_t *d, swucx_ep_t *cm
         for (uint64_t i = 1; i <= p->warmup + p->iters; i++) {
             swucx_request_t *recv = NULL, *send = NULL;
             TRY(post_recv(&io, &recv));
-            TRY(wait_recv(&io, recv, i));
-            TRY(start_send(&io, &send));
+            TRY(until_received(&io, recv, i));
+            if (start_send(&io, &send) != 0) {
+                swucx_request_free(recv);
+                return -1;
+            }
+            TRY(take_received(&io, recv));
             TRY(wait_req(d, send, ep, NULL));
         }
     } else {
@@ -848,16 +889,24 @@ static int client_lat(const io_t *io, const params_t *p, char *result, size_t ca
     stamps_t stamps = stamps_start();
     uint64_t start = stamp_now(), last = start;
     size_t n = 0;
+    swucx_request_t *pending = NULL; /* the last reply, complete, its result not taken yet */
     for (uint64_t i = 1; i <= total; i++) {
         if (i == p->warmup + 1) {
             start = stamp_now();
             last = start;
         }
         /* Send first, then post the receive (as ucx_perftest and the Rust client do): the reply
-         * cannot arrive before a round trip, and posting it is then off the critical path. */
-        swucx_request_t *recv = NULL, *send = NULL;
-        if (start_send(io, &send) != 0 || wait_req(io->d, send, io->ep, NULL) != 0 ||
-            post_recv(io, &recv) != 0 || wait_recv(io, recv, i) != 0) {
+         * cannot arrive before a round trip, and posting it is then off the critical path. The
+         * reply's result is taken after the next send has started, off the path as well. */
+        swucx_request_t *send = NULL;
+        int rc = start_send(io, &send);
+        if (take_received(io, pending) != 0) {
+            swucx_request_free(send);
+            rc = -1;
+        }
+        pending = NULL;
+        if (rc != 0 || wait_req(io->d, send, io->ep, NULL) != 0 || post_recv(io, &pending) != 0 ||
+            until_received(io, pending, i) != 0) {
             free(rtts);
             return -1;
         }
@@ -866,6 +915,10 @@ static int client_lat(const io_t *io, const params_t *p, char *result, size_t ca
             rtts[n++] = t - last;
             last = t;
         }
+    }
+    if (take_received(io, pending) != 0) {
+        free(rtts);
+        return -1;
     }
     double ns_per_tick = stamps_ns_per_tick(&stamps);
     double elapsed = (double)(last - start) * ns_per_tick;
