@@ -94,8 +94,13 @@ impl Setup {
         c
     }
 
-    /// Starts `swucx serve` with `args` after the defaults.
+    /// Starts `swucx serve` on a free port with `args` after the defaults.
     fn serve(&self, args: &[&str], env: &[(&str, &str)]) -> Serve {
+        self.serve_on("127.0.0.1:0", args, env)
+    }
+
+    /// Starts `swucx serve --listen listen` with `args` after the defaults.
+    fn serve_on(&self, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let log = self.tmp.0.join(format!(
             "serve-{}.log",
             SystemTime::now()
@@ -105,7 +110,7 @@ impl Setup {
         ));
         let mut child = self
             .command(env)
-            .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
+            .args(["serve", "--listen", listen, "--dir"])
             .arg(&self.volumes)
             .args(args)
             .stdout(Stdio::piped())
@@ -190,12 +195,24 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Also: a server restarted right after one stopped gets its port back. The second run listens
+/// on the first one's address, where a connection that was open when the first stopped (a bare
+/// TCP connection to the listener, closed by the server first) left a TIME_WAIT socket.
 #[test]
 fn serve_stops_cleanly_on_sigterm_and_sigint() {
     let setup = Setup::new("signals");
+    let mut previous: Option<String> = None;
     for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
-        let mut serve = setup.serve(&[], &[]);
+        let mut serve = match &previous {
+            Some(addr) => setup.serve_on(addr, &[], &[]),
+            None => setup.serve(&[], &[]),
+        };
         let addr = serve.addr().to_string();
+        if let Some(before) = &previous {
+            assert_eq!(&addr, before, "{name}: restarted on another address");
+        }
+        previous = Some(addr.clone());
+        let open_connection = std::net::TcpStream::connect(&addr).expect("connect to the listener");
         let out = setup.read(&addr, &[], &[]);
         assert!(out.status.success(), "{name}: read: {}", stderr(&out));
         assert!(out.stdout == setup.data, "{name}: bytes differ");
@@ -213,6 +230,7 @@ fn serve_stops_cleanly_on_sigterm_and_sigint() {
             )),
             "{name}: no stopped line:\n{log}"
         );
+        drop(open_connection);
         // Nothing answers there any more.
         let out = setup.read(&addr, &["--timeout-secs", "5"], &[]);
         assert!(!out.status.success(), "{name}: a stopped server answered");
