@@ -353,13 +353,35 @@ impl Driver {
             Driver::Front(engine) => {
                 if engine.progress_until(&mut done, STUCK) {
                     Ok(())
-                } else if let Some(status) = ep.failure() {
-                    Err(format!("peer failed: {status}"))
                 } else {
-                    Err(format!("no progress for {STUCK:?}"))
+                    Err(stuck_error(ep))
                 }
             }
         }
+    }
+
+    /// Waits until `request` is complete, without taking its result.
+    #[inline]
+    fn until_complete<B: Send + 'static>(&self, ep: &Endpoint, request: &Request<B>) -> Res<()> {
+        match self {
+            Driver::Inline(_) => self.until(ep, || request.poll()),
+            Driver::Front(engine) => {
+                if engine.wait_timeout(request, STUCK) {
+                    Ok(())
+                } else {
+                    Err(stuck_error(ep))
+                }
+            }
+        }
+    }
+}
+
+/// Why a wait through the front gave up after `STUCK`.
+#[cold]
+fn stuck_error(ep: &Endpoint) -> String {
+    match ep.failure() {
+        Some(status) => format!("peer failed: {status}"),
+        None => format!("no progress for {STUCK:?}"),
     }
 }
 
@@ -541,16 +563,13 @@ impl Io<'_> {
         self.take_received(recv)
     }
 
-    /// Progresses until the receive `recv` (tag/stream) completes or AM arrival number `n`
-    /// (1-based) is in, without taking its result: the latency loops answer first and take the
-    /// result after, off the round trip's path. (Through the front, `take_received` waits.)
+    /// Waits until the receive `recv` (tag/stream) completes or AM arrival number `n` (1-based)
+    /// is in, without taking its result: the latency loops answer first and take the result
+    /// after, off the round trip's path.
     #[inline]
     fn until_received(&self, recv: Option<&RecvReq>, n: u64) -> Res<()> {
         match recv {
-            Some(r) => match self.driver {
-                Driver::Inline(_) => self.driver.until(self.ep, || r.poll()),
-                Driver::Front(_) => Ok(()),
-            },
+            Some(r) => self.driver.until_complete(self.ep, r),
             None => {
                 let rx = &self.rx;
                 self.driver.until(self.ep, || rx.arrived() >= n)

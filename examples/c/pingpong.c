@@ -284,16 +284,27 @@ static int check_stuck(const swucx_ep_t *ep, double *since)
     return 0;
 }
 
-/* Progresses (inline driver) until `req` is complete, without taking its result; *st is its
- * status, SWUCX_INPROGRESS when it is left to the engine's wait. */
+/* Waits until `req` is complete, without taking its result (spinning on progress inline, or
+ * through the engine); *st is its final status. Leaves `req` to the caller either way. */
 static inline int until_done(const driver_t *d, swucx_request_t *req, const swucx_ep_t *ep,
                              swucx_status_t *st)
 {
     /* Already complete (a send UCX finished at once, a receive matched during an earlier
      * progress): no progress call, as the Rust driver (Request::is_complete first). */
     *st = swucx_request_test(req);
-    if (*st != SWUCX_INPROGRESS || d->engine != NULL) {
+    if (*st != SWUCX_INPROGRESS) {
         return 0;
+    }
+    if (d->engine != NULL) {
+        *st = swucx_engine_wait(d->engine, req, (int64_t)(STUCK_S * 1000));
+        if (*st != SWUCX_ERR_TIMED_OUT) {
+            return 0;
+        }
+        swucx_status_t failed = ep != NULL ? swucx_ep_failure(ep) : SWUCX_OK;
+        if (failed != SWUCX_OK) {
+            return fail("peer failed: %s", swucx_status_string(failed));
+        }
+        return fail("no progress for %.0fs", STUCK_S);
     }
     uint32_t spins = 0;
     double since = 0.0;
@@ -314,17 +325,6 @@ static int wait_req(const driver_t *d, swucx_request_t *req, const swucx_ep_t *e
     if (until_done(d, req, ep, &st) != 0) {
         swucx_request_free(req);
         return -1;
-    }
-    if (st == SWUCX_INPROGRESS) {
-        st = swucx_engine_wait(d->engine, req, (int64_t)(STUCK_S * 1000));
-        if (st == SWUCX_ERR_TIMED_OUT) {
-            swucx_status_t failed = ep != NULL ? swucx_ep_failure(ep) : SWUCX_OK;
-            swucx_request_free(req);
-            if (failed != SWUCX_OK) {
-                return fail("peer failed: %s", swucx_status_string(failed));
-            }
-            return fail("no progress for %.0fs", STUCK_S);
-        }
     }
     if (st == SWUCX_OK && length_p != NULL) {
         st = swucx_request_info(req, length_p, NULL);
@@ -508,10 +508,9 @@ static int wait_arrived(const io_t *io, uint64_t n)
     return 0;
 }
 
-/* Progresses until the receive `req` (tag/stream) completes or AM arrival number `n`
- * (1-based) is in, without taking its result: the latency loops answer first and take the
- * result after (take_received), off the round trip's path. (Through the engine, a no-op for
- * tag/stream: take_received waits.) */
+/* Waits until the receive `req` (tag/stream) completes or AM arrival number `n` (1-based) is
+ * in, without taking its result: the latency loops answer first and take the result after
+ * (take_received), off the round trip's path. */
 static inline int until_received(const io_t *io, swucx_request_t *req, uint64_t n)
 {
     if (req == NULL) {
