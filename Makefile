@@ -79,14 +79,14 @@ go-test: deps
 
 # The SeaweedFS demo: a throwaway weed master + volume and `swucx serve` on 127.0.0.1, sample
 # needles read back through the Go client over shm and tcp and through weed's HTTP, every byte
-# checked, one table side by side; then the core ping-pong next to ucx_perftest (about two
-# minutes in all).
+# checked, one table side by side; then the core ping-pong next to ucx_perftest (under a
+# minute once built).
 demo: examples
 	@scripts/seaweedfs.sh >/dev/null
 	@target/examples/bench-read --cluster --quick
 	@scripts/bench.sh --quick
 
-# The full benchmark matrix (median of 3 per cell; about 15 minutes): the core cells
+# The full benchmark matrix (median of 3 per cell; about 5 minutes on 2 cores): the core cells
 # (target/bench/results.md) and the needle reads against HTTP (target/bench/read.md and the
 # chart target/bench/read.svg; copy it to docs/bench-read.svg when publishing numbers).
 bench: examples
