@@ -318,16 +318,7 @@ impl Driver {
     fn wait<B: Send + 'static>(&self, req: Request<B>, ep: &Endpoint) -> Res<Done<B>> {
         match self {
             Driver::Inline(_) => {
-                if !req.is_complete() {
-                    let mut spins = 0u32;
-                    let mut since: Option<Instant> = None;
-                    while !req.poll() {
-                        spins = spins.wrapping_add(1);
-                        if spins & 0xFFFF == 0 {
-                            check_stuck(ep, &mut since)?;
-                        }
-                    }
-                }
+                self.until_complete(ep, &req)?;
                 req.wait().map_err(|e| e.to_string())
             }
             Driver::Front(engine) => engine.wait(req).map_err(|e| e.to_string()),
@@ -360,11 +351,24 @@ impl Driver {
         }
     }
 
-    /// Waits until `request` is complete, without taking its result.
+    /// Waits until `request` is complete, without taking its result; inline, by calling
+    /// `Request::poll` (which progresses the worker) until it completes.
     #[inline]
     fn until_complete<B: Send + 'static>(&self, ep: &Endpoint, request: &Request<B>) -> Res<()> {
         match self {
-            Driver::Inline(_) => self.until(ep, || request.poll()),
+            Driver::Inline(_) => {
+                if !request.is_complete() {
+                    let mut spins = 0u32;
+                    let mut since: Option<Instant> = None;
+                    while !request.poll() {
+                        spins = spins.wrapping_add(1);
+                        if spins & 0xFFFF == 0 {
+                            check_stuck(ep, &mut since)?;
+                        }
+                    }
+                }
+                Ok(())
+            }
             Driver::Front(engine) => {
                 if engine.wait_timeout(request, STUCK) {
                     Ok(())
@@ -986,8 +990,9 @@ fn client_lat(io: &Io<'_>, p: &Params) -> Res<String> {
     let clock = Stamps::start();
     let mut start = clock.now();
     let mut last = start;
-    // The last reply, complete, its result not taken yet.
-    let mut pending: Option<Option<RecvReq>> = None;
+    // The last reply (tag/stream), complete, its result not taken yet; AM has none to take
+    // (`take_received(None)` checks the handler's record).
+    let mut pending: Option<RecvReq> = None;
     for i in 1..=total {
         if i == p.warmup + 1 {
             start = clock.now();
@@ -997,22 +1002,17 @@ fn client_lat(io: &Io<'_>, p: &Params) -> Res<String> {
         // before a round trip, and posting it is then off the critical path. The reply's result
         // is taken after the next send has started, off the path as well.
         let send = io.start_send()?;
-        if let Some(previous) = pending.take() {
-            io.take_received(previous)?;
-        }
+        io.take_received(pending.take())?;
         send.wait(io)?;
-        let recv = io.post_recv()?;
-        io.until_received(recv.as_ref(), i)?;
-        pending = Some(recv);
+        pending = io.post_recv()?;
+        io.until_received(pending.as_ref(), i)?;
         if i > p.warmup {
             let now = clock.now();
             rtts.push(now - last);
             last = now;
         }
     }
-    if let Some(last_reply) = pending {
-        io.take_received(last_reply)?;
-    }
+    io.take_received(pending)?;
     let ns_per_tick = clock.ns_per_tick();
     let elapsed_ns = (last - start) as f64 * ns_per_tick;
     rtts.sort_unstable();
