@@ -647,29 +647,39 @@ func ctxSignal(ctx context.Context) (*C.swucx_signal_t, func(), error) {
 // for a moment after (another spin usually follows), the engine's background thread leaves
 // the worker to it instead of waking for every arrival and taking the worker over. When ready()
 // stays false, Spin hands progress back to the background thread (HandOver) before returning.
+// d counts from Spin's first look at the clock, a few microseconds in.
 func (e *Engine) Spin(d time.Duration, ready func() bool) bool {
-	if !e.engineCall(spinBegin) {
-		return ready() // closed
+	if ready() {
+		return true
 	}
-	ok := false
-	until := time.Now().Add(d)
-	for i := 1; !ok; i++ {
-		if ok = ready(); ok {
-			break
+	announced := false // a spin announced to the engine and not ended yet
+	var until time.Time
+	for i := 1; ; i++ {
+		n, open := e.spinBurst(!announced)
+		if !open {
+			return ready() // closed, which ends every spin
 		}
-		if e.Progress() > 0 {
-			if ok = ready(); ok {
-				break
+		announced = n == 0
+		if n > 0 {
+			if ready() {
+				return true
 			}
 			runtime.Gosched()
 		}
-		// The clock every few rounds: reading it cost as much as a progress call on a VM.
-		if i%spinClockEvery == 0 && time.Now().After(until) {
-			ok = ready()
-			break
+		// The clock only every few bursts, and not at all for a spin that ends soon: reading
+		// it cost as much as a burst of progress on a VM.
+		if i%spinClockEvery == 0 {
+			if now := time.Now(); until.IsZero() {
+				until = now.Add(d)
+			} else if now.After(until) {
+				break
+			}
 		}
 	}
-	e.engineCall(spinEnd)
+	if announced {
+		e.engineCall(spinEnd)
+	}
+	ok := ready()
 	if !ok {
 		e.HandOver()
 	}
@@ -683,16 +693,18 @@ func (e *Engine) HandOver() {
 	e.engineCall(handOver)
 }
 
-// spinClockEvery is how many rounds Spin makes between looks at the clock.
-const spinClockEvery = 8
+// spinClockEvery is how many progress bursts Spin makes between looks at the clock.
+const spinClockEvery = 4
+
+// burstRounds is how many times one progress burst (one cgo call) progresses the engine at most.
+const burstRounds = 16
 
 const (
-	spinBegin = iota
-	spinEnd
+	spinEnd = iota
 	handOver
 )
 
-// engineCall makes one of the spin calls (swucx_engine_spin_begin/_end, _hand_over); false
+// engineCall makes one of the calls swucx_engine_spin_end or swucx_engine_hand_over; false
 // once the engine is closed (which ends every spin) or if the call failed.
 func (e *Engine) engineCall(call int) bool {
 	e.h.mu.RLock()
@@ -703,14 +715,27 @@ func (e *Engine) engineCall(call int) bool {
 	}
 	var st C.swucx_status_t
 	switch call {
-	case spinBegin:
-		st = C.swucx_engine_spin_begin(p)
 	case spinEnd:
 		st = C.swucx_engine_spin_end(p)
 	default:
 		st = C.swucx_engine_hand_over(p)
 	}
 	return st == C.SWUCX_OK
+}
+
+// spinBurst is one burst of Spin (swx_spin_burst): the events of the round that did something,
+// or 0; false once the engine is closed.
+func (e *Engine) spinBurst(begin bool) (int, bool) {
+	e.h.mu.RLock()
+	defer e.h.mu.RUnlock()
+	if e.h.p == nil {
+		return 0, false
+	}
+	b := C.int(0)
+	if begin {
+		b = 1
+	}
+	return int(C.swx_spin_burst((*C.swucx_engine_t)(e.h.p), b, burstRounds)), true
 }
 
 // Progress runs UCX's progress engine once on this goroutine's thread and returns the number of

@@ -97,6 +97,23 @@ static inline swx_res swx_wait(const swucx_engine_t *engine, swucx_request_t *re
     return r;
 }
 
+/* One burst of Engine.Spin in one cgo call: announces a spin first when begin is set
+ * (swucx_engine_spin_begin), then progresses up to rounds times. The first round that does
+ * something ends the spin (a caller that spins on announces a new one) and its event count is
+ * returned; 0 when nothing happened (the spin stays announced). */
+static inline uint32_t swx_spin_burst(const swucx_engine_t *engine, int begin, int rounds)
+{
+    if (begin) swucx_engine_spin_begin(engine);
+    for (int i = 0; i < rounds; i++) {
+        uint32_t n = swucx_engine_progress(engine);
+        if (n > 0) {
+            swucx_engine_spin_end(engine);
+            return n;
+        }
+    }
+    return 0;
+}
+
 static inline swucx_signal_t *swx_signal_create(void)
 {
     swucx_signal_t *s = NULL;

@@ -297,15 +297,17 @@ impl Worker {
     /// Takes the gate: spins for up to GATE_SPIN first (the holder is usually mid-call on the
     /// other core, done within microseconds; a sleeping waiter pays a wake-up of 10-20 us), then
     /// sleeps until it is free.
+    /// The clock is read only once the first try failed: on a VM reading it costs as much as
+    /// an uncontended call through the gate.
     fn acquire_gate(&self) -> std::sync::MutexGuard<'_, ()> {
-        let start = Instant::now();
+        let mut start = None;
         loop {
             match self.0.gate.try_lock() {
                 Ok(guard) => return guard,
                 Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
                 Err(std::sync::TryLockError::WouldBlock) => {}
             }
-            if start.elapsed() >= GATE_SPIN {
+            if start.get_or_insert_with(Instant::now).elapsed() >= GATE_SPIN {
                 return self.0.gate.lock().unwrap_or_else(|e| e.into_inner());
             }
             std::hint::spin_loop();

@@ -205,29 +205,35 @@ func (o *io) recv(ctx context.Context, buf []byte) error {
 		// Engine's own waits do (swucx::DEFAULT_SPIN) before sleeping on the channel; Spin
 		// hands progress to the background thread if it runs out (docs/design.md).
 		o.eng.Spin(200*time.Microsecond, func() bool { return len(o.am) > 0 })
+		var m *swucx.AMMessage
+		ok := true
 		select {
-		case m, ok := <-o.am:
-			if !ok {
-				return errors.New("AM handler closed")
+		case m, ok = <-o.am: // there after a successful spin, without a two-way select
+		default:
+			select {
+			case m, ok = <-o.am:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			defer m.Close()
-			if m.Err != nil {
-				return m.Err
-			}
-			n := len(m.Data)
-			if m.Pending() > 0 {
-				var err error
-				if n, err = m.RecvData(ctx, o.rbuf); err != nil {
-					return err
-				}
-			}
-			if n != o.size {
-				return fmt.Errorf("received %d bytes, want %d", n, o.size)
-			}
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
 		}
+		if !ok {
+			return errors.New("AM handler closed")
+		}
+		defer m.Close()
+		if m.Err != nil {
+			return m.Err
+		}
+		n := len(m.Data)
+		if m.Pending() > 0 {
+			var err error
+			if n, err = m.RecvData(ctx, o.rbuf); err != nil {
+				return err
+			}
+		}
+		if n != o.size {
+			return fmt.Errorf("received %d bytes, want %d", n, o.size)
+		}
+		return nil
 	default:
 		return o.ep.StreamRecv(ctx, buf)
 	}
