@@ -33,27 +33,40 @@ type AMMessage struct {
 	eng     *Engine
 }
 
-// Pending is the length of a rendezvous payload still waiting for RecvData (messages from
-// HandleAMFunc only); 0 when the payload is in Data.
+// Pending is the length of a rendezvous payload still waiting for RecvData or RecvDataStart
+// (messages from HandleAMFunc only); 0 when the payload is in Data.
 func (m *AMMessage) Pending() int { return m.pending }
 
 // RecvData receives the pending rendezvous payload straight into dst (zero copy; len(dst) must
 // be at least Pending()) and returns its length. Call it once, from a goroutine, never inside
 // the handler function. If ctx ends first, dst stays UCX's until the transfer ends.
 func (m *AMMessage) RecvData(ctx context.Context, dst []byte) (int, error) {
+	q, err := m.RecvDataStart(dst)
+	if err != nil {
+		return 0, err
+	}
+	n, _, err := q.Wait(ctx)
+	return n, err
+}
+
+// RecvDataStart starts receiving the pending rendezvous payload straight into dst (as
+// RecvData) and returns at once; the request's Wait gives the length. Unlike RecvData it may
+// be called inside the HandleAMFunc function (the one engine call allowed there; never Wait
+// there), so that several payloads move while earlier messages are consumed, as the C and
+// Rust handlers receive. dst is UCX's until the request completes.
+func (m *AMMessage) RecvDataStart(dst []byte) (*Request, error) {
 	d := m.desc
 	if d == nil {
-		return 0, &Error{Status: StatusInvalidParam, Op: "am_desc_recv", Msg: "no pending rendezvous payload"}
+		return nil, &Error{Status: StatusInvalidParam, Op: "am_desc_recv", Msg: "no pending rendezvous payload"}
 	}
 	if len(dst) < m.pending {
-		return 0, &Error{Status: StatusMessageTruncated, Op: "am_desc_recv", Msg: "buffer shorter than the payload"}
+		return nil, &Error{Status: StatusMessageTruncated, Op: "am_desc_recv", Msg: "buffer shorter than the payload"}
 	}
 	m.desc, m.pending = nil, 0
 	pin := new(runtime.Pinner)
 	p := pinBytes(pin, dst)
 	r := C.swx_am_desc_recv(d, p, C.size_t(len(dst)))
-	n, _, err := m.eng.complete(ctx, "am_desc_recv", r, pin, nil)
-	return n, err
+	return m.eng.started("am_desc_recv", r, pin, nil)
 }
 
 // Close releases the message's reply endpoint and an unreceived rendezvous payload, if any.
@@ -111,7 +124,7 @@ type amHandler struct {
 	inPump  int // items the pump took from queue and has not delivered yet
 	notify  chan struct{}
 	done    chan struct{}
-	stopped bool
+	stopped atomic.Bool // set under mu; call reads it without
 	wg      sync.WaitGroup
 }
 
@@ -145,10 +158,11 @@ func (e *Engine) HandleAMWith(id uint16, cfg AMConfig) (<-chan *AMMessage, error
 
 // HandleAMFunc registers fn as the handler for active message id: UCX's progress calls it
 // inline, on whichever thread progresses (possibly several at once), with each message, so fn
-// must be quick and must not block or call into the engine. A message's eager payload is a
-// copy in Data; a rendezvous payload stays with UCX (Pending() > 0) until a goroutine calls
-// RecvData into a buffer of its choice, or Close drops it. The receiver of a message owns it
-// and must Close it. After Engine.Close, fn is not called again.
+// must be quick and must not block or call into the engine (except AMMessage.RecvDataStart). A
+// message's eager payload is a copy in Data; a rendezvous payload stays with UCX (Pending() > 0)
+// until RecvDataStart (inside fn or later) or a goroutine's RecvData receives it into a buffer
+// of its choice, or Close drops it. The receiver of a message owns it and must Close it. After
+// Engine.Close, fn is not called again.
 func (e *Engine) HandleAMFunc(id uint16, fn func(*AMMessage)) error {
 	return e.register(&amHandler{eng: e, id: id, fn: fn, done: make(chan struct{})})
 }
@@ -224,7 +238,7 @@ func (h *amHandler) onAM(msg *C.swucx_am_msg_t, info *C.swx_am_info) {
 		copy(it.data, unsafe.Slice((*byte)(info.data), n))
 	}
 	h.mu.Lock()
-	if !h.stopped && it.req == nil && len(h.queue) == 0 && h.inPump == 0 {
+	if !h.stopped.Load() && it.req == nil && len(h.queue) == 0 && h.inPump == 0 {
 		// Fast path: complete and nothing queued ahead of it, so hand it straight to the
 		// channel if there is room (never blocking; under mu, so the order between threads
 		// holds).
@@ -235,7 +249,7 @@ func (h *amHandler) onAM(msg *C.swucx_am_msg_t, info *C.swx_am_info) {
 		default:
 		}
 	}
-	if h.stopped {
+	if h.stopped.Load() {
 		h.mu.Unlock()
 		h.release([]amItem{it})
 		return
@@ -264,10 +278,7 @@ func (h *amHandler) call(msg *C.swucx_am_msg_t, info *C.swx_am_info) {
 	} else {
 		m.Data = C.GoBytes(info.data, C.int(info.length))
 	}
-	h.mu.Lock()
-	stopped := h.stopped
-	h.mu.Unlock()
-	if stopped {
+	if h.stopped.Load() {
 		m.Close()
 		return
 	}
@@ -360,11 +371,11 @@ func (h *amHandler) drain() {
 // call the handler when its cgo handle is deleted afterwards.
 func (h *amHandler) stop() {
 	h.mu.Lock()
-	if h.stopped {
+	if h.stopped.Load() {
 		h.mu.Unlock()
 		return
 	}
-	h.stopped = true
+	h.stopped.Store(true)
 	h.mu.Unlock()
 	close(h.done)
 	h.wg.Wait()

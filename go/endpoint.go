@@ -227,7 +227,7 @@ func (ep *Endpoint) TagSendStart(buf []byte, tag uint64) (*Request, error) {
 	p := pinBytes(pin, buf)
 	r := C.swx_tag_send((*C.swucx_ep_t)(h), p, C.size_t(len(buf)), C.uint64_t(tag))
 	ep.h.release()
-	return ep.started("tag_send", r, pin)
+	return ep.eng.started("tag_send", r, pin, ep)
 }
 
 // AMSendStart posts an active message (as AMSend) and returns at once; Request.Wait gives its
@@ -243,7 +243,7 @@ func (ep *Endpoint) AMSendStart(id uint16, header, payload []byte, flags uint32)
 	r := C.swx_am_send((*C.swucx_ep_t)(h), C.uint16_t(id), hp, C.size_t(len(header)), pp,
 		C.size_t(len(payload)), C.uint32_t(flags))
 	ep.h.release()
-	return ep.started("am_send", r, pin)
+	return ep.eng.started("am_send", r, pin, ep)
 }
 
 // StreamSendStart posts a stream send (as StreamSend) and returns at once.
@@ -256,7 +256,7 @@ func (ep *Endpoint) StreamSendStart(buf []byte) (*Request, error) {
 	p := pinBytes(pin, buf)
 	r := C.swx_stream_send((*C.swucx_ep_t)(h), p, C.size_t(len(buf)))
 	ep.h.release()
-	return ep.started("stream_send", r, pin)
+	return ep.eng.started("stream_send", r, pin, ep)
 }
 
 // StreamRecvStart posts a receive of exactly len(buf) stream bytes and returns at once.
@@ -269,15 +269,7 @@ func (ep *Endpoint) StreamRecvStart(buf []byte) (*Request, error) {
 	p := pinBytes(pin, buf)
 	r := C.swx_stream_recv((*C.swucx_ep_t)(h), p, C.size_t(len(buf)), 0)
 	ep.h.release()
-	return ep.started("stream_recv", r, pin)
-}
-
-func (ep *Endpoint) started(op string, r C.swx_res, pin *runtime.Pinner) (*Request, error) {
-	if r.st < 0 {
-		pin.Unpin()
-		return nil, resErr(op, r)
-	}
-	return ep.eng.start(op, r, pin, ep), nil
+	return ep.eng.started("stream_recv", r, pin, ep)
 }
 
 // Failure returns nil while the peer is fine, else the failure UCX reported (e.g.

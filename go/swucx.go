@@ -388,6 +388,15 @@ func (e *Engine) start(op string, r C.swx_res, pin *runtime.Pinner, watch *Endpo
 	return q
 }
 
+// started is start for an operation just posted, or its error if posting failed.
+func (e *Engine) started(op string, r C.swx_res, pin *runtime.Pinner, watch *Endpoint) (*Request, error) {
+	if r.st < 0 {
+		pin.Unpin()
+		return nil, resErr(op, r)
+	}
+	return e.start(op, r, pin, watch), nil
+}
+
 func (q *Request) finish(r C.swx_res) {
 	q.done, q.req = true, nil
 	if r.st != C.SWUCX_OK {

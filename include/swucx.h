@@ -447,7 +447,7 @@ typedef struct swucx_read_request_t {
      */
     uint16_t flags;
     /**
-     * The read JWT (not NUL-terminated; `jwt_length` bytes, possibly 0). swucx already
+     * The read JWT (not NUL-terminated; `jwt_length` bytes, possibly 0, then NULL). swucx already
      * checked it when the server was given a read key.
      */
     const uint8_t *jwt;
@@ -664,8 +664,8 @@ swucx_status_t swucx_worker_set_am_handler(const struct swucx_worker_t *worker,
                                            void *user_data);
 
 /**
- * The message header: writes its start to `*header_p` and its length to `*length_p` (valid
- * during the handler).
+ * The message header: writes its start to `*header_p` (NULL when empty) and its length to
+ * `*length_p` (valid during the handler).
  */
 swucx_status_t swucx_am_msg_header(struct swucx_am_msg_t *msg,
                                    const void **header_p,
@@ -683,11 +683,12 @@ size_t swucx_am_msg_length(struct swucx_am_msg_t *msg);
 bool swucx_am_msg_is_rndv(struct swucx_am_msg_t *msg);
 
 /**
- * The eager payload: writes its start to `*data_p` (valid during the handler; its length is
- * `swucx_am_msg_length`). `SWUCX_ERR_INVALID_STATE` for a rendezvous message or one already
+ * The eager payload: writes its start to `*data_p` (NULL when empty; valid during the handler;
+ * its length is `swucx_am_msg_length`). `SWUCX_ERR_INVALID_STATE` for a rendezvous message or one already
  * received or kept.
  */
-swucx_status_t swucx_am_msg_data(struct swucx_am_msg_t *msg, const void **data_p);
+swucx_status_t swucx_am_msg_data(struct swucx_am_msg_t *msg,
+                                 const void **data_p);
 
 /**
  * The endpoint to reply on, when the sender used `SWUCX_AM_FLAG_REPLY` and the endpoint is one

@@ -402,16 +402,23 @@ impl Shared {
         let mut spin_until = spin_end(Instant::now());
         let spinning = (spin > Duration::ZERO).then(|| Spinning::new(self));
         let mut rounds = 0u32;
+        // Progress did something since the last look at the clock: the spin goes on from there.
+        let mut moved = false;
         while !completion.is_done() {
             if raised() {
                 return false;
             }
             // The clock every few rounds: on a VM reading it cost as much as a progress call.
             rounds = rounds.wrapping_add(1);
-            if (spin == Duration::ZERO || rounds % CLOCK_EVERY == 0) && Instant::now() >= spin_until
-            {
-                drop(spinning);
-                return self.sleep_for(completion, deadline, signals, &raised);
+            if spin == Duration::ZERO || rounds % CLOCK_EVERY == 0 {
+                let now = Instant::now();
+                if std::mem::take(&mut moved) {
+                    spin_until = spin_end(now);
+                }
+                if now >= spin_until {
+                    drop(spinning);
+                    return self.sleep_for(completion, deadline, signals, &raised);
+                }
             }
             match self.drive_once() {
                 // The background thread drives (e.g. a rendezvous transfer that arrived before
@@ -426,7 +433,7 @@ impl Shared {
                 }
                 // Work is moving (e.g. a rendezvous transfer in steps, which raises no event
                 // the background thread would wake for): keep driving it.
-                Some(n) if n > 0 => spin_until = spin_end(Instant::now()),
+                Some(n) if n > 0 => moved = true,
                 Some(_) => {}
             }
         }

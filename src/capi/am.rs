@@ -8,8 +8,8 @@ use super::request::{ReqState, hand_out, swucx_request_t};
 use super::status::{SWUCX_ERR_INVALID_STATE, SWUCX_ERR_NO_ELEM, SWUCX_OK, swucx_status_t};
 use super::worker::swucx_worker_t;
 use super::{
-    ArgError, Handle, boundary, fail, fail_with, handle_mut, impl_handle, into_handle, try_arg,
-    try_out, try_ref, try_take, write_out,
+    ArgError, Handle, boundary, c_bytes, fail, fail_with, handle_mut, impl_handle, into_handle,
+    try_arg, try_out, try_ref, try_take, write_out,
 };
 use crate::{AmDesc, AmFlags, AmMessage, RawBuf};
 
@@ -108,8 +108,8 @@ macro_rules! try_msg {
     };
 }
 
-/// The message header: writes its start to `*header_p` and its length to `*length_p` (valid
-/// during the handler).
+/// The message header: writes its start to `*header_p` (NULL when empty) and its length to
+/// `*length_p` (valid during the handler).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_am_msg_header(
     msg: *mut swucx_am_msg_t,
@@ -123,7 +123,7 @@ pub extern "C" fn swucx_am_msg_header(
         let Some(m) = state.msg.as_ref() else {
             return fail_with(SWUCX_ERR_INVALID_STATE, "message already received or kept");
         };
-        write_out!(header_p, m.header().as_ptr().cast());
+        write_out!(header_p, c_bytes(m.header()).cast());
         write_out!(length_p, m.header().len());
         SWUCX_OK
     })
@@ -147,8 +147,8 @@ pub extern "C" fn swucx_am_msg_is_rndv(msg: *mut swucx_am_msg_t) -> bool {
     })
 }
 
-/// The eager payload: writes its start to `*data_p` (valid during the handler; its length is
-/// `swucx_am_msg_length`). `SWUCX_ERR_INVALID_STATE` for a rendezvous message or one already
+/// The eager payload: writes its start to `*data_p` (NULL when empty; valid during the handler;
+/// its length is `swucx_am_msg_length`). `SWUCX_ERR_INVALID_STATE` for a rendezvous message or one already
 /// received or kept.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_am_msg_data(
@@ -160,7 +160,7 @@ pub extern "C" fn swucx_am_msg_data(
         try_out!(data_p);
         match state.msg.as_ref().and_then(|m| m.data()) {
             Some(data) => {
-                write_out!(data_p, data.as_ptr().cast());
+                write_out!(data_p, c_bytes(data).cast());
                 SWUCX_OK
             }
             None => fail_with(

@@ -224,6 +224,17 @@ pub(crate) fn non_null<T>(ptr: *const T, name: &'static str) -> Result<(), ArgEr
     }
 }
 
+/// The start of `bytes` for C, NULL when they are empty: an empty Rust slice's pointer is a
+/// dangling non-null address (0x1), which Go's runtime rejects as a bad pointer once such a value
+/// sits in a goroutine's stack (cgo callers copy these fields into Go variables).
+pub(crate) fn c_bytes(bytes: &[u8]) -> *const u8 {
+    if bytes.is_empty() {
+        std::ptr::null()
+    } else {
+        bytes.as_ptr()
+    }
+}
+
 /// Reads a NUL-terminated UTF-8 string argument.
 ///
 /// # Safety

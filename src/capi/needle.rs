@@ -10,8 +10,8 @@ use super::context::swucx_context_t;
 use super::endpoint::parse_addr;
 use super::status::{SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_NULL_ARG, SWUCX_OK, swucx_status_t};
 use super::{
-    Handle, boundary, fail, fail_with, impl_handle, into_handle, try_out, try_ref, try_take,
-    write_out,
+    Handle, boundary, c_bytes, fail, fail_with, impl_handle, into_handle, try_out, try_ref,
+    try_take, write_out,
 };
 use crate::Payload;
 use crate::seaweed::ReadKey;
@@ -59,7 +59,7 @@ pub struct swucx_read_request_t {
     /// Request flags (docs/protocol.md: bit 0 name, 1 mime, 2 stored bytes, 3 the client checks
     /// the CRC of whole large needles; a host that supplies the bytes may ignore it).
     pub flags: u16,
-    /// The read JWT (not NUL-terminated; `jwt_length` bytes, possibly 0). swucx already
+    /// The read JWT (not NUL-terminated; `jwt_length` bytes, possibly 0, then NULL). swucx already
     /// checked it when the server was given a read key.
     pub jwt: *const u8,
     /// Length of `jwt`.
@@ -118,7 +118,7 @@ impl NeedleSource for CallbackSource {
             offset: request.offset,
             size: request.size,
             flags: request.flags.bits(),
-            jwt: request.jwt.as_ptr(),
+            jwt: c_bytes(&request.jwt),
             jwt_length: request.jwt.len(),
         };
         let mut reply = swucx_read_reply_t {

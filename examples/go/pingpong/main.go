@@ -10,8 +10,8 @@
 // The Go package always waits through its Engine (the thread-safe front), so every run is a
 // --front run; the RESULT line says front=1 when --front is given, as the others do. Buffers
 // are one UCX-allocated region (Context.Allocate) used through MemRegion.Bytes; active-message
-// payloads are received into it (the server: HandleAMFunc and AMMessage.RecvData on the
-// session's goroutine; the client: AMConfig.Alloc). With --idle-secs the idle measurement keeps
+// payloads are received into it (the server: HandleAMFunc, whose function starts each
+// rendezvous receive with AMMessage.RecvDataStart; the client: AMConfig.Alloc). With --idle-secs the idle measurement keeps
 // two goroutines blocked on the connection with a cancellable context. --cpu binds the
 // goroutine that drives the run (locked to its thread) to that CPU, as the C and Rust
 // ping-pongs bind their one thread; the engine's background thread and the runtime's other
@@ -21,6 +21,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -178,7 +179,95 @@ type io struct {
 	size int
 	sbuf []byte // in the registered region
 	rbuf []byte
-	am   <-chan *swucx.AMMessage
+	am   amSource
+}
+
+// amSource is where a session's active messages come from.
+type amSource interface {
+	// ready reports whether a message is waiting.
+	ready() bool
+	// take returns the next message's payload length once the payload is in the receive
+	// buffer (or in the message), waiting for the message if none is waiting.
+	take(ctx context.Context) (int, error)
+}
+
+// amChannel is the client's source: the package's HandleAMWith, which receives each payload
+// into the receive buffer (AMConfig.Alloc) before it hands the message over.
+type amChannel <-chan *swucx.AMMessage
+
+func (c amChannel) ready() bool { return len(c) > 0 }
+
+func (c amChannel) take(ctx context.Context) (int, error) {
+	var m *swucx.AMMessage
+	ok := true
+	select {
+	case m, ok = <-c: // there after a successful spin, without a two-way select
+	default:
+		select {
+		case m, ok = <-c:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	if !ok {
+		return 0, errors.New("AM handler closed")
+	}
+	defer m.Close()
+	return len(m.Data), m.Err
+}
+
+// arrival is an active message the AM handler took, with the receive of its rendezvous payload
+// (into the session's receive buffer) already started.
+type arrival struct {
+	m    *swucx.AMMessage
+	recv *swucx.Request // nil: the payload is in m.Data (or err says why it is not)
+	err  error
+}
+
+// amInbox is the server's source. Its handler (HandleAMFunc, inside UCX's progress) starts
+// receiving a rendezvous payload into the session's receive buffer at once
+// (AMMessage.RecvDataStart), as the C and Rust handlers do: with a window of messages the
+// payloads move while earlier ones are consumed, and no goroutine hands messages on.
+type amInbox struct {
+	ch   chan arrival
+	rbuf atomic.Pointer[[]byte] // the current session's receive buffer
+}
+
+func (in *amInbox) ready() bool { return len(in.ch) > 0 }
+
+func (in *amInbox) take(ctx context.Context) (int, error) {
+	var a arrival
+	select {
+	case a = <-in.ch: // there after a successful spin, without a two-way select
+	default:
+		select {
+		case a = <-in.ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	defer a.m.Close()
+	n, err := len(a.m.Data), cmp.Or(a.err, a.m.Err)
+	if a.recv != nil && err == nil {
+		n, _, err = a.recv.Wait(ctx)
+	}
+	return n, err
+}
+
+func newAMInbox(eng *swucx.Engine) (*amInbox, error) {
+	in := &amInbox{ch: make(chan arrival, 1024)}
+	err := eng.HandleAMFunc(amData, func(m *swucx.AMMessage) {
+		a := arrival{m: m}
+		if m.Pending() > 0 {
+			if b := in.rbuf.Load(); b != nil {
+				a.recv, a.err = m.RecvDataStart(*b)
+			} else {
+				a.err = errors.New("rendezvous payload outside a session")
+			}
+		}
+		in.ch <- a
+	})
+	return in, err
 }
 
 func (o *io) send(ctx context.Context, buf []byte) error {
@@ -204,31 +293,10 @@ func (o *io) recv(ctx context.Context, buf []byte) error {
 		// Spin driving progress (the handler then runs on this thread) as long as the
 		// Engine's own waits do (swucx::DEFAULT_SPIN) before sleeping on the channel; Spin
 		// hands progress to the background thread if it runs out (docs/design.md).
-		o.eng.Spin(200*time.Microsecond, func() bool { return len(o.am) > 0 })
-		var m *swucx.AMMessage
-		ok := true
-		select {
-		case m, ok = <-o.am: // there after a successful spin, without a two-way select
-		default:
-			select {
-			case m, ok = <-o.am:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		if !ok {
-			return errors.New("AM handler closed")
-		}
-		defer m.Close()
-		if m.Err != nil {
-			return m.Err
-		}
-		n := len(m.Data)
-		if m.Pending() > 0 {
-			var err error
-			if n, err = m.RecvData(ctx, o.rbuf); err != nil {
-				return err
-			}
+		o.eng.Spin(200*time.Microsecond, o.am.ready)
+		n, err := o.am.take(ctx)
+		if err != nil {
+			return err
 		}
 		if n != o.size {
 			return fmt.Errorf("received %d bytes, want %d", n, o.size)
@@ -364,18 +432,13 @@ func runServer(listen, transport, features string, cpu int) error {
 	if err := pinThread(cpu); err != nil {
 		return err
 	}
-	var am <-chan *swucx.AMMessage
+	var am *amInbox
 	if f&swucx.FeatureAM != 0 {
-		// Messages go to the session as they arrive; a rendezvous payload is received by the
-		// session's goroutine itself (RecvData into its buffer in the registered region),
-		// which drives progress in its wait: no goroutine hand-off per message, as the C and
-		// Rust servers receive inline (1 MiB bandwidth +18% over a channel fed by the
-		// package's own receive, 3 runs each).
-		ch := make(chan *swucx.AMMessage, 1024)
-		if err = eng.HandleAMFunc(amData, func(m *swucx.AMMessage) { ch <- m }); err != nil {
+		// Messages go to the session as they arrive, their rendezvous payloads already moving
+		// into its buffer (amInbox); the session's goroutine waits for each in turn.
+		if am, err = newAMInbox(eng); err != nil {
 			return err
 		}
-		am = ch
 	}
 	ln, err := eng.Listen(listen)
 	if err != nil {
@@ -399,7 +462,7 @@ func runServer(listen, transport, features string, cpu int) error {
 	}
 }
 
-func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am <-chan *swucx.AMMessage) (params, error) {
+func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox) (params, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	buf := make([]byte, maxCtrl)
@@ -430,9 +493,14 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am <-chan *
 	}
 	defer region.Close()
 	b := region.Bytes()
-	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: b[:p.size], rbuf: b[p.size : 2*p.size], am: am}
-	if p.api == apiAM && am == nil {
-		return p, errors.New("AM requested but the server has no AM feature")
+	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: b[:p.size], rbuf: b[p.size : 2*p.size]}
+	if p.api == apiAM {
+		if am == nil {
+			return p, errors.New("AM requested but the server has no AM feature")
+		}
+		o.am = am
+		am.rbuf.Store(&o.rbuf)
+		defer am.rbuf.Store(nil) // before the region goes
 	}
 	if err := ctrlSend(ctx, cm, ready, readyMsg); err != nil {
 		return p, err
@@ -533,7 +601,7 @@ func runClient(a clientArgs) (string, error) {
 		return "", err
 	}
 	defer region.Close()
-	var am <-chan *swucx.AMMessage
+	var am amChannel
 	if p.api == apiAM {
 		// Payloads land in the receive buffer (in the registered region), the way the Rust
 		// and C ping-pongs receive into their pre-allocated buffer.
