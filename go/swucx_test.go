@@ -217,6 +217,77 @@ func TestAMRoundTrip(t *testing.T) {
 	}
 }
 
+// HandleAMFunc with AMMessage.RecvDataStart inside the handler function: eager payloads come
+// as Data, rendezvous ones land in the buffer the handler chose while the test goroutine waits
+// on the request; the misuses (no pending payload, a short buffer, a second start) are errors.
+func TestAMFuncReceivesInHandler(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			p := newPair(t, tr.name, tr.settings)
+			ctx := bg(t)
+			type got struct {
+				m            *AMMessage
+				buf          []byte
+				recv         *Request
+				short, again error
+			}
+			arrivals := make(chan got, len(sizes))
+			err := p.server.HandleAMFunc(13, func(m *AMMessage) {
+				g := got{m: m}
+				if m.Pending() == 0 {
+					_, g.again = m.RecvDataStart(make([]byte, 1))
+				} else {
+					_, g.short = m.RecvDataStart(make([]byte, m.Pending()-1))
+					g.buf = make([]byte, m.Pending())
+					g.recv, _ = m.RecvDataStart(g.buf)
+					_, g.again = m.RecvDataStart(g.buf)
+				}
+				arrivals <- g
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, n := range append(sizes, 4<<20) {
+				out := pattern(n, uint64(200+i))
+				flags := uint32(0)
+				if n >= 65536 {
+					flags = AMRndv
+				}
+				if err := p.cep.AMSend(ctx, 13, nil, out, flags); err != nil {
+					t.Fatalf("size %d: am send: %v", n, err)
+				}
+				var g got
+				select {
+				case g = <-arrivals:
+				case <-ctx.Done():
+					t.Fatalf("size %d: no message", n)
+				}
+				if (flags == AMRndv) != (g.recv != nil) {
+					t.Fatalf("size %d: rendezvous %v, sent with flags %x", n, g.recv != nil, flags)
+				}
+				if !errors.Is(g.again, ErrInvalidParam) {
+					t.Fatalf("size %d: start without a pending payload: %v", n, g.again)
+				}
+				data := g.m.Data
+				if g.recv != nil {
+					if !errors.Is(g.short, ErrMessageTruncated) {
+						t.Fatalf("size %d: start into a short buffer: %v", n, g.short)
+					}
+					m, _, err := g.recv.Wait(ctx)
+					if err != nil || m != n {
+						t.Fatalf("size %d: rendezvous receive: %d bytes, %v", n, m, err)
+					}
+					data = g.buf
+				}
+				if !bytes.Equal(data, out) {
+					t.Fatalf("size %d: %d bytes, equal %v (rendezvous %v)", n, len(data), bytes.Equal(data, out), g.recv != nil)
+				}
+				g.m.Close()
+			}
+		})
+	}
+}
+
 // Engine.Spin: progress on the spinning goroutine delivers an active message; a spin that
 // runs out hands progress back, so a message sent afterwards arrives with nobody spinning, and
 // so does one sent after a spin that succeeded (the background thread takes over after its
