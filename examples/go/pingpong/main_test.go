@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -74,6 +75,9 @@ func TestWireCompatibleWithRust(t *testing.T) {
 			// Rust server, Go client.
 			port := freePort(t)
 			srv := exec.Command(rust, "--server", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--transport", transport)
+			// Killed with the test process even when that dies without running its defers
+			// (a Go runtime fatal error once left servers behind).
+			srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 			if err := srv.Start(); err != nil {
 				t.Fatal(err)
 			}
