@@ -126,6 +126,11 @@ struct Shared {
     background_drives: AtomicBool,
     /// Where the background thread rests; notified on a hand-over.
     rest: (Mutex<()>, Condvar),
+    /// Progress calls made by threads other than the background one (counted under `driver`,
+    /// so a plain load and store suffice): a spin announced while this stands still for a
+    /// whole rest is not spinning (its thread went to sleep in a wait of its own without ending
+    /// it), and the background thread drives instead.
+    foreground_progress: AtomicU64,
 }
 
 /// How long the background thread rests before it looks again whether spins went on; it takes
@@ -193,6 +198,7 @@ impl Engine {
             hand_over: AtomicBool::new(false),
             background_drives: AtomicBool::new(false),
             rest: (Mutex::new(()), Condvar::new()),
+            foreground_progress: AtomicU64::new(0),
         });
         let background = shared.clone();
         let thread = std::thread::Builder::new()
@@ -276,7 +282,7 @@ impl Engine {
     /// something no wait covers (e.g. an active message expected within microseconds).
     pub fn progress(&self) -> u32 {
         match self.shared.driver.try_lock() {
-            Ok(_driver) => self.shared.worker.progress(),
+            Ok(_driver) => self.shared.progress_in_foreground(),
             Err(_) => 0,
         }
     }
@@ -377,11 +383,20 @@ impl Shared {
     /// processed, or `None` if another thread drives.
     fn drive_once(&self) -> Option<u32> {
         if let Ok(_driver) = self.driver.try_lock() {
-            Some(self.worker.progress())
+            Some(self.progress_in_foreground())
         } else {
             std::hint::spin_loop();
             None
         }
+    }
+
+    /// Progresses the worker for a waiter or spinner, which holds `driver`.
+    #[inline(always)]
+    fn progress_in_foreground(&self) -> u32 {
+        let n = self.foreground_progress.load(Ordering::Relaxed);
+        self.foreground_progress
+            .store(n.wrapping_add(1), Ordering::Relaxed);
+        self.worker.progress()
     }
 
     /// Spins (if `spin`), then sleeps, until the completion is done (true), `deadline` passes
@@ -494,27 +509,39 @@ impl Shared {
             let (running, begun) = (spins as u32, (spins >> 32) as u32);
             let spinning = running > 0 || begun != begun_seen;
             begun_seen = begun;
+            let mut stalled = false;
             if !self.hand_over.swap(false, Ordering::AcqRel) && spinning {
                 // Spinners drive progress: rest (not armed) until a hand-over or the rest
                 // passes; longer each time a spinner is still at it (up to MAX_REST).
                 // Checked again under the lock: a hand-over sets the flag first, then notifies
                 // under the lock, so the notice cannot be missed.
+                let progressed = self.foreground_progress.load(Ordering::Relaxed);
                 let guard = self.rest.0.lock().unwrap_or_else(|e| e.into_inner());
-                if !self.hand_over.load(Ordering::Acquire) {
+                let handed_over = self.hand_over.load(Ordering::Acquire);
+                if !handed_over {
                     let _ = self.rest.1.wait_timeout(guard, rest);
                 }
-                rest = if running > 0 {
-                    (rest * 2).min(MAX_REST)
-                } else {
-                    REST
-                };
-                continue;
+                // A spin still announced with no progress made in the foreground for a whole
+                // rest is not spinning: drive, or a waiter asleep behind it waits for ever.
+                stalled = !handed_over
+                    && running > 0
+                    && self.foreground_progress.load(Ordering::Relaxed) == progressed;
+                if !stalled {
+                    rest = if running > 0 {
+                        (rest * 2).min(MAX_REST)
+                    } else {
+                        REST
+                    };
+                    continue;
+                }
             }
-            rest = REST;
+            if !stalled {
+                rest = REST;
+            }
             let armed = {
                 let _driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
                 self.background_drives.store(true, Ordering::Release);
-                let spinner_waits = || self.spins.load(Ordering::Acquire) as u32 > 0;
+                let spinner_waits = || !stalled && self.spins.load(Ordering::Acquire) as u32 > 0;
                 while self.worker.progress() > 0 && !spinner_waits() {}
                 let yielded = spinner_waits();
                 self.background_drives.store(false, Ordering::Release);

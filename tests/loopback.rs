@@ -829,18 +829,23 @@ fn engine_threads_shm() {
     engine_round_trips(Tls::Shm);
 }
 
+/// An Engine over tcp and an endpoint from its worker to itself.
+fn engine_connected_to_itself() -> (Engine, swucx::Endpoint) {
+    let engine = Engine::new(&Tls::Tcp.context()).expect("engine");
+    let ep = engine
+        .worker()
+        .connect_address(&engine.worker().address().unwrap())
+        .unwrap();
+    (engine, ep)
+}
+
 /// `Engine::wait_signals` / `sleep_signals`: a signal raised by another thread ends a wait that
 /// has no timeout (the request keeps running), a raised signal ends the next wait at once, a
 /// lowered one does not, and the request then completes normally. `accept_signals` likewise.
 #[test]
 fn engine_wait_signals() {
     use swucx::{Signal, WaitEnd};
-    let context = Tls::Tcp.context();
-    let engine = Engine::new(&context).expect("engine");
-    let ep = engine
-        .worker()
-        .connect_address(&engine.worker().address().unwrap())
-        .unwrap();
+    let (engine, ep) = engine_connected_to_itself();
     let recv = engine.worker().tag_recv(9, u64::MAX, vec![0u8; 8]).unwrap();
     let (stop, other) = (Arc::new(Signal::new()), Arc::new(Signal::new()));
     let raiser = {
@@ -959,6 +964,33 @@ fn engine_spin_then_background_takes_over() {
     let headers: Vec<u8> = inbox.lock().unwrap().iter().map(|k| k.header[0]).collect();
     assert_eq!(headers, [1, 2, 3]);
     inbox.lock().unwrap().clear();
+    ep.close(CloseMode::Flush).unwrap();
+}
+
+/// A spin announced and left running while its own thread sleeps in a wait (the message comes
+/// later than the wait's spin lasts): the background thread sees that nobody progresses and
+/// drives. It used to rest for ever behind such a spin, and the wait hung.
+#[test]
+fn engine_drives_behind_a_spin_that_stalled() {
+    let (engine, ep) = engine_connected_to_itself();
+    engine.wait(ep.tag_send(7, vec![7u8; 8]).unwrap()).unwrap();
+    engine
+        .wait(engine.worker().tag_recv(7, u64::MAX, vec![0u8; 8]).unwrap())
+        .unwrap();
+    let spin = engine.spinning();
+    let recv = engine.worker().tag_recv(8, u64::MAX, vec![0u8; 8]).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            engine.wait(ep.tag_send(8, vec![8u8; 8]).unwrap()).unwrap();
+        });
+        assert!(
+            engine.wait_timeout(&recv, TIMEOUT),
+            "a wait behind a stalled spin was never progressed"
+        );
+    });
+    drop(spin);
+    assert_eq!(engine.wait(recv).unwrap().buffer, vec![8u8; 8]);
     ep.close(CloseMode::Flush).unwrap();
 }
 
