@@ -684,11 +684,10 @@ bool swucx_am_msg_is_rndv(struct swucx_am_msg_t *msg);
 
 /**
  * The eager payload: writes its start to `*data_p` (NULL when empty; valid during the handler;
- * its length is `swucx_am_msg_length`). `SWUCX_ERR_INVALID_STATE` for a rendezvous message or one already
- * received or kept.
+ * its length is `swucx_am_msg_length`). `SWUCX_ERR_INVALID_STATE` for a rendezvous message or
+ * one already received or kept.
  */
-swucx_status_t swucx_am_msg_data(struct swucx_am_msg_t *msg,
-                                 const void **data_p);
+swucx_status_t swucx_am_msg_data(struct swucx_am_msg_t *msg, const void **data_p);
 
 /**
  * The endpoint to reply on, when the sender used `SWUCX_AM_FLAG_REPLY` and the endpoint is one

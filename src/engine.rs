@@ -535,9 +535,7 @@ impl Shared {
                     continue;
                 }
             }
-            if !stalled {
-                rest = REST;
-            }
+            rest = REST;
             let armed = {
                 let _driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
                 self.background_drives.store(true, Ordering::Release);

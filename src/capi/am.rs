@@ -148,8 +148,8 @@ pub extern "C" fn swucx_am_msg_is_rndv(msg: *mut swucx_am_msg_t) -> bool {
 }
 
 /// The eager payload: writes its start to `*data_p` (NULL when empty; valid during the handler;
-/// its length is `swucx_am_msg_length`). `SWUCX_ERR_INVALID_STATE` for a rendezvous message or one already
-/// received or kept.
+/// its length is `swucx_am_msg_length`). `SWUCX_ERR_INVALID_STATE` for a rendezvous message or
+/// one already received or kept.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_am_msg_data(
     msg: *mut swucx_am_msg_t,

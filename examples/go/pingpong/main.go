@@ -198,22 +198,31 @@ type amChannel <-chan *swucx.AMMessage
 func (c amChannel) ready() bool { return len(c) > 0 }
 
 func (c amChannel) take(ctx context.Context) (int, error) {
-	var m *swucx.AMMessage
-	ok := true
-	select {
-	case m, ok = <-c: // there after a successful spin, without a two-way select
-	default:
-		select {
-		case m, ok = <-c:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
+	m, ok, err := next(ctx, c)
+	if err != nil {
+		return 0, err
 	}
 	if !ok {
 		return 0, errors.New("AM handler closed")
 	}
 	defer m.Close()
 	return len(m.Data), m.Err
+}
+
+// next receives from ch (ok false once it is closed), or ctx's error if ctx ends first. A value
+// already there (after a successful spin) is taken without a two-way select.
+func next[T any](ctx context.Context, ch <-chan T) (v T, ok bool, err error) {
+	select {
+	case v, ok = <-ch:
+		return v, ok, nil
+	default:
+	}
+	select {
+	case v, ok = <-ch:
+		return v, ok, nil
+	case <-ctx.Done():
+		return v, false, ctx.Err()
+	}
 }
 
 // arrival is an active message the AM handler took, with the receive of its rendezvous payload
@@ -236,15 +245,9 @@ type amInbox struct {
 func (in *amInbox) ready() bool { return len(in.ch) > 0 }
 
 func (in *amInbox) take(ctx context.Context) (int, error) {
-	var a arrival
-	select {
-	case a = <-in.ch: // there after a successful spin, without a two-way select
-	default:
-		select {
-		case a = <-in.ch:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
+	a, _, err := next(ctx, in.ch) // never closed
+	if err != nil {
+		return 0, err
 	}
 	defer a.m.Close()
 	n, err := len(a.m.Data), cmp.Or(a.err, a.m.Err)
