@@ -1,26 +1,37 @@
-//! What swucx adds to an operation: a tag receive posted, a matching 8 B send, both completed,
-//! in one process over UCX's `self` transport (no wire, no peer), so the time is all software.
-//! Compare with `target/examples/ucx-op-cost` (examples/c/ucx_op_cost.c), the same loop written
-//! on UCX directly. Both print `RESULT ns_per_pair=...`.
+//! What swucx adds to an operation, in one process over UCX's `self` transport (no wire, no
+//! peer), so the time is all software. `tag` (the default): a tag receive posted, a matching
+//! 8 B send, both completed. `am`: an 8 B active message sent and counted by its handler.
+//! Compare with `target/examples/ucx-op-cost` (examples/c/ucx_op_cost.c), the same loops written
+//! on UCX directly. Both print `RESULT ... ns_per_pair=...`.
 //!
-//!   target/release/examples/op_cost [PAIRS]     (default 5000000, plus 10% warm-up)
+//!   target/release/examples/op_cost [PAIRS [tag|am]]     (default 5000000, plus 10% warm-up)
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use swucx::{Context, Features, MemRegion, Worker};
+use swucx::{AmFlags, Context, Features, MemRegion, RegionBuf, Worker};
+
+fn usage() -> ! {
+    eprintln!("usage: op_cost [PAIRS [tag|am]]");
+    std::process::exit(2)
+}
 
 fn main() -> Result<(), swucx::Error> {
-    let pairs: u64 = match std::env::args().nth(1) {
-        Some(arg) => arg.parse().unwrap_or_else(|_| {
-            eprintln!("usage: op_cost [PAIRS]");
-            std::process::exit(2)
-        }),
+    let mut args = std::env::args().skip(1);
+    let pairs: u64 = match args.next() {
+        Some(arg) => arg.parse().unwrap_or_else(|_| usage()),
         None => 5_000_000,
     };
+    let am = match args.next().as_deref() {
+        None | Some("tag") => false,
+        Some("am") => true,
+        Some(_) => usage(),
+    };
     let features = Features {
-        tag: true,
+        tag: !am,
         stream: false,
-        am: false,
+        am,
         rma: false,
         wakeup: false,
     };
@@ -34,8 +45,29 @@ fn main() -> Result<(), swucx::Error> {
     let ep = worker.connect_address(&worker.address()?)?;
     let region = MemRegion::allocate(&context, 128)?;
     // Each operation hands its buffer back; the next one reuses it (no clone per operation).
-    let mut send_buf = Some(region.slice(0, 8)?);
-    let mut recv_buf = Some(region.slice(64, 8)?);
+    let send_buf = region.slice(0, 8)?;
+    let ns = if am {
+        am_pairs(&worker, &ep, pairs, send_buf)?
+    } else {
+        tag_pairs(&worker, &ep, pairs, send_buf, region.slice(64, 8)?)?
+    };
+    println!(
+        "RESULT impl=swucx op={} pairs={pairs} ns_per_pair={ns:.1}",
+        if am { "am" } else { "tag" }
+    );
+    Ok(())
+}
+
+/// Tag pairs: a receive posted, a matching send, both completed; nanoseconds per pair.
+fn tag_pairs(
+    worker: &Worker,
+    ep: &swucx::Endpoint,
+    pairs: u64,
+    send_buf: RegionBuf,
+    recv_buf: RegionBuf,
+) -> Result<f64, swucx::Error> {
+    let mut send_buf = Some(send_buf);
+    let mut recv_buf = Some(recv_buf);
     let mut start = Instant::now();
     for i in 0..pairs + pairs / 10 {
         if i == pairs / 10 {
@@ -48,7 +80,38 @@ fn main() -> Result<(), swucx::Error> {
         while !recv.poll() {}
         recv_buf = Some(recv.wait()?.buffer);
     }
-    let ns = start.elapsed().as_nanos() as f64 / pairs as f64;
-    println!("RESULT impl=swucx pairs={pairs} ns_per_pair={ns:.1}");
-    Ok(())
+    Ok(start.elapsed().as_nanos() as f64 / pairs as f64)
+}
+
+/// AM pairs: an active message sent, completed, and counted by its handler; nanoseconds per pair.
+fn am_pairs(
+    worker: &Worker,
+    ep: &swucx::Endpoint,
+    pairs: u64,
+    send_buf: RegionBuf,
+) -> Result<f64, swucx::Error> {
+    let arrived = Arc::new(AtomicU64::new(0));
+    let counter = arrived.clone();
+    worker.set_am_handler(1, move |_| {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Release)
+    })?;
+    let mut send_buf = Some(send_buf);
+    let mut start = Instant::now();
+    for i in 0..pairs + pairs / 10 {
+        if i == pairs / 10 {
+            start = Instant::now();
+        }
+        let send = ep.am_send(
+            1,
+            &[][..],
+            send_buf.take().expect("returned"),
+            AmFlags::NONE,
+        )?;
+        while !send.poll() {}
+        send_buf = Some(send.wait()?.buffer.1);
+        while arrived.load(Ordering::Acquire) <= i {
+            worker.progress();
+        }
+    }
+    Ok(start.elapsed().as_nanos() as f64 / pairs as f64)
 }

@@ -252,8 +252,7 @@ impl UcxConfig {
         let c_value = CString::new(value).map_err(|_| invalid())?;
         // SAFETY: self.0 is a live config; both strings are NUL-terminated and outlive the call.
         let raw = unsafe { sys::ucp_config_modify(self.0, c_key.as_ptr(), c_value.as_ptr()) };
-        check("ucp_config_modify", raw)
-            .map_err(|e| Error::with_detail(e.op, e.status, format!("UCX_{key}={value}")))
+        check("ucp_config_modify", raw).map_err(|e| e.with_new_detail(format!("UCX_{key}={value}")))
     }
 }
 

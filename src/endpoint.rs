@@ -150,7 +150,7 @@ impl Worker {
             addrlen: c_addr.len(),
         };
         self.create_endpoint(params, Some(addr))
-            .map_err(|e| Error::with_detail(e.op, e.status, addr.to_string()))
+            .map_err(|e| e.with_new_detail(addr.to_string()))
     }
 
     /// Connects to a peer worker by its address ([`Worker::address`]), without a listener.

@@ -86,7 +86,7 @@ impl Listener {
         check("ucp_listener_create", unsafe {
             sys::ucp_listener_create(worker.handle(), &params, &mut handle)
         })
-        .map_err(|e| Error::with_detail(e.op, e.status, addr.to_string()))?;
+        .map_err(|e| e.with_new_detail(addr.to_string()))?;
         Ok(Listener(Arc::new(ListenerInner {
             worker: worker.clone(),
             handle,

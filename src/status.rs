@@ -113,16 +113,21 @@ impl fmt::Debug for Status {
 }
 
 /// An error from swucx: the UCX call (or swucx check) that failed, its status, and detail.
+///
+/// One pointer wide (the parts are boxed), so `Result<T>` is no bigger than `T` when `T` has a
+/// spare pointer niche, and moving an `Ok` value never copies an error's parts: with the status
+/// byte inline, its padding overlapped the `Ok` payload and every move of a `Result<Request<_>>`
+/// copied those bytes in overlapping loads that stalled on store forwarding (`perf annotate` of
+/// `examples/op_cost.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-#[error("{op}: {status}{}", detail_suffix(.detail))]
-pub struct Error {
-    /// The UCX function or swucx operation that failed, e.g. `"ucp_ep_create"`.
-    pub op: &'static str,
-    /// The UCX status code.
-    pub status: Status,
-    /// Extra context (an address, a size), if any.
-    pub detail: Option<String>,
+#[error("{}: {}{}", .0.op, .0.status, detail_suffix(&.0.detail))]
+pub struct Error(Box<ErrorParts>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ErrorParts {
+    op: &'static str,
+    status: Status,
+    detail: Option<String>,
 }
 
 fn detail_suffix(detail: &Option<String>) -> String {
@@ -134,26 +139,44 @@ fn detail_suffix(detail: &Option<String>) -> String {
 
 impl Error {
     /// An error for `op` with `status` and no detail.
+    #[cold]
     pub fn new(op: &'static str, status: Status) -> Error {
-        Error {
+        Error(Box::new(ErrorParts {
             op,
             status,
             detail: None,
-        }
+        }))
     }
 
     /// An error for `op` with `status` and a detail message.
+    #[cold]
     pub fn with_detail(op: &'static str, status: Status, detail: impl Into<String>) -> Error {
-        Error {
+        Error(Box::new(ErrorParts {
             op,
             status,
             detail: Some(detail.into()),
-        }
+        }))
+    }
+
+    /// The UCX function or swucx operation that failed, e.g. `"ucp_ep_create"`.
+    pub fn op(&self) -> &'static str {
+        self.0.op
     }
 
     /// The status code of this error.
     pub fn status(&self) -> Status {
-        self.status
+        self.0.status
+    }
+
+    /// Extra context (an address, a size), if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.0.detail.as_deref()
+    }
+
+    /// The same error with `detail` in place of any it had.
+    pub(crate) fn with_new_detail(mut self, detail: impl Into<String>) -> Error {
+        self.0.detail = Some(detail.into());
+        self
     }
 }
 

@@ -1,12 +1,14 @@
-/* The loop of examples/op_cost.rs written on UCX directly: a tag receive posted, a matching 8 B
- * send, both completed, in one process over UCX_TLS=self (set here unless the environment sets
- * it), SERIALIZED worker, no peer-failure handling. The reference for what swucx adds per
- * operation. Prints `RESULT impl=ucx pairs=N ns_per_pair=X`.
+/* The loops of examples/op_cost.rs written on UCX directly, in one process over UCX_TLS=self
+ * (set here unless the environment sets it), SERIALIZED worker, no peer-failure handling. `tag`
+ * (the default): a tag receive posted, a matching 8 B send, both completed. `am`: an 8 B active
+ * message sent, completed and counted by its handler. The reference for what swucx adds per
+ * operation. Prints `RESULT impl=ucx op=tag|am pairs=N ns_per_pair=X`.
  *
- *   ucx-op-cost [PAIRS]     (default 5000000, plus 10% warm-up) */
+ *   ucx-op-cost [PAIRS [tag|am]]     (default 5000000, plus 10% warm-up) */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <ucp/api/ucp.h>
 
@@ -22,6 +24,14 @@ static void received(void *request, ucs_status_t status, const ucp_tag_recv_info
     *(int *)user_data = 1;
 }
 
+static ucs_status_t counted(void *arg, const void *header, size_t header_length, void *data,
+                            size_t length, const ucp_am_recv_param_t *param)
+{
+    (void)header; (void)header_length; (void)data; (void)length; (void)param;
+    ++*(long *)arg;
+    return UCS_OK;
+}
+
 static void check(ucs_status_t status, const char *what)
 {
     if (status != UCS_OK) {
@@ -33,12 +43,14 @@ static void check(ucs_status_t status, const char *what)
 int main(int argc, char **argv)
 {
     long pairs = argc > 1 ? atol(argv[1]) : 5000000;
-    if (pairs <= 0) {
-        fprintf(stderr, "usage: ucx-op-cost [PAIRS]\n");
+    int am = argc > 2 && strcmp(argv[2], "am") == 0;
+    if (pairs <= 0 || (argc > 2 && !am && strcmp(argv[2], "tag") != 0)) {
+        fprintf(stderr, "usage: ucx-op-cost [PAIRS [tag|am]]\n");
         return 2;
     }
     setenv("UCX_TLS", "self", 0);
-    ucp_params_t params = {.field_mask = UCP_PARAM_FIELD_FEATURES, .features = UCP_FEATURE_TAG};
+    ucp_params_t params = {.field_mask = UCP_PARAM_FIELD_FEATURES,
+                           .features = am ? UCP_FEATURE_AM : UCP_FEATURE_TAG};
     ucp_context_h context;
     check(ucp_init(&params, NULL, &context), "ucp_init");
     ucp_worker_params_t wparams = {.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
@@ -52,9 +64,31 @@ int main(int argc, char **argv)
     ucp_ep_h ep;
     check(ucp_ep_create(worker, &eparams, &ep), "ucp_ep_create");
     char send_buf[8] = {0}, recv_buf[8];
+    long arrived = 0;
+    if (am) {
+        ucp_am_handler_param_t hparam = {
+            .field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
+                          UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG,
+            .id = 1, .flags = UCP_AM_FLAG_WHOLE_MSG, .cb = counted, .arg = &arrived};
+        check(ucp_worker_set_am_recv_handler(worker, &hparam), "ucp_worker_set_am_recv_handler");
+    }
     struct timespec start = {0}, end;
     for (long i = 0; i < pairs + pairs / 10; i++) {
         if (i == pairs / 10) clock_gettime(CLOCK_MONOTONIC, &start);
+        if (am) {
+            ucp_request_param_t sparam = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
+                                                          UCP_OP_ATTR_FIELD_DATATYPE,
+                                          .datatype = ucp_dt_make_contig(1)};
+            sparam.cb.send = sent;
+            void *send = ucp_am_send_nbx(ep, 1, NULL, 0, send_buf, sizeof send_buf, &sparam);
+            if (UCS_PTR_IS_ERR(send)) check(UCS_PTR_STATUS(send), "ucp_am_send_nbx");
+            if (UCS_PTR_IS_PTR(send)) {
+                while (ucp_request_check_status(send) == UCS_INPROGRESS) ucp_worker_progress(worker);
+                ucp_request_free(send);
+            }
+            while (arrived <= i) ucp_worker_progress(worker);
+            continue;
+        }
         int done = 0;
         ucp_request_param_t rparam = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
                                                       UCP_OP_ATTR_FIELD_DATATYPE |
@@ -80,7 +114,7 @@ int main(int argc, char **argv)
     }
     clock_gettime(CLOCK_MONOTONIC, &end);
     double ns = ((end.tv_sec - start.tv_sec) * 1e9 + (end.tv_nsec - start.tv_nsec)) / pairs;
-    printf("RESULT impl=ucx pairs=%ld ns_per_pair=%.1f\n", pairs, ns);
+    printf("RESULT impl=ucx op=%s pairs=%ld ns_per_pair=%.1f\n", am ? "am" : "tag", pairs, ns);
     ucp_ep_h closing = ep;
     ucp_request_param_t cparam = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
                                   .flags = UCP_EP_CLOSE_FLAG_FORCE};
