@@ -14,9 +14,9 @@
 // rendezvous receive with AMMessage.RecvDataStart; the client: AMConfig.Alloc). With --idle-secs the idle measurement keeps
 // two goroutines blocked on the connection with a cancellable context. --cpu binds the
 // goroutine that drives the run (locked to its thread) to that CPU, as the C and Rust
-// ping-pongs bind their one thread; the engine's background thread and the runtime's other
-// threads keep every CPU (binding the whole process put them all on one core: AM latency
-// 100+ us). Accepted and ignored: --multi, --front-spin-us. Bandwidth keeps --window
+// ping-pongs bind their one thread; in latency runs the engine's background thread and the
+// runtime's other threads keep every CPU (binding the whole process put them all on one core:
+// AM latency 100+ us), in bandwidth runs they are bound too (cpuBinding). Accepted and ignored: --multi, --front-spin-us. Bandwidth keeps --window
 // operations in flight with the *Start methods and Request.Wait, as the others do.
 package main
 
@@ -30,6 +30,7 @@ import (
 	"os"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -432,7 +433,11 @@ func runServer(listen, transport, features string, cpu int) error {
 		return err
 	}
 	defer eng.Close()
-	if err := pinThread(cpu); err != nil {
+	cpus, err := newCPUBinding(cpu)
+	if err != nil {
+		return err
+	}
+	if err := cpus.bind(false); err != nil {
 		return err
 	}
 	var am *amInbox
@@ -454,7 +459,7 @@ func runServer(listen, transport, features string, cpu int) error {
 		if err != nil {
 			return err
 		}
-		p, err := serve(uc, eng, ep, am)
+		p, err := serve(uc, eng, ep, am, cpus)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "pingpong server: client #%d: %v\n", served, err)
 		} else {
@@ -465,7 +470,7 @@ func runServer(listen, transport, features string, cpu int) error {
 	}
 }
 
-func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox) (params, error) {
+func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox, cpus *cpuBinding) (params, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	buf := make([]byte, maxCtrl)
@@ -479,6 +484,9 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox
 	if err != nil {
 		return p, err
 	}
+	if err := cpus.bind(p.mode == 1); err != nil {
+		return p, err
+	}
 	ep := cm
 	var readyMsg []byte
 	if p.addrWU {
@@ -490,13 +498,12 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox
 		}
 		defer ep.Close()
 	}
-	region, err := uc.Allocate(int(2*p.size) + 1)
+	region, sbuf, rbuf, err := buffers(uc, int(p.size))
 	if err != nil {
 		return p, err
 	}
 	defer region.Close()
-	b := region.Bytes()
-	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: b[:p.size], rbuf: b[p.size : 2*p.size]}
+	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: sbuf, rbuf: rbuf}
 	if p.api == apiAM {
 		if am == nil {
 			return p, errors.New("AM requested but the server has no AM feature")
@@ -539,6 +546,22 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox
 	return p, <-byeDone
 }
 
+// buffers allocates the registered region that holds the send and the receive buffer of size
+// bytes, laid out as the C and Rust ping-pongs lay theirs out (each at least 64 bytes apart, the
+// send buffer filled with 0xA5).
+func buffers(uc *swucx.Context, size int) (region *swucx.MemRegion, sbuf, rbuf []byte, err error) {
+	unit := max(size, 64)
+	if region, err = uc.Allocate(2 * unit); err != nil {
+		return nil, nil, nil, err
+	}
+	b := region.Bytes()
+	sbuf, rbuf = b[:size], b[unit:unit+size]
+	for i := range sbuf {
+		sbuf[i] = 0xA5
+	}
+	return region, sbuf, rbuf, nil
+}
+
 // ---- client ----
 
 type clientArgs struct {
@@ -549,23 +572,76 @@ type clientArgs struct {
 	cpu                          int
 }
 
-// pinThread locks the calling goroutine (the one that drives the run) to its OS thread and
-// binds that thread to cpu, as the C and Rust ping-pongs bind their one thread; cpu < 0 does
-// nothing. Called after NewEngine: the engine's background thread keeps the full CPU mask, and
-// so do the runtime's other threads. The goroutine stays locked until the process exits.
-func pinThread(cpu int) error {
+// cpuBinding is --cpu: it locks the goroutine that drives the run to its OS thread and binds
+// threads to the CPU, as the C and Rust ping-pongs bind their one thread. A nil binding (no
+// --cpu) does nothing. The goroutine stays locked until the process exits.
+type cpuBinding struct {
+	cpu  int
+	free [1024 / 64]uint64 // the process's CPU mask before binding
+}
+
+func newCPUBinding(cpu int) (*cpuBinding, error) {
 	if cpu < 0 {
-		return nil
+		return nil, nil
 	}
 	if cpu >= 1024 {
-		return fmt.Errorf("--cpu %d: at most 1023", cpu)
+		return nil, fmt.Errorf("--cpu %d: at most 1023", cpu)
 	}
 	runtime.LockOSThread()
-	var mask [1024 / 64]uint64
-	mask[cpu/64] = 1 << (cpu % 64)
-	_, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)))
+	b := &cpuBinding{cpu: cpu}
+	if err := setAffinity(0, &b.free, false); err != nil {
+		return nil, fmt.Errorf("--cpu %d: sched_getaffinity: %v", cpu, err)
+	}
+	return b, nil
+}
+
+// bind binds the calling (locked) thread to the CPU, and the process's other threads too when
+// whole, else leaves them every CPU the process had. Latency runs bind one thread: with the
+// whole process on one core, the goroutine an active message is handed to waits behind the
+// spinning one (AM latency 100+ us). Bandwidth runs bind them all: the engine's background
+// thread copies rendezvous fragments as well, and left free it ran on the peer's CPU (1 MiB
+// over shm, Go at both ends about 0.65x the C pair; bound, as fast as C within the noise).
+// Threads started later inherit the mask of the thread that starts them.
+func (b *cpuBinding) bind(whole bool) error {
+	if b == nil {
+		return nil
+	}
+	var one [1024 / 64]uint64
+	one[b.cpu/64] = 1 << (b.cpu % 64)
+	if err := setAffinity(0, &one, true); err != nil {
+		return fmt.Errorf("--cpu %d: sched_setaffinity: %v", b.cpu, err)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return fmt.Errorf("--cpu %d: %v", b.cpu, err)
+	}
+	self := syscall.Gettid()
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil || tid == self {
+			continue
+		}
+		mask := &b.free
+		if whole {
+			mask = &one
+		}
+		// A thread that exited meanwhile (ESRCH) needs nothing.
+		if err := setAffinity(tid, mask, true); err != nil && err != syscall.ESRCH {
+			return fmt.Errorf("--cpu %d: sched_setaffinity(%d): %v", b.cpu, tid, err)
+		}
+	}
+	return nil
+}
+
+// setAffinity sets (or, with set false, reads) the CPU mask of thread tid (0: the caller).
+func setAffinity(tid int, mask *[1024 / 64]uint64, set bool) error {
+	call := uintptr(syscall.SYS_SCHED_GETAFFINITY)
+	if set {
+		call = syscall.SYS_SCHED_SETAFFINITY
+	}
+	_, _, e := syscall.RawSyscall(call, uintptr(tid), unsafe.Sizeof(*mask), uintptr(unsafe.Pointer(mask)))
 	if e != 0 {
-		return fmt.Errorf("--cpu %d: sched_setaffinity: %v", cpu, e)
+		return e
 	}
 	return nil
 }
@@ -596,10 +672,14 @@ func runClient(a clientArgs) (string, error) {
 		return "", err
 	}
 	defer eng.Close()
-	if err := pinThread(a.cpu); err != nil {
+	cpus, err := newCPUBinding(a.cpu)
+	if err != nil {
 		return "", err
 	}
-	region, err := uc.Allocate(int(2*p.size) + 1)
+	if err := cpus.bind(p.mode == 1); err != nil {
+		return "", err
+	}
+	region, sbuf, rbuf, err := buffers(uc, int(p.size))
 	if err != nil {
 		return "", err
 	}
@@ -608,7 +688,6 @@ func runClient(a clientArgs) (string, error) {
 	if p.api == apiAM {
 		// Payloads land in the receive buffer (in the registered region), the way the Rust
 		// and C ping-pongs receive into their pre-allocated buffer.
-		rbuf := region.Bytes()[p.size : 2*p.size]
 		alloc := func(n int) []byte {
 			if n <= len(rbuf) {
 				return rbuf[:n]
@@ -656,8 +735,7 @@ func runClient(a clientArgs) (string, error) {
 		}
 		defer ep.Close()
 	}
-	b := region.Bytes()
-	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: b[:p.size], rbuf: b[p.size : 2*p.size], am: am}
+	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: sbuf, rbuf: rbuf, am: am}
 	var result string
 	if p.mode == 0 {
 		result, err = clientLat(ctx, o, p)
