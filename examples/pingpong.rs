@@ -547,15 +547,15 @@ impl Io<'_> {
     /// Posts a receive for one message (tag/stream); `None` for AM.
     #[inline]
     fn post_recv(&self) -> Res<Option<RecvReq>> {
-        let buf = self.spare_rbuf.take().unwrap_or_else(|| self.rbuf.clone());
+        let buf = || self.spare_rbuf.take().unwrap_or_else(|| self.rbuf.clone());
         Ok(match self.api {
             Api::Tag => Some(
                 self.driver
                     .worker()
-                    .tag_recv(DATA_TAG, u64::MAX, buf)
+                    .tag_recv(DATA_TAG, u64::MAX, buf())
                     .map_err(err("tag_recv"))?,
             ),
-            Api::Stream => Some(self.ep.stream_recv(buf).map_err(err("stream_recv"))?),
+            Api::Stream => Some(self.ep.stream_recv(buf()).map_err(err("stream_recv"))?),
             Api::Am => None,
         })
     }
