@@ -14,8 +14,9 @@ build: deps
 
 # Every example binary (target/release/examples/*), the C ping-pong (target/examples/pingpong-c,
 # against the static library; `make examples C_LINK=shared` links libswucx.so instead) and the Go
-# one (target/examples/pingpong-go, static; Go from scripts/go.sh), and ucx-op-cost (raw UCX) and
-# op-cost-c (the C API), the references for examples/op_cost.rs.
+# one (target/examples/pingpong-go, static; Go from scripts/go.sh), ucx-op-cost (raw UCX) and
+# op-cost-c (the C API), the references for examples/op_cost.rs, and ucx-am-lat (raw UCX), the
+# floor for the AM latency ping-pong measured the ping-pong's way.
 CC ?= cc
 C_LINK ?= static
 C_FLAGS ?= -std=c11 -O2 -g -Wall -Wextra -Werror
@@ -36,6 +37,8 @@ else
 endif
 	$(CC) $(C_FLAGS) examples/c/ucx_op_cost.c $$(pkg-config --cflags --libs ucx) \
 		-o target/examples/ucx-op-cost
+	$(CC) $(C_FLAGS) examples/c/ucx_am_lat.c $$(pkg-config --cflags --libs ucx) \
+		-o target/examples/ucx-am-lat
 	$(CC) $(C_FLAGS) -Iinclude examples/c/op_cost.c $(RELEASE)/libswucx.a \
 		$$(pkg-config --libs ucx) $(NATIVE_LIBS) -o target/examples/op-cost-c
 	@GO=$$(scripts/go.sh) && cd examples/go/pingpong && set -x && \
