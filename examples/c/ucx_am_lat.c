@@ -18,6 +18,8 @@
 #include <time.h>
 #include <ucp/api/ucp.h>
 #include <unistd.h>
+
+#include "ucx_raw.h"
 #if defined(__x86_64__)
 #include <x86intrin.h>
 #endif
@@ -34,11 +36,6 @@ static ucs_status_t count_arrival(void *arg, const void *header, size_t header_l
     return UCS_OK;
 }
 
-static void sent(void *request, ucs_status_t status, void *user_data)
-{
-    (void)request; (void)status; (void)user_data;
-}
-
 static void die(const char *what, const char *why)
 {
     fprintf(stderr, "ucx-am-lat: %s: %s\n", what, why);
@@ -47,7 +44,7 @@ static void die(const char *what, const char *why)
 
 static void check(ucs_status_t status, const char *what)
 {
-    if (status != UCS_OK) die(what, ucs_status_string(status));
+    raw_check("ucx-am-lat", status, what);
 }
 
 static void io_all(int fd, void *buf, size_t len, int writing)
@@ -110,14 +107,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: ucx-am-lat PORT [--connect]\n");
         return 2;
     }
-    ucp_params_t params = {.field_mask = UCP_PARAM_FIELD_FEATURES,
-                           .features = UCP_FEATURE_TAG | UCP_FEATURE_AM};
     ucp_context_h context;
-    check(ucp_init(&params, NULL, &context), "ucp_init");
-    ucp_worker_params_t wparams = {.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
-                                   .thread_mode = UCS_THREAD_MODE_SERIALIZED};
-    ucp_worker_h worker;
-    check(ucp_worker_create(context, &wparams, &worker), "ucp_worker_create");
+    ucp_worker_h worker = raw_worker("ucx-am-lat", UCP_FEATURE_TAG | UCP_FEATURE_AM, &context);
     ucp_am_handler_param_t hparam = {
         .field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
                       UCP_AM_HANDLER_PARAM_FIELD_CB,
@@ -148,7 +139,7 @@ int main(int argc, char **argv)
     ucp_request_param_t sparam = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
                                                   UCP_OP_ATTR_FIELD_DATATYPE,
                                   .datatype = ucp_dt_make_contig(1)};
-    sparam.cb.send = sent;
+    sparam.cb.send = raw_sent;
     uint64_t *rtts = malloc(ITERS * sizeof *rtts);
     if (rtts == NULL) die("malloc", "out of memory");
     uint64_t last = stamp(), first = 0;
@@ -159,10 +150,7 @@ int main(int argc, char **argv)
         }
         void *req = ucp_am_send_nbx(ep, AM_ID, NULL, 0, payload, sizeof payload, &sparam);
         if (UCS_PTR_IS_ERR(req)) check(UCS_PTR_STATUS(req), "ucp_am_send_nbx");
-        if (UCS_PTR_IS_PTR(req)) {
-            while (ucp_request_check_status(req) == UCS_INPROGRESS) ucp_worker_progress(worker);
-            ucp_request_free(req);
-        }
+        raw_complete(worker, req);
         if (client) {
             while (arrived < i) ucp_worker_progress(worker);
             uint64_t now = stamp();
@@ -185,13 +173,7 @@ int main(int argc, char **argv)
     }
     io_all(fd, &sync, 1, 1); /* both sides are done before either closes its endpoint */
     io_all(fd, &sync, 1, 0);
-    ucp_request_param_t cparam = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
-                                  .flags = UCP_EP_CLOSE_FLAG_FORCE};
-    void *close_req = ucp_ep_close_nbx(ep, &cparam);
-    if (UCS_PTR_IS_PTR(close_req)) {
-        while (ucp_request_check_status(close_req) == UCS_INPROGRESS) ucp_worker_progress(worker);
-        ucp_request_free(close_req);
-    }
+    raw_close(worker, ep);
     close(fd);
     free(rtts);
     free(peer);

@@ -12,10 +12,7 @@
 #include <time.h>
 #include <ucp/api/ucp.h>
 
-static void sent(void *request, ucs_status_t status, void *user_data)
-{
-    (void)request; (void)status; (void)user_data;
-}
+#include "ucx_raw.h"
 
 static void received(void *request, ucs_status_t status, const ucp_tag_recv_info_t *info,
                      void *user_data)
@@ -34,10 +31,7 @@ static ucs_status_t counted(void *arg, const void *header, size_t header_length,
 
 static void check(ucs_status_t status, const char *what)
 {
-    if (status != UCS_OK) {
-        fprintf(stderr, "ucx-op-cost: %s: %s\n", what, ucs_status_string(status));
-        exit(1);
-    }
+    raw_check("ucx-op-cost", status, what);
 }
 
 int main(int argc, char **argv)
@@ -49,14 +43,9 @@ int main(int argc, char **argv)
         return 2;
     }
     setenv("UCX_TLS", "self", 0);
-    ucp_params_t params = {.field_mask = UCP_PARAM_FIELD_FEATURES,
-                           .features = am ? UCP_FEATURE_AM : UCP_FEATURE_TAG};
     ucp_context_h context;
-    check(ucp_init(&params, NULL, &context), "ucp_init");
-    ucp_worker_params_t wparams = {.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
-                                   .thread_mode = UCS_THREAD_MODE_SERIALIZED};
-    ucp_worker_h worker;
-    check(ucp_worker_create(context, &wparams, &worker), "ucp_worker_create");
+    ucp_worker_h worker =
+        raw_worker("ucx-op-cost", am ? UCP_FEATURE_AM : UCP_FEATURE_TAG, &context);
     ucp_address_t *address;
     size_t address_len;
     check(ucp_worker_get_address(worker, &address, &address_len), "ucp_worker_get_address");
@@ -79,13 +68,10 @@ int main(int argc, char **argv)
             ucp_request_param_t sparam = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
                                                           UCP_OP_ATTR_FIELD_DATATYPE,
                                           .datatype = ucp_dt_make_contig(1)};
-            sparam.cb.send = sent;
+            sparam.cb.send = raw_sent;
             void *send = ucp_am_send_nbx(ep, 1, NULL, 0, send_buf, sizeof send_buf, &sparam);
             if (UCS_PTR_IS_ERR(send)) check(UCS_PTR_STATUS(send), "ucp_am_send_nbx");
-            if (UCS_PTR_IS_PTR(send)) {
-                while (ucp_request_check_status(send) == UCS_INPROGRESS) ucp_worker_progress(worker);
-                ucp_request_free(send);
-            }
+            raw_complete(worker, send);
             while (arrived <= i) ucp_worker_progress(worker);
             continue;
         }
@@ -100,13 +86,10 @@ int main(int argc, char **argv)
         ucp_request_param_t sparam = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
                                                       UCP_OP_ATTR_FIELD_DATATYPE,
                                       .datatype = ucp_dt_make_contig(1)};
-        sparam.cb.send = sent;
+        sparam.cb.send = raw_sent;
         void *send = ucp_tag_send_nbx(ep, send_buf, sizeof send_buf, 1, &sparam);
         if (UCS_PTR_IS_ERR(send) || UCS_PTR_IS_ERR(recv)) check(UCS_ERR_IO_ERROR, "operation");
-        if (UCS_PTR_IS_PTR(send)) {
-            while (ucp_request_check_status(send) == UCS_INPROGRESS) ucp_worker_progress(worker);
-            ucp_request_free(send);
-        }
+        raw_complete(worker, send);
         if (UCS_PTR_IS_PTR(recv)) {
             while (!done) ucp_worker_progress(worker);
             ucp_request_free(recv);
@@ -115,14 +98,7 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &end);
     double ns = ((end.tv_sec - start.tv_sec) * 1e9 + (end.tv_nsec - start.tv_nsec)) / pairs;
     printf("RESULT impl=ucx op=%s pairs=%ld ns_per_pair=%.1f\n", am ? "am" : "tag", pairs, ns);
-    ucp_ep_h closing = ep;
-    ucp_request_param_t cparam = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
-                                  .flags = UCP_EP_CLOSE_FLAG_FORCE};
-    void *close = ucp_ep_close_nbx(closing, &cparam);
-    if (UCS_PTR_IS_PTR(close)) {
-        while (ucp_request_check_status(close) == UCS_INPROGRESS) ucp_worker_progress(worker);
-        ucp_request_free(close);
-    }
+    raw_close(worker, ep);
     ucp_worker_release_address(worker, address);
     ucp_worker_destroy(worker);
     ucp_cleanup(context);
