@@ -51,8 +51,8 @@ pub(crate) struct Completion {
     exclusive: AtomicBool,
 }
 
-/// A finished completion kept for reuse. Holds two strong references, the owner's and the one
-/// reserved for UCX's `user_data`, and nothing else references it.
+/// A finished completion kept for reuse, already reset to pending. Holds two strong references,
+/// the owner's and the one reserved for UCX's `user_data`, and nothing else references it.
 struct Spare(ManuallyDrop<Arc<Completion>>);
 
 impl Spare {
@@ -134,15 +134,8 @@ impl Completion {
         let spare = SPARE_COMPLETIONS.with(SparePool::take);
         match spare {
             Some(spare) => {
+                // Reset when it was kept (`recycle`), off the path that starts an operation.
                 let completion = spare.into_inner();
-                // Nobody else can reach a spare: plain stores reset it (its mutexes are empty).
-                completion.state.store(PENDING, Ordering::Relaxed);
-                completion
-                    .status
-                    .store(Status::INPROGRESS.0, Ordering::Relaxed);
-                completion.length.store(0, Ordering::Relaxed);
-                completion.sender_tag.store(0, Ordering::Relaxed);
-                completion.detach_status.store(0, Ordering::Relaxed);
                 completion.exclusive.store(exclusive, Ordering::Relaxed);
                 completion
             }
@@ -167,6 +160,14 @@ impl Completion {
             // The counts were read relaxed: pair with the release of whoever dropped a reference
             // last (a waiter, the endpoint's list), before the completion is written again.
             std::sync::atomic::fence(Ordering::Acquire);
+            // Nobody else can reach it now: plain stores reset it (its mutexes are empty).
+            completion.state.store(PENDING, Ordering::Relaxed);
+            completion
+                .status
+                .store(Status::INPROGRESS.0, Ordering::Relaxed);
+            completion.length.store(0, Ordering::Relaxed);
+            completion.sender_tag.store(0, Ordering::Relaxed);
+            completion.detach_status.store(0, Ordering::Relaxed);
             let spare = Spare(ManuallyDrop::new(completion));
             SPARE_COMPLETIONS.with(|spares| spares.keep(spare));
             return;
