@@ -352,8 +352,8 @@ ELAPSED=$(( $(date +%s) - START ))
   echo "UCX_SYSV_ERROR_HANDLING=y UCX_KEEPALIVE_INTERVAL=500ms (and UCX_TCP_PUT_ENABLE=n over shm), as swucx's"
   echo "defaults; servers on CPU 0, clients on CPU 1;"
   echo "swucx busy-polls inline unless the row says front; the Go ping-pong always waits through its Engine"
-  echo "and --cpu binds only its driving goroutine's thread (the engine's and the runtime's other threads"
-  echo "keep every CPU). Logs: $LOGS."
+  echo "and its --cpu binds its driving goroutine's thread, in bandwidth runs every thread of the process"
+  echo "(in latency runs the engine's and the runtime's other threads keep every CPU). Logs: $LOGS."
   echo
   echo "| cell | transport | ucx_perftest | swucx | ratio | target | pass/fail |"
   echo "|---|---|---|---|---|---|---|"
