@@ -51,8 +51,8 @@ pub(crate) struct Completion {
     exclusive: AtomicBool,
 }
 
-/// A finished completion kept for reuse, already reset to pending. Holds two strong references,
-/// the owner's and the one reserved for UCX's `user_data`, and nothing else references it.
+/// A completion kept for reuse (its operation ended; reset to pending). Holds two strong
+/// references, the owner's and the one reserved for UCX's `user_data`; nothing else has one.
 struct Spare(ManuallyDrop<Arc<Completion>>);
 
 impl Spare {
