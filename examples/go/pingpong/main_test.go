@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,5 +115,65 @@ func TestWireCompatibleWithRust(t *testing.T) {
 				t.Logf("rust -> go %s: %s", name(c.api, c.mode, c.wireup), last)
 			}
 		})
+	}
+}
+
+// threadCPUs maps each thread of this process to its Cpus_allowed_list.
+func threadCPUs(t *testing.T) map[string]string {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpus := map[string]string{}
+	for _, task := range tasks {
+		status, err := os.ReadFile("/proc/self/task/" + task.Name() + "/status")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+				cpus[task.Name()] = strings.TrimSpace(v)
+			}
+		}
+	}
+	return cpus
+}
+
+func TestCPUBindingWholeProcessThenOneThread(t *testing.T) {
+	before := threadCPUs(t)
+	self := fmt.Sprint(syscall.Gettid())
+	if before[self] == "0" || !strings.ContainsAny(before[self], ",-") {
+		t.Skipf("needs at least two CPUs, has %q", before[self])
+	}
+	b, err := newCPUBinding(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		// Give this thread its CPUs back before the test's goroutine lets it go.
+		if err := setAffinity(0, &b.free, true); err != nil {
+			t.Error(err)
+		}
+		runtime.UnlockOSThread()
+	}()
+	self = fmt.Sprint(syscall.Gettid()) // the locked thread
+	if err := b.bind(true); err != nil {
+		t.Fatal(err)
+	}
+	for tid, cpus := range threadCPUs(t) {
+		if cpus != "0" {
+			t.Errorf("bandwidth binding: thread %s may run on %q, want 0", tid, cpus)
+		}
+	}
+	if err := b.bind(false); err != nil {
+		t.Fatal(err)
+	}
+	for tid, cpus := range threadCPUs(t) {
+		switch {
+		case tid == self && cpus != "0":
+			t.Errorf("latency binding: the driving thread may run on %q, want 0", cpus)
+		case tid != self && cpus != before[self]:
+			t.Errorf("latency binding: thread %s may run on %q, want %q", tid, cpus, before[self])
+		}
 	}
 }
