@@ -536,18 +536,20 @@ impl Shared {
                 }
             }
             rest = REST;
-            let armed = {
-                let _driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
-                self.background_drives.store(true, Ordering::Release);
-                let spinner_waits = || !stalled && self.spins.load(Ordering::Acquire) as u32 > 0;
-                while self.worker.progress() > 0 && !spinner_waits() {}
-                let yielded = spinner_waits();
-                self.background_drives.store(false, Ordering::Release);
-                if yielded {
-                    // The spinner takes the worker over (it waits for the lock meanwhile).
-                    continue;
-                }
-                self.worker.arm()
+            let driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
+            self.background_drives.store(true, Ordering::Release);
+            let spinner_waits = || !stalled && self.spins.load(Ordering::Acquire) as u32 > 0;
+            while self.worker.progress() > 0 && !spinner_waits() {}
+            // A spinner takes the worker over (it waits for the lock meanwhile).
+            let armed = (!spinner_waits()).then(|| self.worker.arm());
+            drop(driver);
+            // Cleared only once the lock is free: a spinner that finds it taken while this is
+            // set keeps spinning; had it found it taken without (during `arm`, or between the
+            // flag and the unlock), it would have gone to sleep and left the transfer to this
+            // thread (over tcp: a hand-over and a wake-up for every 1 MiB message).
+            self.background_drives.store(false, Ordering::Release);
+            let Some(armed) = armed else {
+                continue;
             };
             match armed {
                 Ok(true) => {
