@@ -412,6 +412,12 @@ impl Shared {
         let spin = if spin { self.spin } else { Duration::ZERO };
         let spin_end = |now: Instant| deadline.map_or(now + spin, |d| d.min(now + spin));
         if completion.is_done() {
+            // Counted as a spin begun: the background thread stays off the worker while
+            // waits keep coming, as it does while they spin (when its drives finished the
+            // operations before their waiters came, they found them done and never spun, and
+            // it went on driving and arming the worker, which had the peer signal it for every
+            // shm fragment).
+            self.spins.fetch_add(1 << 32, Ordering::Relaxed);
             return true;
         }
         let mut spin_until = spin_end(Instant::now());
