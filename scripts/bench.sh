@@ -3,7 +3,8 @@
 #
 #   scripts/bench.sh [--quick] [--reps N] [--no-build]
 #
-# For each transport (shm, tcp) it measures, each cell the median of N runs (default 3):
+# For each transport (shm, tcp) it measures, N reps (default 3) of each cell, each comparison's two
+# runs back to back; the table shows the medians and the median of the per-rep ratios:
 #   - 8 B latency, tag (ucx_perftest -t tag_lat) and AM (-t ucp_am_lat) vs pingpong (inline);
 #   - AM bandwidth, window 32, 64 KiB and 1 MiB (-t ucp_am_bw) vs pingpong --mode bw;
 # (inline swucx uses Worker::new_serialized, perftest its default single thread mode), plus the
@@ -193,34 +194,46 @@ median() { # values... (ERR if any failed)
 }
 
 ROWS=()
-# row CELL TRANSPORT PERFTEST SWUCX KIND(lat|bw|front)
+# pairwise OP "REFS" "SUBJECTS" -> the median over reps of subject/ref (OP=ratio) or
+# subject-ref (OP=diff), each rep's pair measured back to back (ERR if any failed).
+pairwise() {
+  local op=$1 v
+  for v in $2 $3; do [ "$v" = ERR ] && { echo ERR; return; }; done
+  # shellcheck disable=SC2086
+  median $(paste -d' ' <(tr ' ' '\n' <<<"$2") <(tr ' ' '\n' <<<"$3") |
+    awk -v op="$op" '{printf "%.6f\n", (op == "ratio") ? $2 / $1 : $2 - $1}')
+}
+
+# row CELL TRANSPORT "REFS" "SUBJECTS" KIND: one table row. The value columns are the medians
+# over reps; the ratio (or difference) and the verdict come from the median of the per-rep
+# ratios (differences), so that a rep whose pair ran in one of the VM's slow spells counts as
+# one rep, not as a slow reference against a fast subject.
 row() {
-  local cell=$1 tl=$2 ref=$3 sw=$4 kind=$5 ratio target verdict
-  if [ "$ref" = ERR ] || [ "$sw" = ERR ]; then
-    ratio=-; verdict=ERROR; FAILED=1
-  fi
+  local cell=$1 tl=$2 refs=$3 subs=$4 kind=$5 ref sw ratio target verdict cmp lim fmt op=ratio
+  # shellcheck disable=SC2086
+  ref=$(median $refs)
+  # shellcheck disable=SC2086
+  sw=$(median $subs)
   case $kind in
-    lat) target="<= 1.15x"
-         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
-           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a <= 1.15*b) ? "pass" : "FAIL"}'); } ;;
-    clat) target="<= 1.05x"
-         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
-           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a <= 1.05*b) ? "pass" : "FAIL"}'); } ;;
-    cbw) target=">= 0.97x"
-         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
-           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a >= 0.97*b) ? "pass" : "FAIL"}'); } ;;
-    bw)  target=">= 0.95x"
-         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%.3fx", a/b}')
-           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a >= 0.95*b) ? "pass" : "FAIL"}'); } ;;
-    front|golat1) target="<= +1 us"
-         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%+.2f us", a-b}')
-           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a - b <= 1.0) ? "pass" : "FAIL"}'); } ;;
-    golat05) target="<= +0.5 us"
-         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%+.2f us", a-b}')
-           verdict=$(awk -v a="$sw" -v b="$ref" 'BEGIN{print (a - b <= 0.5) ? "pass" : "FAIL"}'); } ;;
-    info) target="(reference, not a target)"
-         [ -z "${verdict:-}" ] && { ratio=$(awk -v a="$sw" -v b="$ref" 'BEGIN{printf "%+.2f us", a-b}'); verdict="-"; } ;;
+    lat) target="<= 1.15x"; cmp="<="; lim=1.15 ;;
+    clat) target="<= 1.05x"; cmp="<="; lim=1.05 ;;
+    cbw) target=">= 0.97x"; cmp=">="; lim=0.97 ;;
+    bw) target=">= 0.95x"; cmp=">="; lim=0.95 ;;
+    front|golat1) target="<= +1 us"; cmp="<="; lim=1.0; op=diff ;;
+    golat05) target="<= +0.5 us"; cmp="<="; lim=0.5; op=diff ;;
+    info) target="(reference, not a target)"; op=diff ;;
   esac
+  local r
+  r=$(pairwise "$op" "$refs" "$subs")
+  if [ "$r" = ERR ]; then
+    ratio=-; verdict=ERROR; FAILED=1
+  else
+    if [ "$op" = ratio ]; then fmt="%.3fx"; else fmt="%+.2f us"; fi
+    ratio=$(awk -v a="$r" -v f="$fmt" 'BEGIN{printf f, a}')
+    if [ -z "${cmp:-}" ]; then verdict="-"
+    else verdict=$(awk -v a="$r" -v c="$cmp" -v l="$lim" 'BEGIN{ok = (c == "<=") ? a <= l : a >= l; print ok ? "pass" : "FAIL"}')
+    fi
+  fi
   ROWS+=("| $cell | $tl | $ref | $sw | $ratio | $target | $verdict |")
   echo "  $cell [$tl]: ucx_perftest=$ref swucx=$sw ratio=$ratio ($verdict)" >&2
 }
@@ -239,19 +252,20 @@ measure_transport() {
   start_server "$tl"
   echo "== $tl ($(env | grep -E '^UCX_(TLS|NET_DEVICES|TCP_PUT_ENABLE)=' | tr '\n' ' '))" >&2
   for r in $(seq "$REPS"); do
+    # Each comparison's pair runs back to back (the table takes the median of per-rep ratios).
     pt_tag+=("$(perftest tag_lat 8 "$lat_n" "$lat_w" lat)")
     sw_tag+=("$(swucx "$SW_PORT" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    c_tag+=("$(CLIENT_BIN=$PPC swucx "$c_port" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    g_tag+=("$(CLIENT_BIN=$PPG swucx "$g_port" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
     pt_am+=("$(perftest ucp_am_lat 8 "$lat_n" "$lat_w" lat)")
     sw_am+=("$(swucx "$SW_PORT" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    c_am+=("$(CLIENT_BIN=$PPC swucx "$c_port" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    g_am+=("$(CLIENT_BIN=$PPG swucx "$g_port" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
     pt_64+=("$(perftest ucp_am_bw 65536 "${BW_64K[0]}" "${BW_64K[1]}" bw)")
     sw_64+=("$(swucx "$SW_PORT" bw --api am --mode bw --size 65536 --iters "${BW_64K[0]}" --warmup "${BW_64K[1]}" --window 32)")
     pt_1m+=("$(perftest ucp_am_bw 1048576 "${BW_1M[0]}" "${BW_1M[1]}" bw)")
     sw_1m+=("$(swucx "$SW_PORT" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
-    c_tag+=("$(CLIENT_BIN=$PPC swucx "$c_port" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
-    c_am+=("$(CLIENT_BIN=$PPC swucx "$c_port" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
     c_1m+=("$(CLIENT_BIN=$PPC swucx "$c_port" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
-    g_tag+=("$(CLIENT_BIN=$PPG swucx "$g_port" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
-    g_am+=("$(CLIENT_BIN=$PPG swucx "$g_port" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
     g_1m+=("$(CLIENT_BIN=$PPG swucx "$g_port" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
     echo "  rep $r: tag_lat ${pt_tag[-1]}/${sw_tag[-1]} am_lat ${pt_am[-1]}/${sw_am[-1]}" \
       "am_bw64K ${pt_64[-1]}/${sw_64[-1]} am_bw1M ${pt_1m[-1]}/${sw_1m[-1]}" \
@@ -267,18 +281,18 @@ measure_transport() {
   stop_server
   SW_PID=$c_pid stop_server
   SW_PID=$g_pid stop_server
-  row "tag_lat 8 B (us)" "$tl" "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
-  row "am_lat 8 B (us)" "$tl" "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
-  row "am_bw 64 KiB w32 (GB/s)" "$tl" "$(median "${pt_64[@]}")" "$(median "${sw_64[@]}")" bw
-  row "am_bw 1 MiB w32 (GB/s)" "$tl" "$(median "${pt_1m[@]}")" "$(median "${sw_1m[@]}")" bw
-  row "C pingpong tag_lat 8 B (us; perftest column = Rust inline)" "$tl" "$(median "${sw_tag[@]}")" "$(median "${c_tag[@]}")" clat
-  row "C pingpong am_lat 8 B (us; perftest column = Rust inline)" "$tl" "$(median "${sw_am[@]}")" "$(median "${c_am[@]}")" clat
-  row "C pingpong am_bw 1 MiB w32 (GB/s; perftest column = Rust inline)" "$tl" "$(median "${sw_1m[@]}")" "$(median "${c_1m[@]}")" cbw
+  row "tag_lat 8 B (us)" "$tl" "${pt_tag[*]}" "${sw_tag[*]}" lat
+  row "am_lat 8 B (us)" "$tl" "${pt_am[*]}" "${sw_am[*]}" lat
+  row "am_bw 64 KiB w32 (GB/s)" "$tl" "${pt_64[*]}" "${sw_64[*]}" bw
+  row "am_bw 1 MiB w32 (GB/s)" "$tl" "${pt_1m[*]}" "${sw_1m[*]}" bw
+  row "C pingpong tag_lat 8 B (us; perftest column = Rust inline)" "$tl" "${sw_tag[*]}" "${c_tag[*]}" clat
+  row "C pingpong am_lat 8 B (us; perftest column = Rust inline)" "$tl" "${sw_am[*]}" "${c_am[*]}" clat
+  row "C pingpong am_bw 1 MiB w32 (GB/s; perftest column = Rust inline)" "$tl" "${sw_1m[*]}" "${c_1m[*]}" cbw
   local golat=golat1
   [ "$tl" = shm ] && golat=golat05
-  row "Go pingpong tag_lat 8 B (us; perftest column = C pingpong)" "$tl" "$(median "${c_tag[@]}")" "$(median "${g_tag[@]}")" "$golat"
-  row "Go pingpong am_lat 8 B (us; perftest column = C pingpong)" "$tl" "$(median "${c_am[@]}")" "$(median "${g_am[@]}")" "$golat"
-  row "Go pingpong am_bw 1 MiB w32 (GB/s; perftest column = C pingpong)" "$tl" "$(median "${c_1m[@]}")" "$(median "${g_1m[@]}")" bw
+  row "Go pingpong tag_lat 8 B (us; perftest column = C pingpong)" "$tl" "${c_tag[*]}" "${g_tag[*]}" "$golat"
+  row "Go pingpong am_lat 8 B (us; perftest column = C pingpong)" "$tl" "${c_am[*]}" "${g_am[*]}" "$golat"
+  row "Go pingpong am_bw 1 MiB w32 (GB/s; perftest column = C pingpong)" "$tl" "${c_1m[*]}" "${g_1m[*]}" bw
 }
 
 START=$(date +%s)
@@ -305,8 +319,8 @@ done
 idle=$(swucx "$SW_PORT" idle --api am --mode lat --size 8 --iters 1000 --front --idle-secs "$IDLE_SECS")
 echo "  idle: ${idle}% of a core over ${IDLE_SECS}s" >&2
 stop_server
-FRONT_ROW=("front tag_lat 8 B (us; perftest column = swucx inline)" shm "$(median "${inl[@]}")" "$(median "${fr[@]}")" front)
-HANDOFF_ROW=("design alternative: hand-off to progress thread, tag_lat 8 B (us; vs inline)" shm "$(median "${inl[@]}")" "$(median "${ho[@]}")" info)
+FRONT_ROW=("front tag_lat 8 B (us; perftest column = swucx inline)" shm "${inl[*]}" "${fr[*]}" front)
+HANDOFF_ROW=("design alternative: hand-off to progress thread, tag_lat 8 B (us; vs inline)" shm "${inl[*]}" "${ho[*]}" info)
 
 # What UCX's MULTI thread mode costs (swucx's default workers and the Engine use it):
 # the same cells with MULTI workers on both sides.
@@ -327,8 +341,8 @@ done
 PT_EXTRA=()
 SW_EXTRA=()
 stop_server
-row "tag_lat 8 B (us), MULTI workers (perftest -M multi, swucx Worker::new)" shm "$(median "${pt_tag[@]}")" "$(median "${sw_tag[@]}")" lat
-row "am_lat 8 B (us), MULTI workers (perftest -M multi, swucx Worker::new)" shm "$(median "${pt_am[@]}")" "$(median "${sw_am[@]}")" lat
+row "tag_lat 8 B (us), MULTI workers (perftest -M multi, swucx Worker::new)" shm "${pt_tag[*]}" "${sw_tag[*]}" lat
+row "am_lat 8 B (us), MULTI workers (perftest -M multi, swucx Worker::new)" shm "${pt_am[*]}" "${sw_am[*]}" lat
 
 unset UCX_TCP_PUT_ENABLE
 export UCX_TLS=tcp,self UCX_NET_DEVICES=lo
@@ -346,7 +360,8 @@ ELAPSED=$(( $(date +%s) - START ))
 {
   echo "## swucx vs ucx_perftest ($(date -u +%Y-%m-%dT%H:%MZ), UCX $(ucx_info -v 2>/dev/null | sed -n "s/^# Version //p"), $(nproc) CPUs)"
   echo
-  echo "Median of $REPS per cell$([ "$QUICK" = 1 ] && echo ' (--quick)'), run in ${ELAPSED}s. Latency: one-way (RTT/2) p50 in us;"
+  echo "Median of $REPS per cell$([ "$QUICK" = 1 ] && echo ' (--quick)'), run in ${ELAPSED}s; the ratio (difference) is the median of the"
+  echo "$REPS per-rep ratios (differences), each rep's pair measured back to back. Latency: one-way (RTT/2) p50 in us;"
   echo "bandwidth: GB/s (1e9 B/s) at the sender. shm: UCX_TLS=$SHM_TLS; tcp: UCX_TLS=tcp,self"
   echo "UCX_NET_DEVICES=lo. Both tools: peer error handling (perftest -e), UCX_POSIX_ERROR_HANDLING=y"
   echo "UCX_SYSV_ERROR_HANDLING=y UCX_KEEPALIVE_INTERVAL=500ms (and UCX_TCP_PUT_ENABLE=n over shm), as swucx's"
