@@ -13,13 +13,13 @@
 # replaced). Per transport, the C ping-pong (examples/c/pingpong.c, client and server) is measured
 # against the Rust one (inline, client and server) in the same reps: 8 B tag and AM latency
 # (target C <= 1.05x Rust) and AM bandwidth 1 MiB window 32 (target C >= 0.97x Rust), and the
-# Go ping-pong (examples/go/pingpong, client and server; it always waits through its Engine and
-# --cpu binds only the goroutine that drives the run, and its thread) against the C one in the
-# same reps: 8 B tag and AM latency (target Go <= C +
-# 0.5 us over shm, + 1 us over tcp) and AM bandwidth 1 MiB window 32 (target Go >= 0.95x C), plus
-# the Go process's idle CPU with an open connection over shm (< 1% of a core). Latency is one-way
-# (RTT/2) p50 in us;
-# bandwidth is GB/s (1e9 B/s) at the sender. Servers are pinned to CPU 0, clients to CPU 1.
+# Go ping-pong (examples/go/pingpong, client and server; it always waits through its Engine;
+# --cpu binds the thread of the goroutine that drives the run, and in bandwidth runs every
+# thread of the process) against the C one in the same reps: 8 B tag and AM latency (target
+# Go <= C + 0.5 us over shm, + 1 us over tcp) and AM bandwidth 1 MiB window 32 (target Go >=
+# 0.95x C), plus the Go process's idle CPU with an open connection over shm (< 1% of a core).
+# Latency is one-way (RTT/2) p50 in us; bandwidth is GB/s (1e9 B/s) at the sender. Servers are
+# pinned to CPU 0, clients to CPU 1.
 # Both tools use peer error handling (swucx always does; ucx_perftest gets -e) and swucx's
 # default UCX settings (exported below so ucx_perftest sees them too).
 #

@@ -549,10 +549,10 @@ impl Shared {
             // A spinner takes the worker over (it waits for the lock meanwhile).
             let armed = (!spinner_waits()).then(|| self.worker.arm());
             drop(driver);
-            // Cleared only once the lock is free: a spinner that finds it taken while this is
-            // set keeps spinning; had it found it taken without (during `arm`, or between the
-            // flag and the unlock), it would have gone to sleep and left the transfer to this
-            // thread (over tcp: a hand-over and a wake-up for every 1 MiB message).
+            // Cleared only once the lock is free: a spinner that finds the lock taken while
+            // this is set keeps spinning, and one that found it taken without it (during
+            // `arm`, or between the flag and the unlock) took this thread for another waiter
+            // and went to sleep.
             self.background_drives.store(false, Ordering::Release);
             let Some(armed) = armed else {
                 continue;
