@@ -207,11 +207,16 @@ impl ContextBuilder {
         check("ucp_init", unsafe {
             sys::swucx_shim_ucp_init(&params, config.0, &mut handle)
         })?;
-        Ok(Context(Arc::new(ContextInner {
+        let mut inner = ContextInner {
             handle,
             features: self.features,
             peer_failure: !self.no_peer_failure,
-        })))
+            memory_type_hint: false,
+        };
+        // (If the query fails, dropping `inner` releases the context.)
+        let host_only = 1 << sys::ucs_memory_type::UCS_MEMORY_TYPE_HOST.0;
+        inner.memory_type_hint = inner.memory_types()? != host_only;
+        Ok(Context(Arc::new(inner)))
     }
 }
 
@@ -267,6 +272,28 @@ pub(crate) struct ContextInner {
     pub(crate) handle: sys::ucp_context_h,
     features: Features,
     peer_failure: bool,
+    /// Whether operations tell UCX their buffers are host memory
+    /// (`UCP_OP_ATTR_FIELD_MEMORY_TYPE`): only when UCX knows memory types besides host (a GPU
+    /// memory domain), where it would otherwise look each buffer up. With host memory alone
+    /// the hint bought nothing and measured slower (8 B active messages over shm, alternating
+    /// runs, docs/bench.md finding 9).
+    memory_type_hint: bool,
+}
+
+impl ContextInner {
+    /// The memory types UCX supports on this context (bits by `ucs_memory_type`).
+    fn memory_types(&self) -> Result<u64> {
+        let mut attr = sys::ucp_context_attr {
+            field_mask: u64::from(sys::ucp_context_attr_field::UCP_ATTR_FIELD_MEMORY_TYPES.0),
+            ..Default::default()
+        };
+        // SAFETY: the handle is live; attr is a valid out-structure whose field mask asks for
+        // the memory types only.
+        check("ucp_context_query", unsafe {
+            sys::ucp_context_query(self.handle, &mut attr)
+        })?;
+        Ok(attr.memory_types)
+    }
 }
 
 // SAFETY: the context is created with mt_workers_shared, so UCX serializes access to its shared
@@ -310,6 +337,11 @@ impl Context {
 
     pub(crate) fn handle(&self) -> sys::ucp_context_h {
         self.0.handle
+    }
+
+    /// Whether operations pass UCX the host memory type (see `ContextInner::memory_type_hint`).
+    pub(crate) fn memory_type_hint(&self) -> bool {
+        self.0.memory_type_hint
     }
 }
 

@@ -421,7 +421,8 @@ pub(crate) enum Callback {
 }
 
 impl OpParams {
-    /// Starts the parameters for one operation (byte datatype, host memory).
+    /// Starts the parameters for one operation (byte datatype, host memory: said to UCX only
+    /// where it has other memory types to tell apart).
     /// `op` names the UCX call in errors; `kind` says what the request may do (cancel).
     #[inline(always)]
     pub(crate) fn new(
@@ -437,10 +438,8 @@ impl OpParams {
         let mut param = sys::ucp_request_param_t {
             op_attr_mask: sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK.0
                 | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA.0
-                | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_DATATYPE.0
-                | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_MEMORY_TYPE.0,
+                | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_DATATYPE.0,
             datatype: worker.bytes_datatype(),
-            memory_type: sys::ucs_memory_type::UCS_MEMORY_TYPE_HOST,
             user_data,
             ..Default::default()
         };
@@ -455,6 +454,10 @@ impl OpParams {
                 recv_stream: Some(length_callback),
             },
         };
+        if worker.memory_type_hint() {
+            param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_MEMORY_TYPE.0;
+            param.memory_type = sys::ucs_memory_type::UCS_MEMORY_TYPE_HOST;
+        }
         if let Some(memh) = memh {
             param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_MEMH.0;
             param.memh = memh;

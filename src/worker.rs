@@ -85,6 +85,8 @@ pub(crate) struct WorkerInner {
     has_deferred_releases: AtomicBool,
     /// `ucp_dt_make_contig(1)`, the datatype of every operation (evaluated once, by a C shim).
     bytes_datatype: sys::ucp_datatype_t,
+    /// The context's `memory_type_hint`, read once per operation from here.
+    memory_type_hint: bool,
 }
 
 // SAFETY: the worker is created in UCS_THREAD_MODE_MULTI, so every UCX call on it is thread-safe
@@ -211,6 +213,7 @@ impl Worker {
             has_deferred_releases: AtomicBool::new(false),
             // SAFETY: the shim evaluates a UCX macro; it has no preconditions.
             bytes_datatype: unsafe { sys::swucx_shim_dt_contig_bytes() },
+            memory_type_hint: context.memory_type_hint(),
         }));
         if context.features().am {
             worker.reserve_am_ids()?;
@@ -267,6 +270,12 @@ impl Worker {
     #[inline(always)]
     pub(crate) fn bytes_datatype(&self) -> sys::ucp_datatype_t {
         self.0.bytes_datatype
+    }
+
+    /// Whether operations pass UCX the host memory type (see `Context`'s `memory_type_hint`).
+    #[inline(always)]
+    pub(crate) fn memory_type_hint(&self) -> bool {
+        self.0.memory_type_hint
     }
 
     /// True for a MULTI-threaded worker (`Worker::new`), false for a SERIALIZED one.
