@@ -144,8 +144,11 @@ const MAX_REST: Duration = Duration::from_millis(1);
 /// How many spin rounds a waiter makes between looks at the clock.
 const CLOCK_EVERY: u32 = 8;
 
+/// One spin begun in `Shared::spins` (the high half), with no spin running for it.
+const BEGUN_ONLY: u64 = 1 << 32;
+
 /// One spin in `Shared::spins`: one more running, one more begun.
-const SPIN_BEGUN: u64 = 1 | 1 << 32;
+const SPIN_BEGUN: u64 = 1 | BEGUN_ONLY;
 
 /// Counts a waiter as spinning for as long as it lives.
 struct Spinning<'a>(&'a Shared);
@@ -417,7 +420,7 @@ impl Shared {
             // operations before their waiters came, they found them done and never spun, and
             // it went on driving and arming the worker, which had the peer signal it for every
             // shm fragment).
-            self.spins.fetch_add(1 << 32, Ordering::Relaxed);
+            self.spins.fetch_add(BEGUN_ONLY, Ordering::Relaxed);
             return true;
         }
         let mut spin_until = spin_end(Instant::now());

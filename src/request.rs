@@ -436,10 +436,10 @@ impl OpParams {
         let completion = Completion::reserve(!worker.is_multi());
         let user_data = Arc::as_ptr(&completion) as *mut libc::c_void;
         let mut param = sys::ucp_request_param_t {
-            op_attr_mask: sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK.0
-                | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA.0
-                | sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_DATATYPE.0,
+            op_attr_mask: worker.op_attr_base(),
             datatype: worker.bytes_datatype(),
+            // Read by UCX only when op_attr_base has the memory-type field.
+            memory_type: sys::ucs_memory_type::UCS_MEMORY_TYPE_HOST,
             user_data,
             ..Default::default()
         };
@@ -454,10 +454,6 @@ impl OpParams {
                 recv_stream: Some(length_callback),
             },
         };
-        if worker.memory_type_hint() {
-            param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_MEMORY_TYPE.0;
-            param.memory_type = sys::ucs_memory_type::UCS_MEMORY_TYPE_HOST;
-        }
         if let Some(memh) = memh {
             param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_MEMH.0;
             param.memh = memh;

@@ -85,8 +85,10 @@ pub(crate) struct WorkerInner {
     has_deferred_releases: AtomicBool,
     /// `ucp_dt_make_contig(1)`, the datatype of every operation (evaluated once, by a C shim).
     bytes_datatype: sys::ucp_datatype_t,
-    /// The context's `memory_type_hint`, read once per operation from here.
-    memory_type_hint: bool,
+    /// The `op_attr_mask` fields every operation sets (callback, user data, datatype, and the
+    /// memory type where the context gives UCX that hint), fixed at creation: no per-operation
+    /// branch on the hint.
+    op_attr_base: u32,
 }
 
 // SAFETY: the worker is created in UCS_THREAD_MODE_MULTI, so every UCX call on it is thread-safe
@@ -213,7 +215,7 @@ impl Worker {
             has_deferred_releases: AtomicBool::new(false),
             // SAFETY: the shim evaluates a UCX macro; it has no preconditions.
             bytes_datatype: unsafe { sys::swucx_shim_dt_contig_bytes() },
-            memory_type_hint: context.memory_type_hint(),
+            op_attr_base: op_attr_base(context),
         }));
         if context.features().am {
             worker.reserve_am_ids()?;
@@ -272,10 +274,10 @@ impl Worker {
         self.0.bytes_datatype
     }
 
-    /// Whether operations pass UCX the host memory type (see `Context`'s `memory_type_hint`).
+    /// The `op_attr_mask` fields every operation on this worker sets.
     #[inline(always)]
-    pub(crate) fn memory_type_hint(&self) -> bool {
-        self.0.memory_type_hint
+    pub(crate) fn op_attr_base(&self) -> u32 {
+        self.0.op_attr_base
     }
 
     /// True for a MULTI-threaded worker (`Worker::new`), false for a SERIALIZED one.
@@ -562,5 +564,19 @@ impl std::fmt::Debug for Worker {
         f.debug_struct("Worker")
             .field("handle", &self.0.handle)
             .finish()
+    }
+}
+
+/// The `op_attr_mask` fields every operation sets on a worker of `context`: the memory type
+/// only where the context gives UCX that hint (`Context::memory_type_hint`).
+fn op_attr_base(context: &Context) -> u32 {
+    use sys::ucp_op_attr_t as A;
+    let base = A::UCP_OP_ATTR_FIELD_CALLBACK.0
+        | A::UCP_OP_ATTR_FIELD_USER_DATA.0
+        | A::UCP_OP_ATTR_FIELD_DATATYPE.0;
+    if context.memory_type_hint() {
+        base | A::UCP_OP_ATTR_FIELD_MEMORY_TYPE.0
+    } else {
+        base
     }
 }
