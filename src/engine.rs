@@ -446,8 +446,13 @@ impl Shared {
             }
             match self.drive_once() {
                 // The background thread drives (e.g. a rendezvous transfer that arrived before
-                // this wait began): it hands the worker over to this spinner shortly.
-                None if self.background_drives.load(Ordering::Acquire) => {}
+                // this wait began): it hands the worker over to this spinner shortly. Yield
+                // meanwhile: when both threads share a CPU (a process bound to one), spinning
+                // would only keep the driver off it until the scheduler steps in (bench
+                // finding 11).
+                None if self.background_drives.load(Ordering::Acquire) => {
+                    std::thread::yield_now();
+                }
                 // Only one waiter spins: while another waiter drives progress, the others
                 // sleep and leave the CPU to it and to the peer (many waiters spinning on a
                 // small machine starve everyone).
