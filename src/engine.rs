@@ -122,7 +122,8 @@ struct Shared {
     /// on something only progress delivers): ends the rest at once.
     hand_over: AtomicBool,
     /// True while the background thread holds `driver`; it gives the worker up to any spinner
-    /// after one progress call, and the spinner waits for it instead of going to sleep.
+    /// after one progress call, and the spinner waits for it (yielding its CPU) instead of going
+    /// to sleep.
     background_drives: AtomicBool,
     /// Where the background thread rests; notified on a hand-over.
     rest: (Mutex<()>, Condvar),
@@ -554,11 +555,11 @@ impl Shared {
             self.background_drives.store(true, Ordering::Release);
             let spinner_waits = || !stalled && self.spins.load(Ordering::Acquire) as u32 > 0;
             while self.worker.progress() > 0 && !spinner_waits() {}
-            // A spinner takes the worker over (it waits for the lock meanwhile).
+            // A spinner takes the worker over (it waits for the lock meanwhile, yielding).
             let armed = (!spinner_waits()).then(|| self.worker.arm());
             drop(driver);
             // Cleared only once the lock is free: a spinner that finds the lock taken while
-            // this is set keeps spinning, and one that found it taken without it (during
+            // this is set keeps trying, and one that found it taken without it (during
             // `arm`, or between the flag and the unlock) took this thread for another waiter
             // and went to sleep.
             self.background_drives.store(false, Ordering::Release);
