@@ -71,6 +71,21 @@ func (ep *Endpoint) AMSend(ctx context.Context, id uint16, header, payload []byt
 	if h == nil {
 		return closedErr("am_send")
 	}
+	if len(header)+len(payload) <= immediateMax && flags&AMRndv == 0 {
+		// Tried first without pinning: with SWUCX_AM_FLAG_IMMEDIATE UCX either sends the
+		// message within the call or refuses it, and keeps no reference to the buffers either
+		// way (cgo pins them for the call itself).
+		r := C.swx_am_send((*C.swucx_ep_t)(h), C.uint16_t(id), bytesPtr(header),
+			C.size_t(len(header)), bytesPtr(payload), C.size_t(len(payload)),
+			C.uint32_t(flags|C.SWUCX_AM_FLAG_IMMEDIATE))
+		if r.st != C.SWUCX_ERR_NO_RESOURCE {
+			ep.h.release()
+			if r.st != C.SWUCX_OK {
+				return resErr("am_send", r)
+			}
+			return nil
+		}
+	}
 	pin := new(runtime.Pinner)
 	hp := pinBytes(pin, header)
 	pp := pinBytes(pin, payload)
@@ -80,6 +95,12 @@ func (ep *Endpoint) AMSend(ctx context.Context, id uint16, header, payload []byt
 	_, _, err := ep.eng.complete(ctx, "am_send", r, pin, ep)
 	return err
 }
+
+// immediateMax bounds the messages AMSend first tries to send within the call, unpinned
+// (SWUCX_AM_FLAG_IMMEDIATE): UCX sends small eager messages at once when the transport has
+// room, and pinning a buffer (runtime.Pinner) cost more than such a send (BenchmarkAMSelf).
+// Larger ones would mostly be refused and cost a second call (as AMRndv ones would).
+const immediateMax = 256
 
 // StreamSend sends buf on the endpoint's byte stream.
 func (ep *Endpoint) StreamSend(ctx context.Context, buf []byte) error {

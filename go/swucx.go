@@ -343,12 +343,19 @@ func (e *Engine) tagRecv(ctx context.Context, buf []byte, tag, mask uint64, watc
 
 // pinBytes pins buf's memory and returns its address (nil for an empty slice).
 func pinBytes(pin *runtime.Pinner, buf []byte) unsafe.Pointer {
+	p := bytesPtr(buf)
+	if p != nil {
+		pin.Pin(p)
+	}
+	return p
+}
+
+// bytesPtr is buf's first byte for C, or nil when buf is empty.
+func bytesPtr(buf []byte) unsafe.Pointer {
 	if len(buf) == 0 {
 		return nil
 	}
-	p := unsafe.Pointer(unsafe.SliceData(buf))
-	pin.Pin(p)
-	return p
+	return unsafe.Pointer(unsafe.SliceData(buf))
 }
 
 // quickWait is how long a wait first spins and sleeps without its context's or endpoint's

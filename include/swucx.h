@@ -33,6 +33,15 @@
 #define SWUCX_AM_FLAG_RNDV (1 << 2)
 
 /**
+ * `swucx_ep_am_send` flag: complete within the call (`SWUCX_OK`, with a completed request as
+ * usual) or fail with `SWUCX_ERR_NO_RESOURCE` (nothing sent, no request). Small eager messages
+ * complete at once when the transport has room. Either way the buffers are not referenced
+ * after the call returns, so memory that may move or be freed then (e.g. Go memory that is not
+ * pinned) can be sent.
+ */
+#define SWUCX_AM_FLAG_IMMEDIATE (1 << 3)
+
+/**
  * Tag matching (`UCP_FEATURE_TAG`).
  */
 #define SWUCX_FEATURE_TAG (1 << 0)
@@ -464,6 +473,8 @@ typedef struct swucx_read_request_t {
 typedef void (*swucx_needle_read_cb)(void *user_data,
                                      const struct swucx_read_request_t *request,
                                      struct swucx_read_reply_t *reply);
+
+
 
 
 

@@ -25,6 +25,22 @@ impl AmFlags {
     pub const EAGER: AmFlags = AmFlags(sys::ucp_send_am_flags::UCP_AM_SEND_FLAG_EAGER.0);
     /// Force the rendezvous protocol (the receiver pulls the payload into its buffer).
     pub const RNDV: AmFlags = AmFlags(sys::ucp_send_am_flags::UCP_AM_SEND_FLAG_RNDV.0);
+    /// Complete within the call or fail with [`Status::ERR_NO_RESOURCE`](crate::Status) (nothing
+    /// sent): UCX's immediate completion (`UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL`), which small eager
+    /// messages get when the transport has room. Either way UCX holds no reference to the
+    /// buffers once the call returns, so a caller whose memory may move or go away after the
+    /// call (Go memory that is not pinned) can send from it. Not a UCX send flag: swucx turns it
+    /// into the operation attribute.
+    pub const IMMEDIATE: AmFlags = AmFlags(1 << 31);
+
+    /// The bits that are UCX send flags (all but [`IMMEDIATE`](AmFlags::IMMEDIATE)).
+    fn ucx_flags(self) -> u32 {
+        self.0 & !AmFlags::IMMEDIATE.0
+    }
+
+    fn contains(self, other: AmFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
 }
 
 impl BitOr for AmFlags {
@@ -409,14 +425,17 @@ impl Endpoint {
         flags: AmFlags,
     ) -> Result<Request<(H, B)>> {
         let handle = self.lock_handle("ucp_am_send_nbx")?;
-        let params = OpParams::new(
+        let mut params = OpParams::new(
             self.worker(),
             "ucp_am_send_nbx",
             OpKind::SEND,
             Callback::Send,
             memh_for(&payload),
-            flags.0,
+            flags.ucx_flags(),
         );
+        if flags.contains(AmFlags::IMMEDIATE) {
+            params.param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL.0;
+        }
         // SAFETY: the endpoint is live under the lock; header and payload are owned by the
         // request until UCX completes the send.
         let ptr = unsafe {

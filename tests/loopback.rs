@@ -205,6 +205,74 @@ fn am_tcp() {
     am_sizes(Tls::Tcp);
 }
 
+/// `AmFlags::IMMEDIATE`: a small message is sent within the call (its request is complete
+/// before any progress) and arrives intact; one too large to send at once is refused with
+/// `ERR_NO_RESOURCE` and never arrives; the endpoint carries on.
+fn am_immediate(tls: Tls) {
+    let pair = Pair::new(tls);
+    let workers = pair.workers();
+    let inbox = am_inbox(&pair.server_worker, AM_KEEP);
+    // The first message wires the endpoint up (until then UCX cannot send at once).
+    let first = pair
+        .client
+        .am_send(AM_KEEP, vec![], vec![0u8; 8], AmFlags::NONE)
+        .expect("am_send");
+    pair.wait(first, "first AM");
+    next_kept(&workers, &inbox, "first AM");
+    let data = pattern(8, 9);
+    let send = pair
+        .client
+        .am_send(AM_KEEP, vec![3u8; 4], data.clone(), AmFlags::IMMEDIATE)
+        .expect("immediate am_send of 8 B");
+    assert!(
+        send.is_complete(),
+        "{tls:?}: an immediate send completes within the call"
+    );
+    let kept = next_kept(&workers, &inbox, "immediate AM");
+    assert_eq!(kept.header, vec![3u8; 4]);
+    let got = pair.wait(
+        kept.desc.recv_into(vec![0u8; 8]).expect("recv_into"),
+        "recv",
+    );
+    assert_bytes(&got.buffer, &data, &format!("{tls:?} immediate AM"));
+
+    let refused = pair
+        .client
+        .am_send(AM_KEEP, vec![], vec![5u8; 1 << 20], AmFlags::IMMEDIATE)
+        .expect_err("a 1 MiB message cannot be sent within the call");
+    assert_eq!(refused.status(), Status::ERR_NO_RESOURCE, "{refused}");
+    for _ in 0..1000 {
+        for w in &workers {
+            w.progress();
+        }
+    }
+    assert!(
+        inbox.lock().unwrap().is_empty(),
+        "{tls:?}: a refused message arrived"
+    );
+    let after = pair
+        .client
+        .am_send(AM_KEEP, vec![], vec![6u8; 1 << 20], AmFlags::NONE)
+        .expect("am_send after a refusal");
+    let kept = next_kept(&workers, &inbox, "AM after a refusal");
+    let got = pair.wait(
+        kept.desc.recv_into(vec![0u8; 1 << 20]).expect("recv_into"),
+        "recv",
+    );
+    assert!(got.buffer.iter().all(|&b| b == 6));
+    pair.wait(after, "send after a refusal");
+}
+
+#[test]
+fn am_immediate_shm() {
+    am_immediate(Tls::Shm);
+}
+
+#[test]
+fn am_immediate_tcp() {
+    am_immediate(Tls::Tcp);
+}
+
 /// Active messages to a worker that registered no handler at all (a client that sends its
 /// request to a peer that does not speak the protocol) are dropped; the receiver survives and
 /// the sends complete. UCX 1.13 read the handler table before checking the id and crashed here.

@@ -308,6 +308,12 @@ pub const SWUCX_AM_FLAG_REPLY: u32 = 1 << 0;
 pub const SWUCX_AM_FLAG_EAGER: u32 = 1 << 1;
 /// `swucx_ep_am_send` flag: force the rendezvous protocol.
 pub const SWUCX_AM_FLAG_RNDV: u32 = 1 << 2;
+/// `swucx_ep_am_send` flag: complete within the call (`SWUCX_OK`, with a completed request as
+/// usual) or fail with `SWUCX_ERR_NO_RESOURCE` (nothing sent, no request). Small eager messages
+/// complete at once when the transport has room. Either way the buffers are not referenced
+/// after the call returns, so memory that may move or be freed then (e.g. Go memory that is not
+/// pinned) can be sent.
+pub const SWUCX_AM_FLAG_IMMEDIATE: u32 = 1 << 3;
 
 /// Sends active message `id` with `header_length` bytes of header and `length` bytes of payload.
 /// Both buffers must stay valid until the request completes (UCX 1.13 does not copy the header
@@ -344,6 +350,7 @@ fn am_flags(flags: u32) -> AmFlags {
         (SWUCX_AM_FLAG_REPLY, AmFlags::REPLY),
         (SWUCX_AM_FLAG_EAGER, AmFlags::EAGER),
         (SWUCX_AM_FLAG_RNDV, AmFlags::RNDV),
+        (SWUCX_AM_FLAG_IMMEDIATE, AmFlags::IMMEDIATE),
     ] {
         if flags & bit != 0 {
             am_flags = am_flags | flag;

@@ -396,6 +396,34 @@ static void test_am(pair_t *p)
     swucx_am_desc_destroy(seen.kept);
     CHECK_OK(wait2(sr, p->sw, other(p)));
     swucx_request_free(sr);
+
+    /* SWUCX_AM_FLAG_IMMEDIATE: a 4 MiB message cannot go within the call and is refused
+     * (nothing sent, no request); an 8 B one goes at once (SWUCX_OK) and arrives intact. */
+    sr = NULL;
+    CHECK_ST(swucx_ep_am_send(p->client, 9, hdr, 4, src, BIG, SWUCX_AM_FLAG_IMMEDIATE, &sr),
+             SWUCX_ERR_NO_RESOURCE);
+    CHECK(sr == NULL);
+    seen.kept = NULL;
+    seen.calls = 0;
+    CHECK_OK(swucx_ep_am_send(p->client, 9, hdr, 4, src, 8, SWUCX_AM_FLAG_IMMEDIATE, &sr));
+    swucx_request_free(sr);
+    deadline = now_s() + 30.0;
+    while (seen.calls == 0 && now_s() < deadline) {
+        swucx_worker_progress(p->sw);
+        if (other(p) != NULL) {
+            swucx_worker_progress(other(p));
+        }
+    }
+    CHECK(seen.calls == 1 && seen.kept != NULL);
+    if (seen.kept != NULL) {
+        swucx_request_t *rr = NULL;
+        memset(seen.recv_buf, 0, 8);
+        CHECK(swucx_am_desc_length(seen.kept) == 8);
+        REQUIRE_OK(swucx_am_desc_recv(seen.kept, seen.recv_buf, 8, &rr));
+        CHECK_OK(wait2(rr, p->sw, other(p)));
+        CHECK(memcmp(seen.recv_buf, src, 8) == 0);
+        swucx_request_free(rr);
+    }
     free(src);
     free(seen.recv_buf);
 }
