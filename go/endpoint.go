@@ -53,6 +53,15 @@ func (ep *Endpoint) TagSend(ctx context.Context, buf []byte, tag uint64) error {
 	if h == nil {
 		return closedErr("tag_send")
 	}
+	if len(buf) <= sendNowMax {
+		// As in AMSend: within the call and unpinned if UCX can.
+		r := C.swx_tag_send_now((*C.swucx_ep_t)(h), bytesPtr(buf), C.size_t(len(buf)),
+			C.uint64_t(tag))
+		if sent, err := sentNow("tag_send", r); sent || err != nil {
+			ep.h.release()
+			return err
+		}
+	}
 	pin := new(runtime.Pinner)
 	p := pinBytes(pin, buf)
 	r := C.swx_tag_send((*C.swucx_ep_t)(h), p, C.size_t(len(buf)), C.uint64_t(tag))
@@ -71,19 +80,14 @@ func (ep *Endpoint) AMSend(ctx context.Context, id uint16, header, payload []byt
 	if h == nil {
 		return closedErr("am_send")
 	}
-	if len(header)+len(payload) <= immediateMax && flags&AMRndv == 0 {
-		// Tried first without pinning: with SWUCX_AM_FLAG_IMMEDIATE UCX either sends the
-		// message within the call or refuses it, and keeps no reference to the buffers either
-		// way (cgo pins them for the call itself).
-		r := C.swx_am_send((*C.swucx_ep_t)(h), C.uint16_t(id), bytesPtr(header),
-			C.size_t(len(header)), bytesPtr(payload), C.size_t(len(payload)),
-			C.uint32_t(flags|C.SWUCX_AM_FLAG_IMMEDIATE))
-		if r.st != C.SWUCX_ERR_NO_RESOURCE {
+	if len(header)+len(payload) <= sendNowMax && flags&AMRndv == 0 {
+		// Tried first without pinning: swucx_ep_am_send_now sends within the call or refuses,
+		// and reads the buffers during the call only (cgo pins them for the call itself).
+		r := C.swx_am_send_now((*C.swucx_ep_t)(h), C.uint16_t(id), bytesPtr(header),
+			C.size_t(len(header)), bytesPtr(payload), C.size_t(len(payload)), C.uint32_t(flags))
+		if sent, err := sentNow("am_send", r); sent || err != nil {
 			ep.h.release()
-			if r.st != C.SWUCX_OK {
-				return resErr("am_send", r)
-			}
-			return nil
+			return err
 		}
 	}
 	pin := new(runtime.Pinner)
@@ -96,11 +100,24 @@ func (ep *Endpoint) AMSend(ctx context.Context, id uint16, header, payload []byt
 	return err
 }
 
-// immediateMax bounds the messages AMSend first tries to send within the call, unpinned
-// (SWUCX_AM_FLAG_IMMEDIATE): UCX sends small eager messages at once when the transport has
-// room, and pinning a buffer (runtime.Pinner) cost more than such a send (BenchmarkAMSelf).
+// sendNowMax bounds the messages TagSend and AMSend first try to send within the call,
+// unpinned (swucx_ep_*_send_now): UCX sends small eager messages at once when the transport
+// has room, and pinning a buffer (runtime.Pinner) cost more than such a send (BenchmarkAMSelf).
 // Larger ones would mostly be refused and cost a second call (as AMRndv ones would).
-const immediateMax = 256
+const sendNowMax = 256
+
+// sentNow reads the result of a swucx_ep_*_send_now: sent, refused (neither: send it the
+// usual way), or failed.
+func sentNow(op string, r C.swx_res) (bool, error) {
+	switch r.st {
+	case C.SWUCX_OK:
+		return true, nil
+	case C.SWUCX_ERR_NO_RESOURCE:
+		return false, nil
+	default:
+		return false, resErr(op, r)
+	}
+}
 
 // StreamSend sends buf on the endpoint's byte stream.
 func (ep *Endpoint) StreamSend(ctx context.Context, buf []byte) error {

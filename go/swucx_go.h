@@ -263,6 +263,27 @@ static inline swx_res swx_tag_send(const swucx_ep_t *ep, const void *buf, size_t
     return swx_op(st, req);
 }
 
+/* A send within the call (swucx_ep_*_send_now): OK, or SWUCX_ERR_NO_RESOURCE when it cannot go
+ * at once (no message: nothing went wrong), or an error with its message. */
+static inline swx_res swx_now(swucx_status_t st)
+{
+    swx_res r = {st, NULL, 0, 0, NULL};
+    if (st < 0 && st != SWUCX_ERR_NO_RESOURCE) r.msg = swx_msg();
+    return r;
+}
+
+static inline swx_res swx_tag_send_now(const swucx_ep_t *ep, const void *buf, size_t len,
+                                       uint64_t tag)
+{
+    return swx_now(swucx_ep_tag_send_now(ep, buf, len, tag));
+}
+
+static inline swx_res swx_am_send_now(const swucx_ep_t *ep, uint16_t id, const void *hdr,
+                                      size_t hlen, const void *buf, size_t len, uint32_t flags)
+{
+    return swx_now(swucx_ep_am_send_now(ep, id, hdr, hlen, buf, len, flags));
+}
+
 static inline swx_res swx_tag_recv(const swucx_worker_t *w, void *buf, size_t len, uint64_t tag,
                                    uint64_t mask)
 {

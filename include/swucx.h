@@ -33,15 +33,6 @@
 #define SWUCX_AM_FLAG_RNDV (1 << 2)
 
 /**
- * `swucx_ep_am_send` flag: complete within the call (`SWUCX_OK`, with a completed request as
- * usual) or fail with `SWUCX_ERR_NO_RESOURCE` (nothing sent, no request). Small eager messages
- * complete at once when the transport has room. Either way the buffers are not referenced
- * after the call returns, so memory that may move or be freed then (e.g. Go memory that is not
- * pinned) can be sent.
- */
-#define SWUCX_AM_FLAG_IMMEDIATE (1 << 3)
-
-/**
  * Tag matching (`UCP_FEATURE_TAG`).
  */
 #define SWUCX_FEATURE_TAG (1 << 0)
@@ -476,8 +467,6 @@ typedef void (*swucx_needle_read_cb)(void *user_data,
 
 
 
-
-
 /**
  * Success.
  */
@@ -776,6 +765,21 @@ swucx_status_t swucx_ep_am_send(const struct swucx_ep_t *ep,
                                 struct swucx_request_t **req_p);
 
 /**
+ * Sends active message `id` within this call or not at all: `SWUCX_OK` once sent,
+ * `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent; send it with
+ * `swucx_ep_am_send`). Small eager messages go at once when the transport has room. The
+ * buffers are read during the call only and may be reused or freed when it returns (e.g. Go
+ * memory that is not pinned); no request. `flags`: `SWUCX_AM_FLAG_*`.
+ */
+swucx_status_t swucx_ep_am_send_now(const struct swucx_ep_t *ep,
+                                    uint16_t id,
+                                    const void *header,
+                                    size_t header_length,
+                                    const void *payload,
+                                    size_t length,
+                                    uint32_t flags);
+
+/**
  * As `swucx_ep_am_send`, with the payload `length` bytes at byte `offset` of the registered
  * region `mem` (UCX gets its memory handle: no registration-cache lookup, and a rendezvous
  * payload is read straight from the region). The header is a plain buffer, valid until the
@@ -870,6 +874,17 @@ swucx_status_t swucx_ep_tag_send(const struct swucx_ep_t *ep,
                                  size_t length,
                                  uint64_t tag,
                                  struct swucx_request_t **req_p);
+
+/**
+ * Sends `length` bytes at `buffer` with `tag` within this call or not at all: `SWUCX_OK` once
+ * sent, `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent; send it with
+ * `swucx_ep_tag_send`). Small messages go at once when the transport has room. The buffer is
+ * read during the call only and may be reused or freed when it returns; no request.
+ */
+swucx_status_t swucx_ep_tag_send_now(const struct swucx_ep_t *ep,
+                                     const void *buffer,
+                                     size_t length,
+                                     uint64_t tag);
 
 /**
  * As `swucx_ep_tag_send`, from `length` bytes at byte `offset` of the registered region `mem`

@@ -5,9 +5,9 @@ use std::cell::Cell;
 use std::ops::BitOr;
 use std::sync::{Arc, Weak};
 
-use crate::buffer::{Buf, BufMut, memh_for};
+use crate::buffer::{Buf, BufMut, RawBuf, memh_for};
 use crate::endpoint::Endpoint;
-use crate::request::{Callback, OpKind, OpParams, Request};
+use crate::request::{Callback, OpKind, OpParams, Request, finish_now};
 use crate::status::{Error, Result, Status, check};
 use crate::sys;
 use crate::worker::{CallbackGuard, Worker, WorkerInner};
@@ -25,22 +25,6 @@ impl AmFlags {
     pub const EAGER: AmFlags = AmFlags(sys::ucp_send_am_flags::UCP_AM_SEND_FLAG_EAGER.0);
     /// Force the rendezvous protocol (the receiver pulls the payload into its buffer).
     pub const RNDV: AmFlags = AmFlags(sys::ucp_send_am_flags::UCP_AM_SEND_FLAG_RNDV.0);
-    /// Complete within the call or fail with [`Status::ERR_NO_RESOURCE`](crate::Status) (nothing
-    /// sent): UCX's immediate completion (`UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL`), which small eager
-    /// messages get when the transport has room. Either way UCX holds no reference to the
-    /// buffers once the call returns, so a caller whose memory may move or go away after the
-    /// call (Go memory that is not pinned) can send from it. Not a UCX send flag: swucx turns it
-    /// into the operation attribute.
-    pub const IMMEDIATE: AmFlags = AmFlags(1 << 31);
-
-    /// The bits that are UCX send flags (all but [`IMMEDIATE`](AmFlags::IMMEDIATE)).
-    fn ucx_flags(self) -> u32 {
-        self.0 & !AmFlags::IMMEDIATE.0
-    }
-
-    fn contains(self, other: AmFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
 }
 
 impl BitOr for AmFlags {
@@ -424,18 +408,62 @@ impl Endpoint {
         payload: B,
         flags: AmFlags,
     ) -> Result<Request<(H, B)>> {
+        self.am_send_op(id, header, payload, flags, false)
+    }
+
+    /// Sends an active message within this call or not at all: [`Status::ERR_NO_RESOURCE`] when
+    /// UCX cannot send it at once (nothing was sent; [`am_send`](Endpoint::am_send) can). Small
+    /// eager messages go at once when the transport has room. `header` and `payload` are
+    /// borrowed for the call only: no request, no copy.
+    pub fn am_send_now(
+        &self,
+        id: u16,
+        header: &[u8],
+        payload: &[u8],
+        flags: AmFlags,
+    ) -> Result<()> {
+        // SAFETY: am_send_now_raw returns only once UCX is done with the send, so the borrowed
+        // slices outlive its use of them (and a send does not write to them).
+        let (header, payload) = unsafe {
+            (
+                RawBuf::new(header.as_ptr().cast_mut(), header.len()),
+                RawBuf::new(payload.as_ptr().cast_mut(), payload.len()),
+            )
+        };
+        self.am_send_now_raw(id, header, payload, flags)
+    }
+
+    /// [`am_send_now`](Endpoint::am_send_now) of raw buffers (the C ABI's).
+    pub(crate) fn am_send_now_raw(
+        &self,
+        id: u16,
+        header: RawBuf,
+        payload: RawBuf,
+        flags: AmFlags,
+    ) -> Result<()> {
+        finish_now(self.am_send_op(id, header, payload, flags, true)?)
+    }
+
+    /// `ucp_am_send_nbx`, completing within the call or failing when `now`.
+    #[inline(always)]
+    fn am_send_op<H: Buf, B: Buf>(
+        &self,
+        id: u16,
+        header: H,
+        payload: B,
+        flags: AmFlags,
+        now: bool,
+    ) -> Result<Request<(H, B)>> {
         let handle = self.lock_handle("ucp_am_send_nbx")?;
-        let mut params = OpParams::new(
+        let params = OpParams::new(
             self.worker(),
             "ucp_am_send_nbx",
             OpKind::SEND,
             Callback::Send,
             memh_for(&payload),
-            flags.ucx_flags(),
-        );
-        if flags.contains(AmFlags::IMMEDIATE) {
-            params.param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL.0;
-        }
+            flags.0,
+        )
+        .now(now);
         // SAFETY: the endpoint is live under the lock; header and payload are owned by the
         // request until UCX completes the send.
         let ptr = unsafe {

@@ -471,6 +471,16 @@ impl OpParams {
         }
     }
 
+    /// Makes the operation, when `now`, complete within its call or fail with `ERR_NO_RESOURCE`
+    /// (`UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL`); UCX then keeps no reference to its buffers.
+    #[inline(always)]
+    pub(crate) fn now(mut self, now: bool) -> OpParams {
+        if now {
+            self.param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL.0;
+        }
+        self
+    }
+
     /// Turns what a `*_nbx` call returned into a `Request` owning `buffer`.
     ///
     /// `immediate_length` is the length to report if UCX completed the operation at once (UCX
@@ -516,6 +526,14 @@ impl OpParams {
             keepalive: None,
         })
     }
+}
+
+/// The end of a `*_send_now`: UCX completes an operation posted with
+/// [`OpParams::now`] within the call or refuses it, so `request` is complete; were it not, it is
+/// waited for here, so that the caller's borrowed buffers are never left to UCX.
+#[inline(always)]
+pub(crate) fn finish_now<B: Send + 'static>(request: Request<B>) -> Result<()> {
+    request.wait().map(drop)
 }
 
 impl<B: Send + 'static> Request<B> {

@@ -1,8 +1,8 @@
 //! Tag-matched messages: `Endpoint::tag_send` and `Worker::tag_recv` (with a tag mask).
 
-use crate::buffer::{Buf, BufMut, memh_for};
+use crate::buffer::{Buf, BufMut, RawBuf, memh_for};
 use crate::endpoint::Endpoint;
-use crate::request::{Callback, OpKind, OpParams, Request};
+use crate::request::{Callback, OpKind, OpParams, Request, finish_now};
 use crate::status::Result;
 use crate::sys;
 use crate::worker::Worker;
@@ -12,6 +12,30 @@ impl Endpoint {
     /// receiver pulls them straight into its buffer).
     #[inline(always)]
     pub fn tag_send<B: Buf>(&self, tag: u64, buffer: B) -> Result<Request<B>> {
+        self.tag_send_op(tag, buffer, false)
+    }
+
+    /// Sends `buffer` with `tag` within this call or not at all: [`Status::ERR_NO_RESOURCE`]
+    /// when UCX cannot send it at once (nothing was sent; [`tag_send`](Endpoint::tag_send)
+    /// can). Small messages go at once when the transport has room. `buffer` is borrowed for the
+    /// call only: no request, no copy.
+    ///
+    /// [`Status::ERR_NO_RESOURCE`]: crate::Status::ERR_NO_RESOURCE
+    pub fn tag_send_now(&self, tag: u64, buffer: &[u8]) -> Result<()> {
+        // SAFETY: tag_send_now_raw returns only once UCX is done with the send, so the borrowed
+        // slice outlives its use of it (and a send does not write to it).
+        let buffer = unsafe { RawBuf::new(buffer.as_ptr().cast_mut(), buffer.len()) };
+        self.tag_send_now_raw(tag, buffer)
+    }
+
+    /// [`tag_send_now`](Endpoint::tag_send_now) of a raw buffer (the C ABI's).
+    pub(crate) fn tag_send_now_raw(&self, tag: u64, buffer: RawBuf) -> Result<()> {
+        finish_now(self.tag_send_op(tag, buffer, true)?)
+    }
+
+    /// `ucp_tag_send_nbx`, completing within the call or failing when `now`.
+    #[inline(always)]
+    fn tag_send_op<B: Buf>(&self, tag: u64, buffer: B, now: bool) -> Result<Request<B>> {
         let handle = self.lock_handle("ucp_tag_send_nbx")?;
         let params = OpParams::new(
             self.worker(),
@@ -20,7 +44,8 @@ impl Endpoint {
             Callback::Send,
             memh_for(&buffer),
             0,
-        );
+        )
+        .now(now);
         // SAFETY: the endpoint is live under the lock; the buffer is owned by the request until
         // UCX completes the send.
         let ptr = unsafe {

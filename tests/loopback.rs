@@ -205,10 +205,10 @@ fn am_tcp() {
     am_sizes(Tls::Tcp);
 }
 
-/// `AmFlags::IMMEDIATE`: a small message is sent within the call (its request is complete
-/// before any progress) and arrives intact; one too large to send at once is refused with
-/// `ERR_NO_RESOURCE` and never arrives; the endpoint carries on.
-fn am_immediate(tls: Tls) {
+/// `Endpoint::am_send_now` and `tag_send_now`: a small message is sent within the call and
+/// arrives intact; one too large to send at once is refused with `ERR_NO_RESOURCE` and never
+/// arrives; the endpoint carries on.
+fn send_now(tls: Tls) {
     let pair = Pair::new(tls);
     let workers = pair.workers();
     let inbox = am_inbox(&pair.server_worker, AM_KEEP);
@@ -219,27 +219,34 @@ fn am_immediate(tls: Tls) {
         .expect("am_send");
     pair.wait(first, "first AM");
     next_kept(&workers, &inbox, "first AM");
+
     let data = pattern(8, 9);
-    let send = pair
-        .client
-        .am_send(AM_KEEP, vec![3u8; 4], data.clone(), AmFlags::IMMEDIATE)
-        .expect("immediate am_send of 8 B");
-    assert!(
-        send.is_complete(),
-        "{tls:?}: an immediate send completes within the call"
-    );
-    let kept = next_kept(&workers, &inbox, "immediate AM");
+    pair.client
+        .am_send_now(AM_KEEP, &[3u8; 4], &data, AmFlags::NONE)
+        .expect("am_send_now of 8 B");
+    let kept = next_kept(&workers, &inbox, "AM sent now");
     assert_eq!(kept.header, vec![3u8; 4]);
     let got = pair.wait(
         kept.desc.recv_into(vec![0u8; 8]).expect("recv_into"),
         "recv",
     );
-    assert_bytes(&got.buffer, &data, &format!("{tls:?} immediate AM"));
-
+    assert_bytes(&got.buffer, &data, &format!("{tls:?} AM sent now"));
+    let big = vec![5u8; 1 << 20];
     let refused = pair
         .client
-        .am_send(AM_KEEP, vec![], vec![5u8; 1 << 20], AmFlags::IMMEDIATE)
-        .expect_err("a 1 MiB message cannot be sent within the call");
+        .am_send_now(AM_KEEP, &[], &big, AmFlags::NONE)
+        .expect_err("a 1 MiB AM cannot be sent within the call");
+    assert_eq!(refused.status(), Status::ERR_NO_RESOURCE, "{refused}");
+
+    let tag = 0x6e6f_7700;
+    let recv = pair
+        .server_worker
+        .tag_recv(tag, u64::MAX, vec![0u8; 1 << 20])
+        .expect("tag_recv");
+    let refused = pair
+        .client
+        .tag_send_now(tag, &big)
+        .expect_err("a 1 MiB tag message cannot be sent within the call");
     assert_eq!(refused.status(), Status::ERR_NO_RESOURCE, "{refused}");
     for _ in 0..1000 {
         for w in &workers {
@@ -247,30 +254,29 @@ fn am_immediate(tls: Tls) {
         }
     }
     assert!(
+        !recv.is_complete(),
+        "{tls:?}: a refused tag message arrived"
+    );
+    assert!(
         inbox.lock().unwrap().is_empty(),
-        "{tls:?}: a refused message arrived"
+        "{tls:?}: a refused AM arrived"
     );
-    let after = pair
-        .client
-        .am_send(AM_KEEP, vec![], vec![6u8; 1 << 20], AmFlags::NONE)
-        .expect("am_send after a refusal");
-    let kept = next_kept(&workers, &inbox, "AM after a refusal");
-    let got = pair.wait(
-        kept.desc.recv_into(vec![0u8; 1 << 20]).expect("recv_into"),
-        "recv",
-    );
-    assert!(got.buffer.iter().all(|&b| b == 6));
-    pair.wait(after, "send after a refusal");
+    pair.client
+        .tag_send_now(tag, &data)
+        .expect("tag_send_now of 8 B");
+    let got = pair.wait(recv, "tag sent now");
+    assert_eq!(got.length, 8);
+    assert_bytes(&got.buffer[..8], &data, &format!("{tls:?} tag sent now"));
 }
 
 #[test]
-fn am_immediate_shm() {
-    am_immediate(Tls::Shm);
+fn send_now_shm() {
+    send_now(Tls::Shm);
 }
 
 #[test]
-fn am_immediate_tcp() {
-    am_immediate(Tls::Tcp);
+fn send_now_tcp() {
+    send_now(Tls::Tcp);
 }
 
 /// Active messages to a worker that registered no handler at all (a client that sends its

@@ -308,13 +308,6 @@ pub const SWUCX_AM_FLAG_REPLY: u32 = 1 << 0;
 pub const SWUCX_AM_FLAG_EAGER: u32 = 1 << 1;
 /// `swucx_ep_am_send` flag: force the rendezvous protocol.
 pub const SWUCX_AM_FLAG_RNDV: u32 = 1 << 2;
-/// `swucx_ep_am_send` flag: complete within the call (`SWUCX_OK`, with a completed request as
-/// usual) or fail with `SWUCX_ERR_NO_RESOURCE` (nothing sent, no request). Small eager messages
-/// complete at once when the transport has room. Either way the buffers are not referenced
-/// after the call returns, so memory that may move or be freed then (e.g. Go memory that is not
-/// pinned) can be sent.
-pub const SWUCX_AM_FLAG_IMMEDIATE: u32 = 1 << 3;
-
 /// Sends active message `id` with `header_length` bytes of header and `length` bytes of payload.
 /// Both buffers must stay valid until the request completes (UCX 1.13 does not copy the header
 /// at send time). Large payloads go by rendezvous: the send completes once the receiver has
@@ -343,6 +336,32 @@ pub extern "C" fn swucx_ep_am_send(
     })
 }
 
+/// Sends active message `id` within this call or not at all: `SWUCX_OK` once sent,
+/// `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent; send it with
+/// `swucx_ep_am_send`). Small eager messages go at once when the transport has room. The
+/// buffers are read during the call only and may be reused or freed when it returns (e.g. Go
+/// memory that is not pinned); no request. `flags`: `SWUCX_AM_FLAG_*`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_am_send_now(
+    ep: *const swucx_ep_t,
+    id: u16,
+    header: *const c_void,
+    header_length: usize,
+    payload: *const c_void,
+    length: usize,
+    flags: u32,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let header_buf = raw_buf!(header, header_length);
+        let payload_buf = raw_buf!(payload, length);
+        match ep.am_send_now_raw(id, header_buf, payload_buf, am_flags(flags)) {
+            Ok(()) => SWUCX_OK,
+            Err(e) => fail(e),
+        }
+    })
+}
+
 /// `SWUCX_AM_FLAG_*` bits as `AmFlags` (unknown bits are ignored).
 fn am_flags(flags: u32) -> AmFlags {
     let mut am_flags = AmFlags::NONE;
@@ -350,7 +369,6 @@ fn am_flags(flags: u32) -> AmFlags {
         (SWUCX_AM_FLAG_REPLY, AmFlags::REPLY),
         (SWUCX_AM_FLAG_EAGER, AmFlags::EAGER),
         (SWUCX_AM_FLAG_RNDV, AmFlags::RNDV),
-        (SWUCX_AM_FLAG_IMMEDIATE, AmFlags::IMMEDIATE),
     ] {
         if flags & bit != 0 {
             am_flags = am_flags | flag;

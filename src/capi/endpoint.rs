@@ -269,6 +269,27 @@ pub extern "C" fn swucx_ep_tag_send(
     })
 }
 
+/// Sends `length` bytes at `buffer` with `tag` within this call or not at all: `SWUCX_OK` once
+/// sent, `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent; send it with
+/// `swucx_ep_tag_send`). Small messages go at once when the transport has room. The buffer is
+/// read during the call only and may be reused or freed when it returns; no request.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_ep_tag_send_now(
+    ep: *const swucx_ep_t,
+    buffer: *const c_void,
+    length: usize,
+    tag: u64,
+) -> swucx_status_t {
+    boundary(|| {
+        let ep = &try_ref!(ep).ep;
+        let buf = raw_buf!(buffer, length);
+        match ep.tag_send_now_raw(tag, buf) {
+            Ok(()) => SWUCX_OK,
+            Err(e) => fail(e),
+        }
+    })
+}
+
 /// As `swucx_ep_tag_send`, from `length` bytes at byte `offset` of the registered region `mem`
 /// (UCX gets its memory handle: no registration-cache lookup). The region stays mapped while
 /// the request runs; the bytes must stay unchanged until it completes.

@@ -127,6 +127,9 @@ int main(void)
     CHECK_ST(swucx_am_desc_recv(desc, NULL, sizeof buf, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_desc_recv(desc, buf, sizeof buf, NULL), SWUCX_ERR_NULL_ARG);
     swucx_am_desc_destroy(NULL); /* NULL is a no-op */
+    CHECK_ST(swucx_ep_am_send_now(NULL, 1, buf, sizeof buf, buf, sizeof buf, 0), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_am_send_now((const struct swucx_ep_t *)ep, 1, NULL, sizeof buf, buf, sizeof buf, 0), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_am_send_now((const struct swucx_ep_t *)ep, 1, buf, sizeof buf, NULL, sizeof buf, 0), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_am_send(NULL, 1, buf, sizeof buf, buf, sizeof buf, 0, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_am_send((const struct swucx_ep_t *)ep, 1, NULL, sizeof buf, buf, sizeof buf, 0, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_am_send((const struct swucx_ep_t *)ep, 1, buf, sizeof buf, NULL, sizeof buf, 0, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
@@ -146,6 +149,8 @@ int main(void)
     CHECK_ST(swucx_ep_transports(NULL, &out_swucx_bytes_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_transports((const struct swucx_ep_t *)ep, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_flush(NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_tag_send_now(NULL, buf, sizeof buf, 1), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_ep_tag_send_now((const struct swucx_ep_t *)ep, NULL, sizeof buf, 1), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_tag_send(NULL, buf, sizeof buf, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_tag_send((const struct swucx_ep_t *)ep, NULL, sizeof buf, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_tag_send((const struct swucx_ep_t *)ep, buf, sizeof buf, 1, NULL), SWUCX_ERR_NULL_ARG);

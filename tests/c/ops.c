@@ -170,6 +170,21 @@ static void test_tag(pair_t *p)
     swucx_request_free(rr);
     swucx_request_free(sr);
 
+    /* swucx_ep_tag_send_now: 1 MiB cannot go within the call (refused, nothing sent); 8 B go
+     * at once, from a buffer that may change as soon as the call returns. */
+    enum { NOW_BIG = 1 << 20 };
+    uint8_t *big = calloc(1, NOW_BIG);
+    got = 0;
+    REQUIRE_OK(swucx_worker_tag_recv(p->sw, &got, sizeof got, 0x6e6f77, UINT64_MAX, &rr));
+    CHECK_ST(swucx_ep_tag_send_now(p->client, big, NOW_BIG, 0x6e6f77), SWUCX_ERR_NO_RESOURCE);
+    v = 43;
+    CHECK_OK(swucx_ep_tag_send_now(p->client, &v, sizeof v, 0x6e6f77));
+    v = 0;
+    CHECK_OK(wait2(rr, p->sw, other(p)));
+    CHECK(got == 43);
+    swucx_request_free(rr);
+    free(big);
+
     /* Cancel an unmatched receive. */
     REQUIRE_OK(swucx_worker_tag_recv(p->sw, &got, sizeof got, 0xdead, UINT64_MAX, &rr));
     CHECK_ST(swucx_request_test(rr), SWUCX_INPROGRESS);
@@ -397,16 +412,12 @@ static void test_am(pair_t *p)
     CHECK_OK(wait2(sr, p->sw, other(p)));
     swucx_request_free(sr);
 
-    /* SWUCX_AM_FLAG_IMMEDIATE: a 4 MiB message cannot go within the call and is refused
-     * (nothing sent, no request); an 8 B one goes at once (SWUCX_OK) and arrives intact. */
-    sr = NULL;
-    CHECK_ST(swucx_ep_am_send(p->client, 9, hdr, 4, src, BIG, SWUCX_AM_FLAG_IMMEDIATE, &sr),
-             SWUCX_ERR_NO_RESOURCE);
-    CHECK(sr == NULL);
+    /* swucx_ep_am_send_now: a 4 MiB message cannot go within the call and is refused
+     * (nothing sent); an 8 B one goes at once and arrives intact. */
+    CHECK_ST(swucx_ep_am_send_now(p->client, 9, hdr, 4, src, BIG, 0), SWUCX_ERR_NO_RESOURCE);
     seen.kept = NULL;
     seen.calls = 0;
-    CHECK_OK(swucx_ep_am_send(p->client, 9, hdr, 4, src, 8, SWUCX_AM_FLAG_IMMEDIATE, &sr));
-    swucx_request_free(sr);
+    CHECK_OK(swucx_ep_am_send_now(p->client, 9, hdr, 4, src, 8, 0));
     deadline = now_s() + 30.0;
     while (seen.calls == 0 && now_s() < deadline) {
         swucx_worker_progress(p->sw);
