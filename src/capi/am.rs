@@ -8,8 +8,8 @@ use super::request::{ReqState, hand_out, swucx_request_t};
 use super::status::{SWUCX_ERR_INVALID_STATE, SWUCX_ERR_NO_ELEM, SWUCX_OK, swucx_status_t};
 use super::worker::swucx_worker_t;
 use super::{
-    ArgError, Handle, boundary, c_bytes, fail, fail_with, handle_mut, impl_handle, into_handle,
-    try_arg, try_out, try_ref, try_take, write_out,
+    ArgError, Handle, boundary, c_bytes, fail_with, handle_mut, impl_handle, into_handle,
+    status_of, try_arg, try_out, try_ref, try_take, write_out,
 };
 use crate::{AmDesc, AmFlags, AmMessage, RawBuf};
 
@@ -92,10 +92,7 @@ pub extern "C" fn swucx_worker_set_am_handler(
             // pointer kept past the handler detectable while the stack slot is not reused.
             unsafe { std::ptr::write_volatile(&mut state.magic, 0) };
         });
-        match result {
-            Ok(()) => SWUCX_OK,
-            Err(e) => fail(e),
-        }
+        status_of(result)
     })
 }
 
@@ -355,10 +352,7 @@ pub extern "C" fn swucx_ep_am_send_now(
         let ep = &try_ref!(ep).ep;
         let header_buf = raw_buf!(header, header_length);
         let payload_buf = raw_buf!(payload, length);
-        match ep.am_send_now_raw(id, header_buf, payload_buf, am_flags(flags)) {
-            Ok(()) => SWUCX_OK,
-            Err(e) => fail(e),
-        }
+        status_of(ep.am_send_now_raw(id, header_buf, payload_buf, am_flags(flags)))
     })
 }
 

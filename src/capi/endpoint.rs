@@ -7,8 +7,8 @@ use super::memory::{mem_buf, swucx_mem_t, swucx_rkey_t};
 use super::request::{ReqState, hand_out, swucx_request_t};
 use super::status::{SWUCX_ERR_INVALID_ADDR, SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
 use super::{
-    Handle, boundary, c_str, fail, fail_with, impl_handle, into_handle, swucx_bytes_t, try_arg,
-    try_out, try_ref, try_take, write_out,
+    Handle, boundary, c_str, fail, fail_with, impl_handle, into_handle, status_of, swucx_bytes_t,
+    try_arg, try_out, try_ref, try_take, write_out,
 };
 use crate::{CloseMode, Endpoint, RawBuf};
 
@@ -127,10 +127,7 @@ pub extern "C" fn swucx_ep_close(ep: *const swucx_ep_t, mode: u32) -> swucx_stat
                 );
             }
         };
-        match ep.close(mode) {
-            Ok(()) => SWUCX_OK,
-            Err(e) => fail(e),
-        }
+        status_of(ep.close(mode))
     })
 }
 
@@ -231,10 +228,7 @@ pub extern "C" fn swucx_ep_transports(
 /// the worker, until done.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_ep_flush(ep: *const swucx_ep_t) -> swucx_status_t {
-    boundary(|| match try_ref!(ep).ep.flush() {
-        Ok(()) => SWUCX_OK,
-        Err(e) => fail(e),
-    })
+    boundary(|| status_of(try_ref!(ep).ep.flush()))
 }
 
 /// A borrowed C buffer as a `RawBuf`, after a NULL check (NULL is allowed for length 0).
@@ -283,10 +277,7 @@ pub extern "C" fn swucx_ep_tag_send_now(
     boundary(|| {
         let ep = &try_ref!(ep).ep;
         let buf = raw_buf!(buffer, length);
-        match ep.tag_send_now_raw(tag, buf) {
-            Ok(()) => SWUCX_OK,
-            Err(e) => fail(e),
-        }
+        status_of(ep.tag_send_now_raw(tag, buf))
     })
 }
 

@@ -333,6 +333,14 @@ pub(crate) fn fail(err: crate::Error) -> swucx_status_t {
     swucx_status_t::from(err.status().0)
 }
 
+/// The status of an operation with no result: `SWUCX_OK`, or its error (recorded, as `fail`).
+pub(crate) fn status_of(result: crate::Result<()>) -> swucx_status_t {
+    match result {
+        Ok(()) => status::SWUCX_OK,
+        Err(e) => fail(e),
+    }
+}
+
 /// Ends a function on an error of swucx's own (C layer): records `msg`, returns `code`.
 pub(crate) fn fail_with(code: swucx_status_t, msg: impl Into<String>) -> swucx_status_t {
     set_last_error(msg.into());

@@ -11,8 +11,8 @@ use super::memory::{mem_buf, swucx_mem_t};
 use super::request::{ReqState, hand_out, swucx_request_t};
 use super::status::{SWUCX_ERR_BUSY, SWUCX_OK, swucx_status_t};
 use super::{
-    Handle, boundary, byte_slice, fail, impl_handle, into_handle, swucx_bytes_t, try_arg, try_out,
-    try_ref, try_take, write_out,
+    Handle, boundary, byte_slice, fail, impl_handle, into_handle, status_of, swucx_bytes_t,
+    try_arg, try_out, try_ref, try_take, write_out,
 };
 use crate::{RawBuf, Worker, WorkerAddress};
 
@@ -137,19 +137,13 @@ pub extern "C" fn swucx_worker_arm(worker: *const swucx_worker_t) -> swucx_statu
 /// Wakes a thread sleeping on the event fd or in `swucx_worker_wait`. Any thread, any mode.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_worker_signal(worker: *const swucx_worker_t) -> swucx_status_t {
-    boundary(|| match try_ref!(worker).worker.signal() {
-        Ok(()) => SWUCX_OK,
-        Err(e) => fail(e),
-    })
+    boundary(|| status_of(try_ref!(worker).worker.signal()))
 }
 
 /// Blocks until the worker has events to progress (`ucp_worker_wait`; needs the wakeup feature).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_worker_wait(worker: *const swucx_worker_t) -> swucx_status_t {
-    boundary(|| match try_ref!(worker).worker.wait() {
-        Ok(()) => SWUCX_OK,
-        Err(e) => fail(e),
-    })
+    boundary(|| status_of(try_ref!(worker).worker.wait()))
 }
 
 /// The worker's address, for `swucx_worker_connect_address` on a peer. On success writes a new
@@ -176,10 +170,7 @@ pub extern "C" fn swucx_worker_address(
 /// Blocks, progressing the worker, until done.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_worker_flush(worker: *const swucx_worker_t) -> swucx_status_t {
-    boundary(|| match try_ref!(worker).worker.flush() {
-        Ok(()) => SWUCX_OK,
-        Err(e) => fail(e),
-    })
+    boundary(|| status_of(try_ref!(worker).worker.flush()))
 }
 
 /// Connects to a listener at `address`, "ip:port" (e.g. "127.0.0.1:13337" or "[::1]:13337").
