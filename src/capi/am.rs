@@ -305,6 +305,7 @@ pub const SWUCX_AM_FLAG_REPLY: u32 = 1 << 0;
 pub const SWUCX_AM_FLAG_EAGER: u32 = 1 << 1;
 /// `swucx_ep_am_send` flag: force the rendezvous protocol.
 pub const SWUCX_AM_FLAG_RNDV: u32 = 1 << 2;
+
 /// Sends active message `id` with `header_length` bytes of header and `length` bytes of payload.
 /// Both buffers must stay valid until the request completes (UCX 1.13 does not copy the header
 /// at send time). Large payloads go by rendezvous: the send completes once the receiver has
