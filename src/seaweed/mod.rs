@@ -15,6 +15,17 @@
 //!
 //! All multi-byte integers on disk are big-endian. Every parser here takes arbitrary bytes and
 //! returns an error on malformed input; none panics.
+//!
+//! [`fid`]: crate::seaweed::fid
+//! [`ttl`]: crate::seaweed::ttl
+//! [`superblock`]: crate::seaweed::superblock
+//! [`vif`]: crate::seaweed::vif
+//! [`index`]: crate::seaweed::index
+//! [`needle`]: crate::seaweed::needle
+//! [`volume`]: crate::seaweed::volume
+//! [`protocol`]: crate::seaweed::protocol
+//! [`server`]: crate::seaweed::server
+//! [`client`]: crate::seaweed::client
 
 pub mod client;
 pub mod direct;
