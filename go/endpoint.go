@@ -103,8 +103,9 @@ func (ep *Endpoint) AMSend(ctx context.Context, id uint16, header, payload []byt
 // sendNowMax bounds the messages TagSend and AMSend first try to send within the call,
 // unpinned (swucx_ep_*_send_now): UCX sends small eager messages at once when the transport
 // has room, and pinning a buffer (runtime.Pinner) cost more than such a send (BenchmarkAMSelf).
-// Larger ones would mostly be refused and cost a second call (as AMRndv ones would).
-const sendNowMax = 256
+// Larger ones would often be refused and cost a second call (as AMRndv ones would): UCX's short
+// path over shared memory takes about 100 bytes with its own headers.
+const sendNowMax = 96
 
 // sentNow reads the result of a swucx_ep_*_send_now: sent, refused (neither: send it the
 // usual way), or failed.

@@ -128,7 +128,7 @@ func pattern(n int, salt uint64) []byte {
 	return b
 }
 
-var sizes = []int{0, 1, 100, 8191, 65536, 300000}
+var sizes = []int{0, 1, 96, 97, 256, 8191, 65536, 300000}
 
 func bg(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -766,10 +766,13 @@ swucx_status_t swucx_ep_am_send(const struct swucx_ep_t *ep,
 
 /**
  * Sends active message `id` within this call or not at all: `SWUCX_OK` once sent,
- * `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent; send it with
- * `swucx_ep_am_send`). Small eager messages go at once when the transport has room. The
- * buffers are read during the call only and may be reused or freed when it returns (e.g. Go
- * memory that is not pinned); no request. `flags`: `SWUCX_AM_FLAG_*`.
+ * `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent and no error
+ * message is recorded; send it with `swucx_ep_am_send`), or an error as for `swucx_ep_am_send`
+ * (a closed or failed endpoint, a bad argument). Small eager messages go at once when the
+ * transport has room (over shared memory about 100 bytes of header and payload);
+ * `SWUCX_AM_FLAG_RNDV` is always refused. The buffers are read during the call only and may be
+ * reused or freed when it returns (e.g. Go memory that is not pinned); no request. `flags`:
+ * `SWUCX_AM_FLAG_*`.
  */
 swucx_status_t swucx_ep_am_send_now(const struct swucx_ep_t *ep,
                                     uint16_t id,
@@ -877,9 +880,11 @@ swucx_status_t swucx_ep_tag_send(const struct swucx_ep_t *ep,
 
 /**
  * Sends `length` bytes at `buffer` with `tag` within this call or not at all: `SWUCX_OK` once
- * sent, `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent; send it with
- * `swucx_ep_tag_send`). Small messages go at once when the transport has room. The buffer is
- * read during the call only and may be reused or freed when it returns; no request.
+ * sent, `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent and no error
+ * message is recorded; send it with `swucx_ep_tag_send`), or an error as for
+ * `swucx_ep_tag_send` (a closed or failed endpoint, a bad argument). Small messages go at once
+ * when the transport has room (over shared memory about 100 bytes). The buffer is read during
+ * the call only and may be reused or freed when it returns; no request.
  */
 swucx_status_t swucx_ep_tag_send_now(const struct swucx_ep_t *ep,
                                      const void *buffer,

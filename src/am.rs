@@ -422,8 +422,9 @@ impl Endpoint {
         payload: &[u8],
         flags: AmFlags,
     ) -> Result<()> {
-        // SAFETY: am_send_now_raw returns only once UCX is done with the send, so the borrowed
-        // slices outlive its use of them (and a send does not write to them).
+        // SAFETY: am_send_now_raw returns only once UCX is done with the send (UCX completes it
+        // within the call or refuses it; `finish_now` aborts otherwise), so the borrowed slices
+        // outlive its use of them (and a send does not write to them).
         let (header, payload) = unsafe {
             (
                 RawBuf::new(header.as_ptr().cast_mut(), header.len()),

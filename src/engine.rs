@@ -453,6 +453,8 @@ impl Shared {
                 // finding 11).
                 None if self.background_drives.load(Ordering::Acquire) => {
                     std::thread::yield_now();
+                    // The clock next round: the yield may have given up a time slice.
+                    rounds = CLOCK_EVERY - 1;
                 }
                 // Only one waiter spins: while another waiter drives progress, the others
                 // sleep and leave the CPU to it and to the peer (many waiters spinning on a

@@ -528,11 +528,17 @@ impl OpParams {
     }
 }
 
-/// The end of a `*_send_now`: UCX completes an operation posted with
-/// [`OpParams::now`] within the call or refuses it, so `request` is complete; were it not, it is
-/// waited for here, so that the caller's borrowed buffers are never left to UCX.
+/// The end of a `*_send_now`: UCX completes an operation posted with [`OpParams::now`] within
+/// the call or refuses it without a request (`UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL`'s contract), so
+/// `request` is complete. Were it not, returning would leave UCX a pointer into memory the caller
+/// only lent for the call, and no wait can promise to end that (a wait inside a callback fails,
+/// a detached request is never completed): the process aborts instead.
 #[inline(always)]
 pub(crate) fn finish_now<B: Send + 'static>(request: Request<B>) -> Result<()> {
+    if !request.is_complete() {
+        log::error!("UCX left a send posted for immediate completion running; aborting");
+        std::process::abort();
+    }
     request.wait().map(drop)
 }
 

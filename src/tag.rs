@@ -22,8 +22,9 @@ impl Endpoint {
     ///
     /// [`Status::ERR_NO_RESOURCE`]: crate::Status::ERR_NO_RESOURCE
     pub fn tag_send_now(&self, tag: u64, buffer: &[u8]) -> Result<()> {
-        // SAFETY: tag_send_now_raw returns only once UCX is done with the send, so the borrowed
-        // slice outlives its use of it (and a send does not write to it).
+        // SAFETY: tag_send_now_raw returns only once UCX is done with the send (UCX completes it
+        // within the call or refuses it; `finish_now` aborts otherwise), so the borrowed slice
+        // outlives its use of it (and a send does not write to it).
         let buffer = unsafe { RawBuf::new(buffer.as_ptr().cast_mut(), buffer.len()) };
         self.tag_send_now_raw(tag, buffer)
     }

@@ -9,7 +9,7 @@ use super::status::{SWUCX_ERR_INVALID_STATE, SWUCX_ERR_NO_ELEM, SWUCX_OK, swucx_
 use super::worker::swucx_worker_t;
 use super::{
     ArgError, Handle, boundary, c_bytes, fail_with, handle_mut, impl_handle, into_handle,
-    status_of, try_arg, try_out, try_ref, try_take, write_out,
+    status_of, status_of_send_now, try_arg, try_out, try_ref, try_take, write_out,
 };
 use crate::{AmDesc, AmFlags, AmMessage, RawBuf};
 
@@ -335,10 +335,13 @@ pub extern "C" fn swucx_ep_am_send(
 }
 
 /// Sends active message `id` within this call or not at all: `SWUCX_OK` once sent,
-/// `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent; send it with
-/// `swucx_ep_am_send`). Small eager messages go at once when the transport has room. The
-/// buffers are read during the call only and may be reused or freed when it returns (e.g. Go
-/// memory that is not pinned); no request. `flags`: `SWUCX_AM_FLAG_*`.
+/// `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent and no error
+/// message is recorded; send it with `swucx_ep_am_send`), or an error as for `swucx_ep_am_send`
+/// (a closed or failed endpoint, a bad argument). Small eager messages go at once when the
+/// transport has room (over shared memory about 100 bytes of header and payload);
+/// `SWUCX_AM_FLAG_RNDV` is always refused. The buffers are read during the call only and may be
+/// reused or freed when it returns (e.g. Go memory that is not pinned); no request. `flags`:
+/// `SWUCX_AM_FLAG_*`.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_ep_am_send_now(
     ep: *const swucx_ep_t,
@@ -353,7 +356,7 @@ pub extern "C" fn swucx_ep_am_send_now(
         let ep = &try_ref!(ep).ep;
         let header_buf = raw_buf!(header, header_length);
         let payload_buf = raw_buf!(payload, length);
-        status_of(ep.am_send_now_raw(id, header_buf, payload_buf, am_flags(flags)))
+        status_of_send_now(ep.am_send_now_raw(id, header_buf, payload_buf, am_flags(flags)))
     })
 }
 

@@ -7,8 +7,8 @@ use super::memory::{mem_buf, swucx_mem_t, swucx_rkey_t};
 use super::request::{ReqState, hand_out, swucx_request_t};
 use super::status::{SWUCX_ERR_INVALID_ADDR, SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
 use super::{
-    Handle, boundary, c_str, fail, fail_with, impl_handle, into_handle, status_of, swucx_bytes_t,
-    try_arg, try_out, try_ref, try_take, write_out,
+    Handle, boundary, c_str, fail, fail_with, impl_handle, into_handle, status_of,
+    status_of_send_now, swucx_bytes_t, try_arg, try_out, try_ref, try_take, write_out,
 };
 use crate::{CloseMode, Endpoint, RawBuf};
 
@@ -238,7 +238,8 @@ macro_rules! raw_buf {
             try_arg!(super::non_null($ptr, stringify!($ptr)));
         }
         // SAFETY: the C contract of every operation: the buffer stays valid (and, for
-        // receives, untouched) until the request completes.
+        // receives, untouched) until the request completes (for `*_send_now`, which complete
+        // within the call, until the call returns).
         unsafe { RawBuf::new($ptr as *mut u8, $len) }
     }};
 }
@@ -264,9 +265,11 @@ pub extern "C" fn swucx_ep_tag_send(
 }
 
 /// Sends `length` bytes at `buffer` with `tag` within this call or not at all: `SWUCX_OK` once
-/// sent, `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent; send it with
-/// `swucx_ep_tag_send`). Small messages go at once when the transport has room. The buffer is
-/// read during the call only and may be reused or freed when it returns; no request.
+/// sent, `SWUCX_ERR_NO_RESOURCE` when UCX cannot send it at once (nothing was sent and no error
+/// message is recorded; send it with `swucx_ep_tag_send`), or an error as for
+/// `swucx_ep_tag_send` (a closed or failed endpoint, a bad argument). Small messages go at once
+/// when the transport has room (over shared memory about 100 bytes). The buffer is read during
+/// the call only and may be reused or freed when it returns; no request.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_ep_tag_send_now(
     ep: *const swucx_ep_t,
@@ -277,7 +280,7 @@ pub extern "C" fn swucx_ep_tag_send_now(
     boundary(|| {
         let ep = &try_ref!(ep).ep;
         let buf = raw_buf!(buffer, length);
-        status_of(ep.tag_send_now_raw(tag, buf))
+        status_of_send_now(ep.tag_send_now_raw(tag, buf))
     })
 }
 

@@ -341,6 +341,15 @@ pub(crate) fn status_of(result: crate::Result<()>) -> swucx_status_t {
     }
 }
 
+/// The status of a `*_send_now`: as `status_of`, except that a refusal (`SWUCX_ERR_NO_RESOURCE`,
+/// the expected answer for a message that cannot go at once) records no message.
+pub(crate) fn status_of_send_now(result: crate::Result<()>) -> swucx_status_t {
+    match result {
+        Err(e) if e.status() == crate::Status::ERR_NO_RESOURCE => status::SWUCX_ERR_NO_RESOURCE,
+        other => status_of(other),
+    }
+}
+
 /// Ends a function on an error of swucx's own (C layer): records `msg`, returns `code`.
 pub(crate) fn fail_with(code: swucx_status_t, msg: impl Into<String>) -> swucx_status_t {
     set_last_error(msg.into());
