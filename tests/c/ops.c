@@ -120,6 +120,22 @@ static swucx_worker_t *other(pair_t *p)
     return p->cw != NULL ? p->cw : NULL;
 }
 
+/* Runs a *_send_now call into `st`, again after progress while it is refused because the
+ * transport is momentarily full (a keepalive or an earlier message still queued). */
+#define SEND_NOW(p, st, call)                                                                  \
+    do {                                                                                       \
+        for (int i_ = 0; i_ < 10000; i_++) {                                                   \
+            (st) = (call);                                                                     \
+            if ((st) != SWUCX_ERR_NO_RESOURCE) {                                               \
+                break;                                                                         \
+            }                                                                                  \
+            swucx_worker_progress((p)->sw);                                                    \
+            if (other(p) != NULL) {                                                            \
+                swucx_worker_progress(other(p));                                               \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
 static void fill(uint8_t *buf, size_t len, unsigned salt)
 {
     uint32_t x = 2463534242u ^ salt ^ (uint32_t)len;
@@ -178,18 +194,8 @@ static void test_tag(pair_t *p)
     REQUIRE_OK(swucx_worker_tag_recv(p->sw, &got, sizeof got, 0x6e6f77, UINT64_MAX, &rr));
     CHECK_ST(swucx_ep_tag_send_now(p->client, big, NOW_BIG, 0x6e6f77), SWUCX_ERR_NO_RESOURCE);
     v = 43;
-    /* Refused only while the transport is momentarily full: retried after progress. */
     swucx_status_t now_st;
-    for (int i = 0; i < 10000; i++) {
-        now_st = swucx_ep_tag_send_now(p->client, &v, sizeof v, 0x6e6f77);
-        if (now_st != SWUCX_ERR_NO_RESOURCE) {
-            break;
-        }
-        swucx_worker_progress(p->sw);
-        if (other(p) != NULL) {
-            swucx_worker_progress(other(p));
-        }
-    }
+    SEND_NOW(p, now_st, swucx_ep_tag_send_now(p->client, &v, sizeof v, 0x6e6f77));
     CHECK_ST(now_st, SWUCX_OK);
     v = 0;
     CHECK_OK(wait2(rr, p->sw, other(p)));
@@ -430,16 +436,7 @@ static void test_am(pair_t *p)
     seen.kept = NULL;
     seen.calls = 0;
     swucx_status_t am_now_st;
-    for (int i = 0; i < 10000; i++) {
-        am_now_st = swucx_ep_am_send_now(p->client, 9, hdr, 4, src, 8, 0);
-        if (am_now_st != SWUCX_ERR_NO_RESOURCE) {
-            break;
-        }
-        swucx_worker_progress(p->sw);
-        if (other(p) != NULL) {
-            swucx_worker_progress(other(p));
-        }
-    }
+    SEND_NOW(p, am_now_st, swucx_ep_am_send_now(p->client, 9, hdr, 4, src, 8, 0));
     CHECK_ST(am_now_st, SWUCX_OK);
     deadline = now_s() + 30.0;
     while (seen.calls == 0 && now_s() < deadline) {
