@@ -15,6 +15,9 @@
 //! # How it measures (as `ucx_perftest` does)
 //! - Buffers are allocated once with `MemRegion::allocate` (UCX-mapped memory, passed with its
 //!   memory handle) and reused by every operation; a `RegionBuf` clone is a reference count.
+//! - Tag and AM messages of up to `SEND_NOW_MAX` bytes are sent with `tag_send_now` /
+//!   `am_send_now` (within the call, no request; as the Go package does), and with a request
+//!   when UCX refuses (the transport is momentarily full).
 //! - Inline mode (the default) busy-polls: `Request::poll` / `Worker::progress` loops, never
 //!   sleeping. `--front` waits through `swucx::Engine::wait` (spin, then sleep) instead.
 //! - Latency is a ping-pong; every figure is one-way, i.e. half the round trip.
@@ -57,7 +60,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use swucx::{
     AmFlags, AmMessage, Buf, Context, Done, Endpoint, Engine, Features, Listener, MemRegion,
-    RegionBuf, Request, Worker, WorkerAddress,
+    RegionBuf, Request, Status, Worker, WorkerAddress,
 };
 
 const MAGIC: u32 = 0x5050_5753;
@@ -72,6 +75,8 @@ const BYE: u64 = CTRL | 4;
 const DATA_TAG: u64 = 1;
 const AM_DATA: u16 = 7;
 const EMPTY: &[u8] = &[];
+/// Tag and AM sends up to this size try `*_send_now` first (about UCX's short path over shm).
+const SEND_NOW_MAX: usize = 96;
 /// Receive buffer for control messages (header plus a worker address).
 const MAX_CTRL: usize = 64 * 1024;
 
@@ -499,11 +504,13 @@ struct Io<'a> {
     rx: Arc<AmRx>,
 }
 
-/// An in-flight send of any API (concrete types, no boxing).
+/// An in-flight send of any API (concrete types, no boxing), or one UCX completed within the
+/// call (`*_send_now`).
 enum SendReq {
     Tag(Request<RegionBuf>),
     Am(Request<(&'static [u8], RegionBuf)>),
     Stream(Request<RegionBuf>),
+    Sent,
 }
 
 impl SendReq {
@@ -512,6 +519,7 @@ impl SendReq {
         match self {
             SendReq::Tag(r) | SendReq::Stream(r) => r.is_complete(),
             SendReq::Am(r) => r.is_complete(),
+            SendReq::Sent => true,
         }
     }
 
@@ -520,6 +528,7 @@ impl SendReq {
         let buffer = match self {
             SendReq::Tag(r) | SendReq::Stream(r) => io.driver.wait(r, io.ep)?.buffer,
             SendReq::Am(r) => io.driver.wait(r, io.ep)?.buffer.1,
+            SendReq::Sent => return Ok(()),
         };
         io.spare_sbuf.set(Some(buffer));
         Ok(())
@@ -532,6 +541,9 @@ type RecvReq = Request<RegionBuf>;
 impl Io<'_> {
     #[inline]
     fn start_send(&self) -> Res<SendReq> {
+        if self.sbuf.len() <= SEND_NOW_MAX && self.api != Api::Stream && self.send_now()? {
+            return Ok(SendReq::Sent);
+        }
         let buf = self.spare_sbuf.take().unwrap_or_else(|| self.sbuf.clone());
         Ok(match self.api {
             Api::Tag => SendReq::Tag(self.ep.tag_send(DATA_TAG, buf).map_err(err("tag_send"))?),
@@ -542,6 +554,23 @@ impl Io<'_> {
             ),
             Api::Stream => SendReq::Stream(self.ep.stream_send(buf).map_err(err("stream_send"))?),
         })
+    }
+
+    /// Sends the send buffer within the call (tag or AM): false when UCX refused to (nothing
+    /// was sent).
+    #[inline]
+    fn send_now(&self) -> Res<bool> {
+        // SAFETY: the region outlives `self.sbuf`, which nothing writes to during a session.
+        let bytes = unsafe { std::slice::from_raw_parts(self.sbuf.as_ptr(), self.sbuf.len()) };
+        let sent = match self.api {
+            Api::Tag => self.ep.tag_send_now(DATA_TAG, bytes),
+            _ => self.ep.am_send_now(AM_DATA, EMPTY, bytes, AmFlags::NONE),
+        };
+        match sent {
+            Ok(()) => Ok(true),
+            Err(e) if e.status() == Status::ERR_NO_RESOURCE => Ok(false),
+            Err(e) => Err(format!("send_now: {e}")),
+        }
     }
 
     /// Posts a receive for one message (tag/stream); `None` for AM.

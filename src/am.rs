@@ -6,8 +6,8 @@ use std::ops::BitOr;
 use std::sync::{Arc, Weak};
 
 use crate::buffer::{Buf, BufMut, RawBuf, memh_for};
-use crate::endpoint::Endpoint;
-use crate::request::{Callback, OpKind, OpParams, Request, finish_now};
+use crate::endpoint::{Endpoint, EpHandle};
+use crate::request::{Callback, OpKind, OpParams, Request, finish_now, now_param};
 use crate::status::{Error, Result, Status, check};
 use crate::sys;
 use crate::worker::{CallbackGuard, Worker, WorkerInner};
@@ -408,7 +408,19 @@ impl Endpoint {
         payload: B,
         flags: AmFlags,
     ) -> Result<Request<(H, B)>> {
-        self.am_send_op(id, header, payload, flags, false)
+        let handle = self.lock_handle(AM_SEND)?;
+        let params = OpParams::new(
+            self.worker(),
+            AM_SEND,
+            OpKind::SEND,
+            Callback::Send,
+            memh_for(&payload),
+            flags.0,
+        );
+        // SAFETY: the request owns header and payload until UCX completes the send.
+        let ptr = unsafe { post_am_send(handle, id, &header, &payload, &params.param) };
+        let len = payload.len();
+        Ok(self.track(params.finish(self.worker(), ptr, (header, payload), len, None)?))
     }
 
     /// Sends an active message within this call or not at all: [`Status::ERR_NO_RESOURCE`] when
@@ -442,44 +454,41 @@ impl Endpoint {
         payload: RawBuf,
         flags: AmFlags,
     ) -> Result<()> {
-        finish_now(self.am_send_op(id, header, payload, flags, true)?)
+        let handle = self.lock_handle(AM_SEND)?;
+        let param = now_param(self.worker(), memh_for(&payload), flags.0);
+        // SAFETY: the send completes within the call or is refused (`now_param`), while the
+        // caller's buffers are valid.
+        finish_now(AM_SEND, unsafe {
+            post_am_send(handle, id, &header, &payload, &param)
+        })
     }
+}
 
-    /// `ucp_am_send_nbx`, completing within the call or failing when `now`.
-    #[inline(always)]
-    fn am_send_op<H: Buf, B: Buf>(
-        &self,
-        id: u16,
-        header: H,
-        payload: B,
-        flags: AmFlags,
-        now: bool,
-    ) -> Result<Request<(H, B)>> {
-        let handle = self.lock_handle("ucp_am_send_nbx")?;
-        let params = OpParams::new(
-            self.worker(),
-            "ucp_am_send_nbx",
-            OpKind::SEND,
-            Callback::Send,
-            memh_for(&payload),
-            flags.0,
+const AM_SEND: &str = "ucp_am_send_nbx";
+
+/// `ucp_am_send_nbx` of `header` and `payload` on the endpoint `handle` holds (released on
+/// return).
+///
+/// # Safety
+/// `header` and `payload` must stay valid until UCX completes the send.
+#[inline(always)]
+unsafe fn post_am_send<H: Buf, B: Buf>(
+    handle: EpHandle<'_>,
+    id: u16,
+    header: &H,
+    payload: &B,
+    param: &sys::ucp_request_param_t,
+) -> sys::ucs_status_ptr_t {
+    // SAFETY: the endpoint is live under the lock; the caller keeps the buffers valid.
+    unsafe {
+        sys::ucp_am_send_nbx(
+            handle.raw(),
+            u32::from(id),
+            header.as_ptr().cast(),
+            header.len(),
+            payload.as_ptr().cast(),
+            payload.len(),
+            param,
         )
-        .now(now);
-        // SAFETY: the endpoint is live under the lock; header and payload are owned by the
-        // request until UCX completes the send.
-        let ptr = unsafe {
-            sys::ucp_am_send_nbx(
-                handle.raw(),
-                u32::from(id),
-                header.as_ptr().cast(),
-                header.len(),
-                payload.as_ptr().cast(),
-                payload.len(),
-                &params.param,
-            )
-        };
-        drop(handle);
-        let len = payload.len();
-        Ok(self.track(params.finish(self.worker(), ptr, (header, payload), len, None)?))
     }
 }

@@ -435,14 +435,8 @@ impl OpParams {
     ) -> OpParams {
         let completion = Completion::reserve(!worker.is_multi());
         let user_data = Arc::as_ptr(&completion) as *mut libc::c_void;
-        let mut param = sys::ucp_request_param_t {
-            op_attr_mask: worker.op_attr_base(),
-            datatype: worker.bytes_datatype(),
-            // Read by UCX only when op_attr_base has the memory-type field.
-            memory_type: sys::ucs_memory_type::UCS_MEMORY_TYPE_HOST,
-            user_data,
-            ..Default::default()
-        };
+        let mut param = base_param(worker, worker.op_attr_base(), memh, flags);
+        param.user_data = user_data;
         param.cb = match callback {
             Callback::Send => sys::ucp_request_param_t__bindgen_ty_1 {
                 send: Some(send_callback),
@@ -454,14 +448,6 @@ impl OpParams {
                 recv_stream: Some(length_callback),
             },
         };
-        if let Some(memh) = memh {
-            param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_MEMH.0;
-            param.memh = memh;
-        }
-        if flags != 0 {
-            param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS.0;
-            param.flags = flags;
-        }
         OpParams {
             param,
             op,
@@ -469,16 +455,6 @@ impl OpParams {
             completion,
             user_data,
         }
-    }
-
-    /// Makes the operation, when `now`, complete within its call or fail with `ERR_NO_RESOURCE`
-    /// (`UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL`); UCX then keeps no reference to its buffers.
-    #[inline(always)]
-    pub(crate) fn now(mut self, now: bool) -> OpParams {
-        if now {
-            self.param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL.0;
-        }
-        self
     }
 
     /// Turns what a `*_nbx` call returned into a `Request` owning `buffer`.
@@ -528,18 +504,65 @@ impl OpParams {
     }
 }
 
-/// The end of a `*_send_now`: UCX completes an operation posted with [`OpParams::now`] within
-/// the call or refuses it without a request (`UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL`'s contract), so
-/// `request` is complete. Were it not, returning would leave UCX a pointer into memory the caller
-/// only lent for the call, and no wait can promise to end that (a wait inside a callback fails,
-/// a detached request is never completed): the process aborts instead.
+/// The parameters of an operation on `worker` without its callback: `mask` (the worker's
+/// `op_attr_base`, or less), byte datatype, host memory (read by UCX only when the mask has the
+/// memory-type field), `memh` and `flags` when given.
 #[inline(always)]
-pub(crate) fn finish_now<B: Send + 'static>(request: Request<B>) -> Result<()> {
-    if !request.is_complete() {
-        log::error!("UCX left a send posted for immediate completion running; aborting");
-        std::process::abort();
+fn base_param(
+    worker: &Worker,
+    mask: u32,
+    memh: Option<sys::ucp_mem_h>,
+    flags: u32,
+) -> sys::ucp_request_param_t {
+    let mut param = sys::ucp_request_param_t {
+        op_attr_mask: mask,
+        datatype: worker.bytes_datatype(),
+        memory_type: sys::ucs_memory_type::UCS_MEMORY_TYPE_HOST,
+        ..Default::default()
+    };
+    if let Some(memh) = memh {
+        param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_MEMH.0;
+        param.memh = memh;
     }
-    request.wait().map(drop)
+    if flags != 0 {
+        param.op_attr_mask |= sys::ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS.0;
+        param.flags = flags;
+    }
+    param
+}
+
+/// The parameters of a send that completes within its call or not at all
+/// (`UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL`: UCX refuses it with `ERR_NO_RESOURCE` rather than make a
+/// request). No request, so no callback and no completion record; UCX keeps no reference to the
+/// buffers after the call. [`finish_now`] reads the result.
+#[inline(always)]
+pub(crate) fn now_param(
+    worker: &Worker,
+    memh: Option<sys::ucp_mem_h>,
+    flags: u32,
+) -> sys::ucp_request_param_t {
+    use sys::ucp_op_attr_t as A;
+    let mask = (worker.op_attr_base()
+        & !(A::UCP_OP_ATTR_FIELD_CALLBACK.0 | A::UCP_OP_ATTR_FIELD_USER_DATA.0))
+        | A::UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL.0;
+    base_param(worker, mask, memh, flags)
+}
+
+/// The result of a send posted with [`now_param`] (`op` names the UCX call in errors). UCX
+/// completes such a send within the call or refuses it without a request, so there is nothing
+/// to wait for. Had UCX made a request anyway, returning would leave it a pointer into memory
+/// the caller only lent for the call, and nothing could wait for it (it has no callback): the
+/// process aborts instead.
+#[inline(always)]
+pub(crate) fn finish_now(op: &'static str, ptr: sys::ucs_status_ptr_t) -> Result<()> {
+    match decode_status_ptr(ptr) {
+        StatusPtr::Done => Ok(()),
+        StatusPtr::Failed(status) => Err(Error::new(op, status)),
+        StatusPtr::Pending(_) => {
+            log::error!("UCX left a send posted for immediate completion running ({op}); aborting");
+            std::process::abort();
+        }
+    }
 }
 
 impl<B: Send + 'static> Request<B> {

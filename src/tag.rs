@@ -1,8 +1,8 @@
 //! Tag-matched messages: `Endpoint::tag_send` and `Worker::tag_recv` (with a tag mask).
 
 use crate::buffer::{Buf, BufMut, RawBuf, memh_for};
-use crate::endpoint::Endpoint;
-use crate::request::{Callback, OpKind, OpParams, Request, finish_now};
+use crate::endpoint::{Endpoint, EpHandle};
+use crate::request::{Callback, OpKind, OpParams, Request, finish_now, now_param};
 use crate::status::Result;
 use crate::sys;
 use crate::worker::Worker;
@@ -12,7 +12,19 @@ impl Endpoint {
     /// receiver pulls them straight into its buffer).
     #[inline(always)]
     pub fn tag_send<B: Buf>(&self, tag: u64, buffer: B) -> Result<Request<B>> {
-        self.tag_send_op(tag, buffer, false)
+        let handle = self.lock_handle(TAG_SEND)?;
+        let params = OpParams::new(
+            self.worker(),
+            TAG_SEND,
+            OpKind::SEND,
+            Callback::Send,
+            memh_for(&buffer),
+            0,
+        );
+        // SAFETY: the request owns the buffer until UCX completes the send.
+        let ptr = unsafe { post_tag_send(handle, tag, &buffer, &params.param) };
+        let len = buffer.len();
+        Ok(self.track(params.finish(self.worker(), ptr, buffer, len, None)?))
     }
 
     /// Sends `buffer` with `tag` within this call or not at all: [`Status::ERR_NO_RESOURCE`]
@@ -31,36 +43,38 @@ impl Endpoint {
 
     /// [`tag_send_now`](Endpoint::tag_send_now) of a raw buffer (the C ABI's).
     pub(crate) fn tag_send_now_raw(&self, tag: u64, buffer: RawBuf) -> Result<()> {
-        finish_now(self.tag_send_op(tag, buffer, true)?)
+        let handle = self.lock_handle(TAG_SEND)?;
+        let param = now_param(self.worker(), memh_for(&buffer), 0);
+        // SAFETY: the send completes within the call or is refused (`now_param`), while the
+        // caller's buffer is valid.
+        finish_now(TAG_SEND, unsafe {
+            post_tag_send(handle, tag, &buffer, &param)
+        })
     }
+}
 
-    /// `ucp_tag_send_nbx`, completing within the call or failing when `now`.
-    #[inline(always)]
-    fn tag_send_op<B: Buf>(&self, tag: u64, buffer: B, now: bool) -> Result<Request<B>> {
-        let handle = self.lock_handle("ucp_tag_send_nbx")?;
-        let params = OpParams::new(
-            self.worker(),
-            "ucp_tag_send_nbx",
-            OpKind::SEND,
-            Callback::Send,
-            memh_for(&buffer),
-            0,
+const TAG_SEND: &str = "ucp_tag_send_nbx";
+
+/// `ucp_tag_send_nbx` of `buffer` on the endpoint `handle` holds (released on return).
+///
+/// # Safety
+/// `buffer` must stay valid until UCX completes the send.
+#[inline(always)]
+unsafe fn post_tag_send<B: Buf>(
+    handle: EpHandle<'_>,
+    tag: u64,
+    buffer: &B,
+    param: &sys::ucp_request_param_t,
+) -> sys::ucs_status_ptr_t {
+    // SAFETY: the endpoint is live under the lock; the caller keeps the buffer valid.
+    unsafe {
+        sys::ucp_tag_send_nbx(
+            handle.raw(),
+            buffer.as_ptr().cast(),
+            buffer.len(),
+            tag,
+            param,
         )
-        .now(now);
-        // SAFETY: the endpoint is live under the lock; the buffer is owned by the request until
-        // UCX completes the send.
-        let ptr = unsafe {
-            sys::ucp_tag_send_nbx(
-                handle.raw(),
-                buffer.as_ptr().cast(),
-                buffer.len(),
-                tag,
-                &params.param,
-            )
-        };
-        drop(handle);
-        let len = buffer.len();
-        Ok(self.track(params.finish(self.worker(), ptr, buffer, len, None)?))
     }
 }
 

@@ -18,7 +18,10 @@
  * - inline mode (the default) busy-polls: swucx_request_poll / swucx_worker_progress loops on a
  *   SERIALIZED worker (MULTI with --multi); --front waits through an engine (swucx_engine_wait);
  * - AM handlers count eager arrivals without copying; rendezvous payloads are received into the
- *   registered receive buffer (swucx_am_msg_recv_mem).
+ *   registered receive buffer (swucx_am_msg_recv_mem);
+ * - tag and AM messages of up to SEND_NOW_MAX bytes are sent within the call
+ *   (swucx_ep_tag_send_now / swucx_ep_am_send_now: no request), and with a request when UCX
+ *   refuses (SWUCX_ERR_NO_RESOURCE: the transport is momentarily full).
  * Not in the C API: --front-spin-us (accepted; the engine's default spin is used), and the
  * engine's progress_until (with --front, AM arrivals are awaited by progressing the engine's
  * worker from this thread). */
@@ -317,10 +320,14 @@ static inline int until_done(const driver_t *d, swucx_request_t *req, const swuc
 }
 
 /* Waits for `req` and frees it; fails unless it ended with SWUCX_OK. Writes the transferred
- * length to *length_p if not NULL. */
+ * length to *length_p if not NULL. A NULL `req` is a send made within the call (start_send):
+ * done. */
 static int wait_req(const driver_t *d, swucx_request_t *req, const swucx_ep_t *ep,
                     size_t *length_p)
 {
+    if (req == NULL) {
+        return 0;
+    }
     swucx_status_t st;
     if (until_done(d, req, ep, &st) != 0) {
         swucx_request_free(req);
@@ -453,8 +460,27 @@ typedef struct {
     am_rx_t *rx;
 } io_t;
 
+/* Tag and AM sends up to this size try the *_send_now functions first (about UCX's short path
+ * over shm). */
+#define SEND_NOW_MAX 96
+
+/* Starts sending the send buffer: *req is the send in flight, or NULL when it went within the
+ * call. */
 static inline int start_send(const io_t *io, swucx_request_t **req)
 {
+    *req = NULL;
+    if (io->size <= SEND_NOW_MAX && io->api != API_STREAM) {
+        const char *buf = (const char *)swucx_mem_address(io->mem) + io->soff;
+        swucx_status_t st = io->api == API_TAG
+                                ? swucx_ep_tag_send_now(io->ep, buf, io->size, DATA_TAG)
+                                : swucx_ep_am_send_now(io->ep, AM_DATA, NULL, 0, buf, io->size, 0);
+        if (st == SWUCX_OK) {
+            return 0;
+        }
+        if (st != SWUCX_ERR_NO_RESOURCE) {
+            return fail_st("send_now", st);
+        }
+    }
     switch (io->api) {
     case API_TAG:
         TRY_START("tag_send", swucx_ep_tag_send_mem(io->ep, io->mem, io->soff, io->size, DATA_TAG,
@@ -999,8 +1025,9 @@ static int client_bw(const io_t *io, const params_t *p, char *result, size_t cap
                 rc = reap_sends(io, &w);
             }
             if (rc == 0) {
-                rc = start_send(io, &w.req[(w.head + w.n) % w.cap]);
-                w.n += rc == 0;
+                swucx_request_t **slot = &w.req[(w.head + w.n) % w.cap];
+                rc = start_send(io, slot);
+                w.n += rc == 0 && *slot != NULL;
             }
         }
         while (rc == 0 && w.n > 0) {
