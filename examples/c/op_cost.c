@@ -2,12 +2,15 @@
  * send, both completed, in one process over UCX_TLS=self, SERIALIZED worker, no peer-failure
  * handling, buffers in one registered region (the `_mem` functions). With
  * target/release/examples/op_cost (Rust) and target/examples/ucx-op-cost (raw UCX) it shows
- * what each layer adds per operation. Prints `RESULT impl=c pairs=N ns_per_pair=X`.
+ * what each layer adds per operation. `tag-now`: the send made within the call
+ * (swucx_ep_tag_send_now, no request). Prints `RESULT impl=c op=tag|tag-now pairs=N
+ * ns_per_pair=X`.
  *
- *   op-cost-c [PAIRS]     (default 5000000, plus 10% warm-up) */
+ *   op-cost-c [PAIRS [tag|tag-now]]     (default 5000000, plus 10% warm-up) */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "swucx.h"
@@ -25,8 +28,10 @@ static void check(swucx_status_t st, const char *what)
 int main(int argc, char **argv)
 {
     long pairs = argc > 1 ? atol(argv[1]) : 5000000;
-    if (pairs <= 0) {
-        fprintf(stderr, "usage: op-cost-c [PAIRS]\n");
+    const char *op = argc > 2 ? argv[2] : "tag";
+    int now = strcmp(op, "tag-now") == 0;
+    if (pairs <= 0 || (!now && strcmp(op, "tag") != 0)) {
+        fprintf(stderr, "usage: op-cost-c [PAIRS [tag|tag-now]]\n");
         return 2;
     }
     const swucx_config_entry_t config[] = {{"TLS", "self"}};
@@ -55,18 +60,22 @@ int main(int argc, char **argv)
         if (i == pairs / 10) clock_gettime(CLOCK_MONOTONIC, &start);
         swucx_request_t *recv, *send;
         check(swucx_worker_tag_recv_mem(worker, mem, 64, 8, 1, ~(uint64_t)0, &recv), "recv");
-        check(swucx_ep_tag_send_mem(ep, mem, 0, 8, 1, &send), "send");
         swucx_status_t st;
-        while ((st = swucx_request_poll(send)) == SWUCX_INPROGRESS) {}
-        check(st, "send completion");
-        swucx_request_free(send);
+        if (now) {
+            check(swucx_ep_tag_send_now(ep, swucx_mem_address(mem), 8, 1), "send_now");
+        } else {
+            check(swucx_ep_tag_send_mem(ep, mem, 0, 8, 1, &send), "send");
+            while ((st = swucx_request_poll(send)) == SWUCX_INPROGRESS) {}
+            check(st, "send completion");
+            swucx_request_free(send);
+        }
         while ((st = swucx_request_poll(recv)) == SWUCX_INPROGRESS) {}
         check(st, "receive completion");
         swucx_request_free(recv);
     }
     clock_gettime(CLOCK_MONOTONIC, &end);
     double ns = ((end.tv_sec - start.tv_sec) * 1e9 + (end.tv_nsec - start.tv_nsec)) / pairs;
-    printf("RESULT impl=c pairs=%ld ns_per_pair=%.1f\n", pairs, ns);
+    printf("RESULT impl=c op=%s pairs=%ld ns_per_pair=%.1f\n", op, pairs, ns);
     swucx_mem_unmap(mem);
     check(swucx_ep_close(ep, SWUCX_EP_CLOSE_FORCE), "swucx_ep_close");
     swucx_ep_destroy(ep);
