@@ -300,28 +300,34 @@ impl Worker {
         if !self.0.multi || in_callback() || HOLDS_GATE.with(Cell::get) {
             return Gate(None);
         }
-        let guard = self.acquire_gate();
+        let guard = match self.0.gate.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => self.wait_for_gate(),
+        };
         HOLDS_GATE.with(|h| h.set(true));
         Gate(Some(guard))
     }
 
-    /// Takes the gate: spins for up to GATE_SPIN first (the holder is usually mid-call on the
-    /// other core, done within microseconds; a sleeping waiter pays a wake-up of 10-20 us), then
-    /// sleeps until it is free.
-    /// The clock is read only once the first try failed: on a VM reading it costs as much as
-    /// an uncontended call through the gate.
-    fn acquire_gate(&self) -> std::sync::MutexGuard<'_, ()> {
-        let mut start = None;
+    /// Takes the gate another thread holds: spins for up to GATE_SPIN first (the holder is
+    /// usually mid-call on the other core, done within microseconds; a sleeping waiter pays a
+    /// wake-up of 10-20 us), then sleeps until it is free. Out of line: `gate`'s first try is the
+    /// path every uncontended call takes, and reads no clock (on a VM reading it costs as much
+    /// as an uncontended call through the gate).
+    #[cold]
+    #[inline(never)]
+    fn wait_for_gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        let start = Instant::now();
         loop {
+            std::hint::spin_loop();
             match self.0.gate.try_lock() {
                 Ok(guard) => return guard,
                 Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
                 Err(std::sync::TryLockError::WouldBlock) => {}
             }
-            if start.get_or_insert_with(Instant::now).elapsed() >= GATE_SPIN {
+            if start.elapsed() >= GATE_SPIN {
                 return self.0.gate.lock().unwrap_or_else(|e| e.into_inner());
             }
-            std::hint::spin_loop();
         }
     }
 
