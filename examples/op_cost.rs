@@ -52,9 +52,9 @@ fn main() -> Result<(), swucx::Error> {
     // Each operation hands its buffer back; the next one reuses it (no clone per operation).
     let send_buf = region.slice(0, 8)?;
     let send = if now {
-        Send::Now(&[0; 8])
+        SendMode::Now(&[0; 8])
     } else {
-        Send::Request(send_buf)
+        SendMode::Request(send_buf)
     };
     let ns = if am {
         am_pairs(&worker, &ep, pairs, send)?
@@ -67,7 +67,7 @@ fn main() -> Result<(), swucx::Error> {
 
 /// How the loops send: a request owning a registered buffer (handed back and reused by the next
 /// send), or within the call from a borrowed slice.
-enum Send<'a> {
+enum SendMode<'a> {
     Request(RegionBuf),
     Now(&'a [u8]),
 }
@@ -77,7 +77,7 @@ fn tag_pairs(
     worker: &Worker,
     ep: &swucx::Endpoint,
     pairs: u64,
-    send: Send<'_>,
+    send: SendMode<'_>,
     recv_buf: RegionBuf,
 ) -> Result<f64, swucx::Error> {
     let mut send = send;
@@ -89,14 +89,14 @@ fn tag_pairs(
         }
         let recv = worker.tag_recv(1, u64::MAX, recv_buf.take().expect("returned"))?;
         send = match send {
-            Send::Request(buf) => {
+            SendMode::Request(buf) => {
                 let request = ep.tag_send(1, buf)?;
                 while !request.poll() {}
-                Send::Request(request.wait()?.buffer)
+                SendMode::Request(request.wait()?.buffer)
             }
-            Send::Now(buf) => {
+            SendMode::Now(buf) => {
                 ep.tag_send_now(1, buf)?;
-                Send::Now(buf)
+                SendMode::Now(buf)
             }
         };
         while !recv.poll() {}
@@ -110,7 +110,7 @@ fn am_pairs(
     worker: &Worker,
     ep: &swucx::Endpoint,
     pairs: u64,
-    send: Send<'_>,
+    send: SendMode<'_>,
 ) -> Result<f64, swucx::Error> {
     let arrived = Arc::new(AtomicU64::new(0));
     let counter = arrived.clone();
@@ -124,14 +124,14 @@ fn am_pairs(
             start = Instant::now();
         }
         send = match send {
-            Send::Request(buf) => {
+            SendMode::Request(buf) => {
                 let request = ep.am_send(1, &[][..], buf, AmFlags::NONE)?;
                 while !request.poll() {}
-                Send::Request(request.wait()?.buffer.1)
+                SendMode::Request(request.wait()?.buffer.1)
             }
-            Send::Now(buf) => {
+            SendMode::Now(buf) => {
                 ep.am_send_now(1, &[], buf, AmFlags::NONE)?;
-                Send::Now(buf)
+                SendMode::Now(buf)
             }
         };
         while arrived.load(Ordering::Acquire) <= i {
