@@ -186,20 +186,14 @@ func (e *Engine) register(h *amHandler) error {
 		h.deleteHandle()
 		return resErr("set_am_handler", r)
 	}
+	e.retireAM(id)
 	if e.handlers == nil {
 		e.handlers = make(map[uint16]*amHandler)
 	}
-	old := e.handlers[id]
 	e.handlers[id] = h
 	if h.fn == nil {
 		h.wg.Add(1)
 		go h.pump()
-	}
-	if old != nil {
-		// UCX no longer calls the old handler: the registration above replaced it under the
-		// worker's lock, which UCX holds while it runs handlers.
-		old.stop()
-		old.deleteHandle()
 	}
 	return nil
 }
@@ -406,11 +400,12 @@ func (h *amHandler) deleteHandle() {
 }
 
 // stopHandlers replaces every Go handler with one that drops messages (while the worker handle
-// is still open), then stops them and deletes their cgo handles. Called by Engine.Close.
+// is still open), then stops them and deletes their cgo handles, and destroys the AM queues.
+// Called by Engine.Close.
 func (e *Engine) stopHandlers() {
 	e.amMu.Lock()
-	hs := e.handlers
-	e.handlers = nil
+	hs, qs := e.handlers, e.queues
+	e.handlers, e.queues = nil, nil
 	replaced := make(map[uint16]bool, len(hs))
 	if w := e.worker.acquire(); w != nil {
 		for id := range hs {
@@ -423,6 +418,9 @@ func (e *Engine) stopHandlers() {
 		e.worker.release()
 	}
 	e.amMu.Unlock()
+	for _, q := range qs {
+		q.destroy()
+	}
 	for id, h := range hs {
 		h.stop()
 		if replaced[id] {

@@ -173,6 +173,7 @@ type Engine struct {
 
 	amMu     sync.Mutex
 	handlers map[uint16]*amHandler
+	queues   map[uint16]*AMQueue
 }
 
 // NewEngine creates an engine (a new worker and its progress thread) on the context, which
@@ -203,7 +204,8 @@ func NewEngine(c *Context) (*Engine, error) {
 }
 
 // Close stops the engine's progress thread and releases it and its worker, after the
-// active-message handlers have stopped (their channels are closed). Goroutines waiting on an
+// active-message handlers have stopped (their channels are closed) and the AM queues are
+// closed (their Recvs return ErrClosed). Goroutines waiting on an
 // operation go on waiting by progressing the worker themselves (checking their context every
 // 50 ms). Endpoints and listeners made from it stay usable (they hold the worker) and must be
 // closed too. Idempotent.

@@ -402,4 +402,68 @@ static inline swx_res swx_set_am_drop(const swucx_worker_t *w, uint16_t id)
     return swx_status(swucx_worker_set_am_handler(w, id, swx_am_drop, NULL));
 }
 
+/* ---- active-message queues ---- */
+
+typedef struct {
+    swx_res r;               /* the payload's receive (as swx_op): SWUCX_OK (length set), or
+                              * SWUCX_INPROGRESS with the request in r.out; without a message,
+                              * the wait's end: SWUCX_INPROGRESS (signalled) or an error */
+    int taken;               /* a message was taken from the queue */
+    size_t header_length;
+    swucx_am_desc_t *desc;   /* not NULL: the header needs a buffer of header_length bytes,
+                              * swx_am_take this again with one */
+    swucx_ep_t *reply_ep;    /* NULL unless the sender asked for replies */
+} swx_am_res;
+
+/* Takes a message out of desc: its header into hdr (when it fits in hdr_cap bytes; else desc is
+ * handed back untouched), its reply endpoint, and its payload into buf (len bytes). */
+static inline swx_am_res swx_am_take(swucx_am_desc_t *desc, void *buf, size_t len, void *hdr,
+                                     size_t hdr_cap)
+{
+    swx_am_res out;
+    const void *h = NULL;
+    swucx_request_t *req = NULL;
+    memset(&out, 0, sizeof out);
+    out.taken = 1;
+    swucx_am_desc_header(desc, &h, &out.header_length);
+    if (out.header_length > hdr_cap) {
+        out.desc = desc;
+        return out;
+    }
+    if (out.header_length > 0) memcpy(hdr, h, out.header_length);
+    if (swucx_am_desc_reply_ep(desc, &out.reply_ep) != SWUCX_OK) out.reply_ep = NULL;
+    out.r = swx_op(swucx_am_desc_recv(desc, buf, len, &req), req);
+    return out;
+}
+
+/* Waits through the engine (swucx_engine_am_recv, up to three signals) for the queue's next
+ * message and takes it (swx_am_take, with no header buffer). */
+static inline swx_am_res swx_am_recv(const swucx_engine_t *engine, const swucx_am_queue_t *queue,
+                                     int64_t timeout_ms, uint32_t flags,
+                                     const swucx_signal_t *s0, const swucx_signal_t *s1,
+                                     const swucx_signal_t *s2, void *buf, size_t len)
+{
+    const swucx_signal_t *sigs[3];
+    size_t n = 0;
+    swucx_am_desc_t *desc = NULL;
+    swucx_status_t st;
+    if (s0 != NULL) sigs[n++] = s0;
+    if (s1 != NULL) sigs[n++] = s1;
+    if (s2 != NULL) sigs[n++] = s2;
+    st = swucx_engine_am_recv(engine, queue, timeout_ms, flags, sigs, n, &desc);
+    if (st != SWUCX_OK) {
+        swx_am_res out;
+        memset(&out, 0, sizeof out);
+        out.r = swx_status(st);
+        return out;
+    }
+    return swx_am_take(desc, buf, len, NULL, 0);
+}
+
+static inline swx_res swx_am_queue_create(const swucx_worker_t *w, uint16_t id)
+{
+    swucx_am_queue_t *q = NULL;
+    return swx_handle(swucx_am_queue_create(w, id, &q), q);
+}
+
 #endif /* SWUCX_GO_H */

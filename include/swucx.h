@@ -185,11 +185,12 @@
 #define SWUCX_VERSION_PATCH 0
 
 /**
- * A kept active-message payload, to receive from any thread later
- * (`swucx_am_desc_recv`) or release (`swucx_am_desc_destroy`).
+ * A kept active message (`swucx_am_msg_keep`, or taken from a queue with
+ * `swucx_engine_am_recv`): its header, reply endpoint and payload, to receive from any thread
+ * later (`swucx_am_desc_recv`) or release (`swucx_am_desc_destroy`).
  *
- * Methods: `swucx_am_desc_length`, `swucx_am_desc_is_rndv`, `swucx_am_desc_recv`,
- * `swucx_am_desc_destroy`.
+ * Methods: `swucx_am_desc_length`, `swucx_am_desc_is_rndv`, `swucx_am_desc_header`,
+ * `swucx_am_desc_reply_ep`, `swucx_am_desc_recv`, `swucx_am_desc_destroy`.
  */
 typedef struct swucx_am_desc_t swucx_am_desc_t;
 
@@ -203,6 +204,19 @@ typedef struct swucx_am_desc_t swucx_am_desc_t;
  * `swucx_am_msg_data`, `swucx_am_msg_reply_ep`, `swucx_am_msg_recv`, `swucx_am_msg_keep`.
  */
 typedef struct swucx_am_msg_t swucx_am_msg_t;
+
+/**
+ * The queue of the active messages with one id on a worker: each message waits in it (header
+ * copied, payload kept) until a thread takes it with `swucx_engine_am_recv` (waiting as
+ * `swucx_engine_wait_signals` does) or `swucx_am_queue_try_recv`, in arrival order. For threads
+ * that wait for their next message, as for a tag receive, with no code of theirs inside
+ * progress; a handler (`swucx_worker_set_am_handler`) is for code that reacts to each message
+ * inside progress. Any thread; any number of threads may take from one queue.
+ *
+ * Methods: `swucx_am_queue_create`, `swucx_engine_am_recv`, `swucx_am_queue_try_recv`,
+ * `swucx_am_queue_length`, `swucx_am_queue_destroy`.
+ */
+typedef struct swucx_am_queue_t swucx_am_queue_t;
 
 /**
  * Variable-length bytes handed to C (a worker address, a memory descriptor, a text).
@@ -719,8 +733,8 @@ swucx_status_t swucx_am_msg_recv_mem(struct swucx_am_msg_t *msg,
                                      struct swucx_request_t **req_p);
 
 /**
- * Keeps the payload beyond the handler (no copy for rendezvous and UCX-owned data): writes a
- * new descriptor to `*desc_p`. Takes the payload from `msg`.
+ * Keeps the message beyond the handler (no copy of a rendezvous or UCX-owned payload; the
+ * header is copied): writes a new descriptor to `*desc_p`. Takes the payload from `msg`.
  */
 swucx_status_t swucx_am_msg_keep(struct swucx_am_msg_t *msg, struct swucx_am_desc_t **desc_p);
 
@@ -733,6 +747,20 @@ size_t swucx_am_desc_length(const struct swucx_am_desc_t *desc);
  * True if the kept payload is still at the sender (rendezvous).
  */
 bool swucx_am_desc_is_rndv(const struct swucx_am_desc_t *desc);
+
+/**
+ * The kept message's header: writes its start to `*header_p` (NULL when empty) and its
+ * length to `*length_p` (valid until the descriptor is received or destroyed).
+ */
+swucx_status_t swucx_am_desc_header(const struct swucx_am_desc_t *desc,
+                                    const void **header_p,
+                                    size_t *length_p);
+
+/**
+ * The endpoint to reply on, as `swucx_am_msg_reply_ep` (a new handle each call; destroy it
+ * when done). `SWUCX_ERR_NO_ELEM` if the message has none.
+ */
+swucx_status_t swucx_am_desc_reply_ep(const struct swucx_am_desc_t *desc, struct swucx_ep_t **ep_p);
 
 /**
  * Receives the kept payload into `length` bytes at `buffer` (at least its length; valid and
@@ -797,6 +825,50 @@ swucx_status_t swucx_ep_am_send_mem(const struct swucx_ep_t *ep,
                                     size_t length,
                                     uint32_t flags,
                                     struct swucx_request_t **req_p);
+
+/**
+ * Queues the active messages with `id` that reach `worker` (replacing the id's handler; ids
+ * below 256, registered before traffic starts): writes the new queue to `*queue_p`. The queue
+ * is unbounded.
+ */
+swucx_status_t swucx_am_queue_create(const struct swucx_worker_t *worker,
+                                     uint16_t id,
+                                     struct swucx_am_queue_t **queue_p);
+
+/**
+ * Takes the oldest message from `queue` (one on the engine's worker), waiting for it: spins
+ * driving progress, then sleeps until a message arrives, `timeout_ms` passes (negative: no
+ * limit) or one of the `count` signals in `signals` is raised. Writes the message to
+ * `*desc_p` (read its header and reply endpoint, receive its payload with
+ * `swucx_am_desc_recv`) and returns `SWUCX_OK`; `SWUCX_INPROGRESS` when a signal ended the
+ * wait, `SWUCX_ERR_TIMED_OUT` when the time did. `flags`: 0 or `SWUCX_WAIT_NO_SPIN`; `signals`
+ * as for `swucx_engine_wait_signals`.
+ */
+swucx_status_t swucx_engine_am_recv(const struct swucx_engine_t *engine,
+                                    const struct swucx_am_queue_t *queue,
+                                    int64_t timeout_ms,
+                                    uint32_t flags,
+                                    const struct swucx_signal_t *const *signals,
+                                    size_t count,
+                                    struct swucx_am_desc_t **desc_p);
+
+/**
+ * Takes the oldest message from `queue` if one is there, without waiting or progressing:
+ * writes it to `*desc_p` and returns `SWUCX_OK`, else `SWUCX_ERR_NO_MESSAGE`.
+ */
+swucx_status_t swucx_am_queue_try_recv(const struct swucx_am_queue_t *queue,
+                                       struct swucx_am_desc_t **desc_p);
+
+/**
+ * The number of messages waiting in `queue` (0 for a NULL or invalid handle).
+ */
+size_t swucx_am_queue_length(const struct swucx_am_queue_t *queue);
+
+/**
+ * Destroys the queue: the messages still in it are released, and later ones with its id are
+ * dropped. No wait may use it any more. NULL is a no-op.
+ */
+void swucx_am_queue_destroy(struct swucx_am_queue_t *queue);
 
 /**
  * Creates a context. `params` may be NULL for all defaults (every feature, swucx's default

@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
+use crate::am_queue::{AmQueue, QueuedAm};
 use crate::context::Context;
 use crate::listener::{ConnRequest, Listener};
 use crate::request::{Completion, Done, Request};
@@ -99,6 +100,27 @@ pub enum WaitEnd {
     TimedOut,
     /// One of the signals was raised first; the operation goes on.
     Signalled,
+}
+
+/// What an engine wait waits for: an operation's completion or a queue's next message.
+pub(crate) trait Awaited {
+    /// True once the wait may end.
+    fn is_ready(&self) -> bool;
+
+    /// Sleeps until ready (true), `deadline` passes or `stop()` holds (false); whoever makes
+    /// `stop()` true unparks this thread. Another thread must progress.
+    fn park_until(&self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> bool;
+}
+
+impl Awaited for Completion {
+    #[inline(always)]
+    fn is_ready(&self) -> bool {
+        self.is_done()
+    }
+
+    fn park_until(&self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> bool {
+        Completion::park_until(self, deadline, stop)
+    }
 }
 
 struct Shared {
@@ -225,7 +247,8 @@ impl Engine {
     /// Waits for `request` and returns its result: spins (driving progress when no other thread
     /// is), then sleeps until the completion wakes it.
     pub fn wait<B: Send + 'static>(&self, mut request: Request<B>) -> Result<Done<B>> {
-        self.shared.wait_for(request.completion(), None, &[], true);
+        self.shared
+            .wait_for(&**request.completion(), None, &[], true);
         request.take_result()
     }
 
@@ -270,13 +293,51 @@ impl Engine {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         if self
             .shared
-            .wait_for(request.completion(), deadline, signals, spin)
+            .wait_for(&**request.completion(), deadline, signals, spin)
         {
             WaitEnd::Complete
         } else if signals.iter().any(|s| s.is_raised()) {
             WaitEnd::Signalled
         } else {
             WaitEnd::TimedOut
+        }
+    }
+
+    /// Takes the next message from `queue` (one on this engine's worker), waiting for it as
+    /// [`wait_signals`](Engine::wait_signals) waits for an operation: spins driving progress,
+    /// then sleeps until a message arrives, `timeout` passes (`None`: no limit) or one of
+    /// `signals` is raised (`None` for both; tell them apart with [`Signal::is_raised`]). A
+    /// message that is there already is taken even when a signal is raised.
+    pub fn am_recv(
+        &self,
+        queue: &AmQueue,
+        timeout: Option<Duration>,
+        signals: &[&Signal],
+    ) -> Option<QueuedAm> {
+        self.am_recv_with(queue, timeout, signals, true)
+    }
+
+    /// As [`am_recv`](Engine::am_recv); without the spin unless `spin` (the C ABI's
+    /// `SWUCX_WAIT_NO_SPIN`).
+    pub(crate) fn am_recv_with(
+        &self,
+        queue: &AmQueue,
+        timeout: Option<Duration>,
+        signals: &[&Signal],
+        spin: bool,
+    ) -> Option<QueuedAm> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            if let Some(message) = queue.try_recv() {
+                return Some(message);
+            }
+            // Ready means a message was there: another receiver may have taken it first.
+            if !self
+                .shared
+                .wait_for(queue.awaited(), deadline, signals, spin)
+            {
+                return queue.try_recv();
+            }
         }
     }
 
@@ -403,11 +464,11 @@ impl Shared {
         self.worker.progress()
     }
 
-    /// Spins (if `spin`), then sleeps, until the completion is done (true), `deadline` passes
-    /// or one of `signals` is raised (false).
-    fn wait_for(
+    /// Spins (if `spin`), then sleeps, until `awaited` is ready (true), `deadline` passes or
+    /// one of `signals` is raised (false).
+    fn wait_for<A: Awaited + ?Sized>(
         &self,
-        completion: &Completion,
+        awaited: &A,
         deadline: Option<Instant>,
         signals: &[&Signal],
         spin: bool,
@@ -415,7 +476,7 @@ impl Shared {
         let raised = || signals.iter().any(|s| s.is_raised());
         let spin = if spin { self.spin } else { Duration::ZERO };
         let spin_end = |now: Instant| deadline.map_or(now + spin, |d| d.min(now + spin));
-        if completion.is_done() {
+        if awaited.is_ready() {
             // Counted as a spin begun: the background thread stays off the worker while
             // waits keep coming, as it does while they spin (when its drives finished the
             // operations before their waiters came, they found them done and never spun, and
@@ -429,7 +490,7 @@ impl Shared {
         let mut rounds = 0u32;
         // Progress did something since the last look at the clock: the spin goes on from there.
         let mut moved = false;
-        while !completion.is_done() {
+        while !awaited.is_ready() {
             if raised() {
                 return false;
             }
@@ -442,7 +503,7 @@ impl Shared {
                 }
                 if now >= spin_until {
                     drop(spinning);
-                    return self.sleep_for(completion, deadline, signals, &raised);
+                    return self.sleep_for(awaited, deadline, signals, &raised);
                 }
             }
             match self.drive_once() {
@@ -461,7 +522,7 @@ impl Shared {
                 // small machine starve everyone).
                 None => {
                     drop(spinning);
-                    return self.sleep_for(completion, deadline, signals, &raised);
+                    return self.sleep_for(awaited, deadline, signals, &raised);
                 }
                 // Work is moving (e.g. a rendezvous transfer in steps, which raises no event
                 // the background thread would wake for): keep driving it.
@@ -472,9 +533,9 @@ impl Shared {
         true
     }
 
-    fn sleep_for(
+    fn sleep_for<A: Awaited + ?Sized>(
         &self,
-        completion: &Completion,
+        awaited: &A,
         deadline: Option<Instant>,
         signals: &[&Signal],
         raised: &dyn Fn() -> bool,
@@ -486,7 +547,7 @@ impl Shared {
         }
         // Make sure the background thread is awake to progress for us, then sleep.
         self.hand_over();
-        let done = completion.park_until(deadline, raised);
+        let done = awaited.park_until(deadline, raised);
         for signal in signals {
             signal.leave();
         }

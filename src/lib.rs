@@ -33,6 +33,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod am;
+mod am_queue;
 mod buffer;
 mod capi;
 mod context;
@@ -54,6 +55,7 @@ mod transport;
 mod worker;
 
 pub use am::{AmDesc, AmFlags, AmMessage};
+pub use am_queue::{AmQueue, QueuedAm};
 pub use buffer::{Buf, BufMut, FileMap, MappedSlice, Payload, RawBuf};
 pub use context::{Context, ContextBuilder, DEFAULT_CONFIG, DefaultSetting, Features, ucx_version};
 pub use endpoint::{CloseMode, Endpoint, ErrorHandler};

@@ -15,7 +15,9 @@ use common::{
     Pair, Progressor, SIZES, TIMEOUT, Tls, am_inbox, any_local, assert_bytes, bounded, next_kept,
     pattern, progress_until,
 };
-use swucx::{AmFlags, CloseMode, Engine, Listener, MemRegion, RemoteKey, Request, Status, Worker};
+use swucx::{
+    AmFlags, AmQueue, CloseMode, Engine, Listener, MemRegion, RemoteKey, Request, Status, Worker,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Tag send/recv
@@ -274,10 +276,7 @@ fn send_now(tls: Tls) {
         !recv.is_complete(),
         "{tls:?}: a refused tag message arrived"
     );
-    assert!(
-        inbox.lock().unwrap().is_empty(),
-        "{tls:?}: a refused AM arrived"
-    );
+    assert!(inbox.is_empty(), "{tls:?}: a refused AM arrived");
     until_sent("tag_send_now of 8 B", &|| {
         pair.client.tag_send_now(tag, &data)
     });
@@ -920,6 +919,170 @@ fn engine_threads_shm() {
     engine_round_trips(Tls::Shm);
 }
 
+// ---------------------------------------------------------------------------------------------
+// AM queues: messages waited for through an Engine
+// ---------------------------------------------------------------------------------------------
+
+const AM_Q_REQ: u16 = 30;
+/// Client thread t answers come back on id AM_Q_RESP + t, each to a queue of its own.
+const AM_Q_RESP: u16 = 31;
+
+/// Two engines, a client with two threads and a server with one: requests carry a header and
+/// ask for replies; the server takes them with `Engine::am_recv`, receives each payload (eager
+/// and rendezvous sizes) and echoes it on the reply endpoint; each client thread takes its
+/// echoes from a queue of its own and checks every byte.
+fn engine_am_queues(tls: Tls) {
+    const CLIENT_THREADS: u16 = 2;
+    const AM_ROUNDS: usize = 10;
+    let sizes = [0usize, 8, 8191, 65536, (1 << 20) + 13];
+    let context = tls.context();
+    let server = Arc::new(Engine::new(&context).expect("server engine"));
+    let client = Arc::new(Engine::new(&context).expect("client engine"));
+    let requests = AmQueue::new(server.worker(), AM_Q_REQ).expect("request queue");
+    let listener = Listener::bind(server.worker(), any_local()).unwrap();
+    let ep = client
+        .worker()
+        .connect(listener.local_addr().unwrap())
+        .unwrap();
+    let conn = server
+        .accept_signals(&listener, Some(TIMEOUT), &[])
+        .expect("connection request");
+    let server_ep = server.worker().accept(conn).unwrap();
+
+    let echo = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            for _ in 0..usize::from(CLIENT_THREADS) * AM_ROUNDS {
+                let message = server
+                    .am_recv(&requests, Some(TIMEOUT), &[])
+                    .expect("a request within the timeout");
+                let reply = message.reply_endpoint.expect("reply endpoint");
+                let len = message.payload.len();
+                let rendezvous = message.payload.is_rendezvous();
+                let got = server
+                    .wait(message.payload.recv_into(vec![0u8; len]).unwrap())
+                    .unwrap();
+                assert_eq!(got.length, len);
+                if len > 1 << 20 {
+                    assert!(rendezvous, "{len} B must arrive by rendezvous");
+                }
+                let id = AM_Q_RESP + u16::from(message.header[0]);
+                let send = reply
+                    .am_send(id, message.header, got.buffer, AmFlags::NONE)
+                    .unwrap();
+                server.wait(send).expect("echo");
+            }
+        })
+    };
+    let threads: Vec<_> = (0..CLIENT_THREADS)
+        .map(|thread| {
+            let client = client.clone();
+            let ep = ep.clone();
+            let replies = AmQueue::new(client.worker(), AM_Q_RESP + thread).unwrap();
+            std::thread::spawn(move || {
+                for round in 0..AM_ROUNDS {
+                    let size = sizes[round % sizes.len()];
+                    let what = format!("{tls:?} AM queue thread {thread} round {round} {size} B");
+                    let data = pattern(size, u64::from(thread) * 100 + round as u64);
+                    let header = vec![thread as u8, round as u8, 0xAB];
+                    let send = ep
+                        .am_send(AM_Q_REQ, header.clone(), data.clone(), AmFlags::REPLY)
+                        .unwrap();
+                    client.wait(send).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let message = client
+                        .am_recv(&replies, Some(TIMEOUT), &[])
+                        .unwrap_or_else(|| panic!("{what}: no echo"));
+                    assert_eq!(message.header, header, "{what}: header");
+                    assert!(message.reply_endpoint.is_none(), "{what}: no reply asked");
+                    let got = client
+                        .wait(message.payload.recv_into(vec![0u8; size]).unwrap())
+                        .unwrap();
+                    assert_eq!(got.length, size, "{what}: length");
+                    assert_bytes(&got.buffer, &data, &what);
+                }
+                assert!(replies.is_empty());
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    echo.join().expect("echo thread");
+    ep.close(CloseMode::Flush).unwrap();
+    drop(server_ep);
+}
+
+#[test]
+fn engine_am_queues_shm() {
+    engine_am_queues(Tls::Shm);
+}
+
+#[test]
+fn engine_am_queues_tcp() {
+    engine_am_queues(Tls::Tcp);
+}
+
+/// `Engine::am_recv` ends on a signal and on its timeout with nothing taken; a payload larger
+/// than the receive buffer is an error; dropping a queue releases its messages, and a new
+/// queue on the id gets the next ones.
+#[test]
+fn engine_am_queue_waits_end_and_queues_replace() {
+    const AM_Q: u16 = 33;
+    let (engine, ep) = engine_connected_to_itself();
+    let engine = Arc::new(engine);
+    let queue = Arc::new(AmQueue::new(engine.worker(), AM_Q).unwrap());
+    let send = |n: u8, size: usize| {
+        engine
+            .wait(
+                ep.am_send(AM_Q, vec![n], vec![n; size], AmFlags::NONE)
+                    .unwrap(),
+            )
+            .unwrap();
+    };
+
+    assert!(
+        engine
+            .am_recv(&queue, Some(Duration::from_millis(20)), &[])
+            .is_none()
+    );
+    let signal = Arc::new(swucx::Signal::new());
+    let waiter = {
+        let (engine, queue, signal) = (engine.clone(), queue.clone(), signal.clone());
+        std::thread::spawn(move || engine.am_recv(&queue, None, &[&signal]).is_none())
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    signal.raise();
+    assert!(
+        bounded(TIMEOUT, "signalled am_recv", move || waiter.join().unwrap()),
+        "a signal ends the wait with nothing taken"
+    );
+
+    // A message that is there is taken even with the signal raised.
+    send(1, 8);
+    let message = engine
+        .am_recv(&queue, Some(TIMEOUT), &[&signal])
+        .expect("message 1");
+    assert_eq!(message.header, [1]);
+    let too_short = message.payload.recv_into(vec![0u8; 4]);
+    assert_eq!(
+        too_short.err().map(|e| e.status()),
+        Some(Status::ERR_MESSAGE_TRUNCATED)
+    );
+
+    // Dropping a queue releases what waits in it; a new queue on the id gets what follows.
+    send(2, 100);
+    assert!(engine.progress_until(|| queue.len() == 1, TIMEOUT));
+    drop(Arc::try_unwrap(queue).ok().expect("the only reference"));
+    let queue = AmQueue::new(engine.worker(), AM_Q).unwrap();
+    send(3, 100);
+    let message = engine
+        .am_recv(&queue, Some(TIMEOUT), &[])
+        .expect("message 3");
+    assert_eq!(message.header, [3]);
+    assert!(queue.is_empty());
+    ep.close(CloseMode::Flush).unwrap();
+}
+
 /// An Engine over tcp and an endpoint from its worker to itself.
 fn engine_connected_to_itself() -> (Engine, swucx::Endpoint) {
     let engine = Engine::new(&Tls::Tcp.context()).expect("engine");
@@ -1020,7 +1183,7 @@ fn engine_spin_then_background_takes_over() {
             )
             .unwrap()
     };
-    let arrived = |n: usize| inbox.lock().unwrap().len() >= n;
+    let arrived = |n: usize| inbox.len() >= n;
     // Only sleeps and looks: progress, if any, comes from the background thread.
     let sleep_until_arrived = |n: usize, what: &str| {
         let deadline = std::time::Instant::now() + TIMEOUT;
@@ -1052,9 +1215,10 @@ fn engine_spin_then_background_takes_over() {
     engine.hand_over();
     send(3);
     sleep_until_arrived(3, "after a hand-over");
-    let headers: Vec<u8> = inbox.lock().unwrap().iter().map(|k| k.header[0]).collect();
+    let headers: Vec<u8> = std::iter::from_fn(|| inbox.try_recv())
+        .map(|m| m.header[0])
+        .collect();
     assert_eq!(headers, [1, 2, 3]);
-    inbox.lock().unwrap().clear();
     ep.close(CloseMode::Flush).unwrap();
 }
 

@@ -112,7 +112,7 @@ fn child_entry() {
 }
 
 /// The child's half of the exchange: echo every tag, stream and AM message back.
-fn echo_script(worker: &Worker, ep: &Endpoint, inbox: &common::Inbox) {
+fn echo_script(worker: &Worker, ep: &Endpoint, inbox: &swucx::AmQueue) {
     for &size in SIZES {
         let got = wait(
             worker.tag_recv(10, u64::MAX, vec![0u8; size]).unwrap(),
@@ -196,7 +196,7 @@ fn finish_child(worker: &Worker, ep: &Endpoint, close: &str) {
 }
 
 /// The parent side of the exchange, checking every echo byte-exact.
-fn parent_script(worker: &Worker, ep: &Endpoint, inbox: &common::Inbox) {
+fn parent_script(worker: &Worker, ep: &Endpoint, inbox: &swucx::AmQueue) {
     for &size in SIZES {
         let data = pattern(size, 20);
         let recv = worker.tag_recv(11, u64::MAX, vec![0u8; size]).unwrap();

@@ -11,7 +11,7 @@ use super::{
     ArgError, Handle, boundary, c_bytes, fail_with, handle_mut, impl_handle, into_handle,
     status_of, status_of_send_now, try_arg, try_out, try_ref, try_take, write_out,
 };
-use crate::{AmDesc, AmFlags, AmMessage, RawBuf};
+use crate::{AmDesc, AmFlags, AmMessage, Endpoint, QueuedAm, RawBuf};
 
 /// An active message, seen inside its handler only (the pointer is invalid once the handler
 /// returns). Read it with the accessors; to keep the payload, receive it into a buffer
@@ -32,16 +32,29 @@ struct AmMsgState<'a> {
 }
 impl_handle!(AmMsgState<'static>, b"SWammsg\0");
 
-/// A kept active-message payload, to receive from any thread later
-/// (`swucx_am_desc_recv`) or release (`swucx_am_desc_destroy`).
+/// A kept active message (`swucx_am_msg_keep`, or taken from a queue with
+/// `swucx_engine_am_recv`): its header, reply endpoint and payload, to receive from any thread
+/// later (`swucx_am_desc_recv`) or release (`swucx_am_desc_destroy`).
 ///
-/// Methods: `swucx_am_desc_length`, `swucx_am_desc_is_rndv`, `swucx_am_desc_recv`,
-/// `swucx_am_desc_destroy`.
+/// Methods: `swucx_am_desc_length`, `swucx_am_desc_is_rndv`, `swucx_am_desc_header`,
+/// `swucx_am_desc_reply_ep`, `swucx_am_desc_recv`, `swucx_am_desc_destroy`.
 pub struct swucx_am_desc_t {
     magic: u64,
     desc: AmDesc,
+    header: Vec<u8>,
+    reply: Option<Endpoint>,
 }
 impl_handle!(swucx_am_desc_t, b"SWamdesc");
+
+/// A new descriptor handle for a kept message.
+pub(super) fn new_desc(message: QueuedAm) -> *mut swucx_am_desc_t {
+    into_handle(swucx_am_desc_t {
+        magic: swucx_am_desc_t::MAGIC,
+        desc: message.payload,
+        header: message.header,
+        reply: message.reply_endpoint,
+    })
+}
 
 /// An active-message handler: called with the message and the `user_data` given at
 /// registration, inside progress on the progressing thread (on a MULTI worker progressed by
@@ -234,8 +247,8 @@ pub extern "C" fn swucx_am_msg_recv_mem(
     })
 }
 
-/// Keeps the payload beyond the handler (no copy for rendezvous and UCX-owned data): writes a
-/// new descriptor to `*desc_p`. Takes the payload from `msg`.
+/// Keeps the message beyond the handler (no copy of a rendezvous or UCX-owned payload; the
+/// header is copied): writes a new descriptor to `*desc_p`. Takes the payload from `msg`.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_am_msg_keep(
     msg: *mut swucx_am_msg_t,
@@ -249,9 +262,10 @@ pub extern "C" fn swucx_am_msg_keep(
         };
         write_out!(
             desc_p,
-            into_handle(swucx_am_desc_t {
-                magic: swucx_am_desc_t::MAGIC,
-                desc: m.keep(),
+            new_desc(QueuedAm {
+                header: m.header().to_vec(),
+                reply_endpoint: m.reply_endpoint(),
+                payload: m.keep(),
             })
         );
         SWUCX_OK
@@ -268,6 +282,44 @@ pub extern "C" fn swucx_am_desc_length(desc: *const swucx_am_desc_t) -> usize {
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_am_desc_is_rndv(desc: *const swucx_am_desc_t) -> bool {
     boundary(|| try_ref!(desc).desc.is_rendezvous())
+}
+
+/// The kept message's header: writes its start to `*header_p` (NULL when empty) and its
+/// length to `*length_p` (valid until the descriptor is received or destroyed).
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_am_desc_header(
+    desc: *const swucx_am_desc_t,
+    header_p: *mut *const c_void,
+    length_p: *mut usize,
+) -> swucx_status_t {
+    boundary(|| {
+        let desc = try_ref!(desc);
+        try_out!(header_p);
+        try_out!(length_p);
+        write_out!(header_p, c_bytes(&desc.header).cast());
+        write_out!(length_p, desc.header.len());
+        SWUCX_OK
+    })
+}
+
+/// The endpoint to reply on, as `swucx_am_msg_reply_ep` (a new handle each call; destroy it
+/// when done). `SWUCX_ERR_NO_ELEM` if the message has none.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_am_desc_reply_ep(
+    desc: *const swucx_am_desc_t,
+    ep_p: *mut *mut swucx_ep_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let desc = try_ref!(desc);
+        try_out!(ep_p);
+        match &desc.reply {
+            Some(ep) => {
+                write_out!(ep_p, new_ep(ep.clone()));
+                SWUCX_OK
+            }
+            None => fail_with(SWUCX_ERR_NO_ELEM, "message has no reply endpoint"),
+        }
+    })
 }
 
 /// Receives the kept payload into `length` bytes at `buffer` (at least its length; valid and

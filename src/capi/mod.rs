@@ -22,6 +22,7 @@ use std::ffi::{CStr, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 mod am;
+mod am_queue;
 mod context;
 mod endpoint;
 mod engine;
@@ -79,7 +80,7 @@ pub(crate) fn boundary<R: Fallback>(body: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(value) => value,
         Err(payload) => {
-            set_last_error(format!("panic in swucx: {}", panic_message(&*payload)));
+            set_last_error(&format!("panic in swucx: {}", panic_message(&*payload)));
             R::panicked()
         }
     }
@@ -106,11 +107,11 @@ impl ArgError {
     pub(crate) fn fail<R: Fallback>(self) -> R {
         match self {
             ArgError::Null(name) => {
-                set_last_error(format!("argument `{name}` is NULL"));
+                set_last_error(&format!("argument `{name}` is NULL"));
                 R::null_arg()
             }
             ArgError::Bad(name) => {
-                set_last_error(format!(
+                set_last_error(&format!(
                     "argument `{name}` is not a live swucx handle of the expected type"
                 ));
                 R::bad_handle()
@@ -249,7 +250,7 @@ pub(crate) unsafe fn c_str<'a>(
     // SAFETY: non-NULL and NUL-terminated per the caller's contract.
     let s = unsafe { CStr::from_ptr(ptr) };
     s.to_str().map_err(|_| {
-        set_last_error(format!("argument `{name}` is not valid UTF-8"));
+        set_last_error(&format!("argument `{name}` is not valid UTF-8"));
         SWUCX_ERR_UTF8
     })
 }
@@ -329,7 +330,7 @@ pub(crate) use write_out;
 
 /// Ends a function on a swucx error: records its text, returns its status.
 pub(crate) fn fail(err: crate::Error) -> swucx_status_t {
-    set_last_error(err.to_string());
+    set_last_error(&err.to_string());
     swucx_status_t::from(err.status().0)
 }
 
@@ -351,8 +352,8 @@ pub(crate) fn status_of_send_now(result: crate::Result<()>) -> swucx_status_t {
 }
 
 /// Ends a function on an error of swucx's own (C layer): records `msg`, returns `code`.
-pub(crate) fn fail_with(code: swucx_status_t, msg: impl Into<String>) -> swucx_status_t {
-    set_last_error(msg.into());
+pub(crate) fn fail_with(code: swucx_status_t, msg: impl AsRef<str>) -> swucx_status_t {
+    set_last_error(msg.as_ref());
     code
 }
 

@@ -163,7 +163,7 @@ impl ReqState {
                 status, message, ..
             } => {
                 if let Some(m) = message {
-                    set_last_error(m.clone());
+                    set_last_error(m);
                 }
                 *status
             }

@@ -86,9 +86,14 @@ thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-/// Records the detail message of a failure on this thread.
-pub(crate) fn set_last_error(msg: String) {
-    LAST_ERROR.with(|last| *last.borrow_mut() = msg);
+/// Records the detail message of a failure on this thread (into the thread's buffer: no
+/// allocation once it is long enough).
+pub(crate) fn set_last_error(msg: &str) {
+    LAST_ERROR.with(|last| {
+        let mut last = last.borrow_mut();
+        last.clear();
+        last.push_str(msg);
+    });
 }
 
 /// A static, NUL-terminated text for `status`; never NULL ("Unknown error" for codes nobody

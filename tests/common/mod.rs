@@ -3,14 +3,13 @@
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use swucx::{AmDesc, CloseMode, Context, Done, Endpoint, Listener, Request, Worker};
+use swucx::{AmDesc, AmQueue, CloseMode, Context, Done, Endpoint, Listener, Request, Worker};
 
 /// The upper bound for any single wait in the tests (a hang fails the test instead).
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -198,33 +197,16 @@ impl Drop for Progressor {
     }
 }
 
-/// An AM payload kept by a handler: the header, whether it came by rendezvous, and the desc.
+/// An AM message taken from a queue: the header, whether it came by rendezvous, and the desc.
 pub struct Kept {
     pub header: Vec<u8>,
     pub rendezvous: bool,
     pub desc: AmDesc,
 }
 
-/// A queue an AM handler fills with kept messages.
-pub type Inbox = Arc<Mutex<VecDeque<Kept>>>;
-
-/// Registers a handler for `id` on `worker` that keeps every message in the returned inbox.
-pub fn am_inbox(worker: &Worker, id: u16) -> Inbox {
-    let inbox: Inbox = Arc::new(Mutex::new(VecDeque::new()));
-    let sink = inbox.clone();
-    worker
-        .set_am_handler(id, move |msg| {
-            let header = msg.header().to_vec();
-            let rendezvous = msg.is_rendezvous();
-            let desc = msg.keep();
-            sink.lock().unwrap().push_back(Kept {
-                header,
-                rendezvous,
-                desc,
-            });
-        })
-        .expect("set AM handler");
-    inbox
+/// Queues the active messages with `id` that reach `worker`.
+pub fn am_inbox(worker: &Worker, id: u16) -> AmQueue {
+    AmQueue::new(worker, id).expect("create AM queue")
 }
 
 /// Two connected endpoints (or one endpoint to itself, for `self`).
@@ -378,14 +360,19 @@ impl Drop for Pair {
     }
 }
 
-/// Takes the first kept message from `inbox`, progressing `workers` until one arrives.
-pub fn next_kept(workers: &[&Worker], inbox: &Inbox, what: &str) -> Kept {
+/// Takes the first message from `inbox`, progressing `workers` until one arrives.
+pub fn next_kept(workers: &[&Worker], inbox: &AmQueue, what: &str) -> Kept {
     let mut got = None;
     progress_until(workers, what, || {
-        got = inbox.lock().unwrap().pop_front();
+        got = inbox.try_recv();
         got.is_some()
     });
-    got.expect("kept message")
+    let message = got.expect("queued message");
+    Kept {
+        header: message.header,
+        rendezvous: message.payload.is_rendezvous(),
+        desc: message.payload,
+    }
 }
 
 /// A fresh directory under the system temp dir (`swucx-<tag>-<pid>-<nanos>`), removed on drop.

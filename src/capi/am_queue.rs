@@ -1,0 +1,138 @@
+//! `swucx_am_queue_t`: the active messages of one id, queued until a thread takes them.
+
+use super::am::{new_desc, swucx_am_desc_t};
+use super::engine::{SignalList, swucx_engine_t, swucx_signal_t, timeout};
+use super::request::SWUCX_WAIT_NO_SPIN;
+use super::status::{
+    SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_NO_MESSAGE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS, SWUCX_OK,
+    swucx_status_t,
+};
+use super::worker::swucx_worker_t;
+use super::{
+    Handle, boundary, fail, fail_with, impl_handle, into_handle, try_out, try_ref, try_take,
+    write_out,
+};
+use crate::AmQueue;
+
+/// The queue of the active messages with one id on a worker: each message waits in it (header
+/// copied, payload kept) until a thread takes it with `swucx_engine_am_recv` (waiting as
+/// `swucx_engine_wait_signals` does) or `swucx_am_queue_try_recv`, in arrival order. For threads
+/// that wait for their next message, as for a tag receive, with no code of theirs inside
+/// progress; a handler (`swucx_worker_set_am_handler`) is for code that reacts to each message
+/// inside progress. Any thread; any number of threads may take from one queue.
+///
+/// Methods: `swucx_am_queue_create`, `swucx_engine_am_recv`, `swucx_am_queue_try_recv`,
+/// `swucx_am_queue_length`, `swucx_am_queue_destroy`.
+pub struct swucx_am_queue_t {
+    magic: u64,
+    queue: AmQueue,
+}
+impl_handle!(swucx_am_queue_t, b"SWamqueu");
+
+/// Queues the active messages with `id` that reach `worker` (replacing the id's handler; ids
+/// below 256, registered before traffic starts): writes the new queue to `*queue_p`. The queue
+/// is unbounded.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_am_queue_create(
+    worker: *const swucx_worker_t,
+    id: u16,
+    queue_p: *mut *mut swucx_am_queue_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let worker = &try_ref!(worker).worker;
+        try_out!(queue_p);
+        match AmQueue::new(worker, id) {
+            Ok(queue) => {
+                write_out!(
+                    queue_p,
+                    into_handle(swucx_am_queue_t {
+                        magic: swucx_am_queue_t::MAGIC,
+                        queue,
+                    })
+                );
+                SWUCX_OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Takes the oldest message from `queue` (one on the engine's worker), waiting for it: spins
+/// driving progress, then sleeps until a message arrives, `timeout_ms` passes (negative: no
+/// limit) or one of the `count` signals in `signals` is raised. Writes the message to
+/// `*desc_p` (read its header and reply endpoint, receive its payload with
+/// `swucx_am_desc_recv`) and returns `SWUCX_OK`; `SWUCX_INPROGRESS` when a signal ended the
+/// wait, `SWUCX_ERR_TIMED_OUT` when the time did. `flags`: 0 or `SWUCX_WAIT_NO_SPIN`; `signals`
+/// as for `swucx_engine_wait_signals`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_engine_am_recv(
+    engine: *const swucx_engine_t,
+    queue: *const swucx_am_queue_t,
+    timeout_ms: i64,
+    flags: u32,
+    signals: *const *const swucx_signal_t,
+    count: usize,
+    desc_p: *mut *mut swucx_am_desc_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let engine = &try_ref!(engine).engine;
+        let queue = &try_ref!(queue).queue;
+        try_out!(desc_p);
+        if flags & !SWUCX_WAIT_NO_SPIN != 0 {
+            return fail_with(
+                SWUCX_ERR_INVALID_PARAM,
+                format!("unknown wait flags {flags:#x}"),
+            );
+        }
+        let refs = match SignalList::new(signals, count) {
+            Ok(refs) => refs,
+            Err(status) => return status,
+        };
+        let spin = flags & SWUCX_WAIT_NO_SPIN == 0;
+        match engine.am_recv_with(queue, timeout(timeout_ms), refs.get(), spin) {
+            Some(message) => {
+                write_out!(desc_p, new_desc(message));
+                SWUCX_OK
+            }
+            None if refs.get().iter().any(|s| s.is_raised()) => SWUCX_INPROGRESS,
+            None => fail_with(SWUCX_ERR_TIMED_OUT, "active-message receive timed out"),
+        }
+    })
+}
+
+/// Takes the oldest message from `queue` if one is there, without waiting or progressing:
+/// writes it to `*desc_p` and returns `SWUCX_OK`, else `SWUCX_ERR_NO_MESSAGE`.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_am_queue_try_recv(
+    queue: *const swucx_am_queue_t,
+    desc_p: *mut *mut swucx_am_desc_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let queue = &try_ref!(queue).queue;
+        try_out!(desc_p);
+        match queue.try_recv() {
+            Some(message) => {
+                write_out!(desc_p, new_desc(message));
+                SWUCX_OK
+            }
+            None => SWUCX_ERR_NO_MESSAGE,
+        }
+    })
+}
+
+/// The number of messages waiting in `queue` (0 for a NULL or invalid handle).
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_am_queue_length(queue: *const swucx_am_queue_t) -> usize {
+    boundary(|| try_ref!(queue).queue.len())
+}
+
+/// Destroys the queue: the messages still in it are released, and later ones with its id are
+/// dropped. No wait may use it any more. NULL is a no-op.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_am_queue_destroy(queue: *mut swucx_am_queue_t) {
+    boundary(|| {
+        if !queue.is_null() {
+            drop(try_take!(queue));
+        }
+    })
+}
