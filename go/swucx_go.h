@@ -423,6 +423,7 @@ static inline swx_am_res swx_am_take(swucx_am_desc_t *desc, void *buf, size_t le
     swx_am_res out;
     const void *h = NULL;
     swucx_request_t *req = NULL;
+    swucx_status_t st;
     memset(&out, 0, sizeof out);
     out.taken = 1;
     swucx_am_desc_header(desc, &h, &out.header_length);
@@ -432,7 +433,8 @@ static inline swx_am_res swx_am_take(swucx_am_desc_t *desc, void *buf, size_t le
     }
     if (out.header_length > 0) memcpy(hdr, h, out.header_length);
     if (swucx_am_desc_reply_ep(desc, &out.reply_ep) != SWUCX_OK) out.reply_ep = NULL;
-    out.r = swx_op(swucx_am_desc_recv(desc, buf, len, &req), req);
+    st = swucx_am_desc_recv(desc, buf, len, &req);
+    out.r = swx_op(st, req);
     return out;
 }
 
@@ -463,7 +465,8 @@ static inline swx_am_res swx_am_recv(const swucx_engine_t *engine, const swucx_a
 static inline swx_res swx_am_queue_create(const swucx_worker_t *w, uint16_t id)
 {
     swucx_am_queue_t *q = NULL;
-    return swx_handle(swucx_am_queue_create(w, id, &q), q);
+    swucx_status_t st = swucx_am_queue_create(w, id, &q);
+    return swx_handle(st, q);
 }
 
 #endif /* SWUCX_GO_H */

@@ -186,6 +186,9 @@ type io struct {
 	sbuf []byte // in the registered region
 	rbuf []byte
 	am   amSource
+	// amq takes the active messages of latency runs (both sides): each receive is one
+	// AMQueue.Recv, a wait in C as TagRecv's is, with no Go handler inside UCX's progress.
+	amq *swucx.AMQueue
 }
 
 // amSource is where a session's active messages come from.
@@ -265,7 +268,12 @@ func (in *amInbox) take(ctx context.Context) (int, error) {
 
 func newAMInbox(eng *swucx.Engine) (*amInbox, error) {
 	in := &amInbox{ch: make(chan arrival, 1024)}
-	err := eng.HandleAMFunc(amData, func(m *swucx.AMMessage) {
+	return in, in.register(eng)
+}
+
+// register makes the inbox amData's handler (again, after a latency session's AMQueue).
+func (in *amInbox) register(eng *swucx.Engine) error {
+	return eng.HandleAMFunc(amData, func(m *swucx.AMMessage) {
 		a := arrival{m: m}
 		if m.Pending() > 0 {
 			if b := in.rbuf.Load(); b != nil {
@@ -276,7 +284,6 @@ func newAMInbox(eng *swucx.Engine) (*amInbox, error) {
 		}
 		in.ch <- a
 	})
-	return in, err
 }
 
 func (o *io) send(ctx context.Context, buf []byte) error {
@@ -299,6 +306,13 @@ func (o *io) recv(ctx context.Context, buf []byte) error {
 		}
 		return err
 	case apiAM:
+		if o.amq != nil {
+			got, err := o.amq.Recv(ctx, buf)
+			if err == nil && got.N != o.size {
+				err = fmt.Errorf("received %d bytes, want %d", got.N, o.size)
+			}
+			return err
+		}
 		// Spin driving progress (the handler then runs on this thread) as long as the
 		// Engine's own waits do (swucx::DEFAULT_SPIN) before sleeping on the channel; Spin
 		// hands progress to the background thread if it runs out (docs/design.md).
@@ -475,7 +489,7 @@ func runServer(listen, transport, features string, cpu int) error {
 	}
 }
 
-func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox, cpus *cpuBinding) (params, error) {
+func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox, cpus *cpuBinding) (p params, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	buf := make([]byte, maxCtrl)
@@ -485,7 +499,7 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox
 	}
 	byeDone := make(chan error, 1)
 	go func() { _, err := ctrlRecv(ctx, eng, bye, nil); byeDone <- err }()
-	p, err := decode(buf[:n])
+	p, err = decode(buf[:n])
 	if err != nil {
 		return p, err
 	}
@@ -516,6 +530,14 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox
 		o.am = am
 		am.rbuf.Store(&o.rbuf)
 		defer am.rbuf.Store(nil) // before the region goes
+		if p.mode == modeLat {
+			// Before the ready message, so before the client sends; the inbox takes over
+			// again after the session (which closes the queue).
+			if o.amq, err = eng.AMQueue(amData); err != nil {
+				return p, err
+			}
+			defer func() { err = cmp.Or(err, am.register(eng)) }()
+		}
 	}
 	if err := ctrlSend(ctx, cm, ready, readyMsg); err != nil {
 		return p, err
@@ -696,7 +718,13 @@ func runClient(a clientArgs) (string, error) {
 	}
 	defer region.Close()
 	var am amChannel
-	if p.api == apiAM {
+	var amq *swucx.AMQueue
+	if p.api == apiAM && p.mode == modeLat {
+		if amq, err = eng.AMQueue(amData); err != nil {
+			return "", err
+		}
+		defer amq.Close()
+	} else if p.api == apiAM {
 		// Payloads land in the receive buffer (in the registered region), the way the Rust
 		// and C ping-pongs receive into their pre-allocated buffer.
 		alloc := func(n int) []byte {
@@ -746,7 +774,7 @@ func runClient(a clientArgs) (string, error) {
 		}
 		defer ep.Close()
 	}
-	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: sbuf, rbuf: rbuf, am: am}
+	o := &io{eng: eng, ep: ep, api: p.api, size: int(p.size), sbuf: sbuf, rbuf: rbuf, am: am, amq: amq}
 	var result string
 	if p.mode == modeLat {
 		result, err = clientLat(ctx, o, p)
