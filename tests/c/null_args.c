@@ -127,6 +127,24 @@ int main(void)
     CHECK_ST(swucx_am_desc_recv(desc, NULL, sizeof buf, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_desc_recv(desc, buf, sizeof buf, NULL), SWUCX_ERR_NULL_ARG);
     swucx_am_desc_destroy(NULL); /* NULL is a no-op */
+    CHECK_ST(swucx_am_desc_header(NULL, &cvp, &sz), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_desc_header(desc, NULL, &sz), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_desc_header(desc, &cvp, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_desc_reply_ep(NULL, &out_swucx_ep_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_desc_reply_ep(desc, NULL), SWUCX_ERR_NULL_ARG);
+    swucx_am_queue_t *queue = NULL;
+    CHECK_ST(swucx_am_queue_create(NULL, 5, &queue), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_queue_create((const struct swucx_worker_t *)w, 5, NULL), SWUCX_ERR_NULL_ARG);
+    REQUIRE_OK(swucx_am_queue_create(w, 5, &queue));
+    CHECK_ST(swucx_am_queue_try_recv(NULL, &out_swucx_am_desc_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_queue_try_recv(queue, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK(swucx_am_queue_length(NULL) == 0);
+    CHECK_ST(swucx_engine_am_recv(NULL, queue, 0, 0, NULL, 0, &out_swucx_am_desc_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_am_recv((const struct swucx_engine_t *)eng, NULL, 0, 0, NULL, 0, &out_swucx_am_desc_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_am_recv((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 1, &out_swucx_am_desc_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_am_recv((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, NULL), SWUCX_ERR_NULL_ARG);
+    swucx_am_queue_destroy(queue);
+    swucx_am_queue_destroy(NULL); /* NULL is a no-op */
     CHECK_ST(swucx_ep_am_send_now(NULL, 1, buf, sizeof buf, buf, sizeof buf, 0), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_am_send_now((const struct swucx_ep_t *)ep, 1, NULL, sizeof buf, buf, sizeof buf, 0), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_am_send_now((const struct swucx_ep_t *)ep, 1, buf, sizeof buf, NULL, sizeof buf, 0), SWUCX_ERR_NULL_ARG);

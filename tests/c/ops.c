@@ -719,6 +719,96 @@ static void test_engine_signals(swucx_engine_t *engine, swucx_worker_t *w, swucx
     swucx_signal_destroy(other);
 }
 
+/* Progresses the engine's worker until n messages wait in q (bounded; checked). */
+static void wait_queued(swucx_engine_t *engine, swucx_am_queue_t *q, size_t n)
+{
+    double deadline = now_s() + 30.0;
+    while (swucx_am_queue_length(q) < n && now_s() < deadline)
+        (void)swucx_engine_progress(engine);
+    CHECK(swucx_am_queue_length(q) == n);
+}
+
+/* swucx_am_queue_t: messages wait in the queue until swucx_engine_am_recv (or try_recv) takes
+ * them, with their header, reply endpoint and payload (eager and rendezvous); a wait ends on its
+ * timeout or a signal with nothing taken. */
+static void test_engine_am_queue(swucx_engine_t *engine, swucx_worker_t *w, swucx_ep_t *ep)
+{
+    enum { BIG = 2 << 20 };
+    swucx_am_queue_t *q = NULL;
+    REQUIRE_OK(swucx_am_queue_create(w, 13, &q));
+    swucx_am_desc_t *desc = NULL;
+    CHECK_ST(swucx_am_queue_try_recv(q, &desc), SWUCX_ERR_NO_MESSAGE);
+    CHECK_ST(swucx_engine_am_recv(engine, q, 20, 0, NULL, 0, &desc), SWUCX_ERR_TIMED_OUT);
+    swucx_signal_t *sig = NULL;
+    REQUIRE_OK(swucx_signal_create(&sig));
+    const swucx_signal_t *sigs[] = {sig};
+    CHECK_OK(swucx_signal_raise(sig));
+    CHECK_ST(swucx_engine_am_recv(engine, q, -1, 0, sigs, 1, &desc), SWUCX_INPROGRESS);
+    CHECK(desc == NULL);
+    CHECK_ST(swucx_engine_am_recv(engine, q, -1, 1u << 7, NULL, 0, &desc),
+             SWUCX_ERR_INVALID_PARAM);
+
+    uint8_t *src = malloc(BIG), *dst = malloc(BIG);
+    REQUIRE(src != NULL && dst != NULL);
+    fill(src, BIG, 13);
+    const size_t sizes[] = {8, BIG};
+    for (int i = 0; i < 2; i++) {
+        size_t n = sizes[i];
+        const char hdr[4] = {'q', 'h', 'd', (char)('0' + i)};
+        swucx_request_t *sr = NULL, *rr = NULL;
+        REQUIRE_OK(swucx_ep_am_send(ep, 13, hdr, 4, src, n, SWUCX_AM_FLAG_REPLY, &sr));
+        if (i == 0) {
+            CHECK_OK(swucx_signal_reset(sig));
+            CHECK_OK(swucx_engine_am_recv(engine, q, 10000, 0, sigs, 1, &desc));
+        } else {
+            /* With the signal raised, a message that is there is taken all the same. */
+            CHECK_OK(swucx_signal_raise(sig));
+            wait_queued(engine, q, 1);
+            CHECK_OK(swucx_engine_am_recv(engine, q, 10000, 0, sigs, 1, &desc));
+        }
+        REQUIRE(desc != NULL);
+        const void *h = NULL;
+        size_t hlen = 0;
+        CHECK_OK(swucx_am_desc_header(desc, &h, &hlen));
+        CHECK(hlen == 4 && memcmp(h, hdr, 4) == 0);
+        CHECK(swucx_am_desc_length(desc) == n);
+        CHECK(swucx_am_desc_is_rndv(desc) == (n == BIG));
+        swucx_ep_t *reply = NULL;
+        CHECK_OK(swucx_am_desc_reply_ep(desc, &reply));
+        swucx_ep_destroy(reply);
+        memset(dst, 0, n);
+        swucx_status_t st = swucx_am_desc_recv(desc, dst, n, &rr);
+        CHECK(st == SWUCX_OK || st == SWUCX_INPROGRESS);
+        CHECK_OK(swucx_engine_wait(engine, rr, 10000));
+        CHECK_OK(swucx_engine_wait(engine, sr, 10000));
+        CHECK(memcmp(dst, src, n) == 0);
+        swucx_request_free(rr);
+        swucx_request_free(sr);
+    }
+    /* No reply asked: no reply endpoint. A message left in the queue goes with it. */
+    swucx_request_t *sr = NULL;
+    REQUIRE_OK(swucx_ep_am_send(ep, 13, NULL, 0, src, 8, 0, &sr));
+    CHECK_OK(swucx_engine_wait(engine, sr, 10000));
+    swucx_request_free(sr);
+    wait_queued(engine, q, 1);
+    REQUIRE_OK(swucx_am_queue_try_recv(q, &desc));
+    swucx_ep_t *none = NULL;
+    CHECK_ST(swucx_am_desc_reply_ep(desc, &none), SWUCX_ERR_NO_ELEM);
+    const void *h = &h;
+    size_t hlen = 1;
+    CHECK_OK(swucx_am_desc_header(desc, &h, &hlen));
+    CHECK(h == NULL && hlen == 0);
+    swucx_am_desc_destroy(desc);
+    REQUIRE_OK(swucx_ep_am_send(ep, 13, NULL, 0, src, 8, 0, &sr));
+    CHECK_OK(swucx_engine_wait(engine, sr, 10000));
+    swucx_request_free(sr);
+    wait_queued(engine, q, 1);
+    swucx_am_queue_destroy(q);
+    swucx_signal_destroy(sig);
+    free(src);
+    free(dst);
+}
+
 static void test_engine(const char *tls)
 {
     if (strcmp(tls, "self") == 0) {
@@ -763,6 +853,7 @@ static void test_engine(const char *tls)
     swucx_request_free(rr);
     swucx_request_free(sr);
     test_engine_signals(engine, w, ep);
+    test_engine_am_queue(engine, w, ep);
     CHECK_OK(swucx_ep_close(ep, SWUCX_EP_CLOSE_FLUSH));
     CHECK_ST(swucx_ep_tag_send(ep, &v, 8, 3, &sr), SWUCX_ERR_NOT_CONNECTED);
     swucx_ep_destroy(ep);

@@ -41,6 +41,15 @@ static int g_failures = 0;
 #define CHECK_OK(call) CHECK_ST(call, SWUCX_OK)
 
 /* A call that must succeed for the test to go on. */
+/* A condition the rest of the test cannot go on without. */
+#define REQUIRE(cond)                                                                  \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);  \
+            exit(2);                                                                   \
+        }                                                                              \
+    } while (0)
+
 #define REQUIRE_OK(call)                                                               \
     do {                                                                               \
         swucx_status_t st_ = (call);                                                   \
