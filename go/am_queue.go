@@ -80,23 +80,46 @@ func (q *AMQueue) Recv(ctx context.Context, buf []byte) (AMReceived, error) {
 	if err := ctx.Err(); err != nil {
 		return AMReceived{}, ctxErr("am_recv", ctx)
 	}
-	pin := new(runtime.Pinner)
-	p := pinBytes(pin, buf)
+	// Unpinned: an eager payload is copied within the call. A rendezvous one comes back
+	// untaken (r.desc), and buf is pinned before its receive starts.
+	p := bytesPtr(buf)
 	r, err := q.next(ctx, p, len(buf))
 	if err != nil {
-		pin.Unpin()
 		return AMReceived{}, err
 	}
 	var got AMReceived
+	var pin *runtime.Pinner
 	if r.desc != nil {
-		// A header: take the message again with a buffer for it.
-		got.Header = make([]byte, int(r.header_length))
-		r = C.swx_am_take(r.desc, p, C.size_t(len(buf)), unsafe.Pointer(&got.Header[0]), r.header_length)
+		// A header, a payload longer than buf or one by rendezvous: take it apart here.
+		var hp unsafe.Pointer
+		if r.header_length > 0 {
+			got.Header = make([]byte, int(r.header_length))
+			hp = unsafe.Pointer(&got.Header[0])
+		}
+		if r.rndv != 0 {
+			pin = new(runtime.Pinner)
+			p = pinBytes(pin, buf)
+		}
+		reply := r.reply_ep
+		r = C.swx_am_take(r.desc, p, C.size_t(len(buf)), hp)
+		r.reply_ep = reply
+	}
+	if pin == nil {
+		// Copied within the call (or failed): nothing in flight.
+		if r.r.st != C.SWUCX_OK {
+			err = resErr("am_recv", r.r)
+		}
+		got.N = int(r.r.length)
+	} else {
+		got.N, _, err = q.eng.complete(ctx, "am_recv", r.r, pin, nil)
 	}
 	if r.reply_ep != nil {
 		got.ReplyEndpoint = newEndpoint(q.eng, unsafe.Pointer(r.reply_ep))
+		if err != nil {
+			got.ReplyEndpoint.Close()
+			got.ReplyEndpoint = nil
+		}
 	}
-	got.N, _, err = q.eng.complete(ctx, "am_recv", r.r, pin, nil)
 	return got, err
 }
 

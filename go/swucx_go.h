@@ -410,15 +410,16 @@ typedef struct {
                               * the wait's end: SWUCX_INPROGRESS (signalled) or an error */
     int taken;               /* a message was taken from the queue */
     size_t header_length;
-    swucx_am_desc_t *desc;   /* not NULL: the header needs a buffer of header_length bytes,
-                              * swx_am_take this again with one */
+    int rndv;                /* the payload is still at the sender */
+    swucx_am_desc_t *desc;   /* not NULL: the message, handed back untouched, as the header
+                              * needs a buffer of header_length bytes, the payload a longer one
+                              * or, by rendezvous, a pinned one: swx_am_take it */
     swucx_ep_t *reply_ep;    /* NULL unless the sender asked for replies */
 } swx_am_res;
 
-/* Takes a message out of desc: its header into hdr (when it fits in hdr_cap bytes; else desc is
- * handed back untouched), its reply endpoint, and its payload into buf (len bytes). */
-static inline swx_am_res swx_am_take(swucx_am_desc_t *desc, void *buf, size_t len, void *hdr,
-                                     size_t hdr_cap)
+/* Takes the header (into hdr, at least header_length bytes) and the payload (into buf, len
+ * bytes; kept past the call for a rendezvous payload) out of a message handed back in desc. */
+static inline swx_am_res swx_am_take(swucx_am_desc_t *desc, void *buf, size_t len, void *hdr)
 {
     swx_am_res out;
     const void *h = NULL;
@@ -427,19 +428,15 @@ static inline swx_am_res swx_am_take(swucx_am_desc_t *desc, void *buf, size_t le
     memset(&out, 0, sizeof out);
     out.taken = 1;
     swucx_am_desc_header(desc, &h, &out.header_length);
-    if (out.header_length > hdr_cap) {
-        out.desc = desc;
-        return out;
-    }
     if (out.header_length > 0) memcpy(hdr, h, out.header_length);
-    if (swucx_am_desc_reply_ep(desc, &out.reply_ep) != SWUCX_OK) out.reply_ep = NULL;
     st = swucx_am_desc_recv(desc, buf, len, &req);
     out.r = swx_op(st, req);
     return out;
 }
 
-/* Waits through the engine (swucx_engine_am_recv, up to three signals) for the queue's next
- * message and takes it (swx_am_take, with no header buffer). */
+/* Waits through the engine (swucx_engine_am_recv_into, up to three signals) for the queue's
+ * next message: an eager payload that fits lands in buf (not kept past the call) and a message
+ * without a header is done; any other comes back in desc. */
 static inline swx_am_res swx_am_recv(const swucx_engine_t *engine, const swucx_am_queue_t *queue,
                                      int64_t timeout_ms, uint32_t flags,
                                      const swucx_signal_t *s0, const swucx_signal_t *s1,
@@ -447,19 +444,30 @@ static inline swx_am_res swx_am_recv(const swucx_engine_t *engine, const swucx_a
 {
     const swucx_signal_t *sigs[3];
     size_t n = 0;
-    swucx_am_desc_t *desc = NULL;
+    swucx_am_recv_info_t info;
+    swx_am_res out;
     swucx_status_t st;
+    memset(&out, 0, sizeof out);
     if (s0 != NULL) sigs[n++] = s0;
     if (s1 != NULL) sigs[n++] = s1;
     if (s2 != NULL) sigs[n++] = s2;
-    st = swucx_engine_am_recv(engine, queue, timeout_ms, flags, sigs, n, &desc);
+    st = swucx_engine_am_recv_into(engine, queue, timeout_ms, flags, sigs, n, NULL, 0, buf, len,
+                                   &info);
     if (st != SWUCX_OK) {
-        swx_am_res out;
-        memset(&out, 0, sizeof out);
         out.r = swx_status(st);
         return out;
     }
-    return swx_am_take(desc, buf, len, NULL, 0);
+    out.taken = 1;
+    out.header_length = info.header_length;
+    out.reply_ep = info.reply_ep;
+    out.desc = info.desc;
+    if (info.desc != NULL) {
+        out.rndv = swucx_am_desc_is_rndv(info.desc);
+    } else {
+        out.r.st = SWUCX_OK;
+        out.r.length = info.length;
+    }
+    return out;
 }
 
 static inline swx_res swx_am_queue_create(const swucx_worker_t *w, uint16_t id)

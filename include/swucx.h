@@ -213,7 +213,8 @@ typedef struct swucx_am_msg_t swucx_am_msg_t;
  * progress; a handler (`swucx_worker_set_am_handler`) is for code that reacts to each message
  * inside progress. Any thread; any number of threads may take from one queue.
  *
- * Methods: `swucx_am_queue_create`, `swucx_engine_am_recv`, `swucx_am_queue_try_recv`,
+ * Methods: `swucx_am_queue_create`, `swucx_engine_am_recv`, `swucx_engine_am_recv_into`,
+ * `swucx_am_queue_try_recv`,
  * `swucx_am_queue_length`, `swucx_am_queue_destroy`.
  */
 typedef struct swucx_am_queue_t swucx_am_queue_t;
@@ -374,6 +375,32 @@ typedef int32_t swucx_status_t;
  * progress; sending (e.g. a reply) is allowed.
  */
 typedef void (*swucx_am_callback_t)(struct swucx_am_msg_t *msg, void *user_data);
+
+/**
+ * What `swucx_engine_am_recv_into` took.
+ */
+typedef struct swucx_am_recv_info_t {
+    /**
+     * The payload's length.
+     */
+    size_t length;
+    /**
+     * The header's length.
+     */
+    size_t header_length;
+    /**
+     * NULL when the header and the payload were copied into the caller's buffers; else the
+     * message, not taken apart (its payload comes by rendezvous, or the payload or the header
+     * is longer than its buffer): read it and receive its payload with `swucx_am_desc_*`, or
+     * destroy it.
+     */
+    struct swucx_am_desc_t *desc;
+    /**
+     * The endpoint to reply on (a new handle: destroy it), or NULL when the sender asked for
+     * none.
+     */
+    struct swucx_ep_t *reply_ep;
+} swucx_am_recv_info_t;
 
 /**
  * One UCX configuration setting: the variable name without `UCX_` and its value, e.g.
@@ -851,6 +878,27 @@ swucx_status_t swucx_engine_am_recv(const struct swucx_engine_t *engine,
                                     const struct swucx_signal_t *const *signals,
                                     size_t count,
                                     struct swucx_am_desc_t **desc_p);
+
+/**
+ * `swucx_engine_am_recv` and the usual next steps in one call, for small messages: waits as
+ * it does for the next message in `queue`, then copies its header into `header_capacity`
+ * bytes at `header` and its eager payload into `capacity` bytes at `buffer` (either may be
+ * NULL when its capacity is 0) and fills `*info`. A message that does not fit, or whose
+ * payload comes by rendezvous, is handed over whole in `info->desc`. Returns `SWUCX_OK` when a
+ * message was taken; `SWUCX_INPROGRESS` (signalled) and `SWUCX_ERR_TIMED_OUT` as
+ * `swucx_engine_am_recv` (`*info` untouched).
+ */
+swucx_status_t swucx_engine_am_recv_into(const struct swucx_engine_t *engine,
+                                         const struct swucx_am_queue_t *queue,
+                                         int64_t timeout_ms,
+                                         uint32_t flags,
+                                         const struct swucx_signal_t *const *signals,
+                                         size_t count,
+                                         void *header,
+                                         size_t header_capacity,
+                                         void *buffer,
+                                         size_t capacity,
+                                         struct swucx_am_recv_info_t *info);
 
 /**
  * Takes the oldest message from `queue` if one is there, without waiting or progressing:

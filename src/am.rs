@@ -169,24 +169,51 @@ impl AmDesc {
         matches!(self.kind, Some(DescKind::Ucx { rndv: true, .. }))
     }
 
-    /// Receives the payload into the first [`len`](AmDesc::len) bytes of `buffer`.
-    /// A buffer shorter than the payload fails with `ERR_MESSAGE_TRUNCATED` (payload released).
-    pub fn recv_into<B: BufMut>(mut self, mut buffer: B) -> Result<Request<B>> {
-        check_room(self.length, &buffer)?;
-        match self.kind.take().expect("an AmDesc is consumed once") {
-            DescKind::Copied(bytes) => copy_payload(&bytes, buffer),
-            DescKind::Ucx { desc, rndv: false } => {
+    /// Copies an eager payload into the front of `dst` and releases it: its length, or `self`
+    /// back untouched for a rendezvous payload or a `dst` shorter than the payload. No request
+    /// is made (the C ABI's one-call receive).
+    pub(crate) fn copy_eager(mut self, dst: &mut [u8]) -> std::result::Result<usize, AmDesc> {
+        if dst.len() < self.length {
+            return Err(self);
+        }
+        self.take_eager(dst).ok_or(self)
+    }
+
+    /// Copies an eager payload into `dst` (at least `self.length` bytes) and releases it; None
+    /// (nothing taken) for a rendezvous payload.
+    fn take_eager(&mut self, dst: &mut [u8]) -> Option<usize> {
+        match self.kind.take() {
+            Some(DescKind::Copied(bytes)) => dst[..bytes.len()].copy_from_slice(&bytes),
+            Some(DescKind::Ucx { desc, rndv: false }) => {
                 // Kept eager data is the payload itself. UCX 1.13's ucp_am_recv_data_nbx copies
                 // it but never returns the descriptor to its pool (each receive leaked one), so
                 // copy here and release it.
                 // SAFETY: desc points to the kept payload of self.length bytes, valid until it
                 // is released below.
                 let bytes = unsafe { std::slice::from_raw_parts(desc as *const u8, self.length) };
-                let request = copy_payload(bytes, buffer);
+                dst[..self.length].copy_from_slice(bytes);
                 self.worker.release_am_data(desc as *mut libc::c_void);
-                request
             }
-            DescKind::Ucx { desc, rndv: true } => {
+            other => {
+                self.kind = other;
+                return None;
+            }
+        }
+        Some(self.length)
+    }
+
+    /// Receives the payload into the first [`len`](AmDesc::len) bytes of `buffer`.
+    /// A buffer shorter than the payload fails with `ERR_MESSAGE_TRUNCATED` (payload released).
+    pub fn recv_into<B: BufMut>(mut self, mut buffer: B) -> Result<Request<B>> {
+        check_room(self.length, &buffer)?;
+        // SAFETY: the buffer is writable for buffer.len() bytes (BufMut's contract) and cannot
+        // overlap UCX's or our own copy of the payload.
+        let dst = unsafe { std::slice::from_raw_parts_mut(buffer.as_mut_ptr(), buffer.len()) };
+        if let Some(copied) = self.take_eager(dst) {
+            return Ok(Request::ready(buffer, copied));
+        }
+        match self.kind.take() {
+            Some(DescKind::Ucx { desc, rndv: true }) => {
                 let params = OpParams::new(
                     &self.worker,
                     "ucp_am_recv_data_nbx",
@@ -213,6 +240,12 @@ impl AmDesc {
                 let length = self.length;
                 params.finish(&self.worker, ptr, buffer, length, Some(length))
             }
+            // Only a payload taken already has no kind; recv_into consumes the desc.
+            _ => Err(Error::with_detail(
+                "ucp_am_recv_data_nbx",
+                Status::ERR_INVALID_PARAM,
+                "the payload was received already",
+            )),
         }
     }
 }

@@ -9,10 +9,13 @@ use super::status::{
 };
 use super::worker::swucx_worker_t;
 use super::{
-    Handle, boundary, fail, fail_with, impl_handle, into_handle, try_out, try_ref, try_take,
-    write_out,
+    Handle, boundary, c_bytes_mut, fail, fail_with, impl_handle, into_handle, non_null, try_arg,
+    try_out, try_ref, try_take, write_out,
 };
-use crate::AmQueue;
+use std::ffi::c_void;
+
+use super::endpoint::{new_ep, swucx_ep_t};
+use crate::{AmQueue, Engine, QueuedAm};
 
 /// The queue of the active messages with one id on a worker: each message waits in it (header
 /// copied, payload kept) until a thread takes it with `swucx_engine_am_recv` (waiting as
@@ -21,7 +24,8 @@ use crate::AmQueue;
 /// progress; a handler (`swucx_worker_set_am_handler`) is for code that reacts to each message
 /// inside progress. Any thread; any number of threads may take from one queue.
 ///
-/// Methods: `swucx_am_queue_create`, `swucx_engine_am_recv`, `swucx_am_queue_try_recv`,
+/// Methods: `swucx_am_queue_create`, `swucx_engine_am_recv`, `swucx_engine_am_recv_into`,
+/// `swucx_am_queue_try_recv`,
 /// `swucx_am_queue_length`, `swucx_am_queue_destroy`.
 pub struct swucx_am_queue_t {
     magic: u64,
@@ -78,25 +82,136 @@ pub extern "C" fn swucx_engine_am_recv(
         let engine = &try_ref!(engine).engine;
         let queue = &try_ref!(queue).queue;
         try_out!(desc_p);
-        if flags & !SWUCX_WAIT_NO_SPIN != 0 {
-            return fail_with(
-                SWUCX_ERR_INVALID_PARAM,
-                format!("unknown wait flags {flags:#x}"),
-            );
-        }
-        let refs = match SignalList::new(signals, count) {
-            Ok(refs) => refs,
-            Err(status) => return status,
-        };
-        let spin = flags & SWUCX_WAIT_NO_SPIN == 0;
-        match engine.am_recv_with(queue, timeout(timeout_ms), refs.get(), spin) {
-            Some(message) => {
+        match wait_next(engine, queue, timeout_ms, flags, signals, count) {
+            Ok(message) => {
                 write_out!(desc_p, new_desc(message));
                 SWUCX_OK
             }
-            None if refs.get().iter().any(|s| s.is_raised()) => SWUCX_INPROGRESS,
-            None => fail_with(SWUCX_ERR_TIMED_OUT, "active-message receive timed out"),
+            Err(status) => status,
         }
+    })
+}
+
+/// The wait of `swucx_engine_am_recv[_into]`: the message, or the status to return.
+fn wait_next(
+    engine: &Engine,
+    queue: &AmQueue,
+    timeout_ms: i64,
+    flags: u32,
+    signals: *const *const swucx_signal_t,
+    count: usize,
+) -> Result<QueuedAm, swucx_status_t> {
+    if flags & !SWUCX_WAIT_NO_SPIN != 0 {
+        return Err(fail_with(
+            SWUCX_ERR_INVALID_PARAM,
+            format!("unknown wait flags {flags:#x}"),
+        ));
+    }
+    let refs = SignalList::new(signals, count)?;
+    let spin = flags & SWUCX_WAIT_NO_SPIN == 0;
+    match engine.am_recv_with(queue, timeout(timeout_ms), refs.get(), spin) {
+        Some(message) => Ok(message),
+        None if refs.get().iter().any(|s| s.is_raised()) => Err(SWUCX_INPROGRESS),
+        None => Err(fail_with(
+            SWUCX_ERR_TIMED_OUT,
+            "active-message receive timed out",
+        )),
+    }
+}
+
+/// What `swucx_engine_am_recv_into` took.
+#[repr(C)]
+pub struct swucx_am_recv_info_t {
+    /// The payload's length.
+    pub length: usize,
+    /// The header's length.
+    pub header_length: usize,
+    /// NULL when the header and the payload were copied into the caller's buffers; else the
+    /// message, not taken apart (its payload comes by rendezvous, or the payload or the header
+    /// is longer than its buffer): read it and receive its payload with `swucx_am_desc_*`, or
+    /// destroy it.
+    pub desc: *mut swucx_am_desc_t,
+    /// The endpoint to reply on (a new handle: destroy it), or NULL when the sender asked for
+    /// none.
+    pub reply_ep: *mut swucx_ep_t,
+}
+
+/// `swucx_engine_am_recv` and the usual next steps in one call, for small messages: waits as
+/// it does for the next message in `queue`, then copies its header into `header_capacity`
+/// bytes at `header` and its eager payload into `capacity` bytes at `buffer` (either may be
+/// NULL when its capacity is 0) and fills `*info`. A message that does not fit, or whose
+/// payload comes by rendezvous, is handed over whole in `info->desc`. Returns `SWUCX_OK` when a
+/// message was taken; `SWUCX_INPROGRESS` (signalled) and `SWUCX_ERR_TIMED_OUT` as
+/// `swucx_engine_am_recv` (`*info` untouched).
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn swucx_engine_am_recv_into(
+    engine: *const swucx_engine_t,
+    queue: *const swucx_am_queue_t,
+    timeout_ms: i64,
+    flags: u32,
+    signals: *const *const swucx_signal_t,
+    count: usize,
+    header: *mut c_void,
+    header_capacity: usize,
+    buffer: *mut c_void,
+    capacity: usize,
+    info: *mut swucx_am_recv_info_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let engine = &try_ref!(engine).engine;
+        let queue = &try_ref!(queue).queue;
+        for (ptr, len, name) in [
+            (header, header_capacity, "header"),
+            (buffer, capacity, "buffer"),
+        ] {
+            if len > 0 {
+                try_arg!(non_null(ptr, name));
+            }
+        }
+        try_out!(info);
+        let message = match wait_next(engine, queue, timeout_ms, flags, signals, count) {
+            Ok(message) => message,
+            Err(status) => return status,
+        };
+        let QueuedAm {
+            header: head,
+            payload,
+            reply_endpoint,
+        } = message;
+        let (length, header_length) = (payload.len(), head.len());
+        let reply_ep = reply_endpoint.clone().map_or(std::ptr::null_mut(), new_ep);
+        let untaken = if header_length <= header_capacity {
+            // SAFETY: the caller passes `capacity` writable bytes at `buffer` (non-NULL when
+            // capacity > 0, checked above) that nothing else uses during the call.
+            payload
+                .copy_eager(unsafe { c_bytes_mut(buffer, capacity) })
+                .err()
+        } else {
+            Some(payload)
+        };
+        let desc = match untaken {
+            None => {
+                // SAFETY: as for `buffer`: `header_capacity` >= header_length writable bytes.
+                unsafe { c_bytes_mut(header, header_length) }.copy_from_slice(&head);
+                std::ptr::null_mut()
+            }
+            Some(payload) => new_desc(QueuedAm {
+                header: head,
+                payload,
+                reply_endpoint,
+            }),
+        };
+        write_out!(
+            info,
+            swucx_am_recv_info_t {
+                length,
+                header_length,
+                desc,
+                reply_ep,
+            }
+        );
+        SWUCX_OK
     })
 }
 

@@ -225,6 +225,19 @@ pub(crate) fn non_null<T>(ptr: *const T, name: &'static str) -> Result<(), ArgEr
     }
 }
 
+/// The `len` bytes at `ptr` as a writable slice (empty when `len` is 0, whatever `ptr` is).
+///
+/// # Safety
+/// When `len > 0`, `ptr` points to `len` writable bytes that nothing else uses while the slice
+/// lives.
+pub(crate) unsafe fn c_bytes_mut<'a>(ptr: *mut std::ffi::c_void, len: usize) -> &'a mut [u8] {
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) }
+}
+
 /// The start of `bytes` for C, NULL when they are empty: an empty Rust slice's pointer is a
 /// dangling non-null address (0x1), which Go's runtime rejects as a bad pointer once such a value
 /// sits in a goroutine's stack (cgo callers copy these fields into Go variables).

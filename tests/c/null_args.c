@@ -143,6 +143,13 @@ int main(void)
     CHECK_ST(swucx_engine_am_recv((const struct swucx_engine_t *)eng, NULL, 0, 0, NULL, 0, &out_swucx_am_desc_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_am_recv((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 1, &out_swucx_am_desc_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_am_recv((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, NULL), SWUCX_ERR_NULL_ARG);
+    swucx_am_recv_info_t info;
+    CHECK_ST(swucx_engine_am_recv_into(NULL, queue, 0, 0, NULL, 0, buf, 1, buf, 1, &info), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, NULL, 0, 0, NULL, 0, buf, 1, buf, 1, &info), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 1, buf, 1, buf, 1, &info), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, NULL, 1, buf, 1, &info), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, buf, 1, NULL, 1, &info), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, buf, 1, buf, 1, NULL), SWUCX_ERR_NULL_ARG);
     swucx_am_queue_destroy(queue);
     swucx_am_queue_destroy(NULL); /* NULL is a no-op */
     CHECK_ST(swucx_ep_am_send_now(NULL, 1, buf, sizeof buf, buf, sizeof buf, 0), SWUCX_ERR_NULL_ARG);

@@ -799,6 +799,41 @@ static void test_engine_am_queue(swucx_engine_t *engine, swucx_worker_t *w, swuc
     CHECK_OK(swucx_am_desc_header(desc, &h, &hlen));
     CHECK(h == NULL && hlen == 0);
     swucx_am_desc_destroy(desc);
+
+    /* swucx_engine_am_recv_into: a small message lands in the buffers in one call; one whose
+     * header or payload does not fit, or a rendezvous one, comes back whole. */
+    char head[8];
+    swucx_am_recv_info_t info;
+    REQUIRE_OK(swucx_ep_am_send(ep, 13, "hd", 2, src, 100, SWUCX_AM_FLAG_REPLY, &sr));
+    CHECK_OK(swucx_engine_am_recv_into(engine, q, 10000, 0, NULL, 0, head, sizeof head, dst,
+                                       100, &info));
+    CHECK(info.desc == NULL && info.length == 100 && info.header_length == 2);
+    CHECK(memcmp(head, "hd", 2) == 0 && memcmp(dst, src, 100) == 0);
+    CHECK(info.reply_ep != NULL);
+    swucx_ep_destroy(info.reply_ep);
+    CHECK_OK(swucx_engine_wait(engine, sr, 10000));
+    swucx_request_free(sr);
+    const size_t lens[] = {100, 100, BIG};
+    const size_t caps[] = {99, 100, BIG};
+    const size_t head_caps[] = {8, 1, 8};
+    for (int i = 0; i < 3; i++) {
+        REQUIRE_OK(swucx_ep_am_send(ep, 13, "hd", 2, src, lens[i], 0, &sr));
+        CHECK_OK(swucx_engine_am_recv_into(engine, q, 10000, 0, NULL, 0, head, head_caps[i], dst,
+                                           caps[i], &info));
+        CHECK(info.length == lens[i] && info.header_length == 2 && info.reply_ep == NULL);
+        REQUIRE(info.desc != NULL);
+        CHECK(swucx_am_desc_is_rndv(info.desc) == (lens[i] == BIG));
+        swucx_request_t *rr = NULL;
+        REQUIRE_OK(swucx_am_desc_recv(info.desc, dst, lens[i], &rr));
+        CHECK_OK(swucx_engine_wait(engine, rr, 10000));
+        CHECK(memcmp(dst, src, lens[i]) == 0);
+        swucx_request_free(rr);
+        CHECK_OK(swucx_engine_wait(engine, sr, 10000));
+        swucx_request_free(sr);
+    }
+    CHECK_ST(swucx_engine_am_recv_into(engine, q, 20, 0, NULL, 0, NULL, 0, NULL, 0, &info),
+             SWUCX_ERR_TIMED_OUT);
+
     REQUIRE_OK(swucx_ep_am_send(ep, 13, NULL, 0, src, 8, 0, &sr));
     CHECK_OK(swucx_engine_wait(engine, sr, 10000));
     swucx_request_free(sr);
