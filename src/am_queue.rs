@@ -7,6 +7,8 @@
 //! progress, then sleeps, until a message is there. No code of the receiver runs inside
 //! progress, which is what the Go package needs (a Go function called from UCX's progress is a
 //! cgo callback, the most expensive crossing there is).
+//!
+//! [`Engine::am_recv`]: crate::Engine::am_recv
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
