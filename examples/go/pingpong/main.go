@@ -10,8 +10,10 @@
 // The Go package always waits through its Engine (the thread-safe front), so every run is a
 // --front run; the RESULT line says front=1 when --front is given, as the others do. Buffers
 // are one UCX-allocated region (Context.Allocate) used through MemRegion.Bytes; active-message
-// payloads are received into it (the server: HandleAMFunc, whose function starts each
-// rendezvous receive with AMMessage.RecvDataStart; the client: AMConfig.Alloc). With
+// payloads are received into it: in latency runs both sides take each message with
+// AMQueue.Recv (one C call per message, no Go code inside UCX's progress); in bandwidth runs
+// through handlers that start rendezvous receives at once (the server: HandleAMFunc, whose
+// function starts each with AMMessage.RecvDataStart; the client: AMConfig.Alloc). With
 // --idle-secs the idle measurement keeps two goroutines blocked on the connection with a
 // cancellable context. --cpu binds the goroutine that drives the run (locked to its thread) to
 // that CPU, as the C and Rust ping-pongs bind their one thread; in bandwidth runs the process's
