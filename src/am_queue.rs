@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crate::am::{AmDesc, AmMessage};
 use crate::endpoint::Endpoint;
-use crate::engine::{Awaited, Signal};
+use crate::engine::{Awaited, Signal, park_before};
 use crate::status::Result;
 use crate::worker::Worker;
 
@@ -144,18 +144,7 @@ impl Awaited for Shared {
     fn park_until(&self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> bool {
         // Registered first, then checked: an arrival from now on unparks this thread.
         self.arrival.enter();
-        while !self.is_ready() && !stop() {
-            match deadline {
-                None => std::thread::park(),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break;
-                    }
-                    std::thread::park_timeout(d - now);
-                }
-            }
-        }
+        while !self.is_ready() && !stop() && park_before(deadline) {}
         self.arrival.leave();
         self.is_ready()
     }

@@ -102,6 +102,22 @@ pub enum WaitEnd {
     Signalled,
 }
 
+/// Parks this thread until it is unparked or `deadline` passes; false (without parking) once it
+/// has passed. Sleeps in waits loop on it, looking at their condition after every wake-up.
+pub(crate) fn park_before(deadline: Option<Instant>) -> bool {
+    match deadline {
+        None => std::thread::park(),
+        Some(d) => {
+            let now = Instant::now();
+            if now >= d {
+                return false;
+            }
+            std::thread::park_timeout(d - now);
+        }
+    }
+    true
+}
+
 /// What an engine wait waits for: an operation's completion or a queue's next message.
 pub(crate) trait Awaited {
     /// True once the wait may end.

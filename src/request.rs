@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use crate::engine::park_before;
 use crate::status::{Error, Result, Status, StatusPtr, decode_status_ptr};
 use crate::sys;
 use crate::worker::Worker;
@@ -255,21 +256,7 @@ impl Completion {
             })
             .is_ok();
         if announced {
-            loop {
-                if self.is_done() || stop() {
-                    break;
-                }
-                match deadline {
-                    None => std::thread::park(),
-                    Some(d) => {
-                        let now = Instant::now();
-                        if now >= d {
-                            break;
-                        }
-                        std::thread::park_timeout(d - now);
-                    }
-                }
-            }
+            while !self.is_done() && !stop() && park_before(deadline) {}
             // Withdraw if still pending (an ended operation keeps its final state).
             let _ = self.state.compare_exchange(
                 PENDING | WAITED,

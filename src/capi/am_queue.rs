@@ -2,10 +2,9 @@
 
 use super::am::{new_desc, swucx_am_desc_t};
 use super::engine::{SignalList, swucx_engine_t, swucx_signal_t, timeout};
-use super::request::SWUCX_WAIT_NO_SPIN;
+use super::request::wait_spins;
 use super::status::{
-    SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_NO_MESSAGE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS, SWUCX_OK,
-    swucx_status_t,
+    SWUCX_ERR_NO_MESSAGE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS, SWUCX_OK, swucx_status_t,
 };
 use super::worker::swucx_worker_t;
 use super::{
@@ -101,14 +100,8 @@ fn wait_next(
     signals: *const *const swucx_signal_t,
     count: usize,
 ) -> Result<QueuedAm, swucx_status_t> {
-    if flags & !SWUCX_WAIT_NO_SPIN != 0 {
-        return Err(fail_with(
-            SWUCX_ERR_INVALID_PARAM,
-            format!("unknown wait flags {flags:#x}"),
-        ));
-    }
+    let spin = wait_spins(flags)?;
     let refs = SignalList::new(signals, count)?;
-    let spin = flags & SWUCX_WAIT_NO_SPIN == 0;
     match engine.am_recv_with(queue, timeout(timeout_ms), refs.get(), spin) {
         Some(message) => Ok(message),
         None if refs.get().iter().any(|s| s.is_raised()) => Err(SWUCX_INPROGRESS),

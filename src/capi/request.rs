@@ -277,6 +277,18 @@ pub extern "C" fn swucx_engine_wait(
 /// a wait that already spun).
 pub const SWUCX_WAIT_NO_SPIN: u32 = 1 << 0;
 
+/// Whether a wait with these `SWUCX_WAIT_*` flags spins first; unknown flags are an error
+/// (recorded; the status to return).
+pub(crate) fn wait_spins(flags: u32) -> Result<bool, swucx_status_t> {
+    if flags & !SWUCX_WAIT_NO_SPIN != 0 {
+        return Err(fail_with(
+            SWUCX_ERR_INVALID_PARAM,
+            format!("unknown wait flags {flags:#x}"),
+        ));
+    }
+    Ok(flags & SWUCX_WAIT_NO_SPIN == 0)
+}
+
 /// As `swucx_engine_wait`, and the wait also ends as soon as one of the `count` signals in
 /// `signals` is raised (`swucx_signal_raise` from any thread, or an endpoint's failure with
 /// `swucx_ep_raise_on_failure`); a signal already raised ends it at once. While it sleeps the
@@ -298,17 +310,14 @@ pub extern "C" fn swucx_engine_wait_signals(
     boundary(|| {
         let engine = &super::try_ref!(engine).engine;
         let req = try_mut!(req);
-        if flags & !SWUCX_WAIT_NO_SPIN != 0 {
-            return fail_with(
-                SWUCX_ERR_INVALID_PARAM,
-                format!("unknown wait flags {flags:#x}"),
-            );
-        }
+        let spin = match wait_spins(flags) {
+            Ok(spin) => spin,
+            Err(status) => return status,
+        };
         let refs = match SignalList::new(signals, count) {
             Ok(refs) => refs,
             Err(status) => return status,
         };
-        let spin = flags & SWUCX_WAIT_NO_SPIN == 0;
         match req
             .state
             .engine_wait(engine, timeout(timeout_ms), refs.get(), spin)
