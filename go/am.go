@@ -320,7 +320,7 @@ func (h *amHandler) pump() {
 				it := &items[i]
 				if it.req != nil {
 					// The oldest receive; later ones run meanwhile.
-					r, _, _ := h.eng.wait(context.Background(), it.req, nil)
+					r, _, _ := h.eng.wait(context.Background(), it.req, nil, false)
 					it.req = nil
 					it.pin.Unpin()
 					if r.st != C.SWUCX_OK {
@@ -352,7 +352,7 @@ func (h *amHandler) release(items []amItem) {
 		if it.req != nil {
 			req, pin := it.req, it.pin
 			go func() {
-				r, _, _ := h.eng.wait(context.Background(), req, nil)
+				r, _, _ := h.eng.wait(context.Background(), req, nil, false)
 				if r.msg != nil {
 					C.free(unsafe.Pointer(r.msg))
 				}

@@ -9,7 +9,6 @@ import (
 	"context"
 	"runtime"
 	"sync/atomic"
-	"time"
 	"unsafe"
 )
 
@@ -129,13 +128,10 @@ func (q *AMQueue) Recv(ctx context.Context, buf []byte) (AMReceived, error) {
 func (q *AMQueue) next(ctx context.Context, p unsafe.Pointer, n int) (C.swx_am_res, error) {
 	var ctxSig *C.swucx_signal_t
 	if ctx.Done() != nil {
-		limit := quickWait
-		if dl, ok := ctx.Deadline(); ok {
-			limit = min(limit, time.Until(dl))
-		}
-		ms := max(C.int64_t(limit/time.Millisecond), 1)
-		if r, err := q.recvOnce(ms, true, nil, p, n); err != nil || r.taken != 0 {
-			return r, err
+		if ms, ok := quickLimit(ctx); ok {
+			if r, err := q.recvOnce(ms, true, nil, p, n); err != nil || r.taken != 0 {
+				return r, err
+			}
 		}
 		sig, release, err := ctxSignal(ctx)
 		if err != nil {

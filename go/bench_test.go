@@ -83,3 +83,20 @@ func BenchmarkTagSelf(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTagSendRecvSelf: an 8 B send, then TagRecv takes it (one cgo call: posted, matched
+// with the message waiting, done), as a ping-pong's receive finds its message.
+func BenchmarkTagSendRecvSelf(b *testing.B) {
+	eng, ep := selfEndpoint(b)
+	ctx := context.Background()
+	sbuf, rbuf := make([]byte, 8), make([]byte, 8)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := ep.TagSend(ctx, sbuf, 1); err != nil {
+			b.Fatal(err)
+		}
+		if n, _, err := eng.TagRecv(ctx, rbuf, 1, ^uint64(0)); err != nil || n != 8 {
+			b.Fatalf("receive: %d bytes, %v", n, err)
+		}
+	}
+}

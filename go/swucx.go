@@ -305,7 +305,9 @@ func (e *Engine) Listen(addr string) (*Listener, error) {
 // TagRecv receives the next message whose tag matches tag on the bits of mask, from any
 // endpoint, into buf. It returns the received length and the sender's tag. A message longer
 // than buf fails with ErrMessageTruncated. If ctx ends first the receive is cancelled (buf
-// stays UCX's until the cancellation completes in the background).
+// stays UCX's until the cancellation completes in the background). The first millisecond of
+// the wait (with a context that cannot end, all of it) is one cgo call with buf unpinned;
+// a longer wait posts the receive again with buf pinned.
 func (e *Engine) TagRecv(ctx context.Context, buf []byte, tag, mask uint64) (int, uint64, error) {
 	return e.tagRecv(ctx, buf, tag, mask, nil)
 }
@@ -332,6 +334,33 @@ func (e *Engine) tagRecv(ctx context.Context, buf []byte, tag, mask uint64, watc
 	if err := ctx.Err(); err != nil {
 		return 0, 0, ctxErr("tag_recv", ctx)
 	}
+	// First the quick wait (with nothing to watch, the whole wait) in one cgo call, buf
+	// unpinned: the receive is posted, waited for, and withdrawn if no message came, so buf is
+	// C's for the call only (pinning it would cost more than the receive).
+	ms, quick := quickLimit(ctx)
+	unwatched := ctx.Done() == nil && watch == nil
+	if unwatched {
+		ms, quick = -1, true
+	}
+	if quick {
+		r := e.tagRecvWithin(buf, tag, mask, ms)
+		switch r.st {
+		case C.SWUCX_OK:
+			return int(r.length), uint64(r.tag), nil
+		case C.SWUCX_ERR_TIMED_OUT, C.SWUCX_ERR_CANCELED:
+			// Nothing came (or the engine is closing): posted below for the long wait.
+		case C.SWUCX_INPROGRESS:
+			// A message matched and is still arriving: buf is UCX's from here until the
+			// request completes. (Go never moves heap memory; pinning makes it formal.)
+			pin := new(runtime.Pinner)
+			pinBytes(pin, buf)
+			q := e.start("tag_recv", r, pin, watch)
+			q.quickDone = true
+			return q.Wait(ctx)
+		default:
+			return 0, 0, resErr("tag_recv", r)
+		}
+	}
 	w := e.worker.acquire()
 	if w == nil {
 		return 0, 0, closedErr("tag_recv")
@@ -340,7 +369,24 @@ func (e *Engine) tagRecv(ctx context.Context, buf []byte, tag, mask uint64, watc
 	p := pinBytes(pin, buf)
 	r := C.swx_tag_recv((*C.swucx_worker_t)(w), p, C.size_t(len(buf)), C.uint64_t(tag), C.uint64_t(mask))
 	e.worker.release()
-	return e.complete(ctx, "tag_recv", r, pin, watch)
+	if r.st != C.SWUCX_INPROGRESS {
+		return e.complete(ctx, "tag_recv", r, pin, watch)
+	}
+	q := e.start("tag_recv", r, pin, watch)
+	q.quickDone = quick
+	return q.Wait(ctx)
+}
+
+// tagRecvWithin is one swx_engine_tag_recv: up to ms milliseconds (-1: no limit), ended early
+// by Engine.Close (SWUCX_ERR_CANCELED, as when the engine is closed already).
+func (e *Engine) tagRecvWithin(buf []byte, tag, mask uint64, ms C.int64_t) C.swx_res {
+	e.h.mu.RLock()
+	defer e.h.mu.RUnlock()
+	if e.h.p == nil || e.closing.Load() {
+		return C.swx_res{st: C.SWUCX_ERR_CANCELED}
+	}
+	return C.swx_engine_tag_recv((*C.swucx_engine_t)(e.h.p), bytesPtr(buf), C.size_t(len(buf)),
+		C.uint64_t(tag), C.uint64_t(mask), ms, e.stop)
 }
 
 // pinBytes pins buf's memory and returns its address (nil for an empty slice).
@@ -364,6 +410,16 @@ func bytesPtr(buf []byte) unsafe.Pointer {
 // signal: most operations complete within it, and those need no cancellation set up.
 const quickWait = time.Millisecond
 
+// quickLimit is the quick wait's limit in milliseconds under ctx: quickWait, or less when
+// ctx's deadline comes sooner (at least 1); false when the deadline has passed.
+func quickLimit(ctx context.Context) (C.int64_t, bool) {
+	limit := quickWait
+	if dl, ok := ctx.Deadline(); ok {
+		limit = min(limit, time.Until(dl))
+	}
+	return max(C.int64_t(limit/time.Millisecond), 1), limit > 0
+}
+
 // closedSlice bounds one wait of a goroutine that progresses the worker itself, once the
 // engine is closed, so that its context is noticed.
 const closedSlice = 50 * time.Millisecond
@@ -378,6 +434,8 @@ type Request struct {
 	req   *C.swucx_request_t
 	pin   *runtime.Pinner
 	watch *Endpoint
+	// quickDone: the quick wait ran already (in the call that posted it); Wait skips it.
+	quickDone bool
 
 	done bool
 	n    int
@@ -424,13 +482,13 @@ func (q *Request) Wait(ctx context.Context) (int, uint64, error) {
 		return q.n, q.tag, q.err
 	}
 	e, req, pin := q.eng, q.req, q.pin
-	r, done, failed := e.wait(ctx, req, q.watch)
+	r, done, failed := e.wait(ctx, req, q.watch, !q.quickDone)
 	if !done {
 		// Detach: cancel what can be cancelled and let a goroutine wait for UCX to finish
 		// with the buffers before unpinning them.
 		C.swucx_request_cancel(req)
 		go func() {
-			r, _, _ := e.wait(context.Background(), req, nil)
+			r, _, _ := e.wait(context.Background(), req, nil, false)
 			if r.msg != nil {
 				C.free(unsafe.Pointer(r.msg))
 			}
@@ -471,8 +529,8 @@ func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runt
 // wait waits for req until it completes (done: the request is freed), ctx ends, or watch's
 // peer fails or watch is closed (failed: its error). A waiting goroutine sleeps in C with no
 // periodic wake-up: the completion, a signal raised when ctx ends, watch's failure signal or
-// Engine.Close ends the sleep.
-func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t, watch *Endpoint) (C.swx_res, bool, *Error) {
+// Engine.Close ends the sleep. quick: start with the quick wait (false when one ran already).
+func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t, watch *Endpoint, quick bool) (C.swx_res, bool, *Error) {
 	done := ctx.Done()
 	if done == nil && watch == nil {
 		for {
@@ -481,13 +539,9 @@ func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t, watch *Endpoi
 			}
 		}
 	}
-	// First a short wait with no cancellation set up (most operations end within it).
-	limit := quickWait
-	if dl, ok := ctx.Deadline(); ok {
-		limit = min(limit, time.Until(dl))
-	}
-	if limit > 0 {
-		ms := max(C.int64_t(limit/time.Millisecond), 1)
+	// First a short wait with no cancellation set up (most operations end within it), unless
+	// one ran already.
+	if ms, ok := quickLimit(ctx); ok && quick {
 		if r := e.waitOnce(req, ms, true, nil, nil); r.st != C.SWUCX_INPROGRESS {
 			return r, true, nil
 		}

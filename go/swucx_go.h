@@ -292,6 +292,26 @@ static inline swx_res swx_tag_recv(const swucx_worker_t *w, void *buf, size_t le
     return swx_op(st, req);
 }
 
+/* swucx_engine_tag_recv watching stop (NULL: nothing): st is SWUCX_OK (length, tag),
+ * SWUCX_ERR_TIMED_OUT or SWUCX_ERR_CANCELED (nothing received, nothing posted; no message),
+ * SWUCX_INPROGRESS (out: the request of a matched message still arriving), or an error. */
+static inline swx_res swx_engine_tag_recv(const swucx_engine_t *engine, void *buf, size_t len,
+                                          uint64_t tag, uint64_t mask, int64_t timeout_ms,
+                                          const swucx_signal_t *stop)
+{
+    swx_res r = {SWUCX_OK, NULL, 0, 0, NULL};
+    swucx_request_t *req = NULL;
+    const swucx_signal_t *sigs[1] = {stop};
+    r.st = swucx_engine_tag_recv(engine, buf, len, tag, mask, timeout_ms, 0, sigs, stop != NULL,
+                                 &r.length, &r.tag, &req);
+    if (r.st == SWUCX_INPROGRESS) {
+        r.out = req;
+    } else if (r.st < 0 && r.st != SWUCX_ERR_TIMED_OUT && r.st != SWUCX_ERR_CANCELED) {
+        r.msg = swx_msg();
+    }
+    return r;
+}
+
 static inline swx_res swx_tag_send_mem(const swucx_ep_t *ep, const swucx_mem_t *m, size_t off,
                                        size_t len, uint64_t tag)
 {

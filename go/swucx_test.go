@@ -172,6 +172,43 @@ func TestTagRoundTrip(t *testing.T) {
 	}
 }
 
+// TestTagRecvPaths: TagRecv's first wait runs in one call and withdraws the receive if no
+// message came; a message that comes later (after the quick wait, with and without a context
+// that can end) or is still arriving when the quick wait ends (16 MiB) arrives whole.
+func TestTagRecvPaths(t *testing.T) {
+	for _, tr := range transports[1:] {
+		t.Run(tr.name, func(t *testing.T) {
+			p := newPair(t, tr.name, tr.settings)
+			ctx := bg(t)
+			for i, c := range []struct {
+				n     int
+				delay time.Duration
+				ctx   context.Context
+			}{
+				{8, 5 * quickWait, ctx},
+				{8, 5 * quickWait, context.Background()},
+				{16 << 20, 0, ctx},
+				{16 << 20, 0, context.Background()},
+			} {
+				out := pattern(c.n, uint64(i))
+				errc := make(chan error, 1)
+				go func() {
+					time.Sleep(c.delay)
+					errc <- p.cep.TagSend(ctx, out, uint64(10+i))
+				}()
+				in := make([]byte, c.n)
+				got, tag, err := p.server.TagRecv(c.ctx, in, uint64(10+i), ^uint64(0))
+				if err != nil || got != c.n || tag != uint64(10+i) || !bytes.Equal(in, out) {
+					t.Fatalf("case %d: %d bytes, tag %d, %v (equal %v)", i, got, tag, err, bytes.Equal(in, out))
+				}
+				if err := <-errc; err != nil {
+					t.Fatalf("case %d: send: %v", i, err)
+				}
+			}
+		})
+	}
+}
+
 func TestAMRoundTrip(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {

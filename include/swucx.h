@@ -254,7 +254,8 @@ typedef struct swucx_context_t swucx_context_t;
  * Any thread.
  *
  * Methods: `swucx_engine_create`, `swucx_engine_worker`, `swucx_engine_wait`,
- * `swucx_engine_wait_signals`, `swucx_engine_accept`, `swucx_engine_progress`,
+ * `swucx_engine_wait_signals`, `swucx_engine_tag_recv`, `swucx_engine_accept`,
+ * `swucx_engine_am_recv`, `swucx_engine_am_recv_into`, `swucx_engine_progress`,
  * `swucx_engine_spin_begin`, `swucx_engine_spin_end`, `swucx_engine_hand_over`,
  * `swucx_engine_destroy`.
  */
@@ -1139,6 +1140,40 @@ swucx_status_t swucx_engine_spin_end(const struct swucx_engine_t *engine);
  * this thread. `swucx_engine_wait` and its kin do this themselves.
  */
 swucx_status_t swucx_engine_hand_over(const struct swucx_engine_t *engine);
+
+/**
+ * Receives the next message whose tag matches `tag` on the bits set in `tag_mask`, from any
+ * endpoint of the engine's worker, into `length` bytes at `buffer`, waiting as
+ * `swucx_engine_wait_signals` does (`timeout_ms` negative: no limit; `flags`: 0 or
+ * `SWUCX_WAIT_NO_SPIN`; up to `SWUCX_WAIT_MAX_SIGNALS` signals). Unlike
+ * `swucx_worker_tag_recv`, nothing stays posted after the call unless it says so: when the
+ * wait ends without a message, the receive is withdrawn. So `buffer` need only be valid for
+ * the call (e.g. a Go buffer cgo pins for the call), in every case but one: a message that
+ * matched and is still arriving (a rendezvous, or fragments) when the wait ended.
+ *
+ * Returns:
+ * - `SWUCX_OK`: received; the length and the sender's tag are written to `*length_p` and
+ *   `*sender_tag_p` (either may be NULL).
+ * - the receive's error, e.g. `SWUCX_ERR_MESSAGE_TRUNCATED` (a message longer than `length`).
+ * - `SWUCX_ERR_TIMED_OUT` (the timeout passed) or `SWUCX_ERR_CANCELED` (a signal was raised):
+ *   nothing received, nothing posted.
+ * - `SWUCX_INPROGRESS`: the wait ended while a matched message was still arriving; its request
+ *   is written to `*req_p` (the buffer is UCX's until it completes: wait for it as for
+ *   `swucx_worker_tag_recv`'s). With `req_p` NULL the call waits for such a message to its
+ *   end instead (its sender's failure ends it with an error), so it never returns this.
+ */
+swucx_status_t swucx_engine_tag_recv(const struct swucx_engine_t *engine,
+                                     void *buffer,
+                                     size_t length,
+                                     uint64_t tag,
+                                     uint64_t tag_mask,
+                                     int64_t timeout_ms,
+                                     uint32_t flags,
+                                     const struct swucx_signal_t *const *signals,
+                                     size_t count,
+                                     size_t *length_p,
+                                     uint64_t *sender_tag_p,
+                                     struct swucx_request_t **req_p);
 
 /**
  * Stops the engine's background thread and releases the engine. NULL is a no-op. Its worker

@@ -1,13 +1,20 @@
 //! `swucx_engine_t`: the thread-safe front (a worker plus waiting from any thread).
 
+use std::ffi::c_void;
+use std::sync::Arc;
+
 use super::context::swucx_context_t;
-use super::status::{SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
+use super::request::{ReqState, hand_out, swucx_request_t, wait_spins};
+use super::status::{
+    SWUCX_ERR_CANCELED, SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS, SWUCX_OK,
+    swucx_status_t,
+};
 use super::worker::{new_worker, swucx_worker_t};
 use super::{
-    Handle, boundary, fail, impl_handle, into_handle, try_out, try_ref, try_take, write_out,
+    Handle, boundary, fail, fail_with, impl_handle, into_handle, non_null, try_arg, try_out,
+    try_ref, try_take, write_out,
 };
-use crate::{Engine, Signal};
-use std::sync::Arc;
+use crate::{Engine, RawBuf, Signal, Status, WaitEnd};
 
 /// A MULTI-threaded worker plus the means to wait on its operations from any number of threads
 /// (`swucx_engine_wait`): a waiter spins driving progress, then sleeps; a background thread
@@ -15,7 +22,8 @@ use std::sync::Arc;
 /// Any thread.
 ///
 /// Methods: `swucx_engine_create`, `swucx_engine_worker`, `swucx_engine_wait`,
-/// `swucx_engine_wait_signals`, `swucx_engine_accept`, `swucx_engine_progress`,
+/// `swucx_engine_wait_signals`, `swucx_engine_tag_recv`, `swucx_engine_accept`,
+/// `swucx_engine_am_recv`, `swucx_engine_am_recv_into`, `swucx_engine_progress`,
 /// `swucx_engine_spin_begin`, `swucx_engine_spin_end`, `swucx_engine_hand_over`,
 /// `swucx_engine_destroy`.
 pub struct swucx_engine_t {
@@ -110,6 +118,89 @@ pub extern "C" fn swucx_engine_hand_over(engine: *const swucx_engine_t) -> swucx
     boundary(|| {
         try_ref!(engine).engine.hand_over();
         SWUCX_OK
+    })
+}
+
+/// Receives the next message whose tag matches `tag` on the bits set in `tag_mask`, from any
+/// endpoint of the engine's worker, into `length` bytes at `buffer`, waiting as
+/// `swucx_engine_wait_signals` does (`timeout_ms` negative: no limit; `flags`: 0 or
+/// `SWUCX_WAIT_NO_SPIN`; up to `SWUCX_WAIT_MAX_SIGNALS` signals). Unlike
+/// `swucx_worker_tag_recv`, nothing stays posted after the call unless it says so: when the
+/// wait ends without a message, the receive is withdrawn. So `buffer` need only be valid for
+/// the call (e.g. a Go buffer cgo pins for the call), in every case but one: a message that
+/// matched and is still arriving (a rendezvous, or fragments) when the wait ended.
+///
+/// Returns:
+/// - `SWUCX_OK`: received; the length and the sender's tag are written to `*length_p` and
+///   `*sender_tag_p` (either may be NULL).
+/// - the receive's error, e.g. `SWUCX_ERR_MESSAGE_TRUNCATED` (a message longer than `length`).
+/// - `SWUCX_ERR_TIMED_OUT` (the timeout passed) or `SWUCX_ERR_CANCELED` (a signal was raised):
+///   nothing received, nothing posted.
+/// - `SWUCX_INPROGRESS`: the wait ended while a matched message was still arriving; its request
+///   is written to `*req_p` (the buffer is UCX's until it completes: wait for it as for
+///   `swucx_worker_tag_recv`'s). With `req_p` NULL the call waits for such a message to its
+///   end instead (its sender's failure ends it with an error), so it never returns this.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn swucx_engine_tag_recv(
+    engine: *const swucx_engine_t,
+    buffer: *mut c_void,
+    length: usize,
+    tag: u64,
+    tag_mask: u64,
+    timeout_ms: i64,
+    flags: u32,
+    signals: *const *const swucx_signal_t,
+    count: usize,
+    length_p: *mut usize,
+    sender_tag_p: *mut u64,
+    req_p: *mut *mut swucx_request_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let engine = &try_ref!(engine).engine;
+        if length > 0 {
+            try_arg!(non_null(buffer, "buffer"));
+        }
+        let (spin, refs) = match (wait_spins(flags), SignalList::new(signals, count)) {
+            (Ok(spin), Ok(refs)) => (spin, refs),
+            (Err(status), _) | (_, Err(status)) => return status,
+        };
+        // SAFETY: the C contract: `length` writable bytes at `buffer`, untouched by the caller
+        // during the call, and past it while a request handed out in `*req_p` runs.
+        let buf = unsafe { RawBuf::new(buffer.cast(), length) };
+        let request = match engine.worker().tag_recv(tag, tag_mask, buf) {
+            Ok(request) => request,
+            Err(e) => return fail(e),
+        };
+        let end = if spin {
+            engine.wait_signals(&request, timeout(timeout_ms), refs.get())
+        } else {
+            engine.sleep_signals(&request, timeout(timeout_ms), refs.get())
+        };
+        if end != WaitEnd::Complete {
+            request.cancel();
+            if !request.is_complete() && !req_p.is_null() {
+                // In progress even if it completes meanwhile: the caller looks at the request.
+                hand_out(Ok(ReqState::One(request)), req_p);
+                return SWUCX_INPROGRESS;
+            }
+        }
+        match engine.wait(request) {
+            Ok(done) => {
+                if !length_p.is_null() {
+                    write_out!(length_p, done.length);
+                }
+                if !sender_tag_p.is_null() {
+                    write_out!(sender_tag_p, done.sender_tag);
+                }
+                SWUCX_OK
+            }
+            Err(e) if e.status() == Status::ERR_CANCELED => match end {
+                WaitEnd::Signalled => fail_with(SWUCX_ERR_CANCELED, "tag receive: signalled"),
+                _ => fail_with(SWUCX_ERR_TIMED_OUT, "tag receive timed out"),
+            },
+            Err(e) => fail(e),
+        }
     })
 }
 

@@ -144,6 +144,9 @@ int main(void)
     CHECK_ST(swucx_engine_am_recv((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 1, &out_swucx_am_desc_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_am_recv((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, NULL), SWUCX_ERR_NULL_ARG);
     swucx_am_recv_info_t info;
+    CHECK_ST(swucx_engine_tag_recv(NULL, buf, 1, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_tag_recv((const struct swucx_engine_t *)eng, NULL, 1, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_engine_tag_recv((const struct swucx_engine_t *)eng, buf, 1, 0, 0, 0, 0, NULL, 1, NULL, NULL, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_am_recv_into(NULL, queue, 0, 0, NULL, 0, buf, 1, buf, 1, &info), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, NULL, 0, 0, NULL, 0, buf, 1, buf, 1, &info), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 1, buf, 1, buf, 1, &info), SWUCX_ERR_NULL_ARG);
