@@ -306,8 +306,9 @@ func (e *Engine) Listen(addr string) (*Listener, error) {
 // endpoint, into buf. It returns the received length and the sender's tag. A message longer
 // than buf fails with ErrMessageTruncated. If ctx ends first the receive is cancelled (buf
 // stays UCX's until the cancellation completes in the background). The first millisecond of
-// the wait (with a context that cannot end, all of it) is one cgo call with buf unpinned;
-// a longer wait posts the receive again with buf pinned.
+// the wait (all of it when ctx cannot end) is one cgo call with buf unpinned; a longer wait
+// posts the receive again with buf pinned. (Endpoint.TagRecv, which also watches its peer,
+// always takes the first millisecond that way.)
 func (e *Engine) TagRecv(ctx context.Context, buf []byte, tag, mask uint64) (int, uint64, error) {
 	return e.tagRecv(ctx, buf, tag, mask, nil)
 }

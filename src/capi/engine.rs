@@ -185,7 +185,13 @@ pub extern "C" fn swucx_engine_tag_recv(
                 return SWUCX_INPROGRESS;
             }
         }
-        match engine.wait(request) {
+        // Waited for through the engine only if it still runs (a matched message, no req_p).
+        let result = if request.is_complete() {
+            request.wait()
+        } else {
+            engine.wait(request)
+        };
+        match result {
             Ok(done) => {
                 if !length_p.is_null() {
                     write_out!(length_p, done.length);
