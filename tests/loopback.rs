@@ -1057,8 +1057,10 @@ fn engine_am_queue_waits_end_and_queues_replace() {
         "a signal ends the wait with nothing taken"
     );
 
-    // A message that is there is taken even with the signal raised.
+    // A message that is there is taken even with the signal raised (there: in the queue; the
+    // send may complete before progress has delivered it).
     send(1, 8);
+    assert!(engine.progress_until(|| queue.len() == 1, TIMEOUT));
     let message = engine
         .am_recv(&queue, Some(TIMEOUT), &[&signal])
         .expect("message 1");
