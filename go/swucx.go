@@ -343,35 +343,35 @@ func (e *Engine) tagRecv(ctx context.Context, buf []byte, tag, mask uint64, watc
 	if unwatched {
 		ms, quick = -1, true
 	}
+	r := C.swx_res{st: C.SWUCX_ERR_TIMED_OUT}
 	if quick {
-		r := e.tagRecvWithin(buf, tag, mask, ms)
+		r = e.tagRecvWithin(buf, tag, mask, ms)
 		switch r.st {
 		case C.SWUCX_OK:
 			return int(r.length), uint64(r.tag), nil
-		case C.SWUCX_ERR_TIMED_OUT, C.SWUCX_ERR_CANCELED:
-			// Nothing came (or the engine is closing): posted below for the long wait.
-		case C.SWUCX_INPROGRESS:
-			// A message matched and is still arriving: buf is UCX's from here until the
-			// request completes. (Go never moves heap memory; pinning makes it formal.)
-			pin := new(runtime.Pinner)
-			pinBytes(pin, buf)
-			q := e.start("tag_recv", r, pin, watch)
-			q.quickDone = true
-			return q.Wait(ctx)
+		case C.SWUCX_ERR_TIMED_OUT, C.SWUCX_ERR_CANCELED, C.SWUCX_INPROGRESS:
+			// Nothing came (or the engine is closing): posted below for the long wait. Or a
+			// message matched and is still arriving: its request is waited for below.
 		default:
 			return 0, 0, resErr("tag_recv", r)
 		}
 	}
-	w := e.worker.acquire()
-	if w == nil {
-		return 0, 0, closedErr("tag_recv")
-	}
 	pin := new(runtime.Pinner)
-	p := pinBytes(pin, buf)
-	r := C.swx_tag_recv((*C.swucx_worker_t)(w), p, C.size_t(len(buf)), C.uint64_t(tag), C.uint64_t(mask))
-	e.worker.release()
-	if r.st != C.SWUCX_INPROGRESS {
-		return e.complete(ctx, "tag_recv", r, pin, watch)
+	if r.st == C.SWUCX_INPROGRESS {
+		// buf is UCX's from here until the request completes. (Go never moves heap memory;
+		// pinning makes it formal.)
+		pinBytes(pin, buf)
+	} else {
+		w := e.worker.acquire()
+		if w == nil {
+			return 0, 0, closedErr("tag_recv")
+		}
+		p := pinBytes(pin, buf)
+		r = C.swx_tag_recv((*C.swucx_worker_t)(w), p, C.size_t(len(buf)), C.uint64_t(tag), C.uint64_t(mask))
+		e.worker.release()
+		if r.st != C.SWUCX_INPROGRESS {
+			return e.complete(ctx, "tag_recv", r, pin, watch)
+		}
 	}
 	q := e.start("tag_recv", r, pin, watch)
 	q.quickDone = quick

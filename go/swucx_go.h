@@ -58,6 +58,17 @@ static inline swx_res swx_op(swucx_status_t st, swucx_request_t *req)
     return r;
 }
 
+/* Packs the signals a wait watches (NULL ones left out) into sigs; returns their count. */
+static inline size_t swx_signals(const swucx_signal_t **sigs, const swucx_signal_t *s0,
+                                 const swucx_signal_t *s1, const swucx_signal_t *s2)
+{
+    size_t n = 0;
+    if (s0 != NULL) sigs[n++] = s0;
+    if (s1 != NULL) sigs[n++] = s1;
+    if (s2 != NULL) sigs[n++] = s2;
+    return n;
+}
+
 /* Waits for a request up to timeout_ms (negative: no limit), through the engine with flags
  * (SWUCX_WAIT_*), watching up to three signals (NULL: none; a raised one ends the wait), or,
  * when engine is NULL, by progressing on this thread. Still running (timed out or signalled): st is SWUCX_INPROGRESS.
@@ -70,10 +81,7 @@ static inline swx_res swx_wait(const swucx_engine_t *engine, swucx_request_t *re
     swucx_status_t st;
     if (engine != NULL) {
         const swucx_signal_t *sigs[3];
-        size_t n = 0;
-        if (s0 != NULL) sigs[n++] = s0;
-        if (s1 != NULL) sigs[n++] = s1;
-        if (s2 != NULL) sigs[n++] = s2;
+        size_t n = swx_signals(sigs, s0, s1, s2);
         st = swucx_engine_wait_signals(engine, req, timeout_ms, flags, sigs, n);
     } else {
         st = swucx_request_wait(req, timeout_ms);
@@ -240,10 +248,7 @@ static inline swx_res swx_engine_accept(const swucx_engine_t *e, const swucx_lis
                                         const swucx_signal_t *s1, const swucx_signal_t *s2)
 {
     const swucx_signal_t *sigs[3];
-    size_t n = 0;
-    if (s0 != NULL) sigs[n++] = s0;
-    if (s1 != NULL) sigs[n++] = s1;
-    if (s2 != NULL) sigs[n++] = s2;
+    size_t n = swx_signals(sigs, s0, s1, s2);
     swucx_conn_request_t *cr = NULL;
     swucx_status_t st = swucx_engine_accept(e, l, -1, sigs, n, &cr);
     return swx_accept_request(st, cr, w);
@@ -463,14 +468,11 @@ static inline swx_am_res swx_am_recv(const swucx_engine_t *engine, const swucx_a
                                      const swucx_signal_t *s2, void *buf, size_t len)
 {
     const swucx_signal_t *sigs[3];
-    size_t n = 0;
+    size_t n = swx_signals(sigs, s0, s1, s2);
     swucx_am_recv_info_t info;
     swx_am_res out;
     swucx_status_t st;
     memset(&out, 0, sizeof out);
-    if (s0 != NULL) sigs[n++] = s0;
-    if (s1 != NULL) sigs[n++] = s1;
-    if (s2 != NULL) sigs[n++] = s2;
     st = swucx_engine_am_recv_into(engine, queue, timeout_ms, flags, sigs, n, NULL, 0, buf, len,
                                    &info);
     if (st != SWUCX_OK) {

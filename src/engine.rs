@@ -336,7 +336,9 @@ impl Engine {
         self.wait_end(request, timeout, signals, false)
     }
 
-    fn wait_end<B: Send + 'static>(
+    /// [`wait_signals`](Engine::wait_signals), or [`sleep_signals`](Engine::sleep_signals)
+    /// unless `spin` (the C ABI's `SWUCX_WAIT_NO_SPIN`).
+    pub(crate) fn wait_end<B: Send + 'static>(
         &self,
         request: &Request<B>,
         timeout: Option<Duration>,

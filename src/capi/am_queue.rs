@@ -1,8 +1,8 @@
 //! `swucx_am_queue_t`: the active messages of one id, queued until a thread takes them.
 
 use super::am::{new_desc, swucx_am_desc_t};
-use super::engine::{SignalList, swucx_engine_t, swucx_signal_t, timeout};
-use super::request::wait_spins;
+use super::engine::{swucx_engine_t, swucx_signal_t, timeout};
+use super::request::wait_args;
 use super::status::{
     SWUCX_ERR_NO_MESSAGE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS, SWUCX_OK, swucx_status_t,
 };
@@ -100,8 +100,7 @@ fn wait_next(
     signals: *const *const swucx_signal_t,
     count: usize,
 ) -> Result<QueuedAm, swucx_status_t> {
-    let spin = wait_spins(flags)?;
-    let refs = SignalList::new(signals, count)?;
+    let (spin, refs) = wait_args(flags, signals, count)?;
     match engine.am_recv_with(queue, timeout(timeout_ms), refs.get(), spin) {
         Some(message) => Ok(message),
         None if refs.get().iter().any(|s| s.is_raised()) => Err(SWUCX_INPROGRESS),

@@ -4,7 +4,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use super::context::swucx_context_t;
-use super::request::{ReqState, hand_out, swucx_request_t, wait_spins};
+use super::request::{ReqState, hand_out, swucx_request_t, wait_args};
 use super::status::{
     SWUCX_ERR_CANCELED, SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS, SWUCX_OK,
     swucx_status_t,
@@ -161,9 +161,9 @@ pub extern "C" fn swucx_engine_tag_recv(
         if length > 0 {
             try_arg!(non_null(buffer, "buffer"));
         }
-        let (spin, refs) = match (wait_spins(flags), SignalList::new(signals, count)) {
-            (Ok(spin), Ok(refs)) => (spin, refs),
-            (Err(status), _) | (_, Err(status)) => return status,
+        let (spin, refs) = match wait_args(flags, signals, count) {
+            Ok(args) => args,
+            Err(status) => return status,
         };
         // SAFETY: the C contract: `length` writable bytes at `buffer`, untouched by the caller
         // during the call, and past it while a request handed out in `*req_p` runs.
@@ -172,11 +172,7 @@ pub extern "C" fn swucx_engine_tag_recv(
             Ok(request) => request,
             Err(e) => return fail(e),
         };
-        let end = if spin {
-            engine.wait_signals(&request, timeout(timeout_ms), refs.get())
-        } else {
-            engine.sleep_signals(&request, timeout(timeout_ms), refs.get())
-        };
+        let end = engine.wait_end(&request, timeout(timeout_ms), refs.get(), spin);
         if end != WaitEnd::Complete {
             request.cancel();
             if !request.is_complete() && !req_p.is_null() {

@@ -95,24 +95,11 @@ impl ReqState {
         signals: &[&Signal],
         spin: bool,
     ) -> WaitEnd {
-        fn one<B: Send + 'static>(
-            engine: &Engine,
-            r: &Request<B>,
-            timeout: Option<Duration>,
-            signals: &[&Signal],
-            spin: bool,
-        ) -> WaitEnd {
-            if spin {
-                engine.wait_signals(r, timeout, signals)
-            } else {
-                engine.sleep_signals(r, timeout, signals)
-            }
-        }
         match self {
-            ReqState::One(r) => one(engine, r, timeout, signals, spin),
-            ReqState::Two(r) => one(engine, r, timeout, signals, spin),
-            ReqState::Region(r) => one(engine, r, timeout, signals, spin),
-            ReqState::TwoRegion(r) => one(engine, r, timeout, signals, spin),
+            ReqState::One(r) => engine.wait_end(r, timeout, signals, spin),
+            ReqState::Two(r) => engine.wait_end(r, timeout, signals, spin),
+            ReqState::Region(r) => engine.wait_end(r, timeout, signals, spin),
+            ReqState::TwoRegion(r) => engine.wait_end(r, timeout, signals, spin),
             ReqState::Done { .. } | ReqState::Empty => WaitEnd::Complete,
         }
     }
@@ -279,7 +266,7 @@ pub const SWUCX_WAIT_NO_SPIN: u32 = 1 << 0;
 
 /// Whether a wait with these `SWUCX_WAIT_*` flags spins first; unknown flags are an error
 /// (recorded; the status to return).
-pub(crate) fn wait_spins(flags: u32) -> Result<bool, swucx_status_t> {
+fn wait_spins(flags: u32) -> Result<bool, swucx_status_t> {
     if flags & !SWUCX_WAIT_NO_SPIN != 0 {
         return Err(fail_with(
             SWUCX_ERR_INVALID_PARAM,
@@ -287,6 +274,17 @@ pub(crate) fn wait_spins(flags: u32) -> Result<bool, swucx_status_t> {
         ));
     }
     Ok(flags & SWUCX_WAIT_NO_SPIN == 0)
+}
+
+/// The `flags` and `signals` of an engine wait, checked: whether it spins, and the signals it
+/// watches (on failure the detail is recorded and the status to return given).
+pub(crate) fn wait_args<'a>(
+    flags: u32,
+    signals: *const *const swucx_signal_t,
+    count: usize,
+) -> Result<(bool, SignalList<'a>), swucx_status_t> {
+    let spin = wait_spins(flags)?;
+    Ok((spin, SignalList::new(signals, count)?))
 }
 
 /// As `swucx_engine_wait`, and the wait also ends as soon as one of the `count` signals in
@@ -310,12 +308,8 @@ pub extern "C" fn swucx_engine_wait_signals(
     boundary(|| {
         let engine = &super::try_ref!(engine).engine;
         let req = try_mut!(req);
-        let spin = match wait_spins(flags) {
-            Ok(spin) => spin,
-            Err(status) => return status,
-        };
-        let refs = match SignalList::new(signals, count) {
-            Ok(refs) => refs,
+        let (spin, refs) = match wait_args(flags, signals, count) {
+            Ok(args) => args,
             Err(status) => return status,
         };
         match req
