@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build examples test lint unit go-test demo bench fmt clean header header-check install install-files
+.PHONY: all deps build examples test lint unit go-test compat demo bench fmt clean header header-check install install-files
 
 all: build
 
@@ -46,7 +46,7 @@ endif
 		cd ../bench-read && $(GO_ENV) $$GO build -o $(abspath target/examples/bench-read) .
 
 # Formatting, lints, then every test (unit, integration, two-process, doc, Go).
-test: deps lint unit go-test
+test: deps lint unit go-test compat
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -57,6 +57,12 @@ unit:
 	$(CARGO) build --lib
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+
+# The Rust and C tests again, built against UCX 1.22 (the PyPI wheel libucx-cu12, in .venv/):
+# a newer UCX than Debian's, with protocols v2. `make compat UCX_COMPAT=1.x.y` for another release.
+UCX_COMPAT ?= 1.22.0
+compat: deps
+	@scripts/compat.sh $(UCX_COMPAT)
 
 # The Go package (go/): vet, the tests under the race detector, and again with GOGC=1 (catches a
 # missing runtime.KeepAlive or pin), then a build and a quick run against the shared library, and

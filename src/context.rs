@@ -16,9 +16,29 @@ pub struct DefaultSetting {
     pub key: &'static str,
     /// The value.
     pub value: &'static str,
-    /// Applied only when the transports may include shared memory (posix/sysv).
-    pub shm_only: bool,
+    /// Which contexts it applies to, by their transports.
+    pub transports: DefaultFor,
+    /// The oldest UCX release (major, minor) it applies to.
+    pub since: (u32, u32),
 }
+
+/// Which contexts a [`DefaultSetting`] applies to, judged by `UCX_TLS` (the context's override or
+/// the environment; unset means all transports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultFor {
+    /// Every context.
+    All,
+    /// Contexts whose transports may include shared memory (posix/sysv).
+    MayUseShm,
+    /// Contexts whose transports may include tcp.
+    MayUseTcp,
+    /// Contexts whose transports may include tcp but not shared memory (e.g. `tcp,self`).
+    TcpWithoutShm,
+}
+
+/// UCX 1.16 made protocols v2 the default (`UCX_PROTO_ENABLE=y`), which chooses protocols by
+/// its own cost estimates.
+const PROTOCOLS_V2: (u32, u32) = (1, 16);
 
 /// UCX configuration swucx sets unless the environment sets it (or the context disables
 /// defaults):
@@ -33,7 +53,16 @@ pub struct DefaultSetting {
 /// - listeners bind with `SO_REUSEADDR`, so a restarted server gets its port back at once
 ///   instead of failing with "Address already in use" while the old connections sit in
 ///   TIME_WAIT (UCX's own default is off). UCX 1.13 takes it only under the connection
-///   managers' table name `CM_REUSEADDR` (for `UCX_TCP_CM_REUSEADDR` and `UCX_RDMA_CM_REUSEADDR`).
+///   managers' table name `CM_REUSEADDR` (for `UCX_TCP_CM_REUSEADDR` and `UCX_RDMA_CM_REUSEADDR`);
+/// - from UCX 1.16 (protocols v2), where tcp may be used, zero-copy sends only from 8 KiB: v2
+///   sends tcp messages of 1 B and up by zero-copy, and UCX takes its short path (the only one
+///   a send within the call, `*_send_now`, can use) only up to the smallest size any protocol
+///   table gives short, so over tcp every such send of 1 B or more was refused (UCX 1.22);
+/// - from UCX 1.16, where tcp may be used and shared memory may not, rendezvous by put
+///   zero-copy: v2's default moves large tcp messages as fragments copied in and out (1 MiB
+///   active messages over tcp loopback 0.8-1.0 GB/s; with this and the zero-copy threshold
+///   2.5-3.3 GB/s, UCX 1.22). Not where shared memory may be used: it cost bandwidth between
+///   processes on one host there.
 pub const DEFAULT_CONFIG: &[DefaultSetting] = &[
     DefaultSetting {
         env: &[
@@ -43,25 +72,43 @@ pub const DEFAULT_CONFIG: &[DefaultSetting] = &[
         ],
         key: "MM_ERROR_HANDLING",
         value: "y",
-        shm_only: true,
+        transports: DefaultFor::MayUseShm,
+        since: (0, 0),
     },
     DefaultSetting {
         env: &["TCP_PUT_ENABLE"],
         key: "PUT_ENABLE",
         value: "n",
-        shm_only: true,
+        transports: DefaultFor::MayUseShm,
+        since: (0, 0),
     },
     DefaultSetting {
         env: &["KEEPALIVE_INTERVAL"],
         key: "KEEPALIVE_INTERVAL",
         value: "500ms",
-        shm_only: false,
+        transports: DefaultFor::All,
+        since: (0, 0),
     },
     DefaultSetting {
         env: &["TCP_CM_REUSEADDR", "RDMA_CM_REUSEADDR"],
         key: "CM_REUSEADDR",
         value: "y",
-        shm_only: false,
+        transports: DefaultFor::All,
+        since: (0, 0),
+    },
+    DefaultSetting {
+        env: &["ZCOPY_THRESH"],
+        key: "ZCOPY_THRESH",
+        value: "8k",
+        transports: DefaultFor::MayUseTcp,
+        since: PROTOCOLS_V2,
+    },
+    DefaultSetting {
+        env: &["RNDV_SCHEME"],
+        key: "RNDV_SCHEME",
+        value: "put_zcopy",
+        transports: DefaultFor::TcpWithoutShm,
+        since: PROTOCOLS_V2,
     },
 ];
 
@@ -143,7 +190,7 @@ impl ContextBuilder {
     }
 
     /// Skips `DEFAULT_CONFIG` (shm error handling, tcp put off, the short keepalive, listener
-    /// address reuse).
+    /// address reuse; on UCX 1.16 and later the zero-copy threshold and the rendezvous scheme).
     pub fn without_default_config(mut self) -> Self {
         self.no_defaults = true;
         self
@@ -160,14 +207,22 @@ impl ContextBuilder {
                 .find(|(k, _)| k == "TLS")
                 .map(|(_, v)| v.clone())
                 .or_else(|| std::env::var("UCX_TLS").ok());
-            let shm = tls_may_use_mm(tls.as_deref());
+            let shm = tls_may_use(tls.as_deref(), &["sm", "shm", "mm", "posix", "sysv"]);
+            let tcp = tls_may_use(tls.as_deref(), &["tcp"]);
+            let version = ucx_release();
             for setting in DEFAULT_CONFIG {
                 let in_env = setting
                     .env
                     .iter()
                     .any(|key| std::env::var_os(format!("UCX_{key}")).is_some());
                 let overridden = self.overrides.iter().any(|(key, _)| key == setting.key);
-                if !in_env && !overridden && (shm || !setting.shm_only) {
+                let applies = match setting.transports {
+                    DefaultFor::All => true,
+                    DefaultFor::MayUseShm => shm,
+                    DefaultFor::MayUseTcp => tcp,
+                    DefaultFor::TcpWithoutShm => tcp && !shm,
+                };
+                if !in_env && !overridden && applies && version >= setting.since {
                     // A UCX release that lacks a setting (UCX 1.22 has no `PUT_ENABLE` at the
                     // UCP level) still works without it; an override, below, must apply.
                     if let Err(err) = config.set(setting.key, setting.value) {
@@ -220,8 +275,9 @@ impl ContextBuilder {
     }
 }
 
-/// Whether a `UCX_TLS` value (None: unset, i.e. all) can select the posix or sysv transports.
-fn tls_may_use_mm(tls: Option<&str>) -> bool {
+/// Whether a `UCX_TLS` value (None: unset, i.e. all) can select a transport named in `names`
+/// (or `all`). An exclusion list (`^...`) counts as one that can.
+fn tls_may_use(tls: Option<&str>, names: &[&str]) -> bool {
     let Some(tls) = tls else { return true };
     let tls = tls.trim();
     if tls.starts_with('^') {
@@ -229,7 +285,7 @@ fn tls_may_use_mm(tls: Option<&str>) -> bool {
     }
     tls.split(',')
         .map(|t| t.trim().trim_end_matches(":aux"))
-        .any(|t| matches!(t, "all" | "sm" | "shm" | "mm" | "posix" | "sysv"))
+        .any(|t| t == "all" || names.contains(&t))
 }
 
 /// A `ucp_config_t` read from the environment, released on drop.
@@ -353,10 +409,48 @@ impl std::fmt::Debug for Context {
     }
 }
 
+/// The (major, minor) release of the UCX library loaded at run time.
+fn ucx_release() -> (u32, u32) {
+    let (mut major, mut minor, mut release) = (0, 0, 0);
+    // SAFETY: three valid out-pointers; UCX writes its version numbers.
+    unsafe { sys::ucp_get_version(&mut major, &mut minor, &mut release) };
+    (major, minor)
+}
+
 /// The version of the UCX library loaded at run time, e.g. `"1.13.1"`.
 pub fn ucx_version() -> String {
     // SAFETY: returns a pointer to a static NUL-terminated string.
     unsafe { CStr::from_ptr(sys::ucp_get_version_string()) }
         .to_string_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHM: &[&str] = &["sm", "shm", "mm", "posix", "sysv"];
+
+    #[test]
+    fn tls_lists_tell_which_transports_a_context_may_use() {
+        assert!(tls_may_use(None, SHM) && tls_may_use(None, &["tcp"]));
+        let swucx_shm = Some("posix,sysv,cma,self,tcp");
+        assert!(tls_may_use(swucx_shm, SHM) && tls_may_use(swucx_shm, &["tcp"]));
+        assert!(!tls_may_use(Some("tcp,self"), SHM));
+        assert!(tls_may_use(Some(" tcp , self"), &["tcp"]));
+        assert!(!tls_may_use(Some("self"), &["tcp"]));
+        assert!(tls_may_use(Some("sm:aux,rc"), SHM));
+        assert!(tls_may_use(Some("all"), &["tcp"]));
+        assert!(
+            tls_may_use(Some("^tcp"), &["tcp"]),
+            "exclusion lists count as may"
+        );
+    }
+
+    #[test]
+    fn the_loaded_ucx_release_is_read() {
+        let (major, minor) = ucx_release();
+        assert!((major, minor) >= (1, 13), "{major}.{minor}");
+        assert!(ucx_version().starts_with(&format!("{major}.{minor}.")));
+    }
 }

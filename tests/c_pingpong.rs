@@ -399,7 +399,12 @@ fn installed_prefix_builds_with_pkg_config() {
         "the program does not ask for libswucx.so.0"
     );
     let server = Server::start(&rust_pingpong(), Transport::Tcp, &[]);
-    let lib_path = lib.display().to_string();
+    // The installed library first; UCX from wherever the environment finds it (a UCX outside
+    // the system's directories, as in `make compat`).
+    let lib_path = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(outer) if !outer.is_empty() => format!("{}:{outer}", lib.display()),
+        _ => lib.display().to_string(),
+    };
     let env = [("LD_LIBRARY_PATH", lib_path.as_str())];
     let (stdout, _) = run_client(
         &exe,

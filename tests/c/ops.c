@@ -756,7 +756,10 @@ static void test_engine_am_queue(swucx_engine_t *engine, swucx_worker_t *w, swuc
         size_t n = sizes[i];
         const char hdr[4] = {'q', 'h', 'd', (char)('0' + i)};
         swucx_request_t *sr = NULL, *rr = NULL;
-        REQUIRE_OK(swucx_ep_am_send(ep, 13, hdr, 4, src, n, SWUCX_AM_FLAG_REPLY, &sr));
+        /* (The large one asks for a rendezvous: from UCX 1.16 an endpoint to its own worker
+         * may send any size eagerly.) */
+        uint32_t rndv = n == BIG ? SWUCX_AM_FLAG_RNDV : 0;
+        REQUIRE_OK(swucx_ep_am_send(ep, 13, hdr, 4, src, n, SWUCX_AM_FLAG_REPLY | rndv, &sr));
         if (i == 0) {
             CHECK_OK(swucx_signal_reset(sig));
             CHECK_OK(swucx_engine_am_recv(engine, q, 10000, 0, sigs, 1, &desc));
@@ -817,7 +820,8 @@ static void test_engine_am_queue(swucx_engine_t *engine, swucx_worker_t *w, swuc
     const size_t caps[] = {99, 100, BIG};
     const size_t head_caps[] = {8, 1, 8};
     for (int i = 0; i < 3; i++) {
-        REQUIRE_OK(swucx_ep_am_send(ep, 13, "hd", 2, src, lens[i], 0, &sr));
+        uint32_t rndv = lens[i] == BIG ? SWUCX_AM_FLAG_RNDV : 0;
+        REQUIRE_OK(swucx_ep_am_send(ep, 13, "hd", 2, src, lens[i], rndv, &sr));
         CHECK_OK(swucx_engine_am_recv_into(engine, q, 10000, 0, NULL, 0, head, head_caps[i], dst,
                                            caps[i], &info));
         CHECK(info.length == lens[i] && info.header_length == 2 && info.reply_ep == NULL);
@@ -843,6 +847,9 @@ static void test_engine_am_queue(swucx_engine_t *engine, swucx_worker_t *w, swuc
     free(src);
     free(dst);
 }
+
+/* How many rendezvous receives swucx_engine_tag_recv handed back as requests. */
+static int g_handed_back = 0;
 
 /* swucx_engine_tag_recv: a message taken within the call; a wait that ends without one leaves
  * nothing posted; a matched message still arriving is handed back as a request. */
@@ -898,13 +905,15 @@ static void test_engine_tag_recv(swucx_engine_t *engine, swucx_ep_t *ep)
             st = swucx_engine_tag_recv(engine, dst, BIG, tag, UINT64_MAX, -1, 0, sigs, 1, &len,
                                        &stag, with_req ? &rr : NULL);
         }
-        if (with_req) {
-            CHECK_ST(st, SWUCX_INPROGRESS);
+        if (with_req && st == SWUCX_INPROGRESS) {
+            g_handed_back++;
             REQUIRE(rr != NULL);
             CHECK_OK(swucx_engine_wait(engine, rr, 10000));
             CHECK_OK(swucx_request_info(rr, &len, &stag));
             swucx_request_free(rr);
         } else {
+            /* Or the transport finished the rendezvous within the call (UCX 1.22 between an
+             * endpoint and its own worker); main checks that some run handed one back. */
             CHECK_OK(st);
         }
         CHECK(len == BIG && stag == tag && memcmp(dst, src, BIG) == 0);
@@ -1008,6 +1017,8 @@ int main(int argc, char **argv)
         run("self");
         run("shm");
         run("tcp");
+        /* swucx_engine_tag_recv handed a rendezvous still arriving back as a request. */
+        CHECK(g_handed_back > 0);
     }
     return finish("ops");
 }
