@@ -406,6 +406,15 @@ fn shm_endpoint_uses_shared_memory() {
         transports.iter().any(|t| t.is_shared_memory()),
         "server endpoint uses no shared-memory transport: {transports:?}"
     );
+    // With tcp's put off (swucx's default where shared memory may be used, under whichever key
+    // this UCX takes) neither end keeps a tcp lane, whose sockets every progress would poll.
+    for (side, ep) in [("client", &pair.client), ("server", &pair.server)] {
+        let transports = ep.transports().expect("transports");
+        assert!(
+            !transports.iter().any(|t| t.transport == "tcp"),
+            "{side} endpoint has a tcp lane: {transports:?}"
+        );
+    }
 }
 
 #[test]
