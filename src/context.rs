@@ -57,9 +57,9 @@ const PROTOCOLS_V2: (u32, u32) = (1, 16);
 ///   `UCX_POSIX_ERROR_HANDLING` and `UCX_SYSV_ERROR_HANDLING`;
 /// - tcp's put zero-copy off when shared memory may be used: with it, client-server endpoints
 ///   between processes on one host move large messages over loopback TCP instead of shared
-///   memory (half the bandwidth) and every progress call waits on the tcp sockets (`epoll_wait`:
-///   an idle progress ~40 -> ~380 ns with UCX 1.22, 8 B one-way latency over shm 2.2x raw
-///   UCX's). Pure-tcp contexts keep it;
+///   memory (half the bandwidth) and every progress call polls the tcp sockets (`epoll_wait`:
+///   an idle progress of the accepting worker ~20 -> ~375 ns with UCX 1.22). Pure-tcp contexts
+///   keep it;
 /// - keepalive every 500 ms, so a dead peer on shared memory is noticed within about a second;
 /// - listeners bind with `SO_REUSEADDR`, so a restarted server gets its port back at once
 ///   instead of failing with "Address already in use" while the old connections sit in
@@ -218,7 +218,7 @@ impl ContextBuilder {
                 .find(|(k, _)| k == "TLS")
                 .map(|(_, v)| v.clone())
                 .or_else(|| std::env::var("UCX_TLS").ok());
-            let shm = tls_may_use(tls.as_deref(), &["sm", "shm", "mm", "posix", "sysv"]);
+            let shm = tls_may_use(tls.as_deref(), SHM_TRANSPORTS);
             let tcp = tls_may_use(tls.as_deref(), &["tcp"]);
             let version = ucx_release();
             for setting in DEFAULT_CONFIG {
@@ -243,8 +243,12 @@ impl ContextBuilder {
             }
         }
         for (key, value) in &self.overrides {
-            // An override of a default goes by the default's keys (whichever this UCX takes).
-            match DEFAULT_CONFIG.iter().find(|setting| setting.names(key)) {
+            // An override by one of a default's keys goes by all of them (whichever this UCX
+            // takes).
+            match DEFAULT_CONFIG
+                .iter()
+                .find(|s| s.keys.contains(&key.as_str()))
+            {
                 Some(setting) => config.set_any(setting.keys, value)?,
                 None => config.set(key, value)?,
             }
@@ -289,6 +293,9 @@ impl ContextBuilder {
         Ok(Context(Arc::new(inner)))
     }
 }
+
+/// The `UCX_TLS` names that select shared memory (posix/sysv).
+const SHM_TRANSPORTS: &[&str] = &["sm", "shm", "mm", "posix", "sysv"];
 
 /// Whether a `UCX_TLS` value (None: unset, i.e. all) can select a transport named in `names`
 /// (or `all`). An exclusion list (`^...`) counts as one that can.
@@ -456,17 +463,15 @@ pub fn ucx_version() -> String {
 mod tests {
     use super::*;
 
-    const SHM: &[&str] = &["sm", "shm", "mm", "posix", "sysv"];
-
     #[test]
     fn tls_lists_tell_which_transports_a_context_may_use() {
-        assert!(tls_may_use(None, SHM) && tls_may_use(None, &["tcp"]));
+        assert!(tls_may_use(None, SHM_TRANSPORTS) && tls_may_use(None, &["tcp"]));
         let swucx_shm = Some("posix,sysv,cma,self,tcp");
-        assert!(tls_may_use(swucx_shm, SHM) && tls_may_use(swucx_shm, &["tcp"]));
-        assert!(!tls_may_use(Some("tcp,self"), SHM));
+        assert!(tls_may_use(swucx_shm, SHM_TRANSPORTS) && tls_may_use(swucx_shm, &["tcp"]));
+        assert!(!tls_may_use(Some("tcp,self"), SHM_TRANSPORTS));
         assert!(tls_may_use(Some(" tcp , self"), &["tcp"]));
         assert!(!tls_may_use(Some("self"), &["tcp"]));
-        assert!(tls_may_use(Some("sm:aux,rc"), SHM));
+        assert!(tls_may_use(Some("sm:aux,rc"), SHM_TRANSPORTS));
         assert!(tls_may_use(Some("all"), &["tcp"]));
         assert!(
             tls_may_use(Some("^tcp"), &["tcp"]),

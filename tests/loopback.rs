@@ -16,7 +16,8 @@ use common::{
     pattern, progress_until,
 };
 use swucx::{
-    AmFlags, AmQueue, CloseMode, Engine, Listener, MemRegion, RemoteKey, Request, Status, Worker,
+    AmFlags, AmQueue, CloseMode, Context, Engine, Listener, MemRegion, RemoteKey, Request, Status,
+    Worker,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -413,6 +414,26 @@ fn shm_endpoint_uses_shared_memory() {
         assert!(
             !transports.iter().any(|t| t.transport == "tcp"),
             "{side} endpoint has a tcp lane: {transports:?}"
+        );
+    }
+}
+
+/// An override of a default setting works by either of its names on any UCX release: tcp's put
+/// turned back on (`swucx serve` does) gives a shm pair its tcp lanes again (UCX 1.13 takes only
+/// `PUT_ENABLE`, 1.22 only `TCP_PUT_ENABLE`).
+#[test]
+fn override_of_a_default_goes_by_either_name() {
+    for name in ["PUT_ENABLE", "TCP_PUT_ENABLE"] {
+        let context = Context::builder()
+            .config("TLS", "posix,sysv,cma,self,tcp")
+            .config(name, "y")
+            .build()
+            .expect("context");
+        let pair = Pair::listener_pair_on(Tls::Shm, context);
+        let transports = pair.client.transports().expect("transports");
+        assert!(
+            transports.iter().any(|t| t.transport == "tcp"),
+            "{name}=y: no tcp lane: {transports:?}"
         );
     }
 }

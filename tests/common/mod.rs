@@ -250,7 +250,11 @@ impl Pair {
     }
 
     pub fn listener_pair(tls: Tls) -> Pair {
-        let context = tls.context();
+        Pair::listener_pair_on(tls, tls.context())
+    }
+
+    /// As `listener_pair`, on `context` (made for `tls`).
+    pub fn listener_pair_on(tls: Tls, context: Context) -> Pair {
         let server_worker = Worker::new(&context).expect("server worker");
         let client_worker = Worker::new(&context).expect("client worker");
         let listener = Listener::bind(&server_worker, any_local()).expect("listen");
