@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build examples test lint unit go-test compat demo bench fmt clean header header-check install install-files
+.PHONY: all deps build examples test lint unit go-test compat demo bench bench-compat fmt clean header header-check install install-files
 
 all: build
 
@@ -103,6 +103,11 @@ bench: examples
 	@scripts/bench.sh
 	@mkdir -p target/bench && target/examples/bench-read --cluster --rounds 3 --duration 2s \
 		--svg target/bench/read.svg | tee target/bench/read.md
+
+# The core cells of `make bench` against UCX $(UCX_COMPAT) (`make compat`'s build and that release's
+# ucx_perftest; the Rust ping-pong only), written to target/bench/ucx-$(UCX_COMPAT)/results.md.
+bench-compat: deps
+	@scripts/bench.sh --ucx $(UCX_COMPAT)
 
 fmt:
 	$(CARGO) fmt --all

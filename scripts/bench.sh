@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # swucx vs ucx_perftest, measured in the same run with the same UCX environment.
 #
-#   scripts/bench.sh [--quick] [--reps N] [--no-build]
+#   scripts/bench.sh [--quick] [--reps N] [--no-build] [--ucx VERSION]
+#
+# --ucx VERSION: the same against another UCX release (the libucx-cu12 wheel, built by
+# scripts/compat.sh --build-only): swucx's Rust ping-pong built against it and that release's
+# ucx_perftest; the C and Go rows are left out (their binaries link the system UCX's build).
+# Written to target/bench/ucx-VERSION/.
 #
 # For each transport (shm, tcp) it measures, N reps (default 3) of each cell, each comparison's two
 # runs back to back; the table shows the medians and the median of the per-rep ratios:
@@ -32,11 +37,13 @@ cd "$(dirname "$0")/.."
 QUICK=0
 REPS=3
 BUILD=1
+UCX_REL=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; REPS=1 ;;
     --reps) REPS="$2"; shift ;;
     --no-build) BUILD=0 ;;
+    --ucx) UCX_REL="$2"; shift ;;
     -h|--help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -44,10 +51,27 @@ while [ $# -gt 0 ]; do
 done
 
 PERFTEST=${UCX_PERFTEST:-ucx_perftest}
+UCX_INFO=ucx_info
 PP=target/release/examples/pingpong
 PPC=target/examples/pingpong-c
 PPG=target/examples/pingpong-go
 OUT=target/bench
+# 1 when only the Rust ping-pong is measured (--ucx).
+CORE_ONLY=0
+if [ -n "$UCX_REL" ]; then
+  ucx=$(scripts/compat.sh --build-only "$UCX_REL" | tail -1) && [ -d "$ucx" ] \
+    || { echo "bench: building against UCX $UCX_REL failed" >&2; exit 2; }
+  export LD_LIBRARY_PATH="$ucx/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  PERFTEST=$ucx/bin/ucx_perftest
+  UCX_INFO=$ucx/bin/ucx_info
+  PP=target/ucx-$UCX_REL/release/examples/pingpong
+  OUT=target/bench/ucx-$UCX_REL
+  CORE_ONLY=1
+  BUILD=0
+fi
+# swucx's defaults for UCX >= 1.16 (protocols v2), given to ucx_perftest too (src/context.rs).
+V2=0
+if [ -n "$UCX_REL" ] && [ "$(printf '1.16\n%s\n' "$UCX_REL" | sort -V | head -1)" = 1.16 ]; then V2=1; fi
 LOGS=$OUT/logs
 mkdir -p "$LOGS"
 rm -f "$LOGS"/*.log "$LOGS/.runs"
@@ -58,8 +82,10 @@ if [ "$BUILD" = 1 ]; then
   make -s examples >/dev/null || { echo "bench: C example build failed" >&2; exit 2; }
 fi
 [ -x "$PP" ] || { echo "bench: $PP missing" >&2; exit 2; }
-[ -x "$PPC" ] || { echo "bench: $PPC missing (make examples)" >&2; exit 2; }
-[ -x "$PPG" ] || { echo "bench: $PPG missing (make examples)" >&2; exit 2; }
+if [ "$CORE_ONLY" = 0 ]; then
+  [ -x "$PPC" ] || { echo "bench: $PPC missing (make examples)" >&2; exit 2; }
+  [ -x "$PPG" ] || { echo "bench: $PPG missing (make examples)" >&2; exit 2; }
+fi
 
 # Iteration counts (measured / warm-up).
 if [ "$QUICK" = 1 ]; then
@@ -72,7 +98,7 @@ fi
 export UCX_POSIX_ERROR_HANDLING=y UCX_SYSV_ERROR_HANDLING=y UCX_KEEPALIVE_INTERVAL=500ms
 # (the shm settings are unused over tcp; do not warn about it in every log)
 export UCX_WARN_UNUSED_ENV_VARS=n
-unset UCX_TLS UCX_NET_DEVICES UCX_TCP_PUT_ENABLE
+unset UCX_TLS UCX_NET_DEVICES UCX_TCP_PUT_ENABLE UCX_ZCOPY_THRESH UCX_RNDV_SCHEME
 
 if [ "$(nproc)" -ge 2 ]; then
   SCPU=(-c 0); CCPU=(-c 1); PSCPU=(--cpu 0); PCCPU=(--cpu 1)
@@ -172,6 +198,15 @@ swucx() {
   tr ' ' '\n' <<<"$line" | sed -n "s/^$key=//p"
 }
 
+# other_client BIN PORT KIND ARGS...: `swucx` with the C or Go ping-pong as the client; "-"
+# (nothing measured) when only the Rust ping-pong is (--ucx).
+other_client() {
+  local bin=$1 port=$2
+  shift 2
+  if [ "$CORE_ONLY" = 1 ]; then echo -; return; fi
+  CLIENT_BIN=$bin swucx "$port" "$@"
+}
+
 # Starts a pingpong server with the current environment; sets SW_PORT and SW_PID.
 start_server() {
   SW_PORT=$(free_port) || { echo "bench: no free port" >&2; exit 2; }
@@ -245,46 +280,49 @@ measure_transport() {
   local -a pt_tag sw_tag pt_am sw_am pt_64 sw_64 pt_1m sw_1m c_tag c_am c_1m g_tag g_am g_1m
   local c_port c_pid g_port g_pid
   # The C and Go servers next to the Rust one (each client talks to its own language's server).
-  SERVER_BIN=$PPC start_server "$tl-c"
-  c_port=$SW_PORT; c_pid=$SW_PID
-  SERVER_BIN=$PPG start_server "$tl-go"
-  g_port=$SW_PORT; g_pid=$SW_PID
+  if [ "$CORE_ONLY" = 0 ]; then
+    SERVER_BIN=$PPC start_server "$tl-c"
+    c_port=$SW_PORT; c_pid=$SW_PID
+    SERVER_BIN=$PPG start_server "$tl-go"
+    g_port=$SW_PORT; g_pid=$SW_PID
+  fi
   start_server "$tl"
   echo "== $tl ($(env | grep -E '^UCX_(TLS|NET_DEVICES|TCP_PUT_ENABLE)=' | tr '\n' ' '))" >&2
   for r in $(seq "$REPS"); do
     # Each comparison's pair runs back to back (the table takes the median of per-rep ratios).
     pt_tag+=("$(perftest tag_lat 8 "$lat_n" "$lat_w" lat)")
     sw_tag+=("$(swucx "$SW_PORT" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
-    c_tag+=("$(CLIENT_BIN=$PPC swucx "$c_port" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
-    g_tag+=("$(CLIENT_BIN=$PPG swucx "$g_port" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    c_tag+=("$(other_client "$PPC" "${c_port:-}" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    g_tag+=("$(other_client "$PPG" "${g_port:-}" lat --api tag --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
     pt_am+=("$(perftest ucp_am_lat 8 "$lat_n" "$lat_w" lat)")
     sw_am+=("$(swucx "$SW_PORT" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
-    c_am+=("$(CLIENT_BIN=$PPC swucx "$c_port" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
-    g_am+=("$(CLIENT_BIN=$PPG swucx "$g_port" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    c_am+=("$(other_client "$PPC" "${c_port:-}" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
+    g_am+=("$(other_client "$PPG" "${g_port:-}" lat --api am --mode lat --size 8 --iters "$lat_n" --warmup "$lat_w")")
     pt_64+=("$(perftest ucp_am_bw 65536 "${BW_64K[0]}" "${BW_64K[1]}" bw)")
     sw_64+=("$(swucx "$SW_PORT" bw --api am --mode bw --size 65536 --iters "${BW_64K[0]}" --warmup "${BW_64K[1]}" --window 32)")
     pt_1m+=("$(perftest ucp_am_bw 1048576 "${BW_1M[0]}" "${BW_1M[1]}" bw)")
     sw_1m+=("$(swucx "$SW_PORT" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
-    c_1m+=("$(CLIENT_BIN=$PPC swucx "$c_port" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
-    g_1m+=("$(CLIENT_BIN=$PPG swucx "$g_port" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
+    c_1m+=("$(other_client "$PPC" "${c_port:-}" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
+    g_1m+=("$(other_client "$PPG" "${g_port:-}" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
     echo "  rep $r: tag_lat ${pt_tag[-1]}/${sw_tag[-1]} am_lat ${pt_am[-1]}/${sw_am[-1]}" \
       "am_bw64K ${pt_64[-1]}/${sw_64[-1]} am_bw1M ${pt_1m[-1]}/${sw_1m[-1]}" \
       "C: tag_lat ${c_tag[-1]} am_lat ${c_am[-1]} am_bw1M ${c_1m[-1]}" \
       "Go: tag_lat ${g_tag[-1]} am_lat ${g_am[-1]} am_bw1M ${g_1m[-1]}" >&2
   done
-  if [ "$tl" = shm ]; then
+  if [ "$tl" = shm ] && [ "$CORE_ONLY" = 0 ]; then
     # A Go process with an open connection and nothing to do (two goroutines blocked in
     # cancellable waits on it).
     GO_IDLE=$(CLIENT_BIN=$PPG swucx "$g_port" idle --api am --mode lat --size 8 --iters 1000 --front --idle-secs "$IDLE_SECS")
     echo "  Go idle: ${GO_IDLE}% of a core over ${IDLE_SECS}s" >&2
   fi
   stop_server
-  SW_PID=$c_pid stop_server
-  SW_PID=$g_pid stop_server
   row "tag_lat 8 B (us)" "$tl" "${pt_tag[*]}" "${sw_tag[*]}" lat
   row "am_lat 8 B (us)" "$tl" "${pt_am[*]}" "${sw_am[*]}" lat
   row "am_bw 64 KiB w32 (GB/s)" "$tl" "${pt_64[*]}" "${sw_64[*]}" bw
   row "am_bw 1 MiB w32 (GB/s)" "$tl" "${pt_1m[*]}" "${sw_1m[*]}" bw
+  [ "$CORE_ONLY" = 1 ] && return
+  SW_PID=$c_pid stop_server
+  SW_PID=$g_pid stop_server
   row "C pingpong tag_lat 8 B (us; perftest column = Rust inline)" "$tl" "${sw_tag[*]}" "${c_tag[*]}" clat
   row "C pingpong am_lat 8 B (us; perftest column = Rust inline)" "$tl" "${sw_am[*]}" "${c_am[*]}" clat
   row "C pingpong am_bw 1 MiB w32 (GB/s; perftest column = Rust inline)" "$tl" "${sw_1m[*]}" "${c_1m[*]}" cbw
@@ -302,6 +340,7 @@ GO_IDLE=ERR
 
 # swucx's shm-only default (tcp put zero-copy off), for both tools.
 export UCX_TLS=$SHM_TLS UCX_TCP_PUT_ENABLE=n
+if [ "$V2" = 1 ]; then export UCX_ZCOPY_THRESH=8k; fi
 measure_transport shm "${LAT_SHM[@]}"
 
 # The Engine front vs inline, 8 B tag latency over shm (both swucx, same server).
@@ -346,6 +385,7 @@ row "am_lat 8 B (us), MULTI workers (perftest -M multi, swucx Worker::new)" shm 
 
 unset UCX_TCP_PUT_ENABLE
 export UCX_TLS=tcp,self UCX_NET_DEVICES=lo
+if [ "$V2" = 1 ]; then export UCX_RNDV_SCHEME=put_zcopy; fi
 measure_transport tcp "${LAT_TCP[@]}"
 unset UCX_TLS UCX_NET_DEVICES
 
@@ -353,22 +393,31 @@ row "${FRONT_ROW[@]}"
 row "${HANDOFF_ROW[@]}"
 if [ "$idle" = ERR ]; then FAILED=1; fi
 ROWS+=("| front idle CPU, open connection, ${IDLE_SECS} s (% of one core) | shm | - | $idle | - | ~0 | $(awk -v a="$idle" 'BEGIN{print (a < 1.0) ? "pass" : "FAIL"}') |")
-if [ "$GO_IDLE" = ERR ]; then FAILED=1; fi
-ROWS+=("| Go idle CPU, open connection, 2 goroutines in cancellable waits, ${IDLE_SECS} s (% of one core) | shm | - | $GO_IDLE | - | < 1% | $(awk -v a="$GO_IDLE" 'BEGIN{print (a != "ERR" && a < 1.0) ? "pass" : "FAIL"}') |")
+if [ "$CORE_ONLY" = 0 ]; then
+  if [ "$GO_IDLE" = ERR ]; then FAILED=1; fi
+  ROWS+=("| Go idle CPU, open connection, 2 goroutines in cancellable waits, ${IDLE_SECS} s (% of one core) | shm | - | $GO_IDLE | - | < 1% | $(awk -v a="$GO_IDLE" 'BEGIN{print (a != "ERR" && a < 1.0) ? "pass" : "FAIL"}') |")
+fi
 ELAPSED=$(( $(date +%s) - START ))
 
 {
-  echo "## swucx vs ucx_perftest ($(date -u +%Y-%m-%dT%H:%MZ), UCX $(ucx_info -v 2>/dev/null | sed -n "s/^# Version //p"), $(nproc) CPUs)"
+  echo "## swucx vs ucx_perftest ($(date -u +%Y-%m-%dT%H:%MZ), UCX $("$UCX_INFO" -v 2>/dev/null | sed -n -e "s/^# Version //p" -e "s/^# Library version: //p"), $(nproc) CPUs)"
   echo
   echo "Median of $REPS per cell$([ "$QUICK" = 1 ] && echo ' (--quick)'), run in ${ELAPSED}s; the ratio (difference) is the median of the"
   echo "$REPS per-rep ratios (differences), each rep's pair measured back to back. Latency: one-way (RTT/2) p50 in us;"
   echo "bandwidth: GB/s (1e9 B/s) at the sender. shm: UCX_TLS=$SHM_TLS; tcp: UCX_TLS=tcp,self"
   echo "UCX_NET_DEVICES=lo. Both tools: peer error handling (perftest -e), UCX_POSIX_ERROR_HANDLING=y"
   echo "UCX_SYSV_ERROR_HANDLING=y UCX_KEEPALIVE_INTERVAL=500ms (and UCX_TCP_PUT_ENABLE=n over shm), as swucx's"
+  if [ "$V2" = 1 ]; then
+    echo "defaults, and for UCX >= 1.16 UCX_ZCOPY_THRESH=8k (and UCX_RNDV_SCHEME=put_zcopy over tcp), also swucx's"
+  fi
   echo "defaults; servers on CPU 0, clients on CPU 1;"
-  echo "swucx busy-polls inline unless the row says front; the Go ping-pong always waits through its Engine"
-  echo "and its --cpu binds its driving goroutine's thread, in bandwidth runs every thread of the process"
-  echo "(in latency runs the engine's and the runtime's other threads keep every CPU). Logs: $LOGS."
+  if [ "$CORE_ONLY" = 1 ]; then
+    echo "swucx (the Rust ping-pong alone) busy-polls inline unless the row says front. Logs: $LOGS."
+  else
+    echo "swucx busy-polls inline unless the row says front; the Go ping-pong always waits through its Engine"
+    echo "and its --cpu binds its driving goroutine's thread, in bandwidth runs every thread of the process"
+    echo "(in latency runs the engine's and the runtime's other threads keep every CPU). Logs: $LOGS."
+  fi
   echo
   echo "| cell | transport | ucx_perftest | swucx | ratio | target | pass/fail |"
   echo "|---|---|---|---|---|---|---|"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds swucx against another UCX release and runs the Rust and C test suites on it.
 #
-#   scripts/compat.sh [VERSION]      (default 1.22.0)
+#   scripts/compat.sh [--build-only] [VERSION]      (default 1.22.0)
+#
+# --build-only: builds (library, binaries, examples) and prints the UCX prefix as the last line
+# of its output, running no test (scripts/bench.sh --ucx uses it).
 #
 # The UCX comes from the PyPI wheel libucx-cu12 (UCX built by NVIDIA for CUDA 12: no verbs, the
 # CUDA modules stay unloaded without a GPU), installed into the project-local venv .venv/. Its
@@ -16,6 +19,8 @@
 # Exit status: that of the tests; 2 on a setup error.
 set -euo pipefail
 
+BUILD_ONLY=0
+if [ "${1:-}" = --build-only ]; then BUILD_ONLY=1; shift; fi
 VERSION=${1:-1.22.0}
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
@@ -49,9 +54,13 @@ export PKG_CONFIG_PATH="$out/pkgconfig" CARGO_TARGET_DIR="$out"
 export LD_LIBRARY_PATH="$ucx/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 found=$(pkg-config --modversion ucx)
 [ "$found" = "$VERSION" ] || { echo "compat.sh: pkg-config finds UCX $found, not $VERSION" >&2; exit 2; }
-echo "compat: swucx against UCX $VERSION ($ucx)"
+echo "compat: swucx against UCX $VERSION ($ucx)" >&2
 
 cd "$root"
 # The C tests link target/ucx-VERSION/release/libswucx.{a,so}; `cargo test` builds only the rlib.
 cargo build -q --release --lib --bins --examples
+if [ "$BUILD_ONLY" = 1 ]; then
+  echo "$ucx"
+  exit 0
+fi
 cargo test -q --release --no-fail-fast --lib --tests -- --skip valgrind
