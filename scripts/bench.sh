@@ -287,7 +287,7 @@ measure_transport() {
     g_port=$SW_PORT; g_pid=$SW_PID
   fi
   start_server "$tl"
-  echo "== $tl ($(env | grep -E '^UCX_(TLS|NET_DEVICES|TCP_PUT_ENABLE)=' | tr '\n' ' '))" >&2
+  echo "== $tl ($(env | grep -E '^UCX_(TLS|NET_DEVICES|TCP_PUT_ENABLE|ZCOPY_THRESH|RNDV_SCHEME)=' | tr '\n' ' '))" >&2
   for r in $(seq "$REPS"); do
     # Each comparison's pair runs back to back (the table takes the median of per-rep ratios).
     pt_tag+=("$(perftest tag_lat 8 "$lat_n" "$lat_w" lat)")
