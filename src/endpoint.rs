@@ -162,7 +162,9 @@ impl Worker {
         self.create_endpoint(params, None)
     }
 
-    /// Accepts a connection request from a [`Listener`](crate::Listener).
+    /// Accepts a connection request from a [`Listener`](crate::Listener): on this worker, which
+    /// may be another worker of the listener's context than the one it listens on (the endpoint
+    /// is then this worker's; tested over shm and tcp on UCX 1.13 and 1.22).
     pub fn accept(&self, request: ConnRequest) -> Result<Endpoint> {
         let peer = request.client_addr();
         let raw = request.into_raw();

@@ -36,7 +36,8 @@ unsafe impl Sync for ListenerInner {}
 /// accept ([`Worker::accept`]) or reject them. `Send + Sync`.
 pub struct Listener(Arc<ListenerInner>);
 
-/// A peer asking to connect. Accept it with [`Worker::accept`]; dropping it rejects it.
+/// A peer asking to connect. Accept it with [`Worker::accept`] (on any worker of the listener's
+/// context, from any thread); dropping it rejects it.
 pub struct ConnRequest {
     listener: Arc<ListenerInner>,
     raw: sys::ucp_conn_request_h,

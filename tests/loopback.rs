@@ -665,6 +665,60 @@ fn listener_on_port_zero() {
     common::close_all(&[&ep, &server_ep], &[&client, &worker]);
 }
 
+/// A request from a listener on one worker is accepted on another worker of the context (how
+/// the needle server deals connections to its threads): the endpoint lives on the accepting
+/// worker, with the transports of the set, and carries eager and rendezvous messages both ways.
+#[test]
+fn accept_on_another_worker() {
+    for tls in [Tls::Shm, Tls::Tcp] {
+        let context = tls.context();
+        let listening = Worker::new(&context).unwrap();
+        let serving = Worker::new(&context).unwrap();
+        let client = Worker::new(&context).unwrap();
+        let listener = Listener::bind(&listening, any_local()).unwrap();
+        let ep = client.connect(listener.local_addr().unwrap()).unwrap();
+        let workers = [&listening, &serving, &client];
+        let mut request = None;
+        common::progress_until(&workers, "connection request", || {
+            request = listener.try_accept();
+            request.is_some()
+        });
+        let server_ep = serving.accept(request.unwrap()).expect("accept");
+        for (tag, size) in [(1, 8), (2, (1 << 20) + 13)] {
+            let data = pattern(size, tag);
+            let recv = serving.tag_recv(tag, u64::MAX, vec![0u8; size]).unwrap();
+            common::wait_on(&workers, ep.tag_send(tag, data.clone()).unwrap(), "send").unwrap();
+            let got = common::wait_on(&workers, recv, "recv").unwrap();
+            assert_bytes(
+                &got.buffer,
+                &data,
+                &format!("{tls:?} to the accepting worker"),
+            );
+            let recv = client.tag_recv(tag, u64::MAX, vec![0u8; size]).unwrap();
+            let send = server_ep.tag_send(tag, data.clone()).unwrap();
+            common::wait_on(&workers, send, "reply").unwrap();
+            let got = common::wait_on(&workers, recv, "reply recv").unwrap();
+            assert_bytes(
+                &got.buffer,
+                &data,
+                &format!("{tls:?} from the accepting worker"),
+            );
+        }
+        let names: Vec<String> = server_ep
+            .transports()
+            .unwrap()
+            .iter()
+            .map(|t| t.transport.clone())
+            .collect();
+        let want_shm = tls == Tls::Shm;
+        assert!(
+            names.iter().all(|t| (t != "tcp") == want_shm),
+            "{tls:?}: transports {names:?}"
+        );
+        common::close_all(&[&ep, &server_ep], &workers);
+    }
+}
+
 /// A server that restarts binds its port again at once: the connection it served leaves a
 /// TIME_WAIT socket on that port, and swucx's default `CM_REUSEADDR=y` lets the bind through.
 #[test]

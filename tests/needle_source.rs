@@ -3,7 +3,7 @@
 //! Also: `Stale` replies are retryable and retried a bounded number of times, and stopping a
 //! server still delivers the read it is serving.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,8 +48,8 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn host_supplied_bytes_over_tcp_and_shm() {
+/// Files of every size class (empty, eager, rendezvous) and the store holding them.
+fn sample_files() -> (Vec<(FileId, Vec<u8>)>, MapSource) {
     let files: Vec<(FileId, Vec<u8>)> = [0usize, 1, 4096, 65536, 1 << 20, (4 << 20) + 7]
         .iter()
         .enumerate()
@@ -66,15 +66,17 @@ fn host_supplied_bytes_over_tcp_and_shm() {
             .map(|(f, d)| ((f.volume_id, f.needle_id, f.cookie), d.clone()))
             .collect(),
     );
+    (files, source)
+}
+
+#[test]
+fn host_supplied_bytes_over_tcp_and_shm() {
+    let (files, source) = sample_files();
     let source: Arc<dyn NeedleSource> = Arc::new(source);
     let key = ReadKey::new("host-key");
     let timeout = Duration::from_secs(30);
     for tls in ["tcp,self", "posix,sysv,cma,self,tcp"] {
-        let context = Context::builder()
-            .config("TLS", tls)
-            .config("NET_DEVICES", "lo")
-            .build()
-            .unwrap();
+        let context = context_on(tls);
         let server =
             NeedleServer::bind_source(&context, source.clone(), "127.0.0.1:0".parse().unwrap())
                 .unwrap()
@@ -151,6 +153,67 @@ fn host_supplied_bytes_over_tcp_and_shm() {
     }
 }
 
+/// A store that notes the name of every thread that reads from it.
+struct ThreadsSeen {
+    store: MapSource,
+    names: Mutex<HashSet<String>>,
+}
+
+impl NeedleSource for ThreadsSeen {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        let name = std::thread::current().name().unwrap_or("?").to_string();
+        self.names.lock().unwrap().insert(name);
+        self.store.read(request)
+    }
+}
+
+/// A server on three threads deals its connections to all of them, and clients reading at once
+/// through every one get their bytes exactly; stopping ends every thread.
+#[test]
+fn connections_are_dealt_to_every_server_thread() {
+    let (files, store) = sample_files();
+    let files = Arc::new(files);
+    for tls in ["tcp,self", "posix,sysv,cma,self,tcp"] {
+        let context = context_on(tls);
+        let source = Arc::new(ThreadsSeen {
+            store: MapSource(store.0.clone()),
+            names: Mutex::default(),
+        });
+        let server =
+            NeedleServer::bind_source(&context, source.clone(), "127.0.0.1:0".parse().unwrap())
+                .unwrap()
+                .with_threads(3)
+                .unwrap();
+        let addr = server.local_addr().unwrap();
+        let serving = server.spawn();
+        let readers: Vec<_> = (0..6)
+            .map(|_| NeedleClient::connect(&context, addr).unwrap())
+            .map(|client| {
+                let files = files.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..3 {
+                        for (fid, data) in files.iter() {
+                            let got = client.read(fid, 0, 0, Duration::from_secs(30)).unwrap();
+                            assert!(got.data == *data, "{fid}: bytes differ");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for reader in readers {
+            reader.join().expect("reader");
+        }
+        serving.stop().expect("server run");
+        let mut names: Vec<String> = source.names.lock().unwrap().iter().cloned().collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["swucx-lane-1", "swucx-lane-2", "swucx-needle-server"],
+            "{tls}: the threads that served"
+        );
+    }
+}
+
 /// A source that answers `Stale` a given number of times, then the bytes.
 struct FlakySource {
     data: Vec<u8>,
@@ -176,9 +239,10 @@ impl NeedleSource for FlakySource {
     }
 }
 
-fn tcp_context() -> Context {
+/// A context on the transports `tls` (tcp on the loopback device only).
+fn context_on(tls: &str) -> Context {
     Context::builder()
-        .config("TLS", "tcp,self")
+        .config("TLS", tls)
         .config("NET_DEVICES", "lo")
         .build()
         .unwrap()
@@ -186,7 +250,7 @@ fn tcp_context() -> Context {
 
 #[test]
 fn stale_is_retryable_and_retried_a_bounded_number_of_times() {
-    let context = tcp_context();
+    let context = context_on("tcp,self");
     let source = Arc::new(FlakySource {
         data: bytes(20_000, 9),
         stale_left: Mutex::new(0),
@@ -252,7 +316,7 @@ impl NeedleSource for GateSource {
 /// Stopping a server while it serves a read (a rendezvous payload) still delivers that read.
 #[test]
 fn stop_finishes_the_read_in_flight() {
-    let context = tcp_context();
+    let context = context_on("tcp,self");
     let (entered_tx, entered) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
     let data = bytes(3 << 20, 4);
@@ -289,11 +353,7 @@ fn stop_finishes_the_read_in_flight() {
 #[test]
 fn test_transports_carry_the_longest_header() {
     for tls in ["tcp,self", "posix,sysv,cma,self,tcp", "tcp"] {
-        let context = Context::builder()
-            .config("TLS", tls)
-            .config("NET_DEVICES", "lo")
-            .build()
-            .unwrap();
+        let context = context_on(tls);
         let limit = Worker::new(&context).unwrap().max_am_header().unwrap();
         assert!(limit >= MAX_HEADER_LEN, "{tls}: {limit}");
     }

@@ -197,15 +197,19 @@ fn stderr(out: &Output) -> String {
 
 /// Also: a server restarted right after one stopped gets its port back. The second run listens
 /// on the first one's address, where a connection that was open when the first stopped (a bare
-/// TCP connection to the listener, closed by the server first) left a TIME_WAIT socket.
+/// TCP connection to the listener, closed by the server first) left a TIME_WAIT socket. The
+/// second runs three threads: three reads (three connections) are served one by each, and
+/// every thread finishes.
 #[test]
 fn serve_stops_cleanly_on_sigterm_and_sigint() {
     let setup = Setup::new("signals");
     let mut previous: Option<String> = None;
-    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+    for (signal, name, threads) in [(libc::SIGTERM, "SIGTERM", 1), (libc::SIGINT, "SIGINT", 3)] {
+        let threads_arg = threads.to_string();
+        let args = ["--threads", threads_arg.as_str()];
         let mut serve = match &previous {
-            Some(addr) => setup.serve_on(addr, &[], &[]),
-            None => setup.serve(&[], &[]),
+            Some(addr) => setup.serve_on(addr, &args, &[]),
+            None => setup.serve(&args, &[]),
         };
         let addr = serve.addr().to_string();
         if let Some(before) = &previous {
@@ -213,13 +217,23 @@ fn serve_stops_cleanly_on_sigterm_and_sigint() {
         }
         previous = Some(addr.clone());
         let open_connection = std::net::TcpStream::connect(&addr).expect("connect to the listener");
-        let out = setup.read(&addr, &[], &[]);
-        assert!(out.status.success(), "{name}: read: {}", stderr(&out));
-        assert!(out.stdout == setup.data, "{name}: bytes differ");
+        for _ in 0..threads {
+            let out = setup.read(&addr, &[], &[]);
+            assert!(out.status.success(), "{name}: read: {}", stderr(&out));
+            assert!(out.stdout == setup.data, "{name}: bytes differ");
+        }
         serve.signal(signal);
         let status = serve.wait();
         let log = serve.stderr();
         assert!(status.success(), "{name}: exit {status}:\n{log}");
+        for lane in 0..threads {
+            for line in [
+                format!("connected (lane {lane})"),
+                format!("stopped: every reply finished (lane {lane})"),
+            ] {
+                assert!(log.contains(&line), "{name}: no line {line:?}:\n{log}");
+            }
+        }
         assert!(
             log.contains("stopping: no new connections"),
             "{name}: no stopping line:\n{log}"

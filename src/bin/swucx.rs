@@ -1,7 +1,7 @@
 //! `swucx`: serve SeaweedFS needles from a volume directory over UCX, or read one.
 //!
 //! ```text
-//! swucx serve --dir VOLUME_DIR [--listen IP:PORT]
+//! swucx serve --dir VOLUME_DIR [--listen IP:PORT] [--threads N]
 //! swucx read --server IP:PORT FID [--offset N] [--size N] [-o FILE]
 //! ```
 //! Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES). Logging: RUST_LOG (default
@@ -44,6 +44,10 @@ enum Command {
         /// reads, docs/protocol.md); every payload then moves through UCX.
         #[arg(long)]
         no_direct_reads: bool,
+        /// Threads serving reads, each with a UCX worker of its own; new connections are dealt
+        /// to them in turn (one connection is served by one thread).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        threads: u16,
     },
     /// Read one file id (or a range of it) to stdout or a file.
     Read {
@@ -83,6 +87,7 @@ fn serve(
     listen: SocketAddr,
     key: Option<String>,
     direct_reads: bool,
+    threads: u16,
 ) -> Result<(), String> {
     let volumes = VolumeDir::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let key = match key {
@@ -92,7 +97,9 @@ fn serve(
     let context = server_context(direct_reads)?;
     let mut server = NeedleServer::bind(&context, volumes, listen)
         .map_err(|e| format!("listen {listen}: {e}"))?
-        .with_direct_reads(direct_reads);
+        .with_direct_reads(direct_reads)
+        .with_threads(threads.into())
+        .map_err(|e| format!("{threads} threads: {e}"))?;
     if direct_reads {
         swucx::seaweed::direct::allow_direct_reads();
     }
@@ -102,8 +109,9 @@ fn serve(
     }
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     println!(
-        "swucx serve: listening on {addr}, volumes in {}",
-        dir.display()
+        "swucx serve: listening on {addr}, volumes in {}, {threads} thread{}",
+        dir.display(),
+        if threads == 1 { "" } else { "s" }
     );
     let _ = std::io::stdout().flush();
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -173,7 +181,8 @@ fn main() -> ExitCode {
             listen,
             jwt_read_key,
             no_direct_reads,
-        } => serve(dir, listen, jwt_read_key, !no_direct_reads),
+            threads,
+        } => serve(dir, listen, jwt_read_key, !no_direct_reads, threads),
         Command::Read {
             server,
             fid,

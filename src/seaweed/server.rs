@@ -2,9 +2,10 @@
 //! bytes from a [`NeedleSource`]: a volume directory ([`VolumeDir`], for the daemon) or a host's
 //! own storage code (for embedding in a volume server).
 //!
-//! One thread runs [`NeedleServer::run`]: it progresses the worker, accepts connections, and
-//! serves the requests the AM handler queued (the handler itself only queues, so disk reads never
-//! run inside UCX's progress). It sleeps on the worker's event fd when idle.
+//! [`NeedleServer::run`] runs one lane per thread (one by default): each progresses its own
+//! worker and serves the requests its AM handler queued for the connections dealt to it (the
+//! handler itself only queues, so disk reads never run inside UCX's progress); the first lane
+//! also accepts connections. A lane sleeps on its worker's event fd when idle.
 //!
 //! Payloads go out without a copy: [`VolumeDir`] answers with a range of its read-only mapping
 //! of the `.dat` file ([`Payload::Mapped`]), which the AM send owns (and so keeps mapped) until
@@ -26,7 +27,7 @@ use crate::seaweed::protocol::{
     ReadReply, ReadRequest, Status, peek_request_id,
 };
 use crate::seaweed::volume::VolumeDir;
-use crate::{AmFlags, Context, Endpoint, Listener, Payload, Request, Worker};
+use crate::{AmFlags, ConnRequest, Context, Endpoint, Listener, Payload, Request, Worker};
 
 /// Payloads at least this large go by rendezvous: the client pulls them into its buffer.
 pub const RNDV_THRESHOLD: usize = 8 << 10;
@@ -96,20 +97,69 @@ fn am_header_limit_ok(limit: usize) -> crate::Result<()> {
     ))
 }
 
-/// Serves needle reads from one [`NeedleSource`] on one listener.
+/// Serves needle reads from one [`NeedleSource`] on one listener, on one thread or more
+/// ([`with_threads`](NeedleServer::with_threads)).
+///
+/// Each thread runs a lane: a worker of its own with the connections dealt to it. The first
+/// lane also owns the listener and deals new connections to the lanes in turn (accepting a
+/// request on another lane's worker), so one connection's requests are always served by one
+/// thread and the lanes share nothing while serving.
 pub struct NeedleServer {
-    worker: Worker,
     listener: Listener,
+    /// At least one; the first owns the listener.
+    lanes: Vec<Lane>,
+    answerer: Answerer,
+}
+
+/// What every lane answers with; shared by the lanes' threads.
+struct Answerer {
     source: Arc<dyn NeedleSource>,
+    read_key: Option<ReadKey>,
+    direct_reads: bool,
+}
+
+/// One worker and the connections, requests and replies on it. One thread runs it.
+struct Lane {
+    /// The lane's number (0: the accepting lane), for the log.
+    index: usize,
+    worker: Worker,
+    /// Requests the AM handler queued.
     jobs: Arc<Mutex<VecDeque<Job>>>,
+    /// Connection requests the accepting lane dealt to this lane, to accept on its worker.
+    dealt: Arc<Mutex<Vec<ConnRequest>>>,
     clients: Vec<Endpoint>,
     /// Replies in flight that need this side's progress to move their bytes.
     replies: Vec<Request<(Vec<u8>, Payload)>>,
     /// Direct replies in flight: the client copies the payload itself and then releases the
     /// rendezvous; the release arrives as an event like a request does.
     direct_replies: Vec<Request<(Vec<u8>, Payload)>>,
-    read_key: Option<ReadKey>,
-    direct_reads: bool,
+}
+
+/// Where the accepting lane deals a connection to another lane: its inbox, and its worker to
+/// wake.
+struct Inbox {
+    dealt: Arc<Mutex<Vec<ConnRequest>>>,
+    worker: Worker,
+}
+
+/// The accepting lane's listener and the other lanes' inboxes.
+struct Dealer<'a> {
+    listener: &'a Listener,
+    others: Vec<Inbox>,
+    /// Deals so far; the next connection goes to lane `next % lanes`.
+    next: usize,
+}
+
+/// The server's stop flag, and the lanes' own: one lane failing stops them all.
+struct Stop<'a> {
+    requested: &'a AtomicBool,
+    lane_failed: AtomicBool,
+}
+
+impl Stop<'_> {
+    fn now(&self) -> bool {
+        self.requested.load(Ordering::Acquire) || self.lane_failed.load(Ordering::Acquire)
+    }
 }
 
 impl NeedleServer {
@@ -130,6 +180,112 @@ impl NeedleServer {
         source: Arc<dyn NeedleSource>,
         addr: SocketAddr,
     ) -> crate::Result<NeedleServer> {
+        let first = Lane::new(context, 0)?;
+        let listener = Listener::bind(&first.worker, addr)?;
+        Ok(NeedleServer {
+            listener,
+            lanes: vec![first],
+            answerer: Answerer {
+                source,
+                read_key: None,
+                direct_reads: true,
+            },
+        })
+    }
+
+    /// Requires a valid read JWT signed with `key` on every request, as `weed volume` does when
+    /// `[jwt.signing.read] key` is set (an empty key checks nothing).
+    pub fn with_read_key(mut self, key: ReadKey) -> NeedleServer {
+        self.answerer.read_key = Some(key);
+        self
+    }
+
+    /// Whether to tell clients that ask where a rendezvous payload lies in this process, so that
+    /// a client on this host can copy it out itself (direct reads, the default; see
+    /// [`crate::seaweed::direct`]). Off, every payload moves through UCX.
+    pub fn with_direct_reads(mut self, enabled: bool) -> NeedleServer {
+        self.answerer.direct_reads = enabled;
+        self
+    }
+
+    /// Serves on `threads` threads (0 counts as 1, the default), each with a worker of its
+    /// own; connections are dealt to them in turn as they arrive. More threads serve more
+    /// clients at once where one thread's sending is the limit (tcp: the kernel's copy of every
+    /// payload); the source is then called from all of them. Fails if UCX refuses a worker.
+    pub fn with_threads(mut self, threads: usize) -> crate::Result<NeedleServer> {
+        let context = self.lanes[0].worker.context().clone();
+        self.lanes.truncate(threads.max(1));
+        while self.lanes.len() < threads {
+            self.lanes.push(Lane::new(&context, self.lanes.len())?);
+        }
+        Ok(self)
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> crate::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` is set, then stops accepting connections, answers the requests it
+    /// has received, finishes the replies in flight and returns. Requests that arrive while it
+    /// finishes are answered [`Status::Busy`]. The first lane runs on the calling thread, every
+    /// other on a thread of its own that ends before this returns; if one lane fails, all stop
+    /// and the first failure is returned.
+    pub fn run(&mut self, stop: &AtomicBool) -> crate::Result<()> {
+        let NeedleServer {
+            listener,
+            lanes,
+            answerer,
+        } = self;
+        let answerer = &*answerer;
+        let stop = Stop {
+            requested: stop,
+            lane_failed: AtomicBool::new(false),
+        };
+        let stop = &stop;
+        let (first, others) = lanes.split_first_mut().expect("a server has a lane");
+        let dealer = Dealer {
+            listener,
+            others: others.iter().map(Lane::inbox).collect(),
+            next: 0,
+        };
+        std::thread::scope(|scope| {
+            let mut threads = Vec::with_capacity(others.len());
+            let mut outcome = Ok(());
+            for lane in others.iter_mut() {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("swucx-lane-{}", lane.index))
+                    .spawn_scoped(scope, move || lane.run(answerer, stop, None));
+                match spawned {
+                    Ok(thread) => threads.push(thread),
+                    Err(e) => {
+                        stop.lane_failed.store(true, Ordering::Release);
+                        outcome = Err(crate::Error::with_detail(
+                            "spawning a needle server thread",
+                            crate::Status::ERR_NO_RESOURCE,
+                            e.to_string(),
+                        ));
+                        break;
+                    }
+                }
+            }
+            let first_outcome = first.run(answerer, stop, Some(dealer));
+            outcome = outcome.and(first_outcome);
+            for thread in threads {
+                match thread.join() {
+                    Ok(lane_outcome) => outcome = outcome.and(lane_outcome),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            outcome
+        })
+    }
+}
+
+impl Lane {
+    /// A worker with the READ handler, which only queues (disk reads never run inside UCX's
+    /// progress).
+    fn new(context: &Context, index: usize) -> crate::Result<Lane> {
         let worker = Worker::new(context)?;
         check_am_header_limit(&worker)?;
         let jobs: Arc<Mutex<VecDeque<Job>>> = Arc::default();
@@ -145,49 +301,51 @@ impl NeedleServer {
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back((ep, header));
         })?;
-        let listener = Listener::bind(&worker, addr)?;
-        Ok(NeedleServer {
+        Ok(Lane {
+            index,
             worker,
-            listener,
-            source,
             jobs,
+            dealt: Arc::default(),
             clients: Vec::new(),
             replies: Vec::new(),
             direct_replies: Vec::new(),
-            read_key: None,
-            direct_reads: true,
         })
     }
 
-    /// Requires a valid read JWT signed with `key` on every request, as `weed volume` does when
-    /// `[jwt.signing.read] key` is set (an empty key checks nothing).
-    pub fn with_read_key(mut self, key: ReadKey) -> NeedleServer {
-        self.read_key = Some(key);
-        self
+    fn inbox(&self) -> Inbox {
+        Inbox {
+            dealt: self.dealt.clone(),
+            worker: self.worker.clone(),
+        }
     }
 
-    /// Whether to tell clients that ask where a rendezvous payload lies in this process, so that
-    /// a client on this host can copy it out itself (direct reads, the default; see
-    /// [`crate::seaweed::direct`]). Off, every payload moves through UCX.
-    pub fn with_direct_reads(mut self, enabled: bool) -> NeedleServer {
-        self.direct_reads = enabled;
-        self
+    /// Serves until `stop`, then finishes (see [`NeedleServer::run`]). A lane that fails sets
+    /// the lanes' own stop flag.
+    fn run(
+        &mut self,
+        answerer: &Answerer,
+        stop: &Stop,
+        mut dealer: Option<Dealer>,
+    ) -> crate::Result<()> {
+        let outcome = self.serve_until(answerer, stop, dealer.as_mut());
+        if outcome.is_err() {
+            stop.lane_failed.store(true, Ordering::Release);
+        }
+        self.finish(answerer);
+        outcome
     }
 
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> crate::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves until `stop` is set, then stops accepting connections, answers the requests it
-    /// has received, finishes the replies in flight and returns. Requests that arrive while it
-    /// finishes are answered [`Status::Busy`].
-    pub fn run(&mut self, stop: &AtomicBool) -> crate::Result<()> {
+    fn serve_until(
+        &mut self,
+        answerer: &Answerer,
+        stop: &Stop,
+        mut dealer: Option<&mut Dealer>,
+    ) -> crate::Result<()> {
         let efd = self.worker.event_fd()?;
         let mut last_busy = Instant::now();
         let mut last_gap = Duration::MAX;
-        while !stop.load(Ordering::Acquire) {
-            if self.step() {
+        while !stop.now() {
+            if self.step(answerer, dealer.as_deref_mut()) {
                 last_gap = last_busy.elapsed();
                 last_busy = Instant::now();
                 continue;
@@ -208,15 +366,23 @@ impl NeedleServer {
                 crate::worker::poll_readable(efd, IDLE_SLEEP);
             }
         }
+        Ok(())
+    }
+
+    /// Answers the requests received, then finishes the replies in flight, answering
+    /// [`Status::Busy`] to requests that arrive meanwhile.
+    fn finish(&mut self, answerer: &Answerer) {
+        self.dealt.lock().unwrap_or_else(|e| e.into_inner()).clear(); // rejected
         let received = self.take_jobs();
         log::info!(
             "stopping: no new connections; answering {} received requests, then finishing {} \
-             replies in flight",
+             replies in flight (lane {})",
             received.len(),
-            self.replies.len() + self.direct_replies.len()
+            self.replies.len() + self.direct_replies.len(),
+            self.index
         );
         for (ep, header) in received {
-            self.serve(&ep, &header);
+            self.serve(answerer, &ep, &header);
         }
         while !self.replies.is_empty() || !self.direct_replies.is_empty() {
             self.worker.progress();
@@ -226,42 +392,57 @@ impl NeedleServer {
             }
             self.reap_replies();
         }
-        log::info!("stopped: every reply finished");
-        Ok(())
+        log::info!("stopped: every reply finished (lane {})", self.index);
     }
 
     fn take_jobs(&self) -> VecDeque<Job> {
         std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// One round: progress, accept, serve queued requests, reap finished replies. Returns whether
-    /// anything happened.
-    fn step(&mut self) -> bool {
+    /// One round: progress, accept (and deal), serve queued requests, reap finished replies.
+    /// Returns whether anything happened.
+    fn step(&mut self, answerer: &Answerer, dealer: Option<&mut Dealer>) -> bool {
         let mut busy = self.worker.progress() > 0;
-        while let Some(request) = self.listener.try_accept() {
-            busy = true;
-            let peer = request.client_addr();
-            match self.worker.accept(request) {
-                Ok(ep) => {
-                    log::info!("client {peer:?} connected");
-                    self.clients.push(ep);
+        if let Some(dealer) = dealer {
+            while let Some(request) = dealer.listener.try_accept() {
+                busy = true;
+                let lane = dealer.next % (dealer.others.len() + 1);
+                dealer.next += 1;
+                match lane.checked_sub(1).map(|i| &dealer.others[i]) {
+                    None => self.accept(request),
+                    Some(inbox) => inbox.deal(request),
                 }
-                Err(e) => log::warn!("accepting {peer:?}: {e}"),
             }
+        }
+        let dealt = std::mem::take(&mut *self.dealt.lock().unwrap_or_else(|e| e.into_inner()));
+        for request in dealt {
+            busy = true;
+            self.accept(request);
         }
         self.clients
             .retain(|ep| ep.failure().is_none() && !ep.is_closed());
         for (ep, header) in self.take_jobs() {
             busy = true;
-            self.serve(&ep, &header);
+            self.serve(answerer, &ep, &header);
         }
         self.reap_replies();
         busy
     }
 
-    fn serve(&mut self, ep: &Endpoint, header: &[u8]) {
+    fn accept(&mut self, request: ConnRequest) {
+        let peer = request.client_addr();
+        match self.worker.accept(request) {
+            Ok(ep) => {
+                log::info!("client {peer:?} connected (lane {})", self.index);
+                self.clients.push(ep);
+            }
+            Err(e) => log::warn!("accepting {peer:?}: {e}"),
+        }
+    }
+
+    fn serve(&mut self, answerer: &Answerer, ep: &Endpoint, header: &[u8]) {
         let (reply, payload) = match ReadRequest::decode(header) {
-            Ok(request) => self.answer(&request),
+            Ok(request) => answerer.answer(&request),
             Err(e) => {
                 log::debug!("bad READ request: {e}");
                 let id = peek_request_id(header).unwrap_or(0);
@@ -273,37 +454,6 @@ impl NeedleServer {
             }
         };
         self.send_reply(ep, reply, payload);
-    }
-
-    /// The reply to a request that decoded, in its version. A payload that goes by rendezvous
-    /// to a client that asked for direct reads is announced with its address: the send keeps it
-    /// there until the client releases the rendezvous (docs/protocol.md, "Direct reads").
-    fn answer(&self, request: &ReadRequest) -> (ReadReply, Payload) {
-        let fid = FileId::new(request.volume_id, request.needle_id, request.cookie);
-        let refused = self
-            .read_key
-            .as_ref()
-            .and_then(|key| key.verify(&request.jwt, &fid.to_string(), unix_now()).err());
-        let (mut reply, payload) = match refused {
-            Some(why) => {
-                log::debug!("read of {fid} refused: {why}");
-                let reply = ReadReply::status(request.request_id, Status::Unauthorized);
-                (reply, Payload::default())
-            }
-            None => self.source.read(request),
-        };
-        reply.version = request.version;
-        if self.direct_reads
-            && request.flags.contains(ReadFlags::DIRECT)
-            && reply.status == Status::Ok
-            && payload.len() >= RNDV_THRESHOLD
-        {
-            reply.direct = Some(DirectPayload {
-                address: payload.as_slice().as_ptr() as u64,
-                pid: std::process::id(),
-            });
-        }
-        (reply, payload)
     }
 
     fn send_reply(&mut self, ep: &Endpoint, reply: ReadReply, payload: Payload) {
@@ -333,6 +483,52 @@ impl NeedleServer {
     fn reap_replies(&mut self) {
         self.replies.retain(|r| !r.is_complete());
         self.direct_replies.retain(|r| !r.is_complete());
+    }
+}
+
+impl Inbox {
+    /// Hands `request` to the lane and wakes it.
+    fn deal(&self, request: ConnRequest) {
+        self.dealt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(request);
+        if let Err(e) = self.worker.signal() {
+            log::warn!("waking a needle server lane: {e}");
+        }
+    }
+}
+
+impl Answerer {
+    /// The reply to a request that decoded, in its version. A payload that goes by rendezvous
+    /// to a client that asked for direct reads is announced with its address: the send keeps it
+    /// there until the client releases the rendezvous (docs/protocol.md, "Direct reads").
+    fn answer(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        let fid = FileId::new(request.volume_id, request.needle_id, request.cookie);
+        let refused = self
+            .read_key
+            .as_ref()
+            .and_then(|key| key.verify(&request.jwt, &fid.to_string(), unix_now()).err());
+        let (mut reply, payload) = match refused {
+            Some(why) => {
+                log::debug!("read of {fid} refused: {why}");
+                let reply = ReadReply::status(request.request_id, Status::Unauthorized);
+                (reply, Payload::default())
+            }
+            None => self.source.read(request),
+        };
+        reply.version = request.version;
+        if self.direct_reads
+            && request.flags.contains(ReadFlags::DIRECT)
+            && reply.status == Status::Ok
+            && payload.len() >= RNDV_THRESHOLD
+        {
+            reply.direct = Some(DirectPayload {
+                address: payload.as_slice().as_ptr() as u64,
+                pid: std::process::id(),
+            });
+        }
+        (reply, payload)
     }
 }
 

@@ -36,6 +36,8 @@ type Options struct {
 	NoServer bool
 	// ServerEnv is added to `swucx serve`'s environment (e.g. "UCX_TLS=tcp").
 	ServerEnv []string
+	// ServerArgs are added to `swucx serve`'s arguments (e.g. "--threads", "2").
+	ServerArgs []string
 }
 
 // Cluster is a running weed master + volume and, usually, a swucx server.
@@ -54,6 +56,7 @@ type Cluster struct {
 
 	weed, swucx string
 	serverEnv   []string
+	serverArgs  []string
 	master      *exec.Cmd
 	volume      *exec.Cmd
 	server      *exec.Cmd
@@ -70,7 +73,7 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, VolumeDir: filepath.Join(dir, "v"), weed: weed, swucx: swucx, serverEnv: opts.ServerEnv}
+	c := &Cluster{Dir: dir, VolumeDir: filepath.Join(dir, "v"), weed: weed, swucx: swucx, serverEnv: opts.ServerEnv, serverArgs: opts.ServerArgs}
 	if err := c.start(opts); err != nil {
 		c.Close()
 		return nil, err
@@ -121,14 +124,16 @@ func (c *Cluster) start(opts Options) error {
 	return c.StartServer()
 }
 
-// StartServer starts `swucx serve --dir VolumeDir --listen UCXAddr` and waits until it listens.
+// StartServer starts `swucx serve --dir VolumeDir --listen UCXAddr [ServerArgs...]` and waits
+// until it listens.
 func (c *Cluster) StartServer() error {
 	if c.server != nil {
 		return errors.New("testcluster: swucx serve is already running")
 	}
 	// A restarted server must bind its port again while the old connections linger.
 	env := append([]string{"RUST_LOG=info", "UCX_CM_REUSEADDR=y"}, c.serverEnv...)
-	cmd, err := c.spawn("swucx-serve", c.swucx, env, "serve", "--dir", c.VolumeDir, "--listen", c.UCXAddr)
+	args := append([]string{"serve", "--dir", c.VolumeDir, "--listen", c.UCXAddr}, c.serverArgs...)
+	cmd, err := c.spawn("swucx-serve", c.swucx, env, args...)
 	if err != nil {
 		return err
 	}
