@@ -214,6 +214,78 @@ fn connections_are_dealt_to_every_server_thread() {
     }
 }
 
+/// A store that panics on one needle.
+struct PanicOn(u64);
+
+impl NeedleSource for PanicOn {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        assert_ne!(request.needle_id, self.0, "the source's own panic");
+        let data = bytes(100, 1);
+        let reply = ReadReply {
+            data_size: data.len() as u64,
+            payload_len: data.len() as u64,
+            ..ReadReply::status(request.request_id, Status::Ok)
+        };
+        (reply, data.into())
+    }
+}
+
+/// A source that panics on one of two threads stops the whole server (it does not serve on
+/// with one thread gone): the reader on the other thread loses its connection too, and
+/// stopping the server hands the panic on.
+#[test]
+fn a_panic_on_one_server_thread_stops_them_all() {
+    let context = context_on("tcp,self");
+    let server = NeedleServer::bind_source(
+        &context,
+        Arc::new(PanicOn(666)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap()
+    .with_threads(2)
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = server.spawn();
+    let timeout = Duration::from_secs(10);
+    let fine = FileId::new(1, 1, 1);
+    // Connections are dealt in turn (a client connects with its first read): the first to the
+    // accepting thread, the second to the other, whose source then panics.
+    let on_first = NeedleClient::connect(&context, addr).unwrap();
+    assert_eq!(
+        on_first.read(&fine, 0, 0, timeout).unwrap().data,
+        bytes(100, 1)
+    );
+    let on_second = NeedleClient::connect(&context, addr).unwrap();
+    assert_eq!(
+        on_second.read(&fine, 0, 0, timeout).unwrap().data,
+        bytes(100, 1)
+    );
+    let first_reader = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            match on_first.read(&fine, 0, 0, timeout) {
+                Ok(got) => assert_eq!(got.data, bytes(100, 1)),
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    });
+    assert!(
+        on_second
+            .read(&FileId::new(1, 666, 1), 0, 0, timeout)
+            .is_err()
+    );
+    let lost = first_reader.join().unwrap();
+    assert!(
+        matches!(lost, Some(ClientError::Ucx(_))),
+        "the first thread served on: {lost:?}"
+    );
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serving.stop()));
+    let panic = stopped.expect_err("the source's panic comes out of stop");
+    let text = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(text.contains("the source's own panic"), "{text}");
+}
+
 /// A source that answers `Stale` a given number of times, then the bytes.
 struct FlakySource {
     data: Vec<u8>,

@@ -156,6 +156,17 @@ struct Stop<'a> {
     lane_failed: AtomicBool,
 }
 
+/// Sets the flag if the lane's thread unwinds, so the other lanes stop too.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
+
 impl Stop<'_> {
     fn now(&self) -> bool {
         self.requested.load(Ordering::Acquire) || self.lane_failed.load(Ordering::Acquire)
@@ -319,14 +330,15 @@ impl Lane {
         }
     }
 
-    /// Serves until `stop`, then finishes (see [`NeedleServer::run`]). A lane that fails sets
-    /// the lanes' own stop flag.
+    /// Serves until `stop`, then finishes (see [`NeedleServer::run`]). A lane that fails (or
+    /// panics: a source's `read` may) sets the lanes' own stop flag.
     fn run(
         &mut self,
         answerer: &Answerer,
         stop: &Stop,
         mut dealer: Option<Dealer>,
     ) -> crate::Result<()> {
+        let _on_panic = StopOnPanic(&stop.lane_failed);
         let outcome = self.serve_until(answerer, stop, dealer.as_mut());
         if outcome.is_err() {
             stop.lane_failed.store(true, Ordering::Release);
