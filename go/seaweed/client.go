@@ -37,6 +37,12 @@ type Options struct {
 	MaxInFlight int
 	// ConnsPerServer is the number of UCX connections to one volume server (0: 1).
 	ConnsPerServer int
+	// Engines is the number of UCX workers the client spreads its connections over, each
+	// with a thread of its own for the progress nobody waiting drives (0: 1). One worker's
+	// progress runs on one thread at a time: more let a host with cores to spare receive over
+	// several connections at once (tcp: the kernel's copy of every payload), with
+	// ConnsPerServer > 1 or many volume servers, and `swucx serve --threads` on the servers.
+	Engines int
 	// HTTP is the client for the fallback (nil: http.DefaultClient).
 	HTTP *http.Client
 	// NoFallback makes reads fail instead of going over HTTP.
@@ -92,14 +98,13 @@ var (
 
 // Client reads needles from volume servers. Close releases it.
 type Client struct {
-	opts Options
-	uctx *swucx.Context
-	eng  *swucx.Engine
+	opts    Options
+	uctx    *swucx.Context
+	engines []*engine
 
-	nextID   atomic.Uint64
-	waiters  sync.Map     // request id -> chan *swucx.AMMessage
-	spinning atomic.Bool  // a reader is driving progress (await)
-	waiting  atomic.Int32 // readers waiting for a reply (await)
+	nextID     atomic.Uint64
+	nextEngine atomic.Uint32 // new connections go to the engines in turn
+	waiters    sync.Map      // request id -> chan *swucx.AMMessage
 
 	mu      sync.Mutex
 	servers map[string]*server
@@ -122,9 +127,17 @@ type server struct {
 	downUntil time.Time
 }
 
+// engine is one of the client's UCX workers and the readers waiting for replies on it.
+type engine struct {
+	eng      *swucx.Engine
+	spinning atomic.Bool  // a reader is driving progress (await)
+	waiting  atomic.Int32 // readers waiting for a reply (await)
+}
+
 // conn is one UCX connection. answered turns true with its first reply: failures before it
 // mean the listener is unreachable (fall back), after it a read in flight failed (an error).
 type conn struct {
+	e        *engine // the worker the connection lives on
 	ep       *swucx.Endpoint
 	answered atomic.Bool
 	direct   directState
@@ -145,6 +158,9 @@ func NewClient(opts Options) (*Client, error) {
 	if opts.ConnsPerServer <= 0 {
 		opts.ConnsPerServer = 1
 	}
+	if opts.Engines <= 0 {
+		opts.Engines = 1
+	}
 	if opts.HTTP == nil {
 		opts.HTTP = http.DefaultClient
 	}
@@ -162,18 +178,26 @@ func NewClient(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng, err := swucx.NewEngine(uctx)
-	if err != nil {
-		uctx.Close()
-		return nil, err
-	}
-	c := &Client{opts: opts, uctx: uctx, eng: eng, servers: map[string]*server{}}
-	if err := eng.HandleAMFunc(AMReadReply, c.onReply); err != nil {
-		eng.Close()
-		uctx.Close()
-		return nil, err
+	c := &Client{opts: opts, uctx: uctx, servers: map[string]*server{}}
+	for range opts.Engines {
+		eng, err := swucx.NewEngine(uctx)
+		if err == nil {
+			c.engines = append(c.engines, &engine{eng: eng})
+			err = eng.HandleAMFunc(AMReadReply, c.onReply)
+		}
+		if err != nil {
+			c.closeEngines()
+			uctx.Close()
+			return nil, err
+		}
 	}
 	return c, nil
+}
+
+func (c *Client) closeEngines() {
+	for _, e := range c.engines {
+		e.eng.Close()
+	}
 }
 
 // OffsetAddress is the default UCXAddress rule: volumeServer's host resolved to an IP, and its
@@ -213,7 +237,7 @@ func (c *Client) Close() error {
 		s.conns = nil
 		s.mu.Unlock()
 	}
-	c.eng.Close()
+	c.closeEngines()
 	return c.uctx.Close()
 }
 
@@ -344,11 +368,12 @@ func (s *server) conn(c *Client) (*conn, error) {
 			}
 			s.ucx = addr
 		}
-		ep, err := c.eng.Connect(s.ucx)
+		e := c.engines[int(c.nextEngine.Add(1)-1)%len(c.engines)]
+		ep, err := e.eng.Connect(s.ucx)
 		if err != nil {
 			return nil, err
 		}
-		cn := &conn{ep: ep}
+		cn := &conn{e: e, ep: ep}
 		if c.opts.NoDirectReads {
 			cn.direct.disable()
 		}

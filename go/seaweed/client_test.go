@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -150,11 +151,28 @@ func TestReadsMatchHTTP(t *testing.T) {
 	}
 }
 
-// 16 readers over one client, every byte checked.
+// 16 readers over one client, every byte checked: on one connection to a one-thread server,
+// and on four connections spread over two engines to a server on two threads.
 func TestConcurrentReaders(t *testing.T) {
-	c := startCluster(t, testcluster.Options{})
+	for _, spread := range []bool{false, true} {
+		t.Run(fmt.Sprintf("spread=%v", spread), func(t *testing.T) {
+			opts, cluster := seaweed.Options{NoFallback: true, MaxInFlight: 8}, testcluster.Options{}
+			if spread {
+				opts.Engines, opts.ConnsPerServer = 2, 4
+				cluster.ServerArgs = []string{"--threads", "2"}
+			}
+			c := concurrentReaders(t, cluster, opts)
+			if log := c.Log("swucx-serve"); spread && !strings.Contains(log, "connected (lane 1)") {
+				t.Fatalf("no connection served by the server's second thread:\n%s", log)
+			}
+		})
+	}
+}
+
+func concurrentReaders(t *testing.T, cluster testcluster.Options, opts seaweed.Options) *testcluster.Cluster {
+	c := startCluster(t, cluster)
 	files := upload(t, c, 4096, 20000, 65536, 300000, 1<<20)
-	cl := newClient(t, seaweed.Options{NoFallback: true, MaxInFlight: 8})
+	cl := newClient(t, opts)
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for g := 0; g < 16; g++ {
@@ -183,6 +201,7 @@ func TestConcurrentReaders(t *testing.T) {
 	if st := cl.Stats(); st.UCX != 16*40 {
 		t.Fatalf("stats %+v", st)
 	}
+	return c
 }
 
 // With no swucx server, reads go over HTTP and say why; a server that accepts UCX connections

@@ -127,15 +127,17 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, req *readRequest) (*re
 
 // await waits for the reply on ch: spinning on progress briefly, then asleep until it comes,
 // ctx ends, the connection fails, or (on a connection that never answered) ProbeTimeout.
-// One reader at a time spins (its progress delivers every reader's replies); the others sleep
-// at once and leave the CPU to the rest of the host (on a small machine, the server).
+// One reader at a time spins on cn's engine (its progress delivers the replies of every reader
+// waiting there); the others sleep at once and leave the CPU to the rest of the host (on a
+// small machine, the server).
 func (c *Client) await(ctx context.Context, cn *conn, ch chan *swucx.AMMessage) (*swucx.AMMessage, error) {
-	waiting := c.waiting.Add(1)
-	defer c.waiting.Add(-1)
-	if waiting <= spinWhileWaiting && c.spinning.CompareAndSwap(false, true) {
+	e := cn.e
+	waiting := e.waiting.Add(1)
+	defer e.waiting.Add(-1)
+	if waiting <= spinWhileWaiting && e.spinning.CompareAndSwap(false, true) {
 		var m *swucx.AMMessage
 		// Spin yields after progress that routed replies, so other readers get theirs.
-		c.eng.Spin(spinFor, func() bool {
+		e.eng.Spin(spinFor, func() bool {
 			select {
 			case m = <-ch:
 				return true
@@ -143,11 +145,11 @@ func (c *Client) await(ctx context.Context, cn *conn, ch chan *swucx.AMMessage) 
 				return false
 			}
 		})
-		c.spinning.Store(false)
+		e.spinning.Store(false)
 		if m != nil {
-			if c.waiting.Load() > 1 {
+			if e.waiting.Load() > 1 {
 				// Readers asleep on their channels need progress from the background thread.
-				c.eng.HandOver()
+				e.eng.HandOver()
 			}
 			return m, nil
 		}

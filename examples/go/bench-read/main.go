@@ -4,8 +4,9 @@
 //
 //	bench-read --server IP:PORT --http URL --fids FILE [--transport shm|tcp]
 //	           [--concurrency 1,16] [--duration 1s] [--rounds 3] [--ucx-pid N] [--http-pid N]
-//	           [--conns N]
-//	bench-read --cluster [--quick] [--sizes 4096,65536,1048576] [--conns N] [--serve-threads N]
+//	           [--conns N] [--engines N]
+//	bench-read --cluster [--quick] [--sizes 4096,65536,1048576] [--conns N] [--engines N]
+//	           [--serve-threads N]
 //
 // FILE holds one needle per line: "fid size crc32c" (crc32c in hex, Castagnoli, over the whole
 // needle). Every byte read is checked against it; a mismatch fails the run. --cluster starts a
@@ -78,6 +79,7 @@ func main() {
 	quick := flag.Bool("quick", false, "with --cluster: one short round (the demo)")
 	svg := flag.String("svg", "", "also draw the results as an SVG chart into this file")
 	conns := flag.Int("conns", 1, "UCX connections from the client to the server (the client's ConnsPerServer)")
+	engines := flag.Int("engines", 1, "UCX workers of the client (its Engines)")
 	serveThreads := flag.Int("serve-threads", 1, "with --cluster: threads of swucx serve (its --threads)")
 	flag.Parse()
 	concs, err := ints(*concList)
@@ -93,7 +95,7 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		results, err = runCluster(sz, concs, *duration, *rounds, *conns, *serveThreads)
+		results, err = runCluster(sz, concs, *duration, *rounds, client{*conns, *engines}, *serveThreads)
 		if err != nil {
 			fail(err)
 		}
@@ -106,7 +108,7 @@ func main() {
 			fail(err)
 		}
 		b := bench{server: *server, http: strings.TrimSuffix(*httpURL, "/"), ucxPID: *ucxPID, httpPID: *httpPID,
-			duration: *duration, rounds: *rounds, conns: *conns}
+			duration: *duration, rounds: *rounds, client: client{*conns, *engines}}
 		results, err = b.run(needles, []string{*transport}, concs)
 		if err != nil {
 			fail(err)
@@ -164,7 +166,7 @@ func readFids(path string) ([]needle, error) {
 }
 
 // runCluster starts weed and swucx serve, uploads 32 needles of each size and measures.
-func runCluster(sizes, concs []int, duration time.Duration, rounds, conns, serveThreads int) ([]result, error) {
+func runCluster(sizes, concs []int, duration time.Duration, rounds int, cl client, serveThreads int) ([]result, error) {
 	c, err := testcluster.Start(testcluster.Options{ServerArgs: []string{"--threads", strconv.Itoa(serveThreads)}})
 	if err != nil {
 		return nil, err
@@ -186,7 +188,7 @@ func runCluster(sizes, concs []int, duration time.Duration, rounds, conns, serve
 	fmt.Printf("cluster: weed volume %s (pid %d), swucx serve %s (pid %d), %d needles\n",
 		c.VolumeServer, c.VolumePID(), c.UCXAddr, c.ServerPID(), len(needles))
 	b := bench{server: c.UCXAddr, http: "http://" + c.VolumeServer, ucxPID: c.ServerPID(), httpPID: c.VolumePID(),
-		duration: duration, rounds: rounds, conns: conns}
+		duration: duration, rounds: rounds, client: cl}
 	return b.run(needles, []string{"shm", "tcp"}, concs)
 }
 
@@ -196,8 +198,11 @@ type bench struct {
 	ucxPID, httpPID int
 	duration        time.Duration
 	rounds          int
-	conns           int // the client's ConnsPerServer
+	client          client
 }
+
+// client is how the UCX client spreads its reads: connections to the server, and workers.
+type client struct{ conns, engines int }
 
 // result is the median figures of one (path, transport, size, concurrency).
 type result struct {
@@ -250,7 +255,8 @@ func (b *bench) run(needles []needle, transports []string, concs []int) ([]resul
 			settings = map[string]string{"TLS": "tcp"}
 		}
 		cl, err := seaweed.NewClient(seaweed.Options{
-			Settings: settings, NoFallback: true, MaxInFlight: maxConc, ConnsPerServer: b.conns,
+			Settings: settings, NoFallback: true, MaxInFlight: maxConc,
+			ConnsPerServer: b.client.conns, Engines: b.client.engines,
 			UCXAddress: func(string) (string, error) { return b.server, nil },
 		})
 		if err != nil {
