@@ -765,8 +765,14 @@ fn serve_one(context: &Context, driver: &Driver, cm_ep: Endpoint) -> Res<Params>
     let ep = match p.wireup {
         Wireup::Cm => cm_ep.clone(),
         Wireup::Address => {
-            let peer = WorkerAddress(hello[HEADER_LEN..].to_vec());
-            ready = driver.worker().address().map_err(err("worker address"))?.0;
+            // SAFETY: the ping-pong trusts its peer to send its worker's whole address.
+            let peer = unsafe { WorkerAddress::from_bytes(hello[HEADER_LEN..].to_vec()) };
+            ready = driver
+                .worker()
+                .address()
+                .map_err(err("worker address"))?
+                .as_bytes()
+                .to_vec();
             driver
                 .worker()
                 .connect_address(&peer)
@@ -888,7 +894,7 @@ fn run_client(args: &Args, server: SocketAddr) -> Res<String> {
     let ready = ctrl_recv(&driver, READY, MAX_CTRL)?;
     let mut hello = p.encode();
     if p.wireup == Wireup::Address {
-        hello.extend_from_slice(&worker.address().map_err(err("worker address"))?.0);
+        hello.extend_from_slice(worker.address().map_err(err("worker address"))?.as_bytes());
     }
     if let Err(e) = ctrl_send(&driver, &ep, HELLO, hello) {
         // Complete the posted receive before the worker goes away.
@@ -902,7 +908,8 @@ fn run_client(args: &Args, server: SocketAddr) -> Res<String> {
     let ep = match p.wireup {
         Wireup::Cm => ep,
         Wireup::Address => {
-            let peer = WorkerAddress(ready.buffer[..ready.length].to_vec());
+            // SAFETY: as above (the server's address, sent back).
+            let peer = unsafe { WorkerAddress::from_bytes(ready.buffer[..ready.length].to_vec()) };
             let data_ep = worker
                 .connect_address(&peer)
                 .map_err(err("connect_address"))?;

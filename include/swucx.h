@@ -661,7 +661,7 @@ typedef void (*swucx_needle_read_cb)(void *user_data,
 
 /**
  * swucx: the call is not allowed in the object's current state (a request not complete yet, an
- * active message already received or kept, a wait inside a callback).
+ * active message already received or kept). A wait inside a callback is `SWUCX_ERR_BUSY`.
  */
 #define SWUCX_ERR_INVALID_STATE -1002
 
@@ -697,8 +697,11 @@ size_t swucx_bytes_length(const struct swucx_bytes_t *bytes);
 void swucx_bytes_destroy(struct swucx_bytes_t *bytes);
 
 /**
- * Registers `callback` for active messages with `id` (replacing an earlier one); register
- * before traffic starts. `callback` must not be NULL.
+ * Registers `callback` for active messages with `id`, replacing an earlier one; NULL removes
+ * it (later messages with `id` are dropped). Register before traffic starts. Once this
+ * returns, the earlier callback is not running on another thread and is not called again
+ * (unless this is called from inside that callback, which then finishes), so its `user_data`
+ * may be freed.
  */
 swucx_status_t swucx_worker_set_am_handler(const struct swucx_worker_t *worker,
                                            uint16_t id,
@@ -792,8 +795,8 @@ swucx_status_t swucx_am_desc_reply_ep(const struct swucx_am_desc_t *desc, struct
 
 /**
  * Receives the kept payload into `length` bytes at `buffer` (at least its length; valid and
- * untouched until the request completes). Consumes `desc`, also on failure. On success writes
- * a request to `*req_p`.
+ * untouched until the request completes). Consumes `desc`, also on failure (then released
+ * unreceived). On success writes a request to `*req_p`.
  */
 swucx_status_t swucx_am_desc_recv(struct swucx_am_desc_t *desc,
                                   void *buffer,
@@ -967,7 +970,9 @@ swucx_status_t swucx_ep_raise_on_failure(const struct swucx_ep_t *ep,
                                          const struct swucx_signal_t *signal);
 
 /**
- * Sets (replaces) the callback run when the peer fails. `callback` must not be NULL.
+ * Sets (replaces) the callback run when the peer fails; NULL removes it. Once this returns the
+ * earlier callback is not running and is not called again, so its `user_data` may be freed
+ * (do not call this from inside the callback: it runs under the lock this takes).
  */
 swucx_status_t swucx_ep_set_error_handler(const struct swucx_ep_t *ep,
                                           swucx_ep_error_callback_t callback,
@@ -1178,7 +1183,8 @@ swucx_status_t swucx_engine_tag_recv(const struct swucx_engine_t *engine,
 /**
  * Stops the engine's background thread and releases the engine. NULL is a no-op. Its worker
  * lives on while handles to it (or its endpoints and requests) exist, progressed only by
- * explicit calls from then on.
+ * explicit calls from then on. No thread may be waiting on the engine (or call it) any more:
+ * end such waits first (a signal they watch), then destroy.
  */
 void swucx_engine_destroy(struct swucx_engine_t *engine);
 
@@ -1380,7 +1386,8 @@ swucx_status_t swucx_read_reply_set(struct swucx_read_reply_t *reply,
  * Gives the callback a buffer of `length` bytes to write the payload into (`*buffer_p`,
  * swucx's memory, valid until the callback returns; the reply is sent from it). A second call
  * replaces the first buffer. For an OK reply, `length` must be the requested size (or, for a
- * request of size 0, the rest of the data from the offset).
+ * request of size 0, the rest of the data from the offset). `SWUCX_ERR_NO_MEMORY` when
+ * `length` bytes cannot be allocated (the reply keeps no buffer then).
  */
 swucx_status_t swucx_read_reply_payload(struct swucx_read_reply_t *reply,
                                         size_t length,
@@ -1410,7 +1417,8 @@ swucx_status_t swucx_request_wait(struct swucx_request_t *req, int64_t timeout_m
 /**
  * Waits for the request through an engine (any thread; the engine's worker must be the one the
  * operation runs on): spins driving progress, then sleeps until the completion wakes it or
- * `timeout_ms` passes (negative: no limit). Returns the final status or `SWUCX_ERR_TIMED_OUT`.
+ * `timeout_ms` passes (negative: no limit). Returns the final status or `SWUCX_ERR_TIMED_OUT`
+ * (`SWUCX_ERR_BUSY` inside a callback, where no wait is allowed).
  */
 swucx_status_t swucx_engine_wait(const struct swucx_engine_t *engine,
                                  struct swucx_request_t *req,
@@ -1571,7 +1579,11 @@ swucx_status_t swucx_worker_connect_sockaddr(const struct swucx_worker_t *worker
 
 /**
  * Connects to a peer worker by its address (`swucx_worker_address` on the peer: `length`
- * bytes at `address`), without a listener. On success writes a new endpoint to `*ep_p`.
+ * bytes at `address`), without a listener. On success writes a new endpoint to `*ep_p`. An
+ * empty address fails with `SWUCX_ERR_INVALID_ADDR`. UCX parses the address without bounds and
+ * trusts it: the bytes must be a whole, unchanged address from `swucx_worker_address` (a
+ * truncated or forged one can crash the process), so frame addresses that travel and take them
+ * from trusted peers only; untrusted peers connect through a listener.
  */
 swucx_status_t swucx_worker_connect_address(const struct swucx_worker_t *worker,
                                             const void *address,
@@ -1580,7 +1592,8 @@ swucx_status_t swucx_worker_connect_address(const struct swucx_worker_t *worker,
 
 /**
  * Accepts a connection request (from `swucx_listener_accept`). Consumes `conn_request`, also on
- * failure: do not use or destroy it afterwards. On success writes a new endpoint to `*ep_p`.
+ * failure (then rejected): do not use or destroy it afterwards. On success writes a new
+ * endpoint to `*ep_p`.
  */
 swucx_status_t swucx_worker_accept(const struct swucx_worker_t *worker,
                                    struct swucx_conn_request_t *conn_request,

@@ -2,6 +2,7 @@
 //! eager and rendezvous receive straight into a caller's buffer, and reply endpoints.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::ops::BitOr;
 use std::sync::{Arc, Weak};
 
@@ -402,7 +403,11 @@ impl Worker {
         })
     }
 
-    /// Registers `handler` for active messages with `id` (replacing an earlier one). It runs
+    /// Registers `handler` for active messages with `id`, replacing an earlier one: once this
+    /// returns, the earlier handler is not running on any other thread and is not called again
+    /// (UCX calls handlers under the worker's lock, which registering takes too; on a
+    /// [`new_serialized`](Worker::new_serialized) worker, because its caller serializes), and it
+    /// is dropped then (kept until the worker goes when replaced from inside a callback). It runs
     /// inside [`progress`](Worker::progress) on the progressing thread (on a MULTI worker, on
     /// several threads at once if several progress), so it must be short and must not block;
     /// sending (e.g. a reply) from it is allowed. Register before traffic starts, and prefer
@@ -413,19 +418,58 @@ impl Worker {
         id: u16,
         handler: impl Fn(AmMessage<'_>) + Send + Sync + 'static,
     ) -> Result<()> {
-        let slot = std::sync::Arc::new(AmHandlerSlot {
+        let slot = Arc::new(AmHandlerSlot {
             worker: self.downgrade(),
             handler: Box::new(handler),
         });
-        let arg = std::sync::Arc::as_ptr(&slot) as *mut libc::c_void;
-        // SAFETY: the slot is kept by the worker until it is destroyed (below).
+        let arg = Arc::as_ptr(&slot) as *mut libc::c_void;
+        let mut handlers = self.0.am_handlers.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the slot is kept until its id is registered again (then retired, below) or
+        // the worker is destroyed.
         unsafe { self.register_am_callback(id, Some(am_callback), arg)? };
-        self.0
-            .am_handlers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(slot);
+        handlers.replace(id, Some(slot));
         Ok(())
+    }
+
+    /// Removes the handler of `id` (as [`set_am_handler`](Worker::set_am_handler) replaces
+    /// one): later messages with `id` are dropped.
+    pub fn remove_am_handler(&self, id: u16) -> Result<()> {
+        let mut handlers = self.0.am_handlers.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the callback needs no state (arg is the id). Not a NULL callback: UCX 1.13
+        // mishandles messages for an id without one (`reserve_am_ids`).
+        unsafe {
+            self.register_am_callback(
+                id,
+                Some(drop_unhandled_am),
+                usize::from(id) as *mut libc::c_void,
+            )?
+        };
+        handlers.replace(id, None);
+        Ok(())
+    }
+}
+
+/// The handlers registered on a worker, by id, and those replaced from inside a callback
+/// (which may still be running them), kept until the worker goes.
+#[derive(Default)]
+pub(crate) struct AmHandlers {
+    by_id: HashMap<u16, Arc<AmHandlerSlot>>,
+    retired: Vec<Arc<AmHandlerSlot>>,
+}
+
+impl AmHandlers {
+    /// Records `slot` as `id`'s handler after UCX switched to it; the one it replaced is
+    /// dropped, or retired when this thread is inside a callback (maybe that handler's).
+    fn replace(&mut self, id: u16, slot: Option<Arc<AmHandlerSlot>>) {
+        let old = match slot {
+            Some(slot) => self.by_id.insert(id, slot),
+            None => self.by_id.remove(&id),
+        };
+        if let Some(old) = old
+            && crate::worker::in_callback()
+        {
+            self.retired.push(old);
+        }
     }
 }
 

@@ -154,11 +154,19 @@ impl Worker {
     }
 
     /// Connects to a peer worker by its address ([`Worker::address`]), without a listener.
+    /// Fails with `ERR_INVALID_ADDR` on an empty address.
     pub fn connect_address(&self, address: &WorkerAddress) -> Result<Endpoint> {
+        if address.as_bytes().is_empty() {
+            return Err(Error::with_detail(
+                "ucp_ep_create",
+                Status::ERR_INVALID_ADDR,
+                "empty worker address",
+            ));
+        }
         let mut params = ep_params_base(self);
         params.field_mask |=
             u64::from(sys::ucp_ep_params_field::UCP_EP_PARAM_FIELD_REMOTE_ADDRESS.0);
-        params.address = address.0.as_ptr() as *const sys::ucp_address_t;
+        params.address = address.as_bytes().as_ptr() as *const sys::ucp_address_t;
         self.create_endpoint(params, None)
     }
 
@@ -268,14 +276,30 @@ impl Endpoint {
         self.0.peer
     }
 
-    /// Sets the callback run when the peer fails (inside progress, on the progressing thread).
+    /// Sets the callback run when the peer fails (inside progress, on the progressing thread),
+    /// replacing an earlier one. Once this returns the earlier one is not running and is not
+    /// called again (it runs under the lock this takes: do not call this from inside it).
     pub fn set_error_handler(&self, handler: impl FnMut(Status) + Send + 'static) {
-        *self
-            .0
-            .shared
-            .on_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(handler));
+        self.replace_error_handler(Some(Box::new(handler)));
+    }
+
+    /// Removes the error handler, as [`set_error_handler`](Endpoint::set_error_handler)
+    /// replaces one.
+    pub fn clear_error_handler(&self) {
+        self.replace_error_handler(None);
+    }
+
+    fn replace_error_handler(&self, handler: Option<ErrorHandler>) {
+        let old = std::mem::replace(
+            &mut *self
+                .0
+                .shared
+                .on_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            handler,
+        );
+        drop(old); // outside the lock: what the handler holds may take it again
     }
 
     /// Raises `signal` when the peer fails (at once if it already has), e.g. to end an

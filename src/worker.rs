@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crate::am::AmHandlerSlot;
+use crate::am::AmHandlers;
 use crate::context::Context;
 use crate::endpoint::EndpointInner;
 use crate::request::{Callback, OpKind, OpParams};
@@ -67,9 +67,8 @@ pub(crate) struct WorkerInner {
     context: Context,
     /// Endpoints by UCX handle, so an AM reply endpoint can be turned back into an `Endpoint`.
     pub(crate) endpoints: Mutex<HashMap<usize, Weak<EndpointInner>>>,
-    /// AM handlers registered on this worker, kept alive until the worker is destroyed (a
-    /// replaced handler may still be running on another thread).
-    pub(crate) am_handlers: Mutex<Vec<Arc<AmHandlerSlot>>>,
+    /// The AM handler of each id (see `Worker::set_am_handler`).
+    pub(crate) am_handlers: Mutex<AmHandlers>,
     /// Failed endpoints to force-close after the current progress call (not from callbacks).
     failed_endpoints: Mutex<Vec<Weak<EndpointInner>>>,
     has_failed_endpoints: AtomicBool,
@@ -136,8 +135,36 @@ pub struct Worker(pub(crate) Arc<WorkerInner>);
 
 /// A worker's address (`ucp_worker_get_address`): pass it to a peer's
 /// [`Worker::connect_address`](crate::Worker::connect_address) to connect without a listener.
+///
+/// UCX parses an address without knowing its length and trusts what it reads, so a truncated
+/// or forged one can make it read out of bounds: an address made from bytes
+/// ([`from_bytes`](WorkerAddress::from_bytes)) is `unsafe`. Move addresses between trusted
+/// peers only, whole (frame them when they travel); untrusted peers connect through a
+/// [`Listener`](crate::Listener).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerAddress(pub Vec<u8>);
+pub struct WorkerAddress(Vec<u8>);
+
+impl WorkerAddress {
+    /// The address from the bytes a worker's [`address`](Worker::address) gave
+    /// ([`as_bytes`](WorkerAddress::as_bytes)), e.g. received from its peer.
+    ///
+    /// # Safety
+    /// `bytes` must be such an address, whole and unchanged: UCX reads it without bounds when
+    /// it connects ([`Worker::connect_address`] refuses only an empty one).
+    pub unsafe fn from_bytes(bytes: Vec<u8>) -> WorkerAddress {
+        WorkerAddress(bytes)
+    }
+
+    /// The address's bytes, to send to a peer.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The address's bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
 
 /// Something UCX owns that its owner is done with, handed back to UCX later.
 enum Deferred {
@@ -205,7 +232,7 @@ impl Worker {
             handle,
             context: context.clone(),
             endpoints: Mutex::new(HashMap::new()),
-            am_handlers: Mutex::new(Vec::new()),
+            am_handlers: Mutex::default(),
             failed_endpoints: Mutex::new(Vec::new()),
             has_failed_endpoints: AtomicBool::new(false),
             closing: Arc::new(AtomicUsize::new(0)),

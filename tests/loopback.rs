@@ -17,7 +17,7 @@ use common::{
 };
 use swucx::{
     AmFlags, AmQueue, CloseMode, Context, Engine, Listener, MemRegion, RemoteKey, Request, Status,
-    Worker,
+    Worker, WorkerAddress,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -335,6 +335,78 @@ fn am_without_handlers_tcp() {
     am_without_handlers(Tls::Tcp);
 }
 
+/// A handler that is replaced or removed is not called again and is dropped at once (what it
+/// holds is freed); one replaced from inside a handler (maybe its own) is kept until the worker
+/// goes. After removal, messages for the id are dropped.
+#[test]
+fn am_handlers_replaced_and_removed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pair = Pair::new(Tls::Shm);
+    let workers = pair.workers();
+    let calls: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
+    let handler = |i: usize| {
+        let count = calls[i].clone();
+        move |_: swucx::AmMessage<'_>| {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let deliver = || {
+        let send = pair
+            .client
+            .am_send(0x31, Vec::new(), vec![7u8; 8], AmFlags::NONE)
+            .expect("am_send");
+        progress_until(&workers, "an AM is delivered", || send.poll());
+        for _ in 0..100 {
+            pair.server_worker.progress();
+        }
+    };
+    pair.server_worker.set_am_handler(0x31, handler(0)).unwrap();
+    deliver();
+    pair.server_worker.set_am_handler(0x31, handler(1)).unwrap();
+    assert_eq!(
+        Arc::strong_count(&calls[0]),
+        1,
+        "the replaced handler was not dropped"
+    );
+    deliver();
+    let counts = || {
+        calls
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(), [1, 1, 0]);
+    pair.server_worker.remove_am_handler(0x31).unwrap();
+    assert_eq!(
+        Arc::strong_count(&calls[1]),
+        1,
+        "the removed handler was not dropped"
+    );
+    deliver();
+    assert_eq!(counts(), [1, 1, 0], "a removed handler ran");
+    // Replaced from inside itself: the new one takes the next message; the old one is kept
+    // (it was running) until the worker goes.
+    let worker = pair.server_worker.clone();
+    let (count, next) = (calls[2].clone(), handler(0));
+    let next = Mutex::new(Some(next));
+    pair.server_worker
+        .set_am_handler(0x31, move |_| {
+            count.fetch_add(1, Ordering::Relaxed);
+            if let Some(next) = next.lock().unwrap().take() {
+                worker.set_am_handler(0x31, next).unwrap();
+            }
+        })
+        .unwrap();
+    deliver();
+    deliver();
+    assert_eq!(counts(), [2, 1, 1]);
+    assert_eq!(
+        Arc::strong_count(&calls[2]),
+        2,
+        "the handler replaced from inside was dropped"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // RMA: put/get against an exported region
 // ---------------------------------------------------------------------------------------------
@@ -611,7 +683,11 @@ fn connect_by_worker_address() {
             Worker::new(&context).unwrap()
         };
         let address = server.address().expect("address");
-        assert!(!address.0.is_empty());
+        assert!(!address.as_bytes().is_empty());
+        // SAFETY: an empty address, which connect_address refuses before UCX sees it.
+        let empty = unsafe { WorkerAddress::from_bytes(Vec::new()) };
+        let refused = server.connect_address(&empty).unwrap_err();
+        assert_eq!(refused.status(), Status::ERR_INVALID_ADDR, "{refused}");
         let ep = client.connect_address(&address).expect("connect_address");
         assert_eq!(ep.peer_addr(), None);
         let data = pattern(100_000, 6);

@@ -433,6 +433,11 @@ static inline uint64_t am_rx_arrived(am_rx_t *rx)
 /* Waits for what is still in flight (at the end of a session) and releases the queue. */
 static void am_rx_drain(am_rx_t *rx, const driver_t *d)
 {
+    /* No handler may touch rx once this returns (the engine's thread progresses too). */
+    swucx_status_t st = swucx_worker_set_am_handler(d->worker, AM_DATA, NULL, NULL);
+    if (st != SWUCX_OK) {
+        fprintf(stderr, "pingpong: removing the AM handler: %s\n", swucx_status_string(st));
+    }
     double deadline = now_s() + 5.0;
     while (atomic_load(&rx->rndv_pending) > 0 && now_s() < deadline) {
         swucx_worker_progress(d->worker);
@@ -747,6 +752,8 @@ static int serve_session(swucx_context_t *ctx, const driver_t *d, swucx_ep_t *cm
         if (st != SWUCX_OK) {
             return fail_st("worker address", st);
         }
+        /* The ping-pong trusts its peer to send its whole worker address (UCX reads it without
+         * bounds; the library refuses only an empty one). */
         st = swucx_worker_connect_address(d->worker, hello + HEADER_LEN, hello_len - HEADER_LEN,
                                           data_ep);
         if (st != SWUCX_OK) {

@@ -8,8 +8,8 @@ use super::request::{ReqState, hand_out, swucx_request_t};
 use super::status::{SWUCX_ERR_INVALID_STATE, SWUCX_ERR_NO_ELEM, SWUCX_OK, swucx_status_t};
 use super::worker::swucx_worker_t;
 use super::{
-    ArgError, Handle, boundary, c_bytes, fail_with, handle_mut, impl_handle, into_handle,
-    status_of, status_of_send_now, try_arg, try_out, try_ref, try_take, write_out,
+    Handle, boundary, c_bytes, fail_with, handle_mut, impl_handle, into_handle, status_of,
+    status_of_send_now, try_arg, try_out, try_ref, try_take, write_out,
 };
 use crate::{AmDesc, AmFlags, AmMessage, Endpoint, QueuedAm, RawBuf};
 
@@ -77,8 +77,11 @@ impl UserData {
     }
 }
 
-/// Registers `callback` for active messages with `id` (replacing an earlier one); register
-/// before traffic starts. `callback` must not be NULL.
+/// Registers `callback` for active messages with `id`, replacing an earlier one; NULL removes
+/// it (later messages with `id` are dropped). Register before traffic starts. Once this
+/// returns, the earlier callback is not running on another thread and is not called again
+/// (unless this is called from inside that callback, which then finishes), so its `user_data`
+/// may be freed.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_worker_set_am_handler(
     worker: *const swucx_worker_t,
@@ -89,7 +92,7 @@ pub extern "C" fn swucx_worker_set_am_handler(
     boundary(|| {
         let worker = &try_ref!(worker).worker;
         let Some(callback) = callback else {
-            return ArgError::Null("callback").fail();
+            return status_of(worker.remove_am_handler(id));
         };
         let user_data = UserData(user_data);
         let result = worker.set_am_handler(id, move |msg: AmMessage<'_>| {
@@ -323,8 +326,8 @@ pub extern "C" fn swucx_am_desc_reply_ep(
 }
 
 /// Receives the kept payload into `length` bytes at `buffer` (at least its length; valid and
-/// untouched until the request completes). Consumes `desc`, also on failure. On success writes
-/// a request to `*req_p`.
+/// untouched until the request completes). Consumes `desc`, also on failure (then released
+/// unreceived). On success writes a request to `*req_p`.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_am_desc_recv(
     desc: *mut swucx_am_desc_t,
@@ -333,10 +336,10 @@ pub extern "C" fn swucx_am_desc_recv(
     req_p: *mut *mut swucx_request_t,
 ) -> swucx_status_t {
     boundary(|| {
-        try_ref!(desc);
+        // Taken first, so that a failed call below still consumes it (dropped: released).
+        let desc = try_take!(desc).desc;
         let buf: RawBuf = raw_buf!(buffer, length);
         try_out!(req_p);
-        let desc = try_take!(desc).desc;
         hand_out(desc.recv_into(buf).map(ReqState::One), req_p)
     })
 }

@@ -173,7 +173,9 @@ impl UserData {
     }
 }
 
-/// Sets (replaces) the callback run when the peer fails. `callback` must not be NULL.
+/// Sets (replaces) the callback run when the peer fails; NULL removes it. Once this returns the
+/// earlier callback is not running and is not called again, so its `user_data` may be freed
+/// (do not call this from inside the callback: it runs under the lock this takes).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_ep_set_error_handler(
     ep: *const swucx_ep_t,
@@ -183,7 +185,8 @@ pub extern "C" fn swucx_ep_set_error_handler(
     boundary(|| {
         let ep = &try_ref!(ep).ep;
         let Some(callback) = callback else {
-            return super::ArgError::Null("callback").fail();
+            ep.clear_error_handler();
+            return SWUCX_OK;
         };
         let user_data = UserData(user_data);
         ep.set_error_handler(move |status| {

@@ -208,7 +208,8 @@ pub extern "C" fn swucx_engine_tag_recv(
 
 /// Stops the engine's background thread and releases the engine. NULL is a no-op. Its worker
 /// lives on while handles to it (or its endpoints and requests) exist, progressed only by
-/// explicit calls from then on.
+/// explicit calls from then on. No thread may be waiting on the engine (or call it) any more:
+/// end such waits first (a signal they watch), then destroy.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_engine_destroy(engine: *mut swucx_engine_t) {
     boundary(|| {

@@ -197,6 +197,9 @@ pub extern "C" fn swucx_engine_accept(
         let engine = &try_ref!(engine).engine;
         let listener = &try_ref!(listener).listener;
         try_out!(conn_request_p);
+        if let Err(status) = super::request::refuse_wait_in_callback() {
+            return status;
+        }
         let refs = match super::engine::SignalList::new(signals, count) {
             Ok(refs) => refs,
             Err(status) => return status,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use super::context::swucx_context_t;
 use super::endpoint::parse_addr;
-use super::status::{SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_NULL_ARG, SWUCX_OK, swucx_status_t};
+use super::status::{
+    SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_NO_MEMORY, SWUCX_ERR_NULL_ARG, SWUCX_OK, swucx_status_t,
+};
 use super::{
     Handle, boundary, c_bytes, fail, fail_with, impl_handle, into_handle, try_out, try_ref,
     try_take, write_out,
@@ -216,12 +218,10 @@ pub extern "C" fn swucx_needle_server_create(
             None
         } else {
             // SAFETY: read_key is a NUL-terminated string from the caller.
-            match unsafe { std::ffi::CStr::from_ptr(read_key) }.to_str() {
+            match unsafe { super::c_str(read_key, "read_key") } {
                 Ok("") => None,
                 Ok(k) => Some(ReadKey::new(k)),
-                Err(_) => {
-                    return fail_with(SWUCX_ERR_INVALID_PARAM, "`read_key` is not UTF-8");
-                }
+                Err(status) => return status,
             }
         };
         let source = Arc::new(CallbackSource {
@@ -309,7 +309,8 @@ pub extern "C" fn swucx_read_reply_set(
 /// Gives the callback a buffer of `length` bytes to write the payload into (`*buffer_p`,
 /// swucx's memory, valid until the callback returns; the reply is sent from it). A second call
 /// replaces the first buffer. For an OK reply, `length` must be the requested size (or, for a
-/// request of size 0, the rest of the data from the offset).
+/// request of size 0, the rest of the data from the offset). `SWUCX_ERR_NO_MEMORY` when
+/// `length` bytes cannot be allocated (the reply keeps no buffer then).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_read_reply_payload(
     reply: *mut swucx_read_reply_t,
@@ -319,7 +320,16 @@ pub extern "C" fn swucx_read_reply_payload(
     boundary(|| {
         let reply = super::try_mut!(reply);
         try_out!(buffer_p);
-        reply.payload = vec![0u8; length];
+        let mut payload = Vec::new();
+        if payload.try_reserve_exact(length).is_err() {
+            reply.payload = Vec::new();
+            return fail_with(
+                SWUCX_ERR_NO_MEMORY,
+                format!("cannot allocate a payload of {length} bytes"),
+            );
+        }
+        payload.resize(length, 0);
+        reply.payload = payload;
         write_out!(buffer_p, reply.payload.as_mut_ptr());
         SWUCX_OK
     })

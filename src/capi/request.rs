@@ -5,8 +5,8 @@ use std::time::Duration;
 pub(crate) use super::engine::timeout;
 use super::engine::{SignalList, swucx_signal_t};
 use super::status::{
-    SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_INVALID_STATE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS,
-    SWUCX_OK, set_last_error, swucx_status_t,
+    SWUCX_ERR_BUSY, SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_INVALID_STATE, SWUCX_ERR_TIMED_OUT,
+    SWUCX_INPROGRESS, SWUCX_OK, set_last_error, swucx_status_t,
 };
 use super::{Handle, boundary, fail, fail_with, impl_handle, try_mut, try_take, write_out};
 use crate::{Engine, RawBuf, RegionBuf, Request, Signal, WaitEnd};
@@ -176,7 +176,8 @@ pub(crate) fn hand_out(
     } else {
         SWUCX_INPROGRESS
     };
-    let boxed = match POOL.with(|pool| pool.borrow_mut().pop()) {
+    // `try_with`: from a thread-local destructor the pool is gone; allocate instead.
+    let boxed = match POOL.try_with(|pool| pool.borrow_mut().pop()).ok().flatten() {
         Some(mut boxed) => {
             boxed.magic = swucx_request_t::MAGIC;
             boxed.state = state;
@@ -240,7 +241,8 @@ pub extern "C" fn swucx_request_wait(req: *mut swucx_request_t, timeout_ms: i64)
 
 /// Waits for the request through an engine (any thread; the engine's worker must be the one the
 /// operation runs on): spins driving progress, then sleeps until the completion wakes it or
-/// `timeout_ms` passes (negative: no limit). Returns the final status or `SWUCX_ERR_TIMED_OUT`.
+/// `timeout_ms` passes (negative: no limit). Returns the final status or `SWUCX_ERR_TIMED_OUT`
+/// (`SWUCX_ERR_BUSY` inside a callback, where no wait is allowed).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_engine_wait(
     engine: *const super::engine::swucx_engine_t,
@@ -250,6 +252,9 @@ pub extern "C" fn swucx_engine_wait(
     boundary(|| {
         let engine = &super::try_ref!(engine).engine;
         let req = try_mut!(req);
+        if let Err(status) = refuse_wait_in_callback() {
+            return status;
+        }
         match req
             .state
             .engine_wait(engine, timeout(timeout_ms), &[], true)
@@ -276,13 +281,27 @@ fn wait_spins(flags: u32) -> Result<bool, swucx_status_t> {
     Ok(flags & SWUCX_WAIT_NO_SPIN == 0)
 }
 
+/// Refuses a wait inside a UCX callback (a handler on the progressing thread), which would hold
+/// up, or deadlock, the progress it waits for: `SWUCX_ERR_BUSY`, as `swucx_request_wait`.
+pub(crate) fn refuse_wait_in_callback() -> Result<(), swucx_status_t> {
+    if crate::worker::in_callback() {
+        return Err(fail_with(
+            SWUCX_ERR_BUSY,
+            "cannot wait inside a UCX callback",
+        ));
+    }
+    Ok(())
+}
+
 /// The `flags` and `signals` of an engine wait, checked: whether it spins, and the signals it
-/// watches (on failure the detail is recorded and the status to return given).
+/// watches (on failure the detail is recorded and the status to return given). Also refuses
+/// a wait inside a callback (`refuse_wait_in_callback`).
 pub(crate) fn wait_args<'a>(
     flags: u32,
     signals: *const *const swucx_signal_t,
     count: usize,
 ) -> Result<(bool, SignalList<'a>), swucx_status_t> {
+    refuse_wait_in_callback()?;
     let spin = wait_spins(flags)?;
     Ok((spin, SignalList::new(signals, count)?))
 }
@@ -379,7 +398,8 @@ pub extern "C" fn swucx_request_free(req: *mut swucx_request_t) {
         }
         let mut boxed = try_take!(req);
         boxed.state = ReqState::Empty;
-        POOL.with(|pool| {
+        // From a thread-local destructor the pool is gone: the box is freed instead.
+        let _ = POOL.try_with(|pool| {
             let mut pool = pool.borrow_mut();
             if pool.len() < MAX_POOLED {
                 pool.push(boxed);

@@ -74,7 +74,7 @@ pub const SWUCX_ERR_NULL_ARG: swucx_status_t = -1000;
 /// swucx: the library panicked (a bug); the detail is in `swucx_last_error_message`.
 pub const SWUCX_ERR_PANIC: swucx_status_t = -1001;
 /// swucx: the call is not allowed in the object's current state (a request not complete yet, an
-/// active message already received or kept, a wait inside a callback).
+/// active message already received or kept). A wait inside a callback is `SWUCX_ERR_BUSY`.
 pub const SWUCX_ERR_INVALID_STATE: swucx_status_t = -1002;
 /// swucx: a string argument was not valid UTF-8.
 pub const SWUCX_ERR_UTF8: swucx_status_t = -1003;
@@ -89,7 +89,9 @@ thread_local! {
 /// Records the detail message of a failure on this thread (into the thread's buffer: no
 /// allocation once it is long enough).
 pub(crate) fn set_last_error(msg: &str) {
-    LAST_ERROR.with(|last| {
+    // `try_with`: a call from a thread-local destructor (the thread's storage already gone)
+    // keeps no message rather than panicking, which the panic boundary could not catch.
+    let _ = LAST_ERROR.try_with(|last| {
         let mut last = last.borrow_mut();
         last.clear();
         last.push_str(msg);
@@ -146,8 +148,7 @@ pub extern "C" fn swucx_status_is_peer_failure(status: swucx_status_t) -> bool {
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_last_error_message(buf: *mut c_char, len: usize) -> usize {
     boundary(|| {
-        LAST_ERROR.with(|last| {
-            let msg = last.borrow();
+        let copy_out = |msg: &str| {
             if !buf.is_null() && len > 0 {
                 let n = msg.len().min(len - 1);
                 // SAFETY: the caller gives `len` writable bytes at `buf`; n + 1 <= len.
@@ -157,6 +158,10 @@ pub extern "C" fn swucx_last_error_message(buf: *mut c_char, len: usize) -> usiz
                 }
             }
             msg.len()
-        })
+        };
+        // From a thread-local destructor the message is gone: "".
+        LAST_ERROR
+            .try_with(|last| copy_out(&last.borrow()))
+            .unwrap_or_else(|_| copy_out(""))
     })
 }

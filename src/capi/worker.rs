@@ -158,7 +158,10 @@ pub extern "C" fn swucx_worker_address(
         try_out!(address_p);
         match worker.address() {
             Ok(addr) => {
-                write_out!(address_p, into_handle(swucx_bytes_t::new(addr.0)));
+                write_out!(
+                    address_p,
+                    into_handle(swucx_bytes_t::new(addr.into_bytes()))
+                );
                 SWUCX_OK
             }
             Err(e) => fail(e),
@@ -228,7 +231,11 @@ pub extern "C" fn swucx_worker_connect_sockaddr(
 }
 
 /// Connects to a peer worker by its address (`swucx_worker_address` on the peer: `length`
-/// bytes at `address`), without a listener. On success writes a new endpoint to `*ep_p`.
+/// bytes at `address`), without a listener. On success writes a new endpoint to `*ep_p`. An
+/// empty address fails with `SWUCX_ERR_INVALID_ADDR`. UCX parses the address without bounds and
+/// trusts it: the bytes must be a whole, unchanged address from `swucx_worker_address` (a
+/// truncated or forged one can crash the process), so frame addresses that travel and take them
+/// from trusted peers only; untrusted peers connect through a listener.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_worker_connect_address(
     worker: *const swucx_worker_t,
@@ -242,7 +249,9 @@ pub extern "C" fn swucx_worker_connect_address(
         try_out!(ep_p);
         // SAFETY: the caller gives `length` readable bytes at `address`.
         let bytes = try_arg!(unsafe { byte_slice(address, length, "address") });
-        match worker.connect_address(&WorkerAddress(bytes.to_vec())) {
+        // SAFETY: the caller vouches for the bytes (above); an empty address is refused.
+        let address = unsafe { WorkerAddress::from_bytes(bytes.to_vec()) };
+        match worker.connect_address(&address) {
             Ok(ep) => {
                 write_out!(ep_p, new_ep(ep));
                 SWUCX_OK
@@ -253,7 +262,8 @@ pub extern "C" fn swucx_worker_connect_address(
 }
 
 /// Accepts a connection request (from `swucx_listener_accept`). Consumes `conn_request`, also on
-/// failure: do not use or destroy it afterwards. On success writes a new endpoint to `*ep_p`.
+/// failure (then rejected): do not use or destroy it afterwards. On success writes a new
+/// endpoint to `*ep_p`.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_worker_accept(
     worker: *const swucx_worker_t,
@@ -261,9 +271,10 @@ pub extern "C" fn swucx_worker_accept(
     ep_p: *mut *mut swucx_ep_t,
 ) -> swucx_status_t {
     boundary(|| {
+        // Taken first, so that a failed call below still consumes it (dropped: rejected).
+        let request = try_take!(conn_request).request;
         let worker = &try_ref!(worker).worker;
         try_out!(ep_p);
-        let request = try_take!(conn_request).request;
         match worker.accept(request) {
             Ok(ep) => {
                 write_out!(ep_p, new_ep(ep));

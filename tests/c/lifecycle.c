@@ -153,6 +153,10 @@ static void stale_and_wrong_handles(void)
     CHECK_ST(swucx_worker_connect_address((const swucx_worker_t *)context,
                                           swucx_bytes_data(addr), swucx_bytes_length(addr), &ep),
              SWUCX_ERR_BAD_HANDLE);
+    /* An empty address (UCX would read past it) is refused; nothing is written out. */
+    CHECK_ST(swucx_worker_connect_address(worker, swucx_bytes_data(addr), 0, &ep),
+             SWUCX_ERR_INVALID_ADDR);
+    CHECK(ep == NULL);
     CHECK(swucx_worker_progress((const swucx_worker_t *)addr) == 0);
     /* Misaligned garbage. */
     CHECK_ST(swucx_worker_signal((const swucx_worker_t *)((const char *)worker + 1)),

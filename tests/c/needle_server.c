@@ -46,6 +46,10 @@ static void host_read(void *user_data, const swucx_read_request_t *req, swucx_re
     if (req->needle_id == 4) {
         uint8_t *buf = NULL;
         CHECK_OK(swucx_read_reply_set(reply, SWUCX_READ_OK, 10, 0, 0));
+        /* A length no allocation can hold is an error, not an abort (past isize::MAX, so no
+         * allocator is even asked). */
+        CHECK_ST(swucx_read_reply_payload(reply, SIZE_MAX / 2 + 1, &buf), SWUCX_ERR_NO_MEMORY);
+        CHECK(buf == NULL);
         CHECK_OK(swucx_read_reply_payload(reply, 3, &buf)); /* 3 bytes for a request of 5 */
         return;
     }

@@ -40,9 +40,11 @@ static swucx_request_t *out_swucx_request_t;
 static swucx_engine_t *out_swucx_engine_t;
 static swucx_bytes_t *out_swucx_bytes_t;
 static swucx_am_desc_t *out_swucx_am_desc_t;
-static swucx_am_desc_t *desc;
+static swucx_am_desc_t *desc, *desc2; /* kept by the first and the second message */
 static int handled;
 static swucx_mem_t *msg_mem;
+static swucx_engine_t *msg_engine; /* for waits the handler must be refused */
+static swucx_request_t *msg_request;
 
 /* The active-message accessors, with a live message. */
 static void null_msg_handler(swucx_am_msg_t *msg, void *user_data)
@@ -65,8 +67,11 @@ static void null_msg_handler(swucx_am_msg_t *msg, void *user_data)
     CHECK_ST(swucx_am_msg_recv_mem(msg, msg_mem, 0, 16, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_msg_keep(NULL, &out_swucx_am_desc_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_msg_keep(msg, NULL), SWUCX_ERR_NULL_ARG);
-    CHECK_OK(swucx_am_msg_keep(msg, &desc));
-    handled = 1;
+    /* No wait inside a callback: refused at once, not held up or deadlocked. */
+    CHECK_ST(swucx_engine_wait(msg_engine, msg_request, 1000), SWUCX_ERR_BUSY);
+    CHECK_ST(swucx_engine_wait_signals(msg_engine, msg_request, 1000, 0, NULL, 0), SWUCX_ERR_BUSY);
+    CHECK_OK(swucx_am_msg_keep(msg, handled == 0 ? &desc : &desc2));
+    handled++;
 }
 
 int main(void)
@@ -88,10 +93,13 @@ int main(void)
     REQUIRE_OK(swucx_listener_port(lst, &port));
     char where[64];
     snprintf(where, sizeof where, "127.0.0.1:%u", (unsigned)port);
-    swucx_ep_t *ep2 = NULL;
+    /* Two connection requests: swucx_worker_accept consumes one even when it fails. */
+    swucx_ep_t *ep2 = NULL, *ep3 = NULL;
     REQUIRE_OK(swucx_worker_connect(w, where, &ep2));
-    swucx_conn_request_t *creq = NULL;
+    swucx_conn_request_t *creq = NULL, *creq2 = NULL;
     REQUIRE_OK(swucx_listener_accept(lst, 10000, &creq));
+    REQUIRE_OK(swucx_worker_connect(w, where, &ep3));
+    REQUIRE_OK(swucx_listener_accept(lst, 10000, &creq2));
     swucx_mem_t *mem = NULL;
     REQUIRE_OK(swucx_mem_allocate(ctx, 4096, &mem));
     swucx_bytes_t *exported = NULL;
@@ -107,31 +115,37 @@ int main(void)
     REQUIRE_OK(swucx_signal_create(&sig));
 
     msg_mem = mem;
+    msg_engine = eng;
+    msg_request = req;
     REQUIRE_OK(swucx_worker_set_am_handler(w, 3, null_msg_handler, NULL));
-    swucx_request_t *am = NULL;
+    /* Two messages kept: swucx_am_desc_recv consumes its descriptor even when it fails. */
+    swucx_request_t *am = NULL, *am2 = NULL;
     REQUIRE_OK(swucx_ep_am_send(ep, 3, buf, 4, buf, 16, 0, &am));
+    REQUIRE_OK(swucx_ep_am_send(ep, 3, buf, 4, buf, 16, 0, &am2));
     double deadline = now_s() + 30.0;
-    while (!handled && now_s() < deadline) {
+    while (handled < 2 && now_s() < deadline) {
         swucx_worker_progress(w);
     }
-    CHECK(handled && desc != NULL);
+    CHECK(handled == 2 && desc != NULL && desc2 != NULL);
 
     CHECK(swucx_bytes_data(NULL) == NULL);
     CHECK(swucx_bytes_length(NULL) == 0);
     swucx_bytes_destroy(NULL); /* NULL is a no-op */
     CHECK_ST(swucx_worker_set_am_handler(NULL, 1, dummy_am_cb, buf), SWUCX_ERR_NULL_ARG);
-    CHECK_ST(swucx_worker_set_am_handler((const struct swucx_worker_t *)w, 1, NULL, buf), SWUCX_ERR_NULL_ARG);
+    /* A NULL callback is no error: it removes the handler. */
+    CHECK_ST(swucx_worker_set_am_handler((const struct swucx_worker_t *)w, 1, NULL, buf), SWUCX_OK);
     CHECK(swucx_am_desc_length(NULL) == 0);
     CHECK(!swucx_am_desc_is_rndv(NULL));
-    CHECK_ST(swucx_am_desc_recv(NULL, buf, sizeof buf, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
-    CHECK_ST(swucx_am_desc_recv(desc, NULL, sizeof buf, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
-    CHECK_ST(swucx_am_desc_recv(desc, buf, sizeof buf, NULL), SWUCX_ERR_NULL_ARG);
     swucx_am_desc_destroy(NULL); /* NULL is a no-op */
     CHECK_ST(swucx_am_desc_header(NULL, &cvp, &sz), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_desc_header(desc, NULL, &sz), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_desc_header(desc, &cvp, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_desc_reply_ep(NULL, &out_swucx_ep_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_desc_reply_ep(desc, NULL), SWUCX_ERR_NULL_ARG);
+    /* Consumed also on failure (released): each call takes its own descriptor. */
+    CHECK_ST(swucx_am_desc_recv(NULL, buf, sizeof buf, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_desc_recv(desc, NULL, sizeof buf, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_am_desc_recv(desc2, buf, sizeof buf, NULL), SWUCX_ERR_NULL_ARG);
     swucx_am_queue_t *queue = NULL;
     CHECK_ST(swucx_am_queue_create(NULL, 5, &queue), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_am_queue_create((const struct swucx_worker_t *)w, 5, NULL), SWUCX_ERR_NULL_ARG);
@@ -173,7 +187,8 @@ int main(void)
     CHECK_ST(swucx_ep_close(NULL, 0), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_failure(NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_set_error_handler(NULL, dummy_ep_cb, buf), SWUCX_ERR_NULL_ARG);
-    CHECK_ST(swucx_ep_set_error_handler((const struct swucx_ep_t *)ep, NULL, buf), SWUCX_ERR_NULL_ARG);
+    /* A NULL callback is no error: it removes the handler. */
+    CHECK_ST(swucx_ep_set_error_handler((const struct swucx_ep_t *)ep, NULL, buf), SWUCX_OK);
     CHECK_ST(swucx_ep_transports(NULL, &out_swucx_bytes_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_transports((const struct swucx_ep_t *)ep, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_flush(NULL), SWUCX_ERR_NULL_ARG);
@@ -302,9 +317,10 @@ int main(void)
     CHECK_ST(swucx_worker_connect_address(NULL, buf, sizeof buf, &out_swucx_ep_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_worker_connect_address((const struct swucx_worker_t *)w, NULL, sizeof buf, &out_swucx_ep_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_worker_connect_address((const struct swucx_worker_t *)w, buf, sizeof buf, NULL), SWUCX_ERR_NULL_ARG);
+    /* Consumed also on failure (rejected): each call takes its own request. */
     CHECK_ST(swucx_worker_accept(NULL, (struct swucx_conn_request_t *)creq, &out_swucx_ep_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_worker_accept((const struct swucx_worker_t *)w, NULL, &out_swucx_ep_t), SWUCX_ERR_NULL_ARG);
-    CHECK_ST(swucx_worker_accept((const struct swucx_worker_t *)w, (struct swucx_conn_request_t *)creq, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_worker_accept((const struct swucx_worker_t *)w, (struct swucx_conn_request_t *)creq2, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_worker_tag_recv(NULL, buf, sizeof buf, 1, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_worker_tag_recv((const struct swucx_worker_t *)w, NULL, sizeof buf, 1, 1, &out_swucx_request_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_worker_tag_recv((const struct swucx_worker_t *)w, buf, sizeof buf, 1, 1, NULL), SWUCX_ERR_NULL_ARG);
@@ -316,9 +332,10 @@ int main(void)
     CHECK_ST(swucx_ep_tag_send_mem(ep, mem, 4090, 8, 1, &out_swucx_request_t), SWUCX_ERR_OUT_OF_RANGE);
     CHECK_ST(swucx_worker_tag_recv_mem(w, mem, SIZE_MAX, 2, 1, 1, &out_swucx_request_t), SWUCX_ERR_OUT_OF_RANGE);
 
-    swucx_am_desc_destroy(desc);
     wait2(am, w, NULL);
+    wait2(am2, w, NULL);
     swucx_request_free(am);
+    swucx_request_free(am2);
     uint8_t sink[8];
     swucx_request_t *drain = NULL;
     REQUIRE_OK(swucx_worker_tag_recv(w, sink, 8, 99, UINT64_MAX, &drain));
@@ -331,8 +348,8 @@ int main(void)
     swucx_rkey_destroy(rkey);
     swucx_bytes_destroy(exported);
     swucx_mem_unmap(mem);
-    swucx_conn_request_reject(creq);
     swucx_ep_destroy(ep2);
+    swucx_ep_destroy(ep3);
     swucx_listener_destroy(lst);
     swucx_ep_destroy(ep);
     swucx_bytes_destroy(bytes);
