@@ -208,7 +208,10 @@ func NewEngine(c *Context) (*Engine, error) {
 // closed (their Recvs return ErrClosed). Goroutines waiting on an
 // operation go on waiting by progressing the worker themselves (checking their context every
 // 50 ms). Endpoints and listeners made from it stay usable (they hold the worker) and must be
-// closed too. Idempotent.
+// closed too. Idempotent. A HandleAM channel's handler stops once the rendezvous payload it
+// is receiving has arrived: a sender that stalls without failing (alive, its worker not
+// progressed) holds Close up. Not cut short on purpose: UCX 1.13 aborts (an assertion in
+// ucp_ep_destroy_base) when the endpoint is then closed under that receive.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		// Waits in C end and come back to wait on their own (see waitOnce).
@@ -328,7 +331,7 @@ func (e *Engine) TagRecvStart(buf []byte, tag, mask uint64) (*Request, error) {
 		pin.Unpin()
 		return nil, resErr("tag_recv", r)
 	}
-	return e.start("tag_recv", r, pin, nil), nil
+	return handOut(e.start("tag_recv", r, pin, nil)), nil
 }
 
 func (e *Engine) tagRecv(ctx context.Context, buf []byte, tag, mask uint64, watch *Endpoint) (int, uint64, error) {
@@ -427,8 +430,9 @@ const closedSlice = 50 * time.Millisecond
 
 // Request is an operation in flight, from one of the *Start methods. Wait for it exactly
 // once (a later Wait returns the same result); until Wait returns, its buffers belong to UCX.
-// A Request that is never waited for leaks its UCX request and keeps its buffers pinned.
-// Use a Request from one goroutine at a time.
+// A Request dropped without Wait is detached once the garbage collector finds it, as a Wait
+// whose context ended is: cancelled where possible, its buffers pinned and UCX's until it
+// completes in the background. Use a Request from one goroutine at a time.
 type Request struct {
 	eng   *Engine
 	op    string
@@ -462,7 +466,40 @@ func (e *Engine) started(op string, r C.swx_res, pin *runtime.Pinner, watch *End
 		pin.Unpin()
 		return nil, resErr(op, r)
 	}
-	return e.start(op, r, pin, watch), nil
+	return handOut(e.start(op, r, pin, watch)), nil
+}
+
+// handOut gives q to the caller of a *Start method. A Request dropped there unwaited would
+// take its pinned buffers to the garbage collector, where runtime.Pinner panics: instead its
+// finalizer detaches it (abandon). The finalizer calls nothing in C itself; it only starts
+// the goroutine that waits for UCX, as Wait does for a detached operation.
+func handOut(q *Request) *Request {
+	if !q.done {
+		runtime.SetFinalizer(q, (*Request).abandon)
+	}
+	return q
+}
+
+// abandon detaches a Request nobody waited for (handOut's finalizer).
+func (q *Request) abandon() {
+	if !q.done {
+		q.eng.detach(q.req, q.pin, true)
+	}
+}
+
+// detach lets a goroutine wait for req in the background (cancelling it first, if cancel)
+// and unpin its buffers once UCX is done with them.
+func (e *Engine) detach(req *C.swucx_request_t, pin *runtime.Pinner, cancel bool) {
+	go func() {
+		if cancel {
+			C.swucx_request_cancel(req)
+		}
+		r, _, _ := e.wait(context.Background(), req, nil, false)
+		if r.msg != nil {
+			C.free(unsafe.Pointer(r.msg))
+		}
+		pin.Unpin()
+	}()
 }
 
 func (q *Request) finish(r C.swx_res) {
@@ -485,16 +522,11 @@ func (q *Request) Wait(ctx context.Context) (int, uint64, error) {
 	e, req, pin := q.eng, q.req, q.pin
 	r, done, failed := e.wait(ctx, req, q.watch, !q.quickDone)
 	if !done {
-		// Detach: cancel what can be cancelled and let a goroutine wait for UCX to finish
-		// with the buffers before unpinning them.
+		// Detach: cancel what can be cancelled (now: a tag receive posted next must not
+		// match this one) and let a goroutine wait for UCX to finish with the buffers before
+		// unpinning them.
 		C.swucx_request_cancel(req)
-		go func() {
-			r, _, _ := e.wait(context.Background(), req, nil, false)
-			if r.msg != nil {
-				C.free(unsafe.Pointer(r.msg))
-			}
-			pin.Unpin()
-		}()
+		e.detach(req, pin, false)
 		q.done, q.req = true, nil
 		if failed != nil {
 			failed.Op = q.op

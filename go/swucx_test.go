@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -172,6 +173,40 @@ func TestTagRoundTrip(t *testing.T) {
 	}
 }
 
+// TestAbandonedRequests: Requests dropped without Wait (a receive nobody will match, a large
+// send nobody receives yet) are detached when collected instead of crashing the process
+// (runtime.Pinner panics when collected pinned): the abandoned receive is cancelled (the next
+// message with its tag goes to a later receive) and the abandoned send still delivers.
+func TestAbandonedRequests(t *testing.T) {
+	p := newPair(t, "shm", transports[1].settings)
+	ctx := bg(t)
+	if _, err := p.server.TagRecvStart(make([]byte, 64), 0x77, ^uint64(0)); err != nil {
+		t.Fatal(err)
+	}
+	big := pattern(4<<20, 7)
+	if _, err := p.cep.TagSendStart(big, 0x78); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		runtime.GC()
+		time.Sleep(20 * time.Millisecond)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.cep.TagSend(ctx, []byte("after"), 0x77) }()
+	in := make([]byte, 64)
+	n, _, err := p.server.TagRecv(ctx, in, 0x77, ^uint64(0))
+	if err != nil || string(in[:n]) != "after" {
+		t.Fatalf("the receive after the abandoned one: %q %v", in[:n], err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(big))
+	if n, _, err := p.server.TagRecv(ctx, got, 0x78, ^uint64(0)); err != nil || !bytes.Equal(got[:n], big) {
+		t.Fatalf("the abandoned send: %d bytes, %v", n, err)
+	}
+}
+
 // TestTagRecvPaths: TagRecv's first wait runs in one call and withdraws the receive if no
 // message came; a message that comes later (after the quick wait, with and without a context
 // that can end) or is still arriving when the quick wait ends (16 MiB) arrives whole.
@@ -252,6 +287,38 @@ func TestAMRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAMHandlerPanic: a HandleAMFunc function that panics loses that message only: the panic
+// stops at the handler (logged), later messages are delivered, and the engines close.
+func TestAMHandlerPanic(t *testing.T) {
+	p := newPair(t, "shm", transports[1].settings)
+	ctx := bg(t)
+	got := make(chan string, 4)
+	err := p.server.HandleAMFunc(14, func(m *AMMessage) {
+		defer m.Close()
+		if string(m.Data) == "panic" {
+			panic("the handler's own panic")
+		}
+		got <- string(m.Data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"panic", "after"} {
+		if err := p.cep.AMSend(ctx, 14, nil, []byte(s), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case s := <-got:
+		if s != "after" {
+			t.Fatalf("got %q", s)
+		}
+	case <-ctx.Done():
+		t.Fatal("no message after the panic")
+	}
+	p.close()
 }
 
 // HandleAMFunc with AMMessage.RecvDataStart inside the handler function: eager payloads come

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -66,7 +67,8 @@ type Options struct {
 type Stats struct {
 	// UCX and HTTP count the reads that succeeded over each path.
 	UCX, HTTP uint64
-	// Failed counts the reads that returned an error (not found and unauthorized included).
+	// Failed counts the reads that returned an error (not found and unauthorized included;
+	// not io.EOF, a read at or past the end).
 	Failed uint64
 	// FallbackUnreachable: the UCX listener refused or dropped a new connection.
 	FallbackUnreachable uint64
@@ -77,6 +79,9 @@ type Stats struct {
 	FallbackProtocol uint64
 	// FallbackServer: the server answered INTERNAL, or BUSY after every retry.
 	FallbackServer uint64
+	// FallbackDeleted: the needle was deleted; weed's HTTP GET with readDeleted=true (as
+	// weed mount asks) still returns its bytes until a compaction drops them.
+	FallbackDeleted uint64
 	// Retries counts requests sent again after BUSY or STALE.
 	Retries uint64
 	// Direct counts the UCX reads whose payload was copied straight out of the server's
@@ -111,7 +116,7 @@ type Client struct {
 	closed  bool
 
 	stats struct {
-		ucx, http, failed, unreachable, down, protocol, serverErr, retries, direct atomic.Uint64
+		ucx, http, failed, unreachable, down, protocol, serverErr, deleted, retries, direct atomic.Uint64
 	}
 }
 
@@ -248,7 +253,8 @@ func (c *Client) Stats() Stats {
 		UCX: s.ucx.Load(), HTTP: s.http.Load(), Failed: s.failed.Load(),
 		FallbackUnreachable: s.unreachable.Load(), FallbackDown: s.down.Load(),
 		FallbackProtocol: s.protocol.Load(), FallbackServer: s.serverErr.Load(),
-		Retries: s.retries.Load(), Direct: s.direct.Load(),
+		FallbackDeleted: s.deleted.Load(),
+		Retries:         s.retries.Load(), Direct: s.direct.Load(),
 	}
 }
 
@@ -265,7 +271,7 @@ func (c *Client) Stats() Stats {
 // is never written after ReadNeedle returns.
 func (c *Client) ReadNeedle(ctx context.Context, volumeServer, fid string, offset int64, dst []byte, jwt string) (int, error) {
 	n, err := c.read(ctx, volumeServer, fid, offset, dst, jwt)
-	if err != nil {
+	if err != nil && err != io.EOF {
 		c.stats.failed.Add(1)
 	}
 	return n, err
@@ -356,11 +362,30 @@ func (s *server) drop(cn *conn) {
 	cn.ep.Close()
 }
 
-// conn picks a connection round-robin, connecting while the pool is not full.
+// conn picks a connection round-robin, connecting while the pool is not full. Connections
+// UCX knows have failed (the server restarted while the client was idle) are dropped first.
 func (s *server) conn(c *Client) (*conn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	live := s.conns[:0]
+	for _, cn := range s.conns {
+		if cn.ep.Failure() == nil {
+			live = append(live, cn)
+		} else {
+			cn.ep.Close()
+		}
+	}
+	clear(s.conns[len(live):])
+	s.conns = live
 	if len(s.conns) < c.opts.ConnsPerServer {
+		// Not after Close went through this pool (it takes s.mu after setting closed), so
+		// a connection made here is always closed by it.
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			return nil, errors.New("seaweed: client closed")
+		}
 		if s.ucx == "" {
 			addr, err := c.opts.UCXAddress(s.http)
 			if err != nil {

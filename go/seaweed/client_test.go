@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,6 +149,17 @@ func TestReadsMatchHTTP(t *testing.T) {
 				t.Fatalf("stats %+v: direct reads used %v, want %v", st, direct, want)
 			}
 		})
+	}
+	// weed mount reads a needle deleted after the filer listed it (readDeleted=true) until a
+	// compaction; with the HTTP fallback on, so does the client (the UCX server answers
+	// DELETED, which the fallback then asks as weed mount does).
+	cl := newClient(t, seaweed.Options{Settings: map[string]string{"TLS": "tcp"}})
+	got, err := readAll(ctx, cl, c.VolumeServer, deleted.fid, len(deleted.data))
+	if err != nil || !bytes.Equal(got, deleted.data) {
+		t.Fatalf("deleted needle with the fallback on: %d bytes, %v", len(got), err)
+	}
+	if st := cl.Stats(); st.FallbackDeleted != 1 || st.HTTP != 1 || st.UCX != 0 {
+		t.Fatalf("stats %+v: want the deleted needle read over HTTP", st)
 	}
 }
 
@@ -310,6 +322,12 @@ func serverKilledAndRestarted(t *testing.T, tls string) {
 	if tls == "shm" && cl.Stats().Direct == 0 {
 		t.Fatalf("stats %+v: no direct reads over shm before the kill", cl.Stats())
 	}
+	// Frozen first, so that reads are surely in flight when it dies (else each read might
+	// have its bytes in the socket buffers already, or start only after UCX noticed).
+	if err := syscall.Kill(c.ServerPID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
 	killed := time.Now()
 	c.KillServer()
 	time.Sleep(2500 * time.Millisecond)
@@ -347,6 +365,18 @@ func serverKilledAndRestarted(t *testing.T, tls string) {
 			t.Fatalf("read after the restart: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Restarted while the client is idle: the connection UCX found failed meanwhile is not
+	// used again; the next read succeeds on a new one.
+	c.KillServer()
+	time.Sleep(1500 * time.Millisecond)
+	if err := c.StartServer(); err != nil {
+		t.Fatal(err)
+	}
+	before := cl.Stats()
+	if got, err := readAll(ctx, cl, c.VolumeServer, f.fid, len(f.data)); err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("first read after an idle restart: %v (stats before %+v)", err, before)
 	}
 }
 

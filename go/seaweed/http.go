@@ -7,10 +7,11 @@ import (
 	"net/http"
 )
 
-// readHTTP is the fallback: GET http://<volume server>/<fid> with a Range header and the read
-// JWT as a bearer token, as weed mount does.
+// readHTTP is the fallback: GET http://<volume server>/<fid>?readDeleted=true with a Range
+// header and the read JWT as a bearer token, as weed mount does (it reads a chunk even if the
+// needle was deleted after the filer listed it, until a compaction drops its bytes).
 func (c *Client) readHTTP(ctx context.Context, volumeServer, fid string, offset int64, dst []byte, jwt string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+volumeServer+"/"+fid, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+volumeServer+"/"+fid+"?readDeleted=true", nil)
 	if err != nil {
 		return 0, err
 	}
@@ -30,8 +31,10 @@ func (c *Client) readHTTP(ctx context.Context, volumeServer, fid string, offset 
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 	case http.StatusOK: // the whole needle: skip to offset
-		if _, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
+		if _, err := io.CopyN(io.Discard, resp.Body, offset); err == io.EOF {
 			return 0, io.EOF
+		} else if err != nil {
+			return 0, fmt.Errorf("read %s over HTTP: %w", fid, err)
 		}
 	case http.StatusNotFound:
 		return 0, fmt.Errorf("read %s over HTTP: %w", fid, ErrNotFound)
@@ -42,14 +45,30 @@ func (c *Client) readHTTP(ctx context.Context, volumeServer, fid string, offset 
 	default:
 		return 0, fmt.Errorf("read %s over HTTP: %s", fid, resp.Status)
 	}
-	n, err := io.ReadFull(resp.Body, dst)
+	n, err := readBody(resp.Body, dst)
 	switch {
-	case err == io.EOF:
-		return 0, io.EOF
-	case err == io.ErrUnexpectedEOF:
-		return n, nil
 	case err != nil:
-		return n, fmt.Errorf("read %s over HTTP: %w", fid, err)
+		return 0, fmt.Errorf("read %s over HTTP: %w", fid, err)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// readBody reads body into dst until dst is full or the body ends. Only a body that ended
+// as announced (io.EOF: its Content-Length or last chunk reached) makes a short read; one cut
+// off (net/http's io.ErrUnexpectedEOF, a reset) is an error, never a short needle.
+func readBody(body io.Reader, dst []byte) (int, error) {
+	n := 0
+	for n < len(dst) {
+		k, err := body.Read(dst[n:])
+		n += k
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return n, err
+		}
 	}
 	return n, nil
 }

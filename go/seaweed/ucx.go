@@ -76,6 +76,10 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 			size = rep.info.DataSize - offset // past the end: read what there is
 		case st == StatusBadRange:
 			return 0, nil, io.EOF
+		case st == StatusDeleted && !c.opts.NoFallback:
+			// weed mount reads deleted needles (readDeleted=true) until a compaction: so
+			// does the HTTP fallback.
+			return 0, &c.stats.deleted, nil
 		case st.IsNotFound():
 			return 0, nil, fmt.Errorf("read %s: %v: %w", id, st, ErrNotFound)
 		case st == StatusUnauthorized:
