@@ -36,11 +36,13 @@ func (c *Context) Allocate(n int) (*MemRegion, error) {
 }
 
 // Bytes exposes the region's memory as a []byte (C memory, never moved by Go). It is valid
-// until Close and no operation on it is running; do not keep it past Close.
+// until Close and no operation on it is running; do not keep it past Close (after Close,
+// Bytes is nil).
 func (m *MemRegion) Bytes() []byte {
-	if m.addr == nil || m.n == 0 {
+	if m.addr == nil || m.n == 0 || m.h.acquire() == nil {
 		return nil
 	}
+	m.h.release()
 	return unsafe.Slice((*byte)(m.addr), m.n)
 }
 

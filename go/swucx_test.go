@@ -496,6 +496,9 @@ func TestMemRegion(t *testing.T) {
 	if err := src.Close(); err != nil || src.Close() != nil {
 		t.Fatal("close twice")
 	}
+	if src.Bytes() != nil {
+		t.Fatal("Bytes after Close: memory that is no longer mapped")
+	}
 	if err := p.cep.TagSendRegion(ctx, src, 0, 1, 5); !errors.Is(err, ErrClosed) {
 		t.Fatalf("closed region: %v", err)
 	}

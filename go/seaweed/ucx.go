@@ -87,7 +87,13 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 		case st.IsRetryable() && attempt < maxRetries:
 			c.stats.retries.Add(1)
 			if st == StatusBusy || attempt >= 2 {
-				time.Sleep(backoff)
+				t := time.NewTimer(backoff)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return 0, nil, fmt.Errorf("read %s: backing off after %v: %w", id, st, ctx.Err())
+				}
 				backoff = min(2*backoff, 100*time.Millisecond)
 			}
 		case st == StatusUnknownVersion && req.version > minVersion:
