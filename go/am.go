@@ -175,7 +175,12 @@ func (e *Engine) register(h *amHandler) error {
 	// and two registrations of one id replace each other in order.
 	e.amMu.Lock()
 	defer e.amMu.Unlock()
+	// Not once Close began: it may have stopped the handlers already (closing is set first).
 	w := e.worker.acquire()
+	if w != nil && e.closing.Load() {
+		e.worker.release()
+		w = nil
+	}
 	if w == nil {
 		h.deleteHandle()
 		return closedErr("set_am_handler")
