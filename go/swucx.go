@@ -487,12 +487,16 @@ func (q *Request) abandon() {
 	}
 }
 
+// abandonedCancelled counts the abandoned Requests whose cancel ran (tests wait for it).
+var abandonedCancelled atomic.Int64
+
 // detach lets a goroutine wait for req in the background (cancelling it first, if cancel)
 // and unpin its buffers once UCX is done with them.
 func (e *Engine) detach(req *C.swucx_request_t, pin *runtime.Pinner, cancel bool) {
 	go func() {
 		if cancel {
 			C.swucx_request_cancel(req)
+			abandonedCancelled.Add(1)
 		}
 		r, _, _ := e.wait(context.Background(), req, nil, false)
 		if r.msg != nil {

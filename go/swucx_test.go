@@ -180,6 +180,7 @@ func TestTagRoundTrip(t *testing.T) {
 func TestAbandonedRequests(t *testing.T) {
 	p := newPair(t, "shm", transports[1].settings)
 	ctx := bg(t)
+	before := abandonedCancelled.Load()
 	if _, err := p.server.TagRecvStart(make([]byte, 64), 0x77, ^uint64(0)); err != nil {
 		t.Fatal(err)
 	}
@@ -187,9 +188,12 @@ func TestAbandonedRequests(t *testing.T) {
 	if _, err := p.cep.TagSendStart(big, 0x78); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 5; i++ {
+	for deadline := time.Now().Add(10 * time.Second); abandonedCancelled.Load() < before+2; {
+		if time.Now().After(deadline) {
+			t.Fatal("the abandoned requests were not detached")
+		}
 		runtime.GC()
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- p.cep.TagSend(ctx, []byte("after"), 0x77) }()

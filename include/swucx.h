@@ -701,7 +701,8 @@ void swucx_bytes_destroy(struct swucx_bytes_t *bytes);
  * it (later messages with `id` are dropped). Register before traffic starts. Once this
  * returns, the earlier callback is not running on another thread and is not called again
  * (unless this is called from inside that callback, which then finishes), so its `user_data`
- * may be freed.
+ * may be freed. From inside a callback, `SWUCX_ERR_BUSY` while another thread registers a
+ * handler on the same worker (try again later).
  */
 swucx_status_t swucx_worker_set_am_handler(const struct swucx_worker_t *worker,
                                            uint16_t id,
@@ -1543,6 +1544,7 @@ swucx_status_t swucx_worker_signal(const struct swucx_worker_t *worker);
 
 /**
  * Blocks until the worker has events to progress (`ucp_worker_wait`; needs the wakeup feature).
+ * `SWUCX_ERR_BUSY` inside a callback.
  */
 swucx_status_t swucx_worker_wait(const struct swucx_worker_t *worker);
 

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::BitOr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, TryLockError, Weak};
 
 use crate::buffer::{Buf, BufMut, RawBuf, memh_for};
 use crate::endpoint::{Endpoint, EpHandle};
@@ -306,7 +306,10 @@ unsafe extern "C" fn am_callback(
     length: usize,
     param: *const sys::ucp_am_recv_param_t,
 ) -> sys::ucs_status_t {
-    // SAFETY: arg is the worker's boxed slot, kept until the worker is destroyed.
+    // SAFETY: arg is a slot of the worker's handler table, kept as long as UCX may call with
+    // it: until its id is registered again (UCX registers and calls handlers under the
+    // worker's lock, so none runs then; one replaced from inside a callback is kept) or the
+    // worker is destroyed.
     let slot = unsafe { &*(arg as *const AmHandlerSlot) };
     // Handlers run inside a call on the worker (progress), made through a live `Worker`, so the
     // worker outlives this call whenever any strong reference exists; none does only while the
@@ -423,28 +426,60 @@ impl Worker {
             handler: Box::new(handler),
         });
         let arg = Arc::as_ptr(&slot) as *mut libc::c_void;
-        let mut handlers = self.0.am_handlers.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: the slot is kept until its id is registered again (then retired, below) or
-        // the worker is destroyed.
-        unsafe { self.register_am_callback(id, Some(am_callback), arg)? };
-        handlers.replace(id, Some(slot));
-        Ok(())
+        // SAFETY: the table keeps the slot until its id is registered again or the worker goes.
+        unsafe { self.install_am_handler(id, Some(am_callback), arg, Some(slot)) }
     }
 
     /// Removes the handler of `id` (as [`set_am_handler`](Worker::set_am_handler) replaces
     /// one): later messages with `id` are dropped.
     pub fn remove_am_handler(&self, id: u16) -> Result<()> {
-        let mut handlers = self.0.am_handlers.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: the callback needs no state (arg is the id). Not a NULL callback: UCX 1.13
         // mishandles messages for an id without one (`reserve_am_ids`).
         unsafe {
-            self.register_am_callback(
+            self.install_am_handler(
                 id,
                 Some(drop_unhandled_am),
                 usize::from(id) as *mut libc::c_void,
-            )?
+                None,
+            )
+        }
+    }
+
+    /// Makes UCX call `cb` with `arg` for `id` and records `slot` as its handler, as one step
+    /// under the handler table's lock; the handler it replaces is dropped after the lock. A
+    /// registration from inside a callback holds UCX's worker lock, which a thread holding the
+    /// table's lock may be waiting for: it only tries the table's lock (`ERR_BUSY` while another
+    /// thread registers on this worker).
+    ///
+    /// # Safety
+    /// As for `register_am_callback`; `arg` may point into `slot`.
+    unsafe fn install_am_handler(
+        &self,
+        id: u16,
+        cb: sys::ucp_am_recv_callback_t,
+        arg: *mut libc::c_void,
+        slot: Option<Arc<AmHandlerSlot>>,
+    ) -> Result<()> {
+        let mut handlers = if crate::worker::in_callback() {
+            match self.0.am_handlers.try_lock() {
+                Ok(handlers) => handlers,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::with_detail(
+                        "ucp_worker_set_am_recv_handler",
+                        Status::ERR_BUSY,
+                        "another thread is registering an active-message handler on this worker",
+                    ));
+                }
+            }
+        } else {
+            self.0.am_handlers.lock().unwrap_or_else(|e| e.into_inner())
         };
-        handlers.replace(id, None);
+        // SAFETY: the caller's contract; the table keeps `slot` (arg's target) from here on.
+        unsafe { self.register_am_callback(id, cb, arg)? };
+        let replaced = handlers.replace(id, slot);
+        drop(handlers);
+        drop(replaced); // after the lock: what it holds may call into UCX as it goes
         Ok(())
     }
 }
@@ -458,17 +493,20 @@ pub(crate) struct AmHandlers {
 }
 
 impl AmHandlers {
-    /// Records `slot` as `id`'s handler after UCX switched to it; the one it replaced is
-    /// dropped, or retired when this thread is inside a callback (maybe that handler's).
-    fn replace(&mut self, id: u16, slot: Option<Arc<AmHandlerSlot>>) {
+    /// Records `slot` as `id`'s handler after UCX switched to it. Returns the one it replaced,
+    /// for the caller to drop, unless this thread is inside a callback (maybe that handler's):
+    /// then it is retired (kept).
+    fn replace(&mut self, id: u16, slot: Option<Arc<AmHandlerSlot>>) -> Option<Arc<AmHandlerSlot>> {
         let old = match slot {
             Some(slot) => self.by_id.insert(id, slot),
             None => self.by_id.remove(&id),
         };
-        if let Some(old) = old
-            && crate::worker::in_callback()
-        {
-            self.retired.push(old);
+        match old {
+            Some(old) if crate::worker::in_callback() => {
+                self.retired.push(old);
+                None
+            }
+            old => old,
         }
     }
 }

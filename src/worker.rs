@@ -244,10 +244,37 @@ impl Worker {
             bytes_datatype: unsafe { sys::swucx_shim_dt_contig_bytes() },
             op_attr_base: op_attr_base(context),
         }));
+        let granted = worker.thread_mode()?;
+        if granted != thread_mode {
+            // A UCX built without multi-thread support hands out a worker without its lock,
+            // which every `Send + Sync` promise here rests on (the worker is dropped, destroyed).
+            return Err(Error::with_detail(
+                "ucp_worker_create",
+                Status::ERR_UNSUPPORTED,
+                format!(
+                    "asked for thread mode {}, UCX gave {} (UCX built without multi-thread \
+                     support, --enable-mt?)",
+                    thread_mode.0, granted.0
+                ),
+            ));
+        }
         if context.features().am {
             worker.reserve_am_ids()?;
         }
         Ok(worker)
+    }
+
+    /// The thread mode UCX gave the worker (`ucp_worker_query`).
+    fn thread_mode(&self) -> Result<sys::ucs_thread_mode_t> {
+        let mut attr = sys::ucp_worker_attr_t {
+            field_mask: u64::from(sys::ucp_worker_attr_field::UCP_WORKER_ATTR_FIELD_THREAD_MODE.0),
+            ..Default::default()
+        };
+        // SAFETY: handle is live; attr is writable and asks only for the thread mode.
+        check("ucp_worker_query", unsafe {
+            sys::ucp_worker_query(self.0.handle, &mut attr)
+        })?;
+        Ok(attr.thread_mode)
     }
 
     pub(crate) fn handle(&self) -> sys::ucp_worker_h {
@@ -470,8 +497,16 @@ impl Worker {
         })
     }
 
-    /// Blocks until the worker has events to progress (`ucp_worker_wait`).
+    /// Blocks until the worker has events to progress (`ucp_worker_wait`). Fails with
+    /// `ERR_BUSY` inside a callback, where it would hold up the progress it waits for.
     pub fn wait(&self) -> Result<()> {
+        if in_callback() {
+            return Err(Error::with_detail(
+                "ucp_worker_wait",
+                Status::ERR_BUSY,
+                "cannot wait inside a UCX callback",
+            ));
+        }
         // SAFETY: handle is live.
         check("ucp_worker_wait", unsafe {
             sys::ucp_worker_wait(self.0.handle)

@@ -275,9 +275,14 @@ fn a_panic_on_one_server_thread_stops_them_all() {
             .read(&FileId::new(1, 666, 1), 0, 0, timeout)
             .is_err()
     );
+    // The connection fails, or (the stopping thread answering what arrives while a reply is
+    // still in flight) the read is answered BUSY.
     let lost = first_reader.join().unwrap();
     assert!(
-        matches!(lost, Some(ClientError::Ucx(_))),
+        matches!(
+            lost,
+            Some(ClientError::Ucx(_) | ClientError::Status(Status::Busy))
+        ),
         "the first thread served on: {lost:?}"
     );
     let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serving.stop()));

@@ -81,7 +81,8 @@ impl UserData {
 /// it (later messages with `id` are dropped). Register before traffic starts. Once this
 /// returns, the earlier callback is not running on another thread and is not called again
 /// (unless this is called from inside that callback, which then finishes), so its `user_data`
-/// may be freed.
+/// may be freed. From inside a callback, `SWUCX_ERR_BUSY` while another thread registers a
+/// handler on the same worker (try again later).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_worker_set_am_handler(
     worker: *const swucx_worker_t,

@@ -141,6 +141,7 @@ pub extern "C" fn swucx_worker_signal(worker: *const swucx_worker_t) -> swucx_st
 }
 
 /// Blocks until the worker has events to progress (`ucp_worker_wait`; needs the wakeup feature).
+/// `SWUCX_ERR_BUSY` inside a callback.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_worker_wait(worker: *const swucx_worker_t) -> swucx_status_t {
     boundary(|| status_of(try_ref!(worker).worker.wait()))

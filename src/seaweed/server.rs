@@ -260,7 +260,7 @@ impl NeedleServer {
             others: others.iter().map(Lane::inbox).collect(),
             next: 0,
         };
-        std::thread::scope(|scope| {
+        let outcome = std::thread::scope(|scope| {
             let mut threads = Vec::with_capacity(others.len());
             let mut outcome = Ok(());
             for lane in others.iter_mut() {
@@ -289,7 +289,13 @@ impl NeedleServer {
                 }
             }
             outcome
-        })
+        });
+        // Requests dealt to a lane after it finished (the first lane deals until it sees the
+        // stop) are rejected now, not left waiting.
+        for lane in lanes.iter() {
+            lane.dealt.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        outcome
     }
 }
 
