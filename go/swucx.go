@@ -472,7 +472,9 @@ func (e *Engine) started(op string, r C.swx_res, pin *runtime.Pinner, watch *End
 // handOut gives q to the caller of a *Start method. A Request dropped there unwaited would
 // take its pinned buffers to the garbage collector, where runtime.Pinner panics: instead its
 // finalizer detaches it (abandon). The finalizer calls nothing in C itself; it only starts
-// the goroutine that waits for UCX, as Wait does for a detached operation.
+// the goroutine that waits for UCX, as Wait does for a detached operation. The finalizer costs
+// ~0.25 us per request handed out (a window of 32 4 KiB tag sends and receives in one process:
+// 2.1-2.4 -> 2.7-3.2 us per pair); the methods that wait themselves hand out nothing.
 func handOut(q *Request) *Request {
 	if !q.done {
 		runtime.SetFinalizer(q, (*Request).abandon)
