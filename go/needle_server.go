@@ -6,17 +6,18 @@ package swucx
 extern void swucxGoNeedleRead(void *, swucx_read_request_t *, swucx_read_reply_t *);
 
 static inline swx_res swx_needle_server_create(const swucx_context_t *ctx, const char *addr,
-                                               uintptr_t handle, const char *key)
+                                               uintptr_t handle, const char *key, uint32_t threads)
 {
     swucx_needle_server_t *s = NULL;
     swucx_status_t st = swucx_needle_server_create(ctx, addr, (swucx_needle_read_cb)swucxGoNeedleRead,
-                                                   (void *)handle, key, &s);
+                                                   (void *)handle, key, threads, &s);
     return swx_handle(st, s);
 }
 */
 import "C"
 
 import (
+	"fmt"
 	"log"
 	"runtime/cgo"
 	"unsafe"
@@ -85,6 +86,28 @@ type NeedleServer struct {
 // read JWT signed with it (weed's `[jwt.signing.read] key`); refused requests never reach the
 // handler. The context needs FeatureAM.
 func (c *Context) ServeNeedles(addr string, readKey string, handler NeedleHandler) (*NeedleServer, error) {
+	return c.ServeNeedlesWith(NeedleServerConfig{Addr: addr, ReadKey: readKey}, handler)
+}
+
+// NeedleServerConfig configures ServeNeedlesWith.
+type NeedleServerConfig struct {
+	// Addr is where to listen, "ip:port" (port 0 picks one: NeedleServer.Port).
+	Addr string
+	// ReadKey, when set, requires a read JWT signed with it on every request (weed's
+	// `[jwt.signing.read] key`).
+	ReadKey string
+	// Threads is the number of serving threads (0: 1), each with a UCX worker of its own; new
+	// connections are dealt to them in turn (as `swucx serve --threads`). With more than one,
+	// the handler is called from several goroutines at once.
+	Threads int
+}
+
+// ServeNeedlesWith is ServeNeedles configured by cfg.
+func (c *Context) ServeNeedlesWith(cfg NeedleServerConfig, handler NeedleHandler) (*NeedleServer, error) {
+	addr, readKey := cfg.Addr, cfg.ReadKey
+	if cfg.Threads < 0 || cfg.Threads > 1024 {
+		return nil, &Error{Status: StatusInvalidParam, Op: "needle_server_create", Msg: fmt.Sprintf("%d threads", cfg.Threads)}
+	}
 	cp := c.h.acquire()
 	if cp == nil {
 		return nil, closedErr("needle_server_create")
@@ -95,7 +118,7 @@ func (c *Context) ServeNeedles(addr string, readKey string, handler NeedleHandle
 	caddr, ckey := C.CString(addr), C.CString(readKey)
 	defer C.free(unsafe.Pointer(caddr))
 	defer C.free(unsafe.Pointer(ckey))
-	r := C.swx_needle_server_create((*C.swucx_context_t)(cp), caddr, C.uintptr_t(s.cgo), ckey)
+	r := C.swx_needle_server_create((*C.swucx_context_t)(cp), caddr, C.uintptr_t(s.cgo), ckey, C.uint32_t(cfg.Threads))
 	if r.st != C.SWUCX_OK {
 		s.cgo.Delete()
 		return nil, resErr("needle_server_create", r)

@@ -1348,16 +1348,19 @@ void swucx_rkey_destroy(struct swucx_rkey_t *rkey);
 /**
  * Starts a needle server listening on `address` ("ip:port"; port 0 picks one, read it with
  * `swucx_needle_server_port`) that answers through `callback` (called with `user_data` on the
- * server's thread until the server is destroyed). `read_key` (NULL or "": none) makes it
+ * server's threads until the server is destroyed). `read_key` (NULL or "": none) makes it
  * require read JWTs signed with that key, as `weed volume` does with `[jwt.signing.read] key`;
- * requests that fail the check are refused without calling the callback. The context needs
- * the AM feature.
+ * requests that fail the check are refused without calling the callback. `threads` (0 counts
+ * as 1) is the number of serving threads, each with a UCX worker of its own, new connections
+ * dealt to them in turn (as `swucx serve --threads`): with more than one, `callback` is called
+ * from several threads at once. The context needs the AM feature.
  */
 swucx_status_t swucx_needle_server_create(const struct swucx_context_t *context,
                                           const char *address,
                                           swucx_needle_read_cb callback,
                                           void *user_data,
                                           const char *read_key,
+                                          uint32_t threads,
                                           struct swucx_needle_server_t **server_p);
 
 /**

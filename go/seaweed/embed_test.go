@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
+	"syscall"
 	"testing"
 
 	swucx "github.com/swucx/swucx/go"
@@ -114,5 +116,73 @@ func TestEmbeddedServer(t *testing.T) {
 	})
 	if _, err := kc.ReadNeedle(ctx, "127.0.0.1:1", one.String(), 0, make([]byte, 1), "a.b.c"); !errors.Is(err, seaweed.ErrUnauthorized) {
 		t.Fatalf("bad JWT: %v", err)
+	}
+}
+
+// An embedding server on two threads: the client's four connections (on two engines) are
+// dealt to both, the handler runs on both at once, and every byte arrives.
+func TestEmbeddedServerThreads(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	id := seaweed.FileID{VolumeID: 6, NeedleID: 1, Cookie: 7}
+	crc := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
+	uctx, err := swucx.NewContext(swucx.Config{Features: swucx.FeatureAM | swucx.FeatureWakeup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uctx.Close()
+	var mu sync.Mutex
+	threads := map[int]bool{}
+	srv, err := uctx.ServeNeedlesWith(swucx.NeedleServerConfig{Addr: "127.0.0.1:0", Threads: 2},
+		func(req *swucx.NeedleRequest, reply *swucx.NeedleReply) {
+			mu.Lock()
+			threads[syscall.Gettid()] = true
+			mu.Unlock()
+			switch {
+			case (seaweed.FileID{VolumeID: req.VolumeID, NeedleID: req.NeedleID, Cookie: req.Cookie}) != id:
+				reply.Fail(uint8(seaweed.StatusNotFound), 0)
+				return
+			case req.Offset > uint64(len(data)) || req.Size > uint64(len(data))-req.Offset:
+				reply.Fail(uint8(seaweed.StatusBadRange), uint64(len(data)))
+				return
+			}
+			end := uint64(len(data))
+			if req.Size != 0 {
+				end = req.Offset + req.Size
+			}
+			copy(reply.OK(uint64(len(data)), crc, 0, int(end-req.Offset)), data[req.Offset:end])
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cl := newClient(t, seaweed.Options{
+		NoFallback: true, ConnsPerServer: 4, Engines: 2,
+		UCXAddress: func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", srv.Port()), nil },
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				got, err := readAll(context.Background(), cl, "volume.example:8080", id.String(), len(data))
+				if err == nil && !bytes.Equal(got, data) {
+					err = errors.New("bytes differ")
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(threads) < 2 {
+		t.Fatalf("the handler ran on %d server thread(s), want both", len(threads))
 	}
 }

@@ -190,10 +190,12 @@ fn to_reply(request: &ReadRequest, reply: swucx_read_reply_t) -> (ReadReply, Pay
 
 /// Starts a needle server listening on `address` ("ip:port"; port 0 picks one, read it with
 /// `swucx_needle_server_port`) that answers through `callback` (called with `user_data` on the
-/// server's thread until the server is destroyed). `read_key` (NULL or "": none) makes it
+/// server's threads until the server is destroyed). `read_key` (NULL or "": none) makes it
 /// require read JWTs signed with that key, as `weed volume` does with `[jwt.signing.read] key`;
-/// requests that fail the check are refused without calling the callback. The context needs
-/// the AM feature.
+/// requests that fail the check are refused without calling the callback. `threads` (0 counts
+/// as 1) is the number of serving threads, each with a UCX worker of its own, new connections
+/// dealt to them in turn (as `swucx serve --threads`): with more than one, `callback` is called
+/// from several threads at once. The context needs the AM feature.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_needle_server_create(
     context: *const swucx_context_t,
@@ -201,6 +203,7 @@ pub extern "C" fn swucx_needle_server_create(
     callback: swucx_needle_read_cb,
     user_data: *mut c_void,
     read_key: *const c_char,
+    threads: u32,
     server_p: *mut *mut swucx_needle_server_t,
 ) -> swucx_status_t {
     boundary(|| {
@@ -228,7 +231,10 @@ pub extern "C" fn swucx_needle_server_create(
             callback,
             user_data: user_data as usize,
         });
-        let mut server = match NeedleServer::bind_source(context, source, addr) {
+        let threads = usize::try_from(threads).unwrap_or(usize::MAX);
+        let mut server = match NeedleServer::bind_source(context, source, addr)
+            .and_then(|server| server.with_threads(threads))
+        {
             Ok(server) => server,
             Err(e) => return fail(e),
         };

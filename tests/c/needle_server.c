@@ -148,7 +148,9 @@ static void run(const char *tls)
     swucx_context_t *ctx = test_context(tls);
     int calls = 0;
     swucx_needle_server_t *srv = NULL;
-    REQUIRE_OK(swucx_needle_server_create(ctx, "127.0.0.1:0", host_read, &calls, NULL, &srv));
+    /* Two serving threads: the one connection below is served by the first (the second idles,
+     * and both stop at destroy). */
+    REQUIRE_OK(swucx_needle_server_create(ctx, "127.0.0.1:0", host_read, &calls, NULL, 2, &srv));
     uint16_t port = 0;
     CHECK_OK(swucx_needle_server_port(srv, &port));
     CHECK(port != 0);

@@ -248,10 +248,10 @@ int main(void)
     CHECK_ST(swucx_conn_request_client_address(NULL, &out_swucx_bytes_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_conn_request_client_address((const struct swucx_conn_request_t *)creq, NULL), SWUCX_ERR_NULL_ARG);
     swucx_conn_request_reject(NULL); /* NULL is a no-op */
-    CHECK_ST(swucx_needle_server_create(NULL, "127.0.0.1:0", dummy_read_cb, NULL, NULL, &out_swucx_needle_server_t), SWUCX_ERR_NULL_ARG);
-    CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, NULL, dummy_read_cb, NULL, NULL, &out_swucx_needle_server_t), SWUCX_ERR_NULL_ARG);
-    CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, "127.0.0.1:0", NULL, NULL, NULL, &out_swucx_needle_server_t), SWUCX_ERR_NULL_ARG);
-    CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, "127.0.0.1:0", dummy_read_cb, NULL, NULL, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_create(NULL, "127.0.0.1:0", dummy_read_cb, NULL, NULL, 1, &out_swucx_needle_server_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, NULL, dummy_read_cb, NULL, NULL, 1, &out_swucx_needle_server_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, "127.0.0.1:0", NULL, NULL, NULL, 1, &out_swucx_needle_server_t), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, "127.0.0.1:0", dummy_read_cb, NULL, NULL, 1, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_needle_server_port(NULL, &u16), SWUCX_ERR_NULL_ARG);
     swucx_needle_server_destroy(NULL); /* NULL is a no-op */
     CHECK_ST(swucx_read_reply_set(NULL, SWUCX_READ_OK, 0, 0, 0), SWUCX_ERR_NULL_ARG);
