@@ -96,7 +96,7 @@ type NeedleServerConfig struct {
 	// ReadKey, when set, requires a read JWT signed with it on every request (weed's
 	// `[jwt.signing.read] key`).
 	ReadKey string
-	// Threads is the number of serving threads (0: 1), each with a UCX worker of its own; new
+	// Threads is the number of serving threads (0: 1; at most 256), each with a UCX worker of its own; new
 	// connections are dealt to them in turn (as `swucx serve --threads`). With more than one,
 	// the handler is called from several goroutines at once.
 	Threads int
@@ -105,7 +105,7 @@ type NeedleServerConfig struct {
 // ServeNeedlesWith is ServeNeedles configured by cfg.
 func (c *Context) ServeNeedlesWith(cfg NeedleServerConfig, handler NeedleHandler) (*NeedleServer, error) {
 	addr, readKey := cfg.Addr, cfg.ReadKey
-	if cfg.Threads < 0 || cfg.Threads > 1024 {
+	if cfg.Threads < 0 || cfg.Threads > 1<<16 { // the library refuses more than 256 itself
 		return nil, &Error{Status: StatusInvalidParam, Op: "needle_server_create", Msg: fmt.Sprintf("%d threads", cfg.Threads)}
 	}
 	cp := c.h.acquire()

@@ -173,6 +173,17 @@ impl NeedleSource for ThreadsSeen {
 fn connections_are_dealt_to_every_server_thread() {
     let (files, store) = sample_files();
     let files = Arc::new(files);
+    let too_many = NeedleServer::bind_source(
+        &context_on("tcp,self"),
+        Arc::new(MapSource(HashMap::new())),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap()
+    .with_threads(swucx::seaweed::server::MAX_THREADS + 1);
+    assert_eq!(
+        too_many.err().map(|e| e.status()),
+        Some(swucx::Status::ERR_INVALID_PARAM)
+    );
     for tls in ["tcp,self", "posix,sysv,cma,self,tcp"] {
         let context = context_on(tls);
         let source = Arc::new(ThreadsSeen {

@@ -46,7 +46,8 @@ enum Command {
         no_direct_reads: bool,
         /// Threads serving reads, each with a UCX worker of its own; new connections are dealt
         /// to them in turn (one connection is served by one thread).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        #[arg(long, default_value_t = 1,
+              value_parser = clap::value_parser!(u16).range(1..=swucx::seaweed::server::MAX_THREADS as i64))]
         threads: u16,
     },
     /// Read one file id (or a range of it) to stdout or a file.

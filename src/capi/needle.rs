@@ -193,7 +193,7 @@ fn to_reply(request: &ReadRequest, reply: swucx_read_reply_t) -> (ReadReply, Pay
 /// server's threads until the server is destroyed). `read_key` (NULL or "": none) makes it
 /// require read JWTs signed with that key, as `weed volume` does with `[jwt.signing.read] key`;
 /// requests that fail the check are refused without calling the callback. `threads` (0 counts
-/// as 1) is the number of serving threads, each with a UCX worker of its own, new connections
+/// as 1, at most 256: `SWUCX_ERR_INVALID_PARAM`) is the number of serving threads, each with a UCX worker of its own, new connections
 /// dealt to them in turn (as `swucx serve --threads`): with more than one, `callback` is called
 /// from several threads at once. The context needs the AM feature.
 #[unsafe(no_mangle)]

@@ -31,6 +31,8 @@ use crate::{AmFlags, ConnRequest, Context, Endpoint, Listener, Payload, Request,
 
 /// Payloads at least this large go by rendezvous: the client pulls them into its buffer.
 pub const RNDV_THRESHOLD: usize = 8 << 10;
+/// The most serving threads a server runs ([`NeedleServer::with_threads`]).
+pub const MAX_THREADS: usize = 256;
 /// The longest sleep on the event fd, so a stop request is seen promptly.
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
 /// How long the server keeps progressing without pause while replies are in flight.
@@ -222,8 +224,16 @@ impl NeedleServer {
     /// Serves on `threads` threads (0 counts as 1, the default), each with a worker of its
     /// own; connections are dealt to them in turn as they arrive. More threads serve more
     /// clients at once where one thread's sending is the limit (tcp: the kernel's copy of every
-    /// payload); the source is then called from all of them. Fails if UCX refuses a worker.
+    /// payload); the source is then called from all of them. Fails with `ERR_INVALID_PARAM` for
+    /// more than [`MAX_THREADS`], or if UCX refuses a worker.
     pub fn with_threads(mut self, threads: usize) -> crate::Result<NeedleServer> {
+        if threads > MAX_THREADS {
+            return Err(crate::Error::with_detail(
+                "needle server threads",
+                crate::Status::ERR_INVALID_PARAM,
+                format!("{threads} threads (at most {MAX_THREADS})"),
+            ));
+        }
         let context = self.lanes[0].worker.context().clone();
         self.lanes.truncate(threads.max(1));
         while self.lanes.len() < threads {

@@ -151,6 +151,10 @@ static void run(const char *tls)
     /* Two serving threads: the one connection below is served by the first (the second idles,
      * and both stop at destroy). */
     REQUIRE_OK(swucx_needle_server_create(ctx, "127.0.0.1:0", host_read, &calls, NULL, 2, &srv));
+    swucx_needle_server_t *too_many = NULL;
+    CHECK_ST(swucx_needle_server_create(ctx, "127.0.0.1:0", host_read, &calls, NULL, 100000, &too_many),
+             SWUCX_ERR_INVALID_PARAM);
+    CHECK(too_many == NULL);
     uint16_t port = 0;
     CHECK_OK(swucx_needle_server_port(srv, &port));
     CHECK(port != 0);
