@@ -67,8 +67,9 @@ func (w *NeedleReply) OK(dataSize uint64, crc uint32, lastModified uint64, n int
 	return unsafe.Slice((*byte)(unsafe.Pointer(p)), n)
 }
 
-// NeedleHandler answers one READ request. It runs on the server's thread, one request at a
-// time, and may block on disk.
+// NeedleHandler answers one READ request. It runs on one of the server's threads, one request
+// at a time per thread (several at once with NeedleServerConfig.Threads > 1), and may block on
+// disk.
 type NeedleHandler func(req *NeedleRequest, reply *NeedleReply)
 
 // NeedleServer serves SeaweedFS needle reads over UCX (docs/protocol.md) with the bytes from
@@ -96,9 +97,9 @@ type NeedleServerConfig struct {
 	// ReadKey, when set, requires a read JWT signed with it on every request (weed's
 	// `[jwt.signing.read] key`).
 	ReadKey string
-	// Threads is the number of serving threads (0: 1; at most 256), each with a UCX worker of its own; new
-	// connections are dealt to them in turn (as `swucx serve --threads`). With more than one,
-	// the handler is called from several goroutines at once.
+	// Threads is the number of serving threads (0: 1; at most 256), each with a UCX worker of
+	// its own; new connections are dealt to them in turn (as `swucx serve --threads`). With
+	// more than one, the handler is called from several goroutines at once.
 	Threads int
 }
 

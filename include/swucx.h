@@ -1370,7 +1370,7 @@ swucx_status_t swucx_needle_server_port(const struct swucx_needle_server_t *serv
                                         uint16_t *port_p);
 
 /**
- * Stops the server: no new requests, the replies in flight finish, its thread ends (the
+ * Stops the server: no new requests, the replies in flight finish, its threads end (the
  * callback is not called after this returns). NULL is a no-op.
  */
 void swucx_needle_server_destroy(struct swucx_needle_server_t *server);

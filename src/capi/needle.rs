@@ -1,7 +1,7 @@
 //! `swucx_needle_server_t`: the needle-read server (docs/protocol.md) with the bytes supplied by
 //! the host, for embedding in SeaweedFS's own volume server. The host registers one callback;
 //! swucx decodes each READ request, checks the read JWT when configured, calls the callback on
-//! the server's thread, and sends the reply the callback filled in.
+//! one of the server's threads, and sends the reply the callback filled in.
 
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
@@ -271,7 +271,7 @@ pub extern "C" fn swucx_needle_server_port(
     })
 }
 
-/// Stops the server: no new requests, the replies in flight finish, its thread ends (the
+/// Stops the server: no new requests, the replies in flight finish, its threads end (the
 /// callback is not called after this returns). NULL is a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_needle_server_destroy(server: *mut swucx_needle_server_t) {

@@ -52,8 +52,8 @@ const REPLY_POLL: Duration = Duration::from_micros(20);
 type Job = (Endpoint, Vec<u8>);
 
 /// Where a [`NeedleServer`] gets the bytes of a READ request (the read JWT, if required, is
-/// already checked). Called on the server's thread, outside UCX callbacks, so it may block on
-/// disk. Returns the reply header and its payload (`reply.payload_len` must equal its length):
+/// already checked). Called on the server's threads (from several at once with
+/// [`NeedleServer::with_threads`]), outside UCX callbacks, so it may block on disk. Returns the reply header and its payload (`reply.payload_len` must equal its length):
 /// owned bytes (`Vec<u8>`, `.into()`), or a [`MappedSlice`](crate::MappedSlice) of a mapped file
 /// that the send keeps alive and reads in place.
 pub trait NeedleSource: Send + Sync {
