@@ -167,6 +167,18 @@ func (e *Engine) HandleAMFunc(id uint16, fn func(*AMMessage)) error {
 	return e.register(&amHandler{eng: e, id: id, fn: fn, done: make(chan struct{})})
 }
 
+// openWorker is the worker acquired (release it) for registering a handler or queue, or nil
+// once Close began: it may have stopped the handlers and queues already (closing is set
+// first). Call it under amMu, which Close takes before it stops them.
+func (e *Engine) openWorker() unsafe.Pointer {
+	w := e.worker.acquire()
+	if w != nil && e.closing.Load() {
+		e.worker.release()
+		return nil
+	}
+	return w
+}
+
 // register gives h a cgo handle and installs it for its id (replacing an earlier handler).
 func (e *Engine) register(h *amHandler) error {
 	id := h.id
@@ -175,12 +187,7 @@ func (e *Engine) register(h *amHandler) error {
 	// and two registrations of one id replace each other in order.
 	e.amMu.Lock()
 	defer e.amMu.Unlock()
-	// Not once Close began: it may have stopped the handlers already (closing is set first).
-	w := e.worker.acquire()
-	if w != nil && e.closing.Load() {
-		e.worker.release()
-		w = nil
-	}
+	w := e.openWorker()
 	if w == nil {
 		h.deleteHandle()
 		return closedErr("set_am_handler")
@@ -355,14 +362,7 @@ func (h *amHandler) release(items []amItem) {
 			C.swucx_ep_destroy((*C.swucx_ep_t)(it.reply))
 		}
 		if it.req != nil {
-			req, pin := it.req, it.pin
-			go func() {
-				r, _, _ := h.eng.wait(context.Background(), req, nil, false)
-				if r.msg != nil {
-					C.free(unsafe.Pointer(r.msg))
-				}
-				pin.Unpin()
-			}()
+			h.eng.detach(it.req, it.pin, false)
 		}
 	}
 }

@@ -50,12 +50,7 @@ func (e *Engine) AMQueue(id uint16) (*AMQueue, error) {
 	}
 	e.amMu.Lock()
 	defer e.amMu.Unlock()
-	// Not once Close began: it may have closed the queues already (closing is set first).
-	w := e.worker.acquire()
-	if w != nil && e.closing.Load() {
-		e.worker.release()
-		w = nil
-	}
+	w := e.openWorker()
 	if w == nil {
 		C.swucx_signal_destroy(stop)
 		return nil, closedErr("am_queue_create")

@@ -55,6 +55,19 @@ pub fn in_callback() -> bool {
     CALLBACK_DEPTH.with(|d| d.get() > 0)
 }
 
+/// `ERR_BUSY` (naming `op`) inside a callback, where a wait would hold up, or deadlock, the
+/// progress it waits for: every wait that can be called there checks this first.
+pub(crate) fn refuse_wait_in_callback(op: &'static str) -> Result<()> {
+    if in_callback() {
+        return Err(Error::with_detail(
+            op,
+            Status::ERR_BUSY,
+            "cannot wait inside a UCX callback",
+        ));
+    }
+    Ok(())
+}
+
 /// How long `progress_until` busy-polls without any event before it sleeps on the event fd.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 /// How long a thread spins for a busy gate before it sleeps (see `Worker::gate`).
@@ -264,17 +277,23 @@ impl Worker {
         Ok(worker)
     }
 
-    /// The thread mode UCX gave the worker (`ucp_worker_query`).
+    /// The thread mode UCX gave the worker.
     fn thread_mode(&self) -> Result<sys::ucs_thread_mode_t> {
+        let attr = self.query(sys::ucp_worker_attr_field::UCP_WORKER_ATTR_FIELD_THREAD_MODE)?;
+        Ok(attr.thread_mode)
+    }
+
+    /// The worker's attributes in `field` (`ucp_worker_query`).
+    fn query(&self, field: sys::ucp_worker_attr_field) -> Result<sys::ucp_worker_attr_t> {
         let mut attr = sys::ucp_worker_attr_t {
-            field_mask: u64::from(sys::ucp_worker_attr_field::UCP_WORKER_ATTR_FIELD_THREAD_MODE.0),
+            field_mask: u64::from(field.0),
             ..Default::default()
         };
-        // SAFETY: handle is live; attr is writable and asks only for the thread mode.
+        // SAFETY: handle is live; attr is writable and asks only for `field`.
         check("ucp_worker_query", unsafe {
             sys::ucp_worker_query(self.0.handle, &mut attr)
         })?;
-        Ok(attr.thread_mode)
+        Ok(attr)
     }
 
     pub(crate) fn handle(&self) -> sys::ucp_worker_h {
@@ -500,13 +519,7 @@ impl Worker {
     /// Blocks until the worker has events to progress (`ucp_worker_wait`). Fails with
     /// `ERR_BUSY` inside a callback, where it would hold up the progress it waits for.
     pub fn wait(&self) -> Result<()> {
-        if in_callback() {
-            return Err(Error::with_detail(
-                "ucp_worker_wait",
-                Status::ERR_BUSY,
-                "cannot wait inside a UCX callback",
-            ));
-        }
+        refuse_wait_in_callback("ucp_worker_wait")?;
         // SAFETY: handle is live.
         check("ucp_worker_wait", unsafe {
             sys::ucp_worker_wait(self.0.handle)
@@ -532,16 +545,7 @@ impl Worker {
     /// `UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER`), as UCX computes it from the transports the
     /// context enabled.
     pub fn max_am_header(&self) -> Result<usize> {
-        let mut attr = sys::ucp_worker_attr_t {
-            field_mask: u64::from(
-                sys::ucp_worker_attr_field::UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER.0,
-            ),
-            ..Default::default()
-        };
-        // SAFETY: handle is live; attr is writable and asks only for max_am_header.
-        check("ucp_worker_query", unsafe {
-            sys::ucp_worker_query(self.0.handle, &mut attr)
-        })?;
+        let attr = self.query(sys::ucp_worker_attr_field::UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER)?;
         Ok(attr.max_am_header)
     }
 
@@ -555,13 +559,7 @@ impl Worker {
         if done() {
             return Ok(true);
         }
-        if in_callback() {
-            return Err(Error::with_detail(
-                "wait",
-                Status::ERR_BUSY,
-                "cannot wait inside a UCX callback",
-            ));
-        }
+        refuse_wait_in_callback("wait")?;
         let mut idle_since = Instant::now();
         let efd = if self.context().features().wakeup {
             self.event_fd().ok()

@@ -5,8 +5,8 @@ use std::time::Duration;
 pub(crate) use super::engine::timeout;
 use super::engine::{SignalList, swucx_signal_t};
 use super::status::{
-    SWUCX_ERR_BUSY, SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_INVALID_STATE, SWUCX_ERR_TIMED_OUT,
-    SWUCX_INPROGRESS, SWUCX_OK, set_last_error, swucx_status_t,
+    SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_INVALID_STATE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS,
+    SWUCX_OK, set_last_error, swucx_status_t,
 };
 use super::{Handle, boundary, fail, fail_with, impl_handle, try_mut, try_take, write_out};
 use crate::{Engine, RawBuf, RegionBuf, Request, Signal, WaitEnd};
@@ -284,13 +284,7 @@ fn wait_spins(flags: u32) -> Result<bool, swucx_status_t> {
 /// Refuses a wait inside a UCX callback (a handler on the progressing thread), which would hold
 /// up, or deadlock, the progress it waits for: `SWUCX_ERR_BUSY`, as `swucx_request_wait`.
 pub(crate) fn refuse_wait_in_callback() -> Result<(), swucx_status_t> {
-    if crate::worker::in_callback() {
-        return Err(fail_with(
-            SWUCX_ERR_BUSY,
-            "cannot wait inside a UCX callback",
-        ));
-    }
-    Ok(())
+    crate::worker::refuse_wait_in_callback("engine wait").map_err(fail)
 }
 
 /// The `flags` and `signals` of an engine wait, checked: whether it spins, and the signals it

@@ -400,7 +400,6 @@ impl Lane {
     /// Answers the requests received, then finishes the replies in flight, answering
     /// [`Status::Busy`] to requests that arrive meanwhile.
     fn finish(&mut self, answerer: &Answerer) {
-        self.dealt.lock().unwrap_or_else(|e| e.into_inner()).clear(); // rejected
         let received = self.take_jobs();
         log::info!(
             "stopping: no new connections; answering {} received requests, then finishing {} \
