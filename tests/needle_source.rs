@@ -1,19 +1,23 @@
 //! The embedding back end: a host supplies needle bytes through `NeedleSource`, and clients read
 //! them over UCX (tcp and shm) exactly, with the host's error statuses and the read-JWT check.
-//! Also: `Stale` replies are retryable and retried a bounded number of times, and stopping a
-//! server still delivers the read it is serving.
+//! Also: `Stale` replies are retryable and retried a bounded number of times, stopping a
+//! server still delivers the read it is serving, malformed requests are refused, and a client
+//! that does not take its replies is held to an in-flight limit and cannot block a stop.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use swucx::seaweed::needle::{crc32c, legacy_crc};
-use swucx::seaweed::protocol::{MAX_HEADER_LEN, ReadFlags, ReadReply, ReadRequest, Status};
+use swucx::seaweed::protocol::{
+    AM_ID_READ, AM_ID_READ_REPLY, MAX_HEADER_LEN, ReadFlags, ReadReply, ReadRequest, Status,
+};
+use swucx::seaweed::server::MAX_IN_FLIGHT_PER_CONNECTION;
 use swucx::seaweed::{
     ClientError, FileId, NeedleClient, NeedleError, NeedleServer, NeedleSource, ReadKey,
 };
-use swucx::{Context, Payload, Worker};
+use swucx::{AmFlags, AmQueue, Context, Payload, Worker};
 
 /// A host's store: whole files by (volume, needle, cookie).
 struct MapSource(HashMap<(u32, u64, u32), Vec<u8>>);
@@ -502,4 +506,168 @@ fn client_checks_the_crc_the_server_left_unchecked() {
         drop(client);
         serving.stop().expect("server run");
     }
+}
+
+/// A source that answers every request with the same bytes.
+struct SameBytes(Vec<u8>);
+
+impl NeedleSource for SameBytes {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        let reply = ReadReply {
+            data_size: self.0.len() as u64,
+            payload_len: self.0.len() as u64,
+            ..ReadReply::status(request.request_id, Status::Ok)
+        };
+        (reply, self.0.clone().into())
+    }
+}
+
+/// A raw protocol client: a worker, its reply queue and an endpoint to `addr`.
+struct RawClient {
+    worker: Worker,
+    replies: AmQueue,
+    ep: swucx::Endpoint,
+}
+
+impl RawClient {
+    fn connect(context: &Context, addr: std::net::SocketAddr) -> RawClient {
+        let worker = Worker::new(context).unwrap();
+        let replies = AmQueue::new(&worker, AM_ID_READ_REPLY).unwrap();
+        let ep = worker.connect(addr).unwrap();
+        RawClient {
+            worker,
+            replies,
+            ep,
+        }
+    }
+
+    /// Sends a READ message with this header and data (the send is left to complete).
+    fn send(&self, header: Vec<u8>, data: Vec<u8>) {
+        let sent = self
+            .ep
+            .am_send(AM_ID_READ, header, data, AmFlags::REPLY)
+            .unwrap();
+        drop(sent);
+    }
+
+    /// Progresses until `n` replies are queued or `limit` passes; returns how many are.
+    fn await_replies(&self, n: usize, limit: Duration) -> usize {
+        let start = Instant::now();
+        while self.replies.len() < n && start.elapsed() < limit {
+            self.worker.progress();
+        }
+        self.replies.len()
+    }
+}
+
+fn request(id: u64) -> Vec<u8> {
+    ReadRequest {
+        request_id: id,
+        ..ReadRequest::default()
+    }
+    .encode()
+    .unwrap()
+}
+
+/// docs/protocol.md: a request that does not decode is answered BAD_REQUEST when its id can be
+/// read and dropped when not; a request with data is a BAD_REQUEST; the connection serves on.
+#[test]
+fn malformed_requests_are_refused_or_dropped() {
+    let context = context_on("tcp,self");
+    let source = Arc::new(SameBytes(bytes(100, 1)));
+    let server =
+        NeedleServer::bind_source(&context, source, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = server.spawn();
+    let client = RawClient::connect(&context, addr);
+    let mut v9 = request(42);
+    v9[2] = 9;
+    let cases = [
+        ("garbage", vec![0xff], Vec::new(), None),
+        (
+            "version 9",
+            v9,
+            Vec::new(),
+            Some((42, Status::UnknownVersion)),
+        ),
+        (
+            "with data",
+            request(43),
+            vec![1u8; 65536],
+            Some((43, Status::BadRequest)),
+        ),
+        ("good", request(44), Vec::new(), Some((44, Status::Ok))),
+    ];
+    for (what, header, data, want) in cases {
+        client.send(header, data);
+        let limit = Duration::from_secs(if want.is_some() { 30 } else { 1 });
+        let got = client.await_replies(1, limit);
+        match want {
+            None => assert_eq!(got, 0, "{what}: answered"),
+            Some((id, status)) => {
+                let reply = client.replies.try_recv().expect(what);
+                let reply = ReadReply::decode(&reply.header).unwrap();
+                assert_eq!((reply.request_id, reply.status), (id, status), "{what}");
+            }
+        }
+    }
+    drop(client);
+    serving.stop().expect("server run");
+}
+
+/// A client that does not take its rendezvous replies holds at most
+/// MAX_IN_FLIGHT_PER_CONNECTION of them; its further requests are answered BUSY; and a stop
+/// does not wait for it beyond the finish timeout (it closes the connection).
+#[test]
+fn a_client_holding_its_replies_gets_busy_and_cannot_block_a_stop() {
+    for tls in ["tcp,self", "posix,sysv,cma,self,tcp"] {
+        client_holding_its_replies(tls);
+    }
+}
+
+fn client_holding_its_replies(tls: &str) {
+    let context = context_on(tls);
+    let source = Arc::new(SameBytes(bytes(64 << 10, 2)));
+    let server = NeedleServer::bind_source(&context, source, "127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .with_finish_timeout(Duration::from_millis(500));
+    let addr = server.local_addr().unwrap();
+    let serving = server.spawn();
+    let client = RawClient::connect(&context, addr);
+    let sent = MAX_IN_FLIGHT_PER_CONNECTION + 40;
+    for id in 0..sent as u64 {
+        client.send(request(id), Vec::new());
+    }
+    assert_eq!(client.await_replies(sent, Duration::from_secs(60)), sent);
+    let mut held = Vec::new();
+    let mut busy = 0;
+    while let Some(reply) = client.replies.try_recv() {
+        match ReadReply::decode(&reply.header).unwrap().status {
+            Status::Ok => held.push(reply),
+            Status::Busy => busy += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        (held.len(), busy),
+        (MAX_IN_FLIGHT_PER_CONNECTION, 40),
+        "{tls}"
+    );
+    // Another client is served meanwhile.
+    let other = NeedleClient::connect(&context, addr).unwrap();
+    let read = other.read(&FileId::new(1, 1, 1), 0, 0, Duration::from_secs(30));
+    assert_eq!(read.unwrap().data.len(), 64 << 10);
+    drop(other);
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || done_tx.send(serving.stop().is_ok()).unwrap());
+    let start = Instant::now();
+    let stopped = loop {
+        client.worker.progress();
+        if let Ok(ok) = done.try_recv() {
+            break ok;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "stop blocked");
+    };
+    assert!(stopped, "server run");
+    drop(held);
 }

@@ -77,7 +77,9 @@ type Stats struct {
 	// FallbackProtocol: no reply to the first request in ProbeTimeout, an unknown protocol
 	// version, or a reply that did not decode.
 	FallbackProtocol uint64
-	// FallbackServer: the server answered INTERNAL, or BUSY after every retry.
+	// FallbackServer: the server answered INTERNAL (a server-side failure, or a volume it
+	// does not hold: on a disk it was not given, erasure-coded, tiered), or BUSY after every
+	// retry.
 	FallbackServer uint64
 	// FallbackDeleted: the needle was deleted; weed's HTTP GET with readDeleted=true (as
 	// weed mount asks) still returns its bytes until a compaction drops them.
@@ -91,7 +93,7 @@ type Stats struct {
 
 // Errors a read returns (test with errors.Is).
 var (
-	// ErrNotFound: no such volume or needle, wrong cookie, deleted or expired (weed's 404).
+	// ErrNotFound: no such needle, wrong cookie, deleted or expired (weed's 404).
 	ErrNotFound = errors.New("seaweed: needle not found")
 	// ErrUnauthorized: the read JWT was missing or refused (weed's 401).
 	ErrUnauthorized = errors.New("seaweed: read JWT refused")

@@ -163,6 +163,29 @@ func TestReadsMatchHTTP(t *testing.T) {
 	}
 }
 
+// Volumes the UCX server does not hold (on a disk it was not given, erasure-coded, tiered)
+// are answered INTERNAL and read over HTTP; with the fallback off the read fails, but not as
+// "not found" (weed has the needle).
+func TestVolumeNotOnServerFallsBack(t *testing.T) {
+	c := startCluster(t, testcluster.Options{ServerDir: t.TempDir()})
+	files := upload(t, c, 100, 70000)
+	ctx := context.Background()
+	cl := newClient(t, seaweed.Options{Settings: map[string]string{"TLS": "tcp"}})
+	for _, f := range files {
+		got, err := readAll(ctx, cl, c.VolumeServer, f.fid, len(f.data))
+		if err != nil || !bytes.Equal(got, f.data) {
+			t.Fatalf("%s: %d bytes, %v", f.fid, len(got), err)
+		}
+	}
+	if st := cl.Stats(); st.FallbackServer != 2 || st.HTTP != 2 || st.UCX != 0 || st.FallbackProtocol != 0 {
+		t.Fatalf("stats %+v: want both reads answered INTERNAL and read over HTTP", st)
+	}
+	strict := newClient(t, seaweed.Options{Settings: map[string]string{"TLS": "tcp"}, NoFallback: true})
+	if _, err := strict.ReadNeedle(ctx, c.VolumeServer, files[0].fid, 0, make([]byte, 10), ""); err == nil || errors.Is(err, seaweed.ErrNotFound) {
+		t.Fatalf("NoFallback: %v, want an error other than ErrNotFound", err)
+	}
+}
+
 // 16 readers over one client, every byte checked: on one connection to a one-thread server,
 // and on four connections spread over two engines to a server on two threads.
 func TestConcurrentReaders(t *testing.T) {

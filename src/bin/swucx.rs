@@ -1,7 +1,7 @@
 //! `swucx`: serve SeaweedFS needles from a volume directory over UCX, or read one.
 //!
 //! ```text
-//! swucx serve --dir VOLUME_DIR [--listen IP:PORT] [--threads N]
+//! swucx serve --dir VOLUME_DIR[,VOLUME_DIR...] [--listen IP:PORT] [--threads N]
 //! swucx read --server IP:PORT FID [--offset N] [--size N] [-o FILE]
 //! ```
 //! Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES). Logging: RUST_LOG (default
@@ -28,9 +28,11 @@ struct Cli {
 enum Command {
     /// Serve the needles of a weed volume directory until SIGTERM/SIGINT.
     Serve {
-        /// The directory `weed volume -dir` writes.
-        #[arg(long)]
-        dir: std::path::PathBuf,
+        /// The directories `weed volume -dir` writes (comma-separated, as weed takes them, or
+        /// the flag repeated). Volumes this server does not find there (erasure-coded, remote
+        /// tier, another server's) are answered INTERNAL and clients read them over HTTP.
+        #[arg(long, required = true, value_delimiter = ',')]
+        dir: Vec<std::path::PathBuf>,
         /// Address to listen on (port 0 picks one; the bound address is printed). The default
         /// port is weed volume's default HTTP port 8080 + 20000, where the Go client looks.
         #[arg(long, default_value = "0.0.0.0:28080")]
@@ -84,13 +86,18 @@ extern "C" fn on_signal(signal: libc::c_int) {
 }
 
 fn serve(
-    dir: std::path::PathBuf,
+    dirs: Vec<std::path::PathBuf>,
     listen: SocketAddr,
     key: Option<String>,
     direct_reads: bool,
     threads: u16,
 ) -> Result<(), String> {
-    let volumes = VolumeDir::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let shown = dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let volumes = VolumeDir::open_all(dirs).map_err(|e| format!("{shown}: {e}"))?;
     let key = match key {
         Some(key) => Some((ReadKey::new(key), "--jwt-read-key".to_string())),
         None => ReadKey::from_weed_config()?.map(|(key, source)| (key, source.to_string())),
@@ -110,8 +117,7 @@ fn serve(
     }
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     println!(
-        "swucx serve: listening on {addr}, volumes in {}, {threads} thread{}",
-        dir.display(),
+        "swucx serve: listening on {addr}, volumes in {shown}, {threads} thread{}",
         if threads == 1 { "" } else { "s" }
     );
     let _ = std::io::stdout().flush();

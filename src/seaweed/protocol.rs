@@ -137,7 +137,7 @@ pub enum ProtocolError {
 pub enum Status {
     /// The payload holds the requested bytes.
     Ok = 0,
-    /// No such volume or needle.
+    /// No such needle (in a volume this server holds).
     NotFound = 1,
     /// The needle exists with another cookie.
     CookieMismatch = 2,
@@ -156,7 +156,8 @@ pub enum Status {
     Busy = 8,
     /// The volume changed under the read (compaction); retry at once.
     Stale = 9,
-    /// A server-side failure (I/O, corrupt needle, remote tier): do not retry over this path.
+    /// A server-side failure (I/O, corrupt needle), or a volume this server does not hold (not
+    /// in its directories, erasure-coded, remote tier): read it over HTTP, not again here.
     Internal = 10,
     /// The server does not speak the request's version; `data_size` holds the highest it does.
     UnknownVersion = 11,
@@ -212,13 +213,14 @@ impl Status {
 impl From<&VolumeError> for Status {
     fn from(e: &VolumeError) -> Self {
         match e {
-            VolumeError::VolumeNotFound(_) | VolumeError::NotFound(_) => Status::NotFound,
+            VolumeError::NotFound(_) => Status::NotFound,
             VolumeError::CookieMismatch(_) => Status::CookieMismatch,
             VolumeError::Deleted(_) => Status::Deleted,
             VolumeError::Expired(_) => Status::Expired,
             VolumeError::BadRange { .. } => Status::BadRange,
             VolumeError::Stale(_) => Status::Stale,
-            VolumeError::Remote(_)
+            VolumeError::VolumeNotFound(_)
+            | VolumeError::Remote(_)
             | VolumeError::Needle { .. }
             | VolumeError::SuperBlock { .. }
             | VolumeError::Vif { .. }
@@ -1426,7 +1428,7 @@ mod tests {
             source: std::io::Error::other("boom"),
         };
         let cases = [
-            (VolumeError::VolumeNotFound(1), Status::NotFound),
+            (VolumeError::VolumeNotFound(1), Status::Internal),
             (VolumeError::NotFound(1), Status::NotFound),
             (VolumeError::CookieMismatch(1), Status::CookieMismatch),
             (VolumeError::Deleted(1), Status::Deleted),

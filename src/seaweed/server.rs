@@ -14,7 +14,7 @@
 //! reads them from there (tcp, shared memory). Only decompressed needles are owned bytes. The
 //! mapping is not registered with UCX (`MemRegion`): see docs/protocol.md.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,9 @@ use crate::seaweed::protocol::{
     ReadReply, ReadRequest, Status, peek_request_id,
 };
 use crate::seaweed::volume::VolumeDir;
-use crate::{AmFlags, ConnRequest, Context, Endpoint, Listener, Payload, Request, Worker};
+use crate::{
+    AmFlags, CloseMode, ConnRequest, Context, Endpoint, Listener, Payload, Request, Worker,
+};
 
 /// Payloads at least this large go by rendezvous: the client pulls them into its buffer.
 pub const RNDV_THRESHOLD: usize = 8 << 10;
@@ -47,9 +49,42 @@ const IDLE_SPIN: Duration = Duration::from_micros(200);
 const SPIN_IF_GAP_BELOW: Duration = Duration::from_micros(50);
 /// The pause between progress rounds while replies are in flight, after REPLY_SPIN.
 const REPLY_POLL: Duration = Duration::from_micros(20);
+/// After this long without activity while replies are in flight (a client that does not take
+/// them), the pause doubles from REPLY_POLL up to [`REPLY_POLL_MAX`].
+const REPLY_STALL: Duration = Duration::from_millis(10);
+/// The longest pause between progress rounds while replies are in flight.
+const REPLY_POLL_MAX: Duration = Duration::from_millis(1);
+/// Replies in flight to one connection past which its requests are answered [`Status::Busy`]
+/// (a client that stops taking its replies holds at most this many payloads; the Go client
+/// keeps at most 64 reads in flight per server by default).
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
+/// Replies in flight on one thread past which requests are answered [`Status::Busy`].
+pub const MAX_IN_FLIGHT_PER_THREAD: usize = 4096;
+/// How long a stopping server waits for its replies in flight before it closes the
+/// connections that still hold some (their clients see the connection fail).
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request the handler queued: the raw header and the endpoint to answer on.
-type Job = (Endpoint, Vec<u8>);
+/// A request the handler queued.
+struct Job {
+    /// The endpoint to answer on.
+    ep: Endpoint,
+    /// The raw request header.
+    header: Vec<u8>,
+    /// The message carried data, which a READ request must not.
+    with_data: bool,
+}
+
+/// A reply in flight and the connection it goes to.
+struct InFlight {
+    request: Request<(Vec<u8>, Payload)>,
+    ep: Endpoint,
+}
+
+/// The key of a connection in [`Lane::per_connection`] (a reply endpoint is the accepted
+/// endpoint itself: `Worker::endpoint_by_handle`).
+fn connection_key(ep: &Endpoint) -> usize {
+    Arc::as_ptr(&ep.0) as usize
+}
 
 /// Where a [`NeedleServer`] gets the bytes of a READ request (the read JWT, if required, is
 /// already checked). Called on the server's threads (from several at once with
@@ -111,6 +146,7 @@ pub struct NeedleServer {
     /// At least one; the first owns the listener.
     lanes: Vec<Lane>,
     answerer: Answerer,
+    finish_timeout: Duration,
 }
 
 /// What every lane answers with; shared by the lanes' threads.
@@ -131,10 +167,12 @@ struct Lane {
     dealt: Arc<Mutex<Vec<ConnRequest>>>,
     clients: Vec<Endpoint>,
     /// Replies in flight that need this side's progress to move their bytes.
-    replies: Vec<Request<(Vec<u8>, Payload)>>,
+    replies: Vec<InFlight>,
     /// Direct replies in flight: the client copies the payload itself and then releases the
     /// rendezvous; the release arrives as an event like a request does.
-    direct_replies: Vec<Request<(Vec<u8>, Payload)>>,
+    direct_replies: Vec<InFlight>,
+    /// Replies in flight per connection ([`connection_key`]), both kinds.
+    per_connection: HashMap<usize, usize>,
 }
 
 /// Where the accepting lane deals a connection to another lane: its inbox, and its worker to
@@ -156,6 +194,8 @@ struct Dealer<'a> {
 struct Stop<'a> {
     requested: &'a AtomicBool,
     lane_failed: AtomicBool,
+    /// How long a stopping lane waits for its replies in flight.
+    finish_timeout: Duration,
 }
 
 /// Sets the flag if the lane's thread unwinds, so the other lanes stop too.
@@ -203,6 +243,7 @@ impl NeedleServer {
                 read_key: None,
                 direct_reads: true,
             },
+            finish_timeout: FINISH_TIMEOUT,
         })
     }
 
@@ -218,6 +259,13 @@ impl NeedleServer {
     /// [`crate::seaweed::direct`]). Off, every payload moves through UCX.
     pub fn with_direct_reads(mut self, enabled: bool) -> NeedleServer {
         self.answerer.direct_reads = enabled;
+        self
+    }
+
+    /// How long a stopping server waits for the replies in flight before it closes the
+    /// connections still holding some (default [`FINISH_TIMEOUT`]).
+    pub fn with_finish_timeout(mut self, timeout: Duration) -> NeedleServer {
+        self.finish_timeout = timeout;
         self
     }
 
@@ -257,11 +305,13 @@ impl NeedleServer {
             listener,
             lanes,
             answerer,
+            finish_timeout,
         } = self;
         let answerer = &*answerer;
         let stop = Stop {
             requested: stop,
             lane_failed: AtomicBool::new(false),
+            finish_timeout: *finish_timeout,
         };
         let stop = &stop;
         let (first, others) = lanes.split_first_mut().expect("a server has a lane");
@@ -322,11 +372,15 @@ impl Lane {
                 log::warn!("READ request without a reply endpoint; dropped");
                 return;
             };
-            let header = msg.header().to_vec();
+            let job = Job {
+                ep,
+                header: msg.header().to_vec(),
+                with_data: !msg.is_empty(),
+            };
             queue
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push_back((ep, header));
+                .push_back(job);
         })?;
         Ok(Lane {
             index,
@@ -336,6 +390,7 @@ impl Lane {
             clients: Vec::new(),
             replies: Vec::new(),
             direct_replies: Vec::new(),
+            per_connection: HashMap::new(),
         })
     }
 
@@ -359,7 +414,7 @@ impl Lane {
         if outcome.is_err() {
             stop.lane_failed.store(true, Ordering::Release);
         }
-        self.finish(answerer);
+        self.finish(answerer, stop.finish_timeout);
         outcome
     }
 
@@ -382,11 +437,13 @@ impl Lane {
                 // Replies in flight need this side's progress, and not always after an event
                 // (a rendezvous the client answers, a full shared-memory FIFO draining): keep
                 // progressing (yielding the CPU to whatever else is runnable) for a while after
-                // the last activity, then check back every REPLY_POLL.
-                if last_busy.elapsed() < REPLY_SPIN {
+                // the last activity, then check back every REPLY_POLL, less often while
+                // nothing moves.
+                let idle = last_busy.elapsed();
+                if idle < REPLY_SPIN {
                     std::thread::yield_now();
                 } else {
-                    std::thread::sleep(REPLY_POLL);
+                    std::thread::sleep(reply_poll(idle));
                 }
             } else if last_gap < SPIN_IF_GAP_BELOW && last_busy.elapsed() < IDLE_SPIN {
                 std::thread::yield_now();
@@ -398,8 +455,9 @@ impl Lane {
     }
 
     /// Answers the requests received, then finishes the replies in flight, answering
-    /// [`Status::Busy`] to requests that arrive meanwhile.
-    fn finish(&mut self, answerer: &Answerer) {
+    /// [`Status::Busy`] to requests that arrive meanwhile. After `timeout` it closes the
+    /// connections whose replies are still in flight (a client that does not take them).
+    fn finish(&mut self, answerer: &Answerer, timeout: Duration) {
         let received = self.take_jobs();
         log::info!(
             "stopping: no new connections; answering {} received requests, then finishing {} \
@@ -408,18 +466,63 @@ impl Lane {
             self.replies.len() + self.direct_replies.len(),
             self.index
         );
-        for (ep, header) in received {
-            self.serve(answerer, &ep, &header);
+        for job in received {
+            self.serve(answerer, &job);
         }
+        let started = Instant::now();
+        let mut last_busy = started;
         while !self.replies.is_empty() || !self.direct_replies.is_empty() {
-            self.worker.progress();
-            for (ep, header) in self.take_jobs() {
-                let id = peek_request_id(&header).unwrap_or(0);
-                self.send_reply(&ep, ReadReply::status(id, Status::Busy), Payload::default());
+            if self.worker.progress() > 0 {
+                last_busy = Instant::now();
+            }
+            for job in self.take_jobs() {
+                if let Some(id) = peek_request_id(&job.header) {
+                    let busy = ReadReply::status(id, Status::Busy);
+                    self.send_reply(&job.ep, busy, Payload::default());
+                }
             }
             self.reap_replies();
+            if started.elapsed() >= timeout {
+                self.abandon_replies(timeout);
+                return;
+            }
+            std::thread::sleep(reply_poll(last_busy.elapsed()));
         }
         log::info!("stopped: every reply finished (lane {})", self.index);
+    }
+
+    /// Closes the connections that still have replies in flight and drops the replies (their
+    /// clients see the connection fail).
+    fn abandon_replies(&mut self, waited: Duration) {
+        let abandoned: Vec<InFlight> = self
+            .replies
+            .drain(..)
+            .chain(self.direct_replies.drain(..))
+            .collect();
+        let mut closed = HashMap::new();
+        for reply in &abandoned {
+            closed.entry(connection_key(&reply.ep)).or_insert(&reply.ep);
+        }
+        log::warn!(
+            "stopped with {} replies unfinished after {waited:?}: closing their {} \
+             connections (lane {})",
+            abandoned.len(),
+            closed.len(),
+            self.index
+        );
+        for ep in closed.values() {
+            if let Err(e) = ep.close(CloseMode::Force) {
+                log::debug!("closing a connection: {e}");
+            }
+        }
+        // The closes cancel the replies; let UCX finish them before the worker goes.
+        let mut abandoned = abandoned;
+        let started = Instant::now();
+        while !abandoned.is_empty() && started.elapsed() < Duration::from_secs(1) {
+            self.worker.progress();
+            abandoned.retain(|r| !r.request.is_complete());
+        }
+        self.per_connection.clear();
     }
 
     fn take_jobs(&self) -> VecDeque<Job> {
@@ -448,9 +551,9 @@ impl Lane {
         }
         self.clients
             .retain(|ep| ep.failure().is_none() && !ep.is_closed());
-        for (ep, header) in self.take_jobs() {
+        for job in self.take_jobs() {
             busy = true;
-            self.serve(answerer, &ep, &header);
+            self.serve(answerer, &job);
         }
         self.reap_replies();
         busy
@@ -467,20 +570,38 @@ impl Lane {
         }
     }
 
-    fn serve(&mut self, answerer: &Answerer, ep: &Endpoint, header: &[u8]) {
-        let (reply, payload) = match ReadRequest::decode(header) {
-            Ok(request) => answerer.answer(&request),
+    /// Answers one request: refused at once when it carried data or its connection (or this
+    /// thread) is over its in-flight limit, else read from the source. A request whose id
+    /// cannot be read is dropped (the client's request times out).
+    fn serve(&mut self, answerer: &Answerer, job: &Job) {
+        let Some(id) = peek_request_id(&job.header) else {
+            log::debug!("READ request without a readable id; dropped");
+            return;
+        };
+        let (reply, payload) = match ReadRequest::decode(&job.header) {
+            Err(ProtocolError::UnsupportedVersion(_)) => (ReadReply::unknown_version(id), None),
             Err(e) => {
                 log::debug!("bad READ request: {e}");
-                let id = peek_request_id(header).unwrap_or(0);
-                let reply = match e {
-                    ProtocolError::UnsupportedVersion(_) => ReadReply::unknown_version(id),
-                    _ => ReadReply::status(id, Status::BadRequest),
-                };
-                (reply, Payload::default())
+                (ReadReply::status(id, Status::BadRequest), None)
+            }
+            Ok(_) if job.with_data => {
+                log::debug!("READ request with data");
+                (ReadReply::status(id, Status::BadRequest), None)
+            }
+            Ok(_) if self.over_limit(&job.ep) => (ReadReply::status(id, Status::Busy), None),
+            Ok(request) => {
+                let (reply, payload) = answerer.answer(&request);
+                (reply, Some(payload))
             }
         };
-        self.send_reply(ep, reply, payload);
+        self.send_reply(&job.ep, reply, payload.unwrap_or_default());
+    }
+
+    /// Whether `ep`'s connection, or this lane, has as many replies in flight as it may.
+    fn over_limit(&self, ep: &Endpoint) -> bool {
+        let conn = self.per_connection.get(&connection_key(ep));
+        conn.is_some_and(|n| *n >= MAX_IN_FLIGHT_PER_CONNECTION)
+            || self.replies.len() + self.direct_replies.len() >= MAX_IN_FLIGHT_PER_THREAD
     }
 
     fn send_reply(&mut self, ep: &Endpoint, reply: ReadReply, payload: Payload) {
@@ -502,14 +623,34 @@ impl Lane {
             &mut self.replies
         };
         match ep.am_send(AM_ID_READ_REPLY, encoded, payload, flags) {
-            Ok(request) => in_flight.push(request),
+            Ok(request) => {
+                in_flight.push(InFlight {
+                    request,
+                    ep: ep.clone(),
+                });
+                *self.per_connection.entry(connection_key(ep)).or_default() += 1;
+            }
             Err(e) => log::debug!("sending a reply: {e}"),
         }
     }
 
     fn reap_replies(&mut self) {
-        self.replies.retain(|r| !r.is_complete());
-        self.direct_replies.retain(|r| !r.is_complete());
+        let per_connection = &mut self.per_connection;
+        let mut finished = |reply: &InFlight| {
+            if !reply.request.is_complete() {
+                return false;
+            }
+            let key = connection_key(&reply.ep);
+            if let Some(n) = per_connection.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    per_connection.remove(&key);
+                }
+            }
+            true
+        };
+        self.replies.retain(|r| !finished(r));
+        self.direct_replies.retain(|r| !finished(r));
     }
 }
 
@@ -609,6 +750,15 @@ impl Drop for ServerThread {
             log::warn!("needle server: {err}");
         }
     }
+}
+
+/// The pause between progress rounds while replies are in flight, `idle` after the last
+/// activity: [`REPLY_POLL`], doubling every [`REPLY_STALL`] up to [`REPLY_POLL_MAX`].
+fn reply_poll(idle: Duration) -> Duration {
+    let doublings = (idle.as_millis() / REPLY_STALL.as_millis()).min(16) as u32;
+    REPLY_POLL
+        .saturating_mul(1 << doublings)
+        .min(REPLY_POLL_MAX)
 }
 
 /// Seconds since the unix epoch.

@@ -29,7 +29,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::fid::FileId;
 use super::index::{NeedleMap, NeedleValue, OffsetWidth};
@@ -112,13 +112,13 @@ pub enum VolumeError {
 }
 
 impl VolumeError {
-    /// Whether weed answers this with 404 (not found, cookie mismatch, deleted, expired, no
-    /// such volume).
+    /// Whether weed answers this with 404 (not found, cookie mismatch, deleted, expired). A
+    /// volume this reader does not have is not one: weed may hold it elsewhere (another disk,
+    /// erasure-coded, a remote tier), and clients read it over HTTP (`INTERNAL`).
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            VolumeError::VolumeNotFound(_)
-                | VolumeError::NotFound(_)
+            VolumeError::NotFound(_)
                 | VolumeError::CookieMismatch(_)
                 | VolumeError::Deleted(_)
                 | VolumeError::Expired(_)
@@ -696,76 +696,172 @@ fn detect_offset_width(base: &Path) -> Result<OffsetWidth, VolumeError> {
     }
 }
 
-/// A directory of volumes, as `weed volume -dir` keeps them. Volumes that appear or disappear
-/// are noticed on [`VolumeDir::rescan`], which a read of an unknown volume also triggers.
+/// The volumes of one or more directories, as `weed volume -dir` keeps them (weed takes a
+/// comma-separated list, one per disk). Volumes that appear or disappear are noticed on
+/// [`VolumeDir::rescan`], which a read of an unknown volume also triggers when a directory
+/// changed since the last scan (or a scan is [`RESCAN_EVERY`] old): so reads of volume ids this
+/// server does not hold cost one `stat` per directory, not a scan each. `Send + Sync`.
 #[derive(Debug)]
 pub struct VolumeDir {
-    dir: PathBuf,
+    dirs: Vec<PathBuf>,
     volumes: RwLock<HashMap<u32, Arc<Volume>>>,
+    last_scan: Mutex<Scan>,
+}
+
+/// The longest a read of an unknown volume id waits for a directory scan when no directory
+/// looks changed (a change within the file system's timestamp granularity of the last scan
+/// can leave a directory's modification time as it was).
+pub const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// A modification time this close to the scan that saw it may hide a later change with the
+/// same timestamp (Linux stamps directories from a clock that ticks every few milliseconds).
+const MTIME_GRAIN: Duration = Duration::from_millis(100);
+
+/// What the last directory scan saw.
+#[derive(Debug, Default)]
+struct Scan {
+    /// When it began (None: never).
+    at: Option<Instant>,
+    /// Each directory's modification time then, or None where it could not be read or lay
+    /// within `MTIME_GRAIN` of the scan.
+    mtimes: Vec<Option<SystemTime>>,
 }
 
 impl VolumeDir {
     /// Opens every volume in `dir` (a `.dat` with its `.idx`). Volumes that fail to open are
     /// skipped with a warning; a missing directory is an error.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, VolumeError> {
+        Self::open_all([dir.into()])
+    }
+
+    /// Opens every volume in each of `dirs` (weed's `-dir=/d1,/d2`). A volume id found in two
+    /// directories is served from the first (with a warning). At least one directory is needed;
+    /// a missing one is an error.
+    pub fn open_all(dirs: impl IntoIterator<Item = PathBuf>) -> Result<Self, VolumeError> {
+        let dirs: Vec<PathBuf> = dirs.into_iter().collect();
+        if dirs.is_empty() {
+            return Err(VolumeError::Io {
+                path: PathBuf::new(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "no volume directory"),
+            });
+        }
         let d = VolumeDir {
-            dir: dir.into(),
+            dirs,
             volumes: RwLock::new(HashMap::new()),
+            last_scan: Mutex::new(Scan::default()),
         };
         d.rescan()?;
         Ok(d)
     }
 
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.dir
+    /// The directories.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
-    /// Re-reads the directory: opens new volumes, drops those whose files are gone, reloads
-    /// those whose files were replaced.
+    /// Each directory's modification time, None where it cannot be read.
+    fn mtimes(&self) -> Vec<Option<SystemTime>> {
+        let mtime = |d: &PathBuf| std::fs::metadata(d).and_then(|m| m.modified()).ok();
+        self.dirs.iter().map(mtime).collect()
+    }
+
+    /// Re-reads the directories: opens new volumes, drops those whose files are gone, reloads
+    /// those whose files were replaced. Volumes are opened and reloaded outside the lock reads
+    /// take, which is held only to put the result in place.
     pub fn rescan(&self) -> Result<(), VolumeError> {
+        let mtimes = self.mtimes();
+        let now = SystemTime::now();
+        let settled = |t: &Option<SystemTime>| t.filter(|t| *t + MTIME_GRAIN < now);
+        *self.last_scan.lock().unwrap_or_else(|e| e.into_inner()) = Scan {
+            at: Some(Instant::now()),
+            mtimes: mtimes.iter().map(settled).collect(),
+        };
+        self.scan()
+    }
+
+    /// Rescans if a directory changed since the last scan, or that scan is `RESCAN_EVERY` old;
+    /// not while another thread starts one.
+    fn rescan_if_changed(&self) -> Result<(), VolumeError> {
+        let mtimes = self.mtimes();
+        let due = match self.last_scan.try_lock() {
+            Ok(last) => {
+                last.at.is_none_or(|at| at.elapsed() >= RESCAN_EVERY)
+                    || last
+                        .mtimes
+                        .iter()
+                        .zip(&mtimes)
+                        .any(|(a, b)| a.is_none() || a != b)
+            }
+            Err(_) => false,
+        };
+        if due { self.rescan() } else { Ok(()) }
+    }
+
+    /// Lists the volumes of every directory and brings `volumes` in line with it.
+    fn scan(&self) -> Result<(), VolumeError> {
         let mut found: HashMap<u32, PathBuf> = HashMap::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
-            let entry = entry.map_err(io_err(&self.dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Some(stem) = name.strip_suffix(".dat") else {
-                continue;
-            };
-            let Some((_, id)) = parse_volume_name(stem) else {
-                continue;
-            };
-            let base = self.dir.join(stem);
-            if with_ext(&base, "idx").exists() {
+        for dir in &self.dirs {
+            for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+                let entry = entry.map_err(io_err(dir))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let Some(stem) = name.strip_suffix(".dat") else {
+                    continue;
+                };
+                let Some((_, id)) = parse_volume_name(stem) else {
+                    continue;
+                };
+                let base = dir.join(stem);
+                if !with_ext(&base, "idx").exists() {
+                    continue;
+                }
+                if let Some(first) = found.get(&id) {
+                    log::warn!(
+                        "volume {id} is in {} and in {}; serving the first",
+                        first.display(),
+                        base.display()
+                    );
+                    continue;
+                }
                 found.insert(id, base);
             }
         }
-        let mut vols = self.volumes.write().unwrap_or_else(|e| e.into_inner());
-        vols.retain(|id, v| found.get(id) == Some(&v.base));
-        for (id, base) in found {
-            match vols.get(&id) {
-                Some(v) => {
+        let known: Vec<(u32, Arc<Volume>)> = self
+            .volumes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, v)| (*id, Arc::clone(v)))
+            .collect();
+        let mut opened = Vec::new();
+        for (id, base) in &found {
+            match known.iter().find(|(k, _)| k == id) {
+                Some((_, v)) if v.base == *base => {
                     if let Err(e) = v.refresh() {
                         log::warn!("volume {id}: {e}");
                     }
                 }
-                None => match Volume::open(&base) {
-                    Ok(v) => {
-                        vols.insert(id, Arc::new(v));
-                    }
+                _ => match Volume::open(base) {
+                    Ok(v) => opened.push((*id, Arc::new(v))),
                     Err(e) => log::warn!("skipping volume {}: {e}", base.display()),
                 },
             }
         }
+        let mut vols = self.volumes.write().unwrap_or_else(|e| e.into_inner());
+        vols.retain(|id, v| found.get(id) == Some(&v.base));
+        for (id, v) in opened {
+            vols.insert(id, v);
+        }
         Ok(())
     }
 
-    /// The volume with this id, rescanning the directory once if it is not known.
+    /// The volume with this id, rescanning the directories first if it is not known and one
+    /// of them changed (see [`VolumeDir`]).
     pub fn volume(&self, id: u32) -> Result<Arc<Volume>, VolumeError> {
         if let Some(v) = self.get(id) {
             return Ok(v);
         }
-        self.rescan()?;
+        self.rescan_if_changed()?;
         self.get(id).ok_or(VolumeError::VolumeNotFound(id))
     }
 
@@ -1386,5 +1482,59 @@ mod tests {
         assert_eq!(parse_volume_name("pics"), None);
         assert_eq!(parse_volume_name("7x"), None);
         assert_eq!(parse_volume_name("99999999999"), None);
+    }
+
+    #[test]
+    fn volumes_of_several_directories() {
+        let (a, b) = (TmpDir::new("dir-a"), TmpDir::new("dir-b"));
+        let mut w1 = Writer::create(&a.0.join("1"), NeedleVersion::V3, OffsetWidth::Four, 0);
+        w1.put(&needle(1, 1, b"a1"));
+        let mut w2 = Writer::create(&b.0.join("pics_2"), NeedleVersion::V3, OffsetWidth::Four, 0);
+        w2.put(&needle(1, 1, b"b2"));
+        let mut w3a = Writer::create(&a.0.join("3"), NeedleVersion::V3, OffsetWidth::Four, 0);
+        w3a.put(&needle(1, 1, b"a3"));
+        let mut w3b = Writer::create(&b.0.join("3"), NeedleVersion::V3, OffsetWidth::Four, 0);
+        w3b.put(&needle(1, 1, b"b3"));
+        let dir = VolumeDir::open_all([a.0.clone(), b.0.clone()]).unwrap();
+        assert_eq!(dir.volume_ids(), vec![1, 2, 3]);
+        let rd = |v| dir.read(&FileId::new(v, 1, 1), &ReadOptions::default());
+        assert_eq!(rd(1).unwrap().data, b"a1");
+        assert_eq!(rd(2).unwrap().data, b"b2");
+        assert_eq!(rd(3).unwrap().data, b"a3", "the first directory's volume 3");
+        assert!(VolumeDir::open_all(Vec::new()).is_err());
+        assert!(VolumeDir::open_all([a.0.clone(), a.0.join("missing")]).is_err());
+    }
+
+    /// A read of an unknown volume id rescans only when a directory changed, or the last scan
+    /// is RESCAN_EVERY old: a volume added without a visible change (within the timestamp
+    /// granularity) is found after that.
+    #[test]
+    fn unknown_volume_ids_rescan_only_changed_directories() {
+        let t = TmpDir::new("rescan");
+        Writer::create(&t.0.join("1"), NeedleVersion::V3, OffsetWidth::Four, 0)
+            .put(&needle(1, 1, b"one"));
+        let settled = SystemTime::now() - Duration::from_secs(10);
+        let set_mtime = |at| File::open(&t.0).unwrap().set_modified(at).unwrap();
+        set_mtime(settled);
+        let dir = VolumeDir::open(&t.0).unwrap();
+        let d = ReadOptions::default();
+        assert!(matches!(
+            dir.read(&FileId::new(2, 1, 1), &d),
+            Err(VolumeError::VolumeNotFound(2))
+        ));
+        // Volume 2 appears, but the directory's time says nothing changed: not seen yet.
+        Writer::create(&t.0.join("2"), NeedleVersion::V3, OffsetWidth::Four, 0)
+            .put(&needle(1, 1, b"two"));
+        set_mtime(settled);
+        assert!(matches!(
+            dir.read(&FileId::new(2, 1, 1), &d),
+            Err(VolumeError::VolumeNotFound(2))
+        ));
+        std::thread::sleep(RESCAN_EVERY);
+        assert_eq!(dir.read(&FileId::new(2, 1, 1), &d).unwrap().data, b"two");
+        // Volume 3 appears and the directory's time changes: seen at once.
+        Writer::create(&t.0.join("3"), NeedleVersion::V3, OffsetWidth::Four, 0)
+            .put(&needle(1, 1, b"three"));
+        assert_eq!(dir.read(&FileId::new(3, 1, 1), &d).unwrap().data, b"three");
     }
 }

@@ -38,6 +38,9 @@ type Options struct {
 	ServerEnv []string
 	// ServerArgs are added to `swucx serve`'s arguments (e.g. "--threads", "2").
 	ServerArgs []string
+	// ServerDir is the directory `swucx serve` serves (default: VolumeDir, weed's). Another
+	// one stands for volumes the server does not hold (on a disk it was not given).
+	ServerDir string
 }
 
 // Cluster is a running weed master + volume and, usually, a swucx server.
@@ -55,6 +58,7 @@ type Cluster struct {
 	UCXAddr string
 
 	weed, swucx string
+	serverDir   string
 	serverEnv   []string
 	serverArgs  []string
 	master      *exec.Cmd
@@ -73,7 +77,11 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, VolumeDir: filepath.Join(dir, "v"), weed: weed, swucx: swucx, serverEnv: opts.ServerEnv, serverArgs: opts.ServerArgs}
+	c := &Cluster{Dir: dir, VolumeDir: filepath.Join(dir, "v"), weed: weed, swucx: swucx, serverDir: opts.ServerDir,
+		serverEnv: opts.ServerEnv, serverArgs: opts.ServerArgs}
+	if c.serverDir == "" {
+		c.serverDir = c.VolumeDir
+	}
 	if err := c.start(opts); err != nil {
 		c.Close()
 		return nil, err
@@ -124,7 +132,7 @@ func (c *Cluster) start(opts Options) error {
 	return c.StartServer()
 }
 
-// StartServer starts `swucx serve --dir VolumeDir --listen UCXAddr [ServerArgs...]` and waits
+// StartServer starts `swucx serve --dir ServerDir --listen UCXAddr [ServerArgs...]` and waits
 // until it listens.
 func (c *Cluster) StartServer() error {
 	if c.server != nil {
@@ -132,7 +140,7 @@ func (c *Cluster) StartServer() error {
 	}
 	// A restarted server must bind its port again while the old connections linger.
 	env := append([]string{"RUST_LOG=info", "UCX_CM_REUSEADDR=y"}, c.serverEnv...)
-	args := append([]string{"serve", "--dir", c.VolumeDir, "--listen", c.UCXAddr}, c.serverArgs...)
+	args := append([]string{"serve", "--dir", c.serverDir, "--listen", c.UCXAddr}, c.serverArgs...)
 	cmd, err := c.spawn("swucx-serve", c.swucx, env, args...)
 	if err != nil {
 		return err
