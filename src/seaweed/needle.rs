@@ -22,7 +22,7 @@
 //! Version 1 has no body structure: `Data` is the whole `Size` bytes.
 
 use std::borrow::Cow;
-use std::io::Read;
+use std::io::{self, Read};
 
 use super::ttl::Ttl;
 
@@ -35,6 +35,15 @@ pub const TIMESTAMP_SIZE: usize = 8;
 /// Needles at most this large (header Size) are read and CRC-checked whole by weed; larger ones are
 /// streamed and checked only on full reads (`volume_read.go PagedReadLimit`).
 pub const PAGED_READ_LIMIT: u32 = 1024 * 1024;
+
+/// The most decompressed bytes one read of a gzip needle may produce or walk through (bytes
+/// before a range are decompressed and dropped, and count too); past it the read fails with
+/// [`NeedleError::TooLarge`]. weed's volume server refuses uploads over `-fileSizeLimitMB`
+/// (default 256, "to avoid out of memory") and gzips only uploads it accepted, so every needle
+/// weed compressed itself inflates to at most 256 MiB unless the operator raised that limit; only
+/// uploads sent already gzip'd (`Content-Encoding: gzip`, limited by their compressed size) can
+/// inflate further, up to about 1000 times. The filer stores files in chunks of a few MiB.
+pub const MAX_DECOMPRESSED: u64 = 256 << 20;
 
 /// Flag: the data is compressed (gzip).
 pub const FLAG_IS_COMPRESSED: u8 = 0x01;
@@ -136,6 +145,14 @@ pub enum NeedleError {
     /// Compressed data that does not decompress.
     #[error("needle data does not decompress: {0}")]
     Decompress(String),
+    /// Decompressing would pass `limit` bytes (see [`MAX_DECOMPRESSED`]).
+    #[error("needle data decompresses to more than {limit} bytes (gzip trailer: {len})")]
+    TooLarge {
+        /// The cap that was reached.
+        limit: u64,
+        /// The decompressed length the gzip trailer claims, above `limit` (see [`gunzip_range`]).
+        len: u64,
+    },
 }
 
 /// The 16-byte needle header.
@@ -410,17 +427,88 @@ pub fn is_gzip(data: &[u8]) -> bool {
     data.len() >= 2 && data[0] == 0x1f && data[1] == 0x8b
 }
 
-/// Decompresses gzip data (all members, as Go's reader does); other data is returned unchanged,
-/// as weed's `MaybeDecompressData` does for an unsupported compression.
+/// Decompresses gzip data (all members, as Go's reader does) up to [`MAX_DECOMPRESSED`] bytes;
+/// other data is returned unchanged, as weed's `MaybeDecompressData` does for an unsupported
+/// compression.
 pub fn maybe_gunzip(data: &[u8]) -> Result<Cow<'_, [u8]>, NeedleError> {
     if !is_gzip(data) {
         return Ok(Cow::Borrowed(data));
     }
-    let mut out = Vec::with_capacity(data.len().saturating_mul(4));
-    flate2::read::MultiGzDecoder::new(data)
-        .read_to_end(&mut out)
-        .map_err(|e| NeedleError::Decompress(e.to_string()))?;
-    Ok(Cow::Owned(out))
+    Ok(Cow::Owned(
+        gunzip_range(data, 0, None, MAX_DECOMPRESSED)?.data,
+    ))
+}
+
+/// A range of decompressed gzip data ([`gunzip_range`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gunzipped {
+    /// The decompressed bytes in `[offset, offset + size)`, cut at the end of the data.
+    pub data: Vec<u8>,
+    /// Length of the whole decompressed data: exact when the stream was read to its end, else
+    /// (the range ended before it) what the gzip trailer claims, see [`gunzip_range`].
+    pub total_len: u64,
+}
+
+/// Decompresses the bytes `[offset, offset + size)` of gzip `data` (all members; `size` `None`:
+/// to the end) as a stream: the bytes before `offset` are decompressed into a scratch buffer and
+/// dropped, and decompression stops one byte after the range (to learn whether the data goes
+/// on). At most `limit` bytes are produced or walked through; a range that needs more, or a whole
+/// read of longer data, is [`NeedleError::TooLarge`].
+///
+/// The total length is exact when the stream ended (flate2 then has also checked every member's
+/// CRC-32 and length trailer): a range past the end gets the true length, and the caller reports
+/// it as a bad range. When the range ended first, it is the gzip trailer's ISIZE (the length mod
+/// 2^32 of the last member), lifted to the smallest value above the bytes walked with those low
+/// 32 bits: exact for single-member gzip (what weed writes) under 4 GiB, never below
+/// `offset + size + 1`, and not checked. It is only reported, never used to size a buffer.
+pub fn gunzip_range(
+    data: &[u8],
+    offset: u64,
+    size: Option<u64>,
+    limit: u64,
+) -> Result<Gunzipped, NeedleError> {
+    let err = |e: io::Error| NeedleError::Decompress(e.to_string());
+    let mut dec = flate2::read::MultiGzDecoder::new(data).take(limit);
+    let skipped = io::copy(&mut (&mut dec).take(offset), &mut io::sink()).map_err(err)?;
+    let want = size.unwrap_or(u64::MAX);
+    // Room for 4x the stored bytes (bounded by the needle, not by what it inflates to), or less
+    // when less is asked for; more grows as it comes.
+    let guess = want.min(limit).min(data.len().saturating_mul(4) as u64);
+    let mut out = Vec::with_capacity(guess as usize);
+    (&mut dec).take(want).read_to_end(&mut out).map_err(err)?;
+    let walked = skipped + out.len() as u64;
+    // One byte more, past `limit` too: whether the data goes on.
+    let more = io::copy(&mut dec.into_inner().take(1), &mut io::sink()).map_err(err)? == 1;
+    if !more {
+        return Ok(Gunzipped {
+            data: out,
+            total_len: walked,
+        });
+    }
+    let len = trailer_len(data, walked);
+    if skipped == offset && size == Some(out.len() as u64) {
+        Ok(Gunzipped {
+            data: out,
+            total_len: len,
+        })
+    } else {
+        // The range (or the whole data) goes past `limit`.
+        Err(NeedleError::TooLarge { limit, len })
+    }
+}
+
+/// The decompressed length gzip `data`'s trailer claims (ISIZE, little-endian in the last 4
+/// bytes), taken as the low 32 bits of the smallest length above `walked`.
+fn trailer_len(data: &[u8], walked: u64) -> u64 {
+    let isize = data
+        .last_chunk::<4>()
+        .map_or(0, |b| u64::from(u32::from_le_bytes(*b)));
+    let len = (walked & !0xffff_ffff) | isize;
+    if len > walked {
+        len
+    } else {
+        len.saturating_add(1 << 32)
+    }
 }
 
 fn need(b: &[u8], n: impl TryInto<u64>, what: &'static str) -> Result<(), NeedleError> {
@@ -791,6 +879,49 @@ mod tests {
             maybe_gunzip(&[0x1f, 0x8b]),
             Err(NeedleError::Decompress(_))
         ));
+    }
+
+    #[test]
+    fn gzip_ranges_stream_and_stop_at_the_cap() {
+        use std::io::Write;
+        let gz = |data: &[u8]| {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(data).unwrap();
+            enc.finish().unwrap()
+        };
+        let text: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let one = gz(&text);
+        let range = |data, offset, size, limit| gunzip_range(data, offset, size, limit);
+        // A range: exactly its bytes; the length from the trailer, then exact at the end.
+        let g = range(&one, 100, Some(50), 1 << 20).unwrap();
+        assert_eq!((&g.data[..], g.total_len), (&text[100..150], 10_000));
+        let g = range(&one, 9_990, Some(10), 10_000).unwrap();
+        assert_eq!((&g.data[..], g.total_len), (&text[9_990..], 10_000));
+        // Past the end: the bytes there are and the exact length.
+        let g = range(&one, 9_990, Some(20), 1 << 20).unwrap();
+        assert_eq!((&g.data[..], g.total_len), (&text[9_990..], 10_000));
+        let g = range(&one, 20_000, None, 1 << 20).unwrap();
+        assert_eq!((g.data.len(), g.total_len), (0, 10_000));
+        // The cap: a whole read or a range past it fails; a range below it does not.
+        assert_eq!(range(&one, 0, None, 10_000).unwrap().data, text);
+        for (offset, size) in [(0, None), (5, None), (9_000, Some(2))] {
+            assert!(matches!(
+                range(&one, offset, size, 9_000),
+                Err(NeedleError::TooLarge {
+                    limit: 9_000,
+                    len: 10_000
+                })
+            ));
+        }
+        let g = range(&one, 8_000, Some(1_000), 9_000).unwrap();
+        assert_eq!((&g.data[..], g.total_len), (&text[8_000..9_000], 10_000));
+        // Two members: read across them; a trailer that undercounts is lifted past the range.
+        let two = [gz(&text[..6_000]), gz(&text[6_000..])].concat();
+        let g = range(&two, 5_990, Some(20), 1 << 20).unwrap();
+        assert_eq!(g.data, &text[5_990..6_010]);
+        assert_eq!(g.total_len, 4_000 + (1 << 32));
+        assert_eq!(range(&two, 0, None, 1 << 20).unwrap().total_len, 10_000);
+        assert_eq!(&*maybe_gunzip(&two).unwrap(), &text[..]);
     }
 
     #[test]

@@ -150,7 +150,8 @@ pub enum Status {
     /// The range lies outside the data; `data_size` holds the data length.
     BadRange = 6,
     /// The reply would exceed the server's payload limit; read smaller ranges. `data_size` holds
-    /// the data length.
+    /// the data length. Also a read of a gzip needle that would decompress more than the server's
+    /// cap (`needle::MAX_DECOMPRESSED`); `data_size` is then the length the gzip trailer claims.
     TooLarge = 7,
     /// The server is overloaded; retry after a back-off.
     Busy = 8,
@@ -218,6 +219,7 @@ impl From<&VolumeError> for Status {
             VolumeError::Deleted(_) => Status::Deleted,
             VolumeError::Expired(_) => Status::Expired,
             VolumeError::BadRange { .. } => Status::BadRange,
+            VolumeError::TooLarge { .. } => Status::TooLarge,
             VolumeError::Stale(_) => Status::Stale,
             VolumeError::VolumeNotFound(_)
             | VolumeError::Remote(_)
@@ -418,10 +420,11 @@ impl ReadReply {
         }
     }
 
-    /// The reply for a volume error (`data_size` is the data length for a bad range).
+    /// The reply for a volume error (`data_size` is the data length for a bad range, and the
+    /// length the gzip trailer claims for a needle over the decompression cap).
     pub fn from_error(request_id: u64, e: &VolumeError) -> Self {
         let mut r = Self::status(request_id, Status::from(e));
-        if let VolumeError::BadRange { len, .. } = e {
+        if let VolumeError::BadRange { len, .. } | VolumeError::TooLarge { len, .. } = e {
             r.data_size = *len;
         }
         r
@@ -1441,6 +1444,14 @@ mod tests {
                 },
                 Status::BadRange,
             ),
+            (
+                VolumeError::TooLarge {
+                    needle: 1,
+                    limit: 256 << 20,
+                    len: 1 << 30,
+                },
+                Status::TooLarge,
+            ),
             (VolumeError::Stale(1), Status::Stale),
             (VolumeError::Remote(1), Status::Internal),
             (
@@ -1466,6 +1477,15 @@ mod tests {
             },
         );
         assert_eq!(r.data_size, 12);
+        let r = ReadReply::from_error(
+            5,
+            &VolumeError::TooLarge {
+                needle: 1,
+                limit: 256 << 20,
+                len: 1 << 30,
+            },
+        );
+        assert_eq!(r.data_size, 1 << 30);
         assert_eq!(Status::from(VolumeError::Deleted(3)), Status::Deleted);
     }
 

@@ -12,9 +12,12 @@
 //! [`VolumeError::Stale`], never wrong bytes or bytes from replaced files.
 //!
 //! Needle bytes are read in place from the mapping, and the data comes back as a range of it
-//! ([`Payload::Mapped`]), not a copy; only decompressed data is owned. A needle past the mapped
-//! length (weed appended since) makes the volume map the file again; payloads of the old mapping
-//! stay valid, and so do those of a replaced `.dat` (the mapping holds the old inode).
+//! ([`Payload::Mapped`]), not a copy; only decompressed data is owned. Of a gzip needle only the
+//! range asked for is kept: the stream is decompressed up to the range's end and the bytes before
+//! it dropped, at most [`needle::MAX_DECOMPRESSED`] bytes per read ([`VolumeError::TooLarge`]
+//! past it). A needle past the mapped length (weed appended since) makes the volume map the file
+//! again; payloads of the old mapping stay valid, and so do those of a replaced `.dat` (the
+//! mapping holds the old inode).
 //!
 //! Refusals follow weed: an unknown id is [`VolumeError::NotFound`], a deleted one
 //! [`VolumeError::Deleted`], a wrong cookie [`VolumeError::CookieMismatch`], a needle past its TTL
@@ -22,7 +25,6 @@
 //! every read; larger ones only on full reads, as weed does. One difference: weed serves an empty
 //! (0-byte) needle without comparing cookies; this reader compares them.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -66,6 +68,17 @@ pub enum VolumeError {
         /// Requested length.
         size: u64,
         /// Length of the data.
+        len: u64,
+    },
+    /// Decompressing the needle's gzip data for this read would pass `limit` bytes
+    /// ([`needle::MAX_DECOMPRESSED`]).
+    #[error("needle {needle:#x}: data decompresses to more than {limit} bytes")]
+    TooLarge {
+        /// The needle.
+        needle: u64,
+        /// The cap.
+        limit: u64,
+        /// The length the gzip trailer claims (above `limit`, unchecked).
         len: u64,
     },
     /// The volume changed under the read (compaction commit); retry.
@@ -168,6 +181,8 @@ pub struct ReadResult {
     /// The requested bytes: a range of the `.dat` mapping, or owned bytes when decompressed.
     pub data: Payload,
     /// Length of the whole data in the form returned (decompressed unless `stored`/`compressed`).
+    /// For a range of a gzip needle that ends before the data does, the length the gzip trailer
+    /// claims (exact for single-member gzip under 4 GiB; see [`needle::gunzip_range`]).
     pub total_len: u64,
     /// Whether `data` is gzip'd stored bytes (only when [`ReadOptions::stored`] was asked and the
     /// needle is compressed).
@@ -481,31 +496,37 @@ impl Volume {
         // decompressed or read whole, as weed does.
         let checked = size <= PAGED_READ_LIMIT;
         let decompress = meta.is_compressed() && !opts.stored;
-        let full = if decompress {
-            if !checked {
-                needle::check_crc(stored, meta.checksum).map_err(nerr)?;
-            }
-            needle::maybe_gunzip(stored).map_err(nerr)?
-        } else {
-            Cow::Borrowed(stored)
-        };
-        let total_len = full.len() as u64;
-        let (start, end) = range(opts, total_len)?;
-        let (start, end) = (start as usize, end as usize);
-        let whole_unchecked = !checked && !decompress && start == 0 && end == stored.len();
-        let crc_unchecked = whole_unchecked && opts.crc_at_caller;
-        if whole_unchecked && !crc_unchecked {
+        if decompress && !checked {
             needle::check_crc(stored, meta.checksum).map_err(nerr)?;
         }
-        let data = match full {
-            Cow::Borrowed(bytes) => Payload::Mapped(
-                MappedSlice::of(&map, &bytes[start..end]).expect("needle bytes lie in the mapping"),
-            ),
-            Cow::Owned(mut bytes) => {
-                bytes.truncate(end);
-                bytes.drain(..start);
-                Payload::Owned(bytes)
+        let (data, total_len, crc_unchecked) = if decompress && needle::is_gzip(stored) {
+            // Only the range is decompressed (and what precedes it walked through), capped.
+            let g = needle::gunzip_range(stored, opts.offset, opts.size, needle::MAX_DECOMPRESSED)
+                .map_err(|e| match e {
+                    NeedleError::TooLarge { limit, len } => VolumeError::TooLarge {
+                        needle: needle_id,
+                        limit,
+                        len,
+                    },
+                    e => nerr(e),
+                })?;
+            // A range past the end: the stream was read to its end, so the length is exact.
+            let (start, end) = range(opts, g.total_len)?;
+            debug_assert_eq!(g.data.len() as u64, end - start);
+            (Payload::Owned(g.data), g.total_len, false)
+        } else {
+            // As stored (also compressed data that is not gzip, as weed serves it).
+            let total_len = stored.len() as u64;
+            let (start, end) = range(opts, total_len)?;
+            let (start, end) = (start as usize, end as usize);
+            let whole_unchecked = !checked && !decompress && start == 0 && end == stored.len();
+            let crc_unchecked = whole_unchecked && opts.crc_at_caller;
+            if whole_unchecked && !crc_unchecked {
+                needle::check_crc(stored, meta.checksum).map_err(nerr)?;
             }
+            let data = MappedSlice::of(&map, &stored[start..end])
+                .expect("needle bytes lie in the mapping");
+            (Payload::Mapped(data), total_len, crc_unchecked)
         };
         Ok(ReadResult {
             data,
@@ -1277,6 +1298,101 @@ mod tests {
         // Force the stale map to be used once: reading goes through refresh, which reloads.
         assert_eq!(v.read(2, 2, &d).unwrap().data, vec![2; 64]);
         assert!(matches!(v.read(1, 1, &d), Err(VolumeError::NotFound(1))));
+    }
+
+    #[test]
+    fn gzip_ranges_decompress_only_the_range() {
+        let t = TmpDir::new("gzip-range");
+        let base = t.0.join("4");
+        let mut w = Writer::create(&base, NeedleVersion::V3, OffsetWidth::Five, 0);
+        // A gzip bomb: 64 KiB stored, 64 MiB decompressed.
+        let bomb_len = 64u64 << 20;
+        let bomb = gzip(&vec![0; bomb_len as usize], flate2::Compression::best());
+        w.put(&compressed(1, 1, &bomb));
+        let text: Vec<u8> = (0..300_000u32)
+            .map(|i| b"seaweed needle "[(i % 15) as usize] ^ (i / 4096) as u8)
+            .collect();
+        w.put(&compressed(
+            2,
+            2,
+            &gzip(&text, flate2::Compression::default()),
+        ));
+        let v = Volume::open(&base).unwrap();
+        let owned = |r: &ReadResult| match &r.data {
+            Payload::Owned(b) => b.capacity(),
+            Payload::Mapped(_) => panic!("expected decompressed (owned) bytes"),
+        };
+        // 1 byte at the start and 3 in the middle of the bomb: nothing else is kept (the whole
+        // decompressed data was 64 MiB of buffer), and the length comes from the gzip trailer.
+        for (offset, size) in [(0, 1), (bomb_len / 2, 3)] {
+            let r = v.read(1, 1, &ReadOptions::range(offset, size)).unwrap();
+            assert_eq!(r.data, vec![0; size as usize]);
+            assert!(owned(&r) < 4096, "kept {} bytes of buffer", owned(&r));
+            assert_eq!(r.total_len, bomb_len);
+        }
+        // Ranges of a normal needle: inside, to the end, ending at the end, empty at the end.
+        let len = text.len() as u64;
+        for (offset, size) in [(123_457, 1000), (0, 1), (len - 10, 10), (len, 0)] {
+            let r = v.read(2, 2, &ReadOptions::range(offset, size)).unwrap();
+            assert_eq!(r.data, &text[offset as usize..(offset + size) as usize]);
+            assert_eq!(r.total_len, len);
+            assert!(owned(&r) <= size as usize);
+        }
+        let tail = ReadOptions {
+            offset: 200_000,
+            ..ReadOptions::default()
+        };
+        assert_eq!(v.read(2, 2, &tail).unwrap().data, &text[200_000..]);
+        assert_eq!(v.read(2, 2, &ReadOptions::default()).unwrap().data, text);
+        // Past the end: BAD_RANGE with the exact decompressed length.
+        for (offset, size) in [(len - 10, 11), (len + 1, 0), (u64::MAX, 2)] {
+            match v.read(2, 2, &ReadOptions::range(offset, size)) {
+                Err(VolumeError::BadRange {
+                    offset: o,
+                    size: s,
+                    len: l,
+                }) => {
+                    assert_eq!((o, s, l), (offset, size, len));
+                }
+                other => panic!("range {offset}+{size}: {other:?}"),
+            }
+        }
+        let past = ReadOptions {
+            offset: len + 1,
+            ..ReadOptions::default()
+        };
+        assert!(matches!(
+            v.read(2, 2, &past),
+            Err(VolumeError::BadRange { len: l, .. }) if l == len
+        ));
+    }
+
+    #[test]
+    fn gzip_needle_past_the_decompression_cap_is_too_large() {
+        let t = TmpDir::new("gzip-cap");
+        let base = t.0.join("4");
+        let mut w = Writer::create(&base, NeedleVersion::V3, OffsetWidth::Five, 0);
+        // 1 MiB more than the cap, as gzip members of 1 MiB each (about 1 KiB apiece).
+        let member = gzip(&[7; 1 << 20], flate2::Compression::best());
+        let members = (needle::MAX_DECOMPRESSED >> 20) as usize + 1;
+        w.put(&compressed(1, 1, &member.repeat(members)));
+        let v = Volume::open(&base).unwrap();
+        // Inside the cap: fine.
+        let r = v.read(1, 1, &ReadOptions::range(5 << 20, 2)).unwrap();
+        assert_eq!(r.data, [7, 7]);
+        // A range past the cap: walking to it would pass the cap.
+        let e = v
+            .read(1, 1, &ReadOptions::range(needle::MAX_DECOMPRESSED, 1))
+            .unwrap_err();
+        assert!(
+            matches!(e, VolumeError::TooLarge { needle: 1, limit, len }
+                if limit == needle::MAX_DECOMPRESSED && len > limit),
+            "{e:?}"
+        );
+        assert_eq!(
+            crate::seaweed::protocol::Status::from(&e),
+            crate::seaweed::protocol::Status::TooLarge
+        );
     }
 
     #[test]
