@@ -134,10 +134,15 @@ func TestReadsMatchHTTP(t *testing.T) {
 			if files[2].fid == wrongCookie {
 				wrongCookie = files[2].fid[:len(files[2].fid)-1] + "1"
 			}
-			for _, fid := range []string{deleted.fid, wrongCookie, "999,01637037d6"} {
+			for _, fid := range []string{deleted.fid, wrongCookie} {
 				if _, err := cl.ReadNeedle(ctx, c.VolumeServer, fid, 0, make([]byte, 10), ""); !errors.Is(err, seaweed.ErrNotFound) {
 					t.Fatalf("%s: %v, want ErrNotFound", fid, err)
 				}
+			}
+			// A volume the UCX server does not hold may be elsewhere: not "not found" here
+			// (over HTTP weed tells; TestVolumeNotOnServerFallsBack).
+			if _, err := cl.ReadNeedle(ctx, c.VolumeServer, "999,01637037d6", 0, make([]byte, 10), ""); err == nil || errors.Is(err, seaweed.ErrNotFound) {
+				t.Fatalf("unknown volume without the fallback: %v, want an error other than ErrNotFound", err)
 			}
 			st := cl.Stats()
 			if st.HTTP != 0 || st.UCX == 0 {
@@ -179,6 +184,10 @@ func TestVolumeNotOnServerFallsBack(t *testing.T) {
 	}
 	if st := cl.Stats(); st.FallbackServer != 2 || st.HTTP != 2 || st.UCX != 0 || st.FallbackProtocol != 0 {
 		t.Fatalf("stats %+v: want both reads answered INTERNAL and read over HTTP", st)
+	}
+	// A volume nobody holds: weed's 404.
+	if _, err := cl.ReadNeedle(ctx, c.VolumeServer, "999,01637037d6", 0, make([]byte, 10), ""); !errors.Is(err, seaweed.ErrNotFound) {
+		t.Fatalf("unknown volume: %v, want ErrNotFound from HTTP", err)
 	}
 	strict := newClient(t, seaweed.Options{Settings: map[string]string{"TLS": "tcp"}, NoFallback: true})
 	if _, err := strict.ReadNeedle(ctx, c.VolumeServer, files[0].fid, 0, make([]byte, 10), ""); err == nil || errors.Is(err, seaweed.ErrNotFound) {

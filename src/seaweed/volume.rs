@@ -652,17 +652,27 @@ fn load_state_once(base: &Path, width: OffsetWidth) -> Result<State, VolumeError
     Ok(st)
 }
 
-/// Applies the `.idx` bytes past what the map consumed.
+/// `.idx` rows read at a time (a large index is not read into memory whole).
+const IDX_ROWS_PER_READ: usize = 64 << 10;
+
+/// Applies the `.idx` bytes past what the map consumed, up to the file's length now (a
+/// half-written last row is left for later).
 fn follow_tail(st: &mut State, idx_path: &Path) -> Result<(), VolumeError> {
     let len = st.idx.metadata().map_err(io_err(idx_path))?.len();
-    let from = st.map.consumed();
-    if len <= from {
-        return Ok(());
+    let row = st.map.width().entry_size();
+    let mut buf = Vec::new();
+    loop {
+        let from = st.map.consumed();
+        let left = len.saturating_sub(from);
+        if left < row as u64 {
+            return Ok(());
+        }
+        buf.resize(left.min((IDX_ROWS_PER_READ * row) as u64) as usize, 0);
+        let got = read_up_to(&st.idx, &mut buf, from).map_err(io_err(idx_path))?;
+        if st.map.apply(&buf[..got]) == 0 {
+            return Ok(()); // the file shrank meanwhile
+        }
     }
-    let mut buf = vec![0u8; (len - from) as usize];
-    let got = read_up_to(&st.idx, &mut buf, from).map_err(io_err(idx_path))?;
-    st.map.apply(&buf[..got]);
-    Ok(())
 }
 
 /// Reads as much as is there (short at end of file).
@@ -683,16 +693,25 @@ fn read_up_to(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
 fn detect_offset_width(base: &Path) -> Result<OffsetWidth, VolumeError> {
     let idx_path = with_ext(base, "idx");
     let dat_path = with_ext(base, "dat");
-    let idx = std::fs::read(&idx_path).map_err(io_err(&idx_path))?;
+    let idx = File::open(&idx_path).map_err(io_err(&idx_path))?;
+    let idx_len = idx.metadata().map_err(io_err(&idx_path))?.len();
     let dat = File::open(&dat_path).map_err(io_err(&dat_path))?;
     let mut fits = Vec::new();
     for w in [OffsetWidth::Four, OffsetWidth::Five] {
-        if idx.len() % w.entry_size() != 0 {
+        let row = w.entry_size() as u64;
+        if idx_len % row != 0 {
             continue;
         }
-        let rows: Vec<_> = idx.chunks_exact(w.entry_size()).collect();
-        let sample = rows.iter().take(8).chain(rows.iter().rev().take(8));
-        let ok = sample.into_iter().all(|row| {
+        // The first and the last 8 rows (overlapping in a short index).
+        let sampled = (idx_len / row).min(8) * row;
+        let mut head = vec![0u8; sampled as usize];
+        let mut tail = vec![0u8; sampled as usize];
+        read_up_to(&idx, &mut head, 0).map_err(io_err(&idx_path))?;
+        read_up_to(&idx, &mut tail, idx_len - sampled).map_err(io_err(&idx_path))?;
+        let mut sample = head
+            .chunks_exact(w.entry_size())
+            .chain(tail.chunks_exact(w.entry_size()));
+        let ok = sample.all(|row| {
             let Ok(e) = super::index::IndexEntry::parse(row, w) else {
                 return false;
             };
@@ -1652,5 +1671,26 @@ mod tests {
         Writer::create(&t.0.join("3"), NeedleVersion::V3, OffsetWidth::Four, 0)
             .put(&needle(1, 1, b"three"));
         assert_eq!(dir.read(&FileId::new(3, 1, 1), &d).unwrap().data, b"three");
+    }
+
+    /// An index longer than one read's worth of rows loads whole, with either offset width
+    /// detected from its first and last rows.
+    #[test]
+    fn long_indexes_load_in_pieces() {
+        let rows = IDX_ROWS_PER_READ + 100;
+        for width in [OffsetWidth::Four, OffsetWidth::Five] {
+            let t = TmpDir::new("long-idx");
+            let mut w = Writer::create(&t.0.join("4"), NeedleVersion::V3, width, 0);
+            for id in 1..=rows as u64 {
+                w.put(&needle(id, 7, &id.to_le_bytes()));
+            }
+            std::fs::remove_file(with_ext(&t.0.join("4"), "vif")).ok();
+            let dir = VolumeDir::open(&t.0).unwrap();
+            let d = ReadOptions::default();
+            for id in [1, IDX_ROWS_PER_READ as u64, rows as u64] {
+                let r = dir.read(&FileId::new(4, id, 7), &d).unwrap();
+                assert_eq!(r.data, id.to_le_bytes(), "{width:?} needle {id}");
+            }
+        }
     }
 }
