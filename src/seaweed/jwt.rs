@@ -1,8 +1,8 @@
 //! Read JWTs as SeaweedFS checks them (`weed/security/jwt.go`, `guard.go`): HMAC-signed (HS256,
-//! HS384 or HS512) tokens whose `fid` claim must equal the file id (`vid,<needle><cookie>`, no
-//! `_delta` suffix or extension) and whose `exp` / `nbf` must hold. The key comes from weed's
-//! `security.toml` (`[jwt.signing.read] key`), looked up where weed looks ([`weed_config_dirs`]),
-//! or from `WEED_JWT_SIGNING_READ_KEY`.
+//! HS384 or HS512) tokens whose `fid` claim must name the file id (`vid,<needle><cookie>`, no
+//! `_delta` suffix or extension; see [`ReadKey::verify`] for ids with a delta) and whose `exp` /
+//! `nbf` must hold. The key comes from weed's `security.toml` (`[jwt.signing.read] key`), looked
+//! up where weed looks ([`weed_config_dirs`]), or from `WEED_JWT_SIGNING_READ_KEY`.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::{Sha256, Sha384, Sha512};
+
+use crate::seaweed::fid::FileId;
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,7 +31,7 @@ pub enum JwtError {
     /// `exp` has passed or `nbf` has not come.
     #[error("token expired or not yet valid")]
     Expired,
-    /// The `fid` claim names another file.
+    /// The `fid` claim names another file (one that does not cover the requested id).
     #[error("token is for file {0:?}")]
     WrongFid(String),
 }
@@ -92,8 +94,10 @@ impl ReadKey {
         Ok(None)
     }
 
-    /// Checks `token` for file `fid` (`vid,<needle><cookie>`) at `now` (unix seconds).
-    pub fn verify(&self, token: &[u8], fid: &str, now: u64) -> Result<(), JwtError> {
+    /// Checks `token` for file `fid` at `now` (unix seconds). The `fid` claim may also name a
+    /// smaller needle id of the same volume and cookie: weed strips a file id's `_delta` before
+    /// comparing, so a token for the base id reads every `base_delta` (`fid` carries the sum).
+    pub fn verify(&self, token: &[u8], fid: &FileId, now: u64) -> Result<(), JwtError> {
         if self.0.is_empty() {
             return Ok(());
         }
@@ -133,7 +137,7 @@ impl ReadKey {
             return Err(JwtError::Expired);
         }
         match claims.get("fid").and_then(|f| f.as_str()) {
-            Some(claimed) if claimed == fid => Ok(()),
+            Some(claimed) if claim_covers(claimed, fid) => Ok(()),
             other => Err(JwtError::WrongFid(other.unwrap_or_default().to_string())),
         }
     }
@@ -183,6 +187,25 @@ pub fn weed_config_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// Whether a token whose `fid` claim is `claimed` lets one read `fid`, as weed decides.
+///
+/// weed's volume server (`maybeCheckJwtAuthorization`) compares the claim with the URL's file id
+/// after stripping its `_delta` suffix, so a token for the base id `V,KC` reads `V,(K+delta)C`
+/// for every delta. The request carries the needle id with the delta already added (the client
+/// resolved it), so the server cannot strip it; accepting a claim of the same volume and cookie
+/// whose needle id is at most the requested one gives weed's effect. (weed's addition wraps at
+/// 2^64; a wrapping delta, which weed's assign never hands out, is refused here.) The claim
+/// itself must be a plain `vid,key` as weed formats it, with no delta or extension.
+fn claim_covers(claimed: &str, fid: &FileId) -> bool {
+    let Ok(base) = FileId::parse(claimed) else {
+        return false;
+    };
+    base.to_string() == claimed
+        && base.volume_id == fid.volume_id
+        && base.cookie == fid.cookie
+        && base.needle_id <= fid.needle_id
+}
+
 /// Length of `header.claims`, the signed part of a token.
 fn header_len(token: &str) -> usize {
     token.rfind('.').unwrap_or(0)
@@ -212,21 +235,22 @@ mod tests {
     #[test]
     fn accepts_and_refuses_like_weed() {
         let key = ReadKey::new("test-read-signing-key-0123456789");
+        let fid = FileId::parse(FID).unwrap();
         let now = 1_800_000_000;
         let good = key.mint(FID, now + 60);
-        assert_eq!(key.verify(good.as_bytes(), FID, now), Ok(()));
-        assert_eq!(key.verify(b"", FID, now), Err(JwtError::Missing));
+        assert_eq!(key.verify(good.as_bytes(), &fid, now), Ok(()));
+        assert_eq!(key.verify(b"", &fid, now), Err(JwtError::Missing));
         assert_eq!(
-            key.verify(key.mint(FID, now - 1).as_bytes(), FID, now),
+            key.verify(key.mint(FID, now - 1).as_bytes(), &fid, now),
             Err(JwtError::Expired)
         );
         assert!(matches!(
-            key.verify(key.mint("7,0288e07130", now + 60).as_bytes(), FID, now),
+            key.verify(key.mint("7,0288e07130", now + 60).as_bytes(), &fid, now),
             Err(JwtError::WrongFid(_))
         ));
         let other = ReadKey::new("another key");
         assert_eq!(
-            key.verify(other.mint(FID, now + 60).as_bytes(), FID, now),
+            key.verify(other.mint(FID, now + 60).as_bytes(), &fid, now),
             Err(JwtError::Signature)
         );
         for garbage in [
@@ -235,10 +259,50 @@ mod tests {
             b"a.b.c.d",
             &[0xff, 0xfe, b'.', b'.'][..],
         ] {
-            assert!(key.verify(garbage, FID, now).is_err());
+            assert!(key.verify(garbage, &fid, now).is_err());
         }
         // No key: nothing is checked.
-        assert_eq!(ReadKey::new("").verify(b"", FID, now), Ok(()));
+        assert_eq!(ReadKey::new("").verify(b"", &fid, now), Ok(()));
+    }
+
+    /// weed strips a URL's `_delta` before comparing the claim, so a token for the base id reads
+    /// every `base_delta`; the request carries the sum, so the server accepts a claim of the same
+    /// volume and cookie with a needle id not above the requested one, and nothing else.
+    #[test]
+    fn a_token_for_the_base_fid_reads_its_deltas() {
+        let key = ReadKey::new("test-read-signing-key-0123456789");
+        let now = 1_800_000_000;
+        let token = |claim: &str| key.mint(claim, now + 60);
+        let verify = |claim: &str, fid: &str| {
+            key.verify(token(claim).as_bytes(), &FileId::parse(fid).unwrap(), now)
+        };
+        // "7,0188e07130_5" is needle 6: read with the base fid's token, as weed allows.
+        for read in [
+            "7,0188e07130_0",
+            "7,0188e07130_1",
+            "7,0188e07130_5",
+            "7,0788e07130",
+        ] {
+            assert_eq!(verify(FID, read), Ok(()), "{read}");
+        }
+        let wrong = |claim: &str, read: &str| {
+            assert!(
+                matches!(verify(claim, read), Err(JwtError::WrongFid(_))),
+                "{claim} read {read}"
+            );
+        };
+        // Another cookie, another volume, a larger needle id.
+        wrong("7,0188e07131", "7,0188e07130_5");
+        wrong("8,0188e07130", "7,0188e07130_5");
+        wrong("7,0788e07130", "7,0188e07130_5");
+        wrong("7,0788e07130", FID);
+        // The claim is a plain fid as weed formats it: no delta, extension or other spelling.
+        wrong("7,0188e07130_0", FID);
+        wrong("7,0188e07130.jpg", FID);
+        wrong("7,188e07130", FID);
+        wrong("", FID);
+        // A delta that wraps past 2^64 (never assigned by weed) is not covered.
+        wrong("7,ffffffffffffffff88e07130", "7,ffffffffffffffff88e07130_1");
     }
 
     #[test]

@@ -676,7 +676,7 @@ impl Answerer {
         let refused = self
             .read_key
             .as_ref()
-            .and_then(|key| key.verify(&request.jwt, &fid.to_string(), unix_now()).err());
+            .and_then(|key| key.verify(&request.jwt, &fid, unix_now()).err());
         let (mut reply, payload) = match refused {
             Some(why) => {
                 log::debug!("read of {fid} refused: {why}");
