@@ -28,7 +28,7 @@ pub enum JwtError {
     /// The signature does not match the key.
     #[error("bad signature")]
     Signature,
-    /// `exp` has passed or `nbf` has not come.
+    /// `exp` has come (a token is valid while now < `exp`) or `nbf` has not.
     #[error("token expired or not yet valid")]
     Expired,
     /// The `fid` claim names another file (one that does not cover the requested id).
@@ -131,7 +131,8 @@ impl ReadKey {
         }
         let claims: serde_json::Value = decode_json(claims)?;
         let number = |name: &str| claims.get(name).and_then(|v| v.as_f64());
-        if number("exp").is_some_and(|exp| (now as f64) > exp)
+        // As golang-jwt v5 (weed's): valid while now < exp, and from nbf on.
+        if number("exp").is_some_and(|exp| (now as f64) >= exp)
             || number("nbf").is_some_and(|nbf| (now as f64) < nbf)
         {
             return Err(JwtError::Expired);
@@ -261,6 +262,17 @@ mod tests {
         ] {
             assert!(key.verify(garbage, &fid, now).is_err());
         }
+        // golang-jwt v5 (weed's) takes a token as valid while now < exp: not at exp itself.
+        let exp = key.mint(FID, now);
+        assert_eq!(key.verify(exp.as_bytes(), &fid, now - 1), Ok(()));
+        assert_eq!(
+            key.verify(exp.as_bytes(), &fid, now),
+            Err(JwtError::Expired)
+        );
+        assert_eq!(
+            key.verify(exp.as_bytes(), &fid, now + 1),
+            Err(JwtError::Expired)
+        );
         // No key: nothing is checked.
         assert_eq!(ReadKey::new("").verify(b"", &fid, now), Ok(()));
     }
