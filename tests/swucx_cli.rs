@@ -1,7 +1,8 @@
 //! The `swucx` binary: `swucx serve` stops cleanly on SIGTERM and SIGINT, takes the read-JWT key
-//! from weed's configuration the way weed finds it, and refuses transports whose active-message
-//! headers are too short for the protocol; `swucx read` reads through it. The volume is written
-//! here in weed's format (no weed needed). Every process started is killed by PID on drop, and
+//! from weed's configuration the way weed finds it (or a flag or key file; warning when there is
+//! none, refusing an empty one), and refuses transports whose active-message headers are too
+//! short for the protocol; `swucx read` reads through it. The volume is written here in weed's
+//! format (no weed needed). Every process started is killed by PID on drop, and
 //! waits are bounded.
 
 use std::io::BufRead;
@@ -299,7 +300,19 @@ fn serve_takes_the_read_key_from_weeds_configuration() {
         serve.signal(libc::SIGTERM);
         assert!(serve.wait().success());
         assert!(out.status.success(), "no key: {}", stderr(&out));
-        assert!(!serve.stderr().contains("read JWTs required"));
+        let log = serve.stderr();
+        assert!(!log.contains("read JWTs required"), "{log}");
+        // Said loudly, with where it looked.
+        let home_file = setup.tmp.0.join(".seaweedfs/security.toml");
+        for line in [
+            "WARNING: read JWTs are NOT checked",
+            "WEED_JWT_SIGNING_READ_KEY",
+            "./security.toml",
+            &home_file.display().to_string(),
+            "/etc/seaweedfs/security.toml",
+        ] {
+            assert!(log.contains(line), "no key: no {line:?}:\n{log}");
+        }
     }
     // $HOME/.seaweedfs/security.toml.
     let home = setup.tmp.0.join(".seaweedfs");
@@ -317,6 +330,48 @@ fn serve_takes_the_read_key_from_weeds_configuration() {
     // --jwt-read-key wins over everything.
     let flag = ["--jwt-read-key", "flag-key"];
     check(&flag, &env, "flag-key", "--jwt-read-key", "env-key");
+    // So does --jwt-read-key-file, whose trailing newline is not part of the key.
+    let key_file = setup.tmp.0.join("read.key");
+    std::fs::write(&key_file, "file-key\n").unwrap();
+    let path = key_file.display().to_string();
+    let source = format!("--jwt-read-key-file {path}");
+    check(
+        &["--jwt-read-key-file", &path],
+        &env,
+        "file-key",
+        &source,
+        "env-key",
+    );
+}
+
+/// An empty key would check nothing: `swucx serve` refuses to start with one, given by flag or
+/// file, and with both flags or an unreadable key file.
+#[test]
+fn serve_refuses_an_empty_or_ambiguous_read_key() {
+    let setup = Setup::new("jwt-refused");
+    let empty_file = setup.tmp.0.join("empty.key");
+    std::fs::write(&empty_file, "\n").unwrap();
+    let empty_file = empty_file.display().to_string();
+    let missing_file = setup.tmp.0.join("missing.key").display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--jwt-read-key", ""], "--jwt-read-key: the key is empty"),
+        (
+            &["--jwt-read-key-file", &empty_file],
+            "the key is empty, which would check no read JWT",
+        ),
+        (&["--jwt-read-key-file", &missing_file], &missing_file),
+        (
+            &["--jwt-read-key", "k", "--jwt-read-key-file", &empty_file],
+            "cannot be used with",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut serve = setup.serve(args, &[]);
+        let status = serve.wait();
+        let log = serve.stderr();
+        assert!(serve.addr.is_none() && !status.success(), "{args:?}: {log}");
+        assert!(log.contains(want), "{args:?}: no {want:?}:\n{log}");
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! swucx serve --dir VOLUME_DIR[,VOLUME_DIR...] [--listen IP:PORT] [--threads N]
+//!             [--jwt-read-key-file PATH]
 //! swucx read --server IP:PORT FID [--offset N] [--size N] [-o FILE]
 //! ```
 //! Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES). Logging: RUST_LOG (default
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use swucx::Context;
-use swucx::seaweed::{FileId, NeedleClient, NeedleServer, ReadKey, VolumeDir};
+use swucx::seaweed::{FileId, NeedleClient, NeedleServer, ReadKey, VolumeDir, weed_config_dirs};
 
 #[derive(Parser)]
 #[command(name = "swucx", version, about = "SeaweedFS needle reads over UCX")]
@@ -39,9 +40,15 @@ enum Command {
         listen: SocketAddr,
         /// Require read JWTs signed with this key (default: weed's own configuration:
         /// WEED_JWT_SIGNING_READ_KEY, else `[jwt.signing.read] key` in the first security.toml in
-        /// ./, $HOME/.seaweedfs/, /usr/local/etc/seaweedfs/, /etc/seaweedfs/).
+        /// ./, $HOME/.seaweedfs/, /usr/local/etc/seaweedfs/, /etc/seaweedfs/). Other local users
+        /// can read a command line (/proc/PID/cmdline): prefer --jwt-read-key-file. An empty key
+        /// is refused.
         #[arg(long)]
         jwt_read_key: Option<String>,
+        /// Require read JWTs signed with the key in this file (its content, trailing newline
+        /// removed), which keeps the key off the command line.
+        #[arg(long, value_name = "PATH", conflicts_with = "jwt_read_key")]
+        jwt_read_key_file: Option<std::path::PathBuf>,
         /// Do not let clients on this host copy payloads out of this process's memory (direct
         /// reads, docs/protocol.md); every payload then moves through UCX.
         #[arg(long)]
@@ -85,23 +92,80 @@ extern "C" fn on_signal(signal: libc::c_int) {
     STOP.store(true, Ordering::Release);
 }
 
+/// Where `swucx serve` takes the read key from: a flag, or weed's configuration.
+enum KeyOption {
+    /// `--jwt-read-key KEY`.
+    Flag(String),
+    /// `--jwt-read-key-file PATH`.
+    File(std::path::PathBuf),
+    /// Neither: as weed finds it ([`ReadKey::from_weed_config`]).
+    WeedConfig,
+}
+
+/// The read key and a description of where it came from, or `None` when none is configured
+/// anywhere. An empty key given by flag or file is an error: it would check nothing.
+fn read_key(option: KeyOption) -> Result<Option<(ReadKey, String)>, String> {
+    let (key, source) = match option {
+        KeyOption::Flag(key) => (key.into_bytes(), "--jwt-read-key".to_string()),
+        KeyOption::File(path) => {
+            let mut key = std::fs::read(&path)
+                .map_err(|e| format!("--jwt-read-key-file {}: {e}", path.display()))?;
+            if key.ends_with(b"\n") {
+                key.pop();
+                if key.ends_with(b"\r") {
+                    key.pop();
+                }
+            }
+            (key, format!("--jwt-read-key-file {}", path.display()))
+        }
+        KeyOption::WeedConfig => {
+            return Ok(ReadKey::from_weed_config()?.map(|(key, src)| (key, src.to_string())));
+        }
+    };
+    if key.is_empty() {
+        return Err(format!(
+            "{source}: the key is empty, which would check no read JWT; give the key, or omit \
+             the option to use weed's configuration"
+        ));
+    }
+    Ok(Some((ReadKey::new(key), source)))
+}
+
+/// The warning `swucx serve` prints when no read key is configured: every needle is then served
+/// without a token, which an operator whose weed requires read JWTs must notice.
+fn unchecked_warning() -> String {
+    let files: Vec<_> = weed_config_dirs()
+        .iter()
+        .map(|dir| dir.join("security.toml"))
+        .collect();
+    let found = match files.iter().find(|file| file.exists()) {
+        Some(file) => format!("; {} exists but sets no read key", file.display()),
+        None => String::new(),
+    };
+    let looked: Vec<_> = files.iter().map(|f| f.display().to_string()).collect();
+    format!(
+        "swucx serve: WARNING: read JWTs are NOT checked: every needle is served to any client. \
+         No read key: none given by --jwt-read-key or --jwt-read-key-file, none in \
+         WEED_JWT_SIGNING_READ_KEY, and no [jwt.signing.read] key in the first security.toml \
+         among {}{found}",
+        looked.join(", ")
+    )
+}
+
 fn serve(
     dirs: Vec<std::path::PathBuf>,
     listen: SocketAddr,
-    key: Option<String>,
+    key: KeyOption,
     direct_reads: bool,
     threads: u16,
 ) -> Result<(), String> {
+    let key = read_key(key)?;
     let shown = dirs
         .iter()
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(",");
     let volumes = VolumeDir::open_all(dirs).map_err(|e| format!("{shown}: {e}"))?;
-    let key = match key {
-        Some(key) => Some((ReadKey::new(key), "--jwt-read-key".to_string())),
-        None => ReadKey::from_weed_config()?.map(|(key, source)| (key, source.to_string())),
-    };
     let context = server_context(direct_reads)?;
     let mut server = NeedleServer::bind(&context, volumes, listen)
         .map_err(|e| format!("listen {listen}: {e}"))?
@@ -111,9 +175,12 @@ fn serve(
     if direct_reads {
         swucx::seaweed::direct::allow_direct_reads();
     }
-    if let Some((key, source)) = key {
-        eprintln!("swucx serve: read JWTs required (key from {source})");
-        server = server.with_read_key(key);
+    match key {
+        Some((key, source)) => {
+            eprintln!("swucx serve: read JWTs required (key from {source})");
+            server = server.with_read_key(key);
+        }
+        None => eprintln!("{}", unchecked_warning()),
     }
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     println!(
@@ -188,9 +255,17 @@ fn main() -> ExitCode {
             dir,
             listen,
             jwt_read_key,
+            jwt_read_key_file,
             no_direct_reads,
             threads,
-        } => serve(dir, listen, jwt_read_key, !no_direct_reads, threads),
+        } => {
+            let key = match (jwt_read_key, jwt_read_key_file) {
+                (Some(key), _) => KeyOption::Flag(key),
+                (None, Some(path)) => KeyOption::File(path),
+                (None, None) => KeyOption::WeedConfig,
+            };
+            serve(dir, listen, key, !no_direct_reads, threads)
+        }
         Command::Read {
             server,
             fid,
