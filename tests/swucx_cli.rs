@@ -374,6 +374,46 @@ fn serve_refuses_an_empty_or_ambiguous_read_key() {
     }
 }
 
+/// `swucx serve` leaves the kernel's ptrace rules alone unless asked, and says at start who can
+/// make direct reads under them.
+#[test]
+fn serve_says_who_may_make_direct_reads() {
+    let setup = Setup::new("ptrace");
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .and_then(|s| s.trim().parse::<u8>().ok());
+    let start = |args: &[&str]| {
+        let mut serve = setup.serve(args, &[]);
+        // A read first: the address is printed just before the signal handlers are installed.
+        let out = setup.read(serve.addr(), &[], &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serve.signal(libc::SIGTERM);
+        assert!(serve.wait().success());
+        serve.stderr()
+    };
+    let log = start(&[]);
+    let want = match scope {
+        None => "direct reads: no Yama: processes of this user",
+        Some(0) => "direct reads: Yama ptrace_scope 0: processes of this user",
+        Some(1) => "direct reads: Yama ptrace_scope 1: clients cannot read",
+        Some(_) => "direct reads: Yama ptrace_scope",
+    };
+    assert!(log.contains(want), "no {want:?}:\n{log}");
+    assert!(!log.contains("PR_SET_PTRACER_ANY set"), "{log}");
+    // Asked for, it is tried (without Yama the kernel refuses it: nothing to widen).
+    let log = start(&["--direct-reads-ptracer-any"]);
+    let want = match scope {
+        None => "PR_SET_PTRACER_ANY not set",
+        Some(_) => "PR_SET_PTRACER_ANY set",
+    };
+    assert!(log.contains(want), "no {want:?}:\n{log}");
+    // No direct reads, nothing to say about them.
+    let log = start(&["--no-direct-reads"]);
+    assert!(!log.contains("direct reads:"), "{log}");
+    let mut serve = setup.serve(&["--no-direct-reads", "--direct-reads-ptracer-any"], &[]);
+    assert!(!serve.wait().success() && serve.stderr().contains("cannot be used with"));
+}
+
 #[test]
 fn transports_with_short_am_headers_are_refused() {
     let setup = Setup::new("amheader");

@@ -78,6 +78,28 @@ func TestFetchReadsDirectlyOnlyWhenTrusted(t *testing.T) {
 	}
 }
 
+// A probe whose direct read the kernel refuses (EPERM under Yama's ptrace_scope 1; here an
+// unmapped address) delivers what UCX received and turns direct reads off for the connection.
+func TestRefusedProbeFallsBackToUCX(t *testing.T) {
+	src := make([]byte, 4096)
+	for i := range src {
+		src[i] = byte(i*5 + 3)
+	}
+	dst := make([]byte, len(src))
+	received := 0
+	receive := func() (int, error) { received++; return copy(dst, src), nil }
+	yes := func() bool { return true }
+	var d directState
+	unreadable := &peerRange{addr: 8, pid: os.Getpid()}
+	if n, direct, err := d.fetch(unreadable, dst, yes, receive); n != len(src) || direct || err != nil || !bytes.Equal(dst, src) || d.mode() != directOff {
+		t.Fatalf("refused probe: n %d direct %v err %v mode %v", n, direct, err, d.mode())
+	}
+	clear(dst)
+	if n, direct, err := d.fetch(own(src), dst, yes, receive); n != len(src) || direct || err != nil || received != 2 || !bytes.Equal(dst, src) {
+		t.Fatalf("after a refused probe: n %d direct %v err %v received %d", n, direct, err, received)
+	}
+}
+
 func TestOnSharedMemory(t *testing.T) {
 	if !onSharedMemory([]string{"tcp/lo", "posix/memory"}) || onSharedMemory([]string{"tcp/lo"}) || onSharedMemory(nil) {
 		t.Fatal("onSharedMemory")

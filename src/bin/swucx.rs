@@ -53,6 +53,13 @@ enum Command {
         /// reads, docs/protocol.md); every payload then moves through UCX.
         #[arg(long)]
         no_direct_reads: bool,
+        /// Where Yama's kernel.yama.ptrace_scope is 1 (Ubuntu's default), let clients make direct
+        /// reads by letting ANY process of this user ptrace this daemon (PR_SET_PTRACER_ANY).
+        /// RISK: every such process can then read the read key and every mapped needle, and
+        /// write this process's memory. Without it, clients there get EPERM and receive payloads
+        /// through UCX instead; the kernel's rules are left as they are.
+        #[arg(long, conflicts_with = "no_direct_reads")]
+        direct_reads_ptracer_any: bool,
         /// Threads serving reads, each with a UCX worker of its own; new connections are dealt
         /// to them in turn (one connection is served by one thread).
         #[arg(long, default_value_t = 1,
@@ -157,6 +164,7 @@ fn serve(
     listen: SocketAddr,
     key: KeyOption,
     direct_reads: bool,
+    ptracer_any: bool,
     threads: u16,
 ) -> Result<(), String> {
     let key = read_key(key)?;
@@ -173,7 +181,7 @@ fn serve(
         .with_threads(threads.into())
         .map_err(|e| format!("{threads} threads: {e}"))?;
     if direct_reads {
-        swucx::seaweed::direct::allow_direct_reads();
+        direct_read_access(ptracer_any);
     }
     match key {
         Some((key, source)) => {
@@ -202,6 +210,45 @@ fn serve(
     // Each thread logged whether every reply finished or which connections it closed.
     eprintln!("swucx serve: stopped on {signal}");
     Ok(())
+}
+
+/// Says who can make direct reads from this daemon under the kernel's ptrace rules, and widens
+/// them with `PR_SET_PTRACER_ANY` only when the operator asked (`--direct-reads-ptracer-any`).
+fn direct_read_access(ptracer_any: bool) {
+    use swucx::seaweed::direct::{allow_any_ptracer, yama_ptrace_scope};
+    let scope = yama_ptrace_scope();
+    if ptracer_any {
+        match allow_any_ptracer() {
+            Ok(()) if scope == Some(1) => log::warn!(
+                "direct reads: PR_SET_PTRACER_ANY set (--direct-reads-ptracer-any): under Yama \
+                 ptrace_scope 1, ANY process of this user may now ptrace this daemon: read its \
+                 read key and every mapped needle, and write its memory"
+            ),
+            Ok(()) => log::info!("direct reads: PR_SET_PTRACER_ANY set"),
+            Err(e) => log::info!("direct reads: PR_SET_PTRACER_ANY not set: {e}"),
+        }
+    }
+    match scope {
+        None | Some(0) => log::info!(
+            "direct reads: {}: processes of this user on this host can read this daemon's \
+             memory anyway (ptrace rules), so they make direct reads",
+            scope.map_or("no Yama".to_string(), |s| format!("Yama ptrace_scope {s}"))
+        ),
+        Some(1) if ptracer_any => {}
+        Some(1) => log::info!(
+            "direct reads: Yama ptrace_scope 1: clients cannot read this daemon's memory \
+             (EPERM) and receive payloads through UCX instead; --direct-reads-ptracer-any would \
+             let them, and every process of this user ptrace this daemon"
+        ),
+        Some(2) => log::info!(
+            "direct reads: Yama ptrace_scope 2: only clients with CAP_SYS_PTRACE make direct \
+             reads; the others receive payloads through UCX"
+        ),
+        Some(s) => log::info!(
+            "direct reads: Yama ptrace_scope {s}: no client can read this daemon's memory; \
+             payloads move through UCX"
+        ),
+    }
 }
 
 /// The daemon's UCX context. Direct reads take clients on this host off the rendezvous path, so
@@ -257,6 +304,7 @@ fn main() -> ExitCode {
             jwt_read_key,
             jwt_read_key_file,
             no_direct_reads,
+            direct_reads_ptracer_any,
             threads,
         } => {
             let key = match (jwt_read_key, jwt_read_key_file) {
@@ -264,7 +312,14 @@ fn main() -> ExitCode {
                 (None, Some(path)) => KeyOption::File(path),
                 (None, None) => KeyOption::WeedConfig,
             };
-            serve(dir, listen, key, !no_direct_reads, threads)
+            serve(
+                dir,
+                listen,
+                key,
+                !no_direct_reads,
+                direct_reads_ptracer_any,
+                threads,
+            )
         }
         Command::Read {
             server,

@@ -9,7 +9,9 @@
 //! on connections whose endpoint UCX put on shared memory, and trusted only after one probe: the
 //! first such payload is received through UCX and read directly as well, and the two must agree
 //! (a server in another pid namespace, or a kernel that refuses `process_vm_readv`, fails the
-//! probe and the connection goes on without direct reads). See docs/protocol.md.
+//! probe and the connection goes on without direct reads). Who may read the server is the
+//! kernel's ptrace rule ([`yama_ptrace_scope`]); the server does not widen it unless its host asks
+//! ([`allow_any_ptracer`]). See docs/protocol.md.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -43,16 +45,32 @@ pub fn read_peer_memory(from: DirectPayload, dst: &mut [u8]) -> std::io::Result<
     Ok(())
 }
 
-/// Lets processes of the same user read this one's memory (`PR_SET_PTRACER_ANY`) where the
-/// Yama security module restricts that to ancestors (`kernel.yama.ptrace_scope` = 1, Ubuntu's
-/// default), so that clients on this host can make direct reads. A no-op without Yama, and
-/// unnecessary as root. `swucx serve` calls it; an embedding host decides for itself.
-pub fn allow_direct_reads() {
-    // SAFETY: prctl with integer arguments only; failure (EINVAL without Yama) changes nothing.
+/// The Yama security module's `kernel.yama.ptrace_scope`, which decides who may read this
+/// process's memory (and so make direct reads): `None` without Yama (classic ptrace rules: any
+/// process of the same user, unless this one is not dumpable), 0 the same, 1 only ancestors
+/// (Ubuntu's default) and processes this one names with `PR_SET_PTRACER`, 2 only processes with
+/// `CAP_SYS_PTRACE`, 3 none. Clients refused (`EPERM`) receive payloads through UCX instead.
+pub fn yama_ptrace_scope() -> Option<u8> {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Lets **any** process of the same user ptrace this one (`PR_SET_PTRACER_ANY`) where Yama's
+/// `ptrace_scope` is 1, so that clients on this host can make direct reads. That also lets every
+/// such process read all of this process's memory (keys, every mapped needle) and write it, which
+/// scope 1 exists to prevent: only for a host that accepts it (`swucx serve
+/// --direct-reads-ptracer-any`). Without Yama it fails (`EINVAL`) and changes nothing; under
+/// scope 0 it is unneeded, and under 2 and 3 it does not help.
+pub fn allow_any_ptracer() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only; on failure nothing changes.
     let rc = unsafe { libc::prctl(libc::PR_SET_PTRACER, libc::PR_SET_PTRACER_ANY, 0, 0, 0) };
     if rc != 0 {
-        log::debug!("PR_SET_PTRACER: {}", std::io::Error::last_os_error());
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 /// Whether a connection reads payloads directly: not yet known, trusted, or off.
@@ -217,6 +235,22 @@ mod tests {
         let got = state.probe(own(&src), 1000, || Ok::<_, ()>(src[..1000].to_vec()));
         assert_eq!(got.unwrap(), &src[..1000]);
         assert_eq!(state.mode(), DirectMode::On);
+
+        // A probe whose direct read is refused (EPERM under Yama; here an unmapped address)
+        // delivers what UCX received and turns direct reads off for the connection.
+        let refused = DirectState::new(true);
+        let unreadable = DirectPayload {
+            address: 8,
+            pid: std::process::id(),
+        };
+        let got = refused.fetch(
+            unreadable,
+            1000,
+            || true,
+            || Ok::<_, ()>(src[..1000].to_vec()),
+        );
+        assert_eq!(got, Ok((src[..1000].to_vec(), false)));
+        assert_eq!(refused.mode(), DirectMode::Off, "a refused probe: off");
 
         let other = DirectState::new(true);
         let _ = other.probe(own(&src), 1000, || Ok::<_, ()>(src[1..1001].to_vec()));
