@@ -52,6 +52,8 @@ pub(crate) struct EndpointInner {
     shared: Arc<EpShared>,
     peer: Option<SocketAddr>,
     closed_by_us: AtomicBool,
+    /// [`Endpoint::on_shared_memory`]'s answer, once asked.
+    on_shared_memory: OnceLock<bool>,
 }
 
 /// A connection to one peer. Cheap to clone; `Send + Sync` (the worker is MULTI-threaded).
@@ -212,6 +214,7 @@ impl Worker {
             shared,
             peer,
             closed_by_us: AtomicBool::new(false),
+            on_shared_memory: OnceLock::new(),
         });
         self.0
             .endpoints
@@ -378,6 +381,19 @@ impl Endpoint {
         }
         let text = String::from_utf8_lossy(&buf[..(n as usize).min(buf.len() - 1)]);
         Ok(parse_ep_info(&text))
+    }
+
+    /// Whether UCX put this endpoint on a shared-memory transport
+    /// ([`TransportUse::is_shared_memory`]: the peer is on this host). Read from
+    /// [`transports`](Endpoint::transports) on the first call and remembered for every clone,
+    /// since the report costs a formatted dump: ask once wireup is done (the peer has answered),
+    /// after which the lanes do not change. False if the report cannot be read (a failed or
+    /// closed endpoint).
+    pub fn on_shared_memory(&self) -> bool {
+        *self.0.on_shared_memory.get_or_init(|| {
+            self.transports()
+                .is_ok_and(|t| t.iter().any(TransportUse::is_shared_memory))
+        })
     }
 
     /// Flushes the endpoint: every RMA operation issued before completes at the target.

@@ -1,8 +1,9 @@
 //! The embedding back end: a host supplies needle bytes through `NeedleSource`, and clients read
 //! them over UCX (tcp and shm) exactly, with the host's error statuses and the read-JWT check.
-//! Also: `Stale` replies are retryable and retried a bounded number of times, stopping a
-//! server still delivers the read it is serving, malformed requests are refused, and a client
-//! that does not take its replies is held to an in-flight limit and cannot block a stop.
+//! Also: the direct-read trailer goes only to clients on shared memory, `Stale` replies are
+//! retryable and retried a bounded number of times, stopping a server still delivers the read
+//! it is serving, malformed requests are refused, and a client that does not take its replies
+//! is held to an in-flight limit and cannot block a stop.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
@@ -12,12 +13,13 @@ use std::time::{Duration, Instant};
 use swucx::seaweed::needle::{crc32c, legacy_crc};
 use swucx::seaweed::protocol::{
     AM_ID_READ, AM_ID_READ_REPLY, MAX_HEADER_LEN, ReadFlags, ReadReply, ReadRequest, Status,
+    VERSION,
 };
 use swucx::seaweed::server::MAX_IN_FLIGHT_PER_CONNECTION;
 use swucx::seaweed::{
     ClientError, FileId, NeedleClient, NeedleError, NeedleServer, NeedleSource, ReadKey,
 };
-use swucx::{AmFlags, AmQueue, Context, Payload, Worker};
+use swucx::{AmDesc, AmFlags, AmQueue, CloseMode, Context, Payload, Worker};
 
 /// A host's store: whole files by (volume, needle, cookie).
 struct MapSource(HashMap<(u32, u64, u32), Vec<u8>>);
@@ -155,6 +157,77 @@ fn host_supplied_bytes_over_tcp_and_shm() {
         drop(client);
         serving.stop().expect("server run");
     }
+}
+
+/// Sends `request` to `addr` over a bare connection from a context on `tls` and returns the
+/// reply, its rendezvous payload released unreceived (as after a direct read), and whether the
+/// payload came by rendezvous.
+fn raw_read(tls: &str, addr: std::net::SocketAddr, request: &ReadRequest) -> (ReadReply, bool) {
+    let context = context_on(tls);
+    let worker = Worker::new(&context).unwrap();
+    let replies: Arc<Mutex<Vec<(ReadReply, AmDesc)>>> = Arc::default();
+    let sink = replies.clone();
+    worker
+        .set_am_handler(AM_ID_READ_REPLY, move |msg| {
+            if let Ok(reply) = ReadReply::decode(msg.header()) {
+                sink.lock().unwrap().push((reply, msg.keep()));
+            }
+        })
+        .unwrap();
+    let ep = worker.connect(addr).unwrap();
+    let flags = AmFlags::REPLY | AmFlags::EAGER;
+    let send = ep
+        .am_send(AM_ID_READ, request.encode().unwrap(), Vec::new(), flags)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replies.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "{tls}: no reply");
+        worker.progress();
+    }
+    drop(send);
+    let (reply, desc) = replies.lock().unwrap().pop().unwrap();
+    let rendezvous = desc.is_rendezvous();
+    drop(desc);
+    ep.close(CloseMode::Flush).unwrap();
+    (reply, rendezvous)
+}
+
+/// The direct-read trailer (the payload's address and the server's pid) goes only to clients
+/// whose connection is on shared memory: one over tcp that asks for it gets a plain reply.
+#[test]
+fn direct_trailer_only_over_shared_memory() {
+    let (files, source) = sample_files();
+    let (fid, data) = &files[3];
+    assert!(data.len() >= 65536, "a rendezvous payload");
+    let server = NeedleServer::bind_source(
+        &context_on("posix,sysv,cma,self,tcp"),
+        Arc::new(source),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = server.spawn();
+    let request = ReadRequest {
+        version: VERSION,
+        request_id: 7,
+        volume_id: fid.volume_id,
+        needle_id: fid.needle_id,
+        cookie: fid.cookie,
+        offset: 0,
+        size: 0,
+        flags: ReadFlags::DIRECT,
+        jwt: Vec::new(),
+    };
+    for (tls, trailer) in [("tcp,self", false), ("posix,sysv,cma,self,tcp", true)] {
+        for _ in 0..2 {
+            let (reply, rendezvous) = raw_read(tls, addr, &request);
+            assert_eq!(reply.status, Status::Ok, "{tls}");
+            assert_eq!(reply.payload_len, data.len() as u64, "{tls}");
+            assert!(rendezvous, "{tls}: not by rendezvous");
+            assert_eq!(reply.direct.is_some(), trailer, "{tls}: {:?}", reply.direct);
+        }
+    }
+    serving.stop().expect("server run");
 }
 
 /// A store that notes the name of every thread that reads from it.

@@ -269,7 +269,7 @@ impl NeedleClient {
                 let (data, direct) = self.direct.fetch(
                     from,
                     desc.len(),
-                    || self.on_shared_memory(),
+                    || self.ep.on_shared_memory(),
                     || receive_payload(desc, timeout, deadline),
                 )?;
                 if direct {
@@ -283,14 +283,6 @@ impl NeedleClient {
             check_crc(&data, reply.crc).map_err(ClientError::Corrupt)?;
         }
         Ok(NeedleData { reply, data })
-    }
-
-    /// Whether UCX put the connection on a shared-memory transport (the server is on this
-    /// host): only then are direct reads worth a probe.
-    fn on_shared_memory(&self) -> bool {
-        self.ep
-            .transports()
-            .is_ok_and(|t| t.iter().any(|t| t.is_shared_memory()))
     }
 }
 

@@ -590,7 +590,7 @@ impl Lane {
             }
             Ok(_) if self.over_limit(&job.ep) => (ReadReply::status(id, Status::Busy), None),
             Ok(request) => {
-                let (reply, payload) = answerer.answer(&request);
+                let (reply, payload) = answerer.answer(&request, &job.ep);
                 (reply, Some(payload))
             }
         };
@@ -670,8 +670,10 @@ impl Inbox {
 impl Answerer {
     /// The reply to a request that decoded, in its version. A payload that goes by rendezvous
     /// to a client that asked for direct reads is announced with its address: the send keeps it
-    /// there until the client releases the rendezvous (docs/protocol.md, "Direct reads").
-    fn answer(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+    /// there until the client releases the rendezvous (docs/protocol.md, "Direct reads"). Only
+    /// when `ep` is on shared memory (the client is on this host): over tcp or RDMA the address
+    /// and pid would help no one and tell a remote peer about this process.
+    fn answer(&self, request: &ReadRequest, ep: &Endpoint) -> (ReadReply, Payload) {
         let fid = FileId::new(request.volume_id, request.needle_id, request.cookie);
         let refused = self
             .read_key
@@ -690,6 +692,7 @@ impl Answerer {
             && request.flags.contains(ReadFlags::DIRECT)
             && reply.status == Status::Ok
             && payload.len() >= RNDV_THRESHOLD
+            && ep.on_shared_memory()
         {
             reply.direct = Some(DirectPayload {
                 address: payload.as_slice().as_ptr() as u64,
