@@ -191,16 +191,17 @@ fn serve(
         None => eprintln!("{}", unchecked_warning()),
     }
     let addr = server.local_addr().map_err(|e| e.to_string())?;
-    println!(
-        "swucx serve: listening on {addr}, volumes in {shown}, {threads} thread{}",
-        if threads == 1 { "" } else { "s" }
-    );
-    let _ = std::io::stdout().flush();
+    // Before the line that tells a supervisor it is up, so a stop right after it is clean.
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
+    println!(
+        "swucx serve: listening on {addr}, volumes in {shown}, {threads} thread{}",
+        if threads == 1 { "" } else { "s" }
+    );
+    let _ = std::io::stdout().flush();
     server.run(&STOP).map_err(|e| e.to_string())?;
     let signal = match SIGNAL.load(Ordering::Relaxed) {
         libc::SIGTERM => "SIGTERM",
