@@ -214,8 +214,9 @@ impl Status {
 impl From<&VolumeError> for Status {
     fn from(e: &VolumeError) -> Self {
         match e {
-            VolumeError::NotFound(_) => Status::NotFound,
-            VolumeError::CookieMismatch(_) => Status::CookieMismatch,
+            // A wrong cookie is NOT_FOUND on the wire, as weed answers 404 for both: telling
+            // them apart would tell a client which needle ids exist without their cookies.
+            VolumeError::NotFound(_) | VolumeError::CookieMismatch(_) => Status::NotFound,
             VolumeError::Deleted(_) => Status::Deleted,
             VolumeError::Expired(_) => Status::Expired,
             VolumeError::BadRange { .. } => Status::BadRange,
@@ -1433,7 +1434,7 @@ mod tests {
         let cases = [
             (VolumeError::VolumeNotFound(1), Status::Internal),
             (VolumeError::NotFound(1), Status::NotFound),
-            (VolumeError::CookieMismatch(1), Status::CookieMismatch),
+            (VolumeError::CookieMismatch(1), Status::NotFound),
             (VolumeError::Deleted(1), Status::Deleted),
             (VolumeError::Expired(1), Status::Expired),
             (

@@ -219,6 +219,9 @@ pub struct Volume {
     base: PathBuf,
     width: OffsetWidth,
     state: RwLock<State>,
+    /// Held while a read reloads the volume after finding its files replaced, so the reads
+    /// that found it at the same time reload it once, not once each.
+    reloading: Mutex<()>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VolumeError + '_ {
@@ -277,6 +280,7 @@ impl Volume {
             base,
             width,
             state: RwLock::new(state),
+            reloading: Mutex::new(()),
         })
     }
 
@@ -363,9 +367,14 @@ impl Volume {
         self.refresh()?;
         let mut reloaded = false;
         loop {
-            let (r, read_from) = {
+            let (r, read_from, files) = {
                 let st = self.read_state();
-                (self.read_once(&st, needle_id, cookie, opts), st.dat_ident)
+                let files = (st.dat_ident, st.idx_ident);
+                (
+                    self.read_once(&st, needle_id, cookie, opts),
+                    st.dat_ident,
+                    files,
+                )
             };
             // The answer must come from the files the volume's paths name once the read is
             // done. The index and the data disagreeing means the files were replaced under the
@@ -383,9 +392,20 @@ impl Volume {
                 return Err(VolumeError::Stale(self.id));
             }
             // Reload (waiting for a commit in progress to finish) and read once more.
-            self.reload()?;
+            self.reload_unless_done(files)?;
             reloaded = true;
         }
+    }
+
+    /// Reloads unless another read did since the state with these `(.dat, .idx)` files was
+    /// read (one reload at a time).
+    fn reload_unless_done(&self, files: ((u64, u64), (u64, u64))) -> Result<(), VolumeError> {
+        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let now = {
+            let st = self.read_state();
+            (st.dat_ident, st.idx_ident)
+        };
+        if now == files { self.reload() } else { Ok(()) }
     }
 
     /// Whether the `.dat` or `.idx` path now names another file than the open one.
