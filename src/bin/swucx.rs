@@ -1,7 +1,7 @@
 //! `swucx`: serve SeaweedFS needles from a volume directory over UCX, or read one.
 //!
 //! ```text
-//! swucx serve --dir VOLUME_DIR[,VOLUME_DIR...] [--listen IP:PORT] [--threads N]
+//! swucx serve --dir VOLUME_DIR[,VOLUME_DIR...] [--dir-idx IDX_DIR] [--listen IP:PORT] [--threads N]
 //!             [--jwt-read-key-file PATH]
 //! swucx read --server IP:PORT FID [--offset N] [--size N] [-o FILE]
 //! ```
@@ -34,6 +34,10 @@ enum Command {
         /// tier, another server's) are answered INTERNAL and clients read them over HTTP.
         #[arg(long, required = true, value_delimiter = ',')]
         dir: Vec<std::path::PathBuf>,
+        /// Where the `.idx` files are when weed runs with `-dir.idx` (an `.idx` next to its
+        /// `.dat` is still taken first, as weed does).
+        #[arg(long)]
+        dir_idx: Option<std::path::PathBuf>,
         /// Address to listen on (port 0 picks one; the bound address is printed). The default
         /// port is weed volume's default HTTP port 8080 + 20000, where the Go client looks.
         #[arg(long, default_value = "0.0.0.0:28080")]
@@ -161,6 +165,7 @@ fn unchecked_warning() -> String {
 
 fn serve(
     dirs: Vec<std::path::PathBuf>,
+    idx_dir: Option<std::path::PathBuf>,
     listen: SocketAddr,
     key: KeyOption,
     direct_reads: bool,
@@ -173,7 +178,7 @@ fn serve(
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let volumes = VolumeDir::open_all(dirs).map_err(|e| format!("{shown}: {e}"))?;
+    let volumes = VolumeDir::open_with_index(dirs, idx_dir).map_err(|e| format!("{shown}: {e}"))?;
     let context = server_context(direct_reads)?;
     let mut server = NeedleServer::bind(&context, volumes, listen)
         .map_err(|e| format!("listen {listen}: {e}"))?
@@ -301,6 +306,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve {
             dir,
+            dir_idx,
             listen,
             jwt_read_key,
             jwt_read_key_file,
@@ -315,6 +321,7 @@ fn main() -> ExitCode {
             };
             serve(
                 dir,
+                dir_idx,
                 listen,
                 key,
                 !no_direct_reads,

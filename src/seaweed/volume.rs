@@ -216,7 +216,7 @@ struct State {
 pub struct Volume {
     id: u32,
     collection: String,
-    base: PathBuf,
+    paths: VolumePaths,
     width: OffsetWidth,
     state: RwLock<State>,
     /// Held while a read reloads the volume after finding its files replaced, so the reads
@@ -242,11 +242,43 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a volume's files are: `<base>.dat`, `.vif` and `.cpd` next to each other, `.idx` and
+/// `.cpx` under `idx_base` (the same as `base` unless weed runs with `-dir.idx`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VolumePaths {
+    base: PathBuf,
+    idx_base: PathBuf,
+}
+
+impl VolumePaths {
+    /// The volume's file with this extension.
+    fn file(&self, ext: &str) -> PathBuf {
+        match ext {
+            "idx" | "cpx" => with_ext(&self.idx_base, ext),
+            _ => with_ext(&self.base, ext),
+        }
+    }
+}
+
 impl Volume {
     /// Opens the volume whose files are `<base>.dat`, `<base>.idx` and `<base>.vif` (e.g.
     /// `dir/7` or `dir/pics_7`).
     pub fn open(base: impl Into<PathBuf>) -> Result<Self, VolumeError> {
         let base = base.into();
+        Self::open_with_index(base.clone(), base)
+    }
+
+    /// Opens the volume whose `.dat` and `.vif` are at `<base>` and whose `.idx` is at
+    /// `<idx_base>` (weed's `-dir.idx`: e.g. `/hdd/7` and `/ssd/7`).
+    pub fn open_with_index(
+        base: impl Into<PathBuf>,
+        idx_base: impl Into<PathBuf>,
+    ) -> Result<Self, VolumeError> {
+        let paths = VolumePaths {
+            base: base.into(),
+            idx_base: idx_base.into(),
+        };
+        let base = &paths.base;
         let name = base
             .file_name()
             .and_then(|n| n.to_str())
@@ -256,7 +288,7 @@ impl Volume {
             path: base.clone(),
             source: io::Error::new(io::ErrorKind::InvalidInput, "not a volume file name"),
         })?;
-        let vif_path = with_ext(&base, "vif");
+        let vif_path = paths.file("vif");
         let info = match std::fs::read(&vif_path) {
             Ok(text) => VolumeInfo::parse(&text).map_err(|source| VolumeError::Vif {
                 path: vif_path.clone(),
@@ -265,19 +297,19 @@ impl Volume {
             Err(e) if e.kind() == io::ErrorKind::NotFound => VolumeInfo::default(),
             Err(e) => return Err(io_err(&vif_path)(e)),
         };
-        let dat_path = with_ext(&base, "dat");
+        let dat_path = paths.file("dat");
         if info.remote && !dat_path.exists() {
             return Err(VolumeError::Remote(id));
         }
         let width = match info.offset_width {
             Some(w) => w,
-            None => detect_offset_width(&base)?,
+            None => detect_offset_width(&paths)?,
         };
-        let state = load_state(&base, width)?;
+        let state = load_state(&paths, width)?;
         Ok(Volume {
             id,
             collection: collection.to_string(),
-            base,
+            paths,
             width,
             state: RwLock::new(state),
             reloading: Mutex::new(()),
@@ -316,7 +348,7 @@ impl Volume {
 
     /// The path of the `.dat` file.
     pub fn dat_path(&self) -> PathBuf {
-        with_ext(&self.base, "dat")
+        self.paths.file("dat")
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, State> {
@@ -331,7 +363,7 @@ impl Volume {
     /// files when the `.idx` was replaced or shrank (compaction, repair). Returns `true` when
     /// the volume was reloaded.
     pub fn refresh(&self) -> Result<bool, VolumeError> {
-        let idx_path = with_ext(&self.base, "idx");
+        let idx_path = self.paths.file("idx");
         let meta = std::fs::metadata(&idx_path).map_err(io_err(&idx_path))?;
         {
             let st = self.read_state();
@@ -341,7 +373,7 @@ impl Volume {
         }
         let mut st = self.write_state();
         if ident(&meta) != st.idx_ident || meta.len() < st.map.consumed() {
-            *st = load_state(&self.base, self.width)?;
+            *st = load_state(&self.paths, self.width)?;
             return Ok(true);
         }
         follow_tail(&mut st, &idx_path)?;
@@ -350,7 +382,7 @@ impl Volume {
 
     /// Forces a reload of both files and the map.
     pub fn reload(&self) -> Result<(), VolumeError> {
-        let fresh = load_state(&self.base, self.width)?;
+        let fresh = load_state(&self.paths, self.width)?;
         *self.write_state() = fresh;
         Ok(())
     }
@@ -425,7 +457,7 @@ impl Volume {
     }
 
     fn path_replaced(&self, ext: &str, open: (u64, u64)) -> Result<bool, VolumeError> {
-        let p = with_ext(&self.base, ext);
+        let p = self.paths.file(ext);
         match std::fs::metadata(&p) {
             Ok(m) => Ok(ident(&m) != open),
             Err(e) => Err(io_err(&p)(e)),
@@ -440,7 +472,7 @@ impl Volume {
         if end <= map.len() as u64 {
             return Ok(map.clone());
         }
-        let dat_path = with_ext(&self.base, "dat");
+        let dat_path = self.paths.file("dat");
         let len = st.dat.metadata().map_err(io_err(&dat_path))?.len();
         if end > len {
             return Err(VolumeError::Needle {
@@ -620,18 +652,19 @@ const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// and then `.cpx` to `.idx`; between the two, a `.cpx` exists without a `.cpd`. Loading then
 /// would pair the new `.dat` with the old `.idx`, so it waits for the commit to finish, and
 /// returns [`VolumeError::Stale`] if it does not within [`COMMIT_WAIT`].
-fn load_state(base: &Path, width: OffsetWidth) -> Result<State, VolumeError> {
-    let mid_commit = || with_ext(base, "cpx").exists() && !with_ext(base, "cpd").exists();
+fn load_state(paths: &VolumePaths, width: OffsetWidth) -> Result<State, VolumeError> {
+    let mid_commit = || paths.file("cpx").exists() && !paths.file("cpd").exists();
     let start = std::time::Instant::now();
     loop {
         if !mid_commit() {
-            let st = load_state_once(base, width)?;
+            let st = load_state_once(paths, width)?;
             if !mid_commit() {
                 return Ok(st);
             }
         }
         if start.elapsed() > COMMIT_WAIT {
-            let id = base
+            let id = paths
+                .base
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(parse_volume_name)
@@ -642,9 +675,9 @@ fn load_state(base: &Path, width: OffsetWidth) -> Result<State, VolumeError> {
     }
 }
 
-fn load_state_once(base: &Path, width: OffsetWidth) -> Result<State, VolumeError> {
-    let idx_path = with_ext(base, "idx");
-    let dat_path = with_ext(base, "dat");
+fn load_state_once(paths: &VolumePaths, width: OffsetWidth) -> Result<State, VolumeError> {
+    let idx_path = paths.file("idx");
+    let dat_path = paths.file("dat");
     // Open the .idx first: a compaction commit renames the .dat before the .idx, so a new .idx
     // comes with a new .dat.
     let idx = File::open(&idx_path).map_err(io_err(&idx_path))?;
@@ -710,9 +743,9 @@ fn read_up_to(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
 }
 
 /// Without a `.vif`: picks the width whose rows point at needle headers with the same id.
-fn detect_offset_width(base: &Path) -> Result<OffsetWidth, VolumeError> {
-    let idx_path = with_ext(base, "idx");
-    let dat_path = with_ext(base, "dat");
+fn detect_offset_width(paths: &VolumePaths) -> Result<OffsetWidth, VolumeError> {
+    let idx_path = paths.file("idx");
+    let dat_path = paths.file("dat");
     let idx = File::open(&idx_path).map_err(io_err(&idx_path))?;
     let idx_len = idx.metadata().map_err(io_err(&idx_path))?.len();
     let dat = File::open(&dat_path).map_err(io_err(&dat_path))?;
@@ -764,6 +797,8 @@ fn detect_offset_width(base: &Path) -> Result<OffsetWidth, VolumeError> {
 #[derive(Debug)]
 pub struct VolumeDir {
     dirs: Vec<PathBuf>,
+    /// weed's `-dir.idx`: where `.idx` files are when not next to their `.dat`.
+    idx_dir: Option<PathBuf>,
     volumes: RwLock<HashMap<u32, Arc<Volume>>>,
     last_scan: Mutex<Scan>,
 }
@@ -798,6 +833,15 @@ impl VolumeDir {
     /// directories is served from the first (with a warning). At least one directory is needed;
     /// a missing one is an error.
     pub fn open_all(dirs: impl IntoIterator<Item = PathBuf>) -> Result<Self, VolumeError> {
+        Self::open_with_index(dirs, None)
+    }
+
+    /// As [`VolumeDir::open_all`], with the `.idx` files in `idx_dir` where they are not next
+    /// to their `.dat` (weed's `-dir.idx`).
+    pub fn open_with_index(
+        dirs: impl IntoIterator<Item = PathBuf>,
+        idx_dir: Option<PathBuf>,
+    ) -> Result<Self, VolumeError> {
         let dirs: Vec<PathBuf> = dirs.into_iter().collect();
         if dirs.is_empty() {
             return Err(VolumeError::Io {
@@ -807,6 +851,7 @@ impl VolumeDir {
         }
         let d = VolumeDir {
             dirs,
+            idx_dir,
             volumes: RwLock::new(HashMap::new()),
             last_scan: Mutex::new(Scan::default()),
         };
@@ -819,10 +864,26 @@ impl VolumeDir {
         &self.dirs
     }
 
-    /// Each directory's modification time, None where it cannot be read.
+    /// Each directory's modification time (the index directory's last), None where it cannot
+    /// be read.
     fn mtimes(&self) -> Vec<Option<SystemTime>> {
         let mtime = |d: &PathBuf| std::fs::metadata(d).and_then(|m| m.modified()).ok();
-        self.dirs.iter().map(mtime).collect()
+        self.dirs.iter().chain(&self.idx_dir).map(mtime).collect()
+    }
+
+    /// Where the volume whose `.dat` is `<base>.dat` has its files: its `.idx` next to it, else
+    /// in the index directory; None without an `.idx`.
+    fn paths_of(&self, base: PathBuf) -> Option<VolumePaths> {
+        let beside = VolumePaths {
+            idx_base: base.clone(),
+            base,
+        };
+        if beside.file("idx").exists() {
+            return Some(beside);
+        }
+        let idx_base = self.idx_dir.as_ref()?.join(beside.base.file_name()?);
+        let apart = VolumePaths { idx_base, ..beside };
+        apart.file("idx").exists().then_some(apart)
     }
 
     /// Re-reads the directories: opens new volumes, drops those whose files are gone, reloads
@@ -859,7 +920,7 @@ impl VolumeDir {
 
     /// Lists the volumes of every directory and brings `volumes` in line with it.
     fn scan(&self) -> Result<(), VolumeError> {
-        let mut found: HashMap<u32, PathBuf> = HashMap::new();
+        let mut found: HashMap<u32, VolumePaths> = HashMap::new();
         for dir in &self.dirs {
             for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
                 let entry = entry.map_err(io_err(dir))?;
@@ -871,19 +932,18 @@ impl VolumeDir {
                 let Some((_, id)) = parse_volume_name(stem) else {
                     continue;
                 };
-                let base = dir.join(stem);
-                if !with_ext(&base, "idx").exists() {
+                let Some(paths) = self.paths_of(dir.join(stem)) else {
                     continue;
-                }
+                };
                 if let Some(first) = found.get(&id) {
                     log::warn!(
                         "volume {id} is in {} and in {}; serving the first",
-                        first.display(),
-                        base.display()
+                        first.base.display(),
+                        paths.base.display()
                     );
                     continue;
                 }
-                found.insert(id, base);
+                found.insert(id, paths);
             }
         }
         let known: Vec<(u32, Arc<Volume>)> = self
@@ -894,21 +954,21 @@ impl VolumeDir {
             .map(|(id, v)| (*id, Arc::clone(v)))
             .collect();
         let mut opened = Vec::new();
-        for (id, base) in &found {
+        for (id, paths) in &found {
             match known.iter().find(|(k, _)| k == id) {
-                Some((_, v)) if v.base == *base => {
+                Some((_, v)) if v.paths == *paths => {
                     if let Err(e) = v.refresh() {
                         log::warn!("volume {id}: {e}");
                     }
                 }
-                _ => match Volume::open(base) {
+                _ => match Volume::open_with_index(&paths.base, &paths.idx_base) {
                     Ok(v) => opened.push((*id, Arc::new(v))),
-                    Err(e) => log::warn!("skipping volume {}: {e}", base.display()),
+                    Err(e) => log::warn!("skipping volume {}: {e}", paths.base.display()),
                 },
             }
         }
         let mut vols = self.volumes.write().unwrap_or_else(|e| e.into_inner());
-        vols.retain(|id, v| found.get(id) == Some(&v.base));
+        vols.retain(|id, v| found.get(id) == Some(&v.paths));
         for (id, v) in opened {
             vols.insert(id, v);
         }
@@ -1712,5 +1772,26 @@ mod tests {
                 assert_eq!(r.data, id.to_le_bytes(), "{width:?} needle {id}");
             }
         }
+    }
+
+    /// weed's `-dir.idx`: the `.idx` (and a compaction's `.cpx`) in another directory.
+    #[test]
+    fn index_files_in_another_directory() {
+        let (data, index) = (TmpDir::new("split-dat"), TmpDir::new("split-idx"));
+        let mut w = Writer::create(&data.0.join("5"), NeedleVersion::V3, OffsetWidth::Four, 0);
+        w.put(&needle(1, 9, b"split"));
+        std::fs::rename(
+            with_ext(&data.0.join("5"), "idx"),
+            with_ext(&index.0.join("5"), "idx"),
+        )
+        .unwrap();
+        assert!(VolumeDir::open(&data.0).unwrap().volume_ids().is_empty());
+        let dir = VolumeDir::open_with_index([data.0.clone()], Some(index.0.clone())).unwrap();
+        assert_eq!(dir.volume_ids(), vec![5]);
+        let d = ReadOptions::default();
+        assert_eq!(dir.read(&FileId::new(5, 1, 9), &d).unwrap().data, b"split");
+        // Rows weed appends to the moved .idx are followed (the writer's file was moved).
+        w.put(&needle(2, 9, b"more"));
+        assert_eq!(dir.read(&FileId::new(5, 2, 9), &d).unwrap().data, b"more");
     }
 }
