@@ -11,7 +11,8 @@ import (
 )
 
 // swucxGoNeedleRead is the swucx_needle_read_cb of every NeedleServer: userData is the
-// server's cgo.Handle. It runs on the server's thread, one request at a time.
+// server's cgo.Handle. It runs on one of the server's threads (several at once with
+// NeedleServerConfig.Threads > 1).
 //
 //export swucxGoNeedleRead
 func swucxGoNeedleRead(userData unsafe.Pointer, req *C.swucx_read_request_t, reply *C.swucx_read_reply_t) {

@@ -114,7 +114,8 @@
 #define SWUCX_READ_OK 0
 
 /**
- * Reply status: no such volume or needle.
+ * Reply status: no such needle in a volume the host holds (for a volume it does not hold,
+ * `SWUCX_READ_INTERNAL`: clients then read it over HTTP).
  */
 #define SWUCX_READ_NOT_FOUND 1
 
@@ -159,7 +160,8 @@
 #define SWUCX_READ_STALE 9
 
 /**
- * Reply status: a server-side failure; the client falls back to HTTP.
+ * Reply status: a server-side failure, or a volume the host does not hold; the client falls
+ * back to HTTP.
  */
 #define SWUCX_READ_INTERNAL 10
 
@@ -295,7 +297,7 @@ typedef struct swucx_mem_t swucx_mem_t;
 
 /**
  * A needle server: listens, accepts clients, and answers READ requests through the host's
- * callback on a thread of its own. Destroy it to stop.
+ * callback on its serving threads. Destroy it to stop.
  *
  * Methods: `swucx_needle_server_create`, `swucx_needle_server_port`,
  * `swucx_needle_server_destroy`.
@@ -500,8 +502,8 @@ typedef struct swucx_read_request_t {
 } swucx_read_request_t;
 
 /**
- * The host's read callback: answer `request` by filling `reply`. Called on the server's
- * thread, one request at a time, outside UCX callbacks (it may block on disk).
+ * The host's read callback: answer `request` by filling `reply`. Called on one of the server's
+ * threads (several at once with more than one), outside UCX callbacks (it may block on disk).
  */
 typedef void (*swucx_needle_read_cb)(void *user_data,
                                      const struct swucx_read_request_t *request,
@@ -1370,8 +1372,9 @@ swucx_status_t swucx_needle_server_port(const struct swucx_needle_server_t *serv
                                         uint16_t *port_p);
 
 /**
- * Stops the server: no new requests, the replies in flight finish, its threads end (the
- * callback is not called after this returns). NULL is a no-op.
+ * Stops the server: no new requests, the replies in flight finish (after 10 s the connections
+ * still holding some are closed), its threads end (the callback is not called after this
+ * returns). NULL is a no-op.
  */
 void swucx_needle_server_destroy(struct swucx_needle_server_t *server);
 

@@ -655,21 +655,23 @@ fn malformed_requests_are_refused_or_dropped() {
     let client = RawClient::connect(&context, addr);
     let mut v9 = request(42);
     v9[2] = 9;
+    let mut v2 = request(43);
+    v2[2] = 2;
     let cases = [
         ("garbage", vec![0xff], Vec::new(), None),
         (
             "version 9",
             v9,
             Vec::new(),
-            Some((42, Status::UnknownVersion)),
+            Some((42, Status::UnknownVersion, 1)),
         ),
         (
             "with data",
-            request(43),
+            v2,
             vec![1u8; 65536],
-            Some((43, Status::BadRequest)),
+            Some((43, Status::BadRequest, 2)),
         ),
-        ("good", request(44), Vec::new(), Some((44, Status::Ok))),
+        ("good", request(44), Vec::new(), Some((44, Status::Ok, 1))),
     ];
     for (what, header, data, want) in cases {
         client.send(header, data);
@@ -677,10 +679,11 @@ fn malformed_requests_are_refused_or_dropped() {
         let got = client.await_replies(1, limit);
         match want {
             None => assert_eq!(got, 0, "{what}: answered"),
-            Some((id, status)) => {
+            Some(want) => {
                 let reply = client.replies.try_recv().expect(what);
                 let reply = ReadReply::decode(&reply.header).unwrap();
-                assert_eq!((reply.request_id, reply.status), (id, status), "{what}");
+                let got = (reply.request_id, reply.status, reply.version);
+                assert_eq!(got, want, "{what}: in the request's version");
             }
         }
     }

@@ -12,9 +12,10 @@ import (
 	"unsafe"
 )
 
-// Direct reads (docs/protocol.md, "Direct reads"; src/seaweed/direct.rs is the reference): on
-// a connection UCX put on shared memory, the client asks the server where a rendezvous payload
-// lies in its memory, copies it out with process_vm_readv(2) and releases the rendezvous,
+// Direct reads (docs/protocol.md, "Direct reads"; src/seaweed/direct.rs is the reference): the
+// client asks the server where a rendezvous payload lies in its memory (the server tells only
+// on a connection UCX put on shared memory), copies it out with process_vm_readv(2) and
+// releases the rendezvous,
 // which completes the server's send without moving the bytes through UCX's shared-memory
 // FIFOs (UCX 1.13 gives endpoints with peer-failure handling no cma lane). Trusted only after
 // a probe: the first such payload is received through UCX and read directly as well, and the

@@ -22,7 +22,8 @@ use crate::seaweed::server::{NeedleServer, NeedleSource, ServerThread};
 
 /// Reply status: the payload holds the requested bytes.
 pub const SWUCX_READ_OK: u8 = 0;
-/// Reply status: no such volume or needle.
+/// Reply status: no such needle in a volume the host holds (for a volume it does not hold,
+/// `SWUCX_READ_INTERNAL`: clients then read it over HTTP).
 pub const SWUCX_READ_NOT_FOUND: u8 = 1;
 /// Reply status: the needle exists with another cookie.
 pub const SWUCX_READ_COOKIE_MISMATCH: u8 = 2;
@@ -40,7 +41,8 @@ pub const SWUCX_READ_TOO_LARGE: u8 = 7;
 pub const SWUCX_READ_BUSY: u8 = 8;
 /// Reply status: the volume changed under the read; the client retries at once.
 pub const SWUCX_READ_STALE: u8 = 9;
-/// Reply status: a server-side failure; the client falls back to HTTP.
+/// Reply status: a server-side failure, or a volume the host does not hold; the client falls
+/// back to HTTP.
 pub const SWUCX_READ_INTERNAL: u8 = 10;
 
 /// A READ request as the host's callback sees it. Valid only during the callback.
@@ -81,8 +83,8 @@ pub struct swucx_read_reply_t {
 }
 impl_handle!(swucx_read_reply_t, b"SWreadrp");
 
-/// The host's read callback: answer `request` by filling `reply`. Called on the server's
-/// thread, one request at a time, outside UCX callbacks (it may block on disk).
+/// The host's read callback: answer `request` by filling `reply`. Called on one of the server's
+/// threads (several at once with more than one), outside UCX callbacks (it may block on disk).
 pub type swucx_needle_read_cb = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,
@@ -92,7 +94,7 @@ pub type swucx_needle_read_cb = Option<
 >;
 
 /// A needle server: listens, accepts clients, and answers READ requests through the host's
-/// callback on a thread of its own. Destroy it to stop.
+/// callback on its serving threads. Destroy it to stop.
 ///
 /// Methods: `swucx_needle_server_create`, `swucx_needle_server_port`,
 /// `swucx_needle_server_destroy`.
@@ -271,8 +273,9 @@ pub extern "C" fn swucx_needle_server_port(
     })
 }
 
-/// Stops the server: no new requests, the replies in flight finish, its threads end (the
-/// callback is not called after this returns). NULL is a no-op.
+/// Stops the server: no new requests, the replies in flight finish (after 10 s the connections
+/// still holding some are closed), its threads end (the callback is not called after this
+/// returns). NULL is a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_needle_server_destroy(server: *mut swucx_needle_server_t) {
     boundary(|| {

@@ -4,9 +4,10 @@
 //!
 //! This is what UCX's `cma` transport does for a rendezvous, but UCX 1.13 (and 1.22) gives an
 //! endpoint with peer-failure handling no `cma` lane, so same-host payloads would otherwise go
-//! through the shared-memory FIFOs in 8 KiB fragments, copied by both sides. A direct read is
-//! asked for (protocol version 2, [`ReadFlags::DIRECT`](super::protocol::ReadFlags::DIRECT)) only
-//! on connections whose endpoint UCX put on shared memory, and trusted only after one probe: the
+//! through the shared-memory FIFOs in 8 KiB fragments, copied by both sides. A client asks for
+//! direct reads (protocol version 2, [`ReadFlags::DIRECT`](super::protocol::ReadFlags::DIRECT));
+//! the server answers with where the payload lies only on connections UCX put on shared memory,
+//! and the client trusts direct reads only after one probe: the
 //! first such payload is received through UCX and read directly as well, and the two must agree
 //! (a server in another pid namespace, or a kernel that refuses `process_vm_readv`, fails the
 //! probe and the connection goes on without direct reads). Who may read the server is the

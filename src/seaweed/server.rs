@@ -476,9 +476,13 @@ impl Lane {
                 last_busy = Instant::now();
             }
             for job in self.take_jobs() {
-                if let Some(id) = peek_request_id(&job.header) {
-                    let busy = ReadReply::status(id, Status::Busy);
-                    self.send_reply(&job.ep, busy, Payload::default());
+                match ReadRequest::decode(&job.header) {
+                    Ok(request) => {
+                        let busy = refusal(&request, Status::Busy);
+                        self.send_reply(&job.ep, busy, Payload::default());
+                    }
+                    // Refused for what it is, as ever.
+                    Err(_) => self.serve(answerer, &job),
                 }
             }
             self.reap_replies();
@@ -584,11 +588,11 @@ impl Lane {
                 log::debug!("bad READ request: {e}");
                 (ReadReply::status(id, Status::BadRequest), None)
             }
-            Ok(_) if job.with_data => {
+            Ok(request) if job.with_data => {
                 log::debug!("READ request with data");
-                (ReadReply::status(id, Status::BadRequest), None)
+                (refusal(&request, Status::BadRequest), None)
             }
-            Ok(_) if self.over_limit(&job.ep) => (ReadReply::status(id, Status::Busy), None),
+            Ok(request) if self.over_limit(&job.ep) => (refusal(&request, Status::Busy), None),
             Ok(request) => {
                 let (reply, payload) = answerer.answer(&request, &job.ep);
                 (reply, Some(payload))
@@ -752,6 +756,14 @@ impl Drop for ServerThread {
         if let Err(err) = self.finish() {
             log::warn!("needle server: {err}");
         }
+    }
+}
+
+/// A reply refusing `request` with `status`, in the request's version.
+fn refusal(request: &ReadRequest, status: Status) -> ReadReply {
+    ReadReply {
+        version: request.version,
+        ..ReadReply::status(request.request_id, status)
     }
 }
 
