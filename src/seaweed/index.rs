@@ -123,7 +123,11 @@ pub enum NeedleValue {
         size: u32,
     },
     /// The last row for the id deleted it.
-    Deleted,
+    Deleted {
+        /// Byte offset of the needle it deleted (the last live one), where its cookie can be
+        /// checked; None if the id was deleted twice in a row before it was seen live.
+        was: Option<u64>,
+    },
 }
 
 /// The in-memory map from needle id to its latest `.idx` row, fed incrementally so that a growing
@@ -180,10 +184,12 @@ impl NeedleMap {
     /// the map does not know is ignored (the id stays "not found").
     pub fn insert(&mut self, e: IndexEntry) {
         let new = if e.is_deletion() {
-            if !self.map.contains_key(&e.needle_id) {
-                return;
-            }
-            NeedleValue::Deleted
+            let was = match self.map.get(&e.needle_id) {
+                None => return,
+                Some(NeedleValue::Live { offset, .. }) => Some(*offset),
+                Some(NeedleValue::Deleted { was }) => *was,
+            };
+            NeedleValue::Deleted { was }
         } else {
             NeedleValue::Live {
                 offset: e.byte_offset(),
@@ -219,7 +225,7 @@ impl NeedleMap {
     pub fn live(&self) -> impl Iterator<Item = (u64, u64, u32)> + '_ {
         self.map.iter().filter_map(|(&id, v)| match *v {
             NeedleValue::Live { offset, size } => Some((id, offset, size)),
-            NeedleValue::Deleted => None,
+            NeedleValue::Deleted { .. } => None,
         })
     }
 }
@@ -318,9 +324,9 @@ mod tests {
                 size: 0
             })
         );
-        assert_eq!(m.get(3), Some(NeedleValue::Deleted));
+        assert_eq!(m.get(3), Some(NeedleValue::Deleted { was: Some(240) }));
         assert_eq!(m.get(4), None);
-        assert_eq!(m.get(5), Some(NeedleValue::Deleted));
+        assert_eq!(m.get(5), Some(NeedleValue::Deleted { was: Some(480) }));
         assert_eq!(m.live_count(), 2);
         assert_eq!(m.consumed(), idx.len() as u64);
         let mut live: Vec<_> = m.live().collect();
