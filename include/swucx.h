@@ -1372,8 +1372,8 @@ swucx_status_t swucx_needle_server_port(const struct swucx_needle_server_t *serv
                                         uint16_t *port_p);
 
 /**
- * Stops the server: no new requests, the replies in flight finish (after 10 s the connections
- * still holding some are closed), its threads end (the callback is not called after this
+ * Stops the server: no new requests, the replies in flight finish (after 10 s, `REPLY_TIMEOUT`,
+ * the connections still holding some are closed), its threads end (the callback is not called after this
  * returns). NULL is a no-op.
  */
 void swucx_needle_server_destroy(struct swucx_needle_server_t *server);

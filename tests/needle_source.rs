@@ -692,8 +692,9 @@ fn malformed_requests_are_refused_or_dropped() {
 }
 
 /// A client that does not take its rendezvous replies holds at most
-/// MAX_IN_FLIGHT_PER_CONNECTION of them; its further requests are answered BUSY; and a stop
-/// does not wait for it beyond the finish timeout (it closes the connection).
+/// MAX_IN_FLIGHT_PER_CONNECTION of them, its further requests are answered BUSY while other
+/// clients are served, and the server closes its connection once its replies stood still for
+/// the reply timeout; a stop waits for such a client no longer than that either.
 #[test]
 fn a_client_holding_its_replies_gets_busy_and_cannot_block_a_stop() {
     for tls in ["tcp,self", "posix,sysv,cma,self,tcp"] {
@@ -701,20 +702,13 @@ fn a_client_holding_its_replies_gets_busy_and_cannot_block_a_stop() {
     }
 }
 
-fn client_holding_its_replies(tls: &str) {
-    let context = context_on(tls);
-    let source = Arc::new(SameBytes(bytes(64 << 10, 2)));
-    let server = NeedleServer::bind_source(&context, source, "127.0.0.1:0".parse().unwrap())
-        .unwrap()
-        .with_finish_timeout(Duration::from_millis(500));
-    let addr = server.local_addr().unwrap();
-    let serving = server.spawn();
-    let client = RawClient::connect(&context, addr);
-    let sent = MAX_IN_FLIGHT_PER_CONNECTION + 40;
-    for id in 0..sent as u64 {
+/// Sends `n` requests and sorts the replies into those held (OK, rendezvous not taken) and a
+/// count of BUSY ones.
+fn hold_replies(client: &RawClient, n: usize) -> (Vec<swucx::QueuedAm>, usize) {
+    for id in 0..n as u64 {
         client.send(request(id), Vec::new());
     }
-    assert_eq!(client.await_replies(sent, Duration::from_secs(60)), sent);
+    assert_eq!(client.await_replies(n, Duration::from_secs(60)), n);
     let mut held = Vec::new();
     let mut busy = 0;
     while let Some(reply) = client.replies.try_recv() {
@@ -724,6 +718,32 @@ fn client_holding_its_replies(tls: &str) {
             other => panic!("unexpected {other:?}"),
         }
     }
+    (held, busy)
+}
+
+/// Progresses `client` until its connection fails (the server closed it), up to 20 s.
+fn await_closed_by_server(client: &RawClient) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        client.worker.progress();
+        if client.ep.failure().is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+fn client_holding_its_replies(tls: &str) {
+    let context = context_on(tls);
+    let source = Arc::new(SameBytes(bytes(64 << 10, 2)));
+    let timeout = Duration::from_secs(3);
+    let server = NeedleServer::bind_source(&context, source, "127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .with_reply_timeout(timeout);
+    let addr = server.local_addr().unwrap();
+    let serving = server.spawn();
+    let client = RawClient::connect(&context, addr);
+    let (held, busy) = hold_replies(&client, MAX_IN_FLIGHT_PER_CONNECTION + 40);
     assert_eq!(
         (held.len(), busy),
         (MAX_IN_FLIGHT_PER_CONNECTION, 40),
@@ -734,6 +754,13 @@ fn client_holding_its_replies(tls: &str) {
     let read = other.read(&FileId::new(1, 1, 1), 0, 0, Duration::from_secs(30));
     assert_eq!(read.unwrap().data.len(), 64 << 10);
     drop(other);
+    // Replies that stand still for the timeout: the server closes the connection.
+    assert!(await_closed_by_server(&client), "{tls}: not closed");
+    drop((held, client));
+    // A stop does not wait longer than the timeout for a client holding its replies.
+    let client = RawClient::connect(&context, addr);
+    let (held, _) = hold_replies(&client, 10);
+    assert_eq!(held.len(), 10);
     let (done_tx, done) = mpsc::channel();
     std::thread::spawn(move || done_tx.send(serving.stop().is_ok()).unwrap());
     let start = Instant::now();
@@ -742,7 +769,10 @@ fn client_holding_its_replies(tls: &str) {
         if let Ok(ok) = done.try_recv() {
             break ok;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "stop blocked");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{tls}: stop blocked"
+        );
     };
     assert!(stopped, "server run");
     drop(held);

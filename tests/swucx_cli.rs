@@ -384,7 +384,7 @@ fn serve_says_who_may_make_direct_reads() {
         .and_then(|s| s.trim().parse::<u8>().ok());
     let start = |args: &[&str]| {
         let mut serve = setup.serve(args, &[]);
-        // A read first: the address is printed just before the signal handlers are installed.
+        // A read first, so the server is surely serving when the signal comes.
         let out = setup.read(serve.addr(), &[], &[]);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         serve.signal(libc::SIGTERM);

@@ -273,8 +273,8 @@ pub extern "C" fn swucx_needle_server_port(
     })
 }
 
-/// Stops the server: no new requests, the replies in flight finish (after 10 s the connections
-/// still holding some are closed), its threads end (the callback is not called after this
+/// Stops the server: no new requests, the replies in flight finish (after 10 s, `REPLY_TIMEOUT`,
+/// the connections still holding some are closed), its threads end (the callback is not called after this
 /// returns). NULL is a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_needle_server_destroy(server: *mut swucx_needle_server_t) {

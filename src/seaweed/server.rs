@@ -60,9 +60,17 @@ const REPLY_POLL_MAX: Duration = Duration::from_millis(1);
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
 /// Replies in flight on one thread past which requests are answered [`Status::Busy`].
 pub const MAX_IN_FLIGHT_PER_THREAD: usize = 4096;
-/// How long a stopping server waits for its replies in flight before it closes the
-/// connections that still hold some (their clients see the connection fail).
-pub const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Payload bytes in flight to one connection past which its requests are answered
+/// [`Status::Busy`] (decompressed payloads are owned memory, up to 256 MiB each).
+pub const MAX_BYTES_IN_FLIGHT_PER_CONNECTION: u64 = 1 << 30;
+/// Payload bytes in flight on one thread past which requests are answered [`Status::Busy`].
+pub const MAX_BYTES_IN_FLIGHT_PER_THREAD: u64 = 4 << 30;
+/// How long a connection's replies in flight may stand still (none of them completing) before
+/// the server closes it, and how long a stopping server waits for its replies before it closes
+/// the connections still holding some (their clients see the connection fail).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a serving thread looks for connections whose replies stand still.
+const STALL_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// A request the handler queued.
 struct Job {
@@ -78,6 +86,16 @@ struct Job {
 struct InFlight {
     request: Request<(Vec<u8>, Payload)>,
     ep: Endpoint,
+    /// Its payload's length.
+    bytes: u64,
+}
+
+/// What one connection has in flight on a lane.
+struct ConnLoad {
+    replies: usize,
+    bytes: u64,
+    /// When one of its replies last completed, or the first of those in flight was sent.
+    moved: Instant,
 }
 
 /// The key of a connection in [`Lane::per_connection`] (a reply endpoint is the accepted
@@ -146,7 +164,7 @@ pub struct NeedleServer {
     /// At least one; the first owns the listener.
     lanes: Vec<Lane>,
     answerer: Answerer,
-    finish_timeout: Duration,
+    reply_timeout: Duration,
 }
 
 /// What every lane answers with; shared by the lanes' threads.
@@ -172,7 +190,9 @@ struct Lane {
     /// rendezvous; the release arrives as an event like a request does.
     direct_replies: Vec<InFlight>,
     /// Replies in flight per connection ([`connection_key`]), both kinds.
-    per_connection: HashMap<usize, usize>,
+    per_connection: HashMap<usize, ConnLoad>,
+    /// Payload bytes in flight, both kinds.
+    bytes_in_flight: u64,
 }
 
 /// Where the accepting lane deals a connection to another lane: its inbox, and its worker to
@@ -194,8 +214,8 @@ struct Dealer<'a> {
 struct Stop<'a> {
     requested: &'a AtomicBool,
     lane_failed: AtomicBool,
-    /// How long a stopping lane waits for its replies in flight.
-    finish_timeout: Duration,
+    /// [`REPLY_TIMEOUT`] or the server's own.
+    reply_timeout: Duration,
 }
 
 /// Sets the flag if the lane's thread unwinds, so the other lanes stop too.
@@ -243,7 +263,7 @@ impl NeedleServer {
                 read_key: None,
                 direct_reads: true,
             },
-            finish_timeout: FINISH_TIMEOUT,
+            reply_timeout: REPLY_TIMEOUT,
         })
     }
 
@@ -262,10 +282,10 @@ impl NeedleServer {
         self
     }
 
-    /// How long a stopping server waits for the replies in flight before it closes the
-    /// connections still holding some (default [`FINISH_TIMEOUT`]).
-    pub fn with_finish_timeout(mut self, timeout: Duration) -> NeedleServer {
-        self.finish_timeout = timeout;
+    /// How long a connection's replies may stand still before the server closes it, and how
+    /// long a stop waits for the replies in flight (default [`REPLY_TIMEOUT`]).
+    pub fn with_reply_timeout(mut self, timeout: Duration) -> NeedleServer {
+        self.reply_timeout = timeout;
         self
     }
 
@@ -305,13 +325,13 @@ impl NeedleServer {
             listener,
             lanes,
             answerer,
-            finish_timeout,
+            reply_timeout,
         } = self;
         let answerer = &*answerer;
         let stop = Stop {
             requested: stop,
             lane_failed: AtomicBool::new(false),
-            finish_timeout: *finish_timeout,
+            reply_timeout: *reply_timeout,
         };
         let stop = &stop;
         let (first, others) = lanes.split_first_mut().expect("a server has a lane");
@@ -391,6 +411,7 @@ impl Lane {
             replies: Vec::new(),
             direct_replies: Vec::new(),
             per_connection: HashMap::new(),
+            bytes_in_flight: 0,
         })
     }
 
@@ -414,7 +435,7 @@ impl Lane {
         if outcome.is_err() {
             stop.lane_failed.store(true, Ordering::Release);
         }
-        self.finish(answerer, stop.finish_timeout);
+        self.finish(answerer, stop.reply_timeout);
         outcome
     }
 
@@ -427,23 +448,28 @@ impl Lane {
         let efd = self.worker.event_fd()?;
         let mut last_busy = Instant::now();
         let mut last_gap = Duration::MAX;
+        let mut last_stall_check = Instant::now();
         while !stop.now() {
             if self.step(answerer, dealer.as_deref_mut()) {
                 last_gap = last_busy.elapsed();
                 last_busy = Instant::now();
                 continue;
             }
+            if !self.per_connection.is_empty() && last_stall_check.elapsed() >= STALL_CHECK_EVERY {
+                last_stall_check = Instant::now();
+                self.close_stalled(stop.reply_timeout);
+            }
             if !self.replies.is_empty() {
                 // Replies in flight need this side's progress, and not always after an event
                 // (a rendezvous the client answers, a full shared-memory FIFO draining): keep
                 // progressing (yielding the CPU to whatever else is runnable) for a while after
-                // the last activity, then check back every REPLY_POLL, less often while
-                // nothing moves.
+                // the last activity, then sleep on the event fd (new requests wake it) for
+                // REPLY_POLL, longer while nothing moves.
                 let idle = last_busy.elapsed();
                 if idle < REPLY_SPIN {
                     std::thread::yield_now();
-                } else {
-                    std::thread::sleep(reply_poll(idle));
+                } else if self.worker.arm()? {
+                    crate::worker::poll_readable(efd, reply_poll(idle));
                 }
             } else if last_gap < SPIN_IF_GAP_BELOW && last_busy.elapsed() < IDLE_SPIN {
                 std::thread::yield_now();
@@ -487,7 +513,8 @@ impl Lane {
             }
             self.reap_replies();
             if started.elapsed() >= timeout {
-                self.abandon_replies(timeout);
+                let why = format!("stopping, replies still in flight after {timeout:?}");
+                self.abandon(|_| true, &why);
                 return;
             }
             std::thread::sleep(reply_poll(last_busy.elapsed()));
@@ -495,38 +522,57 @@ impl Lane {
         log::info!("stopped: every reply finished (lane {})", self.index);
     }
 
-    /// Closes the connections that still have replies in flight and drops the replies (their
-    /// clients see the connection fail).
-    fn abandon_replies(&mut self, waited: Duration) {
-        let abandoned: Vec<InFlight> = self
-            .replies
-            .drain(..)
-            .chain(self.direct_replies.drain(..))
+    /// Closes the connections whose replies have not moved for `timeout` (a client that
+    /// stopped taking them: hung, stopped, or hostile), so they hold no payloads and no share
+    /// of the lane's limits.
+    fn close_stalled(&mut self, timeout: Duration) {
+        let stalled: Vec<usize> = self
+            .per_connection
+            .iter()
+            .filter(|(_, load)| load.moved.elapsed() >= timeout)
+            .map(|(key, _)| *key)
             .collect();
+        if !stalled.is_empty() {
+            let why = format!("replies not taken for {timeout:?}");
+            self.abandon(|key| stalled.contains(&key), &why);
+        }
+    }
+
+    /// Closes the connections `doomed` picks (by [`connection_key`]) among those with replies
+    /// in flight, and drops their replies (their clients see the connection fail).
+    fn abandon(&mut self, doomed: impl Fn(usize) -> bool, why: &str) {
+        let mut abandoned = Vec::new();
+        for in_flight in [&mut self.replies, &mut self.direct_replies] {
+            let (picked, kept): (Vec<InFlight>, Vec<InFlight>) = std::mem::take(in_flight)
+                .into_iter()
+                .partition(|r| doomed(connection_key(&r.ep)));
+            *in_flight = kept;
+            abandoned.extend(picked);
+        }
         let mut closed = HashMap::new();
         for reply in &abandoned {
             closed.entry(connection_key(&reply.ep)).or_insert(&reply.ep);
         }
         log::warn!(
-            "stopped with {} replies unfinished after {waited:?}: closing their {} \
-             connections (lane {})",
-            abandoned.len(),
+            "{why}: closing {} connections, {} replies unfinished (lane {})",
             closed.len(),
+            abandoned.len(),
             self.index
         );
-        for ep in closed.values() {
+        for (key, ep) in &closed {
             if let Err(e) = ep.close(CloseMode::Force) {
                 log::debug!("closing a connection: {e}");
             }
+            if let Some(load) = self.per_connection.remove(key) {
+                self.bytes_in_flight -= load.bytes;
+            }
         }
-        // The closes cancel the replies; let UCX finish them before the worker goes.
-        let mut abandoned = abandoned;
+        // The closes cancel the replies; let UCX finish them before they (or the worker) go.
         let started = Instant::now();
         while !abandoned.is_empty() && started.elapsed() < Duration::from_secs(1) {
             self.worker.progress();
             abandoned.retain(|r| !r.request.is_complete());
         }
-        self.per_connection.clear();
     }
 
     fn take_jobs(&self) -> VecDeque<Job> {
@@ -601,11 +647,15 @@ impl Lane {
         self.send_reply(&job.ep, reply, payload.unwrap_or_default());
     }
 
-    /// Whether `ep`'s connection, or this lane, has as many replies in flight as it may.
+    /// Whether `ep`'s connection, or this lane, has as many replies (or bytes) in flight as it
+    /// may.
     fn over_limit(&self, ep: &Endpoint) -> bool {
         let conn = self.per_connection.get(&connection_key(ep));
-        conn.is_some_and(|n| *n >= MAX_IN_FLIGHT_PER_CONNECTION)
-            || self.replies.len() + self.direct_replies.len() >= MAX_IN_FLIGHT_PER_THREAD
+        conn.is_some_and(|load| {
+            load.replies >= MAX_IN_FLIGHT_PER_CONNECTION
+                || load.bytes >= MAX_BYTES_IN_FLIGHT_PER_CONNECTION
+        }) || self.replies.len() + self.direct_replies.len() >= MAX_IN_FLIGHT_PER_THREAD
+            || self.bytes_in_flight >= MAX_BYTES_IN_FLIGHT_PER_THREAD
     }
 
     fn send_reply(&mut self, ep: &Endpoint, reply: ReadReply, payload: Payload) {
@@ -626,35 +676,56 @@ impl Lane {
         } else {
             &mut self.replies
         };
+        let bytes = payload.len() as u64;
         match ep.am_send(AM_ID_READ_REPLY, encoded, payload, flags) {
             Ok(request) => {
                 in_flight.push(InFlight {
                     request,
                     ep: ep.clone(),
+                    bytes,
                 });
-                *self.per_connection.entry(connection_key(ep)).or_default() += 1;
+                let load = self
+                    .per_connection
+                    .entry(connection_key(ep))
+                    .or_insert(ConnLoad {
+                        replies: 0,
+                        bytes: 0,
+                        moved: Instant::now(),
+                    });
+                load.replies += 1;
+                load.bytes += bytes;
+                self.bytes_in_flight += bytes;
             }
             Err(e) => log::debug!("sending a reply: {e}"),
         }
     }
 
     fn reap_replies(&mut self) {
-        let per_connection = &mut self.per_connection;
+        let Lane {
+            replies,
+            direct_replies,
+            per_connection,
+            bytes_in_flight,
+            ..
+        } = self;
         let mut finished = |reply: &InFlight| {
             if !reply.request.is_complete() {
                 return false;
             }
+            *bytes_in_flight -= reply.bytes;
             let key = connection_key(&reply.ep);
-            if let Some(n) = per_connection.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(load) = per_connection.get_mut(&key) {
+                load.replies -= 1;
+                load.bytes -= reply.bytes;
+                load.moved = Instant::now();
+                if load.replies == 0 {
                     per_connection.remove(&key);
                 }
             }
             true
         };
-        self.replies.retain(|r| !finished(r));
-        self.direct_replies.retain(|r| !finished(r));
+        replies.retain(|r| !finished(r));
+        direct_replies.retain(|r| !finished(r));
     }
 }
 
