@@ -52,14 +52,21 @@ func TestReadPeerAndProbe(t *testing.T) {
 	}
 }
 
-func TestFetchReadsDirectlyOnlyWhenTrusted(t *testing.T) {
-	src := make([]byte, 4096)
+// fetchFixture is a 4 KiB payload (bytes i*mul+add), a destination for it, and a receive
+// (what UCX would deliver) that counts its calls in *received.
+func fetchFixture(mul, add int) (src, dst []byte, received *int, receive func() (int, error)) {
+	src = make([]byte, 4096)
 	for i := range src {
-		src[i] = byte(i*3 + 1)
+		src[i] = byte(i*mul + add)
 	}
-	dst := make([]byte, len(src))
-	received := 0
-	receive := func() (int, error) { received++; return copy(dst, src), nil }
+	dst = make([]byte, len(src))
+	received = new(int)
+	receive = func() (int, error) { *received++; return copy(dst, src), nil }
+	return src, dst, received, receive
+}
+
+func TestFetchReadsDirectlyOnlyWhenTrusted(t *testing.T) {
+	src, dst, received, receive := fetchFixture(3, 1)
 	yes := func() bool { return true }
 	var tcp, shm directState
 	if _, direct, _ := tcp.fetch(own(src), dst, func() bool { return false }, receive); direct || tcp.mode() != directOff {
@@ -69,11 +76,11 @@ func TestFetchReadsDirectlyOnlyWhenTrusted(t *testing.T) {
 		t.Fatalf("probe: direct %v, mode %v", direct, shm.mode())
 	}
 	clear(dst)
-	before := received
-	if n, direct, err := shm.fetch(own(src), dst, yes, receive); !direct || n != len(src) || err != nil || received != before || !bytes.Equal(dst, src) {
-		t.Fatalf("trusted: direct %v n %d err %v received %d", direct, n, err, received-before)
+	before := *received
+	if n, direct, err := shm.fetch(own(src), dst, yes, receive); !direct || n != len(src) || err != nil || *received != before || !bytes.Equal(dst, src) {
+		t.Fatalf("trusted: direct %v n %d err %v received %d", direct, n, err, *received-before)
 	}
-	if _, direct, _ := shm.fetch(&peerRange{addr: 8, pid: os.Getpid()}, dst[:16], yes, receive); direct || shm.mode() != directOff || received != before+1 {
+	if _, direct, _ := shm.fetch(&peerRange{addr: 8, pid: os.Getpid()}, dst[:16], yes, receive); direct || shm.mode() != directOff || *received != before+1 {
 		t.Fatalf("failed direct read: direct %v, mode %v", direct, shm.mode())
 	}
 }
@@ -81,13 +88,7 @@ func TestFetchReadsDirectlyOnlyWhenTrusted(t *testing.T) {
 // A probe whose direct read the kernel refuses (EPERM under Yama's ptrace_scope 1; here an
 // unmapped address) delivers what UCX received and turns direct reads off for the connection.
 func TestRefusedProbeFallsBackToUCX(t *testing.T) {
-	src := make([]byte, 4096)
-	for i := range src {
-		src[i] = byte(i*5 + 3)
-	}
-	dst := make([]byte, len(src))
-	received := 0
-	receive := func() (int, error) { received++; return copy(dst, src), nil }
+	src, dst, received, receive := fetchFixture(5, 3)
 	yes := func() bool { return true }
 	var d directState
 	unreadable := &peerRange{addr: 8, pid: os.Getpid()}
@@ -95,8 +96,8 @@ func TestRefusedProbeFallsBackToUCX(t *testing.T) {
 		t.Fatalf("refused probe: n %d direct %v err %v mode %v", n, direct, err, d.mode())
 	}
 	clear(dst)
-	if n, direct, err := d.fetch(own(src), dst, yes, receive); n != len(src) || direct || err != nil || received != 2 || !bytes.Equal(dst, src) {
-		t.Fatalf("after a refused probe: n %d direct %v err %v received %d", n, direct, err, received)
+	if n, direct, err := d.fetch(own(src), dst, yes, receive); n != len(src) || direct || err != nil || *received != 2 || !bytes.Equal(dst, src) {
+		t.Fatalf("after a refused probe: n %d direct %v err %v received %d", n, direct, err, *received)
 	}
 }
 
