@@ -61,6 +61,9 @@ struct Weed {
     master_port: u16,
     volume_port: u16,
     dir: PathBuf,
+    /// With [`Weed::start_on_two_disks`]: the second `-dir` and the `-dir.idx`.
+    second_dir: Option<PathBuf>,
+    idx_dir: Option<PathBuf>,
     _tmp: TempDir,
 }
 
@@ -101,10 +104,20 @@ impl Weed {
         Weed::start_with_read_key(tag, pids, None)
     }
 
+    /// Starts weed with two volume directories (`-dir=v,v2 -max=4,4`) and the `.idx` files
+    /// apart (`-dir.idx=idx`).
+    fn start_on_two_disks(tag: &str, pids: &Pids) -> Weed {
+        Weed::start_as(tag, pids, None, true)
+    }
+
     /// Starts weed; with `read_key`, `$HOME/.seaweedfs/security.toml` sets
     /// `[jwt.signing.read] key` (weed's HOME is the temp dir, which is also its working
     /// directory, where it looks first and finds no security.toml).
     fn start_with_read_key(tag: &str, pids: &Pids, read_key: Option<&str>) -> Weed {
+        Weed::start_as(tag, pids, read_key, false)
+    }
+
+    fn start_as(tag: &str, pids: &Pids, read_key: Option<&str>, two_disks: bool) -> Weed {
         let weed = weed_binary();
         let tmp = TempDir::new(&format!("weed-{tag}"));
         if let Some(key) = read_key {
@@ -119,6 +132,22 @@ impl Weed {
         let dir = tmp.0.join("v");
         std::fs::create_dir_all(&mdir).unwrap();
         std::fs::create_dir_all(&dir).unwrap();
+        let (second_dir, idx_dir) = if two_disks {
+            let (second, idx) = (tmp.0.join("v2"), tmp.0.join("idx"));
+            std::fs::create_dir_all(&second).unwrap();
+            std::fs::create_dir_all(&idx).unwrap();
+            (Some(second), Some(idx))
+        } else {
+            (None, None)
+        };
+        let mut dirs = dir.display().to_string();
+        let mut max = "8".to_string();
+        let mut layout = Vec::new();
+        if let (Some(second), Some(idx)) = (&second_dir, &idx_dir) {
+            dirs = format!("{dirs},{}", second.display());
+            max = "4,4".into();
+            layout.push(format!("-dir.idx={}", idx.display()));
+        }
         let mp = free_port_pair(&[]);
         let vp = free_port_pair(&[mp, mp + 10000]);
         let master = spawn(
@@ -148,10 +177,13 @@ impl Weed {
                 "-ip.bind=127.0.0.1".into(),
                 format!("-port={vp}"),
                 format!("-port.grpc={}", vp + 10000),
-                format!("-dir={}", dir.display()),
+                format!("-dir={dirs}"),
                 format!("-mserver=127.0.0.1:{mp}"),
-                "-max=8".into(),
-            ],
+                format!("-max={max}"),
+            ]
+            .into_iter()
+            .chain(layout)
+            .collect::<Vec<_>>(),
             pids,
         );
         let mut w = Weed {
@@ -160,6 +192,8 @@ impl Weed {
             master_port: mp,
             volume_port: vp,
             dir,
+            second_dir,
+            idx_dir,
             _tmp: tmp,
         };
         // Ready when the master hands out file ids on this volume server.
@@ -187,6 +221,19 @@ impl Weed {
             std::thread::sleep(Duration::from_millis(200));
         }
         w
+    }
+
+    /// `swucx serve`'s arguments for weed's directories.
+    fn serve_args(&self) -> Vec<String> {
+        let mut dirs = self.dir.display().to_string();
+        let mut args = Vec::new();
+        if let Some(second) = &self.second_dir {
+            dirs = format!("{dirs},{}", second.display());
+        }
+        if let Some(idx) = &self.idx_dir {
+            args = vec!["--dir-idx".to_string(), idx.display().to_string()];
+        }
+        [vec!["--dir".to_string(), dirs], args].concat()
     }
 
     fn assign(&self, query: &str) -> String {
@@ -376,6 +423,58 @@ fn read(
             r => return r,
         }
     }
+}
+
+/// weed on two disks with the indexes apart (`-dir=v,v2 -dir.idx=idx`): every needle is read
+/// from the volume directories as `swucx serve --dir v,v2 --dir-idx idx` reads them.
+#[test]
+fn reads_volumes_on_two_disks_with_the_indexes_apart() {
+    let pids: Pids = Arc::default();
+    watchdog(pids.clone());
+    let weed = Weed::start_on_two_disks("disks", &pids);
+    let (second, idx) = (
+        weed.second_dir.clone().unwrap(),
+        weed.idx_dir.clone().unwrap(),
+    );
+    // Uploads to every collection's volumes until both disks hold some (weed grows volumes on
+    // either).
+    let mut files = Vec::new();
+    let has = |dir: &Path, ext: &str| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(ext))
+    };
+    for (i, collection) in ["", "a", "b", "c", "d", "e", "f", "g"].iter().enumerate() {
+        let query = if collection.is_empty() {
+            String::new()
+        } else {
+            format!("?collection={collection}")
+        };
+        let fid = weed.assign(&query);
+        let data = pseudo_random(5000 + i, i as u64 + 7);
+        weed.upload(&fid, "", "f.bin", "application/octet-stream", &data, &[]);
+        files.push((fid, data));
+        if i >= 1 && has(&weed.dir, ".dat") && has(&second, ".dat") {
+            break;
+        }
+    }
+    assert!(
+        has(&weed.dir, ".dat") && has(&second, ".dat"),
+        "weed used one disk only"
+    );
+    assert!(
+        has(&idx, ".idx") && !has(&weed.dir, ".idx"),
+        "weed kept the .idx files apart"
+    );
+    let dir =
+        VolumeDir::open_with_index([weed.dir.clone(), second.clone()], Some(idx.clone())).unwrap();
+    for (fid, data) in &files {
+        let got = read(&dir, &FileId::parse(fid).unwrap(), &ReadOptions::default()).unwrap();
+        assert!(got.data == *data, "{fid}: differs");
+        assert_eq!(weed.get(fid, &[]).body, *data, "{fid}: HTTP");
+    }
+    let fids: Vec<&str> = files.iter().map(|(fid, _)| fid.as_str()).collect();
+    swucx_command_reads_match_http(&weed, &fids);
 }
 
 #[test]
@@ -814,7 +913,7 @@ fn read_jwt_outcomes_match_weed() {
     // `swucx serve` without --jwt-read-key, in weed's working directory and HOME, finds the same
     // key weed found and refuses the same way.
     let home = weed.dir.parent().unwrap();
-    let (mut serve, addr) = start_swucx_serve(&weed.dir, Some(home));
+    let (mut serve, addr) = start_swucx_serve(&weed, Some(home));
     let run_read = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_swucx"))
             .args(["read", "--server", &addr, &fid_s])
@@ -851,11 +950,11 @@ fn read_jwt_outcomes_match_weed() {
 
 /// Starts `swucx serve` on `dir` over tcp (working directory and HOME `home`, if given, and
 /// without a read key in the environment); returns it (stderr piped) and the address it printed.
-fn start_swucx_serve(dir: &Path, home: Option<&Path>) -> (Child, String) {
+fn start_swucx_serve(weed: &Weed, home: Option<&Path>) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_swucx"));
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(weed.serve_args())
         .env("UCX_TLS", "tcp,self")
         .env("UCX_NET_DEVICES", "lo")
         .env("RUST_LOG", "warn")
@@ -882,7 +981,7 @@ fn start_swucx_serve(dir: &Path, home: Option<&Path>) -> (Child, String) {
 /// byte-exact (the same bytes as weed's HTTP GET).
 fn swucx_command_reads_match_http(weed: &Weed, fids: &[&str]) {
     let bin = env!("CARGO_BIN_EXE_swucx");
-    let (mut serve, addr) = start_swucx_serve(&weed.dir, None);
+    let (mut serve, addr) = start_swucx_serve(weed, None);
     let tmp = std::env::temp_dir().join(format!("swucx-read-{}", std::process::id()));
     let mut failures = Vec::new();
     for fid in fids {
