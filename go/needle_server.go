@@ -43,8 +43,9 @@ type NeedleReply struct {
 	r *C.swucx_read_reply_t
 }
 
-// Fail answers with a non-OK status of docs/protocol.md (1 not found ... 10 internal; see
-// seaweed.Status); dataSize is the data length for BAD_RANGE and TOO_LARGE, else 0.
+// Fail answers with a non-OK status of docs/protocol.md (1 not found ... 10 internal, 13 a
+// volume the host does not hold; see seaweed.Status); dataSize is the data length for
+// BAD_RANGE and TOO_LARGE, else 0.
 func (w *NeedleReply) Fail(status uint8, dataSize uint64) {
 	C.swucx_read_reply_set(w.r, C.uint8_t(status), C.uint64_t(dataSize), 0, 0)
 }

@@ -115,7 +115,7 @@
 
 /**
  * Reply status: no such needle in a volume the host holds (for a volume it does not hold,
- * `SWUCX_READ_INTERNAL`: clients then read it over HTTP).
+ * `SWUCX_READ_NO_VOLUME`).
  */
 #define SWUCX_READ_NOT_FOUND 1
 
@@ -160,10 +160,15 @@
 #define SWUCX_READ_STALE 9
 
 /**
- * Reply status: a server-side failure, or a volume the host does not hold; the client falls
- * back to HTTP.
+ * Reply status: a server-side failure; the client falls back to HTTP.
  */
 #define SWUCX_READ_INTERNAL 10
+
+/**
+ * Reply status: the host does not hold the volume; the client reads it over HTTP (clients of
+ * protocol versions before 3 are told `SWUCX_READ_INTERNAL`).
+ */
+#define SWUCX_READ_NO_VOLUME 13
 
 /**
  * `swucx_engine_wait_signals` flag: sleep at once, without the spin (e.g. waiting again after

@@ -21,11 +21,21 @@ use swucx::seaweed::{
 };
 use swucx::{AmDesc, AmFlags, AmQueue, CloseMode, Context, Payload, Worker};
 
-/// A host's store: whole files by (volume, needle, cookie).
+/// A host's store: whole files by (volume, needle, cookie); it holds the volumes of its files.
 struct MapSource(HashMap<(u32, u64, u32), Vec<u8>>);
 
 impl NeedleSource for MapSource {
     fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        if !self
+            .0
+            .keys()
+            .any(|(volume, _, _)| *volume == request.volume_id)
+        {
+            return (
+                ReadReply::status(request.request_id, Status::NoVolume),
+                Payload::default(),
+            );
+        }
         let key = (request.volume_id, request.needle_id, request.cookie);
         let Some(data) = self.0.get(&key) else {
             return (
@@ -776,4 +786,86 @@ fn client_holding_its_replies(tls: &str) {
     };
     assert!(stopped, "server run");
     drop(held);
+}
+
+/// A volume the host does not hold is NO_VOLUME to clients of protocol version 3 (NeedleClient
+/// speaks it) and INTERNAL to older ones, who fall back to HTTP on that.
+#[test]
+fn a_volume_the_host_does_not_hold() {
+    let context = context_on("tcp,self");
+    let (files, source) = sample_files();
+    let server =
+        NeedleServer::bind_source(&context, Arc::new(source), "127.0.0.1:0".parse().unwrap())
+            .unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = server.spawn();
+    let timeout = Duration::from_secs(30);
+    let client = NeedleClient::connect(&context, addr).unwrap();
+    let elsewhere = FileId::new(4, 1, 1);
+    match client.read(&elsewhere, 0, 0, timeout) {
+        Err(ClientError::Status(Status::NoVolume)) => {}
+        other => panic!("a volume not held gave {other:?}"),
+    }
+    assert!(client.read(&files[2].0, 0, 0, timeout).unwrap().data == files[2].1);
+    drop(client);
+    let raw = RawClient::connect(&context, addr);
+    for (version, want) in [
+        (1, Status::Internal),
+        (2, Status::Internal),
+        (3, Status::NoVolume),
+    ] {
+        let header = ReadRequest {
+            version,
+            request_id: u64::from(version),
+            volume_id: 4,
+            needle_id: 1,
+            ..ReadRequest::default()
+        };
+        raw.send(header.encode().unwrap(), Vec::new());
+        assert_eq!(raw.await_replies(1, timeout), 1);
+        let reply = ReadReply::decode(&raw.replies.try_recv().unwrap().header).unwrap();
+        assert_eq!((reply.version, reply.status), (version, want));
+    }
+    drop(raw);
+    serving.stop().expect("server run");
+}
+
+/// A host that answers like a server of protocol version 1 (UNKNOWN_VERSION to later ones).
+struct VersionOneHost {
+    seen: Mutex<Vec<u8>>,
+}
+
+impl NeedleSource for VersionOneHost {
+    fn read(&self, request: &ReadRequest) -> (ReadReply, Payload) {
+        self.seen.lock().unwrap().push(request.version);
+        if request.version > 1 {
+            let reply = ReadReply {
+                data_size: 1,
+                ..ReadReply::status(request.request_id, Status::UnknownVersion)
+            };
+            return (reply, Payload::default());
+        }
+        SameBytes(bytes(100, 5)).read(request)
+    }
+}
+
+/// NeedleClient steps down to the version an older server speaks, once per connection.
+#[test]
+fn the_client_steps_down_to_an_older_servers_version() {
+    let context = context_on("tcp,self");
+    let host = Arc::new(VersionOneHost {
+        seen: Mutex::new(Vec::new()),
+    });
+    let server =
+        NeedleServer::bind_source(&context, host.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = server.spawn();
+    let client = NeedleClient::connect(&context, addr).unwrap();
+    for _ in 0..2 {
+        let got = client.read(&FileId::new(1, 1, 1), 0, 0, Duration::from_secs(30));
+        assert_eq!(got.unwrap().data, bytes(100, 5));
+    }
+    assert_eq!(*host.seen.lock().unwrap(), vec![VERSION, 2, 1, 1]);
+    drop(client);
+    serving.stop().expect("server run");
 }

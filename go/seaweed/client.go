@@ -77,13 +77,16 @@ type Stats struct {
 	// FallbackProtocol: no reply to the first request in ProbeTimeout, an unknown protocol
 	// version, or a reply that did not decode.
 	FallbackProtocol uint64
-	// FallbackServer: the server answered INTERNAL (a server-side failure, or a volume it
-	// does not hold: on a disk it was not given, erasure-coded, tiered), or BUSY after every
-	// retry.
+	// FallbackServer: the server answered INTERNAL (a server-side failure; from a server
+	// older than protocol version 3 also a volume it does not hold), TOO_LARGE, or BUSY or
+	// STALE after every retry.
 	FallbackServer uint64
 	// FallbackDeleted: the needle was deleted; weed's HTTP GET with readDeleted=true (as
 	// weed mount asks) still returns its bytes until a compaction drops them.
 	FallbackDeleted uint64
+	// FallbackNoVolume: the UCX server does not hold the volume (on a disk it was not given,
+	// erasure-coded, tiered to remote storage); weed's HTTP handler finds it.
+	FallbackNoVolume uint64
 	// Retries counts requests sent again after BUSY or STALE.
 	Retries uint64
 	// Direct counts the UCX reads whose payload was copied straight out of the server's
@@ -118,7 +121,7 @@ type Client struct {
 	closed  bool
 
 	stats struct {
-		ucx, http, failed, unreachable, down, protocol, serverErr, deleted, retries, direct atomic.Uint64
+		ucx, http, failed, unreachable, down, protocol, serverErr, deleted, noVolume, retries, direct atomic.Uint64
 	}
 }
 
@@ -148,6 +151,9 @@ type conn struct {
 	ep       *swucx.Endpoint
 	answered atomic.Bool
 	direct   directState
+	// version is the protocol version requests go in: maxVersion, lower once the server
+	// answered that it does not speak it.
+	version atomic.Uint32
 }
 
 // NewClient creates a client with its own UCX context and engine.
@@ -255,8 +261,8 @@ func (c *Client) Stats() Stats {
 		UCX: s.ucx.Load(), HTTP: s.http.Load(), Failed: s.failed.Load(),
 		FallbackUnreachable: s.unreachable.Load(), FallbackDown: s.down.Load(),
 		FallbackProtocol: s.protocol.Load(), FallbackServer: s.serverErr.Load(),
-		FallbackDeleted: s.deleted.Load(),
-		Retries:         s.retries.Load(), Direct: s.direct.Load(),
+		FallbackDeleted: s.deleted.Load(), FallbackNoVolume: s.noVolume.Load(),
+		Retries: s.retries.Load(), Direct: s.direct.Load(),
 	}
 }
 
@@ -401,6 +407,7 @@ func (s *server) conn(c *Client) (*conn, error) {
 			return nil, err
 		}
 		cn := &conn{e: e, ep: ep}
+		cn.version.Store(maxVersion)
 		if c.opts.NoDirectReads {
 			cn.direct.disable()
 		}

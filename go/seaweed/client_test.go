@@ -169,7 +169,7 @@ func TestReadsMatchHTTP(t *testing.T) {
 }
 
 // Volumes the UCX server does not hold (on a disk it was not given, erasure-coded, tiered)
-// are answered INTERNAL and read over HTTP; with the fallback off the read fails, but not as
+// are answered NO_VOLUME and read over HTTP; with the fallback off the read fails, but not as
 // "not found" (weed has the needle).
 func TestVolumeNotOnServerFallsBack(t *testing.T) {
 	c := startCluster(t, testcluster.Options{ServerDir: t.TempDir()})
@@ -182,8 +182,8 @@ func TestVolumeNotOnServerFallsBack(t *testing.T) {
 			t.Fatalf("%s: %d bytes, %v", f.fid, len(got), err)
 		}
 	}
-	if st := cl.Stats(); st.FallbackServer != 2 || st.HTTP != 2 || st.UCX != 0 || st.FallbackProtocol != 0 {
-		t.Fatalf("stats %+v: want both reads answered INTERNAL and read over HTTP", st)
+	if st := cl.Stats(); st.FallbackNoVolume != 2 || st.HTTP != 2 || st.UCX != 0 || st.FallbackServer != 0 {
+		t.Fatalf("stats %+v: want both reads answered NO_VOLUME and read over HTTP", st)
 	}
 	// A volume nobody holds: weed's 404.
 	if _, err := cl.ReadNeedle(ctx, c.VolumeServer, "999,01637037d6", 0, make([]byte, 10), ""); !errors.Is(err, seaweed.ErrNotFound) {

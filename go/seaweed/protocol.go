@@ -18,7 +18,7 @@ const (
 	AMReadReply = 0x31
 
 	minVersion  = 1
-	maxVersion  = 2
+	maxVersion  = 3 // 2: direct reads; 3: the status NO_VOLUME
 	kindRequest = 1
 	kindReply   = 2
 	fixedLen    = 48
@@ -67,11 +67,12 @@ const (
 	StatusInternal       Status = 10
 	StatusUnknownVersion Status = 11
 	StatusBadRequest     Status = 12
+	StatusNoVolume       Status = 13 // protocol version 3 on
 )
 
 var statusNames = [...]string{
 	"OK", "NOT_FOUND", "COOKIE_MISMATCH", "DELETED", "EXPIRED", "UNAUTHORIZED", "BAD_RANGE",
-	"TOO_LARGE", "BUSY", "STALE", "INTERNAL", "UNKNOWN_VERSION", "BAD_REQUEST",
+	"TOO_LARGE", "BUSY", "STALE", "INTERNAL", "UNKNOWN_VERSION", "BAD_REQUEST", "NO_VOLUME",
 }
 
 func (s Status) String() string {
@@ -91,7 +92,7 @@ func (s Status) IsRetryable() bool { return s == StatusBusy || s == StatusStale 
 
 // readRequest is a READ request (kind 1).
 type readRequest struct {
-	version uint8 // 1, or 2 with wantDirect
+	version uint8 // 1 to 3; 2 or more with wantDirect
 	id      uint64
 	fid     FileID
 	offset  uint64
@@ -205,8 +206,8 @@ func decodeReply(b []byte) (*readReply, error) {
 	r.info.LastModified = le.Uint64(b[32:])
 	r.info.CRC = le.Uint32(b[40:])
 	switch {
-	case int(r.status) >= len(statusNames):
-		return bad(fmt.Sprintf("undefined status %d", r.status))
+	case int(r.status) >= len(statusNames), r.status == StatusNoVolume && r.version < 3:
+		return bad(fmt.Sprintf("undefined status %d in version %d", r.status, r.version))
 	case r.flags&^defined != 0:
 		return bad("undefined flag bits")
 	case le.Uint16(b[46:]) != 0:

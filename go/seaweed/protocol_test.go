@@ -96,7 +96,8 @@ func TestDecodeReply(t *testing.T) {
 	bad := map[string][]byte{
 		"short":              ok[:47],
 		"trailing":           append(append([]byte{}, ok...), 0),
-		"undefined status":   reply(13, 0, 0, 0, 0, 0, "", ""),
+		"undefined status":   reply(14, 0, 0, 0, 0, 0, "", ""),
+		"NO_VOLUME in v1":    reply(StatusNoVolume, 0, 0, 0, 0, 0, "", ""),
 		"undefined flag":     reply(StatusOK, 0x20, 1, 1, 0, 0, "", ""),
 		"unchecked part":     reply(StatusOK, replyCRCUnchecked, 2, 1, 0, 0, "", ""),
 		"name without flag":  reply(StatusOK, 0, 1, 1, 0, 0, "n", ""),
@@ -136,12 +137,17 @@ func TestDecodeReplyDirect(t *testing.T) {
 	if r, err := decodeReply(v2(StatusOK, 0, 64, nil)); err != nil || r.direct != nil {
 		t.Fatalf("version 2 without the trailer: %+v, %v", r, err)
 	}
+	noVolume := reply(StatusNoVolume, 0, 0, 0, 0, 0, "", "")
+	noVolume[2] = 3
+	if r, err := decodeReply(noVolume); err != nil || r.status != StatusNoVolume {
+		t.Fatalf("version 3 NO_VOLUME: %+v, %v", r, err)
+	}
 	reserved := append([]byte{}, trailer...)
 	reserved[15] = 1
 	v1 := v2(StatusOK, replyDirect, 64, trailer)
 	v1[2] = 1
-	v3 := v2(StatusOK, 0, 64, nil)
-	v3[2] = 3
+	v4 := v2(StatusOK, 0, 64, nil)
+	v4[2] = 4
 	for name, b := range map[string][]byte{
 		"reserved":           v2(StatusOK, replyDirect, 64, reserved),
 		"no payload":         v2(StatusOK, replyDirect, 0, trailer),
@@ -149,7 +155,7 @@ func TestDecodeReplyDirect(t *testing.T) {
 		"trailer missing":    v2(StatusOK, replyDirect, 64, trailer[:15]),
 		"trailer, no flag":   v2(StatusOK, 0, 64, trailer),
 		"trailer in v1":      v1,
-		"unknown version 3":  v3,
+		"unknown version 4":  v4,
 		"undefined v2 flags": v2(StatusOK, 0x40, 64, nil),
 	} {
 		if _, err := decodeReply(b); !errors.Is(err, errMalformed) {

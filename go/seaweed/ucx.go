@@ -47,9 +47,9 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 		}
 		// The CRC of a whole large needle is checked here, not on the server: the work spreads
 		// over the clients, and the check covers the transfer too.
-		req := readRequest{version: minVersion, fid: id, offset: offset, size: size, flags: crcAtClient, jwt: jwt}
-		if cn.direct.mode() != directOff {
-			req.version, req.flags = maxVersion, crcAtClient|wantDirect
+		req := readRequest{version: uint8(cn.version.Load()), fid: id, offset: offset, size: size, flags: crcAtClient, jwt: jwt}
+		if cn.direct.mode() != directOff && req.version >= 2 {
+			req.flags |= wantDirect
 		}
 		rep, msg, err := c.roundTrip(ctx, cn, &req)
 		switch {
@@ -97,7 +97,15 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 				backoff = min(2*backoff, 100*time.Millisecond)
 			}
 		case st == StatusUnknownVersion && req.version > minVersion:
-			cn.direct.disable() // a version-1 server: ask again without direct reads
+			// An older server: ask again one version lower (direct reads need version 2).
+			cn.version.CompareAndSwap(uint32(req.version), uint32(req.version-1))
+			if req.version-1 < 2 {
+				cn.direct.disable()
+			}
+		case st == StatusNoVolume:
+			// Not in the server's directories (another disk, erasure-coded, tiered): weed's
+			// HTTP handler finds it.
+			return 0, &c.stats.noVolume, nil
 		case st == StatusUnknownVersion:
 			return 0, &c.stats.protocol, nil
 		case st == StatusBadRequest:

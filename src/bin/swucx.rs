@@ -31,7 +31,7 @@ enum Command {
     Serve {
         /// The directories `weed volume -dir` writes (comma-separated, as weed takes them, or
         /// the flag repeated). Volumes this server does not find there (erasure-coded, remote
-        /// tier, another server's) are answered INTERNAL and clients read them over HTTP.
+        /// tier, another server's) are answered NO_VOLUME and clients read them over HTTP.
         #[arg(long, required = true, value_delimiter = ',')]
         dir: Vec<std::path::PathBuf>,
         /// Where the `.idx` files are when weed runs with `-dir.idx` (an `.idx` next to its

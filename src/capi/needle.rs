@@ -23,7 +23,7 @@ use crate::seaweed::server::{NeedleServer, NeedleSource, ServerThread};
 /// Reply status: the payload holds the requested bytes.
 pub const SWUCX_READ_OK: u8 = 0;
 /// Reply status: no such needle in a volume the host holds (for a volume it does not hold,
-/// `SWUCX_READ_INTERNAL`: clients then read it over HTTP).
+/// `SWUCX_READ_NO_VOLUME`).
 pub const SWUCX_READ_NOT_FOUND: u8 = 1;
 /// Reply status: the needle exists with another cookie.
 pub const SWUCX_READ_COOKIE_MISMATCH: u8 = 2;
@@ -41,9 +41,17 @@ pub const SWUCX_READ_TOO_LARGE: u8 = 7;
 pub const SWUCX_READ_BUSY: u8 = 8;
 /// Reply status: the volume changed under the read; the client retries at once.
 pub const SWUCX_READ_STALE: u8 = 9;
-/// Reply status: a server-side failure, or a volume the host does not hold; the client falls
-/// back to HTTP.
+/// Reply status: a server-side failure; the client falls back to HTTP.
 pub const SWUCX_READ_INTERNAL: u8 = 10;
+/// Reply status: the host does not hold the volume; the client reads it over HTTP (clients of
+/// protocol versions before 3 are told `SWUCX_READ_INTERNAL`).
+pub const SWUCX_READ_NO_VOLUME: u8 = 13;
+
+/// Whether a host's callback may answer `status` (UNKNOWN_VERSION and BAD_REQUEST are the
+/// server's own).
+fn host_status(status: u8) -> bool {
+    status <= SWUCX_READ_INTERNAL || status == SWUCX_READ_NO_VOLUME
+}
 
 /// A READ request as the host's callback sees it. Valid only during the callback.
 #[repr(C)]
@@ -146,7 +154,7 @@ impl NeedleSource for CallbackSource {
 fn to_reply(request: &ReadRequest, reply: swucx_read_reply_t) -> (ReadReply, Payload) {
     let id = request.request_id;
     let status = match Status::from_code(reply.status) {
-        Ok(s) if reply.status <= SWUCX_READ_INTERNAL => s,
+        Ok(s) if host_status(reply.status) => s,
         _ => {
             log::error!(
                 "host read callback answered undefined status {}",
@@ -301,7 +309,7 @@ pub extern "C" fn swucx_read_reply_set(
 ) -> swucx_status_t {
     boundary(|| {
         let reply = super::try_mut!(reply);
-        if status > SWUCX_READ_INTERNAL {
+        if !host_status(status) {
             return fail_with(
                 SWUCX_ERR_INVALID_PARAM,
                 format!("undefined read status {status}"),

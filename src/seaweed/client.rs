@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,9 @@ pub struct NeedleClient {
     stale_retries: u32,
     direct: DirectState,
     direct_reads: AtomicU64,
+    /// The protocol version requests go in: [`VERSION`], lower once the server said it does
+    /// not speak it.
+    version: AtomicU8,
 }
 
 /// A successful read: the reply header and the bytes.
@@ -123,6 +126,7 @@ impl NeedleClient {
             stale_retries: DEFAULT_STALE_RETRIES,
             direct: DirectState::new(true),
             direct_reads: AtomicU64::new(0),
+            version: AtomicU8::new(VERSION),
         })
     }
 
@@ -189,16 +193,23 @@ impl NeedleClient {
         loop {
             // Every attempt is a new request (a late reply to an earlier one is dropped).
             request.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let direct = self.direct.mode() != DirectMode::Off;
-            (request.version, request.flags) = if direct {
-                (VERSION, flags | ReadFlags::DIRECT)
+            request.version = self.version.load(Ordering::Relaxed);
+            request.flags = if self.direct.mode() != DirectMode::Off && request.version >= 2 {
+                flags | ReadFlags::DIRECT
             } else {
-                (MIN_VERSION, flags)
+                flags
             };
             match self.read_once(&request, timeout, deadline) {
-                Err(ClientError::Status(Status::UnknownVersion)) if direct => {
-                    log::info!("the server speaks protocol version 1 only: no direct reads");
-                    self.direct.disable();
+                // An older server: one version lower (direct reads need version 2).
+                Err(ClientError::Status(Status::UnknownVersion))
+                    if request.version > MIN_VERSION =>
+                {
+                    let lower = request.version - 1;
+                    log::info!("the server does not speak protocol version {}", lower + 1);
+                    self.version.store(lower, Ordering::Relaxed);
+                    if lower < 2 {
+                        self.direct.disable();
+                    }
                 }
                 Err(ClientError::Status(Status::Stale)) if stale < self.stale_retries => {
                     if stale > 0 {

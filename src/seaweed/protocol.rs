@@ -1,4 +1,4 @@
-//! The needle-read wire protocol, versions 1 and 2: a READ request and its reply header.
+//! The needle-read wire protocol, versions 1 to 3: a READ request and its reply header.
 //!
 //! Pure and transport independent: these are the bytes that travel as UCX active-message
 //! headers (the request as the header of [`AM_ID_READ`] with no payload, the reply header as the
@@ -19,8 +19,11 @@ use super::volume::{ReadOptions, ReadResult, VolumeError};
 /// The first two bytes of every message.
 pub const MAGIC: [u8; 2] = *b"SW";
 /// The highest protocol version this module speaks. Version 2 is version 1 plus direct reads
-/// ([`ReadFlags::DIRECT`], [`ReadReply::direct`]).
-pub const VERSION: u8 = 2;
+/// ([`ReadFlags::DIRECT`], [`ReadReply::direct`]); version 3 is version 2 plus the status
+/// [`Status::NoVolume`].
+pub const VERSION: u8 = 3;
+/// The first version with [`Status::NoVolume`].
+pub const NO_VOLUME_VERSION: u8 = 3;
 /// The lowest protocol version this module speaks.
 pub const MIN_VERSION: u8 = 1;
 /// Kind byte of a READ request.
@@ -157,18 +160,21 @@ pub enum Status {
     Busy = 8,
     /// The volume changed under the read (compaction); retry at once.
     Stale = 9,
-    /// A server-side failure (I/O, corrupt needle), or a volume this server does not hold (not
-    /// in its directories, erasure-coded, remote tier): read it over HTTP, not again here.
+    /// A server-side failure (I/O, corrupt needle; before version 3 also a volume the server
+    /// does not hold): read it over HTTP, not again here.
     Internal = 10,
     /// The server does not speak the request's version; `data_size` holds the highest it does.
     UnknownVersion = 11,
     /// The request did not decode.
     BadRequest = 12,
+    /// (Version 3.) The server does not hold the volume (not in its directories, or a kind it
+    /// does not read: erasure-coded, remote tier): read it over HTTP, where weed finds it.
+    NoVolume = 13,
 }
 
 impl Status {
     /// Every status, in code order.
-    pub const ALL: [Status; 13] = [
+    pub const ALL: [Status; 14] = [
         Status::Ok,
         Status::NotFound,
         Status::CookieMismatch,
@@ -182,6 +188,7 @@ impl Status {
         Status::Internal,
         Status::UnknownVersion,
         Status::BadRequest,
+        Status::NoVolume,
     ];
 
     /// The wire code.
@@ -217,14 +224,13 @@ impl From<&VolumeError> for Status {
             // A wrong cookie is NOT_FOUND on the wire, as weed answers 404 for both: telling
             // them apart would tell a client which needle ids exist without their cookies.
             VolumeError::NotFound(_) | VolumeError::CookieMismatch(_) => Status::NotFound,
+            VolumeError::VolumeNotFound(_) | VolumeError::Remote(_) => Status::NoVolume,
             VolumeError::Deleted(_) => Status::Deleted,
             VolumeError::Expired(_) => Status::Expired,
             VolumeError::BadRange { .. } => Status::BadRange,
             VolumeError::TooLarge { .. } => Status::TooLarge,
             VolumeError::Stale(_) => Status::Stale,
-            VolumeError::VolumeNotFound(_)
-            | VolumeError::Remote(_)
-            | VolumeError::Needle { .. }
+            VolumeError::Needle { .. }
             | VolumeError::SuperBlock { .. }
             | VolumeError::Vif { .. }
             | VolumeError::OffsetWidth(_)
@@ -421,6 +427,16 @@ impl ReadReply {
         }
     }
 
+    /// This reply in `version`: a status that version lacks becomes the one it had for the case
+    /// ([`Status::NoVolume`] is [`Status::Internal`] before version 3).
+    pub fn in_version(mut self, version: u8) -> Self {
+        self.version = version;
+        if self.status == Status::NoVolume && version < NO_VOLUME_VERSION {
+            self.status = Status::Internal;
+        }
+        self
+    }
+
     /// The reply for a volume error (`data_size` is the data length for a bad range, and the
     /// length the gzip trailer claims for a needle over the decompression cap).
     pub fn from_error(request_id: u64, e: &VolumeError) -> Self {
@@ -597,6 +613,9 @@ impl ReadReply {
             });
         }
         check_version(self.version)?;
+        if self.status == Status::NoVolume && self.version < NO_VOLUME_VERSION {
+            return Err(ProtocolError::UnknownStatus(self.status.code()));
+        }
         if self.direct.is_some() {
             if self.version < 2 {
                 return Err(ProtocolError::UnknownFlags(u16::from(REPLY_DIRECT)));
@@ -897,7 +916,7 @@ mod tests {
 
     fn random_request(rng: &mut Rng) -> ReadRequest {
         let jwt_len = rng.len(MAX_JWT_LEN);
-        let version = MIN_VERSION + rng.below(2) as u8;
+        let version = MIN_VERSION + rng.below(usize::from(VERSION)) as u8;
         let mut flags = rng.next() as u16 & ReadFlags::ALL.0;
         if version < 2 {
             flags &= !ReadFlags::DIRECT.0;
@@ -918,7 +937,10 @@ mod tests {
     fn random_reply(rng: &mut Rng) -> ReadReply {
         let status = Status::ALL[rng.below(Status::ALL.len())];
         let mut r = ReadReply::status(rng.u64(), status);
-        r.version = MIN_VERSION + rng.below(2) as u8;
+        r.version = MIN_VERSION + rng.below(usize::from(VERSION)) as u8;
+        if status == Status::NoVolume {
+            r.version = NO_VOLUME_VERSION;
+        }
         r.data_size = rng.u64();
         if status == Status::Ok {
             r.payload_len = if r.data_size == 0 {
@@ -1057,11 +1079,11 @@ mod tests {
         let b = plain.encode().unwrap();
         assert_eq!(b.len(), 48 + 9 + 10);
         assert_eq!(ReadReply::decode(&b).unwrap(), plain);
-        let mut v3 = b.clone();
-        v3[2] = 3;
+        let mut v4 = b.clone();
+        v4[2] = 4;
         assert_eq!(
-            ReadReply::decode(&v3),
-            Err(ProtocolError::UnsupportedVersion(3))
+            ReadReply::decode(&v4),
+            Err(ProtocolError::UnsupportedVersion(4))
         );
     }
 
@@ -1154,15 +1176,22 @@ mod tests {
         assert_eq!(b.len(), MAX_READ_REPLY_LEN);
         assert_eq!(ReadReply::decode(&b).unwrap(), max);
         for s in Status::ALL {
-            let r = ReadReply::status(9, s);
+            let r = ReadReply::status(9, s).in_version(VERSION);
             assert_eq!(ReadReply::decode(&r.encode().unwrap()).unwrap(), r);
             assert_eq!(Status::from_code(s.code()).unwrap(), s);
         }
+        // NO_VOLUME is a version-3 status: not in an older reply.
+        let mut old = ReadReply::status(9, Status::NoVolume);
+        assert_eq!(old.encode(), Err(ProtocolError::UnknownStatus(13)));
+        old.version = 3;
+        let mut b = old.encode().unwrap();
+        b[2] = 2;
+        assert_eq!(ReadReply::decode(&b), Err(ProtocolError::UnknownStatus(13)));
         let uv = ReadReply::unknown_version(3);
         assert_eq!(
             (uv.version, uv.data_size),
-            (1, 2),
-            "a version-1 reply naming version 2"
+            (1, 3),
+            "a version-1 reply naming version 3"
         );
         assert_eq!(ReadReply::decode(&uv.encode().unwrap()).unwrap(), uv);
     }
@@ -1210,8 +1239,8 @@ mod tests {
         b[0] = b'X';
         assert_eq!(err(&b), ProtocolError::BadMagic([b'X', b'W']));
         let mut b = good.clone();
-        b[2] = 3;
-        assert_eq!(err(&b), ProtocolError::UnsupportedVersion(3));
+        b[2] = 4;
+        assert_eq!(err(&b), ProtocolError::UnsupportedVersion(4));
         assert_eq!(peek_request_id(&b), Some(0x0102_0304_0506_0708));
         assert_eq!(peek_request_id(&b[..15]), None);
         let mut b = good.clone();
@@ -1334,7 +1363,7 @@ mod tests {
                 found: 1
             }
         );
-        assert_eq!(err(&with(&|b| b[4] = 13)), ProtocolError::UnknownStatus(13));
+        assert_eq!(err(&with(&|b| b[4] = 14)), ProtocolError::UnknownStatus(14));
         assert_eq!(
             err(&with(&|b| b[4] = 0xff)),
             ProtocolError::UnknownStatus(0xff)
@@ -1432,7 +1461,7 @@ mod tests {
             source: std::io::Error::other("boom"),
         };
         let cases = [
-            (VolumeError::VolumeNotFound(1), Status::Internal),
+            (VolumeError::VolumeNotFound(1), Status::NoVolume),
             (VolumeError::NotFound(1), Status::NotFound),
             (VolumeError::CookieMismatch(1), Status::NotFound),
             (VolumeError::Deleted(1), Status::Deleted),
@@ -1454,7 +1483,7 @@ mod tests {
                 Status::TooLarge,
             ),
             (VolumeError::Stale(1), Status::Stale),
-            (VolumeError::Remote(1), Status::Internal),
+            (VolumeError::Remote(1), Status::NoVolume),
             (
                 VolumeError::OffsetWidth(PathBuf::from("/x/1.idx")),
                 Status::Internal,
@@ -1465,8 +1494,15 @@ mod tests {
             assert_eq!(Status::from(&e), s, "{e}");
             assert_eq!(e.is_not_found(), s.is_not_found(), "{e}");
             assert_eq!(e.is_retryable(), s.is_retryable(), "{e}");
-            let r = ReadReply::from_error(5, &e);
+            let r = ReadReply::from_error(5, &e).in_version(VERSION);
             assert_eq!(r.status, s);
+            let old = ReadReply::from_error(5, &e).in_version(2);
+            let before = if s == Status::NoVolume {
+                Status::Internal
+            } else {
+                s
+            };
+            assert_eq!(old.status, before, "{e} in version 2");
             assert_eq!(ReadReply::decode(&r.encode().unwrap()).unwrap(), r);
         }
         let r = ReadReply::from_error(

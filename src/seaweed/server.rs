@@ -754,7 +754,7 @@ impl Answerer {
             .read_key
             .as_ref()
             .and_then(|key| key.verify(&request.jwt, &fid, unix_now()).err());
-        let (mut reply, payload) = match refused {
+        let (reply, payload) = match refused {
             Some(why) => {
                 log::debug!("read of {fid} refused: {why}");
                 let reply = ReadReply::status(request.request_id, Status::Unauthorized);
@@ -762,7 +762,7 @@ impl Answerer {
             }
             None => self.source.read(request),
         };
-        reply.version = request.version;
+        let mut reply = reply.in_version(request.version);
         if self.direct_reads
             && request.flags.contains(ReadFlags::DIRECT)
             && reply.status == Status::Ok

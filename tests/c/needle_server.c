@@ -39,7 +39,11 @@ static void host_read(void *user_data, const swucx_read_request_t *req, swucx_re
 {
     int *calls = user_data;
     (*calls)++;
-    if (req->volume_id != VOLUME || req->needle_id < 1 || req->needle_id > 4) {
+    if (req->volume_id != VOLUME) {
+        CHECK_OK(swucx_read_reply_set(reply, SWUCX_READ_NO_VOLUME, 0, 0, 0));
+        return;
+    }
+    if (req->needle_id < 1 || req->needle_id > 4) {
         CHECK_OK(swucx_read_reply_set(reply, SWUCX_READ_NOT_FOUND, 0, 0, 0));
         return;
     }
@@ -100,21 +104,22 @@ static void on_reply(swucx_am_msg_t *msg, void *user_data)
                                    : SWUCX_ERR_MESSAGE_TRUNCATED;
 }
 
-/* Sends a READ for (needle, cookie, offset, size) and waits for the reply; returns its status
- * and payload length. */
-static int read_needle(swucx_worker_t *w, swucx_ep_t *ep, reply_seen_t *seen, uint64_t needle,
-                       uint32_t cookie, uint64_t offset, uint64_t size, uint64_t *payload_len)
+/* Sends a READ in `version` for (volume, needle, cookie, offset, size) and waits for the
+ * reply; returns its status and payload length. */
+static int read_in(swucx_worker_t *w, swucx_ep_t *ep, reply_seen_t *seen, uint8_t version,
+                   uint32_t volume, uint64_t needle, uint32_t cookie, uint64_t offset,
+                   uint64_t size, uint64_t *payload_len)
 {
     static uint64_t next_id = 1;
     uint8_t req[48];
     memset(req, 0, sizeof req);
     req[0] = 'S';
     req[1] = 'W';
-    req[2] = 1; /* version */
+    req[2] = version;
     req[3] = 1; /* READ request */
     uint64_t id = next_id++;
     put_le(req + 8, id, 8);
-    put_le(req + 16, VOLUME, 4);
+    put_le(req + 16, volume, 4);
     put_le(req + 20, cookie, 4);
     put_le(req + 24, needle, 8);
     put_le(req + 32, offset, 8);
@@ -137,10 +142,17 @@ static int read_needle(swucx_worker_t *w, swucx_ep_t *ep, reply_seen_t *seen, ui
         seen->recv = NULL;
     }
     const uint8_t *h = seen->header;
-    CHECK(seen->header_len >= 48 && h[0] == 'S' && h[1] == 'W' && h[2] == 1 && h[3] == 2);
+    CHECK(seen->header_len >= 48 && h[0] == 'S' && h[1] == 'W' && h[2] == version && h[3] == 2);
     CHECK(get_le(h + 8, 8) == id);
     *payload_len = get_le(h + 24, 8);
     return h[4];
+}
+
+/* read_in in protocol version 1, volume VOLUME. */
+static int read_needle(swucx_worker_t *w, swucx_ep_t *ep, reply_seen_t *seen, uint64_t needle,
+                       uint32_t cookie, uint64_t offset, uint64_t size, uint64_t *payload_len)
+{
+    return read_in(w, ep, seen, 1, VOLUME, needle, cookie, offset, size, payload_len);
 }
 
 static void run(const char *tls)
@@ -187,9 +199,12 @@ static void run(const char *tls)
     }
     CHECK(read_needle(w, ep, &seen, 2, COOKIE + 1, 0, 0, &len) == SWUCX_READ_COOKIE_MISMATCH);
     CHECK(read_needle(w, ep, &seen, 9, COOKIE, 0, 0, &len) == SWUCX_READ_NOT_FOUND);
+    /* A volume the host does not hold: NO_VOLUME from version 3, INTERNAL before. */
+    CHECK(read_in(w, ep, &seen, 3, VOLUME + 1, 1, COOKIE, 0, 0, &len) == SWUCX_READ_NO_VOLUME);
+    CHECK(read_in(w, ep, &seen, 1, VOLUME + 1, 1, COOKIE, 0, 0, &len) == SWUCX_READ_INTERNAL);
     /* An inconsistent host answer goes out as INTERNAL, without a payload. */
     CHECK(read_needle(w, ep, &seen, 4, COOKIE, 0, 5, &len) == SWUCX_READ_INTERNAL && len == 0);
-    CHECK(calls == 10);
+    CHECK(calls == 12);
 
     CHECK_OK(swucx_ep_close(ep, SWUCX_EP_CLOSE_FLUSH));
     swucx_ep_destroy(ep);
