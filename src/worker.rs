@@ -613,14 +613,15 @@ impl Worker {
     }
 }
 
-/// Waits up to `timeout` for `fd` to become readable.
+/// Waits up to `timeout` (rounded up to whole milliseconds, so a short wait still sleeps) for
+/// `fd` to become readable.
 pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
     // SAFETY: pfd is a valid pollfd array of length 1 for the call.
     unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
 }

@@ -8,7 +8,7 @@ import (
 	"math/bits"
 )
 
-// The needle-read wire protocol, versions 1 and 2 (docs/protocol.md; the reference
+// The needle-read wire protocol, versions 1 to 3 (docs/protocol.md; the reference
 // implementation is src/seaweed/protocol.rs). Integers are little-endian at fixed offsets.
 // Version 2 is version 1 plus direct reads (direct.go).
 const (
@@ -183,7 +183,7 @@ func decodeReply(b []byte) (*readReply, error) {
 		return bad("bad magic")
 	}
 	if b[2] < minVersion || b[2] > maxVersion || b[3] != kindReply {
-		return bad(fmt.Sprintf("version %d kind %d, want version 1 or 2, kind 2", b[2], b[3]))
+		return bad(fmt.Sprintf("version %d kind %d, want version 1 to %d, kind 2", b[2], b[3], maxVersion))
 	}
 	le := binary.LittleEndian
 	defined := uint8(replyFlagsV1)

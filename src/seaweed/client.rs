@@ -206,7 +206,14 @@ impl NeedleClient {
                 {
                     let lower = request.version - 1;
                     log::info!("the server does not speak protocol version {}", lower + 1);
-                    self.version.store(lower, Ordering::Relaxed);
+                    // Only from the version this request went in (another reader may have
+                    // stepped down further meanwhile).
+                    let _ = self.version.compare_exchange(
+                        request.version,
+                        lower,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     if lower < 2 {
                         self.direct.disable();
                     }

@@ -60,15 +60,21 @@ const REPLY_POLL_MAX: Duration = Duration::from_millis(1);
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
 /// Replies in flight on one thread past which requests are answered [`Status::Busy`].
 pub const MAX_IN_FLIGHT_PER_THREAD: usize = 4096;
-/// Payload bytes in flight to one connection past which its requests are answered
-/// [`Status::Busy`] (decompressed payloads are owned memory, up to 256 MiB each).
-pub const MAX_BYTES_IN_FLIGHT_PER_CONNECTION: u64 = 1 << 30;
-/// Payload bytes in flight on one thread past which requests are answered [`Status::Busy`].
-pub const MAX_BYTES_IN_FLIGHT_PER_THREAD: u64 = 4 << 30;
-/// How long a connection's replies in flight may stand still (none of them completing) before
-/// the server closes it, and how long a stopping server waits for its replies before it closes
-/// the connections still holding some (their clients see the connection fail).
+/// Owned payload bytes (decompressed needles, a host's buffers: heap memory, up to 256 MiB
+/// each) in flight to one connection past which its requests are answered [`Status::Busy`].
+/// Payloads that are ranges of a mapped `.dat` cost no memory of their own and do not count.
+pub const MAX_OWNED_BYTES_IN_FLIGHT_PER_CONNECTION: u64 = 1 << 30;
+/// Owned payload bytes in flight on one thread past which requests are answered
+/// [`Status::Busy`].
+pub const MAX_OWNED_BYTES_IN_FLIGHT_PER_THREAD: u64 = 4 << 30;
+/// How long the oldest reply a client must take (a rendezvous or direct payload) may wait,
+/// beyond the time its connection's bytes in flight need at [`MIN_CLIENT_RATE`], before the
+/// server closes the connection; and how long a stopping server waits for its replies before
+/// it closes the connections still holding some (their clients see the connection fail).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The slowest a client is expected to take its payloads (bytes per second): a connection
+/// with more in flight gets that much longer before it counts as stalled.
+pub const MIN_CLIENT_RATE: u64 = 4 << 20;
 /// How often a serving thread looks for connections whose replies stand still.
 const STALL_CHECK_EVERY: Duration = Duration::from_millis(100);
 
@@ -86,16 +92,20 @@ struct Job {
 struct InFlight {
     request: Request<(Vec<u8>, Payload)>,
     ep: Endpoint,
-    /// Its payload's length.
+    /// Its payload's length, and how much of it is owned (heap) memory.
     bytes: u64,
+    owned: u64,
+    /// When it was sent, if it waits for the client to take it (a rendezvous or direct
+    /// payload; eager replies complete without the client).
+    awaits_client: Option<Instant>,
 }
 
 /// What one connection has in flight on a lane.
+#[derive(Default)]
 struct ConnLoad {
     replies: usize,
     bytes: u64,
-    /// When one of its replies last completed, or the first of those in flight was sent.
-    moved: Instant,
+    owned: u64,
 }
 
 /// The key of a connection in [`Lane::per_connection`] (a reply endpoint is the accepted
@@ -191,8 +201,8 @@ struct Lane {
     direct_replies: Vec<InFlight>,
     /// Replies in flight per connection ([`connection_key`]), both kinds.
     per_connection: HashMap<usize, ConnLoad>,
-    /// Payload bytes in flight, both kinds.
-    bytes_in_flight: u64,
+    /// Owned payload bytes in flight, both kinds of reply.
+    owned_in_flight: u64,
 }
 
 /// Where the accepting lane deals a connection to another lane: its inbox, and its worker to
@@ -411,7 +421,7 @@ impl Lane {
             replies: Vec::new(),
             direct_replies: Vec::new(),
             per_connection: HashMap::new(),
-            bytes_in_flight: 0,
+            owned_in_flight: 0,
         })
     }
 
@@ -450,14 +460,15 @@ impl Lane {
         let mut last_gap = Duration::MAX;
         let mut last_stall_check = Instant::now();
         while !stop.now() {
+            // Also while busy: a lane kept busy by others must still find stalled clients.
+            if !self.per_connection.is_empty() && last_stall_check.elapsed() >= STALL_CHECK_EVERY {
+                last_stall_check = Instant::now();
+                self.close_stalled(stop.reply_timeout);
+            }
             if self.step(answerer, dealer.as_deref_mut()) {
                 last_gap = last_busy.elapsed();
                 last_busy = Instant::now();
                 continue;
-            }
-            if !self.per_connection.is_empty() && last_stall_check.elapsed() >= STALL_CHECK_EVERY {
-                last_stall_check = Instant::now();
-                self.close_stalled(stop.reply_timeout);
             }
             if !self.replies.is_empty() {
                 // Replies in flight need this side's progress, and not always after an event
@@ -522,18 +533,30 @@ impl Lane {
         log::info!("stopped: every reply finished (lane {})", self.index);
     }
 
-    /// Closes the connections whose replies have not moved for `timeout` (a client that
-    /// stopped taking them: hung, stopped, or hostile), so they hold no payloads and no share
-    /// of the lane's limits.
+    /// Closes the connections whose oldest reply awaiting the client has waited `timeout`
+    /// plus the time their bytes in flight need at [`MIN_CLIENT_RATE`] (a client that stopped
+    /// taking them: hung, stopped, or hostile), so they hold no payloads and no share of the
+    /// lane's limits. Eager replies (refusals among them) complete without the client and do
+    /// not count.
     fn close_stalled(&mut self, timeout: Duration) {
-        let stalled: Vec<usize> = self
-            .per_connection
-            .iter()
-            .filter(|(_, load)| load.moved.elapsed() >= timeout)
-            .map(|(key, _)| *key)
+        let mut oldest: HashMap<usize, Instant> = HashMap::new();
+        for reply in self.replies.iter().chain(&self.direct_replies) {
+            if let Some(sent) = reply.awaits_client {
+                let at = oldest.entry(connection_key(&reply.ep)).or_insert(sent);
+                *at = (*at).min(sent);
+            }
+        }
+        let per_connection = &self.per_connection;
+        let stalled: Vec<usize> = oldest
+            .into_iter()
+            .filter(|(key, sent)| {
+                let bytes = per_connection.get(key).map_or(0, |load| load.bytes);
+                sent.elapsed() >= timeout + Duration::from_secs(bytes / MIN_CLIENT_RATE)
+            })
+            .map(|(key, _)| key)
             .collect();
         if !stalled.is_empty() {
-            let why = format!("replies not taken for {timeout:?}");
+            let why = format!("replies not taken for {timeout:?} and more");
             self.abandon(|key| stalled.contains(&key), &why);
         }
     }
@@ -564,7 +587,7 @@ impl Lane {
                 log::debug!("closing a connection: {e}");
             }
             if let Some(load) = self.per_connection.remove(key) {
-                self.bytes_in_flight -= load.bytes;
+                self.owned_in_flight -= load.owned;
             }
         }
         // The closes cancel the replies; let UCX finish them before they (or the worker) go.
@@ -653,9 +676,9 @@ impl Lane {
         let conn = self.per_connection.get(&connection_key(ep));
         conn.is_some_and(|load| {
             load.replies >= MAX_IN_FLIGHT_PER_CONNECTION
-                || load.bytes >= MAX_BYTES_IN_FLIGHT_PER_CONNECTION
+                || load.owned >= MAX_OWNED_BYTES_IN_FLIGHT_PER_CONNECTION
         }) || self.replies.len() + self.direct_replies.len() >= MAX_IN_FLIGHT_PER_THREAD
-            || self.bytes_in_flight >= MAX_BYTES_IN_FLIGHT_PER_THREAD
+            || self.owned_in_flight >= MAX_OWNED_BYTES_IN_FLIGHT_PER_THREAD
     }
 
     fn send_reply(&mut self, ep: &Endpoint, reply: ReadReply, payload: Payload) {
@@ -666,7 +689,8 @@ impl Lane {
                 return;
             }
         };
-        let flags = if payload.len() >= RNDV_THRESHOLD {
+        let rendezvous = payload.len() >= RNDV_THRESHOLD;
+        let flags = if rendezvous {
             AmFlags::RNDV
         } else {
             AmFlags::NONE
@@ -677,24 +701,26 @@ impl Lane {
             &mut self.replies
         };
         let bytes = payload.len() as u64;
+        let owned = if matches!(payload, Payload::Owned(_)) {
+            bytes
+        } else {
+            0
+        };
+        let awaits_client = rendezvous.then(Instant::now);
         match ep.am_send(AM_ID_READ_REPLY, encoded, payload, flags) {
             Ok(request) => {
                 in_flight.push(InFlight {
                     request,
                     ep: ep.clone(),
                     bytes,
+                    owned,
+                    awaits_client,
                 });
-                let load = self
-                    .per_connection
-                    .entry(connection_key(ep))
-                    .or_insert(ConnLoad {
-                        replies: 0,
-                        bytes: 0,
-                        moved: Instant::now(),
-                    });
+                let load = self.per_connection.entry(connection_key(ep)).or_default();
                 load.replies += 1;
                 load.bytes += bytes;
-                self.bytes_in_flight += bytes;
+                load.owned += owned;
+                self.owned_in_flight += owned;
             }
             Err(e) => log::debug!("sending a reply: {e}"),
         }
@@ -705,19 +731,23 @@ impl Lane {
             replies,
             direct_replies,
             per_connection,
-            bytes_in_flight,
+            owned_in_flight,
             ..
         } = self;
         let mut finished = |reply: &InFlight| {
             if !reply.request.is_complete() {
                 return false;
             }
-            *bytes_in_flight -= reply.bytes;
+            // Counted in when sent (send_reply) and only taken out here or with the whole
+            // connection (abandon), so these cannot underflow.
+            debug_assert!(*owned_in_flight >= reply.owned);
+            *owned_in_flight -= reply.owned;
             let key = connection_key(&reply.ep);
             if let Some(load) = per_connection.get_mut(&key) {
+                debug_assert!(load.replies > 0 && load.bytes >= reply.bytes);
                 load.replies -= 1;
                 load.bytes -= reply.bytes;
-                load.moved = Instant::now();
+                load.owned -= reply.owned;
                 if load.replies == 0 {
                     per_connection.remove(&key);
                 }
