@@ -3,6 +3,7 @@ package seaweed_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -441,5 +442,84 @@ func TestDeadline(t *testing.T) {
 	}
 	if st := cl.Stats(); st.HTTP != 0 {
 		t.Fatalf("stats %+v: the connection should have stayed on UCX", st)
+	}
+}
+
+// A server of protocol version 1 (a UCX peer answering UNKNOWN_VERSION, in version 1, to any
+// later request): the client steps down a version at a time, keeps the one that worked for
+// the connection, and reads.
+func TestStepsDownToAnOlderServersVersion(t *testing.T) {
+	uctx, err := swucx.NewContext(swucx.Config{Settings: map[string]string{"TLS": "tcp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uctx.Close()
+	eng, err := swucx.NewEngine(uctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	requests, err := eng.HandleAM(seaweed.AMRead, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := eng.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			ep, err := l.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			defer ep.Close()
+		}
+	}()
+	payload := bytes.Repeat([]byte{7}, 100)
+	var seen []byte
+	var mu sync.Mutex
+	go func() {
+		le := binary.LittleEndian
+		for msg := range requests {
+			version, id := msg.Header[2], le.Uint64(msg.Header[8:])
+			mu.Lock()
+			seen = append(seen, version)
+			mu.Unlock()
+			reply := make([]byte, 48)
+			copy(reply, []byte{'S', 'W', 1, 2})
+			le.PutUint64(reply[8:], id)
+			var data []byte
+			if version > 1 {
+				reply[4] = byte(seaweed.StatusUnknownVersion)
+				le.PutUint64(reply[16:], 1) // the highest version it speaks
+			} else {
+				le.PutUint64(reply[16:], uint64(len(payload)))
+				le.PutUint64(reply[24:], uint64(len(payload)))
+				data = payload
+			}
+			if err := msg.ReplyEndpoint.AMSend(context.Background(), seaweed.AMReadReply, reply, data, swucx.AMEager); err != nil {
+				t.Error(err)
+			}
+			msg.Close()
+		}
+	}()
+	cl := newClient(t, seaweed.Options{
+		Settings:   map[string]string{"TLS": "tcp"},
+		NoFallback: true,
+		UCXAddress: func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", l.Port()), nil },
+	})
+	for i := 0; i < 2; i++ {
+		dst := make([]byte, len(payload))
+		n, err := cl.ReadNeedle(context.Background(), "127.0.0.1:1", "3,01637037d6", 0, dst, "")
+		if err != nil || n != len(payload) || !bytes.Equal(dst, payload) {
+			t.Fatalf("read %d: %d bytes, %v", i, n, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []byte{3, 2, 1, 1}; !bytes.Equal(seen, want) {
+		t.Fatalf("request versions %v, want %v", seen, want)
 	}
 }
