@@ -203,6 +203,9 @@ struct Lane {
     per_connection: HashMap<usize, ConnLoad>,
     /// Owned payload bytes in flight, both kinds of reply.
     owned_in_flight: u64,
+    /// Replies of connections closed by [`Lane::abandon`], kept until UCX has finished
+    /// cancelling them (dropped at once, UCX 1.13 crashed destroying the worker after).
+    cancelled: Vec<InFlight>,
 }
 
 /// Where the accepting lane deals a connection to another lane: its inbox, and its worker to
@@ -422,6 +425,7 @@ impl Lane {
             direct_replies: Vec::new(),
             per_connection: HashMap::new(),
             owned_in_flight: 0,
+            cancelled: Vec::new(),
         })
     }
 
@@ -508,6 +512,7 @@ impl Lane {
         }
         let started = Instant::now();
         let mut last_busy = started;
+        let mut all_finished = true;
         while !self.replies.is_empty() || !self.direct_replies.is_empty() {
             if self.worker.progress() > 0 {
                 last_busy = Instant::now();
@@ -526,11 +531,20 @@ impl Lane {
             if started.elapsed() >= timeout {
                 let why = format!("stopping, replies still in flight after {timeout:?}");
                 self.abandon(|_| true, &why);
-                return;
+                all_finished = false;
+                break;
             }
             std::thread::sleep(reply_poll(last_busy.elapsed()));
         }
-        log::info!("stopped: every reply finished (lane {})", self.index);
+        // Let UCX finish cancelling what was abandoned before the worker goes.
+        let started = Instant::now();
+        while !self.cancelled.is_empty() && started.elapsed() < Duration::from_secs(1) {
+            self.worker.progress();
+            self.cancelled.retain(|r| !r.request.is_complete());
+        }
+        if all_finished {
+            log::info!("stopped: every reply finished (lane {})", self.index);
+        }
     }
 
     /// Closes the connections whose oldest reply awaiting the client has waited `timeout`
@@ -590,12 +604,8 @@ impl Lane {
                 self.owned_in_flight -= load.owned;
             }
         }
-        // The closes cancel the replies; let UCX finish them before they (or the worker) go.
-        let started = Instant::now();
-        while !abandoned.is_empty() && started.elapsed() < Duration::from_secs(1) {
-            self.worker.progress();
-            abandoned.retain(|r| !r.request.is_complete());
-        }
+        // The closes cancel the replies; progress finishes them (reap_replies, finish).
+        self.cancelled.extend(abandoned);
     }
 
     fn take_jobs(&self) -> VecDeque<Job> {
@@ -756,6 +766,7 @@ impl Lane {
         };
         replies.retain(|r| !finished(r));
         direct_replies.retain(|r| !finished(r));
+        self.cancelled.retain(|r| !r.request.is_complete());
     }
 }
 
