@@ -6,6 +6,7 @@
 //! is held to an in-flight limit and cannot block a stop.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -751,6 +752,9 @@ fn await_closed_by_server(client: &RawClient) -> bool {
     false
 }
 
+/// The name of the server thread whose CPU time `client_holding_its_replies` measures.
+const SERVER_THREAD: &str = "held-replies";
+
 /// CPU time (user + system, in clock ticks) of this process's threads named `name`.
 fn thread_cpu_ticks(name: &str) -> u64 {
     let mut total = 0;
@@ -772,11 +776,18 @@ fn client_holding_its_replies(tls: &str) {
     let context = context_on(tls);
     let source = Arc::new(SameBytes(bytes(64 << 10, 2)));
     let timeout = Duration::from_secs(3);
-    let server = NeedleServer::bind_source(&context, source, "127.0.0.1:0".parse().unwrap())
+    let mut server = NeedleServer::bind_source(&context, source, "127.0.0.1:0".parse().unwrap())
         .unwrap()
         .with_reply_timeout(timeout);
     let addr = server.local_addr().unwrap();
-    let serving = server.spawn();
+    // On a thread of its own name, whose CPU time is measured below (other tests run servers
+    // at the same time).
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let serving = std::thread::Builder::new()
+        .name(SERVER_THREAD.into())
+        .spawn(move || server.run(&flag))
+        .unwrap();
     let client = RawClient::connect(&context, addr);
     let (held, busy) = hold_replies(&client, MAX_IN_FLIGHT_PER_CONNECTION + 40);
     assert_eq!(
@@ -791,7 +802,7 @@ fn client_holding_its_replies(tls: &str) {
     drop(other);
     // Waiting on them costs the server little CPU (it sleeps on its event fd between looks),
     // also while requests (answered BUSY) keep coming every 40 ms.
-    let before = thread_cpu_ticks("swucx-needle-se");
+    let before = thread_cpu_ticks(SERVER_THREAD);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(1) {
         client.send(request(1 << 21), Vec::new());
@@ -802,7 +813,7 @@ fn client_holding_its_replies(tls: &str) {
         }
         while client.replies.try_recv().is_some() {}
     }
-    let ticks = thread_cpu_ticks("swucx-needle-se") - before;
+    let ticks = thread_cpu_ticks(SERVER_THREAD) - before;
     assert!(
         ticks < 50,
         "{tls}: the server used {ticks}0 ms of CPU in 1 s"
@@ -815,7 +826,10 @@ fn client_holding_its_replies(tls: &str) {
     let (held, _) = hold_replies(&client, 10);
     assert_eq!(held.len(), 10);
     let (done_tx, done) = mpsc::channel();
-    std::thread::spawn(move || done_tx.send(serving.stop().is_ok()).unwrap());
+    std::thread::spawn(move || {
+        stop.store(true, Ordering::Release);
+        done_tx.send(serving.join().unwrap().is_ok()).unwrap()
+    });
     let start = Instant::now();
     let stopped = loop {
         client.worker.progress();
