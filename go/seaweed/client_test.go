@@ -267,30 +267,7 @@ func TestFallbackWithoutServer(t *testing.T) {
 	}
 
 	// A UCX listener without the protocol's handler: the first request is never answered.
-	uctx, err := swucx.NewContext(swucx.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer uctx.Close()
-	eng, err := swucx.NewEngine(uctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	l, err := eng.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			ep, err := l.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			defer ep.Close()
-		}
-	}()
+	_, l := rawPeer(t, nil)
 	mute := newClient(t, seaweed.Options{
 		ProbeTimeout: 300 * time.Millisecond,
 		UCXAddress:   func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", l.Port()), nil },
@@ -445,38 +422,52 @@ func TestDeadline(t *testing.T) {
 	}
 }
 
-// A server of protocol version 1 (a UCX peer answering UNKNOWN_VERSION, in version 1, to any
-// later request): the client steps down a version at a time, keeps the one that worked for
-// the connection, and reads.
-func TestStepsDownToAnOlderServersVersion(t *testing.T) {
-	uctx, err := swucx.NewContext(swucx.Config{Settings: map[string]string{"TLS": "tcp"}})
+// rawPeer is a bare UCX peer (its own context and engine) listening on 127.0.0.1 and
+// accepting every connection, all closed when the test ends. It speaks no protocol of its own.
+func rawPeer(t *testing.T, settings map[string]string) (*swucx.Engine, *swucx.Listener) {
+	t.Helper()
+	uctx, err := swucx.NewContext(swucx.Config{Settings: settings})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer uctx.Close()
+	t.Cleanup(func() { uctx.Close() })
 	eng, err := swucx.NewEngine(uctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer eng.Close()
-	requests, err := eng.HandleAM(seaweed.AMRead, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { eng.Close() })
 	l, err := eng.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	go func() {
+		var accepted []*swucx.Endpoint
+		defer func() {
+			for _, ep := range accepted {
+				ep.Close()
+			}
+		}()
 		for {
 			ep, err := l.Accept(context.Background())
 			if err != nil {
 				return
 			}
-			defer ep.Close()
+			accepted = append(accepted, ep)
 		}
 	}()
+	return eng, l
+}
+
+// A server of protocol version 1 (a UCX peer answering UNKNOWN_VERSION, in version 1, to any
+// later request): the client steps down a version at a time, keeps the one that worked for
+// the connection, and reads.
+func TestStepsDownToAnOlderServersVersion(t *testing.T) {
+	eng, l := rawPeer(t, map[string]string{"TLS": "tcp"})
+	requests, err := eng.HandleAM(seaweed.AMRead, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
 	payload := bytes.Repeat([]byte{7}, 100)
 	var seen []byte
 	var mu sync.Mutex

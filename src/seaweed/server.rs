@@ -462,16 +462,20 @@ impl Lane {
         let efd = self.worker.event_fd()?;
         let mut last_busy = Instant::now();
         let mut last_gap = Duration::MAX;
-        let mut last_stall_check = Instant::now();
+        let mut last_stall_check = last_busy;
         while !stop.now() {
+            // One look at the clock per round (on a VM a read costs as much as a progress call).
+            let now = Instant::now();
             // Also while busy: a lane kept busy by others must still find stalled clients.
-            if !self.per_connection.is_empty() && last_stall_check.elapsed() >= STALL_CHECK_EVERY {
-                last_stall_check = Instant::now();
+            if !self.per_connection.is_empty()
+                && now.duration_since(last_stall_check) >= STALL_CHECK_EVERY
+            {
+                last_stall_check = now;
                 self.close_stalled(stop.reply_timeout);
             }
             if self.step(answerer, dealer.as_deref_mut()) {
-                last_gap = last_busy.elapsed();
-                last_busy = Instant::now();
+                last_gap = now.duration_since(last_busy);
+                last_busy = now;
                 continue;
             }
             if !self.replies.is_empty() {
@@ -480,13 +484,13 @@ impl Lane {
                 // progressing (yielding the CPU to whatever else is runnable) for a while after
                 // the last activity, then sleep on the event fd (new requests wake it) for
                 // REPLY_POLL, longer while nothing moves.
-                let idle = last_busy.elapsed();
+                let idle = now.duration_since(last_busy);
                 if idle < REPLY_SPIN {
                     std::thread::yield_now();
                 } else if self.worker.arm()? {
                     crate::worker::poll_readable(efd, reply_poll(idle));
                 }
-            } else if last_gap < SPIN_IF_GAP_BELOW && last_busy.elapsed() < IDLE_SPIN {
+            } else if last_gap < SPIN_IF_GAP_BELOW && now.duration_since(last_busy) < IDLE_SPIN {
                 std::thread::yield_now();
             } else if self.worker.arm()? {
                 crate::worker::poll_readable(efd, IDLE_SLEEP);
@@ -873,10 +877,7 @@ impl Drop for ServerThread {
 
 /// A reply refusing `request` with `status`, in the request's version.
 fn refusal(request: &ReadRequest, status: Status) -> ReadReply {
-    ReadReply {
-        version: request.version,
-        ..ReadReply::status(request.request_id, status)
-    }
+    ReadReply::status(request.request_id, status).in_version(request.version)
 }
 
 /// The pause between progress rounds while replies are in flight, `idle` after the last
