@@ -961,3 +961,48 @@ fn a_large_reply_taken_slowly_is_not_a_stall() {
     drop(client);
     serving.stop().expect("server run");
 }
+
+/// Past `with_max_connections` a new connection is rejected (its reads fail with a connection
+/// error, not a timeout), counted over every server thread; a connection that ends makes room.
+#[test]
+fn connections_past_the_limit_are_rejected() {
+    let context = context_on("tcp,self");
+    let (files, source) = sample_files();
+    let server =
+        NeedleServer::bind_source(&context, Arc::new(source), "127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .with_max_connections(1)
+            .with_threads(2)
+            .unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = server.spawn();
+    let (fid, data) = &files[1];
+    let timeout = Duration::from_secs(30);
+    let rejected = |client: NeedleClient| {
+        let started = Instant::now();
+        match client.read(fid, 0, 0, timeout) {
+            Err(ClientError::Ucx(e)) => assert!(started.elapsed() < Duration::from_secs(10), "{e}"),
+            other => panic!("a connection past the limit read {other:?}"),
+        }
+    };
+    let first = NeedleClient::connect(&context, addr).unwrap();
+    assert!(first.read(fid, 0, 0, timeout).unwrap().data == *data);
+    rejected(NeedleClient::connect(&context, addr).unwrap());
+    drop(first);
+    // The first lane notices its connection ended; then a new one goes to the second lane.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let client = NeedleClient::connect(&context, addr).unwrap();
+        match client.read(fid, 0, 0, timeout) {
+            Ok(got) => {
+                assert!(got.data == *data);
+                break client;
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("no room after the first connection ended: {e}"),
+        }
+    };
+    rejected(NeedleClient::connect(&context, addr).unwrap());
+    drop(second);
+    serving.stop().expect("server run");
+}

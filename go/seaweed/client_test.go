@@ -196,6 +196,27 @@ func TestVolumeNotOnServerFallsBack(t *testing.T) {
 	}
 }
 
+// A server at its connection limit rejects a new client, which reads over HTTP and says why.
+func TestServerAtItsConnectionLimitFallsBack(t *testing.T) {
+	c := startCluster(t, testcluster.Options{ServerArgs: []string{"--max-connections", "1"}})
+	f := upload(t, c, 5000)[0]
+	ctx := context.Background()
+	first := newClient(t, seaweed.Options{NoFallback: true})
+	if got, err := readAll(ctx, first, c.VolumeServer, f.fid, len(f.data)); err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("first client: %v", err)
+	}
+	second := newClient(t, seaweed.Options{})
+	if got, err := readAll(ctx, second, c.VolumeServer, f.fid, len(f.data)); err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("second client: %v", err)
+	}
+	if st := second.Stats(); st.HTTP != 1 || st.FallbackUnreachable != 1 || st.UCX != 0 {
+		t.Fatalf("stats %+v: want the rejected connection's read over HTTP", st)
+	}
+	if log := c.Log("swucx-serve"); !strings.Contains(log, "rejected 1 connection") {
+		t.Fatalf("no warning of the rejection:\n%s", log)
+	}
+}
+
 // 16 readers over one client, every byte checked: on one connection to a one-thread server,
 // and on four connections spread over two engines to a server on two threads.
 func TestConcurrentReaders(t *testing.T) {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! swucx serve --dir VOLUME_DIR[,VOLUME_DIR...] [--dir-idx IDX_DIR] [--listen IP:PORT] [--threads N]
-//!             [--jwt-read-key-file PATH]
+//!             [--jwt-read-key-file PATH] [--max-connections N]
 //! swucx read --server IP:PORT FID [--offset N] [--size N] [-o FILE]
 //! ```
 //! Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES). Logging: RUST_LOG (default
@@ -28,48 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the needles of a weed volume directory until SIGTERM/SIGINT.
-    Serve {
-        /// The directories `weed volume -dir` writes (comma-separated, as weed takes them, or
-        /// the flag repeated). Volumes this server does not find there (erasure-coded, remote
-        /// tier, another server's) are answered NO_VOLUME and clients read them over HTTP.
-        #[arg(long, required = true, value_delimiter = ',')]
-        dir: Vec<std::path::PathBuf>,
-        /// Where the `.idx` files are when weed runs with `-dir.idx` (an `.idx` next to its
-        /// `.dat` is still taken first, as weed does).
-        #[arg(long)]
-        dir_idx: Option<std::path::PathBuf>,
-        /// Address to listen on (port 0 picks one; the bound address is printed). The default
-        /// port is weed volume's default HTTP port 8080 + 20000, where the Go client looks.
-        #[arg(long, default_value = "0.0.0.0:28080")]
-        listen: SocketAddr,
-        /// Require read JWTs signed with this key (default: weed's own configuration:
-        /// WEED_JWT_SIGNING_READ_KEY, else `[jwt.signing.read] key` in the first security.toml in
-        /// ./, $HOME/.seaweedfs/, /usr/local/etc/seaweedfs/, /etc/seaweedfs/). Other local users
-        /// can read a command line (/proc/PID/cmdline): prefer --jwt-read-key-file. An empty key
-        /// is refused.
-        #[arg(long)]
-        jwt_read_key: Option<String>,
-        /// Require read JWTs signed with the key in this file (its content, trailing newline
-        /// removed), which keeps the key off the command line.
-        #[arg(long, value_name = "PATH", conflicts_with = "jwt_read_key")]
-        jwt_read_key_file: Option<std::path::PathBuf>,
-        /// Do not let clients on this host copy payloads out of this process's memory (direct
-        /// reads, docs/protocol.md); every payload then moves through UCX.
-        #[arg(long)]
-        no_direct_reads: bool,
-        /// Where Yama's kernel.yama.ptrace_scope is 1 (Ubuntu's default), let clients make direct
-        /// reads by letting ANY process of this user ptrace this daemon (PR_SET_PTRACER_ANY).
-        /// RISK: every such process can then read the read key and every mapped needle, and
-        /// write this process's memory. Without it, clients there get EPERM and receive payloads
-        /// through UCX instead; the kernel's rules are left as they are.
-        #[arg(long, conflicts_with = "no_direct_reads")]
-        direct_reads_ptracer_any: bool,
-        /// Threads serving reads, each with a UCX worker of its own; new connections are dealt
-        /// to them in turn (one connection is served by one thread).
-        #[arg(long, default_value_t = 1,
-              value_parser = clap::value_parser!(u16).range(1..=swucx::seaweed::server::MAX_THREADS as i64))]
-        threads: u16,
-    },
+    Serve(ServeArgs),
     /// Read one file id (or a range of it) to stdout or a file.
     Read {
         /// The server's address.
@@ -93,6 +52,56 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
     },
+}
+
+/// `swucx serve`'s options.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The directories `weed volume -dir` writes (comma-separated, as weed takes them, or
+    /// the flag repeated). Volumes this server does not find there (erasure-coded, remote
+    /// tier, another server's) are answered NO_VOLUME and clients read them over HTTP.
+    #[arg(long, required = true, value_delimiter = ',')]
+    dir: Vec<std::path::PathBuf>,
+    /// Where the `.idx` files are when weed runs with `-dir.idx` (an `.idx` next to its
+    /// `.dat` is still taken first, as weed does).
+    #[arg(long)]
+    dir_idx: Option<std::path::PathBuf>,
+    /// Address to listen on (port 0 picks one; the bound address is printed). The default
+    /// port is weed volume's default HTTP port 8080 + 20000, where the Go client looks.
+    #[arg(long, default_value = "0.0.0.0:28080")]
+    listen: SocketAddr,
+    /// Require read JWTs signed with this key (default: weed's own configuration:
+    /// WEED_JWT_SIGNING_READ_KEY, else `[jwt.signing.read] key` in the first security.toml in
+    /// ./, $HOME/.seaweedfs/, /usr/local/etc/seaweedfs/, /etc/seaweedfs/). Other local users
+    /// can read a command line (/proc/PID/cmdline): prefer --jwt-read-key-file. An empty key
+    /// is refused.
+    #[arg(long)]
+    jwt_read_key: Option<String>,
+    /// Require read JWTs signed with the key in this file (its content, trailing newline
+    /// removed), which keeps the key off the command line.
+    #[arg(long, value_name = "PATH", conflicts_with = "jwt_read_key")]
+    jwt_read_key_file: Option<std::path::PathBuf>,
+    /// Do not let clients on this host copy payloads out of this process's memory (direct
+    /// reads, docs/protocol.md); every payload then moves through UCX.
+    #[arg(long)]
+    no_direct_reads: bool,
+    /// Where Yama's kernel.yama.ptrace_scope is 1 (Ubuntu's default), let clients make direct
+    /// reads by letting ANY process of this user ptrace this daemon (PR_SET_PTRACER_ANY).
+    /// RISK: every such process can then read the read key and every mapped needle, and
+    /// write this process's memory. Without it, clients there get EPERM and receive payloads
+    /// through UCX instead; the kernel's rules are left as they are.
+    #[arg(long, conflicts_with = "no_direct_reads")]
+    direct_reads_ptracer_any: bool,
+    /// Threads serving reads, each with a UCX worker of its own; new connections are dealt
+    /// to them in turn (one connection is served by one thread).
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=swucx::seaweed::server::MAX_THREADS as i64))]
+    threads: u16,
+    /// Connections kept open at most; past it new ones are rejected (their clients read over
+    /// HTTP). Each holds file descriptors: the soft RLIMIT_NOFILE is raised to the hard one.
+    #[arg(long, default_value_t = swucx::seaweed::server::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -163,30 +172,35 @@ fn unchecked_warning() -> String {
     )
 }
 
-fn serve(
-    dirs: Vec<std::path::PathBuf>,
-    idx_dir: Option<std::path::PathBuf>,
-    listen: SocketAddr,
-    key: KeyOption,
-    direct_reads: bool,
-    ptracer_any: bool,
-    threads: u16,
-) -> Result<(), String> {
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let key = match (args.jwt_read_key, args.jwt_read_key_file) {
+        (Some(key), _) => KeyOption::Flag(key),
+        (None, Some(path)) => KeyOption::File(path),
+        (None, None) => KeyOption::WeedConfig,
+    };
     let key = read_key(key)?;
-    let shown = dirs
+    let direct_reads = !args.no_direct_reads;
+    let threads = args.threads;
+    let shown = args
+        .dir
         .iter()
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let volumes = VolumeDir::open_with_index(dirs, idx_dir).map_err(|e| format!("{shown}: {e}"))?;
+    let volumes =
+        VolumeDir::open_with_index(args.dir, args.dir_idx).map_err(|e| format!("{shown}: {e}"))?;
     let context = server_context(direct_reads)?;
+    let listen = args.listen;
+    let max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    raise_open_files_limit();
     let mut server = NeedleServer::bind(&context, volumes, listen)
         .map_err(|e| format!("listen {listen}: {e}"))?
         .with_direct_reads(direct_reads)
+        .with_max_connections(max_connections)
         .with_threads(threads.into())
         .map_err(|e| format!("{threads} threads: {e}"))?;
     if direct_reads {
-        direct_read_access(ptracer_any);
+        direct_read_access(args.direct_reads_ptracer_any);
     }
     match key {
         Some((key, source)) => {
@@ -216,6 +230,30 @@ fn serve(
     // Each thread logged whether every reply finished or which connections it closed.
     eprintln!("swucx serve: stopped on {signal}");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one, as Go programs (weed among them) do at
+/// start: every connection holds file descriptors, and the soft limit is often 1024.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, which lives across the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct it is given, which lives across the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            log::debug!(
+                "open files limit stays at {soft}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// Says who can make direct reads from this daemon under the kernel's ptrace rules, and widens
@@ -299,36 +337,12 @@ fn read(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.command {
-        Command::Serve { .. } => "info",
+        Command::Serve(_) => "info",
         Command::Read { .. } => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let outcome = match cli.command {
-        Command::Serve {
-            dir,
-            dir_idx,
-            listen,
-            jwt_read_key,
-            jwt_read_key_file,
-            no_direct_reads,
-            direct_reads_ptracer_any,
-            threads,
-        } => {
-            let key = match (jwt_read_key, jwt_read_key_file) {
-                (Some(key), _) => KeyOption::Flag(key),
-                (None, Some(path)) => KeyOption::File(path),
-                (None, None) => KeyOption::WeedConfig,
-            };
-            serve(
-                dir,
-                dir_idx,
-                listen,
-                key,
-                !no_direct_reads,
-                direct_reads_ptracer_any,
-                threads,
-            )
-        }
+        Command::Serve(args) => serve(args),
         Command::Read {
             server,
             fid,

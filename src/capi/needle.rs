@@ -205,7 +205,8 @@ fn to_reply(request: &ReadRequest, reply: swucx_read_reply_t) -> (ReadReply, Pay
 /// requests that fail the check are refused without calling the callback. `threads` (0 counts
 /// as 1, at most 256: `SWUCX_ERR_INVALID_PARAM`) is the number of serving threads, each with a UCX worker of its own, new connections
 /// dealt to them in turn (as `swucx serve --threads`): with more than one, `callback` is called
-/// from several threads at once. The context needs the AM feature.
+/// from several threads at once. It keeps at most 4096 connections open (as `swucx serve`);
+/// past that new ones are rejected. The context needs the AM feature.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_needle_server_create(
     context: *const swucx_context_t,

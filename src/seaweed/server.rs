@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,13 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MIN_CLIENT_RATE: u64 = 4 << 20;
 /// How often a serving thread looks for connections whose replies stand still.
 const STALL_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// Connections a server keeps open at most by default
+/// ([`NeedleServer::with_max_connections`]); past it new ones are rejected and their clients
+/// read over HTTP. The Go client opens one per engine to a server, so this is about as many
+/// mounting hosts.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// The least time between two warnings about rejected connections.
+const REJECTION_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A request the handler queued.
 struct Job {
@@ -175,6 +182,7 @@ pub struct NeedleServer {
     lanes: Vec<Lane>,
     answerer: Answerer,
     reply_timeout: Duration,
+    max_connections: usize,
 }
 
 /// What every lane answers with; shared by the lanes' threads.
@@ -206,6 +214,9 @@ struct Lane {
     /// Replies of connections closed by [`Lane::abandon`], kept until UCX has finished
     /// cancelling them (dropped at once, UCX 1.13 crashed destroying the worker after).
     cancelled: Vec<InFlight>,
+    /// The server's open connections, all lanes together (shared by them): counted up by the
+    /// accepting lane when it takes a connection, down by the lane whose connection ends.
+    connections: Arc<AtomicUsize>,
 }
 
 /// Where the accepting lane deals a connection to another lane: its inbox, and its worker to
@@ -221,6 +232,11 @@ struct Dealer<'a> {
     others: Vec<Inbox>,
     /// Deals so far; the next connection goes to lane `next % lanes`.
     next: usize,
+    /// Past this many open connections new ones are rejected.
+    max_connections: usize,
+    /// Connections rejected since the last warning, and when that was.
+    rejected: usize,
+    last_warning: Option<Instant>,
 }
 
 /// The server's stop flag, and the lanes' own: one lane failing stops them all.
@@ -266,7 +282,7 @@ impl NeedleServer {
         source: Arc<dyn NeedleSource>,
         addr: SocketAddr,
     ) -> crate::Result<NeedleServer> {
-        let first = Lane::new(context, 0)?;
+        let first = Lane::new(context, 0, Arc::default())?;
         let listener = Listener::bind(&first.worker, addr)?;
         Ok(NeedleServer {
             listener,
@@ -277,6 +293,7 @@ impl NeedleServer {
                 direct_reads: true,
             },
             reply_timeout: REPLY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         })
     }
 
@@ -302,6 +319,15 @@ impl NeedleServer {
         self
     }
 
+    /// Keeps at most `max` connections open (default [`DEFAULT_MAX_CONNECTIONS`]; 0 counts as
+    /// 1): past it new connections are rejected (the Go client then reads over HTTP and tries
+    /// UCX again later) with a warning at most every 10 s. Each connection holds file
+    /// descriptors (tcp: sockets) and UCX buffers.
+    pub fn with_max_connections(mut self, max: usize) -> NeedleServer {
+        self.max_connections = max.max(1);
+        self
+    }
+
     /// Serves on `threads` threads (0 counts as 1, the default), each with a worker of its
     /// own; connections are dealt to them in turn as they arrive. More threads serve more
     /// clients at once where one thread's sending is the limit (tcp: the kernel's copy of every
@@ -316,9 +342,11 @@ impl NeedleServer {
             ));
         }
         let context = self.lanes[0].worker.context().clone();
+        let connections = self.lanes[0].connections.clone();
         self.lanes.truncate(threads.max(1));
         while self.lanes.len() < threads {
-            self.lanes.push(Lane::new(&context, self.lanes.len())?);
+            let lane = Lane::new(&context, self.lanes.len(), connections.clone())?;
+            self.lanes.push(lane);
         }
         Ok(self)
     }
@@ -339,6 +367,7 @@ impl NeedleServer {
             lanes,
             answerer,
             reply_timeout,
+            max_connections,
         } = self;
         let answerer = &*answerer;
         let stop = Stop {
@@ -352,6 +381,9 @@ impl NeedleServer {
             listener,
             others: others.iter().map(Lane::inbox).collect(),
             next: 0,
+            max_connections: *max_connections,
+            rejected: 0,
+            last_warning: None,
         };
         let outcome = std::thread::scope(|scope| {
             let mut threads = Vec::with_capacity(others.len());
@@ -386,7 +418,9 @@ impl NeedleServer {
         // Requests dealt to a lane after it finished (the first lane deals until it sees the
         // stop) are rejected now, not left waiting.
         for lane in lanes.iter() {
-            lane.dealt.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            let mut dealt = lane.dealt.lock().unwrap_or_else(|e| e.into_inner());
+            lane.connections.fetch_sub(dealt.len(), Ordering::AcqRel);
+            dealt.clear();
         }
         outcome
     }
@@ -395,7 +429,7 @@ impl NeedleServer {
 impl Lane {
     /// A worker with the READ handler, which only queues (disk reads never run inside UCX's
     /// progress).
-    fn new(context: &Context, index: usize) -> crate::Result<Lane> {
+    fn new(context: &Context, index: usize, connections: Arc<AtomicUsize>) -> crate::Result<Lane> {
         let worker = Worker::new(context)?;
         check_am_header_limit(&worker)?;
         let jobs: Arc<Mutex<VecDeque<Job>>> = Arc::default();
@@ -426,6 +460,7 @@ impl Lane {
             per_connection: HashMap::new(),
             owned_in_flight: 0,
             cancelled: Vec::new(),
+            connections,
         })
     }
 
@@ -623,6 +658,11 @@ impl Lane {
         if let Some(dealer) = dealer {
             while let Some(request) = dealer.listener.try_accept() {
                 busy = true;
+                if self.connections.load(Ordering::Acquire) >= dealer.max_connections {
+                    dealer.reject(request);
+                    continue;
+                }
+                self.connections.fetch_add(1, Ordering::AcqRel);
                 let lane = dealer.next % (dealer.others.len() + 1);
                 dealer.next += 1;
                 match lane.checked_sub(1).map(|i| &dealer.others[i]) {
@@ -636,8 +676,11 @@ impl Lane {
             busy = true;
             self.accept(request);
         }
+        let open = self.clients.len();
         self.clients
             .retain(|ep| ep.failure().is_none() && !ep.is_closed());
+        self.connections
+            .fetch_sub(open - self.clients.len(), Ordering::AcqRel);
         for job in self.take_jobs() {
             busy = true;
             self.serve(answerer, &job);
@@ -653,7 +696,10 @@ impl Lane {
                 log::info!("client {peer:?} connected (lane {})", self.index);
                 self.clients.push(ep);
             }
-            Err(e) => log::warn!("accepting {peer:?}: {e}"),
+            Err(e) => {
+                log::warn!("accepting {peer:?}: {e}");
+                self.connections.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -771,6 +817,30 @@ impl Lane {
         replies.retain(|r| !finished(r));
         direct_replies.retain(|r| !finished(r));
         self.cancelled.retain(|r| !r.request.is_complete());
+    }
+}
+
+impl Dealer<'_> {
+    /// Rejects a connection past the limit, with a warning at most every
+    /// [`REJECTION_WARN_EVERY`] (a crowd of clients would flood the log).
+    fn reject(&mut self, request: ConnRequest) {
+        let peer = request.client_addr();
+        request.reject();
+        self.rejected += 1;
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|at| now.duration_since(at) >= REJECTION_WARN_EVERY)
+        {
+            log::warn!(
+                "rejected {} connection(s) (the last from {peer:?}): {} open, the most this \
+                 server keeps (--max-connections); their clients read over HTTP",
+                self.rejected,
+                self.max_connections
+            );
+            self.rejected = 0;
+            self.last_warning = Some(now);
+        }
     }
 }
 
