@@ -13,6 +13,12 @@ static inline swx_res swx_needle_server_create(const swucx_context_t *ctx, const
                                                    (void *)handle, key, threads, &s);
     return swx_handle(st, s);
 }
+
+static inline swx_res swx_needle_server_stats(const swucx_needle_server_t *s,
+                                              swucx_needle_server_stats_t *out)
+{
+    return swx_status(swucx_needle_server_stats(s, out));
+}
 */
 import "C"
 
@@ -134,6 +140,48 @@ func (c *Context) ServeNeedlesWith(cfg NeedleServerConfig, handler NeedleHandler
 
 // Port is the port the server listens on.
 func (s *NeedleServer) Port() int { return s.port }
+
+// NeedleServerStats are a NeedleServer's counters since it started (NeedleServer.Stats),
+// e.g. for the host's metrics.
+type NeedleServerStats struct {
+	// Replies counts the replies sent by status code (docs/protocol.md; seaweed.Status):
+	// Replies[0] (OK) are the reads served. Codes no status has stay 0.
+	Replies [C.SWUCX_READ_STATUS_SLOTS]uint64
+	// PayloadBytes is the payload bytes of the OK replies; DirectReplies the OK replies whose
+	// payload the client copied out of this process itself (direct reads).
+	PayloadBytes, DirectReplies uint64
+	// RequestsDropped counts requests dropped without a reply (no readable request id).
+	RequestsDropped uint64
+	// OpenConnections is the client connections open now; ConnectionsAccepted those accepted,
+	// ConnectionsRejected those rejected at the connection limit (4096), ConnectionsClosed
+	// those the server closed (replies not taken in time, or at a stop).
+	OpenConnections, ConnectionsAccepted, ConnectionsRejected, ConnectionsClosed uint64
+}
+
+// Stats returns the server's counters. Any goroutine may call it; after Close it fails with
+// ErrClosed.
+func (s *NeedleServer) Stats() (NeedleServerStats, error) {
+	p := s.h.acquire()
+	if p == nil {
+		return NeedleServerStats{}, closedErr("needle_server_stats")
+	}
+	defer s.h.release()
+	var cs C.swucx_needle_server_stats_t
+	if r := C.swx_needle_server_stats((*C.swucx_needle_server_t)(p), &cs); r.st != C.SWUCX_OK {
+		return NeedleServerStats{}, resErr("needle_server_stats", r)
+	}
+	st := NeedleServerStats{
+		PayloadBytes: uint64(cs.payload_bytes), DirectReplies: uint64(cs.direct_replies),
+		RequestsDropped: uint64(cs.requests_dropped), OpenConnections: uint64(cs.open_connections),
+		ConnectionsAccepted: uint64(cs.connections_accepted),
+		ConnectionsRejected: uint64(cs.connections_rejected),
+		ConnectionsClosed:   uint64(cs.connections_closed),
+	}
+	for i := range st.Replies {
+		st.Replies[i] = uint64(cs.replies[i])
+	}
+	return st, nil
+}
 
 // Close stops the server: requests in flight are answered, then its thread ends and the
 // handler is not called again. Idempotent.

@@ -171,6 +171,11 @@
 #define SWUCX_READ_NO_VOLUME 13
 
 /**
+ * Room for replies by status code in `swucx_needle_server_stats_t` (codes are below it).
+ */
+#define SWUCX_READ_STATUS_SLOTS 32
+
+/**
  * `swucx_engine_wait_signals` flag: sleep at once, without the spin (e.g. waiting again after
  * a wait that already spun).
  */
@@ -305,7 +310,7 @@ typedef struct swucx_mem_t swucx_mem_t;
  * callback on its serving threads. Destroy it to stop.
  *
  * Methods: `swucx_needle_server_create`, `swucx_needle_server_port`,
- * `swucx_needle_server_destroy`.
+ * `swucx_needle_server_stats`, `swucx_needle_server_destroy`.
  */
 typedef struct swucx_needle_server_t swucx_needle_server_t;
 
@@ -513,6 +518,37 @@ typedef struct swucx_read_request_t {
 typedef void (*swucx_needle_read_cb)(void *user_data,
                                      const struct swucx_read_request_t *request,
                                      struct swucx_read_reply_t *reply);
+
+/**
+ * A needle server's counters since it started (`swucx_needle_server_stats`), e.g. for the
+ * host's metrics.
+ */
+typedef struct swucx_needle_server_stats_t {
+    /**
+     * Replies sent, by status code (`SWUCX_READ_*`, also the server's own refusals:
+     * UNKNOWN_VERSION 11, BAD_REQUEST 12); `replies[SWUCX_READ_OK]` are the reads served.
+     * Codes no status has are 0.
+     */
+    uint64_t replies[SWUCX_READ_STATUS_SLOTS];
+    /**
+     * OK replies: their payload bytes, and how many the client copied out of this process
+     * itself (direct reads).
+     */
+    uint64_t payload_bytes;
+    uint64_t direct_replies;
+    /**
+     * Requests without a readable request id, dropped unanswered.
+     */
+    uint64_t requests_dropped;
+    /**
+     * Client connections: open now; accepted, rejected at the connection limit, and closed by
+     * the server (replies not taken in time, or at a stop) since it started.
+     */
+    uint64_t open_connections;
+    uint64_t connections_accepted;
+    uint64_t connections_rejected;
+    uint64_t connections_closed;
+} swucx_needle_server_stats_t;
 
 
 
@@ -1376,6 +1412,12 @@ swucx_status_t swucx_needle_server_create(const struct swucx_context_t *context,
  */
 swucx_status_t swucx_needle_server_port(const struct swucx_needle_server_t *server,
                                         uint16_t *port_p);
+
+/**
+ * Writes the server's counters to `*stats_p`. Any thread, any time until destroy.
+ */
+swucx_status_t swucx_needle_server_stats(const struct swucx_needle_server_t *server,
+                                         struct swucx_needle_server_stats_t *stats_p);
 
 /**
  * Stops the server: no new requests, the replies in flight finish (after 10 s, `REPLY_TIMEOUT`,

@@ -662,6 +662,7 @@ fn malformed_requests_are_refused_or_dropped() {
     let server =
         NeedleServer::bind_source(&context, source, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr().unwrap();
+    let stats = server.stats();
     let serving = server.spawn();
     let client = RawClient::connect(&context, addr);
     let mut v9 = request(42);
@@ -697,6 +698,11 @@ fn malformed_requests_are_refused_or_dropped() {
                 assert_eq!(got, want, "{what}: in the request's version");
             }
         }
+    }
+    let counted = stats.snapshot();
+    assert_eq!(counted.requests_dropped, 1, "{counted:?}");
+    for status in [Status::UnknownVersion, Status::BadRequest, Status::Ok] {
+        assert_eq!(counted.replies_with(status), 1, "{status:?}: {counted:?}");
     }
     drop(client);
     serving.stop().expect("server run");
@@ -780,6 +786,7 @@ fn client_holding_its_replies(tls: &str) {
         .unwrap()
         .with_reply_timeout(timeout);
     let addr = server.local_addr().unwrap();
+    let stats = server.stats();
     // On a thread of its own name, whose CPU time is measured below (other tests run servers
     // at the same time).
     let stop = Arc::new(AtomicBool::new(false));
@@ -843,6 +850,13 @@ fn client_holding_its_replies(tls: &str) {
     };
     assert!(stopped, "server run");
     drop(held);
+    // The stalled connection and the one still holding replies at the stop.
+    let counted = stats.snapshot();
+    assert_eq!(counted.connections_closed, 2, "{tls}: {counted:?}");
+    assert!(
+        counted.replies_with(Status::Busy) >= 40,
+        "{tls}: {counted:?}"
+    );
 }
 
 /// A volume the host does not hold is NO_VOLUME to clients of protocol version 3 (NeedleClient
@@ -975,6 +989,7 @@ fn connections_past_the_limit_are_rejected() {
             .with_threads(2)
             .unwrap();
     let addr = server.local_addr().unwrap();
+    let stats = server.stats();
     let serving = server.spawn();
     let (fid, data) = &files[1];
     let timeout = Duration::from_secs(30);
@@ -1003,6 +1018,12 @@ fn connections_past_the_limit_are_rejected() {
         }
     };
     rejected(NeedleClient::connect(&context, addr).unwrap());
+    let counted = stats.snapshot();
+    assert_eq!(counted.open_connections, 1, "{counted:?}");
+    assert_eq!(counted.connections_accepted, 2, "{counted:?}");
+    assert!(counted.connections_rejected >= 2, "{counted:?}");
+    assert_eq!(counted.replies_with(Status::Ok), 2, "{counted:?}");
+    assert_eq!(counted.payload_bytes, 2 * data.len() as u64, "{counted:?}");
     drop(second);
     serving.stop().expect("server run");
 }

@@ -1,7 +1,8 @@
 //! The `swucx` binary: `swucx serve` stops cleanly on SIGTERM and SIGINT, takes the read-JWT key
 //! from weed's configuration the way weed finds it (or a flag or key file; warning when there is
 //! none, refusing an empty one), and refuses transports whose active-message headers are too
-//! short for the protocol; `swucx read` reads through it. The volume is written here in weed's
+//! short for the protocol, and exports its counters as Prometheus metrics; `swucx read` reads
+//! through it. The volume is written here in weed's
 //! format (no weed needed). Every process started is killed by PID on drop, and
 //! waits are bounded.
 
@@ -131,7 +132,12 @@ impl Setup {
             .nth(1)
             .and_then(|rest| rest.split(',').next())
             .map(str::to_string);
-        Serve { child, log, addr }
+        Serve {
+            child,
+            log,
+            addr,
+            banner: line,
+        }
     }
 
     fn read(&self, addr: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -150,6 +156,8 @@ struct Serve {
     log: PathBuf,
     /// The address it printed, if it started.
     addr: Option<String>,
+    /// The line it printed when it started listening.
+    banner: String,
 }
 
 impl Serve {
@@ -440,4 +448,58 @@ fn transports_with_short_am_headers_are_refused() {
     assert!(out.status.success() && out.stdout == setup.data);
     serve.signal(libc::SIGTERM);
     assert!(serve.wait().success());
+}
+
+/// `GET path` over HTTP/1.0 from `addr`: the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
+    conn.set_read_timeout(Some(BOUND)).unwrap();
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// `--metrics-listen`: the counters of what was served, in Prometheus' text format.
+#[test]
+fn serve_exports_metrics() {
+    let setup = Setup::new("metrics");
+    let mut serve = setup.serve(&["--metrics-listen", "127.0.0.1:0"], &[]);
+    let addr = serve.addr().to_string();
+    let metrics = serve
+        .banner
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in {:?}", serve.banner))
+        .to_string();
+    let out = setup.read(&addr, &[], &[]);
+    assert!(out.status.success(), "read: {}", stderr(&out));
+    let missing = FileId::new(7, 0x99, 0x89ab_cdef).to_string();
+    let out = setup
+        .command(&[])
+        .args(["read", "--timeout-secs", "30", "--server", &addr, &missing])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a missing needle was read");
+    let (status, body) = http_get(&metrics, "/metrics");
+    assert!(status.contains(" 200 "), "{status}");
+    for line in [
+        "swucx_serve_replies_total{status=\"ok\"} 1\n".to_string(),
+        "swucx_serve_replies_total{status=\"not_found\"} 1\n".to_string(),
+        "swucx_serve_replies_total{status=\"busy\"} 0\n".to_string(),
+        format!("swucx_serve_payload_bytes_total {}\n", setup.data.len()),
+        "swucx_serve_connections_accepted_total 2\n".to_string(),
+        "swucx_serve_connections_rejected_total 0\n".to_string(),
+    ] {
+        assert!(body.contains(&line), "no {line:?} in:\n{body}");
+    }
+    assert!(http_get(&metrics, "/").0.contains(" 404 "));
+    serve.signal(libc::SIGTERM);
+    assert!(serve.wait().success(), "{}", serve.stderr());
 }

@@ -71,6 +71,18 @@ func TestEmbeddedServer(t *testing.T) {
 	if _, err := cl.ReadNeedle(ctx, "volume.example:8080", missing.String(), 0, make([]byte, 8), ""); !errors.Is(err, seaweed.ErrNotFound) {
 		t.Fatalf("missing needle: %v", err)
 	}
+	wantBytes := uint64(0)
+	for _, data := range needles {
+		wantBytes += uint64(len(data))
+	}
+	st, err := srv.Stats()
+	// readAll's buffer is a byte longer than the needle: BAD_RANGE (with the data size), then
+	// the read of what there is (none for the empty needle).
+	if err != nil || st.Replies[seaweed.StatusOK] != 7 || st.Replies[seaweed.StatusBadRange] != 5 ||
+		st.Replies[seaweed.StatusNotFound] != 1 ||
+		st.PayloadBytes != wantBytes+3*7 || st.ConnectionsAccepted == 0 || st.OpenConnections != st.ConnectionsAccepted {
+		t.Fatalf("server stats %+v, %v: want 7 OK replies (%d B), 5 BAD_RANGE, 1 NOT_FOUND, the client's connections open", st, err, wantBytes+3*7)
+	}
 	one := seaweed.FileID{VolumeID: 5, NeedleID: 2, Cookie: 0xc0ffee}
 	if _, err := cl.ReadNeedle(ctx, "volume.example:8080", one.String(), 1, make([]byte, 8), ""); err != io.EOF {
 		t.Fatalf("read past the end: %v", err)
@@ -99,6 +111,10 @@ func TestEmbeddedServer(t *testing.T) {
 	}
 	if st := strict.Stats(); st.FallbackServer != 2 || st.UCX != 0 {
 		t.Fatalf("stats %+v: want 2 INTERNAL answers", st)
+	}
+	bad.Close()
+	if _, err := bad.Stats(); !errors.Is(err, swucx.ErrClosed) {
+		t.Fatalf("stats of a closed server: %v", err)
 	}
 
 	// With a read key, requests without a valid JWT never reach the handler.

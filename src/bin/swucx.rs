@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! swucx serve --dir VOLUME_DIR[,VOLUME_DIR...] [--dir-idx IDX_DIR] [--listen IP:PORT] [--threads N]
-//!             [--jwt-read-key-file PATH] [--max-connections N]
+//!             [--jwt-read-key-file PATH] [--max-connections N] [--metrics-listen IP:PORT]
 //! swucx read --server IP:PORT FID [--offset N] [--size N] [-o FILE]
 //! ```
 //! Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES). Logging: RUST_LOG (default
@@ -11,12 +11,15 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use swucx::Context;
-use swucx::seaweed::{FileId, NeedleClient, NeedleServer, ReadKey, VolumeDir, weed_config_dirs};
+use swucx::seaweed::{
+    FileId, NeedleClient, NeedleServer, ReadKey, ServerStats, VolumeDir, weed_config_dirs,
+};
 
 #[derive(Parser)]
 #[command(name = "swucx", version, about = "SeaweedFS needle reads over UCX")]
@@ -102,6 +105,11 @@ struct ServeArgs {
     #[arg(long, default_value_t = swucx::seaweed::server::DEFAULT_MAX_CONNECTIONS as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
+    /// Serve the server's counters (replies by status, bytes, connections) as Prometheus
+    /// metrics at http://IP:PORT/metrics (port 0 picks one; the address is printed). Off by
+    /// default.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -210,6 +218,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         None => eprintln!("{}", unchecked_warning()),
     }
     let addr = server.local_addr().map_err(|e| e.to_string())?;
+    let metrics = match args.metrics_listen {
+        Some(at) => {
+            let bound = serve_metrics(at, server.stats())?;
+            format!(", metrics on http://{bound}/metrics")
+        }
+        None => String::new(),
+    };
     // Before the line that tells a supervisor it is up, so a stop right after it is clean.
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -217,7 +232,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
     println!(
-        "swucx serve: listening on {addr}, volumes in {shown}, {threads} thread{}",
+        "swucx serve: listening on {addr}, volumes in {shown}, {threads} thread{}{metrics}",
         if threads == 1 { "" } else { "s" }
     );
     let _ = std::io::stdout().flush();
@@ -230,6 +245,41 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // Each thread logged whether every reply finished or which connections it closed.
     eprintln!("swucx serve: stopped on {signal}");
     Ok(())
+}
+
+/// Answers `GET /metrics` at `at` with the server's counters in Prometheus' text format, on a
+/// thread of its own for the life of the process; other paths get 404. Returns the bound
+/// address.
+fn serve_metrics(at: SocketAddr, stats: Arc<ServerStats>) -> Result<SocketAddr, String> {
+    let http = tiny_http::Server::http(at).map_err(|e| format!("--metrics-listen {at}: {e}"))?;
+    let bound = http
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| format!("--metrics-listen {at}: not an IP address"))?;
+    let content_type = tiny_http::Header::from_bytes(
+        &b"Content-Type"[..],
+        &b"text/plain; version=0.0.4; charset=utf-8"[..],
+    )
+    .map_err(|()| "metrics: bad header".to_string())?;
+    std::thread::Builder::new()
+        .name("swucx-metrics".into())
+        .spawn(move || {
+            for request in http.incoming_requests() {
+                let outcome = if request.url() == "/metrics" {
+                    let text = stats.snapshot().prometheus();
+                    let response =
+                        tiny_http::Response::from_string(text).with_header(content_type.clone());
+                    request.respond(response)
+                } else {
+                    request.respond(tiny_http::Response::empty(404))
+                };
+                if let Err(e) = outcome {
+                    log::debug!("answering a metrics request: {e}");
+                }
+            }
+        })
+        .map_err(|e| format!("metrics thread: {e}"))?;
+    Ok(bound)
 }
 
 /// Raises the soft limit on open files to the hard one, as Go programs (weed among them) do at

@@ -16,9 +16,9 @@ use super::{
     try_take, write_out,
 };
 use crate::Payload;
-use crate::seaweed::ReadKey;
 use crate::seaweed::protocol::{ReadReply, ReadRequest, Status};
 use crate::seaweed::server::{NeedleServer, NeedleSource, ServerThread};
+use crate::seaweed::{ReadKey, ServerStats};
 
 /// Reply status: the payload holds the requested bytes.
 pub const SWUCX_READ_OK: u8 = 0;
@@ -105,13 +105,41 @@ pub type swucx_needle_read_cb = Option<
 /// callback on its serving threads. Destroy it to stop.
 ///
 /// Methods: `swucx_needle_server_create`, `swucx_needle_server_port`,
-/// `swucx_needle_server_destroy`.
+/// `swucx_needle_server_stats`, `swucx_needle_server_destroy`.
 pub struct swucx_needle_server_t {
     magic: u64,
     port: u16,
+    stats: Arc<ServerStats>,
     thread: ServerThread,
 }
 impl_handle!(swucx_needle_server_t, b"SWneedle");
+
+/// Room for replies by status code in `swucx_needle_server_stats_t` (codes are below it).
+pub const SWUCX_READ_STATUS_SLOTS: usize = 32;
+
+const _: () = assert!(Status::ALL.len() <= SWUCX_READ_STATUS_SLOTS);
+
+/// A needle server's counters since it started (`swucx_needle_server_stats`), e.g. for the
+/// host's metrics.
+#[repr(C)]
+pub struct swucx_needle_server_stats_t {
+    /// Replies sent, by status code (`SWUCX_READ_*`, also the server's own refusals:
+    /// UNKNOWN_VERSION 11, BAD_REQUEST 12); `replies[SWUCX_READ_OK]` are the reads served.
+    /// Codes no status has are 0.
+    pub replies: [u64; SWUCX_READ_STATUS_SLOTS],
+    /// OK replies: their payload bytes, and how many the client copied out of this process
+    /// itself (direct reads).
+    pub payload_bytes: u64,
+    pub direct_replies: u64,
+    /// Requests without a readable request id, dropped unanswered.
+    pub requests_dropped: u64,
+    /// Client connections: open now; accepted, rejected at the connection limit, and closed by
+    /// the server (replies not taken in time, or at a stop) since it started.
+    pub open_connections: u64,
+    pub connections_accepted: u64,
+    pub connections_rejected: u64,
+    pub connections_closed: u64,
+}
 
 /// The host callback as a [`NeedleSource`].
 struct CallbackSource {
@@ -256,11 +284,13 @@ pub extern "C" fn swucx_needle_server_create(
             Ok(a) => a.port(),
             Err(e) => return fail(e),
         };
+        let stats = server.stats();
         write_out!(
             server_p,
             into_handle(swucx_needle_server_t {
                 magic: swucx_needle_server_t::MAGIC,
                 port,
+                stats,
                 thread: server.spawn(),
             })
         );
@@ -278,6 +308,33 @@ pub extern "C" fn swucx_needle_server_port(
         let server = try_ref!(server);
         try_out!(port_p);
         write_out!(port_p, server.port);
+        SWUCX_OK
+    })
+}
+
+/// Writes the server's counters to `*stats_p`. Any thread, any time until destroy.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_needle_server_stats(
+    server: *const swucx_needle_server_t,
+    stats_p: *mut swucx_needle_server_stats_t,
+) -> swucx_status_t {
+    boundary(|| {
+        let server = try_ref!(server);
+        try_out!(stats_p);
+        let counted = server.stats.snapshot();
+        let mut replies = [0; SWUCX_READ_STATUS_SLOTS];
+        replies[..counted.replies.len()].copy_from_slice(&counted.replies);
+        let stats = swucx_needle_server_stats_t {
+            replies,
+            payload_bytes: counted.payload_bytes,
+            direct_replies: counted.direct_replies,
+            requests_dropped: counted.requests_dropped,
+            open_connections: counted.open_connections,
+            connections_accepted: counted.connections_accepted,
+            connections_rejected: counted.connections_rejected,
+            connections_closed: counted.connections_closed,
+        };
+        write_out!(stats_p, stats);
         SWUCX_OK
     })
 }

@@ -12,6 +12,7 @@
 //!
 //! - [`protocol`]: the READ request/reply wire format (docs/protocol.md).
 //! - [`server`] / [`client`]: serving and reading needles over UCX active messages.
+//! - [`stats`]: a server's counters (replies by status, bytes, connections), as Prometheus text.
 //!
 //! All multi-byte integers on disk are big-endian. Every parser here takes arbitrary bytes and
 //! returns an error on malformed input; none panics.
@@ -26,6 +27,7 @@
 //! [`protocol`]: crate::seaweed::protocol
 //! [`server`]: crate::seaweed::server
 //! [`client`]: crate::seaweed::client
+//! [`stats`]: crate::seaweed::stats
 
 pub mod client;
 pub mod direct;
@@ -35,6 +37,7 @@ pub mod jwt;
 pub mod needle;
 pub mod protocol;
 pub mod server;
+pub mod stats;
 pub mod superblock;
 pub mod ttl;
 pub mod vif;
@@ -46,6 +49,7 @@ pub use index::{IndexEntry, IndexError, NeedleMap, NeedleValue, OffsetWidth};
 pub use jwt::{JwtError, KeySource, ReadKey, weed_config_dirs};
 pub use needle::{Needle, NeedleError, NeedleHeader, NeedleMeta, NeedleVersion};
 pub use server::{NeedleServer, NeedleSource, ServerThread};
+pub use stats::{ServerStats, StatsSnapshot};
 pub use superblock::{SuperBlock, SuperBlockError};
 pub use ttl::Ttl;
 pub use vif::{VifError, VolumeInfo};

@@ -196,6 +196,26 @@ impl Status {
         self as u8
     }
 
+    /// The status's name in snake case (`ok`, `not_found`, ...), as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::NotFound => "not_found",
+            Status::CookieMismatch => "cookie_mismatch",
+            Status::Deleted => "deleted",
+            Status::Expired => "expired",
+            Status::Unauthorized => "unauthorized",
+            Status::BadRange => "bad_range",
+            Status::TooLarge => "too_large",
+            Status::Busy => "busy",
+            Status::Stale => "stale",
+            Status::Internal => "internal",
+            Status::UnknownVersion => "unknown_version",
+            Status::BadRequest => "bad_request",
+            Status::NoVolume => "no_volume",
+        }
+    }
+
     /// The status for a wire code.
     pub fn from_code(code: u8) -> Result<Self, ProtocolError> {
         Status::ALL

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use crate::seaweed::protocol::{
     AM_ID_READ, AM_ID_READ_REPLY, DirectPayload, MAX_HEADER_LEN, ProtocolError, ReadFlags,
     ReadReply, ReadRequest, Status, peek_request_id,
 };
+use crate::seaweed::stats::ServerStats;
 use crate::seaweed::volume::VolumeDir;
 use crate::{
     AmFlags, CloseMode, ConnRequest, Context, Endpoint, Listener, Payload, Request, Worker,
@@ -214,9 +215,10 @@ struct Lane {
     /// Replies of connections closed by [`Lane::abandon`], kept until UCX has finished
     /// cancelling them (dropped at once, UCX 1.13 crashed destroying the worker after).
     cancelled: Vec<InFlight>,
-    /// The server's open connections, all lanes together (shared by them): counted up by the
-    /// accepting lane when it takes a connection, down by the lane whose connection ends.
-    connections: Arc<AtomicUsize>,
+    /// The server's counters, shared by the lanes. Its open connections (all lanes together)
+    /// are counted up by the accepting lane when it takes a connection, down by the lane whose
+    /// connection ends.
+    stats: Arc<ServerStats>,
 }
 
 /// Where the accepting lane deals a connection to another lane: its inbox, and its worker to
@@ -342,10 +344,10 @@ impl NeedleServer {
             ));
         }
         let context = self.lanes[0].worker.context().clone();
-        let connections = self.lanes[0].connections.clone();
+        let stats = self.lanes[0].stats.clone();
         self.lanes.truncate(threads.max(1));
         while self.lanes.len() < threads {
-            let lane = Lane::new(&context, self.lanes.len(), connections.clone())?;
+            let lane = Lane::new(&context, self.lanes.len(), stats.clone())?;
             self.lanes.push(lane);
         }
         Ok(self)
@@ -354,6 +356,12 @@ impl NeedleServer {
     /// The address the server listens on.
     pub fn local_addr(&self) -> crate::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The server's counters (replies by status, bytes, connections), updated while it serves;
+    /// read them from any thread ([`ServerStats::snapshot`]).
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.lanes[0].stats.clone()
     }
 
     /// Serves until `stop` is set, then stops accepting connections, answers the requests it
@@ -419,7 +427,7 @@ impl NeedleServer {
         // stop) are rejected now, not left waiting.
         for lane in lanes.iter() {
             let mut dealt = lane.dealt.lock().unwrap_or_else(|e| e.into_inner());
-            lane.connections.fetch_sub(dealt.len(), Ordering::AcqRel);
+            (lane.stats.open_connections).fetch_sub(dealt.len(), Ordering::AcqRel);
             dealt.clear();
         }
         outcome
@@ -429,7 +437,7 @@ impl NeedleServer {
 impl Lane {
     /// A worker with the READ handler, which only queues (disk reads never run inside UCX's
     /// progress).
-    fn new(context: &Context, index: usize, connections: Arc<AtomicUsize>) -> crate::Result<Lane> {
+    fn new(context: &Context, index: usize, stats: Arc<ServerStats>) -> crate::Result<Lane> {
         let worker = Worker::new(context)?;
         check_am_header_limit(&worker)?;
         let jobs: Arc<Mutex<VecDeque<Job>>> = Arc::default();
@@ -460,7 +468,7 @@ impl Lane {
             per_connection: HashMap::new(),
             owned_in_flight: 0,
             cancelled: Vec::new(),
-            connections,
+            stats,
         })
     }
 
@@ -643,6 +651,7 @@ impl Lane {
                 self.owned_in_flight -= load.owned;
             }
         }
+        self.stats.connections_closed(closed.len());
         // The closes cancel the replies; progress finishes them (reap_replies, finish).
         self.cancelled.extend(abandoned);
     }
@@ -658,11 +667,13 @@ impl Lane {
         if let Some(dealer) = dealer {
             while let Some(request) = dealer.listener.try_accept() {
                 busy = true;
-                if self.connections.load(Ordering::Acquire) >= dealer.max_connections {
+                let open = &self.stats.open_connections;
+                if open.load(Ordering::Acquire) >= dealer.max_connections {
+                    self.stats.connection_rejected();
                     dealer.reject(request);
                     continue;
                 }
-                self.connections.fetch_add(1, Ordering::AcqRel);
+                open.fetch_add(1, Ordering::AcqRel);
                 let lane = dealer.next % (dealer.others.len() + 1);
                 dealer.next += 1;
                 match lane.checked_sub(1).map(|i| &dealer.others[i]) {
@@ -679,8 +690,7 @@ impl Lane {
         let open = self.clients.len();
         self.clients
             .retain(|ep| ep.failure().is_none() && !ep.is_closed());
-        self.connections
-            .fetch_sub(open - self.clients.len(), Ordering::AcqRel);
+        (self.stats.open_connections).fetch_sub(open - self.clients.len(), Ordering::AcqRel);
         for job in self.take_jobs() {
             busy = true;
             self.serve(answerer, &job);
@@ -694,11 +704,12 @@ impl Lane {
         match self.worker.accept(request) {
             Ok(ep) => {
                 log::info!("client {peer:?} connected (lane {})", self.index);
+                self.stats.connection_accepted();
                 self.clients.push(ep);
             }
             Err(e) => {
                 log::warn!("accepting {peer:?}: {e}");
-                self.connections.fetch_sub(1, Ordering::AcqRel);
+                (self.stats.open_connections).fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
@@ -709,6 +720,7 @@ impl Lane {
     fn serve(&mut self, answerer: &Answerer, job: &Job) {
         let Some(id) = peek_request_id(&job.header) else {
             log::debug!("READ request without a readable id; dropped");
+            self.stats.request_dropped();
             return;
         };
         let (reply, payload) = match ReadRequest::decode(&job.header) {
@@ -767,6 +779,8 @@ impl Lane {
             0
         };
         let awaits_client = rendezvous.then(Instant::now);
+        // Counted before the send, so a client that has its reply finds it counted.
+        (self.stats).reply_sent(reply.status, bytes, reply.direct.is_some());
         match ep.am_send(AM_ID_READ_REPLY, encoded, payload, flags) {
             Ok(request) => {
                 in_flight.push(InFlight {

@@ -205,6 +205,17 @@ static void run(const char *tls)
     /* An inconsistent host answer goes out as INTERNAL, without a payload. */
     CHECK(read_needle(w, ep, &seen, 4, COOKIE, 0, 5, &len) == SWUCX_READ_INTERNAL && len == 0);
     CHECK(calls == 12);
+    swucx_needle_server_stats_t stats;
+    memset(&stats, 0xff, sizeof stats);
+    CHECK_OK(swucx_needle_server_stats(srv, &stats));
+    CHECK(stats.replies[SWUCX_READ_OK] == 5 && stats.replies[SWUCX_READ_BAD_RANGE] == 2);
+    CHECK(stats.replies[SWUCX_READ_COOKIE_MISMATCH] == 1 && stats.replies[SWUCX_READ_NOT_FOUND] == 1);
+    CHECK(stats.replies[SWUCX_READ_NO_VOLUME] == 1 && stats.replies[SWUCX_READ_INTERNAL] == 2);
+    CHECK(stats.replies[SWUCX_READ_STATUS_SLOTS - 1] == 0);
+    CHECK(stats.payload_bytes == 5000 + BIG + 2 * 90);
+    CHECK(stats.open_connections == 1 && stats.connections_accepted == 1);
+    CHECK(stats.connections_rejected == 0 && stats.requests_dropped == 0);
+    CHECK_ST(swucx_needle_server_stats(srv, NULL), SWUCX_ERR_NULL_ARG);
 
     CHECK_OK(swucx_ep_close(ep, SWUCX_EP_CLOSE_FLUSH));
     swucx_ep_destroy(ep);
