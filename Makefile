@@ -121,19 +121,21 @@ header: deps
 header-check: deps
 	$(CBINDGEN) --quiet --verify --config cbindgen.toml --crate swucx --output include/swucx.h
 
-# Installs libswucx.so (soname libswucx.so.0) with its symlink chain, libswucx.a, swucx.h and a
-# generated swucx.pc under PREFIX (and DESTDIR). `pkg-config --cflags --libs swucx` links the
-# shared library; `--static` adds UCX and what a Rust staticlib needs.
+# Installs the `swucx` command (bin/), libswucx.so (soname libswucx.so.0) with its symlink chain,
+# libswucx.a, swucx.h and a generated swucx.pc under PREFIX (and DESTDIR). `pkg-config --cflags
+# --libs swucx` links the shared library; `--static` adds UCX and what a Rust staticlib needs.
 PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 LIB_SRC ?= target/release
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 install: build install-files
 
-# The copying half of `install`, from the libraries already built in LIB_SRC.
+# The copying half of `install`, from the binary and libraries already built in LIB_SRC.
 install-files:
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 755 $(LIB_SRC)/swucx $(DESTDIR)$(BINDIR)/swucx
 	install -m 644 $(LIB_SRC)/libswucx.a $(DESTDIR)$(LIBDIR)/libswucx.a
 	install -m 755 $(LIB_SRC)/libswucx.so $(DESTDIR)$(LIBDIR)/libswucx.so.$(VERSION)
 	ln -sf libswucx.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libswucx.so.0

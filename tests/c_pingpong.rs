@@ -330,7 +330,7 @@ fn c_client_stream_address_wireup_and_front() {
     }
 }
 
-/// `make install-files PREFIX=<tmp>` (the libraries of this profile), then the C ping-pong built
+/// `make install-files PREFIX=<tmp>` (the binary and libraries of this profile), then the C ping-pong built
 /// with only `pkg-config --cflags --libs swucx` and run against a Rust server.
 #[test]
 fn installed_prefix_builds_with_pkg_config() {
@@ -354,6 +354,11 @@ fn installed_prefix_builds_with_pkg_config() {
         assert!(lib.join(file).exists(), "{file} not installed");
     }
     assert!(prefix.join("include/swucx.h").exists());
+    let version = check(
+        Command::new(prefix.join("bin/swucx")).arg("--version"),
+        "the installed swucx --version",
+    );
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("swucx "));
     assert_eq!(
         std::fs::read_link(lib.join("libswucx.so")).expect("libswucx.so is a symlink"),
         Path::new("libswucx.so.0")
