@@ -233,6 +233,43 @@ impl FileMap {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
+    /// Whether every page holding bytes `start..end` of the mapping is in memory now
+    /// (`mincore`), so that reading them takes no disk read (until the kernel evicts them). A
+    /// range outside the mapping, or a failing `mincore`, counts as not resident.
+    pub fn is_resident(&self, start: usize, end: usize) -> bool {
+        if start >= end {
+            return true;
+        }
+        if end > self.len {
+            return false;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        // The mapping starts on a page boundary, so its offsets align as the addresses do.
+        let first = start / page * page;
+        let pages = (end - first).div_ceil(page);
+        // One byte per page; on the stack for needles up to 256 KiB (4 KiB pages).
+        let mut on_stack = [0u8; 64];
+        let mut on_heap = Vec::new();
+        let resident = if pages <= on_stack.len() {
+            &mut on_stack[..pages]
+        } else {
+            on_heap.resize(pages, 0);
+            &mut on_heap[..]
+        };
+        // SAFETY: [ptr + first, ptr + first + pages * page) lies within the mapping (its last
+        // page may extend past len, still inside the mapped page); `resident` has one byte per
+        // page, as mincore writes.
+        let rc = unsafe {
+            libc::mincore(
+                self.ptr.as_ptr().add(first).cast(),
+                pages * page,
+                resident.as_mut_ptr().cast(),
+            )
+        };
+        rc == 0 && resident.iter().all(|b| b & 1 == 1)
+    }
+
     /// Whether `bytes` lies inside this mapping.
     pub fn contains(&self, bytes: &[u8]) -> bool {
         let start = self.ptr.as_ptr() as usize;

@@ -532,7 +532,9 @@ impl Volume {
         // Header, body and tail, read in place from the mapping.
         let body_end = offset + NEEDLE_HEADER_SIZE as u64 + u64::from(size);
         let map = self.dat_map(st, body_end + version.tail_size() as u64)?;
-        let whole = &map.as_slice()[offset as usize..body_end as usize + version.tail_size()];
+        let end = body_end as usize + version.tail_size();
+        fault_in(&st.dat, &map, offset as usize, end).map_err(io_err(&self.paths.file("dat")))?;
+        let whole = &map.as_slice()[offset as usize..end];
 
         let (header, meta, stored) = if size <= PAGED_READ_LIMIT {
             // Small needle: parse it whole and check the CRC, like weed's ReadNeedleBlob.
@@ -749,6 +751,34 @@ fn follow_tail(st: &mut State, idx_path: &Path) -> Result<(), VolumeError> {
 }
 
 /// Reads as much as is there (short at end of file).
+/// Makes bytes `start..end` of the `.dat` safe to read through `map` (a mapping of `dat` from
+/// its first byte): when some of their pages are not in memory, reads them with `pread` first,
+/// which brings them into the page cache or returns the disk's error (`EIO`) or a short count
+/// (a file truncated under the index). Read through the mapping instead, those pages would
+/// fault, and a fault the kernel cannot satisfy raises `SIGBUS`, which ends the process. (Pages
+/// evicted again between this and the read still fault; a disk error there still does.)
+fn fault_in(dat: &File, map: &FileMap, start: usize, end: usize) -> io::Result<()> {
+    if map.is_resident(start, end) {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; FAULT_IN_CHUNK.min(end.saturating_sub(start))];
+    let mut at = start;
+    while at < end {
+        let n = (end - at).min(buf.len());
+        if read_up_to(dat, &mut buf[..n], at as u64)? < n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file ends before byte {end}, where the index says a needle ends"),
+            ));
+        }
+        at += n;
+    }
+    Ok(())
+}
+
+/// The bytes [`fault_in`] reads per `pread`.
+const FAULT_IN_CHUNK: usize = 256 << 10;
+
 fn read_up_to(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
@@ -1311,6 +1341,44 @@ mod tests {
             Volume::open(&base).unwrap().read(2, 2, &d).unwrap().data,
             vec![2; 200]
         );
+    }
+
+    /// Pages of the `.dat` that the file no longer has (truncated under the index; a disk read
+    /// error under the mapping is alike) give an I/O error, not SIGBUS: the bytes are read with
+    /// `pread` when not resident before the mapping is touched.
+    #[test]
+    fn a_needle_the_dat_lost_is_an_io_error_not_sigbus() {
+        let t = TmpDir::new("lost");
+        let base = t.0.join("8");
+        let mut w = Writer::create(&base, NeedleVersion::V3, OffsetWidth::Five, 0);
+        let first: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        w.put(&needle(1, 1, &first));
+        let at = w.put(&needle(2, 2, &vec![9; 300_000]));
+        let v = Volume::open(&base).unwrap();
+        let d = ReadOptions::default();
+        assert_eq!(v.read(2, 2, &d).unwrap().data.len(), 300_000);
+        let map = v.read(1, 1, &d).unwrap();
+        // The second needle's pages leave the file (and the page cache); the mapping stays.
+        let dat = std::fs::OpenOptions::new()
+            .write(true)
+            .open(with_ext(&base, "dat"))
+            .unwrap();
+        dat.set_len(at + 4096 * 2).unwrap();
+        for _ in 0..2 {
+            match v.read(2, 2, &d) {
+                Err(e @ VolumeError::Io { .. }) => {
+                    assert_eq!(
+                        crate::seaweed::protocol::Status::from(&e),
+                        crate::seaweed::protocol::Status::Internal,
+                        "{e}"
+                    )
+                }
+                other => panic!("a lost needle read {:?}", other.map(|r| r.data.len())),
+            }
+        }
+        // The needle before it still reads, from the same mapping.
+        assert_eq!(v.read(1, 1, &d).unwrap().data, first);
+        drop(map);
     }
 
     #[test]
