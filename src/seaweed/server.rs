@@ -427,7 +427,7 @@ impl NeedleServer {
         // stop) are rejected now, not left waiting.
         for lane in lanes.iter() {
             let mut dealt = lane.dealt.lock().unwrap_or_else(|e| e.into_inner());
-            (lane.stats.open_connections).fetch_sub(dealt.len(), Ordering::AcqRel);
+            lane.stats.connections_gone(dealt.len());
             dealt.clear();
         }
         outcome
@@ -667,13 +667,12 @@ impl Lane {
         if let Some(dealer) = dealer {
             while let Some(request) = dealer.listener.try_accept() {
                 busy = true;
-                let open = &self.stats.open_connections;
-                if open.load(Ordering::Acquire) >= dealer.max_connections {
+                if self.stats.open_connections() >= dealer.max_connections {
                     self.stats.connection_rejected();
                     dealer.reject(request);
                     continue;
                 }
-                open.fetch_add(1, Ordering::AcqRel);
+                self.stats.connection_opening();
                 let lane = dealer.next % (dealer.others.len() + 1);
                 dealer.next += 1;
                 match lane.checked_sub(1).map(|i| &dealer.others[i]) {
@@ -690,7 +689,7 @@ impl Lane {
         let open = self.clients.len();
         self.clients
             .retain(|ep| ep.failure().is_none() && !ep.is_closed());
-        (self.stats.open_connections).fetch_sub(open - self.clients.len(), Ordering::AcqRel);
+        self.stats.connections_gone(open - self.clients.len());
         for job in self.take_jobs() {
             busy = true;
             self.serve(answerer, &job);
@@ -709,7 +708,7 @@ impl Lane {
             }
             Err(e) => {
                 log::warn!("accepting {peer:?}: {e}");
-                (self.stats.open_connections).fetch_sub(1, Ordering::AcqRel);
+                self.stats.connections_gone(1);
             }
         }
     }
@@ -780,7 +779,8 @@ impl Lane {
         };
         let awaits_client = rendezvous.then(Instant::now);
         // Counted before the send, so a client that has its reply finds it counted.
-        (self.stats).reply_sent(reply.status, bytes, reply.direct.is_some());
+        let direct = reply.direct.is_some();
+        self.stats.reply_sent(reply.status, bytes, direct);
         match ep.am_send(AM_ID_READ_REPLY, encoded, payload, flags) {
             Ok(request) => {
                 in_flight.push(InFlight {

@@ -20,7 +20,7 @@ pub struct ServerStats {
     requests_dropped: AtomicU64,
     /// Open connections, accepted or being handed to a serving thread: the gauge the
     /// connection limit is checked against.
-    pub(crate) open_connections: AtomicUsize,
+    open_connections: AtomicUsize,
     connections_accepted: AtomicU64,
     connections_rejected: AtomicU64,
     connections_closed: AtomicU64,
@@ -62,6 +62,21 @@ impl ServerStats {
 
     pub(crate) fn request_dropped(&self) {
         self.requests_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now (or being handed to a serving thread).
+    pub(crate) fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Acquire)
+    }
+
+    /// A connection taken from the listener, before its accept.
+    pub(crate) fn connection_opening(&self) {
+        self.open_connections.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `n` connections that were opening or open are gone (ended, or their accept failed).
+    pub(crate) fn connections_gone(&self, n: usize) {
+        self.open_connections.fetch_sub(n, Ordering::AcqRel);
     }
 
     pub(crate) fn connection_accepted(&self) {
