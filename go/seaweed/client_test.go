@@ -267,6 +267,11 @@ func concurrentReaders(t *testing.T, cluster testcluster.Options, opts seaweed.O
 	if st := cl.Stats(); st.UCX != 16*40 {
 		t.Fatalf("stats %+v", st)
 	}
+	// The server counted each of them once (as OK replies; readAll's buffer one byte too long
+	// costs a BAD_RANGE reply first).
+	if ok, err := c.ServerMetric(`swucx_serve_replies_total{status="ok"}`); err != nil || ok != 16*40 {
+		t.Fatalf("the server counted %v OK replies (%v), want %d", ok, err, 16*40)
+	}
 	return c
 }
 

@@ -189,7 +189,25 @@ func runCluster(sizes, concs []int, duration time.Duration, rounds int, cl clien
 		c.VolumeServer, c.VolumePID(), c.UCXAddr, c.ServerPID(), len(needles))
 	b := bench{server: c.UCXAddr, http: "http://" + c.VolumeServer, ucxPID: c.ServerPID(), httpPID: c.VolumePID(),
 		duration: duration, rounds: rounds, client: cl}
-	return b.run(needles, []string{"shm", "tcp"}, concs)
+	out, err := b.run(needles, []string{"shm", "tcp"}, concs)
+	if err != nil {
+		return nil, err
+	}
+	// The server's own count (its Prometheus metrics) must agree with the clients'.
+	served, err := c.ServerMetric(`swucx_serve_replies_total{status="ok"}`)
+	if err != nil {
+		return nil, err
+	}
+	bytesServed, err := c.ServerMetric("swucx_serve_payload_bytes_total")
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("SERVER metrics=%s reads_ok=%.0f payload_gb=%.3f clients_ucx_reads=%d\n",
+		c.MetricsURL, served, bytesServed/1e9, b.ucxReads)
+	if uint64(served) != b.ucxReads {
+		return nil, fmt.Errorf("swucx serve counted %.0f reads, its clients %d", served, b.ucxReads)
+	}
+	return out, nil
 }
 
 // bench measures one server pair.
@@ -199,6 +217,8 @@ type bench struct {
 	duration        time.Duration
 	rounds          int
 	client          client
+	// ucxReads counts the reads the swucx clients made over UCX, every transport together.
+	ucxReads uint64
 }
 
 // client is how the UCX client spreads its reads: connections to the server, and workers.
@@ -306,6 +326,7 @@ func (b *bench) run(needles []needle, transports []string, concs []int) ([]resul
 		}
 		// Direct reads (same host, payloads of 8 KiB and more): how many UCX reads were.
 		fmt.Printf("READS transport=%s ucx=%d direct=%d\n", orDash(transport), st.UCX, st.Direct)
+		b.ucxReads += st.UCX
 	}
 	return out, nil
 }

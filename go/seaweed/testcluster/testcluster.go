@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -56,6 +57,9 @@ type Cluster struct {
 	// UCXAddr is where the swucx server listens: the volume port + 20000 (the client's default
 	// rule).
 	UCXAddr string
+	// MetricsURL is the swucx server's Prometheus endpoint (`--metrics-listen` on a port it
+	// picked), set by StartServer.
+	MetricsURL string
 
 	weed, swucx string
 	serverDir   string
@@ -132,15 +136,16 @@ func (c *Cluster) start(opts Options) error {
 	return c.StartServer()
 }
 
-// StartServer starts `swucx serve --dir ServerDir --listen UCXAddr [ServerArgs...]` and waits
-// until it listens.
+// StartServer starts `swucx serve --dir ServerDir --listen UCXAddr --metrics-listen
+// 127.0.0.1:0 [ServerArgs...]` and waits until it listens.
 func (c *Cluster) StartServer() error {
 	if c.server != nil {
 		return errors.New("testcluster: swucx serve is already running")
 	}
 	// A restarted server must bind its port again while the old connections linger.
 	env := append([]string{"RUST_LOG=info", "UCX_CM_REUSEADDR=y"}, c.serverEnv...)
-	args := append([]string{"serve", "--dir", c.serverDir, "--listen", c.UCXAddr}, c.serverArgs...)
+	args := append([]string{"serve", "--dir", c.serverDir, "--listen", c.UCXAddr,
+		"--metrics-listen", "127.0.0.1:0"}, c.serverArgs...)
 	cmd, err := c.spawn("swucx-serve", c.swucx, env, args...)
 	if err != nil {
 		return err
@@ -153,7 +158,34 @@ func (c *Cluster) StartServer() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// "... metrics on http://127.0.0.1:PORT/metrics" on the listening line.
+	banner := c.log("swucx-serve")
+	at := bytes.LastIndex(banner, []byte("metrics on "))
+	if at < 0 {
+		return fmt.Errorf("swucx serve printed no metrics address:\n%s", banner)
+	}
+	c.MetricsURL = strings.Fields(string(banner[at+len("metrics on "):]))[0]
 	return nil
+}
+
+// ServerMetric is the value of one sample of the swucx server's metrics, named as exported,
+// e.g. `swucx_serve_replies_total{status="ok"}` (README.md, "Metrics").
+func (c *Cluster) ServerMetric(sample string) (float64, error) {
+	resp, err := http.Get(c.MetricsURL)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if value, ok := strings.CutPrefix(line, sample+" "); ok {
+			return strconv.ParseFloat(value, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no sample %s in:\n%s", c.MetricsURL, sample, body)
 }
 
 // KillServer kills `swucx serve` with SIGKILL (a crash, for fault tests) and reaps it.
