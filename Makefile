@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build examples test lint unit go-test compat demo bench bench-compat fmt clean header header-check install install-files
+.PHONY: all deps build examples test lint unit go-test compat demo bench bench-compat fuzz fmt clean header header-check install install-files
 
 all: build
 
@@ -108,6 +108,15 @@ bench: examples
 # ucx_perftest; the Rust ping-pong only), written to target/bench/ucx-$(UCX_COMPAT)/results.md.
 bench-compat: deps
 	@scripts/bench.sh --ucx $(UCX_COMPAT)
+
+# The cargo-fuzz targets of fuzz/ (the wire and on-disk decoders; docs/protocol.md, "Fuzzing"),
+# one after the other for FUZZ_TIME seconds each (default 60), from seed corpora
+# scripts/fuzz.sh writes; cargo-fuzz is installed into .tools/ when missing. Not part of `make
+# test`. `make fuzz FUZZ_TARGETS="jwt_verify fid_parse"` for some of them.
+FUZZ_TIME ?= 60
+FUZZ_TARGETS ?=
+fuzz: deps
+	@FUZZ_TIME=$(FUZZ_TIME) scripts/fuzz.sh $(FUZZ_TARGETS)
 
 fmt:
 	$(CARGO) fmt --all
