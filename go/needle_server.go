@@ -17,7 +17,7 @@ static inline swx_res swx_needle_server_create(const swucx_context_t *ctx, const
 static inline swx_res swx_needle_server_stats(const swucx_needle_server_t *s,
                                               swucx_needle_server_stats_t *out)
 {
-    return swx_status(swucx_needle_server_stats(s, out));
+    return swx_status(swucx_needle_server_stats(s, out, sizeof *out));
 }
 */
 import "C"
@@ -141,14 +141,17 @@ func (c *Context) ServeNeedlesWith(cfg NeedleServerConfig, handler NeedleHandler
 // Port is the port the server listens on.
 func (s *NeedleServer) Port() int { return s.port }
 
+// NeedleStatusSlots is the length of NeedleServerStats.Replies: room for every status code.
+const NeedleStatusSlots = C.SWUCX_READ_STATUS_SLOTS
+
 // NeedleServerStats are a NeedleServer's counters since it started (NeedleServer.Stats),
 // e.g. for the host's metrics.
 type NeedleServerStats struct {
-	// Replies counts the replies sent by status code (docs/protocol.md; seaweed.Status):
+	// Replies counts the requests answered by status code (docs/protocol.md; seaweed.Status):
 	// Replies[0] (OK) are the reads served. Codes no status has stay 0.
-	Replies [C.SWUCX_READ_STATUS_SLOTS]uint64
-	// PayloadBytes is the payload bytes of the OK replies; DirectReplies the OK replies whose
-	// payload the client copied out of this process itself (direct reads).
+	Replies [NeedleStatusSlots]uint64
+	// PayloadBytes is the payload bytes of the OK replies; DirectReplies the OK replies
+	// announced for a direct read (the client copies the payload out of this process itself).
 	PayloadBytes, DirectReplies uint64
 	// RequestsDropped counts requests dropped without a reply (no readable request id).
 	RequestsDropped uint64

@@ -525,14 +525,14 @@ typedef void (*swucx_needle_read_cb)(void *user_data,
  */
 typedef struct swucx_needle_server_stats_t {
     /**
-     * Replies sent, by status code (`SWUCX_READ_*`, also the server's own refusals:
+     * Requests answered, by status code (`SWUCX_READ_*`, also the server's own refusals:
      * UNKNOWN_VERSION 11, BAD_REQUEST 12); `replies[SWUCX_READ_OK]` are the reads served.
      * Codes no status has are 0.
      */
     uint64_t replies[SWUCX_READ_STATUS_SLOTS];
     /**
-     * OK replies: their payload bytes, and how many the client copied out of this process
-     * itself (direct reads).
+     * OK replies: their payload bytes, and how many were announced for a direct read (the
+     * client copies the payload out of this process itself).
      */
     uint64_t payload_bytes;
     uint64_t direct_replies;
@@ -1414,10 +1414,15 @@ swucx_status_t swucx_needle_server_port(const struct swucx_needle_server_t *serv
                                         uint16_t *port_p);
 
 /**
- * Writes the server's counters to `*stats_p`. Any thread, any time until destroy.
+ * Writes the server's counters to `*stats_p`, whose size the caller gives as `stats_size`
+ * (`sizeof(swucx_needle_server_stats_t)` where it is compiled): the first `stats_size` bytes
+ * of the structure are written, no more, so a program built against an older header (a
+ * shorter structure) keeps working with a library that counts more. A `stats_size` below one
+ * counter (8 bytes) is `SWUCX_ERR_INVALID_PARAM`. Any thread, any time until destroy.
  */
 swucx_status_t swucx_needle_server_stats(const struct swucx_needle_server_t *server,
-                                         struct swucx_needle_server_stats_t *stats_p);
+                                         struct swucx_needle_server_stats_t *stats_p,
+                                         size_t stats_size);
 
 /**
  * Stops the server: no new requests, the replies in flight finish (after 10 s, `REPLY_TIMEOUT`,

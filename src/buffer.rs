@@ -490,6 +490,7 @@ unsafe impl Buf for Payload {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn mapped_slices_point_into_the_file_mapping_and_outlive_renames() {
@@ -528,6 +529,37 @@ mod tests {
         // SAFETY: as above.
         let empty = unsafe { FileMap::map(&File::open(&path).unwrap(), 0) }.unwrap();
         assert!(empty.is_empty() && empty.as_slice().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `is_resident` over pages dropped from the page cache, then read: one page (on the
+    /// stack), many (on the heap), an end that is not a page boundary, the empty range, and a
+    /// range past the mapping.
+    #[test]
+    fn residency_follows_the_page_cache() {
+        let dir = std::env::temp_dir().join(format!("swucx-resident-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.dat");
+        let len = (1 << 20) + 100;
+        std::fs::write(&path, vec![7u8; len]).unwrap();
+        let file = File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: advice on an open fd; no memory is involved.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        // SAFETY: the test's own file, not changed while mapped.
+        let map = unsafe { FileMap::map(&file, len as u64) }.unwrap();
+        assert!(
+            !map.is_resident(0, len),
+            "the page cache kept the file: nothing to test"
+        );
+        assert!(!map.is_resident(len - 10, len));
+        assert!(map.is_resident(5, 5), "an empty range");
+        assert!(!map.is_resident(0, len + 1), "past the mapping");
+        let mut buf = vec![0u8; len];
+        assert_eq!(file.read_at(&mut buf, 0).unwrap(), len);
+        assert!(map.is_resident(0, len) && map.is_resident(len - 10, len));
+        assert!(map.is_resident(4096, 8192));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

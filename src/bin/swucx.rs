@@ -107,7 +107,7 @@ struct ServeArgs {
     max_connections: u64,
     /// Serve the server's counters (replies by status, bytes, connections) as Prometheus
     /// metrics at http://IP:PORT/metrics (port 0 picks one; the address is printed). Off by
-    /// default.
+    /// default. No authentication: bind it to 127.0.0.1 or a management network.
     #[arg(long, value_name = "IP:PORT")]
     metrics_listen: Option<SocketAddr>,
 }
@@ -265,7 +265,8 @@ fn serve_metrics(at: SocketAddr, stats: Arc<ServerStats>) -> Result<SocketAddr, 
         .name("swucx-metrics".into())
         .spawn(move || {
             for request in http.incoming_requests() {
-                let outcome = if request.url() == "/metrics" {
+                let path = request.url().split('?').next().unwrap_or_default();
+                let outcome = if path == "/metrics" {
                     let text = stats.snapshot().prometheus();
                     let response =
                         tiny_http::Response::from_string(text).with_header(content_type.clone());

@@ -123,12 +123,12 @@ const _: () = assert!(Status::ALL.len() <= SWUCX_READ_STATUS_SLOTS);
 /// host's metrics.
 #[repr(C)]
 pub struct swucx_needle_server_stats_t {
-    /// Replies sent, by status code (`SWUCX_READ_*`, also the server's own refusals:
+    /// Requests answered, by status code (`SWUCX_READ_*`, also the server's own refusals:
     /// UNKNOWN_VERSION 11, BAD_REQUEST 12); `replies[SWUCX_READ_OK]` are the reads served.
     /// Codes no status has are 0.
     pub replies: [u64; SWUCX_READ_STATUS_SLOTS],
-    /// OK replies: their payload bytes, and how many the client copied out of this process
-    /// itself (direct reads).
+    /// OK replies: their payload bytes, and how many were announced for a direct read (the
+    /// client copies the payload out of this process itself).
     pub payload_bytes: u64,
     pub direct_replies: u64,
     /// Requests without a readable request id, dropped unanswered.
@@ -312,15 +312,26 @@ pub extern "C" fn swucx_needle_server_port(
     })
 }
 
-/// Writes the server's counters to `*stats_p`. Any thread, any time until destroy.
+/// Writes the server's counters to `*stats_p`, whose size the caller gives as `stats_size`
+/// (`sizeof(swucx_needle_server_stats_t)` where it is compiled): the first `stats_size` bytes
+/// of the structure are written, no more, so a program built against an older header (a
+/// shorter structure) keeps working with a library that counts more. A `stats_size` below one
+/// counter (8 bytes) is `SWUCX_ERR_INVALID_PARAM`. Any thread, any time until destroy.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_needle_server_stats(
     server: *const swucx_needle_server_t,
     stats_p: *mut swucx_needle_server_stats_t,
+    stats_size: usize,
 ) -> swucx_status_t {
     boundary(|| {
         let server = try_ref!(server);
         try_out!(stats_p);
+        if stats_size < std::mem::size_of::<u64>() {
+            return fail_with(
+                SWUCX_ERR_INVALID_PARAM,
+                format!("stats_size {stats_size} holds no counter"),
+            );
+        }
         let counted = server.stats.snapshot();
         let mut replies = [0; SWUCX_READ_STATUS_SLOTS];
         replies[..counted.replies.len()].copy_from_slice(&counted.replies);
@@ -334,7 +345,12 @@ pub extern "C" fn swucx_needle_server_stats(
             connections_rejected: counted.connections_rejected,
             connections_closed: counted.connections_closed,
         };
-        write_out!(stats_p, stats);
+        let n = stats_size.min(std::mem::size_of::<swucx_needle_server_stats_t>());
+        // SAFETY: stats_p is non-NULL and, by this function's contract, writable for
+        // stats_size bytes; `stats` is a local of at least n bytes; they do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping((&raw const stats).cast::<u8>(), stats_p.cast::<u8>(), n);
+        }
         SWUCX_OK
     })
 }

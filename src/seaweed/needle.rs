@@ -23,6 +23,7 @@
 
 use std::borrow::Cow;
 use std::io::{self, Read};
+use std::ops::Range;
 
 use super::ttl::Ttl;
 
@@ -306,30 +307,38 @@ pub fn check_header(h: &NeedleHeader, id: u64, size: u32) -> Result<(), NeedleEr
     Ok(())
 }
 
-/// Splits a v2/v3 body (the `Size` bytes after the header) into metadata and data; for v1 the whole
-/// body is data. Lenient like weed: fields past the end of the body are simply absent.
-pub fn parse_body(body: &[u8], version: NeedleVersion) -> Result<(NeedleMeta, &[u8]), NeedleError> {
-    if version == NeedleVersion::V1 {
-        let meta = NeedleMeta {
-            data_size: u32::try_from(body.len()).map_err(|_| NeedleError::Corrupt("v1 size"))?,
-            ..NeedleMeta::default()
-        };
-        return Ok((meta, body));
-    }
-    if body.is_empty() {
-        return Ok((NeedleMeta::default(), body));
+/// Where the data lies in a body (the `Size` bytes after the header), reading only its first
+/// four bytes (v2/v3: the data size; the metadata follows the data); for v1 the whole body is
+/// data, and an empty v2/v3 body has none.
+pub fn data_range(body: &[u8], version: NeedleVersion) -> Result<Range<usize>, NeedleError> {
+    if version == NeedleVersion::V1 || body.is_empty() {
+        return Ok(0..if version == NeedleVersion::V1 {
+            body.len()
+        } else {
+            0
+        });
     }
     if body.len() < 4 {
         return Err(NeedleError::Corrupt("data size"));
     }
-    let data_size = be32(&body[0..4]);
     let data_end = 4usize
-        .checked_add(data_size as usize)
+        .checked_add(be32(&body[0..4]) as usize)
         .filter(|&e| e <= body.len())
         .ok_or(NeedleError::Corrupt("data size"))?;
-    let mut meta = parse_non_data(&body[data_end..])?;
-    meta.data_size = data_size;
-    Ok((meta, &body[4..data_end]))
+    Ok(4..data_end)
+}
+
+/// Splits a v2/v3 body (the `Size` bytes after the header) into metadata and data; for v1 the whole
+/// body is data. Lenient like weed: fields past the end of the body are simply absent.
+pub fn parse_body(body: &[u8], version: NeedleVersion) -> Result<(NeedleMeta, &[u8]), NeedleError> {
+    let data = data_range(body, version)?;
+    let mut meta = if version == NeedleVersion::V1 || body.is_empty() {
+        NeedleMeta::default()
+    } else {
+        parse_non_data(&body[data.end..])?
+    };
+    meta.data_size = u32::try_from(data.len()).map_err(|_| NeedleError::Corrupt("v1 size"))?;
+    Ok((meta, &body[data]))
 }
 
 /// Parses what follows the data in a v2/v3 body: flags, name, mime, last-modified, TTL, pairs.

@@ -8,12 +8,21 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::seaweed::protocol::Status;
 
+// The counters are indexed by status code: the codes must be 0, 1, 2, ... in `Status::ALL`.
+const _: () = {
+    let mut i = 0;
+    while i < Status::ALL.len() {
+        assert!(Status::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 /// Counters of one needle server, shared by its threads ([`NeedleServer::stats`]).
 ///
 /// [`NeedleServer::stats`]: crate::seaweed::NeedleServer::stats
 #[derive(Debug, Default)]
 pub struct ServerStats {
-    /// Replies handed to UCX to send, by status code.
+    /// Requests answered (replies handed to UCX), by status code.
     replies: [AtomicU64; Status::ALL.len()],
     payload_bytes: AtomicU64,
     direct_replies: AtomicU64,
@@ -30,11 +39,14 @@ pub struct ServerStats {
 /// of them may be a few events apart).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
-    /// Replies sent, by status code ([`Status::code`]): `replies[0]` are the reads served.
+    /// Requests answered, by status code ([`Status::code`]): `replies[0]` are the reads
+    /// served. (A reply counts when it is handed to UCX: also one whose client left before it
+    /// went out.)
     pub replies: [u64; Status::ALL.len()],
-    /// Payload bytes sent in `OK` replies (by rendezvous, eagerly or for direct reads).
+    /// Payload bytes of the `OK` replies (by rendezvous, eagerly or for direct reads).
     pub payload_bytes: u64,
-    /// `OK` replies whose payload the client was told to copy itself (direct reads).
+    /// `OK` replies announced for a direct read (the client may copy the payload out of this
+    /// process itself; one that cannot takes it through UCX).
     pub direct_replies: u64,
     /// Requests dropped without a reply (no readable request id).
     pub requests_dropped: u64,
@@ -76,7 +88,8 @@ impl ServerStats {
 
     /// `n` connections that were opening or open are gone (ended, or their accept failed).
     pub(crate) fn connections_gone(&self, n: usize) {
-        self.open_connections.fetch_sub(n, Ordering::AcqRel);
+        let before = self.open_connections.fetch_sub(n, Ordering::AcqRel);
+        debug_assert!(before >= n, "{n} connections gone of {before} open");
     }
 
     pub(crate) fn connection_accepted(&self) {
@@ -136,7 +149,7 @@ impl StatsSnapshot {
         metric(
             "replies_total",
             "counter",
-            "READ replies sent, by status (ok: reads served).",
+            "READ requests answered, by status (ok: reads served).",
             &by_status,
         );
         let single: [(&str, &str, &str, u64); 7] = [
@@ -149,7 +162,7 @@ impl StatsSnapshot {
             (
                 "direct_replies_total",
                 "counter",
-                "Ok replies the client copied out of this process itself (direct reads).",
+                "Ok replies announced for a direct read (the client copies the payload itself).",
                 self.direct_replies,
             ),
             (

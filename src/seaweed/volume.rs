@@ -28,6 +28,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -532,12 +533,19 @@ impl Volume {
         // Header, body and tail, read in place from the mapping.
         let body_end = offset + NEEDLE_HEADER_SIZE as u64 + u64::from(size);
         let map = self.dat_map(st, body_end + version.tail_size() as u64)?;
-        let end = body_end as usize + version.tail_size();
-        fault_in(&st.dat, &map, offset as usize, end).map_err(io_err(&self.paths.file("dat")))?;
-        let whole = &map.as_slice()[offset as usize..end];
+        let (needle_at, needle_end) = (offset as usize, body_end as usize + version.tail_size());
+        // Every byte is faulted in (fault_in) before it is read through the mapping.
+        let fault = |from: usize, to: usize| {
+            fault_in(&st.dat, &map, from, to).map_err(|source| VolumeError::Io {
+                path: self.paths.file("dat"),
+                source,
+            })
+        };
+        let whole = &map.as_slice()[needle_at..needle_end];
 
         let (header, meta, stored) = if size <= PAGED_READ_LIMIT {
             // Small needle: parse it whole and check the CRC, like weed's ReadNeedleBlob.
+            fault(needle_at, needle_end)?;
             let n = Needle::parse(whole, version, Some((needle_id, size))).map_err(|e| {
                 // Check the cookie before reporting a corrupt needle body.
                 match NeedleHeader::parse(whole) {
@@ -549,7 +557,10 @@ impl Volume {
             })?;
             (n.header, n.meta, n.data)
         } else {
-            // Large needle: header, metadata and tail; the CRC only on full reads (below).
+            // Large needle: header, metadata and tail; the CRC only on full reads (below). Of
+            // the data only what the read touches is faulted in (below).
+            let body_at = needle_at + NEEDLE_HEADER_SIZE;
+            fault(needle_at, (body_at + 4).min(needle_end))?;
             let header = NeedleHeader::parse(whole).map_err(nerr)?;
             needle::check_header(&header, needle_id, size).map_err(nerr)?;
             if header.cookie != cookie {
@@ -557,6 +568,8 @@ impl Volume {
                 return Err(VolumeError::CookieMismatch(needle_id));
             }
             let body = &whole[NEEDLE_HEADER_SIZE..NEEDLE_HEADER_SIZE + size as usize];
+            let data = needle::data_range(body, version).map_err(nerr)?;
+            fault(body_at + data.end, needle_end)?;
             let (mut meta, data) = needle::parse_body(body, version).map_err(nerr)?;
             let tail = &whole[NEEDLE_HEADER_SIZE + size as usize..];
             (meta.checksum, meta.append_at_ns) = needle::parse_tail(tail, version).map_err(nerr)?;
@@ -570,7 +583,17 @@ impl Volume {
         // decompressed or read whole, as weed does.
         let checked = size <= PAGED_READ_LIMIT;
         let decompress = meta.is_compressed() && !opts.stored;
+        // The stored bytes `from..to` faulted in (those of small needles already are).
+        let stored_at = stored.as_ptr() as usize - map.as_ptr() as usize;
+        let fault_stored = |from: usize, to: usize| {
+            if checked {
+                Ok(())
+            } else {
+                fault(stored_at + from, stored_at + to)
+            }
+        };
         if decompress && !checked {
+            fault_stored(0, stored.len())?;
             needle::check_crc(stored, meta.checksum).map_err(nerr)?;
         }
         let (data, total_len, crc_unchecked) = if decompress && needle::is_gzip(stored) {
@@ -593,6 +616,8 @@ impl Volume {
             let total_len = stored.len() as u64;
             let (start, end) = range(opts, total_len)?;
             let (start, end) = (start as usize, end as usize);
+            // What UCX sends (or the client copies) from the mapping.
+            fault_stored(start, end)?;
             let whole_unchecked = !checked && !decompress && start == 0 && end == stored.len();
             let crc_unchecked = whole_unchecked && opts.crc_at_caller;
             if whole_unchecked && !crc_unchecked {
@@ -706,6 +731,7 @@ fn load_state_once(paths: &VolumePaths, width: OffsetWidth) -> Result<State, Vol
     let dat = File::open(&dat_path).map_err(io_err(&dat_path))?;
     let idx_meta = idx.metadata().map_err(io_err(&idx_path))?;
     let dat_meta = dat.metadata().map_err(io_err(&dat_path))?;
+    warn_if_residency_hidden(&dat_path, &dat_meta);
     let mut sb = [0u8; SUPER_BLOCK_SIZE];
     let got = read_up_to(&dat, &mut sb, 0).map_err(io_err(&dat_path))?;
     let superblock = SuperBlock::parse(&sb[..got]).map_err(|source| VolumeError::SuperBlock {
@@ -750,7 +776,6 @@ fn follow_tail(st: &mut State, idx_path: &Path) -> Result<(), VolumeError> {
     }
 }
 
-/// Reads as much as is there (short at end of file).
 /// Makes bytes `start..end` of the `.dat` safe to read through `map` (a mapping of `dat` from
 /// its first byte): when some of their pages are not in memory, reads them with `pread` first,
 /// which brings them into the page cache or returns the disk's error (`EIO`) or a short count
@@ -776,9 +801,60 @@ fn fault_in(dat: &File, map: &FileMap, start: usize, end: usize) -> io::Result<(
     Ok(())
 }
 
+/// Warns (once per process) when the kernel hides from this process which pages of `path` are
+/// in memory: `mincore` tells it only to a process that owns the file, may write it, or has
+/// `CAP_FOWNER` (Linux 5.0 on), and reports every page resident to others, so [`fault_in`]
+/// cannot protect their reads from `SIGBUS`.
+fn warn_if_residency_hidden(path: &Path, meta: &std::fs::Metadata) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if residency_visible(path, meta) || WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    log::warn!(
+        "{}: this process neither owns nor may write it, so the kernel does not tell it which \
+         pages are in memory (mincore): a disk read error under a needle will end it with \
+         SIGBUS instead of answering INTERNAL; run it as the user that owns the volumes (weed's)",
+        path.display()
+    );
+}
+
+/// Whether `mincore` on a mapping of `path` tells the truth to this process: it owns the file,
+/// may write it, or has `CAP_FOWNER`.
+fn residency_visible(path: &Path, meta: &std::fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if meta.uid() == unsafe { libc::geteuid() } || has_cap_fowner() {
+        return true;
+    }
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c_path is a NUL-terminated path that lives across the call.
+    unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::W_OK,
+            libc::AT_EACCESS,
+        ) == 0
+    }
+}
+
+/// Whether this process's effective capabilities hold `CAP_FOWNER` (`/proc/self/status`).
+fn has_cap_fowner() -> bool {
+    const CAP_FOWNER: u32 = 3;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_FOWNER) != 0)
+}
+
 /// The bytes [`fault_in`] reads per `pread`.
 const FAULT_IN_CHUNK: usize = 256 << 10;
 
+/// Reads as much as is there (short at end of file).
 fn read_up_to(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
@@ -1379,6 +1455,38 @@ mod tests {
         // The needle before it still reads, from the same mapping.
         assert_eq!(v.read(1, 1, &d).unwrap().data, first);
         drop(map);
+    }
+
+    /// A range of a large needle faults in what the read touches (header, metadata, tail, the
+    /// range), not the whole needle: a cold 8 MiB needle read 4 KiB in its middle stays on
+    /// disk elsewhere. (`pread` reads ahead only; a fault on the mapping would read around,
+    /// up to the disk's read_ahead_kb, before the range too.)
+    #[test]
+    fn a_range_of_a_large_cold_needle_faults_in_only_the_range() {
+        let t = TmpDir::new("cold");
+        let base = t.0.join("9");
+        let mut w = Writer::create(&base, NeedleVersion::V3, OffsetWidth::Five, 0);
+        let big: Vec<u8> = (0..(8u32 << 20)).map(|i| (i ^ (i >> 11)) as u8).collect();
+        let data_at = w.put(&needle(1, 1, &big)) as usize + NEEDLE_HEADER_SIZE + 4;
+        let dat = File::open(with_ext(&base, "dat")).unwrap();
+        dat.sync_all().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&dat);
+        // SAFETY: advice on an open fd; no memory is involved.
+        let rc = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        // SAFETY: the test's own file; nothing truncates or rewrites it while mapped.
+        let map = unsafe { FileMap::map(&dat, dat.metadata().unwrap().len()) }.unwrap();
+        let page_at = |at: usize| map.is_resident(data_at + at, data_at + at + 4096);
+        let far = 2 << 20;
+        assert!(
+            !page_at(far),
+            "the page cache kept the file: nothing to measure"
+        );
+        let v = Volume::open(&base).unwrap();
+        let r = v.read(1, 1, &ReadOptions::range(4 << 20, 4096)).unwrap();
+        assert!(r.data == big[4 << 20..(4 << 20) + 4096]);
+        assert!(page_at(4 << 20), "the range was not faulted in");
+        assert!(!page_at(far), "bytes the read does not touch were read");
     }
 
     #[test]

@@ -207,7 +207,7 @@ static void run(const char *tls)
     CHECK(calls == 12);
     swucx_needle_server_stats_t stats;
     memset(&stats, 0xff, sizeof stats);
-    CHECK_OK(swucx_needle_server_stats(srv, &stats));
+    CHECK_OK(swucx_needle_server_stats(srv, &stats, sizeof stats));
     CHECK(stats.replies[SWUCX_READ_OK] == 5 && stats.replies[SWUCX_READ_BAD_RANGE] == 2);
     CHECK(stats.replies[SWUCX_READ_COOKIE_MISMATCH] == 1 && stats.replies[SWUCX_READ_NOT_FOUND] == 1);
     CHECK(stats.replies[SWUCX_READ_NO_VOLUME] == 1 && stats.replies[SWUCX_READ_INTERNAL] == 2);
@@ -215,7 +215,12 @@ static void run(const char *tls)
     CHECK(stats.payload_bytes == 5000 + BIG + 2 * 90);
     CHECK(stats.open_connections == 1 && stats.connections_accepted == 1);
     CHECK(stats.connections_rejected == 0 && stats.requests_dropped == 0);
-    CHECK_ST(swucx_needle_server_stats(srv, NULL), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_stats(srv, NULL, sizeof stats), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_stats(srv, &stats, 4), SWUCX_ERR_INVALID_PARAM);
+    /* A caller built against a shorter structure: only its bytes are written. */
+    uint64_t older[2] = {0, 0xfeedfacecafebeefULL};
+    CHECK_OK(swucx_needle_server_stats(srv, (swucx_needle_server_stats_t *)older, sizeof older[0]));
+    CHECK(older[0] == 5 && older[1] == 0xfeedfacecafebeefULL);
 
     CHECK_OK(swucx_ep_close(ep, SWUCX_EP_CLOSE_FLUSH));
     swucx_ep_destroy(ep);

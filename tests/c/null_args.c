@@ -254,7 +254,7 @@ int main(void)
     CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, "127.0.0.1:0", NULL, NULL, NULL, 1, &out_swucx_needle_server_t), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_needle_server_create((const struct swucx_context_t *)ctx, "127.0.0.1:0", dummy_read_cb, NULL, NULL, 1, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_needle_server_port(NULL, &u16), SWUCX_ERR_NULL_ARG);
-    CHECK_ST(swucx_needle_server_stats(NULL, &server_stats), SWUCX_ERR_NULL_ARG);
+    CHECK_ST(swucx_needle_server_stats(NULL, &server_stats, sizeof server_stats), SWUCX_ERR_NULL_ARG);
     swucx_needle_server_destroy(NULL); /* NULL is a no-op */
     CHECK_ST(swucx_read_reply_set(NULL, SWUCX_READ_OK, 0, 0, 0), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_read_reply_payload(NULL, 1, &u8p), SWUCX_ERR_NULL_ARG);
