@@ -658,10 +658,16 @@ impl Shared {
                     let _ = self.rest.1.wait_timeout(guard, rest);
                 }
                 // A spin still announced with no progress made in the foreground for a whole
-                // rest is not spinning: drive, or a waiter asleep behind it waits for ever.
+                // rest is not spinning: drive, or a waiter asleep behind it waits for ever. But
+                // not while a foreground thread holds the driver: one progress call can take
+                // longer than a rest (over tcp it writes every 1 MiB rendezvous put it can into
+                // the socket), and taking over then had this thread make a fifth of the sends
+                // of an Engine client sending 1 MiB messages, alternating with the waiter on
+                // the socket (bench finding 20).
                 stalled = !handed_over
                     && running > 0
-                    && self.foreground_progress.load(Ordering::Relaxed) == progressed;
+                    && self.foreground_progress.load(Ordering::Relaxed) == progressed
+                    && self.driver.try_lock().is_ok();
                 if !stalled {
                     rest = if running > 0 {
                         (rest * 2).min(MAX_REST)
