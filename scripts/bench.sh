@@ -257,6 +257,7 @@ row() {
     front|golat1) target="<= +1 us"; cmp="<="; lim=1.0; op=diff ;;
     golat05) target="<= +0.5 us"; cmp="<="; lim=0.5; op=diff ;;
     info) target="(reference, not a target)"; op=diff ;;
+    rinfo) target="(reference, not a target)" ;;
   esac
   local r
   r=$(pairwise "$op" "$refs" "$subs")
@@ -277,7 +278,7 @@ row() {
 measure_transport() {
   local tl=$1 lat_n=$2 lat_w=$3
   local r a b c d
-  local -a pt_tag sw_tag pt_am sw_am pt_64 sw_64 pt_1m sw_1m c_tag c_am c_1m g_tag g_am g_1m
+  local -a pt_tag sw_tag pt_am sw_am pt_64 sw_64 pt_1m sw_1m c_tag c_am c_1m cf_1m g_tag g_am g_1m
   local c_port c_pid g_port g_pid
   # The C and Go servers next to the Rust one (each client talks to its own language's server).
   if [ "$CORE_ONLY" = 0 ]; then
@@ -304,9 +305,12 @@ measure_transport() {
     sw_1m+=("$(swucx "$SW_PORT" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
     c_1m+=("$(other_client "$PPC" "${c_port:-}" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
     g_1m+=("$(other_client "$PPG" "${g_port:-}" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32)")
+    # The C client through the Engine (as the Go one always is): splits the Go row's gap into
+    # the Engine's part and the Go binding's.
+    cf_1m+=("$(other_client "$PPC" "${c_port:-}" bw --api am --mode bw --size 1048576 --iters "${BW_1M[0]}" --warmup "${BW_1M[1]}" --window 32 --front)")
     echo "  rep $r: tag_lat ${pt_tag[-1]}/${sw_tag[-1]} am_lat ${pt_am[-1]}/${sw_am[-1]}" \
       "am_bw64K ${pt_64[-1]}/${sw_64[-1]} am_bw1M ${pt_1m[-1]}/${sw_1m[-1]}" \
-      "C: tag_lat ${c_tag[-1]} am_lat ${c_am[-1]} am_bw1M ${c_1m[-1]}" \
+      "C: tag_lat ${c_tag[-1]} am_lat ${c_am[-1]} am_bw1M ${c_1m[-1]} (front ${cf_1m[-1]})" \
       "Go: tag_lat ${g_tag[-1]} am_lat ${g_am[-1]} am_bw1M ${g_1m[-1]}" >&2
   done
   if [ "$tl" = shm ] && [ "$CORE_ONLY" = 0 ]; then
@@ -331,6 +335,8 @@ measure_transport() {
   row "Go pingpong tag_lat 8 B (us; perftest column = C pingpong)" "$tl" "${c_tag[*]}" "${g_tag[*]}" "$golat"
   row "Go pingpong am_lat 8 B (us; perftest column = C pingpong)" "$tl" "${c_am[*]}" "${g_am[*]}" "$golat"
   row "Go pingpong am_bw 1 MiB w32 (GB/s; perftest column = C pingpong)" "$tl" "${c_1m[*]}" "${g_1m[*]}" bw
+  row "C pingpong --front am_bw 1 MiB w32 (GB/s; perftest column = C inline: the Engine's part)" "$tl" "${c_1m[*]}" "${cf_1m[*]}" rinfo
+  row "Go pingpong am_bw 1 MiB w32 (GB/s; perftest column = C --front: the Go binding's part)" "$tl" "${cf_1m[*]}" "${g_1m[*]}" rinfo
 }
 
 START=$(date +%s)
