@@ -188,9 +188,7 @@ const MAX_REST: Duration = Duration::from_millis(1);
 /// The longest rest while only waits spin. A wait's spin cannot stall (it progresses, or ends
 /// and hands over before it sleeps), so the rest only bounds how soon the background thread
 /// takes over once spinning stops; each rest that ends wakes the thread on some waiter's CPU
-/// (with 1 ms, ~950 context switches in a 0.55 s run of a client sending 1 MiB messages over
-/// tcp through the Engine, which then reached 0.88-0.97x of the inline client's bandwidth;
-/// with 10 ms ~150-200 and 0.98-1.15x, bench finding 20).
+/// (docs/design.md; bench finding 20).
 const MAX_QUIET_REST: Duration = Duration::from_millis(10);
 
 /// How many spin rounds a waiter makes between looks at the clock.
