@@ -1,0 +1,151 @@
+//! TCP keepalive on an endpoint's connection socket: how a peer whose host vanished (powered
+//! off, cable pulled, network partition: no FIN or RST ever comes) turns into an endpoint error.
+//!
+//! UCX notices a killed peer by its socket being reset. A vanished host resets nothing: data
+//! in flight is retransmitted for up to ~15 minutes (`net.ipv4.tcp_retries2`) and every pending
+//! operation waits that long (measured over a veth pair whose far end went down: 32 pending
+//! 1 MiB sends still pending after 118 s, an 8 B ping-pong after 30 s). UCX 1.13 offers no
+//! setting that helps: its tcp keepalive settings (`UCX_TCP_KEEP*`) do not reach the sockets
+//! that carry data, keepalive never probes a socket with unacknowledged data anyway, and
+//! `UCX_TCP_USER_TIMEOUT` only came with later releases.
+//!
+//! An endpoint created through a listener (client or server side) also keeps the socket of its
+//! connection setup open (UCX's tcp connection manager), idle after wireup, and UCX fails the
+//! endpoint when that socket fails. With keepalive armed on it the kernel probes the peer while
+//! the connection is idle there, and after [`KEEPALIVE`]'s probes go unanswered UCX reports the
+//! endpoint failed (`Connection reset by remote peer`) and fails every pending operation: ~2 s
+//! after the link went down in the same measurement. UCX does not expose the socket, so it is
+//! found by its addresses: `ucp_ep_query` gives the endpoint's local and remote socket
+//! addresses, and the process's file descriptors are searched (newest first) for the socket
+//! with exactly that pair, which no other socket on the host can have.
+//!
+//! Endpoints connected by worker address have no such socket and keep UCX's behaviour.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::sockaddr::from_storage;
+use crate::sys;
+
+/// The keepalive armed on connection sockets when the context handles peer failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Idle time before the first probe (`TCP_KEEPIDLE`).
+    pub idle: Duration,
+    /// Time between unanswered probes (`TCP_KEEPINTVL`).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`).
+    pub probes: u32,
+}
+
+/// swucx's keepalive: a vanished peer is noticed within about `idle + probes * interval` =
+/// 4 s of its last sign of life; a live idle peer costs one small packet each way per 2 s.
+pub const KEEPALIVE: KeepAlive = KeepAlive {
+    idle: Duration::from_secs(2),
+    interval: Duration::from_secs(1),
+    probes: 2,
+};
+
+/// Arms [`KEEPALIVE`] on the connection socket of `ep`. Returns whether one was found: false
+/// for an endpoint without a socket address (connected by worker address) or when no open
+/// socket has its addresses (UCX closed it). Called right after `ucp_ep_create`, by the thread
+/// that created the endpoint.
+pub(crate) fn arm(ep: sys::ucp_ep_h) -> bool {
+    let Some((local, remote)) = socket_addresses(ep) else {
+        return false;
+    };
+    let Some(fd) = find_socket(local, remote) else {
+        log::debug!("keepalive: no open socket {local} -> {remote}");
+        return false;
+    };
+    match set_keepalive(fd, KEEPALIVE) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("keepalive on the connection {local} -> {remote}: {e}");
+            false
+        }
+    }
+}
+
+/// The endpoint's local and remote socket address, if it was created with one.
+fn socket_addresses(ep: sys::ucp_ep_h) -> Option<(SocketAddr, SocketAddr)> {
+    let mut attr = sys::ucp_ep_attr_t {
+        field_mask: u64::from(
+            sys::ucp_ep_attr_field::UCP_EP_ATTR_FIELD_LOCAL_SOCKADDR.0
+                | sys::ucp_ep_attr_field::UCP_EP_ATTR_FIELD_REMOTE_SOCKADDR.0,
+        ),
+        // SAFETY: ucp_ep_attr_t is plain old data; all-zero is a valid value.
+        ..unsafe { std::mem::zeroed() }
+    };
+    // SAFETY: ep is a live endpoint (the caller just created it); attr is writable.
+    crate::status::check("ucp_ep_query", unsafe { sys::ucp_ep_query(ep, &mut attr) }).ok()?;
+    // SAFETY: UCX filled both fields in (status OK); bindgen's sockaddr_storage has libc's
+    // layout (both are the C type).
+    unsafe {
+        Some((
+            from_storage(&attr.local_sockaddr as *const _ as *const libc::sockaddr_storage)?,
+            from_storage(&attr.remote_sockaddr as *const _ as *const libc::sockaddr_storage)?,
+        ))
+    }
+}
+
+/// The open socket of this process whose local and peer addresses are `local` and `remote`.
+/// Descriptors are tried newest (highest) first: the one sought was opened moments ago.
+fn find_socket(local: SocketAddr, remote: SocketAddr) -> Option<libc::c_int> {
+    let mut fds: Vec<libc::c_int> = std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable_by(|a, b| b.cmp(a));
+    fds.into_iter().find(|&fd| {
+        socket_address(fd, libc::getsockname) == Some(local)
+            && socket_address(fd, libc::getpeername) == Some(remote)
+    })
+}
+
+type NameFn =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+/// `getsockname` or `getpeername` of `fd` as a `SocketAddr` (None: not an IP socket).
+fn socket_address(fd: libc::c_int, name: NameFn) -> Option<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: storage is writable for len bytes; an fd that is not a socket (or closed by now)
+    // only makes the call fail.
+    if unsafe { name(fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) } != 0 {
+        return None;
+    }
+    // SAFETY: storage is a valid sockaddr_storage the kernel filled in.
+    unsafe { from_storage(&storage) }
+}
+
+fn set_keepalive(fd: libc::c_int, keepalive: KeepAlive) -> std::io::Result<()> {
+    let secs = |d: Duration| d.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+    let options = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(keepalive.idle)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(keepalive.interval)),
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPCNT,
+            keepalive.probes.clamp(1, i32::MAX as u32) as libc::c_int,
+        ),
+    ];
+    for (level, option, value) in options {
+        // SAFETY: value is a c_int that lives across the call, and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                option,
+                &value as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
