@@ -125,7 +125,11 @@ fn set_keepalive(fd: libc::c_int, keepalive: KeepAlive) -> std::io::Result<()> {
     let options = [
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
         (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(keepalive.idle)),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(keepalive.interval)),
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPINTVL,
+            secs(keepalive.interval),
+        ),
         (
             libc::IPPROTO_TCP,
             libc::TCP_KEEPCNT,

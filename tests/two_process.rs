@@ -1,20 +1,23 @@
 //! Two-process tests: the test binary re-executes itself as a child (the hidden `child_entry`
 //! test acts only when `SWUCX_CHILD_ROLE` is set). The child listens on 127.0.0.1:0, prints its
 //! port, and serves; the parent connects. Covers shm and tcp, tag / stream / AM (eager and
-//! rendezvous) byte-exact, close from either side, and a peer killed with SIGKILL while 64
-//! operations are outstanding.
+//! rendezvous) byte-exact, close from either side, a peer killed with SIGKILL while 64
+//! operations are outstanding, and a peer whose host vanishes (a child in a network namespace
+//! of its own whose link goes down: no FIN, no RST).
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TIMEOUT, Tls, am_inbox, any_local, assert_bytes, next_kept, pattern};
-use swucx::{AmFlags, CloseMode, Endpoint, Listener, Worker};
+use swucx::{AmFlags, CloseMode, Context, Endpoint, Listener, Worker};
 
 const ROLE_ENV: &str = "SWUCX_CHILD_ROLE";
+/// Set for a child in a namespace of its own: "device@ip" of its end of the veth pair.
+const VETH_ENV: &str = "SWUCX_CHILD_VETH";
 const SIZES: &[usize] = common::SIZES;
 const AM_TO_CHILD: u16 = 1;
 const AM_TO_PARENT: u16 = 2;
@@ -39,6 +42,7 @@ fn am_flags(code: u8) -> AmFlags {
 /// A spawned child that is killed (only this PID) if the test ends early.
 struct ChildProc {
     child: Child,
+    ip: IpAddr,
     port: u16,
 }
 
@@ -55,7 +59,7 @@ impl ChildProc {
     }
 
     fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// Waits (bounded) for the child to exit and asserts success.
@@ -83,11 +87,18 @@ fn child_entry() {
         return; // Not a child: nothing to do.
     };
     let (role, tls) = role.split_once(':').expect("role:tls");
-    let tls = Tls::from_name(tls);
-    let context = tls.context();
+    // In a namespace of its own (Veth): tcp on its end of the pair, listening on its address.
+    let veth = std::env::var(VETH_ENV).ok();
+    let (context, listen) = match veth.as_deref().map(|v| v.split_once('@').expect("dev@ip")) {
+        Some((device, ip)) => (
+            veth_context(device),
+            SocketAddr::new(ip.parse().expect("child ip"), 0),
+        ),
+        None => (Tls::from_name(tls).context(), any_local()),
+    };
     let worker = Worker::new(&context).expect("worker");
     let inbox = am_inbox(&worker, AM_TO_CHILD);
-    let listener = Listener::bind(&worker, any_local()).expect("listen");
+    let listener = Listener::bind(&worker, listen).expect("listen");
     println!("SWUCX_PORT={}", listener.local_addr().unwrap().port());
     let request = listener
         .accept_timeout(TIMEOUT)
@@ -106,6 +117,14 @@ fn child_entry() {
             // Accept and never receive: the parent's operations stay outstanding until it kills
             // us. Bounded in case the parent is gone.
             std::thread::sleep(Duration::from_secs(60));
+        }
+        "watcher" => {
+            // Never receive, and exit successfully only once this side's endpoint failed (the
+            // parent cut the link): the accepting side notices a vanished peer too.
+            let failed = std::sync::Arc::new(swucx::Signal::new());
+            ep.raise_on_failure(&failed);
+            common::progress_until(&[&worker], "the parent's failure", || failed.is_raised());
+            println!("SWUCX_PEER_FAILED");
         }
         other => panic!("unknown role {other}"),
     }
@@ -276,9 +295,24 @@ fn two_process(tls: Tls, closer: &str) {
 }
 
 fn spawn_with_close(role: &str, tls: Tls, close: &str) -> ChildProc {
+    spawn_child(role, tls, close, None)
+}
+
+/// Spawns the child, in `veth`'s namespace when given (`ip netns exec` execs the test binary
+/// in the same process, so the PID is the child's).
+fn spawn_child(role: &str, tls: Tls, close: &str, veth: Option<&Veth>) -> ChildProc {
     // SWUCX_CHILD_CLOSE goes to the child's environment only (Command::env), never ours.
     let exe = std::env::current_exe().expect("current_exe");
-    let mut child = Command::new(exe)
+    let mut command = match veth {
+        Some(v) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &v.namespace]).arg(exe);
+            c.env(VETH_ENV, format!("{}@{}", v.inner_device, v.inner_ip));
+            c
+        }
+        None => Command::new(exe),
+    };
+    let mut child = command
         .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
         .env(ROLE_ENV, format!("{role}:{}", tls.name()))
         .env("SWUCX_CHILD_CLOSE", close)
@@ -301,7 +335,8 @@ fn spawn_with_close(role: &str, tls: Tls, close: &str) -> ChildProc {
     let port = rx
         .recv_timeout(TIMEOUT)
         .expect("child did not report its port");
-    ChildProc { child, port }
+    let ip = veth.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |v| IpAddr::V4(v.inner_ip));
+    ChildProc { child, ip, port }
 }
 
 #[test]
@@ -324,14 +359,8 @@ fn shm_child_closes_force() {
     two_process(Tls::Shm, "force");
 }
 
-/// The child is SIGKILLed while 64 x 1 MiB tag sends (rendezvous, never received) are
-/// outstanding: each completes with an error within 2 s of the kill, the endpoint reports the
-/// failure, new operations fail, and the same worker then talks to a new child.
-fn killed_peer(tls: Tls) {
-    let context = tls.context();
-    let worker = Worker::new(&context).unwrap();
-    let mut child = ChildProc::spawn("sleeper", tls);
-    let ep = connect(&worker, &child);
+/// Posts 64 x 1 MiB tag sends the child never receives (rendezvous: they stay outstanding).
+fn pending_sends(worker: &Worker, ep: &Endpoint) -> Vec<swucx::Request<Vec<u8>>> {
     let sends: Vec<_> = (0..64u64)
         .map(|i| {
             ep.tag_send(0x1000 + i, pattern(1 << 20, i))
@@ -345,21 +374,35 @@ fn killed_peer(tls: Tls) {
         sends.iter().all(|s| !s.is_complete()),
         "unreceived rendezvous sends must still be outstanding"
     );
+    sends
+}
+
+/// Every send completes with an error within `limit` of `event` (which just happened).
+fn all_fail_within(sends: Vec<swucx::Request<Vec<u8>>>, limit: Duration, event: &str) {
+    let deadline = Instant::now() + limit;
+    for (i, send) in sends.into_iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let done = send.wait_timeout(left).expect("wait_timeout");
+        assert!(done, "send {i} not completed within {limit:?} of {event}");
+        assert!(send.wait().is_err(), "send {i} must fail after {event}");
+    }
+}
+
+/// The child is SIGKILLed while 64 x 1 MiB tag sends (rendezvous, never received) are
+/// outstanding: each completes with an error within 2 s of the kill, the endpoint reports the
+/// failure, new operations fail, and the same worker then talks to a new child.
+fn killed_peer(tls: Tls) {
+    let context = tls.context();
+    let worker = Worker::new(&context).unwrap();
+    let mut child = ChildProc::spawn("sleeper", tls);
+    let ep = connect(&worker, &child);
+    let sends = pending_sends(&worker, &ep);
     let failed = std::sync::Arc::new(swucx::Signal::new());
     ep.raise_on_failure(&failed);
     assert!(!failed.is_raised());
     child.child.kill().expect("SIGKILL the child"); // Child::kill sends SIGKILL to this PID.
     let _ = child.child.wait();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    for (i, send) in sends.into_iter().enumerate() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let done = send.wait_timeout(left).expect("wait_timeout");
-        assert!(
-            done,
-            "{tls:?}: send {i} not completed within 2 s of the kill"
-        );
-        assert!(send.wait().is_err(), "{tls:?}: send {i} must fail");
-    }
+    all_fail_within(sends, Duration::from_secs(2), &format!("{tls:?}, the kill"));
     let failure = ep.failure().expect("endpoint must report the failure");
     assert!(failure.is_err(), "{failure:?}");
     assert!(
@@ -401,4 +444,120 @@ fn sigkill_tcp() {
 #[test]
 fn sigkill_shm() {
     killed_peer(Tls::Shm);
+}
+
+/// A network namespace joined to this one by a veth pair, standing for a second host: the
+/// child runs inside, the parent talks to it over tcp on the pair. Names and the /30 subnet
+/// come from this process's PID, so parallel test binaries do not collide; dropping it deletes
+/// the namespace, which removes the pair. Needs root and iproute2 (`ip netns`).
+struct Veth {
+    namespace: String,
+    outer_device: String,
+    inner_device: String,
+    inner_ip: Ipv4Addr,
+}
+
+impl Veth {
+    fn create() -> Veth {
+        let pid = std::process::id();
+        let base = 4 * (pid % (1 << 14));
+        let subnet =
+            |host: u32| Ipv4Addr::new(10, 231, (base >> 8) as u8, (base & 0xff) as u8 + host as u8);
+        let veth = Veth {
+            namespace: format!("swucx-test-{pid}"),
+            outer_device: format!("swxo{pid}"),
+            inner_device: format!("swxi{pid}"),
+            inner_ip: subnet(2),
+        };
+        let (ns, outer, inner) = (&veth.namespace, &veth.outer_device, &veth.inner_device);
+        let outer_cidr = format!("{}/30", subnet(1));
+        let inner_cidr = format!("{}/30", veth.inner_ip);
+        ip(&["netns", "add", ns]);
+        ip(&[
+            "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns,
+        ]);
+        ip(&["addr", "add", &outer_cidr, "dev", outer]);
+        ip(&["link", "set", outer, "up"]);
+        ip(&["-n", ns, "addr", "add", &inner_cidr, "dev", inner]);
+        ip(&["-n", ns, "link", "set", inner, "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+        veth
+    }
+
+    /// The far end's link goes down: from here the child's host has vanished (packets to it
+    /// are dropped, nothing answers, nothing is reset).
+    fn cut(&self) {
+        ip(&[
+            "-n",
+            &self.namespace,
+            "link",
+            "set",
+            &self.inner_device,
+            "down",
+        ]);
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.namespace])
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2; scripts/deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "ip {}: {} (this test needs root for network namespaces)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// tcp only, on `device`: both ends of the veth pair. 1 MiB goes by rendezvous (UCX 1.22 sent
+/// it eagerly over a veth device by its own threshold), so unreceived sends stay pending.
+fn veth_context(device: &str) -> Context {
+    Context::builder()
+        .name("swucx-test-veth")
+        .config("TLS", "tcp")
+        .config("NET_DEVICES", device)
+        .config("RNDV_THRESH", "64k")
+        .build()
+        .expect("create UCX context")
+}
+
+/// The child's host vanishes while 64 x 1 MiB tag sends (rendezvous, never received) are
+/// outstanding: no FIN or RST ever comes, so only the keepalive swucx arms on the connection
+/// socket can tell (swucx::KEEPALIVE). Every send fails within 8 s of the cut (UCX alone left
+/// them pending for minutes), and the child's side of the connection fails as well.
+#[test]
+fn vanished_peer_tcp() {
+    let veth = Veth::create();
+    let context = veth_context(&veth.outer_device);
+    let worker = Worker::new(&context).unwrap();
+    let child = spawn_child("watcher", Tls::Tcp, "parent", Some(&veth));
+    let ep = connect(&worker, &child);
+    let sends = pending_sends(&worker, &ep);
+    veth.cut();
+    let cut = Instant::now();
+    all_fail_within(sends, Duration::from_secs(8), "the cut");
+    eprintln!(
+        "vanished peer: every send failed {:?} after the cut",
+        cut.elapsed()
+    );
+    assert!(
+        ep.failure().is_some_and(|f| f.is_err()),
+        "the endpoint must report the failure"
+    );
+    let ep2 = ep.clone();
+    common::bounded(TIMEOUT, "close failed ep", move || {
+        ep2.close(CloseMode::Force)
+    })
+    .expect("close");
+    child.join();
 }
