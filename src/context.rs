@@ -4,6 +4,7 @@ use std::ffi::{CStr, CString};
 use std::ptr;
 use std::sync::Arc;
 
+use crate::keepalive::KeepAlive;
 use crate::status::{Error, Result, Status, check};
 use crate::sys;
 
@@ -98,6 +99,27 @@ pub const DEFAULT_CONFIG: &[DefaultSetting] = &[
         keys: &["KEEPALIVE_INTERVAL"],
         value: "500ms",
         transports: DefaultFor::All,
+        since: (0, 0),
+    },
+    DefaultSetting {
+        env: &["TCP_KEEPIDLE"],
+        keys: &["KEEPIDLE", "TCP_KEEPIDLE"],
+        value: "2s",
+        transports: DefaultFor::MayUseTcp,
+        since: (0, 0),
+    },
+    DefaultSetting {
+        env: &["TCP_KEEPINTVL"],
+        keys: &["KEEPINTVL", "TCP_KEEPINTVL"],
+        value: "1s",
+        transports: DefaultFor::MayUseTcp,
+        since: (0, 0),
+    },
+    DefaultSetting {
+        env: &["TCP_KEEPCNT"],
+        keys: &["KEEPCNT", "TCP_KEEPCNT"],
+        value: "2",
+        transports: DefaultFor::MayUseTcp,
         since: (0, 0),
     },
     DefaultSetting {
@@ -207,17 +229,37 @@ impl ContextBuilder {
         self
     }
 
+    /// The value a UCX setting (its variable name without `UCX_`) takes in this context: the last
+    /// override by any of its names, else the environment, else swucx's default (if any).
+    fn effective(&self, env: &str) -> Option<String> {
+        let default = DEFAULT_CONFIG.iter().find(|s| s.env.contains(&env));
+        self.overrides
+            .iter()
+            .rev()
+            .find(|(key, _)| key == env || default.is_some_and(|s| s.names(key)))
+            .map(|(_, value)| value.clone())
+            .or_else(|| std::env::var(format!("UCX_{env}")).ok())
+            .or_else(|| {
+                default
+                    .filter(|_| !self.no_defaults)
+                    .map(|s| s.value.to_string())
+            })
+    }
+
     /// Creates the context.
     pub fn build(self) -> Result<Context> {
         let config = UcxConfig::read()?;
+        let keepalive = if self.no_peer_failure {
+            None
+        } else {
+            KeepAlive::from_settings(
+                self.effective("TCP_KEEPIDLE").as_deref(),
+                self.effective("TCP_KEEPINTVL").as_deref(),
+                self.effective("TCP_KEEPCNT").as_deref(),
+            )?
+        };
         if !self.no_defaults {
-            let tls = self
-                .overrides
-                .iter()
-                .rev()
-                .find(|(k, _)| k == "TLS")
-                .map(|(_, v)| v.clone())
-                .or_else(|| std::env::var("UCX_TLS").ok());
+            let tls = self.effective("TLS");
             let shm = tls_may_use(tls.as_deref(), SHM_TRANSPORTS);
             let tcp = tls_may_use(tls.as_deref(), &["tcp"]);
             let version = ucx_release();
@@ -285,6 +327,7 @@ impl ContextBuilder {
             handle,
             features: self.features,
             peer_failure: !self.no_peer_failure,
+            keepalive,
             memory_type_hint: false,
         };
         // (If the query fails, dropping `inner` releases the context.)
@@ -362,6 +405,8 @@ pub(crate) struct ContextInner {
     pub(crate) handle: sys::ucp_context_h,
     features: Features,
     peer_failure: bool,
+    /// The keepalive armed on connection sockets (None: none; src/keepalive.rs).
+    keepalive: Option<KeepAlive>,
     /// Whether operations tell UCX their buffers are host memory
     /// (`UCP_OP_ATTR_FIELD_MEMORY_TYPE`): only when UCX knows memory types besides host (a GPU
     /// memory domain), where it would otherwise look each buffer up. With host memory alone
@@ -425,6 +470,14 @@ impl Context {
         self.0.peer_failure
     }
 
+    /// The TCP keepalive swucx arms on the socket of each connection made through a listener,
+    /// from `UCX_TCP_KEEPIDLE`, `UCX_TCP_KEEPINTVL` and `UCX_TCP_KEEPCNT` as this context sees
+    /// them (swucx's defaults: 2 s, 1 s, 2). None without peer-failure handling or when either
+    /// is `inf` (src/keepalive.rs).
+    pub fn keepalive(&self) -> Option<KeepAlive> {
+        self.0.keepalive
+    }
+
     pub(crate) fn handle(&self) -> sys::ucp_context_h {
         self.0.handle
     }
@@ -477,6 +530,36 @@ mod tests {
             tls_may_use(Some("^tcp"), &["tcp"]),
             "exclusion lists count as may"
         );
+    }
+
+    #[test]
+    fn keepalive_follows_ucx_tcp_settings() {
+        // The environment may set them for the whole test run; overrides win over it.
+        let context = |b: ContextBuilder| b.config("TLS", "tcp").build();
+        let defaults = context(
+            Context::builder()
+                .config("TCP_KEEPIDLE", "2s")
+                .config("KEEPINTVL", "1s")
+                .config("TCP_KEEPCNT", "2"),
+        )
+        .unwrap();
+        let two_one_two = KeepAlive {
+            idle: Some(std::time::Duration::from_secs(2)),
+            interval: Some(std::time::Duration::from_secs(1)),
+            probes: Some(2),
+        };
+        assert_eq!(defaults.keepalive(), Some(two_one_two));
+        let tuned = context(Context::builder().config("TCP_KEEPIDLE", "30s")).unwrap();
+        assert_eq!(
+            tuned.keepalive().and_then(|k| k.idle),
+            Some(std::time::Duration::from_secs(30))
+        );
+        let off = context(Context::builder().config("TCP_KEEPCNT", "inf")).unwrap();
+        assert_eq!(off.keepalive(), None);
+        let no_peer_failure = context(Context::builder().without_peer_failure_handling()).unwrap();
+        assert_eq!(no_peer_failure.keepalive(), None);
+        let err = context(Context::builder().config("TCP_KEEPINTVL", "soon")).unwrap_err();
+        assert_eq!(err.status(), Status::ERR_INVALID_PARAM);
     }
 
     #[test]

@@ -222,8 +222,8 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner())
             .insert(handle as usize, Arc::downgrade(&inner));
         let _ = inner.shared.endpoint.set(Arc::downgrade(&inner));
-        if peer.is_some() && self.context().peer_failure_handling() {
-            crate::keepalive::arm(handle);
+        if let Some(keepalive) = self.context().keepalive().filter(|_| peer.is_some()) {
+            crate::keepalive::arm(handle, keepalive);
         }
         if inner.shared.failed.load(Ordering::Acquire) != 0 {
             self.0.schedule_force_close(Arc::downgrade(&inner));

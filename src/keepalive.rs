@@ -4,20 +4,21 @@
 //! UCX notices a killed peer by its socket being reset. A vanished host resets nothing: data
 //! in flight is retransmitted for up to ~15 minutes (`net.ipv4.tcp_retries2`) and every pending
 //! operation waits that long (measured over a veth pair whose far end went down: 32 pending
-//! 1 MiB sends still pending after 118 s, an 8 B ping-pong after 30 s). UCX 1.13 offers no
-//! setting that helps: its tcp keepalive settings (`UCX_TCP_KEEP*`) do not reach the sockets
-//! that carry data, keepalive never probes a socket with unacknowledged data anyway, and
-//! `UCX_TCP_USER_TIMEOUT` only came with later releases.
+//! 1 MiB sends still pending after 118 s, an 8 B ping-pong after 30 s). UCX 1.13 alone does not
+//! help: its tcp keepalive settings (`UCX_TCP_KEEPIDLE`, `_KEEPINTVL`, `_KEEPCNT`) did not reach
+//! the sockets that carry data, keepalive never probes a socket with unacknowledged data anyway,
+//! and `UCX_TCP_USER_TIMEOUT` only came with later releases.
 //!
 //! An endpoint created through a listener (client or server side) also keeps the socket of its
 //! connection setup open (UCX's tcp connection manager), idle after wireup, and UCX fails the
-//! endpoint when that socket fails. With keepalive armed on it the kernel probes the peer while
-//! the connection is idle there, and after [`KEEPALIVE`]'s probes go unanswered UCX reports the
-//! endpoint failed (`Connection reset by remote peer`) and fails every pending operation: ~2 s
-//! after the link went down in the same measurement. UCX does not expose the socket, so it is
-//! found by its addresses: `ucp_ep_query` gives the endpoint's local and remote socket
-//! addresses, and the process's file descriptors are searched (newest first) for the socket
-//! with exactly that pair, which no other socket on the host can have.
+//! endpoint when that socket fails. With keepalive armed on it (by those same three settings,
+//! whose defaults swucx sets to 2 s, 1 s and 2 probes) the kernel probes the peer while the
+//! connection is idle there, and once the probes go unanswered UCX reports the endpoint failed
+//! (`Connection reset by remote peer`) and fails every pending operation: 2-4 s after the link
+//! went down in the same measurement. UCX does not expose the socket, so it is found by its
+//! addresses: `ucp_ep_query` gives the endpoint's local and remote socket addresses, and the
+//! process's file descriptors are searched (newest first) for the socket with exactly that
+//! pair, which no other socket on the host can have.
 //!
 //! Endpoints connected by worker address have no such socket and keep UCX's behaviour.
 
@@ -25,32 +26,87 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::sockaddr::from_storage;
+use crate::status::{Error, Result, Status};
 use crate::sys;
 
-/// The keepalive armed on connection sockets when the context handles peer failures.
+/// The keepalive armed on connection sockets ([`Context::keepalive`](crate::Context::keepalive)).
+/// A field left `None` keeps the system's default (`auto` in UCX's syntax).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeepAlive {
-    /// Idle time before the first probe (`TCP_KEEPIDLE`).
-    pub idle: Duration,
-    /// Time between unanswered probes (`TCP_KEEPINTVL`).
-    pub interval: Duration,
-    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`).
-    pub probes: u32,
+    /// Idle time before the first probe (`TCP_KEEPIDLE`, from `UCX_TCP_KEEPIDLE`).
+    pub idle: Option<Duration>,
+    /// Time between unanswered probes (`TCP_KEEPINTVL`, from `UCX_TCP_KEEPINTVL`).
+    pub interval: Option<Duration>,
+    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`, from
+    /// `UCX_TCP_KEEPCNT`).
+    pub probes: Option<u32>,
 }
 
-/// swucx's keepalive: a vanished peer is noticed within about `idle + probes * interval` =
-/// 4 s of its last sign of life; a live idle peer costs one small packet each way per 2 s.
-pub const KEEPALIVE: KeepAlive = KeepAlive {
-    idle: Duration::from_secs(2),
-    interval: Duration::from_secs(1),
-    probes: 2,
-};
+impl KeepAlive {
+    /// Reads UCX's three tcp keepalive settings (its syntax: a time is `<number>[m|s|ms|us|ns]`,
+    /// seconds without a unit; `auto` is the system's default, `inf` turns keepalive off). With
+    /// swucx's defaults (2 s, 1 s, 2) a vanished peer is noticed within about
+    /// `idle + probes * interval` = 4 s of its last sign of life, and a live idle peer costs one
+    /// small packet each way per 2 s.
+    pub(crate) fn from_settings(
+        idle: Option<&str>,
+        interval: Option<&str>,
+        probes: Option<&str>,
+    ) -> Result<Option<KeepAlive>> {
+        let value = |name: &str, value: Option<&str>| -> Result<Option<Option<f64>>> {
+            let Some(value) = value.map(str::trim) else {
+                return Ok(Some(None));
+            };
+            match value {
+                "auto" => Ok(Some(None)),
+                "inf" => Ok(None),
+                _ => number(name, value).map(|n| Some(Some(n))),
+            }
+        };
+        let (Some(idle), Some(interval), Some(probes)) = (
+            value("TCP_KEEPIDLE", idle)?,
+            value("TCP_KEEPINTVL", interval)?,
+            value("TCP_KEEPCNT", probes)?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(KeepAlive {
+            idle: idle.map(Duration::from_secs_f64),
+            interval: interval.map(Duration::from_secs_f64),
+            probes: probes.map(|n| n as u32),
+        }))
+    }
+}
 
-/// Arms [`KEEPALIVE`] on the connection socket of `ep`. Returns whether one was found: false
+/// A keepalive time in seconds or a probe count, as UCX writes them (`2s`, `500ms`,
+/// `10000000.00us`, `2`).
+fn number(name: &str, value: &str) -> Result<f64> {
+    const UNITS: &[(&str, f64)] = &[
+        ("ms", 1e-3),
+        ("us", 1e-6),
+        ("ns", 1e-9),
+        ("s", 1.0),
+        ("m", 60.0),
+    ];
+    let (digits, scale) = UNITS
+        .iter()
+        .find_map(|&(unit, scale)| value.strip_suffix(unit).map(|d| (d, scale)))
+        .unwrap_or((value, 1.0));
+    match digits.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 && n * scale < f64::from(u32::MAX) => Ok(n * scale),
+        _ => Err(Error::with_detail(
+            "keepalive",
+            Status::ERR_INVALID_PARAM,
+            format!("UCX_{name}={value}: not a time, a count, auto or inf"),
+        )),
+    }
+}
+
+/// Arms `keepalive` on the connection socket of `ep`. Returns whether one was found: false
 /// for an endpoint without a socket address (connected by worker address) or when no open
 /// socket has its addresses (UCX closed it). Called right after `ucp_ep_create`, by the thread
 /// that created the endpoint.
-pub(crate) fn arm(ep: sys::ucp_ep_h) -> bool {
+pub(crate) fn arm(ep: sys::ucp_ep_h, keepalive: KeepAlive) -> bool {
     let Some((local, remote)) = socket_addresses(ep) else {
         return false;
     };
@@ -58,7 +114,7 @@ pub(crate) fn arm(ep: sys::ucp_ep_h) -> bool {
         log::debug!("keepalive: no open socket {local} -> {remote}");
         return false;
     };
-    match set_keepalive(fd, KEEPALIVE) {
+    match set_keepalive(fd, keepalive) {
         Ok(()) => true,
         Err(e) => {
             log::warn!("keepalive on the connection {local} -> {remote}: {e}");
@@ -123,20 +179,27 @@ fn socket_address(fd: libc::c_int, name: NameFn) -> Option<SocketAddr> {
 fn set_keepalive(fd: libc::c_int, keepalive: KeepAlive) -> std::io::Result<()> {
     let secs = |d: Duration| d.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
     let options = [
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(keepalive.idle)),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, Some(1)),
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPIDLE,
+            keepalive.idle.map(secs),
+        ),
         (
             libc::IPPROTO_TCP,
             libc::TCP_KEEPINTVL,
-            secs(keepalive.interval),
+            keepalive.interval.map(secs),
         ),
         (
             libc::IPPROTO_TCP,
             libc::TCP_KEEPCNT,
-            keepalive.probes.clamp(1, i32::MAX as u32) as libc::c_int,
+            keepalive
+                .probes
+                .map(|n| n.clamp(1, i32::MAX as u32) as libc::c_int),
         ),
     ];
     for (level, option, value) in options {
+        let Some(value) = value else { continue };
         // SAFETY: value is a c_int that lives across the call, and its size is passed.
         let rc = unsafe {
             libc::setsockopt(
@@ -152,4 +215,42 @@ fn set_keepalive(fd: libc::c_int, keepalive: KeepAlive) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(idle: &str, interval: &str, probes: &str) -> Result<Option<KeepAlive>> {
+        KeepAlive::from_settings(Some(idle), Some(interval), Some(probes))
+    }
+
+    #[test]
+    fn reads_ucx_syntax() {
+        let k = parse("2s", "500ms", "3").unwrap().unwrap();
+        assert_eq!(k.idle, Some(Duration::from_secs(2)));
+        assert_eq!(k.interval, Some(Duration::from_millis(500)));
+        assert_eq!(k.probes, Some(3));
+        // As ucx_info prints UCX's own defaults; a bare number is seconds.
+        let k = parse("10000000.00us", "2", "auto").unwrap().unwrap();
+        assert_eq!(k.idle, Some(Duration::from_secs(10)));
+        assert_eq!(k.interval, Some(Duration::from_secs(2)));
+        assert_eq!(k.probes, None);
+        let k = KeepAlive::from_settings(None, Some("1m"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.interval, Some(Duration::from_secs(60)));
+        assert_eq!(k.idle, None);
+    }
+
+    #[test]
+    fn inf_turns_it_off_and_nonsense_is_an_error() {
+        assert_eq!(parse("inf", "1s", "2").unwrap(), None);
+        assert_eq!(parse("2s", "1s", "inf").unwrap(), None);
+        for bad in ["", "-1s", "2h", "s", "1e40s", "nan"] {
+            let err = parse(bad, "1s", "2").expect_err(bad);
+            assert_eq!(err.status(), Status::ERR_INVALID_PARAM, "{bad}");
+            assert!(err.to_string().contains("UCX_TCP_KEEPIDLE"), "{err}");
+        }
+    }
 }
