@@ -534,21 +534,29 @@ mod tests {
 
     #[test]
     fn keepalive_follows_ucx_tcp_settings() {
-        // The environment may set them for the whole test run; overrides win over it.
         let context = |b: ContextBuilder| b.config("TLS", "tcp").build();
-        let defaults = context(
+        let two_one_two = Some(KeepAlive {
+            idle: Some(std::time::Duration::from_secs(2)),
+            interval: Some(std::time::Duration::from_secs(1)),
+            probes: Some(2),
+        });
+        let keys = ["TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"];
+        if keys
+            .iter()
+            .all(|k| std::env::var_os(format!("UCX_{k}")).is_none())
+        {
+            let defaults = context(Context::builder()).unwrap();
+            assert_eq!(defaults.keepalive(), two_one_two, "swucx's defaults");
+        }
+        // Overrides win over the environment, by either of a setting's names.
+        let set = context(
             Context::builder()
                 .config("TCP_KEEPIDLE", "2s")
                 .config("KEEPINTVL", "1s")
                 .config("TCP_KEEPCNT", "2"),
         )
         .unwrap();
-        let two_one_two = KeepAlive {
-            idle: Some(std::time::Duration::from_secs(2)),
-            interval: Some(std::time::Duration::from_secs(1)),
-            probes: Some(2),
-        };
-        assert_eq!(defaults.keepalive(), Some(two_one_two));
+        assert_eq!(set.keepalive(), two_one_two);
         let tuned = context(Context::builder().config("TCP_KEEPIDLE", "30s")).unwrap();
         assert_eq!(
             tuned.keepalive().and_then(|k| k.idle),

@@ -43,44 +43,54 @@ pub struct KeepAlive {
 }
 
 impl KeepAlive {
-    /// Reads UCX's three tcp keepalive settings (its syntax: a time is `<number>[m|s|ms|us|ns]`,
-    /// seconds without a unit; `auto` is the system's default, `inf` turns keepalive off). With
-    /// swucx's defaults (2 s, 1 s, 2) a vanished peer is noticed within about
-    /// `idle + probes * interval` = 4 s of its last sign of life, and a live idle peer costs one
-    /// small packet each way per 2 s.
+    /// Reads UCX's three tcp keepalive settings (None: unset). Its syntax: a time is
+    /// `<number>[m|s|ms|us|ns]` (seconds without a unit), a count a whole number, `auto` the
+    /// system's default; `inf` in any of them turns keepalive off (None). With swucx's defaults
+    /// (2 s, 1 s, 2) a vanished peer is noticed within about `idle + probes * interval` = 4 s
+    /// of its last sign of life, and a live idle peer costs one small packet each way per 2 s.
     pub(crate) fn from_settings(
         idle: Option<&str>,
         interval: Option<&str>,
         probes: Option<&str>,
     ) -> Result<Option<KeepAlive>> {
-        let value = |name: &str, value: Option<&str>| -> Result<Option<Option<f64>>> {
-            let Some(value) = value.map(str::trim) else {
-                return Ok(Some(None));
-            };
-            match value {
-                "auto" => Ok(Some(None)),
-                "inf" => Ok(None),
-                _ => number(name, value).map(|n| Some(Some(n))),
-            }
-        };
-        let (Some(idle), Some(interval), Some(probes)) = (
-            value("TCP_KEEPIDLE", idle)?,
-            value("TCP_KEEPINTVL", interval)?,
-            value("TCP_KEEPCNT", probes)?,
-        ) else {
+        if [idle, interval, probes]
+            .iter()
+            .any(|v| v.map(str::trim) == Some("inf"))
+        {
             return Ok(None);
-        };
+        }
+        const TIME: &str = "a time (<number>[m|s|ms|us|ns])";
         Ok(Some(KeepAlive {
-            idle: idle.map(Duration::from_secs_f64),
-            interval: interval.map(Duration::from_secs_f64),
-            probes: probes.map(|n| n as u32),
+            idle: setting("TCP_KEEPIDLE", idle, TIME, duration)?,
+            interval: setting("TCP_KEEPINTVL", interval, TIME, duration)?,
+            probes: setting("TCP_KEEPCNT", probes, "a count", |v| v.parse().ok())?,
         }))
     }
 }
 
-/// A keepalive time in seconds or a probe count, as UCX writes them (`2s`, `500ms`,
-/// `10000000.00us`, `2`).
-fn number(name: &str, value: &str) -> Result<f64> {
+/// One setting's value: None when unset or `auto`, an error naming the variable when `parse`
+/// (which reads `what`) does not take it.
+fn setting<T>(
+    name: &str,
+    value: Option<&str>,
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>> {
+    match value.map(str::trim) {
+        None | Some("auto") => Ok(None),
+        Some(v) => parse(v).map(Some).ok_or_else(|| {
+            Error::with_detail(
+                "keepalive",
+                Status::ERR_INVALID_PARAM,
+                format!("UCX_{name}={v}: not {what}, auto or inf"),
+            )
+        }),
+    }
+}
+
+/// A time as UCX writes it (`2s`, `500ms`, `10000000.00us`, `2`), up to 2^31 s (the socket
+/// options' limit).
+fn duration(value: &str) -> Option<Duration> {
     const UNITS: &[(&str, f64)] = &[
         ("ms", 1e-3),
         ("us", 1e-6),
@@ -92,14 +102,8 @@ fn number(name: &str, value: &str) -> Result<f64> {
         .iter()
         .find_map(|&(unit, scale)| value.strip_suffix(unit).map(|d| (d, scale)))
         .unwrap_or((value, 1.0));
-    match digits.trim().parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 && n * scale < f64::from(u32::MAX) => Ok(n * scale),
-        _ => Err(Error::with_detail(
-            "keepalive",
-            Status::ERR_INVALID_PARAM,
-            format!("UCX_{name}={value}: not a time, a count, auto or inf"),
-        )),
-    }
+    let secs = digits.trim().parse::<f64>().ok()? * scale;
+    (secs >= 0.0 && secs < f64::from(i32::MAX)).then(|| Duration::from_secs_f64(secs))
 }
 
 /// Arms `keepalive` on the connection socket of `ep`. Returns whether one was found: false
@@ -251,6 +255,10 @@ mod tests {
             let err = parse(bad, "1s", "2").expect_err(bad);
             assert_eq!(err.status(), Status::ERR_INVALID_PARAM, "{bad}");
             assert!(err.to_string().contains("UCX_TCP_KEEPIDLE"), "{err}");
+        }
+        for bad in ["2.5", "2s", "-1"] {
+            let err = parse("2s", "1s", bad).expect_err(bad);
+            assert!(err.to_string().contains("UCX_TCP_KEEPCNT"), "{err}");
         }
     }
 }
