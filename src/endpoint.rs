@@ -222,13 +222,14 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner())
             .insert(handle as usize, Arc::downgrade(&inner));
         let _ = inner.shared.endpoint.set(Arc::downgrade(&inner));
-        if let Some(keepalive) = self.context().keepalive().filter(|_| peer.is_some()) {
-            crate::keepalive::arm(handle, keepalive);
-        }
         if inner.shared.failed.load(Ordering::Acquire) != 0 {
             self.0.schedule_force_close(Arc::downgrade(&inner));
         }
-        Ok(Endpoint(inner))
+        let endpoint = Endpoint(inner);
+        if let Some(keepalive) = self.context().keepalive().filter(|_| peer.is_some()) {
+            crate::keepalive::arm(&endpoint, keepalive);
+        }
+        Ok(endpoint)
     }
 
     /// Finds the `Endpoint` for a UCX endpoint handle of this worker (e.g. an AM reply endpoint).

@@ -25,6 +25,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::Endpoint;
 use crate::sockaddr::from_storage;
 use crate::status::{Error, Result, Status};
 use crate::sys;
@@ -107,11 +108,16 @@ fn duration(value: &str) -> Option<Duration> {
 }
 
 /// Arms `keepalive` on the connection socket of `ep`. Returns whether one was found: false
-/// for an endpoint without a socket address (connected by worker address) or when no open
-/// socket has its addresses (UCX closed it). Called right after `ucp_ep_create`, by the thread
-/// that created the endpoint.
-pub(crate) fn arm(ep: sys::ucp_ep_h, keepalive: KeepAlive) -> bool {
-    let Some((local, remote)) = socket_addresses(ep) else {
+/// for an endpoint without a socket address (connected by worker address), one already
+/// failed or closed, or when no open socket has its addresses (UCX closed it). Called right
+/// after `ucp_ep_create`; the query holds the endpoint as every UCX call on it does, the
+/// search and the socket options need nothing of UCX.
+pub(crate) fn arm(ep: &Endpoint, keepalive: KeepAlive) -> bool {
+    let Some((local, remote)) = ep
+        .lock_handle("ucp_ep_query")
+        .ok()
+        .and_then(|handle| socket_addresses(handle.raw()))
+    else {
         return false;
     };
     let Some(fd) = find_socket(local, remote) else {
@@ -127,7 +133,8 @@ pub(crate) fn arm(ep: sys::ucp_ep_h, keepalive: KeepAlive) -> bool {
     }
 }
 
-/// The endpoint's local and remote socket address, if it was created with one.
+/// The endpoint's local and remote socket address, if it was created with one. `ep` is live
+/// and held (`Endpoint::lock_handle`).
 fn socket_addresses(ep: sys::ucp_ep_h) -> Option<(SocketAddr, SocketAddr)> {
     let mut attr = sys::ucp_ep_attr_t {
         field_mask: u64::from(
@@ -137,7 +144,7 @@ fn socket_addresses(ep: sys::ucp_ep_h) -> Option<(SocketAddr, SocketAddr)> {
         // SAFETY: ucp_ep_attr_t is plain old data; all-zero is a valid value.
         ..unsafe { std::mem::zeroed() }
     };
-    // SAFETY: ep is a live endpoint (the caller just created it); attr is writable.
+    // SAFETY: ep is a live endpoint the caller holds; attr is writable.
     crate::status::check("ucp_ep_query", unsafe { sys::ucp_ep_query(ep, &mut attr) }).ok()?;
     // SAFETY: UCX filled both fields in (status OK); bindgen's sockaddr_storage has libc's
     // layout (both are the C type).
