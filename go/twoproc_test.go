@@ -40,7 +40,15 @@ func settingsFor(name string) map[string]string {
 }
 
 func runChild(name string) error {
-	c, err := NewContext(Config{Name: "swucx-go-child", Settings: settingsFor(name)})
+	settings, listen := map[string]string(nil), "127.0.0.1:0"
+	if name == "vanished" {
+		// In a namespace of its own: tcp on its end of the veth pair.
+		settings = vethSettings(os.Getenv("SWUCX_GO_TEST_DEVICE"))
+		listen = os.Getenv("SWUCX_GO_TEST_IP") + ":0"
+	} else {
+		settings = settingsFor(name)
+	}
+	c, err := NewContext(Config{Name: "swucx-go-child", Settings: settings})
 	if err != nil {
 		return err
 	}
@@ -48,7 +56,7 @@ func runChild(name string) error {
 	if err != nil {
 		return err
 	}
-	l, err := e.Listen("127.0.0.1:0")
+	l, err := e.Listen(listen)
 	if err != nil {
 		return err
 	}
@@ -74,12 +82,26 @@ func runChild(name string) error {
 }
 
 // Round trips with a server in another process; then the server is killed while 16 goroutines
-// wait on replies from it: every one returns a peer-failure error within 2 s.
+// wait on replies from it: every one returns a peer-failure error within 2 s. "vanished": the
+// server runs in a network namespace of its own, joined by a veth pair, and instead of being
+// killed its host vanishes (its link goes down: no FIN, no RST); the waiters return within 8 s
+// (swucx's TCP keepalive on the connection; without it they waited for minutes).
 func TestTwoProcessPeerKilled(t *testing.T) {
-	for _, name := range []string{"shm", "tcp"} {
+	for _, name := range []string{"shm", "tcp", "vanished"} {
 		t.Run(name, func(t *testing.T) {
+			settings, host, limit := settingsFor, "127.0.0.1", 2*time.Second
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), "SWUCX_GO_TEST_CHILD="+name)
+			var v *veth
+			if name == "vanished" {
+				v = newVeth(t)
+				settings = func(string) map[string]string { return vethSettings(v.outer) }
+				host, limit = v.innerIP, 8*time.Second
+				cmd = exec.Command("ip", "netns", "exec", v.namespace, os.Args[0], "-test.run=^$")
+				cmd.Env = append(os.Environ(), "SWUCX_GO_TEST_DEVICE="+v.inner, "SWUCX_GO_TEST_IP="+v.innerIP)
+			} else {
+				cmd.Env = os.Environ()
+			}
+			cmd.Env = append(cmd.Env, "SWUCX_GO_TEST_CHILD="+name)
 			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // even if this test process dies
 			cmd.Stderr = os.Stderr
 			out, err := cmd.StdoutPipe()
@@ -97,7 +119,7 @@ func TestTwoProcessPeerKilled(t *testing.T) {
 			}
 			port := strings.TrimSpace(strings.TrimPrefix(line, "PORT "))
 
-			c, err := NewContext(Config{Settings: settingsFor(name)})
+			c, err := NewContext(Config{Settings: settings(name)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +129,7 @@ func TestTwoProcessPeerKilled(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer e.Close()
-			ep, err := e.Connect("127.0.0.1:" + port)
+			ep, err := e.Connect(host + ":" + port)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -156,7 +178,9 @@ func TestTwoProcessPeerKilled(t *testing.T) {
 			mu.Lock()
 			killed = time.Now()
 			mu.Unlock()
-			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			if v != nil {
+				v.cut(t)
+			} else if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			wg.Wait()
@@ -164,11 +188,11 @@ func TestTwoProcessPeerKilled(t *testing.T) {
 				if !errors.Is(errs[g], ErrPeerFailure) {
 					t.Errorf("waiter %d: want a peer failure, got %v", g, errs[g])
 				}
-				if took[g] > 2*time.Second {
+				if took[g] > limit {
 					t.Errorf("waiter %d returned %v after the kill", g, took[g])
 				}
 			}
-			t.Logf("waiters returned within %v of the kill: %v", maxDuration(took), errs[0])
+			t.Logf("waiters returned within %v of the kill or cut: %v", maxDuration(took), errs[0])
 			// A send now fails too.
 			if err := ep.TagSend(ctx, []byte("x"), 1); !errors.Is(err, ErrPeerFailure) {
 				t.Errorf("send after the kill: %v", err)
@@ -183,4 +207,50 @@ func maxDuration(ds []time.Duration) time.Duration {
 		m = max(m, d)
 	}
 	return m
+}
+
+// veth is a network namespace joined to this one by a veth pair, standing for a second host.
+// Names and the /30 subnet come from this process's PID (as in the Rust tests, with another
+// range); the namespace is deleted when the test ends, which removes the pair. Needs root and
+// iproute2.
+type veth struct {
+	namespace, outer, inner, innerIP string
+}
+
+func newVeth(t *testing.T) *veth {
+	pid := os.Getpid()
+	base := 4 * (pid % (1 << 14))
+	ip := func(host int) string { return fmt.Sprintf("10.232.%d.%d", base>>8, base&0xff+host) }
+	v := &veth{
+		namespace: fmt.Sprintf("swucx-gotest-%d", pid),
+		outer:     fmt.Sprintf("swgo%d", pid),
+		inner:     fmt.Sprintf("swgi%d", pid),
+		innerIP:   ip(2),
+	}
+	runIP(t, "netns", "add", v.namespace)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", v.namespace).Run() })
+	runIP(t, "link", "add", v.outer, "type", "veth", "peer", "name", v.inner, "netns", v.namespace)
+	runIP(t, "addr", "add", ip(1)+"/30", "dev", v.outer)
+	runIP(t, "link", "set", v.outer, "up")
+	runIP(t, "-n", v.namespace, "addr", "add", v.innerIP+"/30", "dev", v.inner)
+	runIP(t, "-n", v.namespace, "link", "set", v.inner, "up")
+	runIP(t, "-n", v.namespace, "link", "set", "lo", "up")
+	return v
+}
+
+// cut takes the far end's link down: from here the other host has vanished.
+func (v *veth) cut(t *testing.T) {
+	runIP(t, "-n", v.namespace, "link", "set", v.inner, "down")
+}
+
+func runIP(t *testing.T, args ...string) {
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s (this test needs root for network namespaces)",
+			strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+}
+
+// vethSettings: tcp only, on one end of a veth pair.
+func vethSettings(device string) map[string]string {
+	return map[string]string{"TLS": "tcp", "NET_DEVICES": device}
 }
