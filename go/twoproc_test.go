@@ -89,16 +89,18 @@ func runChild(name string) error {
 func TestTwoProcessPeerKilled(t *testing.T) {
 	for _, name := range []string{"shm", "tcp", "vanished"} {
 		t.Run(name, func(t *testing.T) {
-			settings, host, limit := settingsFor, "127.0.0.1", 2*time.Second
+			host, limit := "127.0.0.1", 2*time.Second
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			var v *veth
+			var settings map[string]string
 			if name == "vanished" {
 				v = newVeth(t)
-				settings = func(string) map[string]string { return vethSettings(v.outer) }
+				settings = vethSettings(v.outer)
 				host, limit = v.innerIP, 8*time.Second
 				cmd = exec.Command("ip", "netns", "exec", v.namespace, os.Args[0], "-test.run=^$")
 				cmd.Env = append(os.Environ(), "SWUCX_GO_TEST_DEVICE="+v.inner, "SWUCX_GO_TEST_IP="+v.innerIP)
 			} else {
+				settings = settingsFor(name)
 				cmd.Env = os.Environ()
 			}
 			cmd.Env = append(cmd.Env, "SWUCX_GO_TEST_CHILD="+name)
@@ -119,7 +121,7 @@ func TestTwoProcessPeerKilled(t *testing.T) {
 			}
 			port := strings.TrimSpace(strings.TrimPrefix(line, "PORT "))
 
-			c, err := NewContext(Config{Settings: settings(name)})
+			c, err := NewContext(Config{Settings: settings})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -107,28 +107,25 @@ fn duration(value: &str) -> Option<Duration> {
     (secs >= 0.0 && secs < f64::from(i32::MAX)).then(|| Duration::from_secs_f64(secs))
 }
 
-/// Arms `keepalive` on the connection socket of `ep`. Returns whether one was found: false
-/// for an endpoint without a socket address (connected by worker address), one already
-/// failed or closed, or when no open socket has its addresses (UCX closed it). Called right
-/// after `ucp_ep_create`; the query holds the endpoint as every UCX call on it does, the
-/// search and the socket options need nothing of UCX.
-pub(crate) fn arm(ep: &Endpoint, keepalive: KeepAlive) -> bool {
+/// Arms `keepalive` on the connection socket of `ep`, if it has one: not an endpoint
+/// connected by worker address, one already failed or closed, or one whose socket UCX closed
+/// (those are left as they are; a failing `setsockopt` is logged). Called right after
+/// `ucp_ep_create`; the query holds the endpoint as every UCX call on it does, the search and
+/// the socket options need nothing of UCX.
+pub(crate) fn arm(ep: &Endpoint, keepalive: KeepAlive) {
     let Some((local, remote)) = ep
         .lock_handle("ucp_ep_query")
         .ok()
         .and_then(|handle| socket_addresses(handle.raw()))
     else {
-        return false;
+        return;
     };
-    let Some(fd) = find_socket(local, remote) else {
-        log::debug!("keepalive: no open socket {local} -> {remote}");
-        return false;
-    };
-    match set_keepalive(fd, keepalive) {
-        Ok(()) => true,
-        Err(e) => {
-            log::warn!("keepalive on the connection {local} -> {remote}: {e}");
-            false
+    match find_socket(local, remote) {
+        None => log::debug!("keepalive: no open socket {local} -> {remote}"),
+        Some(fd) => {
+            if let Err(e) = set_keepalive(fd, keepalive) {
+                log::warn!("keepalive on the connection {local} -> {remote}: {e}");
+            }
         }
     }
 }
