@@ -62,6 +62,13 @@ const PROTOCOLS_V2: (u32, u32) = (1, 16);
 ///   an idle progress of the accepting worker ~20 -> ~375 ns with UCX 1.22). Pure-tcp contexts
 ///   keep it;
 /// - keepalive every 500 ms, so a dead peer on shared memory is noticed within about a second;
+/// - tcp keepalive (`UCX_TCP_KEEPIDLE`, `_KEEPINTVL`, `_KEEPCNT`: 2 s, 1 s, 2 probes) on each
+///   connection's setup socket (src/keepalive.rs), and, in releases that have it
+///   (`UCX_TCP_USER_TIMEOUT`, not UCX 1.13), a 10 s bound on how long data sent over tcp may go
+///   unacknowledged: a peer whose host vanished fails its endpoints within about 4 s, those
+///   connected by worker address (which have no setup socket) within about 10 s. Longer than
+///   the keepalive because it also drops a live peer that stops reading (a process stopped in
+///   a debugger), which keepalive does not;
 /// - listeners bind with `SO_REUSEADDR`, so a restarted server gets its port back at once
 ///   instead of failing with "Address already in use" while the old connections sit in
 ///   TIME_WAIT (UCX's own default is off). UCX 1.13 takes it only under the connection
@@ -119,6 +126,13 @@ pub const DEFAULT_CONFIG: &[DefaultSetting] = &[
         env: &["TCP_KEEPCNT"],
         keys: &["KEEPCNT", "TCP_KEEPCNT"],
         value: "2",
+        transports: DefaultFor::MayUseTcp,
+        since: (0, 0),
+    },
+    DefaultSetting {
+        env: &["TCP_USER_TIMEOUT"],
+        keys: &["TCP_USER_TIMEOUT"],
+        value: "10s",
         transports: DefaultFor::MayUseTcp,
         since: (0, 0),
     },

@@ -21,6 +21,8 @@ const FRESH_ENV: &str = "SWUCX_TEST_FRESH_PROCESS";
 /// Set for a child in a namespace of its own: "device@ip" of its end of the veth pair.
 const VETH_ENV: &str = "SWUCX_CHILD_VETH";
 const SIZES: &[usize] = common::SIZES;
+/// The tag of the child's worker address (role "address-watcher").
+const ADDRESS_TAG: u64 = 0xAD;
 const AM_TO_CHILD: u16 = 1;
 const AM_TO_PARENT: u16 = 2;
 const AM_CASES: &[(usize, u8)] = &[
@@ -93,7 +95,7 @@ fn child_entry() {
     let veth = std::env::var(VETH_ENV).ok();
     let (context, listen) = match veth.as_deref().map(|v| v.split_once('@').expect("dev@ip")) {
         Some((device, ip)) => (
-            veth_context(device),
+            veth_context(device, false),
             SocketAddr::new(ip.parse().expect("child ip"), 0),
         ),
         None => (Tls::from_name(tls).context(), any_local()),
@@ -120,7 +122,16 @@ fn child_entry() {
             // us. Bounded in case the parent is gone.
             std::thread::sleep(Duration::from_secs(60));
         }
-        "watcher" => {
+        "watcher" | "address-watcher" => {
+            if role == "address-watcher" {
+                // The parent moves its sends to an endpoint it connects by this address.
+                let address = worker.address().expect("worker address");
+                wait(
+                    ep.tag_send(ADDRESS_TAG, address.as_bytes().to_vec())
+                        .unwrap(),
+                    "address",
+                );
+            }
             // Never receive, and exit successfully only once this side's endpoint failed (the
             // parent cut the link): the accepting side notices a vanished peer too.
             let failed = std::sync::Arc::new(swucx::Signal::new());
@@ -523,61 +534,125 @@ fn ip(args: &[&str]) {
 
 /// tcp only, on `device`: both ends of the veth pair. 1 MiB goes by rendezvous (UCX 1.22 sent
 /// it eagerly over a veth device by its own threshold), so unreceived sends stay pending.
-fn veth_context(device: &str) -> Context {
-    Context::builder()
+/// `by_address`: for endpoints connected by worker address, which UCX 1.22 gives no lane for
+/// rendezvous by tcp put (swucx's `RNDV_SCHEME` default over tcp): its own choice instead.
+fn veth_context(device: &str, by_address: bool) -> Context {
+    let builder = Context::builder()
         .name("swucx-test-veth")
         .config("TLS", "tcp")
         .config("NET_DEVICES", device)
-        .config("RNDV_THRESH", "64k")
-        .build()
-        .expect("create UCX context")
+        .config("RNDV_THRESH", "64k");
+    let builder = if by_address {
+        builder.config("RNDV_SCHEME", "auto")
+    } else {
+        builder
+    };
+    builder.build().expect("create UCX context")
+}
+
+/// Runs the test `name` again in a process of its own and returns true (its caller returns);
+/// false in that process, which runs the test. The vanished-peer tests need one: UCX 1.22
+/// reads the routing table once per process (`ucs_netlink`'s cache) and then finds no route
+/// over a veth pair made after the process's first tcp connection.
+fn rerun_in_fresh_process(name: &str) -> bool {
+    if std::env::var_os(FRESH_ENV).is_some() {
+        return false;
+    }
+    let status = Command::new(std::env::current_exe().expect("current_exe"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(FRESH_ENV, "1")
+        .status()
+        .unwrap_or_else(|e| panic!("run {name} in a process of its own: {e}"));
+    assert!(status.success(), "{name}: {status}");
+    true
 }
 
 /// The child's host vanishes while 64 x 1 MiB tag sends (rendezvous, never received) are
-/// outstanding: no FIN or RST ever comes, so only the keepalive swucx arms on the connection
-/// socket can tell (swucx::KEEPALIVE). Every send fails within 8 s of the cut (UCX alone left
-/// them pending for minutes), and the child's side of the connection fails as well.
-///
-/// It runs in a process of its own: UCX 1.22 reads the routing table once per process
-/// (`ucs_netlink`'s cache) and then finds no route over a pair made after this process's first
-/// tcp connection.
-#[test]
-fn vanished_peer_tcp() {
-    if std::env::var_os(FRESH_ENV).is_none() {
-        let status = Command::new(std::env::current_exe().expect("current_exe"))
-            .args([
-                "--exact",
-                "vanished_peer_tcp",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(FRESH_ENV, "1")
-            .status()
-            .expect("run vanished_peer_tcp in a process of its own");
-        assert!(status.success(), "vanished_peer_tcp: {status}");
-        return;
-    }
+/// outstanding: no FIN or RST ever comes. Every send fails within 8 s of the cut (16 s by
+/// address, where swucx's 10 s `UCX_TCP_USER_TIMEOUT` tells; UCX alone left them pending for
+/// minutes), and the child's side of the connection fails as well.
+/// `by_address`: the sends go over an endpoint connected by the child's worker address
+/// (which has no connection-setup socket), not over the one made through its listener.
+fn vanished_peer(by_address: bool) {
     let veth = Veth::create();
-    let context = veth_context(&veth.outer_device);
+    let context = veth_context(&veth.outer_device, by_address);
     let worker = Worker::new(&context).unwrap();
-    let child = spawn_child("watcher", Tls::Tcp, "parent", Some(&veth));
-    let ep = connect(&worker, &child);
+    let role = if by_address {
+        "address-watcher"
+    } else {
+        "watcher"
+    };
+    let child = spawn_child(role, Tls::Tcp, "parent", Some(&veth));
+    let cm_ep = connect(&worker, &child);
+    let ep = if by_address {
+        let address = wait(
+            worker
+                .tag_recv(ADDRESS_TAG, u64::MAX, vec![0u8; 4096])
+                .unwrap(),
+            "the child's worker address",
+        );
+        let mut bytes = address.buffer;
+        bytes.truncate(address.length);
+        // SAFETY: the whole address the child's worker gave (one tag message, length checked
+        // by the receive), from a trusted peer: our own child.
+        let address = unsafe { swucx::WorkerAddress::from_bytes(bytes) };
+        worker.connect_address(&address).expect("connect_address")
+    } else {
+        cm_ep.clone()
+    };
     let sends = pending_sends(&worker, &ep);
     veth.cut();
     let cut = Instant::now();
-    all_fail_within(sends, Duration::from_secs(8), "the cut");
+    let limit = Duration::from_secs(if by_address { 16 } else { 8 });
+    all_fail_within(sends, limit, "the cut");
     eprintln!(
-        "vanished peer: every send failed {:?} after the cut",
+        "vanished peer (by address: {by_address}): every send failed {:?} after the cut",
         cut.elapsed()
     );
-    assert!(
-        ep.failure().is_some_and(|f| f.is_err()),
-        "the endpoint must report the failure"
-    );
-    let ep2 = ep.clone();
-    common::bounded(TIMEOUT, "close failed ep", move || {
-        ep2.close(CloseMode::Force)
-    })
-    .expect("close");
+    for ep in [&ep, &cm_ep] {
+        assert!(
+            ep.failure().is_some_and(|f| f.is_err()),
+            "the endpoint must report the failure"
+        );
+        let ep2 = ep.clone();
+        common::bounded(TIMEOUT, "close failed ep", move || {
+            ep2.close(CloseMode::Force)
+        })
+        .expect("close");
+    }
     child.join();
+}
+
+/// A vanished peer over the connection made through its listener: only the keepalive swucx
+/// arms on the connection's setup socket can tell (src/keepalive.rs).
+#[test]
+fn vanished_peer_tcp() {
+    if !rerun_in_fresh_process("vanished_peer_tcp") {
+        vanished_peer(false);
+    }
+}
+
+/// A vanished peer over an endpoint connected by worker address: swucx's default
+/// `UCX_TCP_USER_TIMEOUT` (10 s) bounds how long sent data may go unacknowledged. UCX 1.13 has
+/// no such setting (such endpoints wait out TCP's retransmissions there): the test runs on
+/// 1.22 (`make compat`) and newer.
+#[test]
+fn vanished_peer_by_address_tcp() {
+    if rerun_in_fresh_process("vanished_peer_by_address_tcp") {
+        return;
+    }
+    // UCX 1.13 takes the name and ignores it, so the release tells: 1.22 has the setting.
+    let version = swucx::ucx_version();
+    let release: Vec<u32> = version
+        .split('.')
+        .take(2)
+        .map(|n| n.parse().expect("UCX version"))
+        .collect();
+    if release < vec![1, 22] {
+        eprintln!(
+            "vanished_peer_by_address_tcp: skipped, UCX {version} has no UCX_TCP_USER_TIMEOUT"
+        );
+        return;
+    }
+    vanished_peer(true);
 }
