@@ -44,7 +44,9 @@ type Options struct {
 	// several connections at once (tcp: the kernel's copy of every payload), with
 	// ConnsPerServer > 1 or many volume servers, and `swucx serve --threads` on the servers.
 	Engines int
-	// HTTP is the client for the fallback (nil: http.DefaultClient).
+	// HTTP is the client for the fallback (nil: one like http.DefaultClient whose connections
+	// notice a volume server host that vanished within seconds, as UCX's do: see
+	// DefaultHTTPClient).
 	HTTP *http.Client
 	// NoFallback makes reads fail instead of going over HTTP.
 	NoFallback bool
@@ -175,7 +177,7 @@ func NewClient(opts Options) (*Client, error) {
 		opts.Engines = 1
 	}
 	if opts.HTTP == nil {
-		opts.HTTP = http.DefaultClient
+		opts.HTTP = DefaultHTTPClient()
 	}
 	if opts.RetryUCXAfter <= 0 {
 		opts.RetryUCXAfter = 2 * time.Second

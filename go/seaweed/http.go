@@ -4,8 +4,55 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"syscall"
+	"time"
 )
+
+// tcpUserTimeout is Linux's TCP_USER_TIMEOUT socket option (<linux/tcp.h>; package syscall
+// lacks it on amd64).
+const tcpUserTimeout = 18
+
+// DefaultHTTPClient is the fallback's client when Options.HTTP is nil: net/http's default
+// transport (proxy settings, HTTP/2, its pool), with the failure detection swucx gives UCX's
+// tcp connections, so that a read from a volume server whose host vanished (powered off,
+// partitioned: nothing resets the connection) fails within seconds instead of waiting for
+// TCP's retransmissions to give up (~15 minutes) or forever for a reply: connections are made
+// within 10 s, keepalive probes an idle connection after 2 s (2 probes 1 s apart, as UCX's
+// defaults in swucx), and a request sent and not acknowledged for 10 s drops its connection
+// (TCP_USER_TIMEOUT, as swucx's UCX_TCP_USER_TIMEOUT). It keeps up to 64 idle connections per
+// server (net/http's default keeps 2, which concurrent readers would churn through).
+func DefaultHTTPClient() *http.Client {
+	dialer := &net.Dialer{
+		Timeout:   10 * time.Second,
+		KeepAlive: -1, // set below, with the rest (net.KeepAliveConfig needs go1.23)
+		Control: func(_, _ string, c syscall.RawConn) error {
+			var opErr error
+			err := c.Control(func(fd uintptr) {
+				for _, o := range []struct{ level, name, value int }{
+					{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+					{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 2},
+					{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 1},
+					{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 2},
+					{syscall.IPPROTO_TCP, tcpUserTimeout, 10_000}, // ms
+				} {
+					if opErr = syscall.SetsockoptInt(int(fd), o.level, o.name, o.value); opErr != nil {
+						return
+					}
+				}
+			})
+			if err != nil {
+				return err
+			}
+			return opErr
+		},
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = dialer.DialContext
+	t.MaxIdleConnsPerHost = 64
+	return &http.Client{Transport: t}
+}
 
 // readHTTP is the fallback: GET http://<volume server>/<fid>?readDeleted=true with a Range
 // header and the read JWT as a bearer token, as weed mount does (it reads a chunk even if the

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -65,5 +68,54 @@ func TestReadHTTPShortAndCutOff(t *testing.T) {
 		if err == nil || errors.Is(err, io.EOF) {
 			t.Fatalf("%s: a body cut off after 10 of 30 bytes gave %d bytes, %v", fid, n, err)
 		}
+	}
+}
+
+// The fallback's default client gives its connections the failure detection it documents
+// (keepalive after 2 s idle, 2 probes 1 s apart; TCP_USER_TIMEOUT 10 s), read back from the
+// socket of a real request.
+func TestDefaultHTTPClientSocketOptions(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	var conn net.Conn
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { conn = info.Conn }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
+		http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := DefaultHTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	tcp, ok := conn.(*net.TCPConn)
+	if !ok {
+		t.Fatalf("connection %T, want *net.TCPConn", conn)
+	}
+	raw, err := tcp.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		name       string
+		level, opt int
+		value      int
+	}{
+		{"SO_KEEPALIVE", syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+		{"TCP_KEEPIDLE", syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 2},
+		{"TCP_KEEPINTVL", syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 1},
+		{"TCP_KEEPCNT", syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 2},
+		{"TCP_USER_TIMEOUT (ms)", syscall.IPPROTO_TCP, tcpUserTimeout, 10_000},
+	}
+	if err := raw.Control(func(fd uintptr) {
+		for _, w := range want {
+			got, err := syscall.GetsockoptInt(int(fd), w.level, w.opt)
+			if err != nil || got != w.value {
+				t.Errorf("%s = %d (%v), want %d", w.name, got, err, w.value)
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
