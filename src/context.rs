@@ -50,6 +50,10 @@ impl DefaultSetting {
 /// its own cost estimates.
 const PROTOCOLS_V2: (u32, u32) = (1, 16);
 
+/// UCX 1.22 brought `UCX_TCP_USER_TIMEOUT` (not in 1.17-1.21's libraries). Older releases take
+/// the name and warn "invalid configuration" when a worker is created.
+const TCP_USER_TIMEOUT: (u32, u32) = (1, 22);
+
 /// UCX configuration swucx sets unless the environment sets it (or the context disables
 /// defaults):
 /// - shared memory keeps working between processes when peer-failure handling is on (without
@@ -63,8 +67,8 @@ const PROTOCOLS_V2: (u32, u32) = (1, 16);
 ///   keep it;
 /// - keepalive every 500 ms, so a dead peer on shared memory is noticed within about a second;
 /// - tcp keepalive (`UCX_TCP_KEEPIDLE`, `_KEEPINTVL`, `_KEEPCNT`: 2 s, 1 s, 2 probes) on each
-///   connection's setup socket (src/keepalive.rs), and, in releases that have it
-///   (`UCX_TCP_USER_TIMEOUT`, not UCX 1.13), a 10 s bound on how long data sent over tcp may go
+///   connection's setup socket (src/keepalive.rs), and, from UCX 1.22
+///   (`UCX_TCP_USER_TIMEOUT`), a 10 s bound on how long data sent over tcp may go
 ///   unacknowledged: a peer whose host vanished fails its endpoints within about 4 s, those
 ///   connected by worker address (which have no setup socket) within about 10 s. Longer than
 ///   the keepalive because it also drops a live peer that stops reading (a process stopped in
@@ -134,7 +138,7 @@ pub const DEFAULT_CONFIG: &[DefaultSetting] = &[
         keys: &["TCP_USER_TIMEOUT"],
         value: "10s",
         transports: DefaultFor::MayUseTcp,
-        since: (0, 0),
+        since: TCP_USER_TIMEOUT,
     },
     DefaultSetting {
         env: &["TCP_CM_REUSEADDR", "RDMA_CM_REUSEADDR"],

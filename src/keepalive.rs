@@ -20,9 +20,9 @@
 //! process's file descriptors are searched (newest first) for the socket with exactly that
 //! pair, which no other socket on the host can have.
 //!
-//! Endpoints connected by worker address have no such socket; where the UCX release has
-//! `UCX_TCP_USER_TIMEOUT` (swucx's default 10 s, `DEFAULT_CONFIG`) it bounds how long their data
-//! may go unacknowledged, otherwise (UCX 1.13) they keep UCX's behaviour.
+//! Endpoints connected by worker address have no such socket; from UCX 1.22 on,
+//! `UCX_TCP_USER_TIMEOUT` (swucx's default 10 s, `DEFAULT_CONFIG`) bounds how long their data
+//! may go unacknowledged; with older releases they keep UCX's behaviour.
 
 use std::net::SocketAddr;
 use std::time::Duration;

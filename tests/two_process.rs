@@ -633,15 +633,15 @@ fn vanished_peer_tcp() {
 }
 
 /// A vanished peer over an endpoint connected by worker address: swucx's default
-/// `UCX_TCP_USER_TIMEOUT` (10 s) bounds how long sent data may go unacknowledged. UCX 1.13 has
-/// no such setting (such endpoints wait out TCP's retransmissions there): the test runs on
-/// 1.22 (`make compat`) and newer.
+/// `UCX_TCP_USER_TIMEOUT` (10 s) bounds how long sent data may go unacknowledged. Releases
+/// before 1.22 have no such setting (such endpoints wait out TCP's retransmissions there): the
+/// test runs on 1.22 (`make compat`) and newer.
 #[test]
 fn vanished_peer_by_address_tcp() {
     if rerun_in_fresh_process("vanished_peer_by_address_tcp") {
         return;
     }
-    // UCX 1.13 takes the name and ignores it, so the release tells: 1.22 has the setting.
+    // UCX 1.13 takes the name (and warns), so the release tells: 1.22 brought the setting.
     let version = swucx::ucx_version();
     let release: Vec<u32> = version
         .split('.')
