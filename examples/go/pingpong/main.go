@@ -351,13 +351,26 @@ func (o *io) recvStart() (*swucx.Request, error) {
 	return o.ep.StreamRecvStart(o.rbuf)
 }
 
+// yieldEvery is how often windowed passes through Go's scheduler. A goroutine that only
+// waits in C (each 1 MiB message over tcp is a ~170 us wait) never does by itself, and after
+// 10 ms of that Go's sysmon takes its P away during every wait and stays awake in its 20 us
+// loop: ~4,000 preemptions a second on the sending thread's CPU, ~10% of the 1 MiB bandwidth
+// (docs/bench.md, finding 20). A real reader that returns to its caller between reads passes
+// through the scheduler anyway.
+const yieldEvery = 3 * time.Millisecond
+
 // windowed runs count operations from start with up to window of them in flight, waiting for
 // the oldest when the window is full.
 func windowed(ctx context.Context, count uint64, window uint32, start func() (*swucx.Request, error)) error {
 	ring := make([]*swucx.Request, 0, window)
 	var first error
+	lastYield := time.Now()
 	for i := uint64(0); i < count && first == nil; i++ {
 		if len(ring) == int(window) {
+			if now := time.Now(); now.Sub(lastYield) >= yieldEvery {
+				runtime.Gosched()
+				lastYield = now
+			}
 			if _, _, err := ring[0].Wait(ctx); err != nil {
 				first = err
 			}
@@ -662,6 +675,11 @@ func (b *cpuBinding) bind(whole bool) error {
 			return fmt.Errorf("--cpu %d: sched_setaffinity(%d): %v", b.cpu, tid, err)
 		}
 	}
+	if whole {
+		// Every thread now has the one CPU (and threads started later inherit it): the
+		// goroutine need not stay on this one. Unlocked, its yields (windowed) are cheap.
+		runtime.UnlockOSThread()
+	}
 	return nil
 }
 
@@ -871,13 +889,17 @@ func clientBW(ctx context.Context, o *io, p params) (string, error) {
 		if count == 0 {
 			continue
 		}
-		ackDone := make(chan error, 1)
-		go func() { _, err := ctrlRecv(ctx, o.eng, ack, nil); ackDone <- err }()
+		// The acknowledgement's receive is posted first and waited for after the sends (as
+		// the C client does), not waited for by a goroutine meanwhile.
+		ackReq, err := o.eng.TagRecvStart(nil, ack, all)
+		if err != nil {
+			return "", err
+		}
 		start := time.Now()
 		if err := windowed(ctx, count, p.window, o.sendStart); err != nil {
 			return "", err
 		}
-		if err := <-ackDone; err != nil {
+		if _, _, err := ackReq.Wait(ctx); err != nil {
 			return "", err
 		}
 		if k == 1 {
