@@ -52,7 +52,7 @@ const PROTOCOLS_V2: (u32, u32) = (1, 16);
 
 /// UCX 1.22 brought `UCX_TCP_USER_TIMEOUT` (not in 1.17-1.21's libraries). Older releases take
 /// the name and warn "invalid configuration" when a worker is created.
-const TCP_USER_TIMEOUT: (u32, u32) = (1, 22);
+const TCP_USER_TIMEOUT_SINCE: (u32, u32) = (1, 22);
 
 /// UCX configuration swucx sets unless the environment sets it (or the context disables
 /// defaults):
@@ -138,7 +138,7 @@ pub const DEFAULT_CONFIG: &[DefaultSetting] = &[
         keys: &["TCP_USER_TIMEOUT"],
         value: "10s",
         transports: DefaultFor::MayUseTcp,
-        since: TCP_USER_TIMEOUT,
+        since: TCP_USER_TIMEOUT_SINCE,
     },
     DefaultSetting {
         env: &["TCP_CM_REUSEADDR", "RDMA_CM_REUSEADDR"],
