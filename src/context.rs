@@ -514,8 +514,9 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// The (major, minor) release of the UCX library loaded at run time.
-fn ucx_release() -> (u32, u32) {
+/// The (major, minor) release of the UCX library loaded at run time, e.g. `(1, 13)` (compare
+/// with [`DefaultSetting::since`]).
+pub fn ucx_release() -> (u32, u32) {
     let (mut major, mut minor, mut release) = (0, 0, 0);
     // SAFETY: three valid out-pointers; UCX writes its version numbers.
     unsafe { sys::ucp_get_version(&mut major, &mut minor, &mut release) };

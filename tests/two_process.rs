@@ -641,16 +641,15 @@ fn vanished_peer_by_address_tcp() {
     if rerun_in_fresh_process("vanished_peer_by_address_tcp") {
         return;
     }
-    // UCX 1.13 takes the name (and warns), so the release tells: 1.22 brought the setting.
-    let version = swucx::ucx_version();
-    let release: Vec<u32> = version
-        .split('.')
-        .take(2)
-        .map(|n| n.parse().expect("UCX version"))
-        .collect();
-    if release < vec![1, 22] {
+    // Where swucx's default applies (UCX 1.13 takes the name and warns, so it goes by release).
+    let default = swucx::DEFAULT_CONFIG
+        .iter()
+        .find(|s| s.env.contains(&"TCP_USER_TIMEOUT"))
+        .expect("swucx's UCX_TCP_USER_TIMEOUT default");
+    if swucx::ucx_release() < default.since {
         eprintln!(
-            "vanished_peer_by_address_tcp: skipped, UCX {version} has no UCX_TCP_USER_TIMEOUT"
+            "vanished_peer_by_address_tcp: skipped, UCX {} has no UCX_TCP_USER_TIMEOUT",
+            swucx::ucx_version()
         );
         return;
     }
