@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand"
 	"net/http"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -212,7 +211,7 @@ func TestServerAtItsConnectionLimitFallsBack(t *testing.T) {
 	if st := second.Stats(); st.HTTP != 1 || st.FallbackUnreachable != 1 || st.UCX != 0 {
 		t.Fatalf("stats %+v: want the rejected connection's read over HTTP", st)
 	}
-	if log := c.Log("swucx-serve"); !strings.Contains(log, "rejected 1 connection") {
+	if log, ok := c.WaitLog("swucx-serve", "rejected 1 connection", 10*time.Second); !ok {
 		t.Fatalf("no warning of the rejection:\n%s", log)
 	}
 }
@@ -228,7 +227,10 @@ func TestConcurrentReaders(t *testing.T) {
 				cluster.ServerArgs = []string{"--threads", "2"}
 			}
 			c := concurrentReaders(t, cluster, opts)
-			if log := c.Log("swucx-serve"); spread && !strings.Contains(log, "connected (lane 1)") {
+			if !spread {
+				return
+			}
+			if log, ok := c.WaitLog("swucx-serve", "connected (lane 1)", 10*time.Second); !ok {
 				t.Fatalf("no connection served by the server's second thread:\n%s", log)
 			}
 		})

@@ -312,6 +312,20 @@ func (c *Cluster) log(name string) []byte {
 // Log returns what a process ("master", "volume", "swucx-serve") wrote so far.
 func (c *Cluster) Log(name string) string { return string(c.log(name)) }
 
+// WaitLog waits up to d for a process's log to contain s and returns the log and whether it
+// does: a process writes a line a moment after a client may see what it tells (a rejected
+// connection's client can be reading over HTTP before the server logged the rejection).
+func (c *Cluster) WaitLog(name, s string, d time.Duration) (string, bool) {
+	deadline := time.Now().Add(d)
+	for {
+		log := c.Log(name)
+		if strings.Contains(log, s) || time.Now().After(deadline) {
+			return log, strings.Contains(log, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // freePorts finds a port p such that p and p+each offset are free on 127.0.0.1 and not in
 // avoid.
 func freePorts(avoid []int, offsets ...int) (int, error) {
