@@ -5,14 +5,15 @@
 //	bench-read --server IP:PORT --http URL --fids FILE [--transport shm|tcp]
 //	           [--concurrency 1,16] [--duration 1s] [--rounds 3] [--ucx-pid N] [--http-pid N]
 //	           [--conns N] [--engines N]
-//	bench-read --cluster [--quick] [--sizes 4096,65536,1048576] [--conns N] [--engines N]
-//	           [--serve-threads N]
+//	bench-read --cluster [--quick] [--sizes 4096,65536,1048576] [--transport shm|tcp]
+//	           [--conns N] [--engines N] [--serve-threads N]
 //
 // FILE holds one needle per line: "fid size crc32c" (crc32c in hex, Castagnoli, over the whole
 // needle). Every byte read is checked against it; a mismatch fails the run. --cluster starts a
 // throwaway weed master + volume and `swucx serve` on 127.0.0.1 (package testcluster), uploads
-// needles of each size, and measures both UCX transports (shm and tcp) against HTTP: this is
-// `make demo` (with --quick) and the needle-read part of `make bench`.
+// needles of each size, and measures both UCX transports (shm and tcp, or the one --transport
+// names) against HTTP: this is `make demo` (with --quick) and the needle-read part of
+// `make bench`.
 //
 // Output: for each (path, transport, size, concurrency) one line
 //
@@ -68,7 +69,7 @@ func main() {
 	server := flag.String("server", "", "the swucx server, IP:PORT")
 	httpURL := flag.String("http", "", "the weed volume server, http://HOST:PORT")
 	fidsFile := flag.String("fids", "", `needles to read, "fid size crc32c-hex" per line`)
-	transport := flag.String("transport", "", "UCX transports for the client: shm or tcp (default: UCX's choice)")
+	transport := flag.String("transport", "", "UCX transports for the client: shm or tcp (default: UCX's choice; with --cluster: both, one after the other)")
 	concList := flag.String("concurrency", "1,16", "reader counts, comma-separated")
 	duration := flag.Duration("duration", time.Second, "length of one round of one path")
 	rounds := flag.Int("rounds", 3, "rounds per path (alternating ucx, http)")
@@ -95,7 +96,11 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		results, err = runCluster(sz, concs, *duration, *rounds, client{*conns, *engines}, *serveThreads)
+		transports := []string{"shm", "tcp"}
+		if *transport != "" {
+			transports = []string{*transport}
+		}
+		results, err = runCluster(sz, transports, concs, *duration, *rounds, client{*conns, *engines}, *serveThreads)
 		if err != nil {
 			fail(err)
 		}
@@ -165,8 +170,9 @@ func readFids(path string) ([]needle, error) {
 	return out, sc.Err()
 }
 
-// runCluster starts weed and swucx serve, uploads 32 needles of each size and measures.
-func runCluster(sizes, concs []int, duration time.Duration, rounds int, cl client, serveThreads int) ([]result, error) {
+// runCluster starts weed and swucx serve, uploads 32 needles of each size and measures them over
+// each of transports.
+func runCluster(sizes []int, transports []string, concs []int, duration time.Duration, rounds int, cl client, serveThreads int) ([]result, error) {
 	c, err := testcluster.Start(testcluster.Options{ServerArgs: []string{"--threads", strconv.Itoa(serveThreads)}})
 	if err != nil {
 		return nil, err
@@ -189,7 +195,7 @@ func runCluster(sizes, concs []int, duration time.Duration, rounds int, cl clien
 		c.VolumeServer, c.VolumePID(), c.UCXAddr, c.ServerPID(), len(needles))
 	b := bench{server: c.UCXAddr, http: "http://" + c.VolumeServer, ucxPID: c.ServerPID(), httpPID: c.VolumePID(),
 		duration: duration, rounds: rounds, client: cl}
-	out, err := b.run(needles, []string{"shm", "tcp"}, concs)
+	out, err := b.run(needles, transports, concs)
 	if err != nil {
 		return nil, err
 	}
