@@ -14,9 +14,10 @@ build: deps
 
 # Every example binary (target/release/examples/*), the C ping-pong (target/examples/pingpong-c,
 # against the static library; `make examples C_LINK=shared` links libswucx.so instead) and the Go
-# one (target/examples/pingpong-go, static; Go from scripts/go.sh), ucx-op-cost (raw UCX) and
-# op-cost-c (the C API), the references for examples/op_cost.rs, and ucx-am-lat (raw UCX), the
-# floor for the AM latency ping-pong measured the ping-pong's way.
+# one (target/examples/pingpong-go, static; Go from scripts/go.sh), the needle-read benchmark
+# (target/examples/bench-read, Go), ucx-op-cost (raw UCX) and op-cost-c (the C API), the
+# references for examples/op_cost.rs, and ucx-am-lat (raw UCX), the floor for the AM latency
+# ping-pong measured the ping-pong's way.
 CC ?= cc
 C_LINK ?= static
 C_FLAGS ?= -std=c11 -O2 -g -Wall -Wextra -Werror
@@ -45,7 +46,8 @@ endif
 		$(GO_ENV) $$GO build -o $(abspath target/examples/pingpong-go) . && \
 		cd ../bench-read && $(GO_ENV) $$GO build -o $(abspath target/examples/bench-read) .
 
-# Formatting, lints, then every test (unit, integration, two-process, doc, Go).
+# Formatting, lints, then every test (unit, integration, two-process, C, doc, Go), and the Rust and
+# C tests again against UCX 1.22 (compat).
 test: deps lint unit go-test compat
 
 lint:

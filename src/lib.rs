@@ -72,5 +72,10 @@ pub use status::{Error, Result, Status};
 pub use transport::TransportUse;
 pub use worker::{Worker, WorkerAddress, in_callback};
 
+/// README.md's Rust examples, compiled as doctests (`cargo test --doc`) so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The version of this crate.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
