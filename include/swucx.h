@@ -199,7 +199,10 @@
 /**
  * A kept active message (`swucx_am_msg_keep`, or taken from a queue with
  * `swucx_engine_am_recv`): its header, reply endpoint and payload, to receive from any thread
- * later (`swucx_am_desc_recv`) or release (`swucx_am_desc_destroy`).
+ * later (`swucx_am_desc_recv`) or release (`swucx_am_desc_destroy`). The caller owns it until
+ * one of those two, which consume it (the receive also on failure); it holds its worker and
+ * (rendezvous) the sender's payload until then. Any thread: the reading functions may run on
+ * several threads at once, but not alongside the receive or destroy.
  *
  * Methods: `swucx_am_desc_length`, `swucx_am_desc_is_rndv`, `swucx_am_desc_header`,
  * `swucx_am_desc_reply_ep`, `swucx_am_desc_recv`, `swucx_am_desc_destroy`.
@@ -235,14 +238,20 @@ typedef struct swucx_am_queue_t swucx_am_queue_t;
  * Variable-length bytes handed to C (a worker address, a memory descriptor, a text).
  *
  * The bytes are followed by a NUL byte that is not counted, so text can be used as a C string.
+ * The caller owns the handle: free it with `swucx_bytes_destroy`; the pointer from
+ * `swucx_bytes_data` is valid until then. The bytes never change, so any number of threads
+ * may read them at once; destroy the handle once none does.
  *
  * Methods: `swucx_bytes_data`, `swucx_bytes_length`, `swucx_bytes_destroy`.
  */
 typedef struct swucx_bytes_t swucx_bytes_t;
 
 /**
- * A peer asking to connect. Accept it with `swucx_worker_accept` or refuse it with
- * `swucx_conn_request_reject`; both consume it.
+ * A peer asking to connect, taken from a listener (`swucx_listener_accept`,
+ * `swucx_engine_accept`). The caller owns it until it accepts it with `swucx_worker_accept` or
+ * refuses it with `swucx_conn_request_reject`: both consume it, also on failure (do not use it
+ * afterwards); it keeps its listener alive until then. Use it from one thread at a time; it
+ * may move between threads.
  *
  * Methods: `swucx_conn_request_client_address`, `swucx_worker_accept`,
  * `swucx_conn_request_reject`.
@@ -338,7 +347,11 @@ typedef struct swucx_request_t swucx_request_t;
 
 /**
  * A peer's memory region unpacked for one endpoint: the target of `swucx_ep_put` and
- * `swucx_ep_get`. Under the hood: `swucx::RemoteKey` (holds the endpoint).
+ * `swucx_ep_get`. Under the hood: `swucx::RemoteKey` (holds the endpoint, which it keeps
+ * alive). The caller owns the handle: free it with `swucx_rkey_destroy`, which may come before
+ * the operations using it complete (they keep what they need). Immutable, so any number of
+ * threads may use it at once (as its endpoint allows: any thread on a MULTI worker); destroy it
+ * once none does.
  *
  * Methods: `swucx_rkey_unpack`, `swucx_rkey_length`, `swucx_rkey_destroy`.
  */
@@ -735,7 +748,9 @@ const uint8_t *swucx_bytes_data(const struct swucx_bytes_t *bytes);
 size_t swucx_bytes_length(const struct swucx_bytes_t *bytes);
 
 /**
- * Frees a bytes handle. NULL is a no-op.
+ * Frees a bytes handle. NULL is a no-op. Using the handle (or its data) afterwards, or freeing
+ * it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its memory is
+ * not reused).
  */
 void swucx_bytes_destroy(struct swucx_bytes_t *bytes);
 
@@ -848,7 +863,9 @@ swucx_status_t swucx_am_desc_recv(struct swucx_am_desc_t *desc,
                                   struct swucx_request_t **req_p);
 
 /**
- * Releases a kept payload without receiving it. NULL is a no-op.
+ * Releases a kept payload without receiving it. NULL is a no-op. Using the handle afterwards, or
+ * destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its
+ * memory is not reused).
  */
 void swucx_am_desc_destroy(struct swucx_am_desc_t *desc);
 
@@ -911,7 +928,8 @@ swucx_status_t swucx_am_queue_create(const struct swucx_worker_t *worker,
                                      struct swucx_am_queue_t **queue_p);
 
 /**
- * Takes the oldest message from `queue` (one on the engine's worker), waiting for it: spins
+ * Takes the oldest message from `queue`, which must be on the engine's worker
+ * (`SWUCX_ERR_INVALID_PARAM` otherwise: the engine progresses no other), waiting for it: spins
  * driving progress, then sleeps until a message arrives, `timeout_ms` passes (negative: no
  * limit) or one of the `count` signals in `signals` is raised. Writes the message to
  * `*desc_p` (read its header and reply endpoint, receive its payload with
@@ -962,7 +980,9 @@ size_t swucx_am_queue_length(const struct swucx_am_queue_t *queue);
 
 /**
  * Destroys the queue: the messages still in it are released, and later ones with its id are
- * dropped. No wait may use it any more. NULL is a no-op.
+ * dropped. No wait may use it any more. NULL is a no-op. Using the handle afterwards, or
+ * destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its
+ * memory is not reused).
  */
 void swucx_am_queue_destroy(struct swucx_am_queue_t *queue);
 
@@ -975,8 +995,10 @@ swucx_status_t swucx_context_create(const struct swucx_context_params_t *params,
                                     struct swucx_context_t **context_p);
 
 /**
- * Releases the caller's reference to the context. NULL is a no-op. Workers and memory regions
- * made from it stay usable; UCX's context is cleaned up when the last of them is gone.
+ * Releases the caller's reference to the context. NULL is a no-op. Workers and memory regions made
+ * from it stay usable; UCX's context is cleaned up when the last of them is gone. Using the handle
+ * afterwards, or destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE`
+ * only while its memory is not reused).
  */
 void swucx_context_destroy(struct swucx_context_t *context);
 
@@ -986,9 +1008,11 @@ void swucx_context_destroy(struct swucx_context_t *context);
 uint64_t swucx_context_features(const struct swucx_context_t *context);
 
 /**
- * Releases the caller's reference to the endpoint. NULL is a no-op. When the last reference
- * goes (requests in flight hold one), an open endpoint is closed in the background (flush, or
- * force if the peer failed); the worker finishes such closes before it is destroyed.
+ * Releases the caller's reference to the endpoint. NULL is a no-op. When the last reference goes
+ * (requests in flight hold one), an open endpoint is closed in the background (flush, or force if
+ * the peer failed); the worker finishes such closes before it is destroyed. Using the handle
+ * afterwards, or destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE`
+ * only while its memory is not reused).
  */
 void swucx_ep_destroy(struct swucx_ep_t *ep);
 
@@ -1225,12 +1249,16 @@ swucx_status_t swucx_engine_tag_recv(const struct swucx_engine_t *engine,
                                      struct swucx_request_t **req_p);
 
 /**
- * Stops the engine's background thread and releases the engine. NULL is a no-op. Its worker
- * lives on while handles to it (or its endpoints and requests) exist, progressed only by
- * explicit calls from then on. No thread may be waiting on the engine (or call it) any more:
- * end such waits first (a signal they watch), then destroy.
+ * Stops the engine's background thread and releases the engine. NULL is a no-op
+ * (`SWUCX_OK`). Its worker lives on while handles to it (or its endpoints and requests) exist,
+ * progressed only by explicit calls from then on. No thread may be waiting on the engine (or
+ * call it) any more: end such waits first (a signal they watch), then destroy. Not from inside
+ * a callback (`SWUCX_ERR_BUSY`, nothing done): callbacks run on the engine's own thread or in a
+ * wait on it, which the destroy would wait for or pull the engine from under. Using the handle
+ * afterwards, or destroying it again, is undefined behaviour (detected as
+ * `SWUCX_ERR_BAD_HANDLE` only while its memory is not reused).
  */
-void swucx_engine_destroy(struct swucx_engine_t *engine);
+swucx_status_t swucx_engine_destroy(struct swucx_engine_t *engine);
 
 /**
  * Creates a signal that is not raised.
@@ -1254,7 +1282,9 @@ swucx_status_t swucx_signal_reset(const struct swucx_signal_t *signal);
 bool swucx_signal_is_raised(const struct swucx_signal_t *signal);
 
 /**
- * Destroys the signal handle. NULL is a no-op. Endpoints it was registered with forget it.
+ * Destroys the signal handle. NULL is a no-op. Endpoints it was registered with forget it. Using
+ * the handle afterwards, or destroying it again, is undefined behaviour (detected as
+ * `SWUCX_ERR_BAD_HANDLE` only while its memory is not reused).
  */
 void swucx_signal_destroy(struct swucx_signal_t *signal);
 
@@ -1298,9 +1328,10 @@ swucx_status_t swucx_listener_accept(const struct swucx_listener_t *listener,
 
 /**
  * Takes the next connection request through an engine: `listener` must be on the engine's
- * worker, whose background thread progresses it while this thread sleeps, with no periodic
- * wake-up, until a request arrives (written to `*conn_request_p`, `SWUCX_OK`), `timeout_ms`
- * passes (negative: no limit; `SWUCX_ERR_TIMED_OUT`) or one of the `count` signals is raised
+ * worker (`SWUCX_ERR_INVALID_PARAM` otherwise: the engine progresses no other), whose
+ * background thread progresses it while this thread sleeps, with no periodic wake-up, until a
+ * request arrives (written to `*conn_request_p`, `SWUCX_OK`), `timeout_ms` passes (negative:
+ * no limit; `SWUCX_ERR_TIMED_OUT`) or one of the `count` signals is raised
  * (`SWUCX_INPROGRESS`), as for `swucx_engine_wait_signals`.
  */
 swucx_status_t swucx_engine_accept(const struct swucx_engine_t *engine,
@@ -1312,7 +1343,9 @@ swucx_status_t swucx_engine_accept(const struct swucx_engine_t *engine,
 
 /**
  * Stops listening and releases the listener. NULL is a no-op. Queued connection requests are
- * rejected; endpoints already accepted are not affected.
+ * rejected; endpoints already accepted are not affected. Using the handle afterwards, or
+ * destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its
+ * memory is not reused).
  */
 void swucx_listener_destroy(struct swucx_listener_t *listener);
 
@@ -1324,7 +1357,9 @@ swucx_status_t swucx_conn_request_client_address(const struct swucx_conn_request
                                                  struct swucx_bytes_t **address_p);
 
 /**
- * Rejects the connection request (the peer's endpoint fails). Consumes it. NULL is a no-op.
+ * Rejects the connection request (the peer's endpoint fails). Consumes it. NULL is a no-op. Using
+ * the handle afterwards, or destroying it again, is undefined behaviour (detected as
+ * `SWUCX_ERR_BAD_HANDLE` only while its memory is not reused).
  */
 void swucx_conn_request_reject(struct swucx_conn_request_t *conn_request);
 
@@ -1363,8 +1398,9 @@ size_t swucx_mem_length(const struct swucx_mem_t *mem);
 swucx_status_t swucx_mem_export(const struct swucx_mem_t *mem, struct swucx_bytes_t **descriptor_p);
 
 /**
- * Releases the caller's reference to the region. NULL is a no-op. UCX unmaps it when no
- * request in flight uses it any more.
+ * Releases the caller's reference to the region. NULL is a no-op. UCX unmaps it when no request in
+ * flight uses it any more. Using the handle afterwards, or destroying it again, is undefined
+ * behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its memory is not reused).
  */
 void swucx_mem_unmap(struct swucx_mem_t *mem);
 
@@ -1384,7 +1420,9 @@ swucx_status_t swucx_rkey_unpack(const struct swucx_ep_t *ep,
 uint64_t swucx_rkey_length(const struct swucx_rkey_t *rkey);
 
 /**
- * Releases the remote key. NULL is a no-op. Operations in flight keep what they need.
+ * Releases the remote key. NULL is a no-op. Operations in flight keep what they need. Using the
+ * handle afterwards, or destroying it again, is undefined behaviour (detected as
+ * `SWUCX_ERR_BAD_HANDLE` only while its memory is not reused).
  */
 void swucx_rkey_destroy(struct swucx_rkey_t *rkey);
 
@@ -1426,10 +1464,14 @@ swucx_status_t swucx_needle_server_stats(const struct swucx_needle_server_t *ser
 
 /**
  * Stops the server: no new requests, the replies in flight finish (after 10 s, `REPLY_TIMEOUT`,
- * the connections still holding some are closed), its threads end (the callback is not called after this
- * returns). NULL is a no-op.
+ * the connections still holding some are closed), its threads end (the callback is not called
+ * after this returns). Returns `SWUCX_OK` (a failure the server ended with is logged); NULL is
+ * a no-op. From inside the server's own callback, `SWUCX_ERR_BUSY` and nothing done: the stop
+ * waits for the server's threads, the callback's among them. Using the handle afterwards, or
+ * destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while
+ * its memory is not reused).
  */
-void swucx_needle_server_destroy(struct swucx_needle_server_t *server);
+swucx_status_t swucx_needle_server_destroy(struct swucx_needle_server_t *server);
 
 /**
  * Sets the reply's status (`SWUCX_READ_*`) and what it says of the needle: `data_size` (the
@@ -1444,7 +1486,8 @@ swucx_status_t swucx_read_reply_set(struct swucx_read_reply_t *reply,
 
 /**
  * Gives the callback a buffer of `length` bytes to write the payload into (`*buffer_p`,
- * swucx's memory, valid until the callback returns; the reply is sent from it). A second call
+ * swucx's memory, valid until the callback returns; the reply is sent from it; NULL for
+ * `length` 0). A second call
  * replaces the first buffer. For an OK reply, `length` must be the requested size (or, for a
  * request of size 0, the rest of the data from the offset). `SWUCX_ERR_NO_MEMORY` when
  * `length` bytes cannot be allocated (the reply keeps no buffer then).
@@ -1475,10 +1518,11 @@ swucx_status_t swucx_request_poll(struct swucx_request_t *req);
 swucx_status_t swucx_request_wait(struct swucx_request_t *req, int64_t timeout_ms);
 
 /**
- * Waits for the request through an engine (any thread; the engine's worker must be the one the
- * operation runs on): spins driving progress, then sleeps until the completion wakes it or
- * `timeout_ms` passes (negative: no limit). Returns the final status or `SWUCX_ERR_TIMED_OUT`
- * (`SWUCX_ERR_BUSY` inside a callback, where no wait is allowed).
+ * Waits for the request through an engine (any thread): spins driving progress, then sleeps
+ * until the completion wakes it or `timeout_ms` passes (negative: no limit). Returns the final
+ * status or `SWUCX_ERR_TIMED_OUT`; `SWUCX_ERR_BUSY` inside a callback, where no wait is
+ * allowed; `SWUCX_ERR_INVALID_PARAM` for an operation still running on another worker than the
+ * engine's (the engine progresses only its own: such a wait would never end).
  */
 swucx_status_t swucx_engine_wait(const struct swucx_engine_t *engine,
                                  struct swucx_request_t *req,
@@ -1493,7 +1537,8 @@ swucx_status_t swucx_engine_wait(const struct swucx_engine_t *engine,
  * `SWUCX_INPROGRESS` when a signal ended the wait (the request keeps running: wait again,
  * cancel it, or keep its buffer alive until it completes), or `SWUCX_ERR_TIMED_OUT`. `signals`
  * may be NULL when `count` is 0; at most `SWUCX_WAIT_MAX_SIGNALS` (`SWUCX_ERR_INVALID_PARAM`).
- * `flags`: 0 or `SWUCX_WAIT_NO_SPIN`.
+ * `flags`: 0 or `SWUCX_WAIT_NO_SPIN`. `SWUCX_ERR_INVALID_PARAM` for an operation on another
+ * worker, as for `swucx_engine_wait`.
  */
 swucx_status_t swucx_engine_wait_signals(const struct swucx_engine_t *engine,
                                          struct swucx_request_t *req,
@@ -1522,7 +1567,9 @@ swucx_status_t swucx_request_cancel(struct swucx_request_t *req);
 /**
  * Frees the request. NULL is a no-op. If the operation is still running it goes on in the
  * background (an unmatched tag receive is cancelled): the buffer must stay valid until UCX is
- * done with it.
+ * done with it. Using the handle afterwards, or freeing it again, is undefined behaviour: it is
+ * detected (`SWUCX_ERR_BAD_HANDLE`, nothing freed) while its memory is not reused, which for a
+ * request is until at least 16 more requests were freed on the freeing thread.
  */
 void swucx_request_free(struct swucx_request_t *req);
 
@@ -1572,8 +1619,10 @@ swucx_status_t swucx_worker_create_serialized(const struct swucx_context_t *cont
                                               struct swucx_worker_t **worker_p);
 
 /**
- * Releases the caller's reference to the worker. NULL is a no-op. UCX's worker is destroyed
- * when the last endpoint, listener and request made from it is gone too.
+ * Releases the caller's reference to the worker. NULL is a no-op. UCX's worker is destroyed when
+ * the last endpoint, listener and request made from it is gone too. Using the handle afterwards,
+ * or destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while
+ * its memory is not reused).
  */
 void swucx_worker_destroy(struct swucx_worker_t *worker);
 

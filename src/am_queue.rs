@@ -12,14 +12,14 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use crate::am::{AmDesc, AmMessage};
 use crate::endpoint::Endpoint;
 use crate::engine::{Awaited, Signal, park_before};
 use crate::status::Result;
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerInner};
 
 /// An active message taken from an [`AmQueue`]. `Send`.
 pub struct QueuedAm {
@@ -51,6 +51,8 @@ struct Shared {
 /// every later one with its id. `Send + Sync`: any number of threads may take from it.
 pub struct AmQueue {
     shared: Arc<Shared>,
+    /// The worker the messages arrive on (weak: the queue does not keep it alive).
+    worker: Weak<WorkerInner>,
 }
 
 impl AmQueue {
@@ -64,7 +66,15 @@ impl AmQueue {
         });
         let queue = Arc::clone(&shared);
         worker.set_am_handler(id, move |msg: AmMessage<'_>| queue.push(msg))?;
-        Ok(AmQueue { shared })
+        Ok(AmQueue {
+            shared,
+            worker: worker.downgrade(),
+        })
+    }
+
+    /// Whether the queue's messages arrive on `worker`.
+    pub(crate) fn is_on(&self, worker: &Worker) -> bool {
+        std::ptr::eq(self.worker.as_ptr(), Arc::as_ptr(&worker.0))
     }
 
     /// Takes the oldest message, if one is there (no progress is made: something else, e.g.

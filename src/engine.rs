@@ -309,6 +309,11 @@ impl Engine {
         &self.shared.worker
     }
 
+    /// Whether `worker` is the engine's (the only one its waits progress).
+    pub(crate) fn is_own(&self, worker: &Worker) -> bool {
+        Arc::ptr_eq(&self.shared.worker.0, &worker.0)
+    }
+
     /// Waits for `request` and returns its result: spins (driving progress when no other thread
     /// is), then sleeps until the completion wakes it.
     pub fn wait<B: Send + 'static>(&self, mut request: Request<B>) -> Result<Done<B>> {

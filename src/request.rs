@@ -663,6 +663,11 @@ impl<B: Send + 'static> Request<B> {
         })
     }
 
+    /// The worker that runs the operation; None once UCX completed it inside the starting call.
+    pub(crate) fn worker(&self) -> Option<&Worker> {
+        self.worker.as_ref()
+    }
+
     /// The completion record, for the thread-safe front.
     pub(crate) fn completion(&self) -> &Arc<Completion> {
         &self.completion

@@ -34,7 +34,10 @@ impl_handle!(AmMsgState<'static>, b"SWammsg\0");
 
 /// A kept active message (`swucx_am_msg_keep`, or taken from a queue with
 /// `swucx_engine_am_recv`): its header, reply endpoint and payload, to receive from any thread
-/// later (`swucx_am_desc_recv`) or release (`swucx_am_desc_destroy`).
+/// later (`swucx_am_desc_recv`) or release (`swucx_am_desc_destroy`). The caller owns it until
+/// one of those two, which consume it (the receive also on failure); it holds its worker and
+/// (rendezvous) the sender's payload until then. Any thread: the reading functions may run on
+/// several threads at once, but not alongside the receive or destroy.
 ///
 /// Methods: `swucx_am_desc_length`, `swucx_am_desc_is_rndv`, `swucx_am_desc_header`,
 /// `swucx_am_desc_reply_ep`, `swucx_am_desc_recv`, `swucx_am_desc_destroy`.
@@ -345,7 +348,9 @@ pub extern "C" fn swucx_am_desc_recv(
     })
 }
 
-/// Releases a kept payload without receiving it. NULL is a no-op.
+/// Releases a kept payload without receiving it. NULL is a no-op. Using the handle afterwards, or
+/// destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its
+/// memory is not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_am_desc_destroy(desc: *mut swucx_am_desc_t) {
     boundary(|| {

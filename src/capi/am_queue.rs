@@ -8,8 +8,8 @@ use super::status::{
 };
 use super::worker::swucx_worker_t;
 use super::{
-    Handle, boundary, c_bytes_mut, fail, fail_with, impl_handle, into_handle, non_null, try_arg,
-    try_out, try_ref, try_take, write_out,
+    Handle, boundary, c_bytes_mut, fail, fail_with, impl_handle, into_handle, try_arg, try_out,
+    try_ref, try_take, write_out,
 };
 use std::ffi::c_void;
 
@@ -60,7 +60,8 @@ pub extern "C" fn swucx_am_queue_create(
     })
 }
 
-/// Takes the oldest message from `queue` (one on the engine's worker), waiting for it: spins
+/// Takes the oldest message from `queue`, which must be on the engine's worker
+/// (`SWUCX_ERR_INVALID_PARAM` otherwise: the engine progresses no other), waiting for it: spins
 /// driving progress, then sleeps until a message arrives, `timeout_ms` passes (negative: no
 /// limit) or one of the `count` signals in `signals` is raised. Writes the message to
 /// `*desc_p` (read its header and reply endpoint, receive its payload with
@@ -100,7 +101,7 @@ fn wait_next(
     signals: *const *const swucx_signal_t,
     count: usize,
 ) -> Result<QueuedAm, swucx_status_t> {
-    let (spin, refs) = wait_args(flags, signals, count)?;
+    let (spin, refs) = wait_args(flags, signals, count, queue.is_on(engine.worker()))?;
     match engine.am_recv_with(queue, timeout(timeout_ms), refs.get(), spin) {
         Some(message) => Ok(message),
         None if refs.get().iter().any(|s| s.is_raised()) => Err(SWUCX_INPROGRESS),
@@ -153,14 +154,12 @@ pub extern "C" fn swucx_engine_am_recv_into(
     boundary(|| {
         let engine = &try_ref!(engine).engine;
         let queue = &try_ref!(queue).queue;
-        for (ptr, len, name) in [
-            (header, header_capacity, "header"),
-            (buffer, capacity, "buffer"),
-        ] {
-            if len > 0 {
-                try_arg!(non_null(ptr, name));
-            }
-        }
+        // SAFETY: the caller passes `header_capacity` writable bytes at `header` and `capacity`
+        // at `buffer` (either NULL when its capacity is 0), which nothing else uses during the
+        // call.
+        let header = try_arg!(unsafe { c_bytes_mut(header, header_capacity, "header") });
+        // SAFETY: as for `header`.
+        let buffer = try_arg!(unsafe { c_bytes_mut(buffer, capacity, "buffer") });
         try_out!(info);
         let message = match wait_next(engine, queue, timeout_ms, flags, signals, count) {
             Ok(message) => message,
@@ -173,19 +172,14 @@ pub extern "C" fn swucx_engine_am_recv_into(
         } = message;
         let (length, header_length) = (payload.len(), head.len());
         let reply_ep = reply_endpoint.clone().map_or(std::ptr::null_mut(), new_ep);
-        let untaken = if header_length <= header_capacity {
-            // SAFETY: the caller passes `capacity` writable bytes at `buffer` (non-NULL when
-            // capacity > 0, checked above) that nothing else uses during the call.
-            payload
-                .copy_eager(unsafe { c_bytes_mut(buffer, capacity) })
-                .err()
+        let untaken = if header_length <= header.len() {
+            payload.copy_eager(buffer).err()
         } else {
             Some(payload)
         };
         let desc = match untaken {
             None => {
-                // SAFETY: as for `buffer`: `header_capacity` >= header_length writable bytes.
-                unsafe { c_bytes_mut(header, header_length) }.copy_from_slice(&head);
+                header[..header_length].copy_from_slice(&head);
                 std::ptr::null_mut()
             }
             Some(payload) => new_desc(QueuedAm {
@@ -234,7 +228,9 @@ pub extern "C" fn swucx_am_queue_length(queue: *const swucx_am_queue_t) -> usize
 }
 
 /// Destroys the queue: the messages still in it are released, and later ones with its id are
-/// dropped. No wait may use it any more. NULL is a no-op.
+/// dropped. No wait may use it any more. NULL is a no-op. Using the handle afterwards, or
+/// destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its
+/// memory is not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_am_queue_destroy(queue: *mut swucx_am_queue_t) {
     boundary(|| {

@@ -107,10 +107,11 @@ pub extern "C" fn swucx_context_create(
                 };
                 builder = builder.name(name);
             }
-            if has(SWUCX_CONTEXT_PARAM_FIELD_CONFIG) && p.config_count > 0 {
-                try_arg!(super::non_null(p.config, "params->config"));
-                // SAFETY: the caller gives config_count readable entries.
-                let entries = unsafe { std::slice::from_raw_parts(p.config, p.config_count) };
+            if has(SWUCX_CONTEXT_PARAM_FIELD_CONFIG) {
+                let config = try_arg!(super::c_array(p.config, p.config_count, "params->config"));
+                // SAFETY: checked by c_array (non-NULL, aligned, at most isize::MAX bytes); the
+                // caller gives config_count readable entries.
+                let entries = unsafe { std::slice::from_raw_parts(config, p.config_count) };
                 for entry in entries {
                     // SAFETY: each entry holds two NUL-terminated strings.
                     let (key, value) = match unsafe {
@@ -150,8 +151,10 @@ pub extern "C" fn swucx_context_create(
     })
 }
 
-/// Releases the caller's reference to the context. NULL is a no-op. Workers and memory regions
-/// made from it stay usable; UCX's context is cleaned up when the last of them is gone.
+/// Releases the caller's reference to the context. NULL is a no-op. Workers and memory regions made
+/// from it stay usable; UCX's context is cleaned up when the last of them is gone. Using the handle
+/// afterwards, or destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE`
+/// only while its memory is not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_context_destroy(context: *mut swucx_context_t) {
     boundary(|| {

@@ -8,9 +8,9 @@ use super::request::{ReqState, hand_out, swucx_request_t};
 use super::status::{SWUCX_ERR_INVALID_ADDR, SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
 use super::{
     Handle, boundary, c_str, fail, fail_with, impl_handle, into_handle, status_of,
-    status_of_send_now, swucx_bytes_t, try_arg, try_out, try_ref, try_take, write_out,
+    status_of_send_now, swucx_bytes_t, try_out, try_ref, try_take, write_out,
 };
-use crate::{CloseMode, Endpoint, RawBuf};
+use crate::{CloseMode, Endpoint};
 
 /// A connection to one peer. Under the hood: a reference to `swucx::Endpoint` (holds its
 /// worker). Thread-safe on a MULTI worker. Destroying the last handle of an open endpoint starts
@@ -92,9 +92,11 @@ pub(crate) unsafe fn parse_sockaddr(
     }
 }
 
-/// Releases the caller's reference to the endpoint. NULL is a no-op. When the last reference
-/// goes (requests in flight hold one), an open endpoint is closed in the background (flush, or
-/// force if the peer failed); the worker finishes such closes before it is destroyed.
+/// Releases the caller's reference to the endpoint. NULL is a no-op. When the last reference goes
+/// (requests in flight hold one), an open endpoint is closed in the background (flush, or force if
+/// the peer failed); the worker finishes such closes before it is destroyed. Using the handle
+/// afterwards, or destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE`
+/// only while its memory is not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_ep_destroy(ep: *mut swucx_ep_t) {
     boundary(|| {
@@ -234,16 +236,20 @@ pub extern "C" fn swucx_ep_flush(ep: *const swucx_ep_t) -> swucx_status_t {
     boundary(|| status_of(try_ref!(ep).ep.flush()))
 }
 
-/// A borrowed C buffer as a `RawBuf`, after a NULL check (NULL is allowed for length 0).
+/// A borrowed C buffer as a `RawBuf`, checked by `c_array` (NULL is allowed for length 0 and
+/// becomes a dangling non-NULL pointer, which the slices made of the buffer need; a length past
+/// `PTRDIFF_MAX` is `SWUCX_ERR_INVALID_PARAM`).
 macro_rules! raw_buf {
     ($ptr:ident, $len:ident) => {{
-        if $len > 0 {
-            try_arg!(super::non_null($ptr, stringify!($ptr)));
-        }
+        let ptr = $crate::capi::try_arg!($crate::capi::c_array(
+            $ptr.cast::<u8>(),
+            $len,
+            stringify!($ptr)
+        ));
         // SAFETY: the C contract of every operation: the buffer stays valid (and, for
         // receives, untouched) until the request completes (for `*_send_now`, which complete
-        // within the call, until the call returns).
-        unsafe { RawBuf::new($ptr as *mut u8, $len) }
+        // within the call, until the call returns); for length 0 nothing is accessed.
+        unsafe { $crate::RawBuf::new(ptr.cast_mut(), $len) }
     }};
 }
 pub(crate) use raw_buf;

@@ -4,6 +4,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use super::context::swucx_context_t;
+use super::endpoint::raw_buf;
 use super::request::{ReqState, hand_out, swucx_request_t, wait_args};
 use super::status::{
     SWUCX_ERR_CANCELED, SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS, SWUCX_OK,
@@ -11,10 +12,10 @@ use super::status::{
 };
 use super::worker::{new_worker, swucx_worker_t};
 use super::{
-    Handle, boundary, fail, fail_with, impl_handle, into_handle, non_null, try_arg, try_out,
-    try_ref, try_take, write_out,
+    Handle, boundary, fail, fail_with, impl_handle, into_handle, try_opt_out, try_out, try_ref,
+    try_take, write_out,
 };
-use crate::{Engine, RawBuf, Signal, Status, WaitEnd};
+use crate::{Engine, Signal, Status, WaitEnd};
 
 /// A MULTI-threaded worker plus the means to wait on its operations from any number of threads
 /// (`swucx_engine_wait`): a waiter spins driving progress, then sleeps; a background thread
@@ -105,7 +106,10 @@ pub extern "C" fn swucx_engine_spin_end(engine: *const swucx_engine_t) -> swucx_
         if try_ref!(engine).engine.end_spin() {
             SWUCX_OK
         } else {
-            SWUCX_ERR_INVALID_PARAM
+            fail_with(
+                SWUCX_ERR_INVALID_PARAM,
+                "no spin is running (swucx_engine_spin_end without swucx_engine_spin_begin)",
+            )
         }
     })
 }
@@ -158,16 +162,16 @@ pub extern "C" fn swucx_engine_tag_recv(
 ) -> swucx_status_t {
     boundary(|| {
         let engine = &try_ref!(engine).engine;
-        if length > 0 {
-            try_arg!(non_null(buffer, "buffer"));
-        }
-        let (spin, refs) = match wait_args(flags, signals, count) {
+        // The C contract: `length` writable bytes at `buffer`, untouched by the caller during
+        // the call, and past it while a request handed out in `*req_p` runs.
+        let buf = raw_buf!(buffer, length);
+        try_opt_out!(length_p);
+        try_opt_out!(sender_tag_p);
+        try_opt_out!(req_p);
+        let (spin, refs) = match wait_args(flags, signals, count, true) {
             Ok(args) => args,
             Err(status) => return status,
         };
-        // SAFETY: the C contract: `length` writable bytes at `buffer`, untouched by the caller
-        // during the call, and past it while a request handed out in `*req_p` runs.
-        let buf = unsafe { RawBuf::new(buffer.cast(), length) };
         let request = match engine.worker().tag_recv(tag, tag_mask, buf) {
             Ok(request) => request,
             Err(e) => return fail(e),
@@ -206,16 +210,26 @@ pub extern "C" fn swucx_engine_tag_recv(
     })
 }
 
-/// Stops the engine's background thread and releases the engine. NULL is a no-op. Its worker
-/// lives on while handles to it (or its endpoints and requests) exist, progressed only by
-/// explicit calls from then on. No thread may be waiting on the engine (or call it) any more:
-/// end such waits first (a signal they watch), then destroy.
+/// Stops the engine's background thread and releases the engine. NULL is a no-op
+/// (`SWUCX_OK`). Its worker lives on while handles to it (or its endpoints and requests) exist,
+/// progressed only by explicit calls from then on. No thread may be waiting on the engine (or
+/// call it) any more: end such waits first (a signal they watch), then destroy. Not from inside
+/// a callback (`SWUCX_ERR_BUSY`, nothing done): callbacks run on the engine's own thread or in a
+/// wait on it, which the destroy would wait for or pull the engine from under. Using the handle
+/// afterwards, or destroying it again, is undefined behaviour (detected as
+/// `SWUCX_ERR_BAD_HANDLE` only while its memory is not reused).
 #[unsafe(no_mangle)]
-pub extern "C" fn swucx_engine_destroy(engine: *mut swucx_engine_t) {
+pub extern "C" fn swucx_engine_destroy(engine: *mut swucx_engine_t) -> swucx_status_t {
     boundary(|| {
-        if !engine.is_null() {
-            drop(try_take!(engine));
+        if engine.is_null() {
+            return SWUCX_OK;
         }
+        try_ref!(engine);
+        if let Err(e) = crate::worker::refuse_wait_in_callback("swucx_engine_destroy") {
+            return fail(e);
+        }
+        drop(try_take!(engine));
+        SWUCX_OK
     })
 }
 
@@ -273,7 +287,9 @@ pub extern "C" fn swucx_signal_is_raised(signal: *const swucx_signal_t) -> bool 
     boundary(|| try_ref!(signal).signal.is_raised())
 }
 
-/// Destroys the signal handle. NULL is a no-op. Endpoints it was registered with forget it.
+/// Destroys the signal handle. NULL is a no-op. Endpoints it was registered with forget it. Using
+/// the handle afterwards, or destroying it again, is undefined behaviour (detected as
+/// `SWUCX_ERR_BAD_HANDLE` only while its memory is not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_signal_destroy(signal: *mut swucx_signal_t) {
     boundary(|| {

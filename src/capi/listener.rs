@@ -25,8 +25,11 @@ pub struct swucx_listener_t {
 }
 impl_handle!(swucx_listener_t, b"SWlisten");
 
-/// A peer asking to connect. Accept it with `swucx_worker_accept` or refuse it with
-/// `swucx_conn_request_reject`; both consume it.
+/// A peer asking to connect, taken from a listener (`swucx_listener_accept`,
+/// `swucx_engine_accept`). The caller owns it until it accepts it with `swucx_worker_accept` or
+/// refuses it with `swucx_conn_request_reject`: both consume it, also on failure (do not use it
+/// afterwards); it keeps its listener alive until then. Use it from one thread at a time; it
+/// may move between threads.
 ///
 /// Methods: `swucx_conn_request_client_address`, `swucx_worker_accept`,
 /// `swucx_conn_request_reject`.
@@ -180,9 +183,10 @@ pub extern "C" fn swucx_listener_accept(
 }
 
 /// Takes the next connection request through an engine: `listener` must be on the engine's
-/// worker, whose background thread progresses it while this thread sleeps, with no periodic
-/// wake-up, until a request arrives (written to `*conn_request_p`, `SWUCX_OK`), `timeout_ms`
-/// passes (negative: no limit; `SWUCX_ERR_TIMED_OUT`) or one of the `count` signals is raised
+/// worker (`SWUCX_ERR_INVALID_PARAM` otherwise: the engine progresses no other), whose
+/// background thread progresses it while this thread sleeps, with no periodic wake-up, until a
+/// request arrives (written to `*conn_request_p`, `SWUCX_OK`), `timeout_ms` passes (negative:
+/// no limit; `SWUCX_ERR_TIMED_OUT`) or one of the `count` signals is raised
 /// (`SWUCX_INPROGRESS`), as for `swucx_engine_wait_signals`.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_engine_accept(
@@ -197,11 +201,9 @@ pub extern "C" fn swucx_engine_accept(
         let engine = &try_ref!(engine).engine;
         let listener = &try_ref!(listener).listener;
         try_out!(conn_request_p);
-        if let Err(status) = super::request::refuse_wait_in_callback() {
-            return status;
-        }
-        let refs = match super::engine::SignalList::new(signals, count) {
-            Ok(refs) => refs,
+        let on_engine = engine.is_own(listener.worker());
+        let refs = match super::request::wait_args(0, signals, count, on_engine) {
+            Ok((_, refs)) => refs,
             Err(status) => return status,
         };
         let timeout = super::engine::timeout(timeout_ms);
@@ -217,7 +219,9 @@ pub extern "C" fn swucx_engine_accept(
 }
 
 /// Stops listening and releases the listener. NULL is a no-op. Queued connection requests are
-/// rejected; endpoints already accepted are not affected.
+/// rejected; endpoints already accepted are not affected. Using the handle afterwards, or
+/// destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its
+/// memory is not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_listener_destroy(listener: *mut swucx_listener_t) {
     boundary(|| {
@@ -253,7 +257,9 @@ pub extern "C" fn swucx_conn_request_client_address(
     })
 }
 
-/// Rejects the connection request (the peer's endpoint fails). Consumes it. NULL is a no-op.
+/// Rejects the connection request (the peer's endpoint fails). Consumes it. NULL is a no-op. Using
+/// the handle afterwards, or destroying it again, is undefined behaviour (detected as
+/// `SWUCX_ERR_BAD_HANDLE` only while its memory is not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_conn_request_reject(conn_request: *mut swucx_conn_request_t) {
     boundary(|| {

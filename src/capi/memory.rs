@@ -23,7 +23,11 @@ pub struct swucx_mem_t {
 impl_handle!(swucx_mem_t, b"SWmemreg");
 
 /// A peer's memory region unpacked for one endpoint: the target of `swucx_ep_put` and
-/// `swucx_ep_get`. Under the hood: `swucx::RemoteKey` (holds the endpoint).
+/// `swucx_ep_get`. Under the hood: `swucx::RemoteKey` (holds the endpoint, which it keeps
+/// alive). The caller owns the handle: free it with `swucx_rkey_destroy`, which may come before
+/// the operations using it complete (they keep what they need). Immutable, so any number of
+/// threads may use it at once (as its endpoint allows: any thread on a MULTI worker); destroy it
+/// once none does.
 ///
 /// Methods: `swucx_rkey_unpack`, `swucx_rkey_length`, `swucx_rkey_destroy`.
 pub struct swucx_rkey_t {
@@ -132,8 +136,9 @@ macro_rules! mem_buf {
 }
 pub(crate) use mem_buf;
 
-/// Releases the caller's reference to the region. NULL is a no-op. UCX unmaps it when no
-/// request in flight uses it any more.
+/// Releases the caller's reference to the region. NULL is a no-op. UCX unmaps it when no request in
+/// flight uses it any more. Using the handle afterwards, or destroying it again, is undefined
+/// behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its memory is not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_mem_unmap(mem: *mut swucx_mem_t) {
     boundary(|| {
@@ -155,9 +160,8 @@ pub extern "C" fn swucx_rkey_unpack(
 ) -> swucx_status_t {
     boundary(|| {
         let ep = &try_ref!(ep).ep;
-        try_arg!(super::non_null(descriptor, "descriptor"));
         try_out!(rkey_p);
-        // SAFETY: the caller gives `length` readable bytes at `descriptor`.
+        // SAFETY: the caller gives `length` readable bytes at `descriptor` (NULL when 0).
         let bytes = try_arg!(unsafe { byte_slice(descriptor, length, "descriptor") });
         match RemoteKey::unpack(ep, bytes) {
             Ok(rkey) => {
@@ -181,7 +185,9 @@ pub extern "C" fn swucx_rkey_length(rkey: *const swucx_rkey_t) -> u64 {
     boundary(|| try_ref!(rkey).rkey.len())
 }
 
-/// Releases the remote key. NULL is a no-op. Operations in flight keep what they need.
+/// Releases the remote key. NULL is a no-op. Operations in flight keep what they need. Using the
+/// handle afterwards, or destroying it again, is undefined behaviour (detected as
+/// `SWUCX_ERR_BAD_HANDLE` only while its memory is not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_rkey_destroy(rkey: *mut swucx_rkey_t) {
     boundary(|| {

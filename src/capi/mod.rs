@@ -8,8 +8,11 @@
 //! `SWUCX_ERR_NULL_ARG`, a pointer that is not a live handle of the expected type (where it can be
 //! told) gives `SWUCX_ERR_BAD_HANDLE`.
 //!
-//! Handles are boxed Rust objects behind opaque C types. Each starts with a type-specific magic
-//! number that `_destroy` clears, so handle confusion and many stale handles are detected.
+//! Handles are boxed Rust objects behind opaque C types. Each carries a type-specific magic
+//! number that `_destroy` clears, so handle confusion is detected, and a stale handle (used or
+//! destroyed again after its `_destroy`) is detected while its memory is not reused: a safety
+//! net, not a guarantee, for such a use is undefined behaviour. Freed requests are reused only
+//! after many younger ones (`request.rs`), so a request freed twice does not free its successor.
 
 #![cfg(feature = "capi")]
 #![allow(non_camel_case_types)]
@@ -36,7 +39,8 @@ mod worker;
 
 use status::swucx_status_t;
 use status::{
-    SWUCX_ERR_BAD_HANDLE, SWUCX_ERR_NULL_ARG, SWUCX_ERR_PANIC, SWUCX_ERR_UTF8, set_last_error,
+    SWUCX_ERR_BAD_HANDLE, SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_NULL_ARG, SWUCX_ERR_PANIC,
+    SWUCX_ERR_UTF8, set_last_error,
 };
 
 /// What an exported function returns when its arguments are unusable or its body panics.
@@ -45,6 +49,9 @@ pub(crate) trait Fallback {
     fn null_arg() -> Self;
     /// For a pointer that is not a live handle of the expected type.
     fn bad_handle() -> Self;
+    /// For a pointer argument, not a handle, that is unusable though not NULL (misaligned, or
+    /// an array longer than any object can be).
+    fn invalid() -> Self;
     /// For a panic inside the body.
     fn panicked() -> Self;
 }
@@ -56,6 +63,9 @@ impl Fallback for swucx_status_t {
     fn bad_handle() -> Self {
         SWUCX_ERR_BAD_HANDLE
     }
+    fn invalid() -> Self {
+        SWUCX_ERR_INVALID_PARAM
+    }
     fn panicked() -> Self {
         SWUCX_ERR_PANIC
     }
@@ -66,6 +76,7 @@ macro_rules! fallback {
         $(impl Fallback for $t {
             fn null_arg() -> Self { $value }
             fn bad_handle() -> Self { $value }
+            fn invalid() -> Self { $value }
             fn panicked() -> Self { $value }
         })*
     };
@@ -100,6 +111,8 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 pub(crate) enum ArgError {
     Null(&'static str),
     Bad(&'static str),
+    /// A pointer argument, not a handle, that is unusable though not NULL: its name, and why.
+    Invalid(&'static str, &'static str),
 }
 
 impl ArgError {
@@ -115,6 +128,10 @@ impl ArgError {
                     "argument `{name}` is not a live swucx handle of the expected type"
                 ));
                 R::bad_handle()
+            }
+            ArgError::Invalid(name, why) => {
+                set_last_error(&format!("argument `{name}`: {why}"));
+                R::invalid()
             }
         }
     }
@@ -225,17 +242,46 @@ pub(crate) fn non_null<T>(ptr: *const T, name: &'static str) -> Result<(), ArgEr
     }
 }
 
-/// The `len` bytes at `ptr` as a writable slice (empty when `len` is 0, whatever `ptr` is).
+/// Checks a C array argument of `count` elements of `T` at `ptr`, as Rust's slices need it:
+/// non-NULL (NULL is allowed when `count` is 0), aligned, and at most `isize::MAX` bytes
+/// (`PTRDIFF_MAX`, past which no object can be). Returns the pointer to use: `ptr`, or for an
+/// empty array a dangling, aligned, non-NULL one (a NULL slice is undefined behaviour even
+/// when empty).
+pub(crate) fn c_array<T>(
+    ptr: *const T,
+    count: usize,
+    name: &'static str,
+) -> Result<*const T, ArgError> {
+    if count == 0 {
+        return Ok(std::ptr::NonNull::<T>::dangling().as_ptr());
+    }
+    non_null(ptr, name)?;
+    if !ptr.is_aligned() {
+        return Err(ArgError::Invalid(name, "not aligned for its element type"));
+    }
+    match count.checked_mul(std::mem::size_of::<T>()) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(ptr),
+        _ => Err(ArgError::Invalid(
+            name,
+            "length past PTRDIFF_MAX bytes (no object is that large)",
+        )),
+    }
+}
+
+/// The `len` bytes at `ptr` as a writable slice, checked as [`c_array`].
 ///
 /// # Safety
-/// When `len > 0`, `ptr` points to `len` writable bytes that nothing else uses while the slice
-/// lives.
-pub(crate) unsafe fn c_bytes_mut<'a>(ptr: *mut std::ffi::c_void, len: usize) -> &'a mut [u8] {
-    if len == 0 {
-        return &mut [];
-    }
-    // SAFETY: the caller's contract.
-    unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) }
+/// When `len > 0` and `ptr` is not NULL, `ptr` points to `len` writable bytes that nothing else
+/// uses while the slice lives.
+pub(crate) unsafe fn c_bytes_mut<'a>(
+    ptr: *mut c_void,
+    len: usize,
+    name: &'static str,
+) -> Result<&'a mut [u8], ArgError> {
+    let ptr = c_array(ptr.cast::<u8>(), len, name)?;
+    // SAFETY: non-NULL and aligned (c_array), at most isize::MAX bytes, writable and unshared
+    // per the caller's contract (or dangling for length 0, which a slice allows).
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast_mut(), len) })
 }
 
 /// The start of `bytes` for C, NULL when they are empty: an empty Rust slice's pointer is a
@@ -268,21 +314,20 @@ pub(crate) unsafe fn c_str<'a>(
     })
 }
 
-/// `ptr` as a byte slice of `len` bytes; NULL is allowed only with `len == 0`.
+/// `ptr` as a byte slice of `len` bytes, checked as [`c_array`].
 ///
 /// # Safety
-/// If non-NULL, `ptr` must be readable for `len` bytes for the lifetime of the slice.
+/// When `len > 0` and `ptr` is not NULL, `ptr` must be readable for `len` bytes for the
+/// lifetime of the slice.
 pub(crate) unsafe fn byte_slice<'a>(
     ptr: *const c_void,
     len: usize,
     name: &'static str,
 ) -> Result<&'a [u8], ArgError> {
-    if len == 0 {
-        return Ok(&[]);
-    }
-    non_null(ptr, name)?;
-    // SAFETY: non-NULL and readable for len bytes per the caller's contract.
-    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+    let ptr = c_array(ptr.cast::<u8>(), len, name)?;
+    // SAFETY: non-NULL and aligned (c_array), at most isize::MAX bytes, readable per the
+    // caller's contract (or dangling for length 0, which a slice allows).
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
 /// Early-returns the function's fallback if a pointer argument is unusable.
@@ -324,18 +369,41 @@ macro_rules! try_take {
 }
 pub(crate) use try_take;
 
-/// Checks an out-pointer for NULL or returns the fallback.
+/// Checks an out-pointer: non-NULL, and aligned for its type (a misaligned one is no valid C
+/// pointer to its type: garbage, refused with `SWUCX_ERR_INVALID_PARAM`).
+pub(crate) fn out_ptr<T>(ptr: *mut T, name: &'static str) -> Result<(), ArgError> {
+    non_null(ptr, name)?;
+    if ptr.is_aligned() {
+        Ok(())
+    } else {
+        Err(ArgError::Invalid(name, "not aligned for its type"))
+    }
+}
+
+/// Checks an out-pointer with `out_ptr` or returns the fallback.
 macro_rules! try_out {
     ($p:ident) => {
-        $crate::capi::try_arg!($crate::capi::non_null($p, stringify!($p)))
+        $crate::capi::try_arg!($crate::capi::out_ptr($p, stringify!($p)))
     };
 }
 pub(crate) use try_out;
 
-/// Writes an out-parameter that was checked with `try_out!`.
+/// Checks an optional out-pointer (NULL: not wanted) as `try_out!` does when it is not NULL.
+macro_rules! try_opt_out {
+    ($p:ident) => {
+        if !$p.is_null() {
+            $crate::capi::try_out!($p);
+        }
+    };
+}
+pub(crate) use try_opt_out;
+
+/// Writes an out-parameter that was checked with `try_out!` (or `try_opt_out!` and found
+/// non-NULL).
 macro_rules! write_out {
     ($p:ident, $v:expr) => {
-        // SAFETY: checked non-NULL by try_out!; the C caller passes a writable location.
+        // SAFETY: checked non-NULL and aligned; the C caller passes a location writable for
+        // the value.
         unsafe { $p.write($v) }
     };
 }
@@ -373,6 +441,9 @@ pub(crate) fn fail_with(code: swucx_status_t, msg: impl AsRef<str>) -> swucx_sta
 /// Variable-length bytes handed to C (a worker address, a memory descriptor, a text).
 ///
 /// The bytes are followed by a NUL byte that is not counted, so text can be used as a C string.
+/// The caller owns the handle: free it with `swucx_bytes_destroy`; the pointer from
+/// `swucx_bytes_data` is valid until then. The bytes never change, so any number of threads
+/// may read them at once; destroy the handle once none does.
 ///
 /// Methods: `swucx_bytes_data`, `swucx_bytes_length`, `swucx_bytes_destroy`.
 pub struct swucx_bytes_t {
@@ -405,7 +476,9 @@ pub extern "C" fn swucx_bytes_length(bytes: *const swucx_bytes_t) -> usize {
     boundary(|| try_ref!(bytes).data.len() - 1)
 }
 
-/// Frees a bytes handle. NULL is a no-op.
+/// Frees a bytes handle. NULL is a no-op. Using the handle (or its data) afterwards, or freeing
+/// it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its memory is
+/// not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_bytes_destroy(bytes: *mut swucx_bytes_t) {
     boundary(|| {

@@ -3,13 +3,15 @@
 //! swucx decodes each READ request, checks the read JWT when configured, calls the callback on
 //! one of the server's threads, and sends the reply the callback filled in.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
 use super::context::swucx_context_t;
 use super::endpoint::parse_addr;
 use super::status::{
-    SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_NO_MEMORY, SWUCX_ERR_NULL_ARG, SWUCX_OK, swucx_status_t,
+    SWUCX_ERR_BUSY, SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_NO_MEMORY, SWUCX_ERR_NULL_ARG, SWUCX_OK,
+    swucx_status_t,
 };
 use super::{
     Handle, boundary, c_bytes, fail, fail_with, impl_handle, into_handle, try_out, try_ref,
@@ -110,6 +112,8 @@ pub struct swucx_needle_server_t {
     magic: u64,
     port: u16,
     stats: Arc<ServerStats>,
+    /// The source the server's threads call: tells whether a destroy comes from its callback.
+    source: Arc<CallbackSource>,
     thread: ServerThread,
 }
 impl_handle!(swucx_needle_server_t, b"SWneedle");
@@ -141,6 +145,11 @@ pub struct swucx_needle_server_stats_t {
     pub connections_closed: u64,
 }
 
+thread_local! {
+    /// The source whose host callback this thread is running (NULL outside one).
+    static SERVING: Cell<*const CallbackSource> = const { Cell::new(std::ptr::null()) };
+}
+
 /// The host callback as a [`NeedleSource`].
 struct CallbackSource {
     callback:
@@ -169,9 +178,11 @@ impl NeedleSource for CallbackSource {
             last_modified: 0,
             payload: Vec::new(),
         };
+        let outer = SERVING.replace(self);
         // SAFETY: the host registered this callback for exactly these arguments; both pointers
         // are valid for the call and the reply is not touched by anyone else meanwhile.
         unsafe { (self.callback)(self.user_data as *mut c_void, &c_request, &mut reply) };
+        SERVING.set(outer);
         reply.magic = 0;
         to_reply(request, reply)
     }
@@ -270,6 +281,7 @@ pub extern "C" fn swucx_needle_server_create(
             callback,
             user_data: user_data as usize,
         });
+        let serving = Arc::clone(&source);
         let threads = usize::try_from(threads).unwrap_or(usize::MAX);
         let mut server = match NeedleServer::bind_source(context, source, addr)
             .and_then(|server| server.with_threads(threads))
@@ -291,6 +303,7 @@ pub extern "C" fn swucx_needle_server_create(
                 magic: swucx_needle_server_t::MAGIC,
                 port,
                 stats,
+                source: serving,
                 thread: server.spawn(),
             })
         );
@@ -356,17 +369,30 @@ pub extern "C" fn swucx_needle_server_stats(
 }
 
 /// Stops the server: no new requests, the replies in flight finish (after 10 s, `REPLY_TIMEOUT`,
-/// the connections still holding some are closed), its threads end (the callback is not called after this
-/// returns). NULL is a no-op.
+/// the connections still holding some are closed), its threads end (the callback is not called
+/// after this returns). Returns `SWUCX_OK` (a failure the server ended with is logged); NULL is
+/// a no-op. From inside the server's own callback, `SWUCX_ERR_BUSY` and nothing done: the stop
+/// waits for the server's threads, the callback's among them. Using the handle afterwards, or
+/// destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while
+/// its memory is not reused).
 #[unsafe(no_mangle)]
-pub extern "C" fn swucx_needle_server_destroy(server: *mut swucx_needle_server_t) {
+pub extern "C" fn swucx_needle_server_destroy(
+    server: *mut swucx_needle_server_t,
+) -> swucx_status_t {
     boundary(|| {
-        if !server.is_null() {
-            let server = try_take!(server);
-            if let Err(e) = server.thread.stop() {
-                log::warn!("needle server: {e}");
-            }
+        if server.is_null() {
+            return SWUCX_OK;
         }
+        if std::ptr::eq(SERVING.get(), Arc::as_ptr(&try_ref!(server).source)) {
+            return fail_with(
+                SWUCX_ERR_BUSY,
+                "a needle server cannot be destroyed from its own callback",
+            );
+        }
+        if let Err(e) = try_take!(server).thread.stop() {
+            log::warn!("needle server: {e}");
+        }
+        SWUCX_OK
     })
 }
 
@@ -398,7 +424,8 @@ pub extern "C" fn swucx_read_reply_set(
 }
 
 /// Gives the callback a buffer of `length` bytes to write the payload into (`*buffer_p`,
-/// swucx's memory, valid until the callback returns; the reply is sent from it). A second call
+/// swucx's memory, valid until the callback returns; the reply is sent from it; NULL for
+/// `length` 0). A second call
 /// replaces the first buffer. For an OK reply, `length` must be the requested size (or, for a
 /// request of size 0, the rest of the data from the offset). `SWUCX_ERR_NO_MEMORY` when
 /// `length` bytes cannot be allocated (the reply keeps no buffer then).
@@ -421,7 +448,13 @@ pub extern "C" fn swucx_read_reply_payload(
         }
         payload.resize(length, 0);
         reply.payload = payload;
-        write_out!(buffer_p, reply.payload.as_mut_ptr());
+        // NULL when empty, as `c_bytes` gives (not an empty Vec's dangling address).
+        let start = if length == 0 {
+            std::ptr::null_mut()
+        } else {
+            reply.payload.as_mut_ptr()
+        };
+        write_out!(buffer_p, start);
         SWUCX_OK
     })
 }

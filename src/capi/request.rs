@@ -8,7 +8,9 @@ use super::status::{
     SWUCX_ERR_INVALID_PARAM, SWUCX_ERR_INVALID_STATE, SWUCX_ERR_TIMED_OUT, SWUCX_INPROGRESS,
     SWUCX_OK, set_last_error, swucx_status_t,
 };
-use super::{Handle, boundary, fail, fail_with, impl_handle, try_mut, try_take, write_out};
+use super::{
+    Handle, boundary, fail, fail_with, impl_handle, try_mut, try_opt_out, try_take, write_out,
+};
 use crate::{Engine, RawBuf, RegionBuf, Request, Signal, WaitEnd};
 
 /// An operation started on a caller's buffer (send, receive, put, get, active message).
@@ -48,13 +50,17 @@ pub(crate) enum ReqState {
     Empty,
 }
 
-/// Requests freed on this thread, reused to save an allocation per operation.
+/// Requests freed on this thread, reused to save an allocation per operation, oldest first
+/// and only once `QUARANTINE` requests were freed after them: a stale handle (a request used,
+/// or freed again, after its `swucx_request_free`) finds its magic number cleared
+/// (`SWUCX_ERR_BAD_HANDLE`) for that long, instead of a new request in its place that it would
+/// free or wait for. At most `MAX_POOLED`; past that the oldest is freed.
 const MAX_POOLED: usize = 64;
+const QUARANTINE: usize = 16;
 thread_local! {
     // Boxes, not values: a pooled request keeps its heap address, which C holds as the handle.
-    #[allow(clippy::vec_box)]
-    static POOL: std::cell::RefCell<Vec<Box<swucx_request_t>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    static POOL: std::cell::RefCell<std::collections::VecDeque<Box<swucx_request_t>>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
 
 impl ReqState {
@@ -102,6 +108,18 @@ impl ReqState {
             ReqState::TwoRegion(r) => engine.wait_end(r, timeout, signals, spin),
             ReqState::Done { .. } | ReqState::Empty => WaitEnd::Complete,
         }
+    }
+
+    /// Whether the operation runs on `engine`'s worker, or has nothing left to run (done).
+    fn runs_on(&self, engine: &Engine) -> bool {
+        let worker = match self {
+            ReqState::One(r) => r.worker(),
+            ReqState::Two(r) => r.worker(),
+            ReqState::Region(r) => r.worker(),
+            ReqState::TwoRegion(r) => r.worker(),
+            ReqState::Done { .. } | ReqState::Empty => None,
+        };
+        worker.is_none_or(|w| engine.is_own(w))
     }
 
     fn cancel(&self) {
@@ -177,7 +195,15 @@ pub(crate) fn hand_out(
         SWUCX_INPROGRESS
     };
     // `try_with`: from a thread-local destructor the pool is gone; allocate instead.
-    let boxed = match POOL.try_with(|pool| pool.borrow_mut().pop()).ok().flatten() {
+    let reused = POOL.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() > QUARANTINE {
+            pool.pop_front()
+        } else {
+            None
+        }
+    });
+    let boxed = match reused.ok().flatten() {
         Some(mut boxed) => {
             boxed.magic = swucx_request_t::MAGIC;
             boxed.state = state;
@@ -239,10 +265,11 @@ pub extern "C" fn swucx_request_wait(req: *mut swucx_request_t, timeout_ms: i64)
     })
 }
 
-/// Waits for the request through an engine (any thread; the engine's worker must be the one the
-/// operation runs on): spins driving progress, then sleeps until the completion wakes it or
-/// `timeout_ms` passes (negative: no limit). Returns the final status or `SWUCX_ERR_TIMED_OUT`
-/// (`SWUCX_ERR_BUSY` inside a callback, where no wait is allowed).
+/// Waits for the request through an engine (any thread): spins driving progress, then sleeps
+/// until the completion wakes it or `timeout_ms` passes (negative: no limit). Returns the final
+/// status or `SWUCX_ERR_TIMED_OUT`; `SWUCX_ERR_BUSY` inside a callback, where no wait is
+/// allowed; `SWUCX_ERR_INVALID_PARAM` for an operation still running on another worker than the
+/// engine's (the engine progresses only its own: such a wait would never end).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_engine_wait(
     engine: *const super::engine::swucx_engine_t,
@@ -252,7 +279,7 @@ pub extern "C" fn swucx_engine_wait(
     boundary(|| {
         let engine = &super::try_ref!(engine).engine;
         let req = try_mut!(req);
-        if let Err(status) = refuse_wait_in_callback() {
+        if let Err(status) = refuse_wait(req.state.runs_on(engine)) {
             return status;
         }
         match req
@@ -281,23 +308,36 @@ fn wait_spins(flags: u32) -> Result<bool, swucx_status_t> {
     Ok(flags & SWUCX_WAIT_NO_SPIN == 0)
 }
 
-/// Refuses a wait inside a UCX callback (a handler on the progressing thread), which would hold
-/// up, or deadlock, the progress it waits for: `SWUCX_ERR_BUSY`, as `swucx_request_wait`.
-pub(crate) fn refuse_wait_in_callback() -> Result<(), swucx_status_t> {
-    crate::worker::refuse_wait_in_callback("engine wait").map_err(fail)
+/// Refuses an engine wait that cannot end well: inside a UCX callback (a handler on the
+/// progressing thread), which it would hold up, or deadlock, the progress it waits for
+/// (`SWUCX_ERR_BUSY`, as `swucx_request_wait`), and unless `on_engine`, i.e. what it waits for
+/// is on the engine's worker (or complete): the engine progresses only its own worker, so such a
+/// wait would never end (`SWUCX_ERR_INVALID_PARAM`). Records the detail; the status to return.
+fn refuse_wait(on_engine: bool) -> Result<(), swucx_status_t> {
+    crate::worker::refuse_wait_in_callback("engine wait").map_err(fail)?;
+    if on_engine {
+        Ok(())
+    } else {
+        Err(fail_with(
+            SWUCX_ERR_INVALID_PARAM,
+            "what the engine wait is for belongs to another worker than the engine's",
+        ))
+    }
 }
 
-/// The `flags` and `signals` of an engine wait, checked: whether it spins, and the signals it
-/// watches (on failure the detail is recorded and the status to return given). Also refuses
-/// a wait inside a callback (`refuse_wait_in_callback`).
+/// The arguments of an engine wait, checked: whether it spins (`flags`) and the signals it
+/// watches; then the wait itself, by `refuse_wait`. On failure the detail is recorded and the
+/// status to return given.
 pub(crate) fn wait_args<'a>(
     flags: u32,
     signals: *const *const swucx_signal_t,
     count: usize,
+    on_engine: bool,
 ) -> Result<(bool, SignalList<'a>), swucx_status_t> {
-    refuse_wait_in_callback()?;
     let spin = wait_spins(flags)?;
-    Ok((spin, SignalList::new(signals, count)?))
+    let signals = SignalList::new(signals, count)?;
+    refuse_wait(on_engine)?;
+    Ok((spin, signals))
 }
 
 /// As `swucx_engine_wait`, and the wait also ends as soon as one of the `count` signals in
@@ -308,7 +348,8 @@ pub(crate) fn wait_args<'a>(
 /// `SWUCX_INPROGRESS` when a signal ended the wait (the request keeps running: wait again,
 /// cancel it, or keep its buffer alive until it completes), or `SWUCX_ERR_TIMED_OUT`. `signals`
 /// may be NULL when `count` is 0; at most `SWUCX_WAIT_MAX_SIGNALS` (`SWUCX_ERR_INVALID_PARAM`).
-/// `flags`: 0 or `SWUCX_WAIT_NO_SPIN`.
+/// `flags`: 0 or `SWUCX_WAIT_NO_SPIN`. `SWUCX_ERR_INVALID_PARAM` for an operation on another
+/// worker, as for `swucx_engine_wait`.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_engine_wait_signals(
     engine: *const super::engine::swucx_engine_t,
@@ -321,7 +362,7 @@ pub extern "C" fn swucx_engine_wait_signals(
     boundary(|| {
         let engine = &super::try_ref!(engine).engine;
         let req = try_mut!(req);
-        let (spin, refs) = match wait_args(flags, signals, count) {
+        let (spin, refs) = match wait_args(flags, signals, count, req.state.runs_on(engine)) {
             Ok(args) => args,
             Err(status) => return status,
         };
@@ -348,6 +389,8 @@ pub extern "C" fn swucx_request_info(
 ) -> swucx_status_t {
     boundary(|| {
         let req = try_mut!(req);
+        try_opt_out!(length_p);
+        try_opt_out!(sender_tag_p);
         let status = req.state.status();
         if status == SWUCX_INPROGRESS {
             return fail_with(SWUCX_ERR_INVALID_STATE, "request is still in progress");
@@ -383,7 +426,9 @@ pub extern "C" fn swucx_request_cancel(req: *mut swucx_request_t) -> swucx_statu
 
 /// Frees the request. NULL is a no-op. If the operation is still running it goes on in the
 /// background (an unmatched tag receive is cancelled): the buffer must stay valid until UCX is
-/// done with it.
+/// done with it. Using the handle afterwards, or freeing it again, is undefined behaviour: it is
+/// detected (`SWUCX_ERR_BAD_HANDLE`, nothing freed) while its memory is not reused, which for a
+/// request is until at least 16 more requests were freed on the freeing thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_request_free(req: *mut swucx_request_t) {
     boundary(|| {
@@ -395,9 +440,10 @@ pub extern "C" fn swucx_request_free(req: *mut swucx_request_t) {
         // From a thread-local destructor the pool is gone: the box is freed instead.
         let _ = POOL.try_with(|pool| {
             let mut pool = pool.borrow_mut();
-            if pool.len() < MAX_POOLED {
-                pool.push(boxed);
+            if pool.len() == MAX_POOLED {
+                pool.pop_front();
             }
+            pool.push_back(boxed);
         });
     })
 }

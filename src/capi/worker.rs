@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void};
 
 use super::context::swucx_context_t;
 use super::endpoint::swucx_ep_t;
-use super::endpoint::{new_ep, parse_addr, parse_sockaddr};
+use super::endpoint::{new_ep, parse_addr, parse_sockaddr, raw_buf};
 use super::listener::swucx_conn_request_t;
 use super::memory::{mem_buf, swucx_mem_t};
 use super::request::{ReqState, hand_out, swucx_request_t};
@@ -14,7 +14,7 @@ use super::{
     Handle, boundary, byte_slice, fail, impl_handle, into_handle, status_of, swucx_bytes_t,
     try_arg, try_out, try_ref, try_take, write_out,
 };
-use crate::{RawBuf, Worker, WorkerAddress};
+use crate::{Worker, WorkerAddress};
 
 /// A UCX worker: the progress engine endpoints, listeners and operations run on. Callbacks
 /// (active-message handlers, endpoint error handlers) run inside `swucx_worker_progress` (or a
@@ -84,8 +84,10 @@ pub extern "C" fn swucx_worker_create_serialized(
     })
 }
 
-/// Releases the caller's reference to the worker. NULL is a no-op. UCX's worker is destroyed
-/// when the last endpoint, listener and request made from it is gone too.
+/// Releases the caller's reference to the worker. NULL is a no-op. UCX's worker is destroyed when
+/// the last endpoint, listener and request made from it is gone too. Using the handle afterwards,
+/// or destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while
+/// its memory is not reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_worker_destroy(worker: *mut swucx_worker_t) {
     boundary(|| {
@@ -246,9 +248,8 @@ pub extern "C" fn swucx_worker_connect_address(
 ) -> swucx_status_t {
     boundary(|| {
         let worker = &try_ref!(worker).worker;
-        try_arg!(super::non_null(address, "address"));
         try_out!(ep_p);
-        // SAFETY: the caller gives `length` readable bytes at `address`.
+        // SAFETY: the caller gives `length` readable bytes at `address` (NULL when 0).
         let bytes = try_arg!(unsafe { byte_slice(address, length, "address") });
         // SAFETY: the caller vouches for the bytes (above); an empty address is refused.
         let address = unsafe { WorkerAddress::from_bytes(bytes.to_vec()) };
@@ -303,12 +304,8 @@ pub extern "C" fn swucx_worker_tag_recv(
 ) -> swucx_status_t {
     boundary(|| {
         let worker = &try_ref!(worker).worker;
-        if length > 0 {
-            try_arg!(super::non_null(buffer, "buffer"));
-        }
+        let buf = raw_buf!(buffer, length);
         try_out!(req_p);
-        // SAFETY: the C contract: the buffer stays valid and untouched until completion.
-        let buf = unsafe { RawBuf::new(buffer.cast(), length) };
         hand_out(
             worker.tag_recv(tag, tag_mask, buf).map(ReqState::One),
             req_p,

@@ -50,6 +50,15 @@ static void versions_and_strings(void)
     CHECK(swucx_last_error_message(buf, sizeof buf) > 0 && strstr(buf, "RNDV_THRESH") != NULL);
     swucx_context_destroy(c);
     c = NULL;
+    /* A config array no memory can hold (count times entry size past PTRDIFF_MAX, or
+     * overflowing size_t): refused before it is read. */
+    params.config_count = SIZE_MAX;
+    CHECK_ST(swucx_context_create(&params, &c), SWUCX_ERR_INVALID_PARAM);
+    params.config_count = SIZE_MAX / sizeof bad + 1;
+    CHECK_ST(swucx_context_create(&params, &c), SWUCX_ERR_INVALID_PARAM);
+    params.config_count = (size_t)PTRDIFF_MAX / sizeof bad + 1;
+    CHECK_ST(swucx_context_create(&params, &c), SWUCX_ERR_INVALID_PARAM);
+    CHECK(c == NULL);
     /* Invalid UTF-8 in a string argument. */
     params.field_mask = SWUCX_CONTEXT_PARAM_FIELD_NAME;
     params.name = "\xff\xfe";
@@ -156,6 +165,7 @@ static void stale_and_wrong_handles(void)
     /* An empty address (UCX would read past it) is refused; nothing is written out. */
     CHECK_ST(swucx_worker_connect_address(worker, swucx_bytes_data(addr), 0, &ep),
              SWUCX_ERR_INVALID_ADDR);
+    CHECK_ST(swucx_worker_connect_address(worker, NULL, 0, &ep), SWUCX_ERR_INVALID_ADDR);
     CHECK(ep == NULL);
     CHECK(swucx_worker_progress((const swucx_worker_t *)addr) == 0);
     /* Misaligned garbage. */
@@ -166,6 +176,22 @@ static void stale_and_wrong_handles(void)
     CHECK_ST(swucx_worker_arm((const swucx_worker_t *)junk), SWUCX_ERR_BAD_HANDLE);
     swucx_request_free((swucx_request_t *)junk); /* refused, not freed */
     CHECK_ST(swucx_request_test((swucx_request_t *)junk), SWUCX_ERR_BAD_HANDLE);
+    /* A request freed twice, after the thread started another: the second free is refused and
+     * the new request lives on (freed requests are reused only after many others). */
+    uint64_t got = 0;
+    swucx_request_t *r1 = NULL, *r2 = NULL;
+    REQUIRE_OK(swucx_worker_tag_recv(worker, &got, 8, 0x51, UINT64_MAX, &r1));
+    swucx_request_free(r1);
+    REQUIRE_OK(swucx_worker_tag_recv(worker, &got, 8, 0x52, UINT64_MAX, &r2));
+    swucx_request_free(r1); /* stale: refused */
+    char msg[128];
+    swucx_last_error_message(msg, sizeof msg);
+    CHECK(strstr(msg, "`req` is not a live swucx handle") != NULL);
+    CHECK_ST(swucx_request_test(r1), SWUCX_ERR_BAD_HANDLE);
+    CHECK_ST(swucx_request_test(r2), SWUCX_INPROGRESS);
+    CHECK_OK(swucx_request_cancel(r2));
+    CHECK_ST(swucx_request_wait(r2, 10000), SWUCX_ERR_CANCELED);
+    swucx_request_free(r2);
     swucx_bytes_destroy(addr);
     swucx_worker_destroy(worker);
     swucx_context_destroy(context);
@@ -190,7 +216,7 @@ int main(void)
     swucx_mem_unmap(NULL);
     swucx_rkey_destroy(NULL);
     swucx_request_free(NULL);
-    swucx_engine_destroy(NULL);
+    CHECK_OK(swucx_engine_destroy(NULL));
     swucx_am_desc_destroy(NULL);
     swucx_bytes_destroy(NULL);
     return finish("lifecycle");

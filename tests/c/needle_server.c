@@ -17,6 +17,9 @@ typedef struct {
 /* The host's storage: needle ids 1..3. Needle 4 makes the host answer inconsistently. */
 static needle_t g_needles[4];
 
+/* The server the callback runs for (set before any request is sent). */
+static swucx_needle_server_t *g_server;
+
 static void put_le(uint8_t *p, uint64_t v, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -44,6 +47,9 @@ static void host_read(void *user_data, const swucx_read_request_t *req, swucx_re
         return;
     }
     if (req->needle_id < 1 || req->needle_id > 4) {
+        /* The server cannot be destroyed from its own callback (its threads would join
+         * themselves): refused, and the server goes on. */
+        CHECK_ST(swucx_needle_server_destroy(g_server), SWUCX_ERR_BUSY);
         CHECK_OK(swucx_read_reply_set(reply, SWUCX_READ_NOT_FOUND, 0, 0, 0));
         return;
     }
@@ -72,6 +78,8 @@ static void host_read(void *user_data, const swucx_read_request_t *req, swucx_re
     CHECK_OK(swucx_read_reply_payload(reply, (size_t)(end - req->offset), &buf));
     if (end > req->offset) {
         memcpy(buf, n->data + req->offset, (size_t)(end - req->offset));
+    } else {
+        CHECK(buf == NULL); /* an empty payload has no buffer (not a dangling address) */
     }
     CHECK_ST(swucx_read_reply_payload(reply, 1, NULL), SWUCX_ERR_NULL_ARG);
     /* Undefined statuses are refused. */
@@ -163,6 +171,7 @@ static void run(const char *tls)
     /* Two serving threads: the one connection below is served by the first (the second idles,
      * and both stop at destroy). */
     REQUIRE_OK(swucx_needle_server_create(ctx, "127.0.0.1:0", host_read, &calls, NULL, 2, &srv));
+    g_server = srv;
     swucx_needle_server_t *too_many = NULL;
     CHECK_ST(swucx_needle_server_create(ctx, "127.0.0.1:0", host_read, &calls, NULL, 100000, &too_many),
              SWUCX_ERR_INVALID_PARAM);
@@ -225,7 +234,7 @@ static void run(const char *tls)
     CHECK_OK(swucx_ep_close(ep, SWUCX_EP_CLOSE_FLUSH));
     swucx_ep_destroy(ep);
     swucx_worker_destroy(w);
-    swucx_needle_server_destroy(srv);
+    CHECK_OK(swucx_needle_server_destroy(srv));
     free(seen.buf);
     swucx_context_destroy(ctx);
     fprintf(stderr, "needle_server %s: done\n", tls);

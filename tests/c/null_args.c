@@ -168,6 +168,10 @@ int main(void)
     CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, NULL, 1, buf, 1, &info), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, buf, 1, NULL, 1, &info), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, buf, 1, buf, 1, NULL), SWUCX_ERR_NULL_ARG);
+    /* Lengths past PTRDIFF_MAX (no object is that large): refused, nothing posted. */
+    CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, buf, SIZE_MAX, buf, 1, &info), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_engine_am_recv_into((const struct swucx_engine_t *)eng, queue, 0, 0, NULL, 0, buf, 1, buf, (size_t)PTRDIFF_MAX + 1, &info), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_engine_tag_recv((const struct swucx_engine_t *)eng, buf, SIZE_MAX, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL), SWUCX_ERR_INVALID_PARAM);
     swucx_am_queue_destroy(queue);
     swucx_am_queue_destroy(NULL); /* NULL is a no-op */
     CHECK_ST(swucx_ep_am_send_now(NULL, 1, buf, sizeof buf, buf, sizeof buf, 0), SWUCX_ERR_NULL_ARG);
@@ -333,6 +337,26 @@ int main(void)
     CHECK_ST(swucx_ep_tag_send_mem(ep, (const swucx_mem_t *)(const void *)buf, 0, 8, 1, &out_swucx_request_t), SWUCX_ERR_BAD_HANDLE);
     CHECK_ST(swucx_ep_tag_send_mem(ep, mem, 4090, 8, 1, &out_swucx_request_t), SWUCX_ERR_OUT_OF_RANGE);
     CHECK_ST(swucx_worker_tag_recv_mem(w, mem, SIZE_MAX, 2, 1, 1, &out_swucx_request_t), SWUCX_ERR_OUT_OF_RANGE);
+    /* Lengths past PTRDIFF_MAX (no object is that large): SWUCX_ERR_INVALID_PARAM, before any
+     * byte is read or anything posted. */
+    out_swucx_rkey_t = NULL;
+    CHECK_ST(swucx_rkey_unpack(ep, buf, SIZE_MAX, &out_swucx_rkey_t), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_rkey_unpack(ep, buf, (size_t)PTRDIFF_MAX + 1, &out_swucx_rkey_t), SWUCX_ERR_INVALID_PARAM);
+    /* An empty descriptor is not an intact one, whether its pointer is NULL or not. */
+    CHECK_ST(swucx_rkey_unpack(ep, NULL, 0, &out_swucx_rkey_t), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_rkey_unpack(ep, buf, 0, &out_swucx_rkey_t), SWUCX_ERR_INVALID_PARAM);
+    CHECK(out_swucx_rkey_t == NULL);
+    CHECK_ST(swucx_worker_connect_address(w, buf, SIZE_MAX, &out_swucx_ep_t), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_worker_tag_recv(w, buf, SIZE_MAX, 0x5a5a, UINT64_MAX, &out_swucx_request_t), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_ep_tag_send(ep, buf, SIZE_MAX, 0x5a5a, &out_swucx_request_t), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_ep_tag_send_now(ep, buf, SIZE_MAX, 0x5a5a), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_ep_am_send(ep, 1, buf, SIZE_MAX, buf, 1, 0, &out_swucx_request_t), SWUCX_ERR_INVALID_PARAM);
+    /* An out-pointer not aligned for its type (no valid pointer to it): refused, nothing
+     * written, nothing made. */
+    uint64_t outs[2] = {0, 0};
+    CHECK_ST(swucx_worker_address(w, (swucx_bytes_t **)(void *)((char *)outs + 1)), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_request_info(req, (size_t *)(void *)((char *)outs + 3), NULL), SWUCX_ERR_INVALID_PARAM);
+    CHECK(outs[0] == 0 && outs[1] == 0);
 
     wait2(am, w, NULL);
     wait2(am2, w, NULL);

@@ -629,6 +629,105 @@ static void test_rma(pair_t *p)
     free(back);
 }
 
+/* Waits (bounded) until the AM handler of `seen` ran once; progresses both workers. */
+static void await_am(pair_t *p, const am_seen_t *seen)
+{
+    double deadline = now_s() + 30.0;
+    while (seen->calls == 0 && now_s() < deadline) {
+        swucx_worker_progress(p->sw);
+        if (other(p) != NULL) {
+            swucx_worker_progress(other(p));
+        }
+    }
+    CHECK(seen->calls == 1);
+}
+
+/* Every receive that takes a (buffer, length) pair, with (NULL, 0): an empty message lands
+ * with nothing written (no dangling or NULL pointer reaches a slice inside swucx), and the
+ * sends of empty messages from (NULL, 0) too. The engine's receives are in test_engine. */
+static void test_empty_recv(pair_t *p)
+{
+    size_t len = 1;
+    uint64_t stag = 0;
+    swucx_request_t *rr = NULL, *sr = NULL;
+    REQUIRE_OK(swucx_worker_tag_recv(p->sw, NULL, 0, 0x3e, UINT64_MAX, &rr));
+    REQUIRE_OK(swucx_ep_tag_send(p->client, NULL, 0, 0x3e, &sr));
+    CHECK_OK(wait2(sr, p->sw, other(p)));
+    CHECK_OK(wait2(rr, p->sw, other(p)));
+    CHECK_OK(swucx_request_info(rr, &len, &stag));
+    CHECK(len == 0 && stag == 0x3e);
+    swucx_request_free(rr);
+    swucx_request_free(sr);
+
+    /* A stream receive of nothing completes with nothing (no byte of the stream taken). */
+    len = 1;
+    swucx_status_t st = swucx_ep_stream_recv(p->server, NULL, 0, &rr);
+    CHECK(st == SWUCX_OK || st == SWUCX_INPROGRESS);
+    if (st >= 0) {
+        CHECK_OK(wait2(rr, p->sw, other(p)));
+        CHECK_OK(swucx_request_info(rr, &len, NULL));
+        CHECK(len == 0);
+        swucx_request_free(rr);
+    }
+    st = swucx_ep_stream_recv_some(p->server, NULL, 0, &rr);
+    CHECK(st == SWUCX_OK || st == SWUCX_INPROGRESS);
+    if (st >= 0) {
+        CHECK_OK(wait2(rr, p->sw, other(p)));
+        swucx_request_free(rr);
+    }
+
+    /* A get of nothing. */
+    swucx_mem_t *mem = NULL;
+    REQUIRE_OK(swucx_mem_allocate(p->context, 64, &mem));
+    swucx_bytes_t *desc = NULL;
+    REQUIRE_OK(swucx_mem_export(mem, &desc));
+    swucx_rkey_t *rkey = NULL;
+    REQUIRE_OK(swucx_rkey_unpack(p->client, swucx_bytes_data(desc), swucx_bytes_length(desc),
+                                 &rkey));
+    REQUIRE_OK(swucx_ep_get(p->client, NULL, 0, rkey, 8, &rr));
+    CHECK_OK(wait2(rr, p->sw, other(p)));
+    swucx_request_free(rr);
+    REQUIRE_OK(swucx_ep_put(p->client, NULL, 0, rkey, 8, &sr));
+    CHECK_OK(wait2(sr, p->sw, other(p)));
+    swucx_request_free(sr);
+    swucx_rkey_destroy(rkey);
+    swucx_bytes_destroy(desc);
+    swucx_mem_unmap(mem);
+
+    /* An empty active message received in its handler into (NULL, 0), then one kept and
+     * received afterwards into (NULL, 0). */
+    am_seen_t seen;
+    memset(&seen, 0, sizeof seen);
+    CHECK_OK(swucx_worker_set_am_handler(p->sw, 14, am_handler, &seen));
+    REQUIRE_OK(swucx_ep_am_send(p->client, 14, NULL, 0, NULL, 0, 0, &sr));
+    await_am(p, &seen);
+    CHECK(seen.length == 0 && seen.header_len == 0);
+    CHECK(seen.recv_req != NULL);
+    if (seen.recv_req != NULL) {
+        CHECK_OK(wait2(seen.recv_req, p->sw, other(p)));
+        len = 1;
+        CHECK_OK(swucx_request_info(seen.recv_req, &len, NULL));
+        CHECK(len == 0);
+        swucx_request_free(seen.recv_req);
+    }
+    CHECK_OK(wait2(sr, p->sw, other(p)));
+    swucx_request_free(sr);
+    seen.calls = 0;
+    seen.keep_next = 1;
+    REQUIRE_OK(swucx_ep_am_send(p->client, 14, NULL, 0, NULL, 0, 0, &sr));
+    await_am(p, &seen);
+    CHECK(seen.kept != NULL);
+    if (seen.kept != NULL) {
+        CHECK(swucx_am_desc_length(seen.kept) == 0);
+        REQUIRE_OK(swucx_am_desc_recv(seen.kept, NULL, 0, &rr));
+        CHECK_OK(wait2(rr, p->sw, other(p)));
+        swucx_request_free(rr);
+    }
+    CHECK_OK(wait2(sr, p->sw, other(p)));
+    swucx_request_free(sr);
+    CHECK_OK(swucx_worker_set_am_handler(p->sw, 14, NULL, NULL));
+}
+
 static void test_transports_and_close(pair_t *p)
 {
     swucx_bytes_t *t = NULL;
@@ -837,6 +936,14 @@ static void test_engine_am_queue(swucx_engine_t *engine, swucx_worker_t *w, swuc
     }
     CHECK_ST(swucx_engine_am_recv_into(engine, q, 20, 0, NULL, 0, NULL, 0, NULL, 0, &info),
              SWUCX_ERR_TIMED_OUT);
+    /* An empty message into no buffers at all. */
+    REQUIRE_OK(swucx_ep_am_send(ep, 13, NULL, 0, NULL, 0, 0, &sr));
+    memset(&info, 0xff, sizeof info);
+    CHECK_OK(swucx_engine_am_recv_into(engine, q, 10000, 0, NULL, 0, NULL, 0, NULL, 0, &info));
+    CHECK(info.desc == NULL && info.length == 0 && info.header_length == 0);
+    CHECK(info.reply_ep == NULL);
+    CHECK_OK(swucx_engine_wait(engine, sr, 10000));
+    swucx_request_free(sr);
 
     REQUIRE_OK(swucx_ep_am_send(ep, 13, NULL, 0, src, 8, 0, &sr));
     CHECK_OK(swucx_engine_wait(engine, sr, 10000));
@@ -924,6 +1031,14 @@ static void test_engine_tag_recv(swucx_engine_t *engine, swucx_ep_t *ep)
     CHECK(len == 64 && stag == 41 && memcmp(dst, src, 64) == 0);
     CHECK_OK(swucx_engine_wait(engine, sr, 10000));
     swucx_request_free(sr);
+    /* An empty message into (NULL, 0). */
+    REQUIRE_OK(swucx_ep_tag_send(ep, NULL, 0, 45, &sr));
+    len = 1;
+    CHECK_OK(swucx_engine_tag_recv(engine, NULL, 0, 45, UINT64_MAX, 10000, 0, NULL, 0, &len,
+                                   &stag, &rr));
+    CHECK(len == 0 && stag == 45);
+    CHECK_OK(swucx_engine_wait(engine, sr, 10000));
+    swucx_request_free(sr);
     REQUIRE_OK(swucx_ep_tag_send(ep, src, 64, 42, &sr));
     CHECK_ST(swucx_engine_tag_recv(engine, dst, 8, 42, UINT64_MAX, 10000, SWUCX_WAIT_NO_SPIN,
                                    NULL, 0, NULL, NULL, NULL),
@@ -946,6 +1061,85 @@ static void test_engine_tag_recv(swucx_engine_t *engine, swucx_ep_t *ep)
     swucx_signal_destroy(sig);
     free(src);
     free(dst);
+}
+
+/* An engine progresses only its own worker: waiting through it on a request, listener or queue
+ * of another worker would never end, so it is refused at once (SWUCX_ERR_INVALID_PARAM, with
+ * a message), whatever the timeout. */
+static void test_engine_foreign(swucx_engine_t *engine, swucx_context_t *context)
+{
+    swucx_worker_t *w2 = NULL;
+    REQUIRE_OK(swucx_worker_create(context, &w2));
+    char msg[256];
+    uint64_t got = 0;
+    swucx_request_t *rr = NULL;
+    REQUIRE_OK(swucx_worker_tag_recv(w2, &got, 8, 0x70, UINT64_MAX, &rr));
+    CHECK_ST(swucx_engine_wait(engine, rr, 20), SWUCX_ERR_INVALID_PARAM);
+    swucx_last_error_message(msg, sizeof msg);
+    CHECK(strstr(msg, "another worker") != NULL);
+    CHECK_ST(swucx_engine_wait_signals(engine, rr, 20, 0, NULL, 0), SWUCX_ERR_INVALID_PARAM);
+    CHECK_OK(swucx_request_cancel(rr));
+    CHECK_ST(swucx_request_wait(rr, 10000), SWUCX_ERR_CANCELED);
+    swucx_request_free(rr);
+
+    swucx_listener_t *l = NULL;
+    REQUIRE_OK(swucx_listener_create(w2, "127.0.0.1:0", &l));
+    swucx_conn_request_t *cr = NULL;
+    CHECK_ST(swucx_engine_accept(engine, l, 20, NULL, 0, &cr), SWUCX_ERR_INVALID_PARAM);
+    CHECK(cr == NULL);
+    swucx_listener_destroy(l);
+
+    swucx_am_queue_t *q = NULL;
+    REQUIRE_OK(swucx_am_queue_create(w2, 15, &q));
+    swucx_am_desc_t *desc = NULL;
+    CHECK_ST(swucx_engine_am_recv(engine, q, 20, 0, NULL, 0, &desc), SWUCX_ERR_INVALID_PARAM);
+    CHECK(desc == NULL);
+    swucx_am_recv_info_t info;
+    CHECK_ST(swucx_engine_am_recv_into(engine, q, 20, 0, NULL, 0, NULL, 0, NULL, 0, &info),
+             SWUCX_ERR_INVALID_PARAM);
+    swucx_am_queue_destroy(q);
+    swucx_worker_destroy(w2);
+}
+
+/* What the handler that tries to destroy its engine got. */
+typedef struct {
+    swucx_engine_t *engine;
+    atomic_int calls;
+    swucx_status_t st;
+} destroy_seen_t;
+
+static void destroy_in_handler(swucx_am_msg_t *msg, void *user_data)
+{
+    (void)msg;
+    destroy_seen_t *seen = user_data;
+    seen->st = swucx_engine_destroy(seen->engine);
+    atomic_fetch_add(&seen->calls, 1);
+}
+
+/* swucx_engine_destroy inside a callback of the engine's worker (here on the engine's own
+ * progress thread, which would join itself) is refused with SWUCX_ERR_BUSY, and the engine
+ * works on. */
+static void test_engine_destroy_in_callback(swucx_engine_t *engine, swucx_worker_t *w,
+                                            swucx_ep_t *ep)
+{
+    destroy_seen_t seen;
+    memset(&seen, 0, sizeof seen);
+    seen.engine = engine;
+    seen.st = SWUCX_OK;
+    CHECK_OK(swucx_worker_set_am_handler(w, 16, destroy_in_handler, &seen));
+    swucx_request_t *sr = NULL;
+    REQUIRE_OK(swucx_ep_am_send(ep, 16, NULL, 0, NULL, 0, 0, &sr));
+    /* No progress from this thread: the engine's thread runs the handler. */
+    CHECK_OK(swucx_engine_hand_over(engine));
+    struct timespec ts = {0, 1000 * 1000};
+    for (int i = 0; i < 10000 && atomic_load(&seen.calls) == 0; i++) {
+        nanosleep(&ts, NULL);
+    }
+    CHECK(atomic_load(&seen.calls) == 1);
+    CHECK_ST(seen.st, SWUCX_ERR_BUSY);
+    CHECK_OK(swucx_engine_wait(engine, sr, 10000));
+    swucx_request_free(sr);
+    CHECK_OK(swucx_worker_set_am_handler(w, 16, NULL, NULL));
 }
 
 static void test_engine(const char *tls)
@@ -975,8 +1169,13 @@ static void test_engine(const char *tls)
     swucx_request_free(rr);
     swucx_request_free(sr);
     (void)swucx_engine_progress(engine); /* nothing to do, or the engine's thread is at it */
-    /* A spin: ends once per begin; progress while it runs delivers a message. */
+    /* A spin: ends once per begin; progress while it runs delivers a message. An unmatched
+     * end says why (not the message of an earlier failure). */
+    CHECK_ST(swucx_engine_spin_end(NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_engine_spin_end(engine), SWUCX_ERR_INVALID_PARAM);
+    char msg[256];
+    swucx_last_error_message(msg, sizeof msg);
+    CHECK(strstr(msg, "spin") != NULL);
     REQUIRE_OK(swucx_worker_tag_recv(w, &got, 8, 4, UINT64_MAX, &rr));
     CHECK_OK(swucx_engine_spin_begin(engine));
     v = 6;
@@ -994,11 +1193,13 @@ static void test_engine(const char *tls)
     test_engine_signals(engine, w, ep);
     test_engine_tag_recv(engine, ep);
     test_engine_am_queue(engine, w, ep);
+    test_engine_foreign(engine, context);
+    test_engine_destroy_in_callback(engine, w, ep);
     CHECK_OK(swucx_ep_close(ep, SWUCX_EP_CLOSE_FLUSH));
     CHECK_ST(swucx_ep_tag_send(ep, &v, 8, 3, &sr), SWUCX_ERR_NOT_CONNECTED);
     swucx_ep_destroy(ep);
     swucx_worker_destroy(w);
-    swucx_engine_destroy(engine);
+    CHECK_OK(swucx_engine_destroy(engine));
     swucx_context_destroy(context);
 }
 
@@ -1024,6 +1225,8 @@ static void run(const char *tls)
         test_rma(&p);
     }
     fprintf(stderr, "ops %s: rma\n", tls);
+    test_empty_recv(&p);
+    fprintf(stderr, "ops %s: empty receives\n", tls);
     test_transports_and_close(&p);
     pair_close(&p);
     test_engine(tls);
