@@ -315,7 +315,10 @@ impl Engine {
     }
 
     /// Waits for `request` and returns its result: spins (driving progress when no other thread
-    /// is), then sleeps until the completion wakes it.
+    /// is), then sleeps until the completion wakes it. Every wait of an engine is for something
+    /// on the engine's own worker ([`worker`](Engine::worker)), the only one it progresses: an
+    /// operation of another worker that nobody progresses would never complete (the C ABI
+    /// refuses such waits with `SWUCX_ERR_INVALID_PARAM`).
     pub fn wait<B: Send + 'static>(&self, mut request: Request<B>) -> Result<Done<B>> {
         self.shared
             .wait_for(&**request.completion(), &mut Limit::Never, &[], true);
