@@ -27,7 +27,10 @@ type AMMessage struct {
 	// Err is set when receiving a rendezvous payload failed (Data is then nil).
 	Err error
 
-	// A rendezvous payload not received yet (HandleAMFunc): RecvData takes it.
+	// A rendezvous payload not received yet (HandleAMFunc): RecvData takes it. Under mu:
+	// RecvDataStart and Close may race (e.g. a handler starts the receive while a goroutine
+	// it handed the message to closes it).
+	mu      sync.Mutex
 	desc    *C.swucx_am_desc_t
 	pending int
 	eng     *Engine
@@ -35,7 +38,26 @@ type AMMessage struct {
 
 // Pending is the length of a rendezvous payload still waiting for RecvData or RecvDataStart
 // (messages from HandleAMFunc only); 0 when the payload is in Data.
-func (m *AMMessage) Pending() int { return m.pending }
+func (m *AMMessage) Pending() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pending
+}
+
+// takeDesc takes the pending rendezvous payload's descriptor (nil if none) when dst can hold it.
+func (m *AMMessage) takeDesc(dst []byte) (*C.swucx_am_desc_t, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d := m.desc
+	if d == nil {
+		return nil, &Error{Status: StatusInvalidParam, Op: "am_desc_recv", Msg: "no pending rendezvous payload"}
+	}
+	if len(dst) < m.pending {
+		return nil, &Error{Status: StatusMessageTruncated, Op: "am_desc_recv", Msg: "buffer shorter than the payload"}
+	}
+	m.desc, m.pending = nil, 0
+	return d, nil
+}
 
 // RecvData receives the pending rendezvous payload straight into dst (zero copy; len(dst) must
 // be at least Pending()) and returns its length. Call it once, from a goroutine, never inside
@@ -53,16 +75,13 @@ func (m *AMMessage) RecvData(ctx context.Context, dst []byte) (int, error) {
 // RecvData) and returns at once; the request's Wait gives the length. Unlike RecvData it may
 // be called inside the HandleAMFunc function (the one engine call allowed there; never Wait
 // there), so that several payloads move while earlier messages are consumed, as the C and
-// Rust handlers receive. dst is UCX's until the request completes.
+// Rust handlers receive. dst is UCX's until the request completes. Safe against a concurrent
+// Close: one of them takes the payload.
 func (m *AMMessage) RecvDataStart(dst []byte) (*Request, error) {
-	d := m.desc
-	if d == nil {
-		return nil, &Error{Status: StatusInvalidParam, Op: "am_desc_recv", Msg: "no pending rendezvous payload"}
+	d, err := m.takeDesc(dst)
+	if err != nil {
+		return nil, err
 	}
-	if len(dst) < m.pending {
-		return nil, &Error{Status: StatusMessageTruncated, Op: "am_desc_recv", Msg: "buffer shorter than the payload"}
-	}
-	m.desc, m.pending = nil, 0
 	pin := new(runtime.Pinner)
 	p := pinBytes(pin, dst)
 	r := C.swx_am_desc_recv(d, p, C.size_t(len(dst)))
@@ -70,15 +89,16 @@ func (m *AMMessage) RecvDataStart(dst []byte) (*Request, error) {
 }
 
 // Close releases the message's reply endpoint and an unreceived rendezvous payload, if any.
-// Idempotent.
+// Idempotent; any goroutine may call it, also while another one calls RecvDataStart.
 func (m *AMMessage) Close() error {
-	if m.desc != nil {
-		C.swucx_am_desc_destroy(m.desc)
-		m.desc, m.pending = nil, 0
+	m.mu.Lock()
+	d, ep := m.desc, m.ReplyEndpoint
+	m.desc, m.pending, m.ReplyEndpoint = nil, 0, nil
+	m.mu.Unlock()
+	if d != nil {
+		C.swucx_am_desc_destroy(d)
 	}
-	if m.ReplyEndpoint != nil {
-		ep := m.ReplyEndpoint
-		m.ReplyEndpoint = nil
+	if ep != nil {
 		return ep.Close()
 	}
 	return nil
@@ -167,9 +187,10 @@ func (e *Engine) HandleAMFunc(id uint16, fn func(*AMMessage)) error {
 	return e.register(&amHandler{eng: e, id: id, fn: fn, done: make(chan struct{})})
 }
 
-// openWorker is the worker acquired (release it) for registering a handler or queue, or nil
-// once Close began: it may have stopped the handlers and queues already (closing is set
-// first). Call it under amMu, which Close takes before it stops them.
+// openWorker is the worker acquired (release it), or nil once Close began: for posting an
+// operation, and for registering a handler or queue (Close may have stopped the handlers and
+// queues already: closing is set first; register under amMu, which Close takes before it
+// stops them).
 func (e *Engine) openWorker() unsafe.Pointer {
 	w := e.worker.acquire()
 	if w != nil && e.closing.Load() {
@@ -332,7 +353,7 @@ func (h *amHandler) pump() {
 				it := &items[i]
 				if it.req != nil {
 					// The oldest receive; later ones run meanwhile.
-					r, _, _ := h.eng.wait(context.Background(), it.req, nil, false)
+					r := h.eng.waitDone(it.req)
 					it.req = nil
 					it.pin.Unpin()
 					if r.st != C.SWUCX_OK {

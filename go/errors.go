@@ -7,7 +7,6 @@ import "C"
 
 import (
 	"context"
-	"fmt"
 	"unsafe"
 )
 
@@ -70,6 +69,7 @@ type Error struct {
 	Op     string // the operation, e.g. "tag_send" or "connect"
 	Msg    string // swucx_last_error_message of the failed call ("" if none)
 	cause  error  // the context error, for operations ended by their context.Context
+	closed bool   // the Go object was closed (matches ErrClosed)
 }
 
 func (e *Error) Error() string {
@@ -92,7 +92,13 @@ func (e *Error) Unwrap() error { return e.cause }
 // matches every status for which Status.IsPeerFailure is true.
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)
-	if !ok || t.Op != "" || t.Msg != "" {
+	if !ok {
+		return false
+	}
+	if t == ErrClosed {
+		return e.closed
+	}
+	if t.Op != "" || t.Msg != "" {
 		return false
 	}
 	if t == ErrPeerFailure {
@@ -118,8 +124,10 @@ var (
 	ErrNoMemory         = &Error{Status: StatusNoMemory}
 	ErrBadHandle        = &Error{Status: StatusBadHandle}
 	ErrInvalidState     = &Error{Status: StatusInvalidState}
-	// ErrClosed: the Go object (context, engine, listener, endpoint, region) was closed.
-	ErrClosed = &Error{Status: StatusBadHandle, Msg: "use of a closed swucx object"}
+	// ErrClosed: the Go object (context, engine, listener, endpoint, region, queue, request)
+	// was closed, before or while the operation ran. It matches the *Error the operation
+	// returns (with its Op), and that error matches ErrBadHandle too.
+	ErrClosed = &Error{Status: StatusBadHandle, Msg: closedMsg, closed: true}
 	// ErrPeerFailure matches any error whose status means the peer or the connection failed.
 	ErrPeerFailure = &Error{Status: StatusIOError}
 )
@@ -145,6 +153,11 @@ func ctxErr(op string, ctx context.Context) error {
 	return &Error{Status: st, Op: op, Msg: err.Error(), cause: err}
 }
 
-func closedErr(op string) error {
-	return fmt.Errorf("swucx: %s: %w", op, ErrClosed)
+const closedMsg = "use of a closed swucx object"
+
+// closedErr is the error of operation op on a closed object: an *Error matching ErrClosed.
+func closedErr(op string) error { return closedError(op) }
+
+func closedError(op string) *Error {
+	return &Error{Status: StatusBadHandle, Op: op, Msg: closedMsg, closed: true}
 }

@@ -84,7 +84,7 @@ func (e *Engine) TagRecvRegion(ctx context.Context, m *MemRegion, off, n int, ta
 	if ctx.Err() != nil {
 		return 0, 0, ctxErr("tag_recv_mem", ctx)
 	}
-	w := e.worker.acquire()
+	w := e.openWorker()
 	if w == nil {
 		return 0, 0, closedErr("tag_recv_mem")
 	}

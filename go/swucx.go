@@ -205,16 +205,20 @@ func NewEngine(c *Context) (*Engine, error) {
 
 // Close stops the engine's progress thread and releases it and its worker, after the
 // active-message handlers have stopped (their channels are closed) and the AM queues are
-// closed (their Recvs return ErrClosed). Goroutines waiting on an
-// operation go on waiting by progressing the worker themselves (checking their context every
-// 50 ms). Endpoints and listeners made from it stay usable (they hold the worker) and must be
-// closed too. Idempotent. A HandleAM channel's handler stops once the rendezvous payload it
-// is receiving has arrived: a sender that stalls without failing (alive, its worker not
+// closed (their Recvs return ErrClosed). Every wait on the engine returns ErrClosed at once
+// (TagRecv, TagRecvRegion, Request.Wait, its endpoints' operations, Accept on its
+// listeners), whatever its context, and so do operations started later (one UCX finishes
+// within its call may still succeed). An operation ended so is detached as one whose
+// context ended: a tag receive not matched yet is cancelled; one UCX still runs (a send, a
+// message still arriving, a stream receive) keeps its buffers pinned and UCX's until it ends,
+// progressed in the background. Endpoints, listeners and queues made from it hold the worker:
+// close them too. Idempotent. A HandleAM channel's handler stops once the rendezvous payload
+// it is receiving has arrived: a sender that stalls without failing (alive, its worker not
 // progressed) holds Close up. Not cut short on purpose: UCX 1.13 aborts (an assertion in
 // ucp_ep_destroy_base) when the endpoint is then closed under that receive.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
-		// Waits in C end and come back to wait on their own (see waitOnce).
+		// Waits in C end and return ErrClosed (see wait).
 		e.closing.Store(true)
 		if e.stop != nil {
 			C.swucx_signal_raise(e.stop)
@@ -319,7 +323,7 @@ func (e *Engine) TagRecv(ctx context.Context, buf []byte, tag, mask uint64) (int
 // TagRecvStart posts a tag receive (as TagRecv) and returns at once; Request.Wait gives its
 // outcome. buf is UCX's until then.
 func (e *Engine) TagRecvStart(buf []byte, tag, mask uint64) (*Request, error) {
-	w := e.worker.acquire()
+	w := e.openWorker()
 	if w == nil {
 		return nil, closedErr("tag_recv")
 	}
@@ -352,20 +356,30 @@ func (e *Engine) tagRecv(ctx context.Context, buf []byte, tag, mask uint64, watc
 		switch r.st {
 		case C.SWUCX_OK:
 			return int(r.length), uint64(r.tag), nil
-		case C.SWUCX_ERR_TIMED_OUT, C.SWUCX_ERR_CANCELED, C.SWUCX_INPROGRESS:
-			// Nothing came (or the engine is closing): posted below for the long wait. Or a
-			// message matched and is still arriving: its request is waited for below.
+		case C.SWUCX_ERR_CANCELED:
+			// Only the engine's stop signal ends the call so (tagRecvWithin also answers so
+			// for a closed engine): nothing was received and nothing stays posted.
+			return 0, 0, closedErr("tag_recv")
+		case C.SWUCX_ERR_TIMED_OUT, C.SWUCX_INPROGRESS:
+			// Nothing came: posted below for the long wait. Or a message matched and is
+			// still arriving: its request is waited for below.
 		default:
 			return 0, 0, resErr("tag_recv", r)
 		}
 	}
 	pin := new(runtime.Pinner)
 	if r.st == C.SWUCX_INPROGRESS {
-		// buf is UCX's from here until the request completes. (Go never moves heap memory;
-		// pinning makes it formal.)
+		// The one place a buffer is UCX's before it is pinned: UCX has been writing the
+		// matched message into buf since inside the call above, which pinned buf for the call
+		// only, and goes on until the request completes. That is sound without the pin:
+		// buf's array is on the heap (an argument of a cgo call escapes), Go's collector
+		// never moves heap objects, and buf stays reachable (this frame, then pin) until UCX
+		// is done. Pinning first would cost a Pinner per receive on the path that needs none
+		// (most receives complete within the call); the pin here only makes the hand-over
+		// formal under cgo's pointer rules for the rest of the transfer.
 		pinBytes(pin, buf)
 	} else {
-		w := e.worker.acquire()
+		w := e.openWorker()
 		if w == nil {
 			return 0, 0, closedErr("tag_recv")
 		}
@@ -376,9 +390,7 @@ func (e *Engine) tagRecv(ctx context.Context, buf []byte, tag, mask uint64, watc
 			return e.complete(ctx, "tag_recv", r, pin, watch)
 		}
 	}
-	q := e.start("tag_recv", r, pin, watch)
-	q.quickDone = quick
-	return q.Wait(ctx)
+	return e.await(ctx, "tag_recv", (*C.swucx_request_t)(r.out), pin, watch, !quick, nil)
 }
 
 // tagRecvWithin is one swx_engine_tag_recv: up to ms milliseconds (-1: no limit), ended early
@@ -424,28 +436,33 @@ func quickLimit(ctx context.Context) (C.int64_t, bool) {
 	return max(C.int64_t(limit/time.Millisecond), 1), limit > 0
 }
 
-// closedSlice bounds one wait of a goroutine that progresses the worker itself, once the
-// engine is closed, so that its context is noticed.
+// closedSlice bounds one wait of a goroutine that progresses the worker itself for a detached
+// operation (or an AM handler's receive) once the engine is closed.
 const closedSlice = 50 * time.Millisecond
 
-// Request is an operation in flight, from one of the *Start methods. Wait for it exactly
-// once (a later Wait returns the same result); until Wait returns, its buffers belong to UCX.
-// A Request dropped without Wait is detached once the garbage collector finds it, as a Wait
-// whose context ended is: cancelled where possible, its buffers pinned and UCX's until it
-// completes in the background. Use a Request from one goroutine at a time.
+// Request is an operation in flight, from one of the *Start methods. Wait gives its outcome
+// (later Waits return the same); until a Wait returns it, its buffers belong to UCX. Any
+// goroutine may use a Request: while one Wait runs, other Waits wait for its outcome (or for
+// their own context, which then ends only their wait). Close detaches it, as does a Wait whose
+// context ended, and the garbage collector for a Request dropped without either: cancelled
+// where possible, its buffers pinned and UCX's until it completes in the background.
 type Request struct {
 	eng   *Engine
 	op    string
-	req   *C.swucx_request_t
 	pin   *runtime.Pinner
 	watch *Endpoint
-	// quickDone: the quick wait ran already (in the call that posted it); Wait skips it.
-	quickDone bool
 
-	done bool
-	n    int
-	tag  uint64
-	err  error
+	mu      sync.Mutex
+	req     *C.swucx_request_t // nil once done
+	done    bool
+	waiting bool              // a Wait runs; it owns req until it returns
+	waiters chan struct{}     // closed when the running Wait ends (made by a second Wait)
+	closed  atomic.Bool       // Close ran while a Wait was running (set under mu)
+	sig     *C.swucx_signal_t // the running Wait's signal, raised by Close (under mu)
+
+	n   int
+	tag uint64
+	err error
 }
 
 // start wraps an operation posted with result r.
@@ -453,7 +470,8 @@ func (e *Engine) start(op string, r C.swx_res, pin *runtime.Pinner, watch *Endpo
 	q := &Request{eng: e, op: op, pin: pin, watch: watch}
 	if r.st != C.SWUCX_INPROGRESS {
 		pin.Unpin()
-		q.finish(r)
+		q.done = true
+		q.n, q.tag, q.err = result(op, r)
 	} else {
 		q.req = (*C.swucx_request_t)(r.out)
 	}
@@ -483,10 +501,38 @@ func handOut(q *Request) *Request {
 }
 
 // abandon detaches a Request nobody waited for (handOut's finalizer).
-func (q *Request) abandon() {
-	if !q.done {
-		q.eng.detach(q.req, q.pin, true)
+func (q *Request) abandon() { q.detachIdle(nil) }
+
+// Close detaches the request: it is cancelled where possible (a tag receive not matched yet)
+// and its buffers stay pinned and UCX's until UCX is done with them; Wait then returns
+// ErrClosed. A Wait running meanwhile returns ErrClosed at once. Nothing happens to a request
+// already done. Idempotent.
+func (q *Request) Close() error {
+	q.detachIdle(closedErr(q.op))
+	return nil
+}
+
+// detachIdle detaches the request with the outcome err unless it is done; a Wait running on
+// it owns the C request and detaches it itself, told by closed (and its signal).
+func (q *Request) detachIdle(err error) {
+	q.mu.Lock()
+	if q.done {
+		q.mu.Unlock()
+		return
 	}
+	if q.waiting {
+		q.closed.Store(true)
+		if q.sig != nil {
+			C.swucx_signal_raise(q.sig)
+		}
+		q.mu.Unlock()
+		return
+	}
+	req := q.req
+	q.done, q.req, q.err = true, nil, err
+	q.mu.Unlock()
+	runtime.SetFinalizer(q, nil)
+	q.eng.detach(req, q.pin, true)
 }
 
 // abandonedCancelled counts the abandoned Requests whose cancel ran (tests wait for it).
@@ -500,7 +546,7 @@ func (e *Engine) detach(req *C.swucx_request_t, pin *runtime.Pinner, cancel bool
 			C.swucx_request_cancel(req)
 			abandonedCancelled.Add(1)
 		}
-		r, _, _ := e.wait(context.Background(), req, nil, false)
+		r := e.waitDone(req)
 		if r.msg != nil {
 			C.free(unsafe.Pointer(r.msg))
 		}
@@ -508,43 +554,53 @@ func (e *Engine) detach(req *C.swucx_request_t, pin *runtime.Pinner, cancel bool
 	}()
 }
 
-func (q *Request) finish(r C.swx_res) {
-	q.done, q.req = true, nil
+// result is the outcome of a completed operation (freeing the C message of a failure).
+func result(op string, r C.swx_res) (int, uint64, error) {
 	if r.st != C.SWUCX_OK {
-		q.err = resErr(q.op, r)
-	} else {
-		q.n, q.tag = int(r.length), uint64(r.tag)
+		return 0, 0, resErr(op, r)
 	}
+	return int(r.length), uint64(r.tag), nil
 }
 
-// Wait waits until the operation completes, ctx ends, or (for an endpoint's operation) the
-// peer fails, and returns the length moved and, for a tag receive, the sender's tag. If it
-// returns because of ctx or the peer, the operation is cancelled where possible (a tag receive)
-// and detached: its buffers stay pinned and UCX's until it completes in the background.
+// Wait waits until the operation completes, ctx ends, the engine or the Request is closed, or
+// (for an endpoint's operation) the peer fails or the endpoint is closed, and returns the
+// length moved and, for a tag receive, the sender's tag. If it returns for any reason but the
+// completion, the operation is cancelled where possible (a tag receive) and detached: its
+// buffers stay pinned and UCX's until it completes in the background.
 func (q *Request) Wait(ctx context.Context) (int, uint64, error) {
-	if q.done {
-		return q.n, q.tag, q.err
-	}
-	e, req, pin := q.eng, q.req, q.pin
-	r, done, failed := e.wait(ctx, req, q.watch, !q.quickDone)
-	if !done {
-		// Detach: cancel what can be cancelled (now: a tag receive posted next must not
-		// match this one) and let a goroutine wait for UCX to finish with the buffers before
-		// unpinning them.
-		C.swucx_request_cancel(req)
-		e.detach(req, pin, false)
-		q.done, q.req = true, nil
-		if failed != nil {
-			failed.Op = q.op
-			q.err = failed
-		} else {
-			q.err = ctxErr(q.op, ctx)
+	q.mu.Lock()
+	for q.waiting {
+		// Another goroutine waits: take its outcome.
+		if q.waiters == nil {
+			q.waiters = make(chan struct{})
 		}
-		return 0, 0, q.err
+		ch := q.waiters
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, 0, ctxErr(q.op, ctx)
+		}
+		q.mu.Lock()
 	}
-	pin.Unpin()
-	q.finish(r)
-	return q.n, q.tag, q.err
+	if q.done {
+		n, tag, err := q.n, q.tag, q.err
+		q.mu.Unlock()
+		return n, tag, err
+	}
+	q.waiting = true
+	req := q.req
+	q.mu.Unlock()
+	n, tag, err := q.eng.await(ctx, q.op, req, q.pin, q.watch, true, q)
+	q.mu.Lock()
+	q.waiting, q.done, q.req = false, true, nil
+	q.n, q.tag, q.err = n, tag, err
+	if q.waiters != nil {
+		close(q.waiters)
+		q.waiters = nil
+	}
+	q.mu.Unlock()
+	return n, tag, err
 }
 
 // complete finishes an operation posted with result r: at once if it completed (or failed),
@@ -553,26 +609,48 @@ func (q *Request) Wait(ctx context.Context) (int, uint64, error) {
 //
 // With watch set, the operation also ends when that endpoint's peer fails (as soon as UCX
 // notices: the endpoint's failure signal wakes the wait) or the endpoint is closed: it is
-// cancelled and detached as for an ended context, and the error is the endpoint's failure.
+// cancelled and detached as for an ended context, and the error is the endpoint's failure
+// (ErrClosed for a closed endpoint).
 func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runtime.Pinner, watch *Endpoint) (int, uint64, error) {
 	if r.st != C.SWUCX_INPROGRESS {
 		pin.Unpin()
-		if r.st != C.SWUCX_OK {
-			return 0, 0, resErr(op, r)
-		}
-		return int(r.length), uint64(r.tag), nil
+		return result(op, r)
 	}
-	return e.start(op, r, pin, watch).Wait(ctx)
+	return e.await(ctx, op, (*C.swucx_request_t)(r.out), pin, watch, true, nil)
 }
 
-// wait waits for req until it completes (done: the request is freed), ctx ends, or watch's
-// peer fails or watch is closed (failed: its error). A waiting goroutine sleeps in C with no
-// periodic wake-up: the completion, a signal raised when ctx ends, watch's failure signal or
-// Engine.Close ends the sleep. quick: start with the quick wait (false when one ran already).
-func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t, watch *Endpoint, quick bool) (C.swx_res, bool, *Error) {
+// await waits for req (operation op, its buffers pinned by pin) as wait does and returns its
+// outcome; if the wait ended first, it cancels the request where possible and detaches it.
+func (e *Engine) await(ctx context.Context, op string, req *C.swucx_request_t, pin *runtime.Pinner, watch *Endpoint, quick bool, q *Request) (int, uint64, error) {
+	r, done, failed := e.wait(ctx, req, watch, quick, q)
+	if done {
+		pin.Unpin()
+		return result(op, r)
+	}
+	// Detach: cancel what can be cancelled (now: a tag receive posted next must not match this
+	// one) and let a goroutine wait for UCX to finish with the buffers before unpinning them.
+	C.swucx_request_cancel(req)
+	e.detach(req, pin, false)
+	if failed != nil {
+		failed.Op = op
+		return 0, 0, failed
+	}
+	return 0, 0, ctxErr(op, ctx)
+}
+
+// wait waits for req until it completes (done: the request is freed), ctx ends (failed nil),
+// or, with failed set: the engine is closed, watch's peer fails or watch is closed, or q (a
+// Request handed out, nil otherwise) is closed. A waiting goroutine sleeps in C with no
+// periodic wake-up: the completion, a signal raised when ctx ends or by Request.Close, watch's
+// failure signal or Engine.Close ends the sleep. quick: start with the quick wait (false when
+// one ran already).
+func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t, watch *Endpoint, quick bool, q *Request) (C.swx_res, bool, *Error) {
 	done := ctx.Done()
-	if done == nil && watch == nil {
+	if done == nil && watch == nil && q == nil {
 		for {
+			if e.closing.Load() {
+				return e.closedWait(req)
+			}
 			if r := e.waitOnce(req, -1, true, nil, nil); r.st != C.SWUCX_INPROGRESS {
 				return r, true, nil
 			}
@@ -580,12 +658,12 @@ func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t, watch *Endpoi
 	}
 	// First a short wait with no cancellation set up (most operations end within it), unless
 	// one ran already.
-	if ms, ok := quickLimit(ctx); ok && quick {
+	if ms, ok := quickLimit(ctx); ok && quick && !e.closing.Load() {
 		if r := e.waitOnce(req, ms, true, nil, nil); r.st != C.SWUCX_INPROGRESS {
 			return r, true, nil
 		}
 	}
-	ctxSig, release, err := ctxSignal(ctx)
+	sig, release, err := waitSignal(ctx, q)
 	if err != nil {
 		return C.swx_res{st: C.SWUCX_INPROGRESS}, false, err.(*Error)
 	}
@@ -605,17 +683,81 @@ func (e *Engine) wait(ctx context.Context, req *C.swucx_request_t, watch *Endpoi
 			return C.swx_res{st: C.SWUCX_INPROGRESS}, false, nil
 		default:
 		}
+		if e.closing.Load() {
+			return e.closedWait(req)
+		}
+		if q != nil && q.closed.Load() {
+			return C.swx_res{st: C.SWUCX_INPROGRESS}, false, closedError("")
+		}
 		if watch != nil {
+			if watch.closed.Load() {
+				return C.swx_res{st: C.SWUCX_INPROGRESS}, false, closedError("")
+			}
 			if st := watch.failure(); st != StatusOK {
 				return C.swx_res{st: C.SWUCX_INPROGRESS}, false,
 					&Error{Status: st, Msg: "the endpoint's peer failed while waiting"}
 			}
 		}
-		if r := e.waitOnce(req, -1, spin, ctxSig, watch); r.st != C.SWUCX_INPROGRESS {
+		if r := e.waitOnce(req, -1, spin, sig, watch); r.st != C.SWUCX_INPROGRESS {
 			return r, true, nil
 		}
 		spin = false
 	}
+}
+
+// closedWait ends a wait once the engine is closing: done if req has completed meanwhile
+// (one round of progress on this thread tells), else not, with ErrClosed.
+func (e *Engine) closedWait(req *C.swucx_request_t) (C.swx_res, bool, *Error) {
+	if r := C.swx_wait(nil, req, 0, 0, nil, nil, nil); r.st != C.SWUCX_INPROGRESS {
+		return r, true, nil
+	}
+	return C.swx_res{st: C.SWUCX_INPROGRESS}, false, closedError("")
+}
+
+// waitDone waits for req until it completes, whatever happens to the engine meanwhile (once it
+// is closed, by progressing the worker on this thread): for detached operations, whose
+// buffers are unpinned only then, and the AM handlers' receives.
+func (e *Engine) waitDone(req *C.swucx_request_t) C.swx_res {
+	for {
+		if r := e.waitOnce(req, -1, true, nil, nil); r.st != C.SWUCX_INPROGRESS {
+			return r
+		}
+	}
+}
+
+// waitSignal is the signal a wait past the quick one watches besides the engine's and its
+// endpoint's: raised when ctx ends and, for a Request handed out (q), by Request.Close; nil
+// when neither can happen. release clears it once no wait uses it.
+func waitSignal(ctx context.Context, q *Request) (*C.swucx_signal_t, func(), error) {
+	if q == nil {
+		return ctxSignal(ctx)
+	}
+	s := C.swx_signal_create()
+	if s == nil {
+		return nil, nil, &Error{Status: StatusNoMemory, Op: "signal_create"}
+	}
+	// Close raises it under q.mu while it is set, and reads q.closed's setting under it too
+	// (wait checks q.closed before each round in C).
+	q.mu.Lock()
+	q.sig = s
+	q.mu.Unlock()
+	stop := func() bool { return true }
+	raised := make(chan struct{})
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() {
+			C.swucx_signal_raise(s)
+			close(raised)
+		})
+	}
+	return s, func() {
+		q.mu.Lock()
+		q.sig = nil
+		q.mu.Unlock()
+		if !stop() {
+			<-raised // the signal is raised: nothing uses it any more
+		}
+		C.swucx_signal_destroy(s)
+	}, nil
 }
 
 // waitOnce is one wait in C for req, up to ms milliseconds (-1: no limit): through the engine
@@ -671,7 +813,8 @@ type Listener struct {
 func (l *Listener) Port() int { return l.port }
 
 // Accept waits for the next connection request and accepts it. While it waits the goroutine
-// sleeps (the engine's thread takes the request); ctx, Close and Engine.Close wake it.
+// sleeps (the engine's thread takes the request); ctx, Close and Engine.Close wake it (the
+// last two: ErrClosed).
 func (l *Listener) Accept(ctx context.Context) (*Endpoint, error) {
 	if ctx.Err() != nil {
 		return nil, ctxErr("accept", ctx)
@@ -695,15 +838,15 @@ func (l *Listener) Accept(ctx context.Context) (*Endpoint, error) {
 			l.h.release()
 			return nil, closedErr("accept")
 		}
-		var r C.swx_res
 		e.h.mu.RLock()
-		if e.h.p != nil && !e.closing.Load() {
-			r = C.swx_engine_accept((*C.swucx_engine_t)(e.h.p), (*C.swucx_listener_t)(lp),
-				(*C.swucx_worker_t)(w), e.stop, l.stop, ctxSig)
-		} else {
-			// The engine is closing: progress the worker here, in slices.
-			r = C.swx_accept((*C.swucx_listener_t)(lp), (*C.swucx_worker_t)(w), C.int64_t(closedSlice/time.Millisecond))
+		if e.h.p == nil || e.closing.Load() {
+			e.h.mu.RUnlock()
+			e.worker.release()
+			l.h.release()
+			return nil, closedErr("accept")
 		}
+		r := C.swx_engine_accept((*C.swucx_engine_t)(e.h.p), (*C.swucx_listener_t)(lp),
+			(*C.swucx_worker_t)(w), e.stop, l.stop, ctxSig)
 		e.h.mu.RUnlock()
 		e.worker.release()
 		l.h.release()

@@ -437,6 +437,12 @@ impl Endpoint {
                 .worker
                 .progress_until(|| done.load(Ordering::Acquire), None)?;
         }
+        // UCX ends some of the operations the close cancelled (a rendezvous receive) only in a
+        // later round of progress, and no event wakes a thread sleeping on the worker for it
+        // (a waiter slept ~0.8 s, until keepalive traffic): wake it.
+        if let Err(err) = self.0.worker.signal() {
+            log::debug!("after closing an endpoint: {err}");
+        }
         status.map(|_| ())
     }
 

@@ -106,6 +106,13 @@ var (
 	// with an error too). The client checks whole large needles itself; the server checks the
 	// rest.
 	ErrCorrupt = errors.New("seaweed: needle data fails its CRC")
+	// ErrInvalidJWT: the read JWT is longer than the protocol carries (4096 bytes) or holds a
+	// byte outside printable ASCII. The read fails at once, on no path: weed's JWTs are far
+	// shorter and printable, so such a token is a caller's bug (net/http refuses control
+	// characters in a header too).
+	ErrInvalidJWT = errors.New("seaweed: invalid read JWT")
+	// ErrClosed: the Client was closed before or while the read ran.
+	ErrClosed = errors.New("seaweed: client closed")
 )
 
 // Client reads needles from volume servers. Close releases it.
@@ -118,9 +125,16 @@ type Client struct {
 	nextEngine atomic.Uint32 // new connections go to the engines in turn
 	waiters    sync.Map      // request id -> chan *swucx.AMMessage
 
+	// resolve is Options.UCXAddress, with a context for the default rule's DNS lookup.
+	resolve func(ctx context.Context, volumeServer string) (string, error)
+
 	mu      sync.Mutex
 	servers map[string]*server
 	closed  bool
+	// watches are the payload receives running (receivePayload), which Close cuts and, with
+	// payloads, waits for.
+	watches  map[*payloadWatch]struct{}
+	payloads sync.WaitGroup
 
 	stats struct {
 		ucx, http, failed, unreachable, down, protocol, serverErr, deleted, noVolume, retries, direct atomic.Uint64
@@ -133,7 +147,7 @@ type server struct {
 	sem  chan struct{}
 
 	mu        sync.Mutex
-	ucx       string // resolved "ip:port"; "" until first needed
+	ucx       string // resolved "ip:port"; "" until needed (again, after markDown)
 	conns     []*conn
 	next      int
 	downUntil time.Time
@@ -148,10 +162,12 @@ type engine struct {
 
 // conn is one UCX connection. answered turns true with its first reply: failures before it
 // mean the listener is unreachable (fall back), after it a read in flight failed (an error).
+// retired: markDown closed it (not its own failure): reads on it fall back.
 type conn struct {
 	e        *engine // the worker the connection lives on
 	ep       *swucx.Endpoint
 	answered atomic.Bool
+	retired  atomic.Bool
 	direct   directState
 	// version is the protocol version requests go in: maxVersion, lower once the server
 	// answered that it does not speak it.
@@ -163,9 +179,14 @@ func NewClient(opts Options) (*Client, error) {
 	if opts.PortOffset == 0 {
 		opts.PortOffset = DefaultPortOffset
 	}
+	var resolve func(ctx context.Context, vs string) (string, error)
 	if opts.UCXAddress == nil {
 		offset := opts.PortOffset
 		opts.UCXAddress = func(vs string) (string, error) { return OffsetAddress(vs, offset) }
+		resolve = func(ctx context.Context, vs string) (string, error) { return offsetAddress(ctx, vs, offset) }
+	} else {
+		given := opts.UCXAddress
+		resolve = func(_ context.Context, vs string) (string, error) { return given(vs) }
 	}
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = 64
@@ -193,7 +214,8 @@ func NewClient(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: opts, uctx: uctx, servers: map[string]*server{}}
+	c := &Client{opts: opts, uctx: uctx, servers: map[string]*server{}, resolve: resolve,
+		watches: map[*payloadWatch]struct{}{}}
 	for range opts.Engines {
 		eng, err := swucx.NewEngine(uctx)
 		if err == nil {
@@ -218,6 +240,11 @@ func (c *Client) closeEngines() {
 // OffsetAddress is the default UCXAddress rule: volumeServer's host resolved to an IP, and its
 // port plus offset.
 func OffsetAddress(volumeServer string, offset int) (string, error) {
+	return offsetAddress(context.Background(), volumeServer, offset)
+}
+
+// offsetAddress is OffsetAddress with the lookup bounded by ctx (the read's).
+func offsetAddress(ctx context.Context, volumeServer string, offset int) (string, error) {
 	host, port, err := net.SplitHostPort(volumeServer)
 	if err != nil {
 		return "", err
@@ -226,14 +253,16 @@ func OffsetAddress(volumeServer string, offset int) (string, error) {
 	if err != nil || p+offset <= 0 || p+offset > 65535 {
 		return "", fmt.Errorf("volume server %q: no UCX port at offset %d", volumeServer, offset)
 	}
-	ips, err := net.LookupIP(host)
+	ips, err := net.DefaultResolver.LookupIP(ctx, "ip", host)
 	if err != nil {
 		return "", err
 	}
 	return net.JoinHostPort(ips[0].String(), strconv.Itoa(p+offset)), nil
 }
 
-// Close closes every connection and the engine. Reads still running fail. Idempotent.
+// Close closes every connection and the engines. Reads still running fail with ErrClosed (one
+// receiving its payload: once its connection is cut, so that dst is not written after it
+// returns), as do reads started later, never going over HTTP. Idempotent.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -243,11 +272,21 @@ func (c *Client) Close() error {
 	c.closed = true
 	servers := c.servers
 	c.servers = nil
+	// No payload receive starts from here on (receivePayload checks closed under c.mu): cut
+	// the connections of those running and wait until UCX let go of their buffers.
+	watches := make([]*payloadWatch, 0, len(c.watches))
+	for w := range c.watches {
+		watches = append(watches, w)
+	}
 	c.mu.Unlock()
+	for _, w := range watches {
+		w.cutNow(ErrClosed)
+	}
+	c.payloads.Wait()
 	for _, s := range servers {
 		s.mu.Lock()
 		for _, cn := range s.conns {
-			cn.ep.Close()
+			cn.close()
 		}
 		s.conns = nil
 		s.mu.Unlock()
@@ -271,14 +310,18 @@ func (c *Client) Stats() Stats {
 // ReadNeedle reads up to len(dst) bytes at offset of the needle fid (e.g. "3,01637037d6") from
 // volumeServer (its HTTP address, "host:port") into dst and returns how many it read: fewer
 // than len(dst) only at the end of the needle (0 and io.EOF at or past the end). jwt is the
-// read JWT, "" when the cluster does not sign reads.
+// read JWT, "" when the cluster does not sign reads; one the protocol cannot carry fails the
+// read with ErrInvalidJWT.
 //
 // The bytes go over UCX, straight into dst for large reads; over HTTP when the server's UCX
 // listener cannot be reached or does not speak the protocol (unless Options.NoFallback). A
 // read whose connection fails after the server answered on it returns that error (wrapping a
 // swucx error such as swucx.ErrConnectionReset); later reads reconnect or fall back. ctx bounds
-// the wait for the reply; once the bytes are moving into dst the read waits for them, so dst
-// is never written after ReadNeedle returns.
+// the wait for the reply. Once the bytes are moving into dst the read waits for them even past
+// ctx's end, for at most 10 s more: a server that stalls mid-transfer without failing
+// (stopped, its socket alive) then has its connection cut, and the read returns ctx's error
+// once UCX let go of dst. dst is never written after ReadNeedle returns. After Close, reads
+// fail with ErrClosed.
 func (c *Client) ReadNeedle(ctx context.Context, volumeServer, fid string, offset int64, dst []byte, jwt string) (int, error) {
 	n, err := c.read(ctx, volumeServer, fid, offset, dst, jwt)
 	if err != nil && err != io.EOF {
@@ -291,6 +334,11 @@ func (c *Client) read(ctx context.Context, volumeServer, fid string, offset int6
 	id, err := ParseFileID(fid)
 	if err != nil {
 		return 0, err
+	}
+	// Before any connection is chosen: a JWT UCX cannot carry is the caller's, not the
+	// connection's, failure (and HTTP would refuse a control character too).
+	if err := checkJWT(jwt); err != nil {
+		return 0, fmt.Errorf("read %s: %w", fid, err)
 	}
 	if offset < 0 {
 		return 0, fmt.Errorf("read %s: negative offset %d", fid, offset)
@@ -315,6 +363,9 @@ func (c *Client) read(ctx context.Context, volumeServer, fid string, offset int6
 		}
 		why = fallback
 	}
+	if c.isClosed() {
+		return 0, fmt.Errorf("read %s from %s: %w", fid, volumeServer, ErrClosed)
+	}
 	if c.opts.NoFallback {
 		return 0, fmt.Errorf("read %s from %s: UCX unavailable and HTTP fallback disabled", fid, volumeServer)
 	}
@@ -331,7 +382,7 @@ func (c *Client) server(volumeServer string) (*server, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, errors.New("seaweed: client closed")
+		return nil, fmt.Errorf("read from %s: %w", volumeServer, ErrClosed)
 	}
 	s := c.servers[volumeServer]
 	if s == nil {
@@ -347,19 +398,44 @@ func (s *server) isDown() bool {
 	return time.Now().Before(s.downUntil)
 }
 
-// markDown drops every connection and sends reads over HTTP for a while.
-func (s *server) markDown(c *Client) {
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// markDown sends reads over HTTP for RetryUCXAfter and forgets the server's UCX address (it is
+// resolved again after). It closes the connection that failed (failed, if any) and those that
+// never answered; the ones that answered stay, so that reads in flight on them go on. Reads on
+// a connection closed here fall back to HTTP (retired) instead of failing.
+func (s *server) markDown(c *Client, failed *conn) {
 	s.mu.Lock()
 	s.downUntil = time.Now().Add(c.opts.RetryUCXAfter)
-	conns := s.conns
-	s.conns = nil
+	s.ucx = ""
+	var gone []*conn
+	if failed != nil {
+		gone = append(gone, failed)
+	}
+	keep := s.conns[:0]
+	for _, cn := range s.conns {
+		switch {
+		case cn == failed:
+		case cn.answered.Load():
+			keep = append(keep, cn)
+		default:
+			gone = append(gone, cn)
+		}
+	}
+	clear(s.conns[len(keep):])
+	s.conns = keep
 	s.mu.Unlock()
-	for _, cn := range conns {
-		cn.ep.Close()
+	for _, cn := range gone {
+		cn.retired.Store(true)
+		cn.close()
 	}
 }
 
-// drop removes one failed connection from the pool.
+// drop removes one connection from the pool and closes it.
 func (s *server) drop(cn *conn) {
 	s.mu.Lock()
 	for i, x := range s.conns {
@@ -369,53 +445,76 @@ func (s *server) drop(cn *conn) {
 		}
 	}
 	s.mu.Unlock()
-	cn.ep.Close()
+	cn.close()
 }
+
+// close closes the connection at once (CloseForce): its operations in flight end, and UCX is
+// done with their buffers when it returns. Never gracefully: a graceful close first would
+// leave a later forced one nothing to do, and a payload receive from a server that stalls
+// would then never end (receivePayload). Connections are closed only when they failed, are
+// given up (markDown) or the client closes, so there is nothing to flush.
+func (cn *conn) close() { cn.ep.CloseForce() }
 
 // conn picks a connection round-robin, connecting while the pool is not full. Connections
 // UCX knows have failed (the server restarted while the client was idle) are dropped first.
-func (s *server) conn(c *Client) (*conn, error) {
+// The server's UCX address is resolved (bounded by ctx) without holding s.mu.
+func (s *server) conn(ctx context.Context, c *Client) (*conn, error) {
+	s.mu.Lock()
+	if cn := s.pooled(c); cn != nil {
+		s.mu.Unlock()
+		return cn, nil
+	}
+	addr := s.ucx
+	s.mu.Unlock()
+	if addr == "" {
+		var err error
+		if addr, err = c.resolve(ctx, s.http); err != nil {
+			return nil, err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if cn := s.pooled(c); cn != nil {
+		return cn, nil // filled meanwhile
+	}
+	// Not after Close went through this pool (it takes s.mu after setting closed), so a
+	// connection made here is always closed by it.
+	if c.isClosed() {
+		return nil, ErrClosed
+	}
+	if s.ucx == "" {
+		s.ucx = addr
+	}
+	e := c.engines[int(c.nextEngine.Add(1)-1)%len(c.engines)]
+	ep, err := e.eng.Connect(addr)
+	if err != nil {
+		return nil, err
+	}
+	cn := &conn{e: e, ep: ep}
+	cn.version.Store(maxVersion)
+	if c.opts.NoDirectReads {
+		cn.direct.disable()
+	}
+	s.conns = append(s.conns, cn)
+	return cn, nil
+}
+
+// pooled drops the connections UCX knows have failed and returns the next one round-robin
+// once the pool is full, nil while it is not. Under s.mu.
+func (s *server) pooled(c *Client) *conn {
 	live := s.conns[:0]
 	for _, cn := range s.conns {
 		if cn.ep.Failure() == nil {
 			live = append(live, cn)
 		} else {
-			cn.ep.Close()
+			cn.close()
 		}
 	}
 	clear(s.conns[len(live):])
 	s.conns = live
 	if len(s.conns) < c.opts.ConnsPerServer {
-		// Not after Close went through this pool (it takes s.mu after setting closed), so
-		// a connection made here is always closed by it.
-		c.mu.Lock()
-		closed := c.closed
-		c.mu.Unlock()
-		if closed {
-			return nil, errors.New("seaweed: client closed")
-		}
-		if s.ucx == "" {
-			addr, err := c.opts.UCXAddress(s.http)
-			if err != nil {
-				return nil, err
-			}
-			s.ucx = addr
-		}
-		e := c.engines[int(c.nextEngine.Add(1)-1)%len(c.engines)]
-		ep, err := e.eng.Connect(s.ucx)
-		if err != nil {
-			return nil, err
-		}
-		cn := &conn{e: e, ep: ep}
-		cn.version.Store(maxVersion)
-		if c.opts.NoDirectReads {
-			cn.direct.disable()
-		}
-		s.conns = append(s.conns, cn)
-		return cn, nil
+		return nil
 	}
 	s.next++
-	return s.conns[s.next%len(s.conns)], nil
+	return s.conns[s.next%len(s.conns)]
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -454,6 +455,14 @@ func TestDeadline(t *testing.T) {
 // accepting every connection, all closed when the test ends. It speaks no protocol of its own.
 func rawPeer(t *testing.T, settings map[string]string) (*swucx.Engine, *swucx.Listener) {
 	t.Helper()
+	eng, l, _ := countingPeer(t, settings)
+	return eng, l
+}
+
+// countingPeer is rawPeer, also counting the connections it accepted.
+func countingPeer(t *testing.T, settings map[string]string) (*swucx.Engine, *swucx.Listener, *atomic.Int32) {
+	t.Helper()
+	var count atomic.Int32
 	uctx, err := swucx.NewContext(swucx.Config{Settings: settings})
 	if err != nil {
 		t.Fatal(err)
@@ -481,10 +490,11 @@ func rawPeer(t *testing.T, settings map[string]string) (*swucx.Engine, *swucx.Li
 			if err != nil {
 				return
 			}
+			count.Add(1)
 			accepted = append(accepted, ep)
 		}
 	}()
-	return eng, l
+	return eng, l, &count
 }
 
 // A server of protocol version 1 (a UCX peer answering UNKNOWN_VERSION, in version 1, to any

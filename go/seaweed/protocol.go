@@ -101,15 +101,24 @@ type readRequest struct {
 	jwt     string
 }
 
-// encode lays the request out; it fails only for a JWT the server would refuse to decode.
-func (r *readRequest) encode() ([]byte, error) {
-	if len(r.jwt) > maxJWTLen {
-		return nil, fmt.Errorf("read JWT of %d bytes exceeds %d", len(r.jwt), maxJWTLen)
+// checkJWT checks that the protocol can carry a read JWT (ErrInvalidJWT otherwise).
+func checkJWT(jwt string) error {
+	if len(jwt) > maxJWTLen {
+		return fmt.Errorf("%w: %d bytes, over the protocol's %d", ErrInvalidJWT, len(jwt), maxJWTLen)
 	}
-	for i := 0; i < len(r.jwt); i++ {
-		if c := r.jwt[i]; c < 0x21 || c > 0x7e {
-			return nil, errors.New("read JWT holds a byte outside printable ASCII")
+	for i := 0; i < len(jwt); i++ {
+		if c := jwt[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("%w: byte %#02x at %d is outside printable ASCII", ErrInvalidJWT, c, i)
 		}
+	}
+	return nil
+}
+
+// encode lays the request out; it fails only for a JWT the server would refuse to decode
+// (checkJWT).
+func (r *readRequest) encode() ([]byte, error) {
+	if err := checkJWT(r.jwt); err != nil {
+		return nil, err
 	}
 	b := make([]byte, fixedLen+len(r.jwt))
 	b[0], b[1], b[2], b[3] = 'S', 'W', r.version, kindRequest

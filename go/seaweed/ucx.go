@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,16 @@ const (
 	maxRetries = 8
 )
 
+// payloadGrace is how long a read whose context ended goes on waiting for a rendezvous
+// payload already moving into its buffer before it cuts the connection: a payload in flight
+// cannot be abandoned without UCX writing into the caller's buffer later, and a server that
+// stalls mid-transfer with its connection alive (stopped, swapping) would hold the read
+// forever. A variable for tests (export_test.go).
+var payloadGrace = 10 * time.Second
+
+// payloadHook, when set (tests: export_test.go), runs as a payload receive starts.
+var payloadHook func()
+
 // errProbe: a new connection's first request got no reply within ProbeTimeout.
 var errProbe = errors.New("no reply to the first request on a new connection")
 
@@ -40,9 +51,15 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 	size := uint64(len(dst))
 	backoff := time.Millisecond
 	for attempt := 0; ; attempt++ {
-		cn, err := s.conn(c)
-		if err != nil {
-			s.markDown(c)
+		cn, err := s.conn(ctx, c)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrClosed):
+			return 0, nil, fmt.Errorf("read %s: %w", id, err)
+		case ctx.Err() != nil:
+			return 0, nil, fmt.Errorf("read %s: resolving %s: %w", id, s.http, ctx.Err())
+		default:
+			s.markDown(c, nil)
 			return 0, &c.stats.unreachable, nil
 		}
 		// The CRC of a whole large needle is checked here, not on the server: the work spreads
@@ -56,11 +73,16 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 		case err == nil:
 		case ctx.Err() != nil:
 			return 0, nil, fmt.Errorf("read %s: %w", id, err)
+		case c.isClosed():
+			return 0, nil, fmt.Errorf("read %s: %w", id, ErrClosed)
 		case errors.Is(err, errMalformed):
-			s.markDown(c)
+			s.markDown(c, cn)
 			return 0, &c.stats.protocol, nil
+		case cn.retired.Load():
+			// Closed by markDown for another read's failure: not this read's.
+			return 0, &c.stats.down, nil
 		case !cn.answered.Load():
-			s.markDown(c)
+			s.markDown(c, cn)
 			if errors.Is(err, errProbe) {
 				return 0, &c.stats.protocol, nil
 			}
@@ -71,7 +93,11 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 		}
 		switch st := rep.status; {
 		case st == StatusOK:
-			return c.payload(id, cn, msg, rep, dst[:size])
+			n, fallback, err := c.payload(ctx, id, s, cn, msg, rep, dst[:size])
+			if err != nil && ctx.Err() == nil && !c.isClosed() && cn.retired.Load() {
+				return 0, &c.stats.down, nil // as above; dst is UCX's no more
+			}
+			return n, fallback, err
 		case st == StatusBadRange && offset < rep.info.DataSize && size > rep.info.DataSize-offset:
 			size = rep.info.DataSize - offset // past the end: read what there is
 		case st == StatusBadRange:
@@ -116,7 +142,8 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 	}
 }
 
-// roundTrip sends one READ request and waits for its reply.
+// roundTrip sends one READ request and waits for its reply. The request's JWT was checked
+// (read), so encoding it cannot fail.
 func (c *Client) roundTrip(ctx context.Context, cn *conn, req *readRequest) (*readReply, *swucx.AMMessage, error) {
 	req.id = c.nextID.Add(1)
 	hdr, err := req.encode()
@@ -217,9 +244,9 @@ func (c *Client) onReply(m *swucx.AMMessage) {
 }
 
 // payload moves an OK reply's bytes into dst: a rendezvous payload straight from the server
-// (waiting for it even if ctx ends, so dst is not written after the read returns), an eager
-// one by copy.
-func (c *Client) payload(id FileID, cn *conn, msg *swucx.AMMessage, rep *readReply, dst []byte) (int, *atomic.Uint64, error) {
+// (receivePayload: waiting for it past ctx's end, so dst is not written after the read
+// returns), an eager one by copy.
+func (c *Client) payload(ctx context.Context, id FileID, s *server, cn *conn, msg *swucx.AMMessage, rep *readReply, dst []byte) (int, *atomic.Uint64, error) {
 	defer msg.Close()
 	want := rep.payloadLen
 	if want > uint64(len(dst)) {
@@ -231,7 +258,7 @@ func (c *Client) payload(id FileID, cn *conn, msg *swucx.AMMessage, rep *readRep
 			return 0, nil, fmt.Errorf("read %s: reply carries %d bytes, header says %d", id, p, want)
 		}
 		var err error
-		if n, err = c.rendezvous(cn, msg, rep.direct, dst[:p]); err != nil {
+		if n, err = c.rendezvous(ctx, s, cn, msg, rep.direct, dst[:p]); err != nil {
 			return 0, nil, fmt.Errorf("read %s: receiving the payload: %w", id, err)
 		}
 	} else {
@@ -251,8 +278,8 @@ func (c *Client) payload(id FileID, cn *conn, msg *swucx.AMMessage, rep *readRep
 // rendezvous takes a rendezvous payload into dst, through UCX or, when the reply says where it
 // lies in the server (at), by a direct read (directState.fetch). msg.Close then releases a
 // rendezvous left unreceived, which completes the server's send.
-func (c *Client) rendezvous(cn *conn, msg *swucx.AMMessage, at *peerRange, dst []byte) (int, error) {
-	receive := func() (int, error) { return msg.RecvData(context.Background(), dst) }
+func (c *Client) rendezvous(ctx context.Context, s *server, cn *conn, msg *swucx.AMMessage, at *peerRange, dst []byte) (int, error) {
+	receive := func() (int, error) { return c.receivePayload(ctx, s, cn, msg, dst) }
 	if at == nil {
 		return receive()
 	}
@@ -265,4 +292,111 @@ func (c *Client) rendezvous(cn *conn, msg *swucx.AMMessage, at *peerRange, dst [
 		c.stats.direct.Add(1)
 	}
 	return n, err
+}
+
+// receivePayload receives a rendezvous payload into dst through UCX and returns only once UCX
+// is done with dst. It waits for the payload past ctx's end: for payloadGrace more, then it
+// cuts the connection (CloseForce ends the receive once UCX let go of dst) and returns ctx's
+// error; Client.Close cuts it at once (ErrClosed). A payload that arrives within the grace is
+// the read's result. The watch costs ~0.1 us per payload, ~0.35 us with a ctx that can end
+// (context.AfterFunc), against tens of microseconds for the smallest rendezvous read.
+func (c *Client) receivePayload(ctx context.Context, s *server, cn *conn, msg *swucx.AMMessage, dst []byte) (int, error) {
+	w := &payloadWatch{cut: func() { s.drop(cn) }}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, ErrClosed
+	}
+	c.watches[w] = struct{}{}
+	c.payloads.Add(1) // Close cuts w and waits for it (it sets closed under c.mu)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.watches, w)
+		c.mu.Unlock()
+		c.payloads.Done()
+	}()
+	if payloadHook != nil {
+		payloadHook()
+	}
+	q, err := msg.RecvDataStart(dst)
+	if err != nil {
+		return 0, err
+	}
+	w.arm()
+	if ctx.Done() != nil {
+		grace := payloadGrace
+		stop := context.AfterFunc(ctx, func() { w.cutAfter(grace, ctx.Err()) })
+		defer stop()
+	}
+	// Without a context: only a cut, or the payload's end (it fails with the connection), ends
+	// the wait, so UCX is done with dst when it returns.
+	n, _, err := q.Wait(context.Background())
+	if why := w.finish(); why != nil {
+		if err == nil {
+			return n, nil // arrived as the cut came: dst holds it
+		}
+		return 0, why
+	}
+	return n, err
+}
+
+// payloadWatch cuts the connection of a payload that does not arrive (receivePayload). A cut
+// asked for before the receive is posted (armed) happens once it is: cutting first would
+// leave the receive posted afterwards on a closed connection, never to end.
+type payloadWatch struct {
+	cut func()
+
+	mu       sync.Mutex
+	armed    bool
+	finished bool
+	why      error // the reason the connection was cut
+	timer    *time.Timer
+}
+
+// arm marks the receive posted, and makes a cut asked for before.
+func (w *payloadWatch) arm() {
+	w.mu.Lock()
+	w.armed = true
+	why := w.why
+	w.mu.Unlock()
+	if why != nil {
+		w.cut()
+	}
+}
+
+// cutAfter cuts the connection after d unless the receive finishes first.
+func (w *payloadWatch) cutAfter(d time.Duration, why error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.finished && w.timer == nil {
+		w.timer = time.AfterFunc(d, func() { w.cutNow(why) })
+	}
+}
+
+// cutNow cuts the connection (once) unless the receive finished; before the receive is
+// posted, arm cuts it.
+func (w *payloadWatch) cutNow(why error) {
+	w.mu.Lock()
+	if w.finished || w.why != nil {
+		w.mu.Unlock()
+		return
+	}
+	w.why = why
+	armed := w.armed
+	w.mu.Unlock()
+	if armed {
+		w.cut()
+	}
+}
+
+// finish marks the receive finished and returns why the connection was cut, if it was.
+func (w *payloadWatch) finish() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.finished = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	return w.why
 }

@@ -247,18 +247,75 @@ type arrival struct {
 // amInbox is the server's source. Its handler (HandleAMFunc, inside UCX's progress) starts
 // receiving a rendezvous payload into the session's receive buffer at once
 // (AMMessage.RecvDataStart), as the C and Rust handlers do: with a window of messages the
-// payloads move while earlier ones are consumed, and no goroutine hands messages on.
+// payloads move while earlier ones are consumed, and no goroutine hands messages on. The
+// handler queues without bound and never blocks: it runs on whichever thread progresses UCX,
+// holding the worker, so a handler waiting for room would stop the engine, for good once
+// nobody takes (the arrivals an aborted session leaves, which drain drops between sessions).
 type amInbox struct {
-	ch   chan arrival
-	rbuf atomic.Pointer[[]byte] // the current session's receive buffer
+	mu     sync.Mutex
+	queue  []arrival
+	n      atomic.Int64           // len(queue), for ready
+	notify chan struct{}          // capacity 1: something was queued
+	rbuf   atomic.Pointer[[]byte] // the current session's receive buffer
 }
 
-func (in *amInbox) ready() bool { return len(in.ch) > 0 }
+func (in *amInbox) ready() bool { return in.n.Load() > 0 }
+
+// put queues an arrival (inside UCX's progress: never blocks).
+func (in *amInbox) put(a arrival) {
+	in.mu.Lock()
+	in.queue = append(in.queue, a)
+	in.n.Add(1)
+	in.mu.Unlock()
+	select {
+	case in.notify <- struct{}{}:
+	default:
+	}
+}
+
+// pop takes the oldest arrival, if any.
+func (in *amInbox) pop() (arrival, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if len(in.queue) == 0 {
+		return arrival{}, false
+	}
+	a := in.queue[0]
+	in.queue[0] = arrival{}
+	in.queue = in.queue[1:]
+	in.n.Add(-1)
+	return a, true
+}
+
+// drain drops every queued arrival (closing the message, detaching its payload's receive) and
+// returns how many there were.
+func (in *amInbox) drain() int {
+	in.mu.Lock()
+	q := in.queue
+	in.queue = nil
+	in.n.Store(0)
+	in.mu.Unlock()
+	for _, a := range q {
+		if a.recv != nil {
+			a.recv.Close()
+		}
+		a.m.Close()
+	}
+	return len(q)
+}
 
 func (in *amInbox) take(ctx context.Context) (int, error) {
-	a, _, err := next(ctx, in.ch) // never closed
-	if err != nil {
-		return 0, err
+	var a arrival
+	for {
+		var ok bool
+		if a, ok = in.pop(); ok {
+			break
+		}
+		select {
+		case <-in.notify:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 	}
 	defer a.m.Close()
 	n, err := len(a.m.Data), cmp.Or(a.err, a.m.Err)
@@ -269,7 +326,7 @@ func (in *amInbox) take(ctx context.Context) (int, error) {
 }
 
 func newAMInbox(eng *swucx.Engine) (*amInbox, error) {
-	in := &amInbox{ch: make(chan arrival, 1024)}
+	in := &amInbox{notify: make(chan struct{}, 1)}
 	return in, in.register(eng)
 }
 
@@ -284,7 +341,7 @@ func (in *amInbox) register(eng *swucx.Engine) error {
 				a.err = errors.New("rendezvous payload outside a session")
 			}
 		}
-		in.ch <- a
+		in.put(a)
 	})
 }
 
@@ -543,8 +600,11 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox
 			return p, errors.New("AM requested but the server has no AM feature")
 		}
 		o.am = am
+		// Arrivals an aborted session left (its client gone) are not this session's.
+		dropLeftovers(am)
 		am.rbuf.Store(&o.rbuf)
-		defer am.rbuf.Store(nil) // before the region goes
+		defer dropLeftovers(am) // after the receive buffer is withdrawn, before the region goes
+		defer am.rbuf.Store(nil)
 		if p.mode == modeLat {
 			// Before the ready message, so before the client sends; the inbox takes over
 			// again after the session (which closes the queue).
@@ -586,6 +646,13 @@ func serve(uc *swucx.Context, eng *swucx.Engine, cm *swucx.Endpoint, am *amInbox
 		}
 	}
 	return p, <-byeDone
+}
+
+// dropLeftovers drops the arrivals queued for no session, saying how many.
+func dropLeftovers(am *amInbox) {
+	if n := am.drain(); n > 0 {
+		fmt.Fprintf(os.Stderr, "pingpong server: dropped %d active messages left from a session\n", n)
+	}
 }
 
 // buffers allocates the registered region that holds the send and the receive buffer of size
