@@ -187,12 +187,21 @@ func (s *NeedleServer) Stats() (NeedleServerStats, error) {
 }
 
 // Close stops the server: requests in flight are answered, then its thread ends and the
-// handler is not called again. Idempotent.
+// handler is not called again. Idempotent. Not from inside the handler, which runs on a thread
+// Close waits for: there it returns an error (status StatusBusy) and the server goes on
+// serving; close it from another goroutine.
 func (s *NeedleServer) Close() error {
-	if p := s.h.take(); p != nil {
-		C.swucx_needle_server_destroy((*C.swucx_needle_server_t)(p))
-		s.cgo.Delete()
+	p := s.h.take()
+	if p == nil {
+		return nil
 	}
+	if st := C.swucx_needle_server_destroy((*C.swucx_needle_server_t)(p)); st != C.SWUCX_OK {
+		s.h.mu.Lock()
+		s.h.p = p // still serving: a later Close (from elsewhere) stops it
+		s.h.mu.Unlock()
+		return &Error{Status: Status(st), Op: "needle_server_destroy", Msg: "Close called from the needle handler; call it from another goroutine"}
+	}
+	s.cgo.Delete()
 	return nil
 }
 

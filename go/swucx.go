@@ -215,7 +215,8 @@ func NewEngine(c *Context) (*Engine, error) {
 // close them too. Idempotent. A HandleAM channel's handler stops once the rendezvous payload
 // it is receiving has arrived: a sender that stalls without failing (alive, its worker not
 // progressed) holds Close up. Not cut short on purpose: UCX 1.13 aborts (an assertion in
-// ucp_ep_destroy_base) when the endpoint is then closed under that receive.
+// ucp_ep_destroy_base) when the endpoint is then closed under that receive. Never call Close
+// from a HandleAMFunc function: it runs inside the engine's progress, which Close stops.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		// Waits in C end and return ErrClosed (see wait).

@@ -112,6 +112,39 @@ func TestEmbeddedServer(t *testing.T) {
 	if st := strict.Stats(); st.FallbackServer != 2 || st.UCX != 0 {
 		t.Fatalf("stats %+v: want 2 INTERNAL answers", st)
 	}
+	// Close from inside the handler is refused (the server's thread cannot wait for itself);
+	// the server goes on serving, and Close from here stops it.
+	inner := make(chan error, 1)
+	var self *swucx.NeedleServer
+	self, err = uctx.ServeNeedles("127.0.0.1:0", "", func(req *swucx.NeedleRequest, reply *swucx.NeedleReply) {
+		if req.NeedleID == 1 {
+			inner <- self.Close()
+		}
+		copy(reply.OK(3, crc32.Checksum([]byte("abc"), crc32.MakeTable(crc32.Castagnoli)), 0, 3), "abc")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := newClient(t, seaweed.Options{
+		NoFallback: true,
+		UCXAddress: func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", self.Port()), nil },
+	})
+	for _, id := range []uint64{1, 2} {
+		fid := seaweed.FileID{VolumeID: 5, NeedleID: id, Cookie: 1}.String()
+		if n, err := sc.ReadNeedle(ctx, "volume.example:8080", fid, 0, make([]byte, 3), ""); err != nil || n != 3 {
+			t.Fatalf("needle %d from a server whose handler called Close: %d, %v", id, n, err)
+		}
+	}
+	if err := <-inner; !errors.Is(err, &swucx.Error{Status: swucx.StatusBusy}) {
+		t.Fatalf("Close inside the handler: %v, want StatusBusy", err)
+	}
+	if err := self.Close(); err != nil {
+		t.Fatalf("Close from the test: %v", err)
+	}
+	if _, err := self.Stats(); !errors.Is(err, swucx.ErrClosed) {
+		t.Fatalf("stats after Close: %v", err)
+	}
+
 	bad.Close()
 	if _, err := bad.Stats(); !errors.Is(err, swucx.ErrClosed) {
 		t.Fatalf("stats of a closed server: %v", err)
