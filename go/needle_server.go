@@ -153,7 +153,8 @@ type NeedleServerStats struct {
 	// PayloadBytes is the payload bytes of the OK replies; DirectReplies the OK replies
 	// announced for a direct read (the client copies the payload out of this process itself).
 	PayloadBytes, DirectReplies uint64
-	// RequestsDropped counts requests dropped without a reply (no readable request id).
+	// RequestsDropped counts requests dropped without a reply (no readable request id, or a
+	// connection past its limit of unfinished replies).
 	RequestsDropped uint64
 	// OpenConnections is the client connections open now; ConnectionsAccepted those accepted,
 	// ConnectionsRejected those rejected at the connection limit (4096), ConnectionsClosed

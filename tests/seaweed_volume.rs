@@ -2,25 +2,31 @@
 //! by scripts/seaweedfs.sh): the test starts `weed master` and `weed volume` on 127.0.0.1 with data
 //! in a temp dir, uploads files over HTTP, then reads every file id through
 //! `swucx::seaweed::VolumeDir` on the same directory while weed runs and compares with HTTP GET
-//! byte for byte. Everything it starts is killed by PID on drop, and a watchdog bounds the run.
+//! byte for byte. Also: chunk manifests are left to HTTP, and the server and client hold up
+//! against misbehaving peers (a client flooding requests without taking replies, a reply after
+//! its read timed out, replies in another version or longer than asked). Everything it starts
+//! is killed by PID on drop, and a watchdog bounds the run.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
 use common::TempDir;
 
-use swucx::seaweed::protocol::{ReadFlags, ReadRequest, Status};
-use swucx::seaweed::{
-    ClientError, FileId, NeedleClient, NeedleServer, NeedleSource, ReadKey, ReadOptions, VolumeDir,
-    VolumeError,
+use swucx::seaweed::protocol::{
+    AM_ID_READ, AM_ID_READ_REPLY, ReadFlags, ReadReply, ReadRequest, Status, VERSION,
 };
-use swucx::{Buf, Context, Payload};
+use swucx::seaweed::{
+    ClientError, FileId, NeedleClient, NeedleServer, NeedleSource, ReadKey, ReadOptions,
+    ServerStats, ServerThread, VolumeDir, VolumeError,
+};
+use swucx::{AmFlags, Buf, Context, Endpoint, Listener, Payload, Worker};
 
 /// The whole test must finish in this time, or the watchdog kills weed and aborts.
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -408,6 +414,15 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// A UCX context on the transports `tls` (e.g. `"tcp,self"`), tcp on the loopback device.
+fn ucx_context(tls: &str) -> Context {
+    Context::builder()
+        .config("TLS", tls)
+        .config("NET_DEVICES", "lo")
+        .build()
+        .unwrap()
+}
+
 /// Reads through the volume reader, retrying while weed is between the renames of a commit.
 fn read(
     dir: &VolumeDir,
@@ -791,11 +806,7 @@ fn payloads_point_into_the_dat_mapping(weed: &Weed, files: &[(&str, String, Vec<
 fn ucx_reads_match_http(weed: &Weed, files: &[(&str, String, Vec<u8>)], deleted: &str) {
     let timeout = Duration::from_secs(30);
     for tls in ["tcp,self", "posix,sysv,cma,self,tcp"] {
-        let context = Context::builder()
-            .config("TLS", tls)
-            .config("NET_DEVICES", "lo")
-            .build()
-            .unwrap();
+        let context = ucx_context(tls);
         let dir = VolumeDir::open(&weed.dir).unwrap();
         let server = NeedleServer::bind(&context, dir, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = server.local_addr().unwrap();
@@ -871,11 +882,7 @@ fn read_jwt_outcomes_match_weed() {
         ),
         ("missing", String::new()),
     ];
-    let context = Context::builder()
-        .config("TLS", "tcp,self")
-        .config("NET_DEVICES", "lo")
-        .build()
-        .unwrap();
+    let context = ucx_context("tcp,self");
     let dir = VolumeDir::open(&weed.dir).unwrap();
     let server = NeedleServer::bind(&context, dir, "127.0.0.1:0".parse().unwrap())
         .unwrap()
@@ -1018,18 +1025,14 @@ fn swucx_command_reads_match_http(weed: &Weed, fids: &[&str]) {
 struct UcxPath {
     tls: &'static str,
     client: NeedleClient,
-    server: Option<swucx::seaweed::ServerThread>,
+    server: Option<ServerThread>,
     /// Reads answered with a retryable status (and sent again).
     retried: usize,
 }
 
 impl UcxPath {
     fn start(dir: &Path, tls: &'static str) -> UcxPath {
-        let context = Context::builder()
-            .config("TLS", tls)
-            .config("NET_DEVICES", "lo")
-            .build()
-            .unwrap();
+        let context = ucx_context(tls);
         let volumes = VolumeDir::open(dir).unwrap();
         let server = NeedleServer::bind(&context, volumes, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = server.local_addr().unwrap();
@@ -1245,4 +1248,362 @@ fn follows_appends_deletes_and_vacuum_while_weed_runs() {
         let retried = path.stop();
         eprintln!("{tls}: {retried} retryable replies (Stale/Busy), each read again");
     }
+}
+
+/// weed with one file, served over tcp by a `NeedleServer` on its directory.
+struct OneFile {
+    context: Context,
+    addr: std::net::SocketAddr,
+    stats: Arc<ServerStats>,
+    serving: ServerThread,
+    fid: FileId,
+    data: Vec<u8>,
+    /// Dropped (killed) after the server stopped.
+    _weed: Weed,
+}
+
+impl OneFile {
+    /// Starts weed (under a watchdog), uploads `len` pseudo-random bytes and serves them with
+    /// `reply_timeout`.
+    fn serve(tag: &str, len: usize, reply_timeout: Duration) -> OneFile {
+        let pids: Pids = Arc::default();
+        watchdog(pids.clone());
+        let weed = Weed::start(tag, &pids);
+        let fid = weed.assign("");
+        let data = pseudo_random(len, 17);
+        weed.upload(&fid, "", "f.bin", "application/octet-stream", &data, &[]);
+        let context = ucx_context("tcp,self");
+        let dir = VolumeDir::open(&weed.dir).unwrap();
+        let server = NeedleServer::bind(&context, dir, "127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .with_reply_timeout(reply_timeout);
+        OneFile {
+            addr: server.local_addr().unwrap(),
+            stats: server.stats(),
+            serving: server.spawn(),
+            context,
+            fid: FileId::parse(&fid).unwrap(),
+            data,
+            _weed: weed,
+        }
+    }
+}
+
+/// A raw UCX client that sends READ requests and, once connected, never progresses its worker:
+/// it takes no reply, so over tcp its socket fills and the server's replies to it stand still,
+/// eager ones too. (Over shared memory such a client cannot flood: its sends stop once the
+/// server's replies fill its receive FIFO, 64 of them by default.)
+struct Flooder {
+    ep: Endpoint,
+    /// A READ request of the file; its request id is rewritten for each send.
+    request: Vec<u8>,
+    // Dropped last: the endpoint belongs to it.
+    _worker: Worker,
+}
+
+impl Flooder {
+    /// Connects to `addr` and finishes the connection with one round trip.
+    fn connect(context: &Context, addr: std::net::SocketAddr, fid: &FileId) -> Flooder {
+        let worker = Worker::new(context).unwrap();
+        let replies = Arc::new(AtomicUsize::new(0));
+        let counted = replies.clone();
+        worker
+            .set_am_handler(AM_ID_READ_REPLY, move |_| {
+                counted.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        let ep = worker.connect(addr).unwrap();
+        let request = ReadRequest {
+            version: VERSION,
+            request_id: 0,
+            volume_id: fid.volume_id,
+            needle_id: fid.needle_id,
+            cookie: fid.cookie,
+            offset: 0,
+            size: 0,
+            flags: ReadFlags::NONE,
+            jwt: Vec::new(),
+        }
+        .encode()
+        .unwrap();
+        let send = ep
+            .am_send(AM_ID_READ, request.clone(), Vec::new(), read_flags())
+            .unwrap();
+        let start = Instant::now();
+        while !send.is_complete() || replies.load(Ordering::Relaxed) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(30), "no first reply");
+            worker.progress();
+        }
+        Flooder {
+            ep,
+            request,
+            _worker: worker,
+        }
+    }
+
+    /// Sends up to `count` requests (ids 1, 2, ...) for at most `bound`, without progressing
+    /// (a send the transport has no room for is tried again after a pause); returns how many
+    /// went out.
+    fn flood(&mut self, count: u64, bound: Duration) -> u64 {
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < count && start.elapsed() < bound {
+            // The request id lies at bytes 8..16 (docs/protocol.md).
+            self.request[8..16].copy_from_slice(&(sent + 1).to_le_bytes());
+            match self
+                .ep
+                .am_send_now(AM_ID_READ, &self.request, &[], read_flags())
+            {
+                Ok(()) => sent += 1,
+                Err(e) if e.status() == swucx::Status::ERR_NO_RESOURCE => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("flooding: {e}"),
+            }
+        }
+        sent
+    }
+}
+
+/// The flags a client sends READ requests with.
+fn read_flags() -> AmFlags {
+    AmFlags::REPLY | AmFlags::EAGER
+}
+
+/// A client that floods READ requests and never takes a reply, not even a BUSY one, keeps
+/// neither the server thread's capacity nor its connection: another client on the same (only)
+/// server thread reads OK meanwhile, the server stops answering the flooder far past its
+/// in-flight limit (its requests are dropped), and closes its connection once its oldest reply
+/// has waited the reply timeout. Over tcp (see [`Flooder`]).
+#[test]
+fn a_client_flooding_requests_without_taking_replies_is_cut_off() {
+    let reply_timeout = Duration::from_secs(2);
+    let f = OneFile::serve("flood", 1000, reply_timeout);
+    let timeout = Duration::from_secs(30);
+    let good = NeedleClient::connect(&f.context, f.addr).unwrap();
+    assert!(good.read(&f.fid, 0, 0, timeout).unwrap().data == f.data);
+    let mut flooder = Flooder::connect(&f.context, f.addr, &f.fid);
+    let sent = flooder.flood(200_000, Duration::from_secs(4));
+    // The flooder holds at most twice its connection's limit, far below the thread's: the
+    // other client is answered OK at once.
+    let start = Instant::now();
+    match good.read(&f.fid, 0, 0, timeout) {
+        Ok(got) => assert!(got.data == f.data, "bytes"),
+        Err(e) => panic!(
+            "another client's read after a flooder sent {sent} requests: {e}; {:?}",
+            f.stats.snapshot()
+        ),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let snap = f.stats.snapshot();
+    assert!(
+        snap.requests_dropped > 0,
+        "the flooder's {sent} requests were all answered: {snap:?}"
+    );
+    let start = Instant::now();
+    while f.stats.snapshot().connections_closed == 0 {
+        assert!(
+            start.elapsed() < reply_timeout + Duration::from_secs(5),
+            "the flooder's connection stays open: {:?}",
+            f.stats.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("{sent} requests flooded: {:?}", f.stats.snapshot());
+    assert!(good.read(&f.fid, 0, 0, timeout).unwrap().data == f.data);
+    drop(good);
+    f.serving.stop().expect("server run");
+    drop(flooder);
+}
+
+/// A reply that arrives after its read timed out is dropped and its rendezvous payload
+/// released, not kept: the server's send completes, so the server does not close the
+/// connection as stalled, and later reads on the same client work.
+#[test]
+fn a_reply_after_its_read_timed_out_is_released() {
+    let reply_timeout = Duration::from_secs(1);
+    let f = OneFile::serve("late", 1 << 20, reply_timeout);
+    let timeout = Duration::from_secs(30);
+    let client = NeedleClient::connect(&f.context, f.addr).unwrap();
+    match client.read(&f.fid, 0, 0, Duration::from_micros(1)) {
+        Err(ClientError::Timeout(_)) => {}
+        other => panic!("a read with a 1 us timeout: {other:?}"),
+    }
+    // This read's progress takes in the late reply (a 1 MiB rendezvous).
+    assert!(client.read(&f.fid, 0, 0, timeout).unwrap().data == f.data);
+    // Past the server's reply timeout and its stall check.
+    std::thread::sleep(reply_timeout * 3);
+    match client.read(&f.fid, 0, 0, timeout) {
+        Ok(got) => assert!(got.data == f.data, "bytes"),
+        Err(e) => panic!("a read after the late reply: {e}; {:?}", f.stats.snapshot()),
+    }
+    assert_eq!(f.stats.snapshot().connections_closed, 0);
+    drop(client);
+    f.serving.stop().expect("server run");
+}
+
+/// A UCX peer that answers every READ request with what `answer` makes of it: the replies a
+/// `NeedleServer` never sends. Progressed on a thread of its own until dropped.
+struct RawServer {
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RawServer {
+    fn start(
+        context: &Context,
+        answer: impl Fn(&ReadRequest) -> (ReadReply, Vec<u8>) + Send + Sync + 'static,
+    ) -> RawServer {
+        let worker = Worker::new(context).unwrap();
+        worker
+            .set_am_handler(AM_ID_READ, move |msg| {
+                let request = ReadRequest::decode(msg.header()).unwrap();
+                let (reply, payload) = answer(&request);
+                let ep = msg.reply_endpoint().unwrap();
+                // The send owns its buffers until it completes.
+                ep.am_send(
+                    AM_ID_READ_REPLY,
+                    reply.encode().unwrap(),
+                    payload,
+                    AmFlags::NONE,
+                )
+                .unwrap();
+            })
+            .unwrap();
+        let listener = Listener::bind(&worker, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut clients = Vec::new();
+            while !stopped.load(Ordering::Acquire) {
+                if let Some(request) = listener.try_accept() {
+                    clients.push(worker.accept(request).unwrap());
+                }
+                if worker.progress() == 0 {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+        });
+        RawServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The client refuses a reply in another protocol version than its request, and a payload
+/// longer than the read asked for, with errors that say so (a hostile or broken server).
+#[test]
+fn replies_in_another_version_or_longer_than_asked_are_refused() {
+    let context = ucx_context("tcp,self");
+    // Needle 1: an OK reply in version 1 whatever the request's; needle 2: 100 bytes whatever
+    // the size asked; others: as asked.
+    let server = RawServer::start(&context, |request| {
+        let len = match request.needle_id {
+            2 => 100,
+            _ => request.size,
+        };
+        let version = match request.needle_id {
+            1 => 1,
+            _ => request.version,
+        };
+        let reply = ReadReply {
+            data_size: 1000,
+            payload_len: len,
+            ..ReadReply::status(request.request_id, Status::Ok)
+        };
+        (reply.in_version(version), vec![7; len as usize])
+    });
+    let client = NeedleClient::connect(&context, server.addr).unwrap();
+    let read = |needle| client.read(&FileId::new(1, needle, 1), 0, 10, Duration::from_secs(30));
+    assert_eq!(read(3).unwrap().data, vec![7; 10]);
+    match read(1) {
+        Err(ClientError::VersionMismatch {
+            got: 1,
+            want: VERSION,
+        }) => {}
+        other => panic!("a version-1 reply to a version-{VERSION} request: {other:?}"),
+    }
+    match read(2) {
+        Err(e @ ClientError::TooLong { got: 100, most: 10 }) => {
+            assert_eq!(
+                e.to_string(),
+                "reply announces 100 bytes, more than the 10 this read takes"
+            )
+        }
+        other => panic!("100 bytes for a read of 10: {other:?}"),
+    }
+    assert_eq!(read(3).unwrap().data, vec![7; 10]);
+}
+
+/// A chunk manifest (a needle weed flags `0x80`, as `weed upload -maxMB` writes for a large
+/// file, here with `?cm=true`) is not served over UCX: its bytes are a JSON list of chunks,
+/// which weed's HTTP GET answers with the chunks' bytes. The volume reader refuses it and the
+/// server answers INTERNAL, on which clients read it over HTTP.
+#[test]
+fn chunk_manifests_are_left_to_http() {
+    let pids: Pids = Arc::default();
+    watchdog(pids.clone());
+    let weed = Weed::start("manifest", &pids);
+    let parts = [pseudo_random(3000, 31), pseudo_random(2000, 37)];
+    let mut chunks = Vec::new();
+    let mut offset = 0;
+    for part in &parts {
+        let fid = weed.assign("");
+        weed.upload(&fid, "", "part", "application/octet-stream", part, &[]);
+        chunks.push(serde_json::json!({ "fid": fid, "offset": offset, "size": part.len() }));
+        offset += part.len();
+    }
+    let manifest = serde_json::json!({
+        "name": "whole.bin",
+        "mime": "application/octet-stream",
+        "size": offset,
+        "chunks": chunks,
+    })
+    .to_string();
+    let fid_s = weed.assign("");
+    weed.upload(
+        &fid_s,
+        "?cm=true",
+        "whole.bin",
+        "application/json",
+        manifest.as_bytes(),
+        &[],
+    );
+    assert!(
+        weed.get(&fid_s, &[]).body == parts.concat(),
+        "weed's GET expands the manifest"
+    );
+    let fid = FileId::parse(&fid_s).unwrap();
+    let dir = VolumeDir::open(&weed.dir).unwrap();
+    match read(&dir, &fid, &ReadOptions::default()) {
+        Err(VolumeError::ChunkManifest(id)) if id == fid.needle_id => {}
+        other => panic!("the volume reader on a chunk manifest: {other:?}"),
+    }
+    let context = ucx_context("tcp,self");
+    let server = NeedleServer::bind(&context, dir, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let client = NeedleClient::connect(&context, server.local_addr().unwrap()).unwrap();
+    let serving = server.spawn();
+    match client.read(&fid, 0, 0, Duration::from_secs(30)) {
+        Err(ClientError::Status(Status::Internal)) => {}
+        other => panic!("a chunk manifest over UCX: {other:?}"),
+    }
+    drop(client);
+    serving.stop().expect("server run");
 }

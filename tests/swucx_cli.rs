@@ -141,9 +141,27 @@ impl Setup {
     }
 
     fn read(&self, addr: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.read_within(addr, "30", args, env)
+    }
+
+    /// `swucx read --timeout-secs timeout_secs` of the needle (the option may be given once).
+    fn read_within(
+        &self,
+        addr: &str,
+        timeout_secs: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Output {
         let fid = self.fid.to_string();
         self.command(env)
-            .args(["read", "--timeout-secs", "30", "--server", addr, &fid])
+            .args([
+                "read",
+                "--timeout-secs",
+                timeout_secs,
+                "--server",
+                addr,
+                &fid,
+            ])
             .args(args)
             .output()
             .expect("run swucx read")
@@ -253,9 +271,25 @@ fn serve_stops_cleanly_on_sigterm_and_sigint() {
         );
         drop(open_connection);
         // Nothing answers there any more.
-        let out = setup.read(&addr, &["--timeout-secs", "5"], &[]);
+        let out = setup.read_within(&addr, "5", &[], &[]);
         assert!(!out.status.success(), "{name}: a stopped server answered");
+        assert!(
+            stderr(&out).contains("connect"),
+            "{name}: not a connection failure: {}",
+            stderr(&out)
+        );
     }
+}
+
+/// A timeout too long to add to the clock (`u64::MAX` seconds) waits without end instead of
+/// overflowing the deadline.
+#[test]
+fn read_takes_a_timeout_past_the_clock() {
+    let setup = Setup::new("timeout");
+    let serve = setup.serve(&[], &[]);
+    let out = setup.read_within(serve.addr(), &u64::MAX.to_string(), &[], &[]);
+    assert!(out.status.success(), "read: {}", stderr(&out));
+    assert!(out.stdout == setup.data, "bytes differ");
 }
 
 #[test]

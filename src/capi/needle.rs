@@ -135,7 +135,8 @@ pub struct swucx_needle_server_stats_t {
     /// client copies the payload out of this process itself).
     pub payload_bytes: u64,
     pub direct_replies: u64,
-    /// Requests without a readable request id, dropped unanswered.
+    /// Requests dropped unanswered: no readable request id, or their connection was far past
+    /// its limit of unfinished replies.
     pub requests_dropped: u64,
     /// Client connections: open now; accepted, rejected at the connection limit, and closed by
     /// the server (replies not taken in time, or at a stop) since it started.

@@ -2,7 +2,7 @@
 //!
 //! [`NeedleServer`]: crate::seaweed::server::NeedleServer
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,24 @@ pub enum ClientError {
         /// Bytes the header announced.
         want: u64,
     },
+    /// The reply announces a payload longer than the read asked for (or, for a read to the
+    /// end, than [`MAX_PAYLOAD_LEN`]); refused before anything is allocated for it.
+    #[error("reply announces {got} bytes, more than the {most} this read takes")]
+    TooLong {
+        /// Bytes the reply announced.
+        got: u64,
+        /// The most the read takes: its size, or [`MAX_PAYLOAD_LEN`].
+        most: u64,
+    },
+    /// The reply is in another protocol version than its request (docs/protocol.md,
+    /// "Versioning": only a version-1 `UNKNOWN_VERSION` or `BAD_REQUEST` may differ).
+    #[error("reply in protocol version {got} to a request in version {want}")]
+    VersionMismatch {
+        /// The reply's version.
+        got: u8,
+        /// The request's.
+        want: u8,
+    },
 }
 
 impl ClientError {
@@ -68,8 +86,61 @@ impl ClientError {
 /// How often a read answered [`Status::Stale`] is sent again by default.
 pub const DEFAULT_STALE_RETRIES: u32 = 4;
 
-/// Replies that arrived, by request id.
-type Inbox = Arc<Mutex<HashMap<u64, (ReadReply, AmDesc)>>>;
+/// The longest payload a read to the end (size 0) takes: a needle's data is shorter (its
+/// `Size` is a `u32`), and a reply announcing more is refused ([`ClientError::TooLong`]) before
+/// a buffer is allocated for it. A read with a size takes at most that size.
+pub const MAX_PAYLOAD_LEN: u64 = u32::MAX as u64;
+
+/// The requests waiting for their replies and the replies that arrived for them. Shared by the
+/// reply handler (which runs in the worker's progress, on whichever reading thread progresses)
+/// and the readers, under its mutex.
+#[derive(Default)]
+struct Inbox {
+    /// The ids of the requests in flight. A reply to any other id (its request timed out or
+    /// failed, a duplicate, a stranger's) is dropped in the handler, which releases its payload:
+    /// a rendezvous sender's send then completes without a transfer, so the server does not
+    /// wait for it until it takes the connection for stalled.
+    waiting: HashSet<u64>,
+    /// Replies to waiting requests, with their payloads kept for the reader.
+    arrived: HashMap<u64, (ReadReply, AmDesc)>,
+}
+
+/// A request's place in the [`Inbox`] while its read runs (owned by the reading thread). When
+/// it drops (the read ended, with its reply or not) the request is no longer in flight, and a
+/// reply that arrived meanwhile unclaimed is released.
+struct Waiting<'a> {
+    inbox: &'a Mutex<Inbox>,
+    id: u64,
+}
+
+impl<'a> Waiting<'a> {
+    /// Puts request `id` in flight.
+    fn new(inbox: &'a Mutex<Inbox>, id: u64) -> Waiting<'a> {
+        lock(inbox).waiting.insert(id);
+        Waiting { inbox, id }
+    }
+
+    /// The reply, if it arrived.
+    fn take(&self) -> Option<(ReadReply, AmDesc)> {
+        lock(self.inbox).arrived.remove(&self.id)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let unclaimed = {
+            let mut inbox = lock(self.inbox);
+            inbox.waiting.remove(&self.id);
+            inbox.arrived.remove(&self.id)
+        };
+        // Released outside the lock.
+        drop(unclaimed);
+    }
+}
+
+fn lock(inbox: &Mutex<Inbox>) -> std::sync::MutexGuard<'_, Inbox> {
+    inbox.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A connection to one needle server. Reads may be issued from any thread.
 ///
@@ -79,7 +150,7 @@ type Inbox = Arc<Mutex<HashMap<u64, (ReadReply, AmDesc)>>>;
 pub struct NeedleClient {
     worker: Worker,
     ep: Endpoint,
-    inbox: Inbox,
+    inbox: Arc<Mutex<Inbox>>,
     next_id: AtomicU64,
     stale_retries: u32,
     direct: DirectState,
@@ -104,15 +175,19 @@ impl NeedleClient {
     pub fn connect(context: &Context, addr: SocketAddr) -> Result<NeedleClient, ClientError> {
         let worker = Worker::new(context)?;
         check_am_header_limit(&worker)?;
-        let inbox: Inbox = Arc::default();
+        let inbox: Arc<Mutex<Inbox>> = Arc::default();
         let sink = inbox.clone();
         worker.set_am_handler(AM_ID_READ_REPLY, move |msg| {
             match ReadReply::decode(msg.header()) {
                 Ok(reply) => {
                     let id = reply.request_id;
-                    sink.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id, (reply, msg.keep()));
+                    let mut inbox = lock(&sink);
+                    if inbox.waiting.remove(&id) {
+                        inbox.arrived.insert(id, (reply, msg.keep()));
+                    } else {
+                        // msg is released when the handler returns.
+                        log::debug!("reply to request {id}, which is not in flight, dropped");
+                    }
                 }
                 Err(e) => log::warn!("undecodable reply dropped: {e}"),
             }
@@ -152,8 +227,9 @@ impl NeedleClient {
         self
     }
 
-    /// Reads `size` bytes (0: to the end) at `offset` of the needle `fid`, waiting up to
-    /// `timeout` for the reply.
+    /// Reads `size` bytes (0: to the end, at most [`MAX_PAYLOAD_LEN`]) at `offset` of the
+    /// needle `fid`, waiting up to `timeout` for the reply (a timeout too long to add to the
+    /// clock waits without end).
     pub fn read(
         &self,
         fid: &FileId,
@@ -174,7 +250,7 @@ impl NeedleClient {
         jwt: &str,
         timeout: Duration,
     ) -> Result<NeedleData, ClientError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         // The CRC of a whole large needle is checked here, not on the server: the work spreads
         // over the clients, and the check covers the transfer too.
         let flags = ReadFlags::WANT_NAME | ReadFlags::WANT_MIME | ReadFlags::CRC_AT_CLIENT;
@@ -222,7 +298,7 @@ impl NeedleClient {
                     if stale > 0 {
                         let pause = Duration::from_millis(1 << (stale - 1).min(6))
                             .min(Duration::from_millis(50));
-                        if Instant::now() + pause >= deadline {
+                        if deadline.is_some_and(|end| Instant::now() + pause >= end) {
                             return Err(ClientError::Status(Status::Stale));
                         }
                         std::thread::sleep(pause);
@@ -235,14 +311,15 @@ impl NeedleClient {
         }
     }
 
-    /// Sends `request` and waits for its reply.
+    /// Sends `request` and waits for its reply (until `deadline`, if any).
     fn read_once(
         &self,
         request: &ReadRequest,
         timeout: Duration,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> Result<NeedleData, ClientError> {
-        let request_id = request.request_id;
+        // In flight before it is sent, so that no reply finds it missing.
+        let waiting = Waiting::new(&self.inbox, request.request_id);
         let send = self.ep.am_send(
             AM_ID_READ,
             request.encode()?,
@@ -252,16 +329,13 @@ impl NeedleClient {
         let mut arrived = None;
         let got_reply = self.worker.progress_until(
             || {
-                arrived = self
-                    .inbox
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&request_id);
+                arrived = waiting.take();
                 arrived.is_some() || self.ep.failure().is_some()
             },
-            Some(deadline),
+            deadline,
         )?;
         drop(send);
+        drop(waiting);
         let Some((reply, desc)) = arrived else {
             if let Some(status) = self.ep.failure() {
                 return Err(
@@ -271,15 +345,7 @@ impl NeedleClient {
             debug_assert!(!got_reply);
             return Err(ClientError::Timeout(timeout));
         };
-        if reply.status != Status::Ok {
-            return Err(ClientError::Status(reply.status));
-        }
-        if desc.len() as u64 != reply.payload_len {
-            return Err(ClientError::LengthMismatch {
-                got: desc.len() as u64,
-                want: reply.payload_len,
-            });
-        }
+        check_reply(request, &reply, desc.len())?;
         let data = match reply.direct.filter(|_| desc.is_rendezvous()) {
             Some(from) => {
                 // A payload copied directly drops `desc` unreceived with the closure, which
@@ -304,16 +370,136 @@ impl NeedleClient {
     }
 }
 
-/// Receives a reply's payload through UCX.
+/// Whether `reply`, with a `len`-byte payload, answers `request` acceptably: in its version
+/// (or a version-1 `UNKNOWN_VERSION` or `BAD_REQUEST`, which a server sends to a request it
+/// cannot decode), `OK`, and with a payload of the announced length that the read takes (at
+/// most its size, or [`MAX_PAYLOAD_LEN`] to the end). Checked before a buffer is allocated.
+fn check_reply(request: &ReadRequest, reply: &ReadReply, len: usize) -> Result<(), ClientError> {
+    let undecoded = reply.version == MIN_VERSION
+        && matches!(reply.status, Status::UnknownVersion | Status::BadRequest);
+    if reply.version != request.version && !undecoded {
+        return Err(ClientError::VersionMismatch {
+            got: reply.version,
+            want: request.version,
+        });
+    }
+    if reply.status != Status::Ok {
+        return Err(ClientError::Status(reply.status));
+    }
+    if len as u64 != reply.payload_len {
+        return Err(ClientError::LengthMismatch {
+            got: len as u64,
+            want: reply.payload_len,
+        });
+    }
+    let most = match request.size {
+        0 => MAX_PAYLOAD_LEN,
+        size => size,
+    };
+    if reply.payload_len > most {
+        return Err(ClientError::TooLong {
+            got: reply.payload_len,
+            most,
+        });
+    }
+    Ok(())
+}
+
+/// Receives a reply's payload through UCX, waiting until `deadline` (if any).
 fn receive_payload(
     desc: AmDesc,
     timeout: Duration,
-    deadline: Instant,
+    deadline: Option<Instant>,
 ) -> Result<Vec<u8>, ClientError> {
     let len = desc.len();
     let receive = desc.recv_into(vec![0u8; len])?;
-    if !receive.wait_timeout(deadline.saturating_duration_since(Instant::now()))? {
-        return Err(ClientError::Timeout(timeout));
+    if let Some(end) = deadline {
+        if !receive.wait_timeout(end.saturating_duration_since(Instant::now()))? {
+            return Err(ClientError::Timeout(timeout));
+        }
     }
     Ok(receive.wait()?.buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: u8, size: u64) -> ReadRequest {
+        ReadRequest {
+            version,
+            request_id: 9,
+            volume_id: 1,
+            needle_id: 2,
+            cookie: 3,
+            offset: 0,
+            size,
+            flags: ReadFlags::NONE,
+            jwt: Vec::new(),
+        }
+    }
+
+    fn ok(len: u64) -> ReadReply {
+        ReadReply {
+            data_size: len,
+            payload_len: len,
+            ..ReadReply::status(9, Status::Ok)
+        }
+    }
+
+    #[test]
+    fn replies_are_checked_before_a_buffer_is_allocated() {
+        let check = |request: &ReadRequest, reply: &ReadReply, len: u64| {
+            check_reply(request, reply, len as usize)
+        };
+        let v3 = request(VERSION, 0);
+        assert!(check(&v3, &ok(10).in_version(VERSION), 10).is_ok());
+        let most = MAX_PAYLOAD_LEN;
+        assert!(check(&v3, &ok(most).in_version(VERSION), most).is_ok());
+        assert!(matches!(
+            check(&v3, &ok(most + 1).in_version(VERSION), most + 1),
+            Err(ClientError::TooLong { got, most: m }) if got == most + 1 && m == most
+        ));
+        // With a size, that size is the most, however large.
+        let sized = request(VERSION, 1 << 40);
+        assert!(check(&sized, &ok(1 << 40).in_version(VERSION), 1 << 40).is_ok());
+        assert!(matches!(
+            check(
+                &sized,
+                &ok((1 << 40) + 1).in_version(VERSION),
+                (1 << 40) + 1
+            ),
+            Err(ClientError::TooLong { .. })
+        ));
+        assert!(matches!(
+            check(&v3, &ok(10).in_version(VERSION), 11),
+            Err(ClientError::LengthMismatch { got: 11, want: 10 })
+        ));
+        assert!(matches!(
+            check(&v3, &ok(10).in_version(2), 10),
+            Err(ClientError::VersionMismatch {
+                got: 2,
+                want: VERSION
+            })
+        ));
+        // A server answers what it cannot decode in version 1.
+        for status in [Status::UnknownVersion, Status::BadRequest] {
+            assert!(matches!(
+                check(&v3, &ReadReply::status(9, status), 0),
+                Err(ClientError::Status(s)) if s == status
+            ));
+        }
+        assert!(matches!(
+            check(&v3, &ReadReply::status(9, Status::NotFound), 0),
+            Err(ClientError::VersionMismatch {
+                got: 1,
+                want: VERSION
+            })
+        ));
+        let v1 = request(1, 0);
+        assert!(matches!(
+            check(&v1, &ReadReply::status(9, Status::NotFound), 0),
+            Err(ClientError::Status(Status::NotFound))
+        ));
+    }
 }

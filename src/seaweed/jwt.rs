@@ -130,11 +130,9 @@ impl ReadKey {
             return Err(JwtError::Signature);
         }
         let claims: serde_json::Value = decode_json(claims)?;
-        let number = |name: &str| claims.get(name).and_then(|v| v.as_f64());
+        let (exp, nbf) = (numeric_date(&claims, "exp")?, numeric_date(&claims, "nbf")?);
         // As golang-jwt v5 (weed's): valid while now < exp, and from nbf on.
-        if number("exp").is_some_and(|exp| (now as f64) >= exp)
-            || number("nbf").is_some_and(|nbf| (now as f64) < nbf)
-        {
+        if exp.is_some_and(|exp| (now as f64) >= exp) || nbf.is_some_and(|nbf| (now as f64) < nbf) {
             return Err(JwtError::Expired);
         }
         match claims.get("fid").and_then(|f| f.as_str()) {
@@ -146,9 +144,13 @@ impl ReadKey {
     /// Mints an HS256 token for `fid` expiring at `exp` (unix seconds), as weed's master and
     /// filer do.
     pub fn mint(&self, fid: &str, exp: u64) -> String {
+        self.sign(&serde_json::json!({ "fid": fid, "exp": exp }))
+    }
+
+    /// An HS256 token of `claims`.
+    fn sign(&self, claims: &serde_json::Value) -> String {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let claims =
-            URL_SAFE_NO_PAD.encode(serde_json::json!({ "fid": fid, "exp": exp }).to_string());
+        let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
         let signed = format!("{header}.{claims}");
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(signed.as_bytes());
@@ -210,6 +212,29 @@ fn claim_covers(claimed: &str, fid: &FileId) -> bool {
 /// Length of `header.claims`, the signed part of a token.
 fn header_len(token: &str) -> usize {
     token.rfind('.').unwrap_or(0)
+}
+
+/// The time claim `name` (`exp`, `nbf`) as golang-jwt v5 (weed's) reads a `NumericDate`: absent
+/// or `null` is none; a JSON number, or a string that is one (`"1700000000"`), is its value; a
+/// string that is not a JSON number, one out of range, or any other type (`true`, an object)
+/// makes the token malformed.
+fn numeric_date(claims: &serde_json::Value, name: &str) -> Result<Option<f64>, JwtError> {
+    use serde_json::Value;
+    let value = match claims.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        // Go's json.Number takes exactly a JSON number's text: no blanks, no "+1", ".5", "inf".
+        Some(Value::String(s)) if !s.contains(|c: char| c.is_ascii_whitespace()) => {
+            serde_json::from_str::<serde_json::Number>(s)
+                .ok()
+                .and_then(|n| n.as_f64())
+        }
+        Some(_) => None,
+    };
+    match value {
+        Some(v) if v.is_finite() => Ok(Some(v)),
+        _ => Err(JwtError::Malformed("a time claim is not a number")),
+    }
 }
 
 fn decode_json(part: &str) -> Result<serde_json::Value, JwtError> {
@@ -275,6 +300,61 @@ mod tests {
         );
         // No key: nothing is checked.
         assert_eq!(ReadKey::new("").verify(b"", &fid, now), Ok(()));
+    }
+
+    /// golang-jwt v5 (weed's) reads `exp` and `nbf` as a NumericDate: a JSON number or a string
+    /// that is one; `null` is no claim; anything else makes the token malformed (weed answers
+    /// 401), never "no expiry".
+    #[test]
+    fn time_claims_are_numbers_or_numeric_strings() {
+        use serde_json::json;
+        let key = ReadKey::new("test-read-signing-key-0123456789");
+        let fid = FileId::parse(FID).unwrap();
+        let now = 1_800_000_000;
+        let verify = |claims: serde_json::Value| {
+            let mut claims = claims;
+            claims["fid"] = json!(FID);
+            key.verify(key.sign(&claims).as_bytes(), &fid, now)
+        };
+        for ok in [
+            json!({ "exp": now + 60 }),
+            json!({ "exp": "1800000060" }),
+            json!({ "exp": "1.80000006e9" }),
+            json!({ "exp": 1_800_000_000.5 }),
+            json!({ "exp": null, "nbf": "1799999999" }),
+            json!({}),
+        ] {
+            assert_eq!(verify(ok.clone()), Ok(()), "{ok}");
+        }
+        for expired in [
+            json!({ "exp": "1800000000" }),
+            json!({ "exp": "-1" }),
+            json!({ "nbf": "1800000001" }),
+        ] {
+            assert_eq!(verify(expired.clone()), Err(JwtError::Expired), "{expired}");
+        }
+        for malformed in [
+            json!({ "exp": true }),
+            json!({ "exp": false }),
+            json!({ "exp": {} }),
+            json!({ "exp": [1_900_000_000] }),
+            json!({ "exp": "soon" }),
+            json!({ "exp": "" }),
+            json!({ "exp": " 1900000000" }),
+            json!({ "exp": "+1900000000" }),
+            json!({ "exp": "1900000000." }),
+            json!({ "exp": "0x71" }),
+            json!({ "exp": "inf" }),
+            json!({ "exp": "NaN" }),
+            json!({ "exp": "1e400" }),
+            json!({ "exp": now + 60, "nbf": true }),
+        ] {
+            assert!(
+                matches!(verify(malformed.clone()), Err(JwtError::Malformed(_))),
+                "{malformed}: {:?}",
+                verify(malformed.clone())
+            );
+        }
     }
 
     /// weed strips a URL's `_delta` before comparing the claim, so a token for the base id reads

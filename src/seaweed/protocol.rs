@@ -250,7 +250,9 @@ impl From<&VolumeError> for Status {
             VolumeError::BadRange { .. } => Status::BadRange,
             VolumeError::TooLarge { .. } => Status::TooLarge,
             VolumeError::Stale(_) => Status::Stale,
-            VolumeError::Needle { .. }
+            // Clients read those over HTTP, where weed expands them.
+            VolumeError::ChunkManifest(_)
+            | VolumeError::Needle { .. }
             | VolumeError::SuperBlock { .. }
             | VolumeError::Vif { .. }
             | VolumeError::OffsetWidth(_)
@@ -1504,6 +1506,7 @@ mod tests {
             ),
             (VolumeError::Stale(1), Status::Stale),
             (VolumeError::Remote(1), Status::NoVolume),
+            (VolumeError::ChunkManifest(1), Status::Internal),
             (
                 VolumeError::OffsetWidth(PathBuf::from("/x/1.idx")),
                 Status::Internal,

@@ -61,6 +61,12 @@ const REPLY_POLL_MAX: Duration = Duration::from_millis(1);
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
 /// Replies in flight on one thread past which requests are answered [`Status::Busy`].
 pub const MAX_IN_FLIGHT_PER_THREAD: usize = 4096;
+/// Unfinished replies to one connection (its [`Status::Busy`] refusals among them) past which
+/// its requests are dropped without a reply: a client this far past
+/// [`MAX_IN_FLIGHT_PER_CONNECTION`] sends on without taking even its refusals, and answering it
+/// would only queue more of them in this process. Its connection is closed once its oldest
+/// reply has waited [`REPLY_TIMEOUT`].
+pub const MAX_UNFINISHED_PER_CONNECTION: usize = 2 * MAX_IN_FLIGHT_PER_CONNECTION;
 /// Owned payload bytes (decompressed needles, a host's buffers: heap memory, up to 256 MiB
 /// each) in flight to one connection past which its requests are answered [`Status::Busy`].
 /// Payloads that are ranges of a mapped `.dat` cost no memory of their own and do not count.
@@ -68,9 +74,11 @@ pub const MAX_OWNED_BYTES_IN_FLIGHT_PER_CONNECTION: u64 = 1 << 30;
 /// Owned payload bytes in flight on one thread past which requests are answered
 /// [`Status::Busy`].
 pub const MAX_OWNED_BYTES_IN_FLIGHT_PER_THREAD: u64 = 4 << 30;
-/// How long the oldest reply a client must take (a rendezvous or direct payload) may wait,
-/// beyond the time its connection's bytes in flight need at [`MIN_CLIENT_RATE`], before the
-/// server closes the connection; and how long a stopping server waits for its replies before
+/// How long the oldest unfinished reply to a connection (of any kind: a rendezvous or direct
+/// payload the client must take, or an eager reply, a refusal among them, that its transport
+/// cannot deliver while the client does not progress) may wait, beyond the time the
+/// connection's bytes in flight need at [`MIN_CLIENT_RATE`], before the server closes the
+/// connection; and how long a stopping server waits for its replies before
 /// it closes the connections still holding some (their clients see the connection fail).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The slowest a client is expected to take its payloads (bytes per second): a connection
@@ -103,9 +111,9 @@ struct InFlight {
     /// Its payload's length, and how much of it is owned (heap) memory.
     bytes: u64,
     owned: u64,
-    /// When it was sent, if it waits for the client to take it (a rendezvous or direct
-    /// payload; eager replies complete without the client).
-    awaits_client: Option<Instant>,
+    /// When it was sent: a reply unfinished for long means a client that does not progress
+    /// (eager replies complete without the client's help only while its transport has room).
+    sent: Instant,
 }
 
 /// What one connection has in flight on a lane.
@@ -555,7 +563,7 @@ impl Lane {
             self.index
         );
         for job in received {
-            self.serve(answerer, &job);
+            self.serve(answerer, &job, false);
         }
         let started = Instant::now();
         let mut last_busy = started;
@@ -565,14 +573,7 @@ impl Lane {
                 last_busy = Instant::now();
             }
             for job in self.take_jobs() {
-                match ReadRequest::decode(&job.header) {
-                    Ok(request) => {
-                        let busy = refusal(&request, Status::Busy);
-                        self.send_reply(&job.ep, busy, Payload::default());
-                    }
-                    // Refused for what it is, as ever.
-                    Err(_) => self.serve(answerer, &job),
-                }
+                self.serve(answerer, &job, true);
             }
             self.reap_replies();
             if started.elapsed() >= timeout {
@@ -594,18 +595,19 @@ impl Lane {
         }
     }
 
-    /// Closes the connections whose oldest reply awaiting the client has waited `timeout`
-    /// plus the time their bytes in flight need at [`MIN_CLIENT_RATE`] (a client that stopped
-    /// taking them: hung, stopped, or hostile), so they hold no payloads and no share of the
-    /// lane's limits. Eager replies (refusals among them) complete without the client and do
-    /// not count.
+    /// Closes the connections whose oldest unfinished reply has waited `timeout` plus the time
+    /// their bytes in flight need at [`MIN_CLIENT_RATE`] (a client that stopped taking them, or
+    /// progressing at all: hung, stopped, or hostile), so they hold no payloads and no share of
+    /// the lane's limits. Every kind of reply counts: a rendezvous or direct payload waits for
+    /// the client to take it, and an eager one (a refusal too) for its transport's room, which
+    /// a client that does not progress never frees.
     fn close_stalled(&mut self, timeout: Duration) {
         let mut oldest: HashMap<usize, Instant> = HashMap::new();
         for reply in self.replies.iter().chain(&self.direct_replies) {
-            if let Some(sent) = reply.awaits_client {
-                let at = oldest.entry(connection_key(&reply.ep)).or_insert(sent);
-                *at = (*at).min(sent);
-            }
+            let at = oldest
+                .entry(connection_key(&reply.ep))
+                .or_insert(reply.sent);
+            *at = (*at).min(reply.sent);
         }
         let per_connection = &self.per_connection;
         let stalled: Vec<usize> = oldest
@@ -692,7 +694,7 @@ impl Lane {
         self.stats.connections_gone(open - self.clients.len());
         for job in self.take_jobs() {
             busy = true;
-            self.serve(answerer, &job);
+            self.serve(answerer, &job, false);
         }
         self.reap_replies();
         busy
@@ -713,10 +715,23 @@ impl Lane {
         }
     }
 
-    /// Answers one request: refused at once when it carried data or its connection (or this
-    /// thread) is over its in-flight limit, else read from the source. A request whose id
-    /// cannot be read is dropped (the client's request times out).
-    fn serve(&mut self, answerer: &Answerer, job: &Job) {
+    /// Answers one request: refused at once when it carried data, its connection (or this
+    /// thread) is over its in-flight limit or the server is `stopping` ([`Status::Busy`]), else
+    /// read from the source. A request whose id cannot be read, or whose connection has
+    /// [`MAX_UNFINISHED_PER_CONNECTION`] replies unfinished, is dropped (the client's request
+    /// times out).
+    fn serve(&mut self, answerer: &Answerer, job: &Job, stopping: bool) {
+        let unfinished = self
+            .per_connection
+            .get(&connection_key(&job.ep))
+            .map_or(0, |load| load.replies);
+        if unfinished >= MAX_UNFINISHED_PER_CONNECTION {
+            log::debug!(
+                "READ request of a connection with {unfinished} replies unfinished; dropped"
+            );
+            self.stats.request_dropped();
+            return;
+        }
         let Some(id) = peek_request_id(&job.header) else {
             log::debug!("READ request without a readable id; dropped");
             self.stats.request_dropped();
@@ -732,7 +747,9 @@ impl Lane {
                 log::debug!("READ request with data");
                 (refusal(&request, Status::BadRequest), None)
             }
-            Ok(request) if self.over_limit(&job.ep) => (refusal(&request, Status::Busy), None),
+            Ok(request) if stopping || self.over_limit(&job.ep) => {
+                (refusal(&request, Status::Busy), None)
+            }
             Ok(request) => {
                 let (reply, payload) = answerer.answer(&request, &job.ep);
                 (reply, Some(payload))
@@ -777,7 +794,6 @@ impl Lane {
         } else {
             0
         };
-        let awaits_client = rendezvous.then(Instant::now);
         // Counted before the send, so a client that has its reply finds it counted.
         let direct = reply.direct.is_some();
         self.stats.reply_sent(reply.status, bytes, direct);
@@ -788,7 +804,7 @@ impl Lane {
                     ep: ep.clone(),
                     bytes,
                     owned,
-                    awaits_client,
+                    sent: Instant::now(),
                 });
                 let load = self.per_connection.entry(connection_key(ep)).or_default();
                 load.replies += 1;

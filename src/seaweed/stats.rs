@@ -48,7 +48,10 @@ pub struct StatsSnapshot {
     /// `OK` replies announced for a direct read (the client may copy the payload out of this
     /// process itself; one that cannot takes it through UCX).
     pub direct_replies: u64,
-    /// Requests dropped without a reply (no readable request id).
+    /// Requests dropped without a reply: no readable request id, or their connection had
+    /// [`MAX_UNFINISHED_PER_CONNECTION`] replies unfinished.
+    ///
+    /// [`MAX_UNFINISHED_PER_CONNECTION`]: crate::seaweed::server::MAX_UNFINISHED_PER_CONNECTION
     pub requests_dropped: u64,
     /// Connections open now.
     pub open_connections: u64,
@@ -168,7 +171,7 @@ impl StatsSnapshot {
             (
                 "requests_dropped_total",
                 "counter",
-                "Requests dropped without a reply (no readable request id).",
+                "Requests dropped without a reply (no readable request id, or a connection far past its in-flight limit).",
                 self.requests_dropped,
             ),
             (

@@ -88,6 +88,11 @@ pub enum VolumeError {
     /// The volume's data lives in a remote tier and cannot be read locally.
     #[error("volume {0} is tiered to remote storage")]
     Remote(u32),
+    /// The needle is a chunk manifest (flag `0x80`: a JSON list of the file's chunks, written
+    /// by `weed upload -maxMB` or with `?cm=true`), which weed's HTTP GET answers with the
+    /// chunks' bytes; its own bytes are not the file's, so it is not served here.
+    #[error("needle {0:#x} is a chunk manifest (read it over HTTP)")]
+    ChunkManifest(u64),
     /// Needle bytes that do not parse or fail their CRC.
     #[error("volume {volume}: {source}")]
     Needle {
@@ -160,8 +165,8 @@ pub struct ReadOptions {
     pub now_unix_ns: Option<u64>,
     /// The caller checks the CRC itself: a whole large needle (more than 1 MiB, the only ones
     /// weed checks on full reads alone) is returned unchecked, with
-    /// [`ReadResult::crc_unchecked`] set. Small needles and decompressed ones are always
-    /// checked here.
+    /// [`ReadResult::crc_unchecked`] set. Small needles, decompressed ones and ranges of
+    /// compressed ones are always checked here.
     pub crc_at_caller: bool,
 }
 
@@ -579,8 +584,11 @@ impl Volume {
             return Err(VolumeError::CookieMismatch(needle_id));
         }
         check_expiry(&meta, needle_id, opts)?;
+        if meta.is_chunk_manifest() {
+            return Err(VolumeError::ChunkManifest(needle_id));
+        }
         // Small needles were CRC-checked whole above; large ones are checked (in place) when
-        // decompressed or read whole, as weed does.
+        // compressed (weed reads those whole) or read whole, as weed does.
         let checked = size <= PAGED_READ_LIMIT;
         let decompress = meta.is_compressed() && !opts.stored;
         // The stored bytes `from..to` faulted in (those of small needles already are).
@@ -616,12 +624,17 @@ impl Volume {
             let total_len = stored.len() as u64;
             let (start, end) = range(opts, total_len)?;
             let (start, end) = (start as usize, end as usize);
-            // What UCX sends (or the client copies) from the mapping.
-            fault_stored(start, end)?;
-            let whole_unchecked = !checked && !decompress && start == 0 && end == stored.len();
-            let crc_unchecked = whole_unchecked && opts.crc_at_caller;
-            if whole_unchecked && !crc_unchecked {
+            // Checked here unless above (small, or decompressed): a whole read (or left to the
+            // caller), and any range of a compressed needle.
+            let unchecked = !checked && !decompress;
+            let whole = start == 0 && end == stored.len();
+            let crc_unchecked = unchecked && whole && opts.crc_at_caller;
+            if unchecked && !crc_unchecked && (whole || meta.is_compressed()) {
+                fault_stored(0, stored.len())?;
                 needle::check_crc(stored, meta.checksum).map_err(nerr)?;
+            } else {
+                // What UCX sends (or the client copies) from the mapping.
+                fault_stored(start, end)?;
             }
             let data = MappedSlice::of(&map, &stored[start..end])
                 .expect("needle bytes lie in the mapping");
@@ -1724,21 +1737,31 @@ mod tests {
         ttl.append_at_ns = 1_000 * 60_000_000_000;
         w.put(&ttl);
         // A compressed needle above the paged-read limit (random bytes do not compress).
-        let noise: Vec<u8> = (0..(3u64 << 20))
-            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..3 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            })
             .collect();
         let big_gz = gzip(&noise, flate2::Compression::fast());
+        assert!(big_gz.len() > PAGED_READ_LIMIT as usize);
         w.put(&compressed(4, 4, &big_gz));
         let corrupt_at = w.put(&needle(5, 5, &[5; 2 << 20]));
         let small_corrupt_at = w.put(&needle(6, 6, &[6; 1000]));
+        let gz_corrupt_at = w.put(&compressed(7, 7, &big_gz));
         drop(w);
-        // Corrupt one data byte of needles 5 and 6.
+        // Corrupt one data byte of needles 5, 6 and 7.
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(with_ext(&base, "dat"))
             .unwrap();
         f.write_all_at(&[0xff], corrupt_at + 20 + 1000).unwrap();
         f.write_all_at(&[0xff], small_corrupt_at + 20 + 10).unwrap();
+        f.write_all_at(&[!big_gz[2000]], gz_corrupt_at + 20 + 2000)
+            .unwrap();
 
         let v = Volume::open(&base).unwrap();
         let d = ReadOptions::default();
@@ -1806,6 +1829,30 @@ mod tests {
                 ..
             })
         ));
+        // Large compressed needle: checked on every read, as weed reads it whole, also a range
+        // of its stored (gzip) bytes; a whole read the caller checks is left to it.
+        let stored_range = ReadOptions {
+            stored: true,
+            ..ReadOptions::range(10, 100)
+        };
+        assert_eq!(v.read(4, 4, &stored_range).unwrap().data, &big_gz[10..110]);
+        for opts in [stored_range, ReadOptions::range(10, 100)] {
+            assert!(
+                matches!(
+                    v.read(7, 7, &opts),
+                    Err(VolumeError::Needle {
+                        source: NeedleError::Crc { .. },
+                        ..
+                    })
+                ),
+                "{opts:?}"
+            );
+        }
+        let whole_at_caller = ReadOptions {
+            stored: true,
+            ..at_caller
+        };
+        assert!(v.read(7, 7, &whole_at_caller).unwrap().crc_unchecked);
     }
 
     #[test]
