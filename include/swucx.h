@@ -337,11 +337,14 @@ typedef struct swucx_read_reply_t swucx_read_reply_t;
  * the operation has completed, i.e. until `swucx_request_test`/`_poll`/`_wait` (or
  * `swucx_engine_wait`) returned something other than `SWUCX_INPROGRESS`. **Freeing an unfinished
  * request does not stop the operation: the buffer must still outlive it** (cancel a tag receive
- * first, or force-close the endpoint). Use a request from one thread at a time.
+ * first, or force-close the endpoint). **One exception: a request that failed detached**
+ * (`swucx_request_is_detached`: its endpoint's peer failed while UCX still held the operation)
+ * **leaves its buffer to UCX for good**: never free or reuse that buffer. Use a request from one
+ * thread at a time.
  *
  * Methods: `swucx_request_test`, `swucx_request_poll`, `swucx_request_wait`,
- * `swucx_request_info`, `swucx_request_cancel`, `swucx_request_free`, `swucx_engine_wait`,
- * `swucx_engine_wait_signals`.
+ * `swucx_request_info`, `swucx_request_is_detached`, `swucx_request_cancel`,
+ * `swucx_request_free`, `swucx_engine_wait`, `swucx_engine_wait_signals`.
  */
 typedef struct swucx_request_t swucx_request_t;
 
@@ -550,7 +553,8 @@ typedef struct swucx_needle_server_stats_t {
     uint64_t payload_bytes;
     uint64_t direct_replies;
     /**
-     * Requests without a readable request id, dropped unanswered.
+     * Requests dropped unanswered: no readable request id, or their connection was far past
+     * its limit of unfinished replies.
      */
     uint64_t requests_dropped;
     /**
@@ -1406,8 +1410,15 @@ void swucx_mem_unmap(struct swucx_mem_t *mem);
 
 /**
  * Unpacks a peer's region descriptor (`length` bytes from its `swucx_mem_export`) for use on
- * `ep`. Bytes that are not an intact descriptor fail with `SWUCX_ERR_INVALID_PARAM` before UCX
- * sees them. On success writes a new remote key to `*rkey_p`.
+ * `ep`. Bytes that are not an intact descriptor (a wrong frame or checksum, a region that wraps
+ * around the address space) fail with `SWUCX_ERR_INVALID_PARAM` before UCX sees them. On
+ * success writes a new remote key to `*rkey_p`.
+ *
+ * **Only for descriptors from trusted peers**, unchanged (as UCX's RDMA model assumes): the
+ * checks catch damage, not forgery. UCX parses the packed key without bounds, and over shared
+ * memory (posix, sysv) turns the remote addresses into local pointers without checking them, so
+ * a forged descriptor lets `swucx_ep_put` and `swucx_ep_get` write and read any memory of this
+ * process.
  */
 swucx_status_t swucx_rkey_unpack(const struct swucx_ep_t *ep,
                                  const void *descriptor,
@@ -1556,6 +1567,16 @@ swucx_status_t swucx_engine_wait_signals(const struct swucx_engine_t *engine,
 swucx_status_t swucx_request_info(struct swucx_request_t *req,
                                   size_t *length_p,
                                   uint64_t *sender_tag_p);
+
+/**
+ * Whether the operation ended detached: its endpoint's peer failed while UCX still held it
+ * (UCX 1.13 keeps some, e.g. rendezvous sends over shared memory, for good), so swucx gave it
+ * up and it completed with the failure status, but **UCX may still read or write its buffer**:
+ * keep that buffer valid, and unused, for the rest of the process (never free or reuse it).
+ * Check it when a request completes with an error before releasing the buffer. False for a
+ * request still running, one UCX completed (successfully or not), and a NULL or invalid handle.
+ */
+bool swucx_request_is_detached(const struct swucx_request_t *req);
 
 /**
  * Asks UCX to cancel the operation. Only a tag receive not matched yet can be cancelled; it

@@ -177,28 +177,31 @@ impl AmDesc {
         if dst.len() < self.length {
             return Err(self);
         }
-        self.take_eager(dst).ok_or(self)
+        // SAFETY: dst is an exclusive slice of at least self.length bytes.
+        unsafe { self.take_eager(dst.as_mut_ptr()) }.ok_or(self)
     }
 
-    /// Copies an eager payload into `dst` (at least `self.length` bytes) and releases it; None
-    /// (nothing taken) for a rendezvous payload.
-    fn take_eager(&mut self, dst: &mut [u8]) -> Option<usize> {
-        match self.kind.take() {
-            Some(DescKind::Copied(bytes)) => dst[..bytes.len()].copy_from_slice(&bytes),
-            Some(DescKind::Ucx { desc, rndv: false }) => {
-                // Kept eager data is the payload itself. UCX 1.13's ucp_am_recv_data_nbx copies
-                // it but never returns the descriptor to its pool (each receive leaked one), so
-                // copy here and release it.
-                // SAFETY: desc points to the kept payload of self.length bytes, valid until it
-                // is released below.
-                let bytes = unsafe { std::slice::from_raw_parts(desc as *const u8, self.length) };
-                dst[..self.length].copy_from_slice(bytes);
-                self.worker.release_am_data(desc as *mut libc::c_void);
-            }
-            other => {
-                self.kind = other;
-                return None;
-            }
+    /// Copies an eager payload to `dst` and releases it; None (nothing taken) for a rendezvous
+    /// payload. Through raw pointers, never a slice: `dst` may be memory others can reach (a
+    /// region's clones, a peer's puts, a C caller's buffer).
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `self.length` bytes that overlap neither UCX's nor our
+    /// own copy of the payload.
+    unsafe fn take_eager(&mut self, dst: *mut u8) -> Option<usize> {
+        let src = match &self.kind {
+            Some(DescKind::Copied(bytes)) => bytes.as_ptr(),
+            // Kept eager data is the payload itself. UCX 1.13's ucp_am_recv_data_nbx copies it
+            // but never returns the descriptor to its pool (each receive leaked one), so copy
+            // here and release it.
+            Some(DescKind::Ucx { desc, rndv: false }) => *desc as *const u8,
+            _ => return None,
+        };
+        // SAFETY: src holds the payload's self.length bytes (our copy, or UCX's kept descriptor,
+        // valid until released below); the caller vouches for dst.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, self.length) };
+        if let Some(DescKind::Ucx { desc, .. }) = self.kind.take() {
+            self.worker.release_am_data(desc as *mut libc::c_void);
         }
         Some(self.length)
     }
@@ -207,10 +210,9 @@ impl AmDesc {
     /// A buffer shorter than the payload fails with `ERR_MESSAGE_TRUNCATED` (payload released).
     pub fn recv_into<B: BufMut>(mut self, mut buffer: B) -> Result<Request<B>> {
         check_room(self.length, &buffer)?;
-        // SAFETY: the buffer is writable for buffer.len() bytes (BufMut's contract) and cannot
-        // overlap UCX's or our own copy of the payload.
-        let dst = unsafe { std::slice::from_raw_parts_mut(buffer.as_mut_ptr(), buffer.len()) };
-        if let Some(copied) = self.take_eager(dst) {
+        // SAFETY: the buffer is writable for buffer.len() >= self.length bytes (BufMut's
+        // contract, checked above) and cannot overlap UCX's or our own copy of the payload.
+        if let Some(copied) = unsafe { self.take_eager(buffer.as_mut_ptr()) } {
             return Ok(Request::ready(buffer, copied));
         }
         match self.kind.take() {
@@ -533,9 +535,9 @@ impl Endpoint {
             flags.0,
         );
         // SAFETY: the request owns header and payload until UCX completes the send.
-        let ptr = unsafe { post_am_send(handle, id, &header, &payload, &params.param) };
+        let ptr = unsafe { post_am_send(&handle, id, &header, &payload, &params.param) };
         let len = payload.len();
-        Ok(self.track(params.finish(self.worker(), ptr, (header, payload), len, None)?))
+        Ok(handle.track(params.finish(self.worker(), ptr, (header, payload), len, None)?))
     }
 
     /// Sends an active message within this call or not at all: [`Status::ERR_NO_RESOURCE`] when
@@ -574,21 +576,20 @@ impl Endpoint {
         // SAFETY: the send completes within the call or is refused (`now_param`), while the
         // caller's buffers are valid.
         finish_now(AM_SEND, unsafe {
-            post_am_send(handle, id, &header, &payload, &param)
+            post_am_send(&handle, id, &header, &payload, &param)
         })
     }
 }
 
 const AM_SEND: &str = "ucp_am_send_nbx";
 
-/// `ucp_am_send_nbx` of `header` and `payload` on the endpoint `handle` holds (released on
-/// return).
+/// `ucp_am_send_nbx` of `header` and `payload` on the endpoint `handle` holds.
 ///
 /// # Safety
 /// `header` and `payload` must stay valid until UCX completes the send.
 #[inline(always)]
 unsafe fn post_am_send<H: Buf, B: Buf>(
-    handle: EpHandle<'_>,
+    handle: &EpHandle<'_>,
     id: u16,
     header: &H,
     payload: &B,

@@ -131,6 +131,8 @@ impl RawBuf {
     /// The bytes must stay valid (and, for receives, writable and otherwise untouched) until the
     /// operation using this `RawBuf` has completed, which is after the `Request` reports
     /// completion, not when it is dropped: dropping an unfinished `Request` does not stop UCX.
+    /// For an operation that ended detached ([`Request::is_detached`](crate::Request::is_detached):
+    /// its peer failed while UCX held it), that is never: keep them for the rest of the process.
     pub unsafe fn new(ptr: *mut u8, len: usize) -> RawBuf {
         RawBuf { ptr, len }
     }

@@ -29,6 +29,10 @@ pub type ErrorHandler = Box<dyn FnMut(Status) + Send>;
 
 /// State the UCX error callback reaches through its `arg`; lives until UCX's close completes.
 pub(crate) struct EpShared {
+    /// This state itself, for the worker to hold once the peer failed: it fails `inflight`
+    /// after the forced close, also when no `Endpoint` is left (dropped or closed with requests
+    /// still pending; a running close keeps this alive).
+    this: Weak<EpShared>,
     failed: AtomicI8,
     on_error: Mutex<Option<ErrorHandler>>,
     /// The endpoint, so the worker can force-close it after a failure (set at creation).
@@ -91,8 +95,8 @@ unsafe extern "C" fn ep_error_callback(
     // UCX 1.13 leaves sends queued on a failed shared-memory lane pending forever; a forced
     // close completes them. It cannot run inside this callback: the worker does it right after
     // this progress call returns.
-    if let (Some(worker), Some(endpoint)) = (shared.worker.upgrade(), shared.endpoint.get()) {
-        worker.schedule_force_close(endpoint.clone());
+    if let (Some(worker), Some(shared)) = (shared.worker.upgrade(), shared.this.upgrade()) {
+        worker.schedule_force_close(shared, status);
     }
     let _guard = CallbackGuard::enter();
     if let Some(handler) = shared
@@ -107,10 +111,30 @@ unsafe extern "C" fn ep_error_callback(
     }
 }
 
+impl EpShared {
+    /// Forces the close of the endpoint, if it is still open (used by the worker after a peer
+    /// failure).
+    pub(crate) fn force_close(&self) {
+        if let Some(inner) = self.endpoint.get().and_then(Weak::upgrade) {
+            Endpoint(inner).force_close_in_background();
+        }
+    }
+
+    /// Fails with `status` every tracked operation UCX has not completed (after a peer failure
+    /// and a forced close had their chance).
+    pub(crate) fn fail_inflight(&self, status: Status) {
+        let inflight =
+            std::mem::take(&mut *self.inflight.lock().unwrap_or_else(|e| e.into_inner()));
+        for completion in inflight.iter().filter_map(Weak::upgrade) {
+            completion.detach(status);
+        }
+    }
+}
+
 /// Frees the close request and the endpoint's shared state once UCX's close completes.
 unsafe extern "C" fn ep_close_callback(
     request: *mut libc::c_void,
-    _status: sys::ucs_status_t,
+    status: sys::ucs_status_t,
     user_data: *mut libc::c_void,
 ) {
     // SAFETY: user_data is the ClosingEp boxed by `start_close`; this callback is its only consumer.
@@ -118,11 +142,21 @@ unsafe extern "C" fn ep_close_callback(
     // SAFETY: request is the live close request; freeing it here is allowed.
     unsafe { sys::ucp_request_free(request) };
     closing.count.fetch_sub(1, Ordering::AcqRel);
+    // A peer that fails while its endpoint closes (dropped, or closed with flush while
+    // operations were outstanding) ends the close with the error instead of calling the error
+    // callback, and UCX 1.13 leaves the operations queued on a failed shared-memory lane pending
+    // as it does there: have the worker fail them.
+    let status = Status::from_raw(status);
+    if status.is_err() {
+        if let Some(worker) = closing.shared.worker.upgrade() {
+            worker.schedule_force_close(closing.shared.clone(), status);
+        }
+    }
 }
 
 /// What a running close keeps alive, and whom it tells when it is done.
 struct ClosingEp {
-    _shared: Arc<EpShared>,
+    shared: Arc<EpShared>,
     /// The worker's count of running closes.
     count: Arc<AtomicUsize>,
     done: Option<Arc<AtomicBool>>,
@@ -189,7 +223,8 @@ impl Worker {
         mut params: sys::ucp_ep_params_t,
         peer: Option<SocketAddr>,
     ) -> Result<Endpoint> {
-        let shared = Arc::new(EpShared {
+        let shared = Arc::new_cyclic(|this| EpShared {
+            this: this.clone(),
             failed: AtomicI8::new(0),
             on_error: Mutex::new(None),
             endpoint: OnceLock::new(),
@@ -222,8 +257,11 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner())
             .insert(handle as usize, Arc::downgrade(&inner));
         let _ = inner.shared.endpoint.set(Arc::downgrade(&inner));
-        if inner.shared.failed.load(Ordering::Acquire) != 0 {
-            self.0.schedule_force_close(Arc::downgrade(&inner));
+        match inner.shared.failed.load(Ordering::Acquire) {
+            0 => {}
+            code => self
+                .0
+                .schedule_force_close(inner.shared.clone(), Status(code)),
         }
         let endpoint = Endpoint(inner);
         if let Some(keepalive) = self.context().keepalive().filter(|_| peer.is_some()) {
@@ -259,9 +297,10 @@ fn ep_params_base(worker: &Worker) -> sys::ucp_ep_params_t {
 }
 
 /// The locked, checked UCX handle of a usable endpoint, held for one UCX call (with the
-/// worker's gate, taken first).
+/// worker's gate, taken first) and the [`track`](EpHandle::track) of the request it made.
 pub(crate) struct EpHandle<'a> {
     raw: sys::ucp_ep_h,
+    shared: &'a EpShared,
     _in_use: Option<RwLockReadGuard<'a, ()>>,
     _gate: Gate<'a>,
 }
@@ -269,6 +308,27 @@ pub(crate) struct EpHandle<'a> {
 impl EpHandle<'_> {
     pub(crate) fn raw(&self) -> sys::ucp_ep_h {
         self.raw
+    }
+
+    /// Registers a request started with this handle that did not complete at once, so a peer
+    /// failure can end it. Done while the handle is held: the forced close that precedes
+    /// `EpShared::fail_inflight` takes the handle under the write lock, so it waits for this
+    /// (on a SERIALIZED worker nothing else runs meanwhile); registered after the lock, a
+    /// request could miss the failure and leave its waiter hanging.
+    #[inline(always)]
+    pub(crate) fn track<B: Send + 'static>(&self, request: Request<B>) -> Request<B> {
+        if !request.is_complete() {
+            let mut inflight = self
+                .shared
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if inflight.len() >= 64 {
+                inflight.retain(|c| c.upgrade().is_some_and(|c| !c.is_done()));
+            }
+            inflight.push(Arc::downgrade(request.completion()));
+        }
+        request
     }
 }
 
@@ -365,6 +425,7 @@ impl Endpoint {
         }
         Ok(EpHandle {
             raw: raw as sys::ucp_ep_h,
+            shared: &self.0.shared,
             _in_use: in_use,
             _gate: gate,
         })
@@ -419,8 +480,7 @@ impl Endpoint {
         );
         // SAFETY: the endpoint is live while the read lock is held; params carries our callback.
         let ptr = unsafe { sys::ucp_ep_flush_nbx(handle.raw(), &params.param) };
-        drop(handle);
-        Ok(self.track(params.finish(&self.0.worker, ptr, (), 0, None)?))
+        Ok(handle.track(params.finish(&self.0.worker, ptr, (), 0, None)?))
     }
 
     /// Closes the endpoint and waits until UCX has closed it. `Flush` completes outstanding
@@ -446,43 +506,8 @@ impl Endpoint {
         status.map(|_| ())
     }
 
-    /// Registers a request that did not complete at once, so a peer failure can end it.
-    #[inline(always)]
-    pub(crate) fn track<B: Send + 'static>(&self, request: Request<B>) -> Request<B> {
-        if !request.is_complete() {
-            let mut inflight = self
-                .0
-                .shared
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if inflight.len() >= 64 {
-                inflight.retain(|c| c.upgrade().is_some_and(|c| !c.is_done()));
-            }
-            inflight.push(Arc::downgrade(request.completion()));
-        }
-        request
-    }
-
-    /// Fails every tracked operation UCX has not completed (after a peer failure and a forced
-    /// close had their chance).
-    pub(crate) fn fail_inflight(&self) {
-        let status = self.failure().unwrap_or(Status::ERR_CONNECTION_RESET);
-        let inflight = std::mem::take(
-            &mut *self
-                .0
-                .shared
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for completion in inflight.iter().filter_map(Weak::upgrade) {
-            completion.detach(status);
-        }
-    }
-
-    /// Starts a forced close without waiting (used by the worker after a peer failure).
-    pub(crate) fn force_close_in_background(&self) {
+    /// Starts a forced close without waiting.
+    fn force_close_in_background(&self) {
         if let Some(raw) = self.take_handle() {
             if let Err(err) = self.0.start_close(raw, CloseMode::Force, None) {
                 log::debug!("closing a failed endpoint: {err}");
@@ -521,7 +546,7 @@ impl EndpointInner {
     ) -> Result<bool> {
         let force = mode == CloseMode::Force || self.shared.failed.load(Ordering::Acquire) != 0;
         let closing = Box::into_raw(Box::new(ClosingEp {
-            _shared: self.shared.clone(),
+            shared: self.shared.clone(),
             count: self.worker.0.closing.clone(),
             done,
         }));

@@ -21,7 +21,7 @@ use crate::context::Context;
 use crate::listener::{ConnRequest, Listener};
 use crate::request::{Completion, Done, Request};
 use crate::status::{Error, Result, Status};
-use crate::worker::{Worker, poll_readable};
+use crate::worker::{Worker, in_callback, poll_readable};
 
 /// How long a waiter spins (driving progress if it can) before it sleeps.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(200);
@@ -318,7 +318,10 @@ impl Engine {
     /// is), then sleeps until the completion wakes it. Every wait of an engine is for something
     /// on the engine's own worker ([`worker`](Engine::worker)), the only one it progresses: an
     /// operation of another worker that nobody progresses would never complete (the C ABI
-    /// refuses such waits with `SWUCX_ERR_INVALID_PARAM`).
+    /// refuses such waits with `SWUCX_ERR_INVALID_PARAM`). Inside a callback (a handler on the
+    /// progressing thread), where the wait would hold up the progress it waits for, an
+    /// operation that is not complete fails with `ERR_BUSY` (as [`Request::wait`] does; the
+    /// operation goes on without its owner).
     pub fn wait<B: Send + 'static>(&self, mut request: Request<B>) -> Result<Done<B>> {
         self.shared
             .wait_for(&**request.completion(), &mut Limit::Never, &[], true);
@@ -336,6 +339,9 @@ impl Engine {
     /// `signals` is raised (already raised: returns at once unless the request is complete).
     /// Spins like [`wait`](Engine::wait), then sleeps with no periodic wake-up: the completion,
     /// [`Signal::raise`] or the deadline wakes it. The request stays the caller's either way.
+    /// Inside a callback (a handler on the progressing thread), where the wait would hold up
+    /// the progress it waits for, it returns at once: `Complete` if the request is, else
+    /// `Signalled` if a signal is raised, else `TimedOut`.
     pub fn wait_signals<B: Send + 'static>(
         &self,
         request: &Request<B>,
@@ -383,7 +389,9 @@ impl Engine {
     /// [`wait_signals`](Engine::wait_signals) waits for an operation: spins driving progress,
     /// then sleeps until a message arrives, `timeout` passes (`None`: no limit) or one of
     /// `signals` is raised (`None` for both; tell them apart with [`Signal::is_raised`]). A
-    /// message that is there already is taken even when a signal is raised.
+    /// message that is there already is taken even when a signal is raised. Inside a callback (a
+    /// handler on the progressing thread), where the wait would hold up the progress it waits
+    /// for, it only takes a message that is there already (`None` at once otherwise).
     pub fn am_recv(
         &self,
         queue: &AmQueue,
@@ -461,7 +469,9 @@ impl Engine {
     /// Waits for a connection request on `listener`, which must be on this engine's worker (the
     /// engine's background thread progresses it; this thread only sleeps), until one arrives
     /// (returned), `timeout` passes (`None`: no limit) or one of `signals` is raised (`None`
-    /// either way; tell them apart with [`Signal::is_raised`]). No periodic wake-up.
+    /// either way; tell them apart with [`Signal::is_raised`]). No periodic wake-up. Inside a
+    /// callback (a handler on the progressing thread, which this wait would hold up) it only
+    /// takes a request that is there already (`None` at once otherwise).
     pub fn accept_signals(
         &self,
         listener: &Listener,
@@ -475,7 +485,10 @@ impl Engine {
                 return Some(request);
             }
             let now = Instant::now();
-            if signals.iter().any(|s| s.is_raised()) || deadline.is_some_and(|d| now >= d) {
+            if in_callback()
+                || signals.iter().any(|s| s.is_raised())
+                || deadline.is_some_and(|d| now >= d)
+            {
                 return None;
             }
             // Registered first, then checked again: an arrival or a raise from now on unparks.
@@ -499,7 +512,12 @@ impl Engine {
     /// Waits until `done()` holds or `timeout` passes (for conditions that are not a single
     /// request, e.g. a reply arriving in a handler): drives progress while it spins, then leaves
     /// progress to the background thread and checks back with growing pauses (up to 1 ms).
+    /// Inside a callback (a handler on the progressing thread, which this wait would hold up)
+    /// it returns `done()` at once.
     pub fn progress_until(&self, mut done: impl FnMut() -> bool, timeout: Duration) -> bool {
+        if in_callback() {
+            return done();
+        }
         let start = Instant::now();
         let deadline = start.checked_add(timeout);
         let mut pause = Duration::from_micros(10);
@@ -542,7 +560,9 @@ impl Shared {
     }
 
     /// Spins (if `spin`), then sleeps, until `awaited` is ready (true), `limit` passes or
-    /// one of `signals` is raised (false).
+    /// one of `signals` is raised (false). Inside a callback, false at once unless ready: the
+    /// callback holds up the progress the wait would need (on the background thread, nothing
+    /// else progresses; on a waiter's, its spin could not progress either).
     fn wait_for<A: Awaited + ?Sized>(
         &self,
         awaited: &A,
@@ -560,6 +580,9 @@ impl Shared {
             // shm fragment).
             self.spins.fetch_add(BEGUN_ONLY, Ordering::Relaxed);
             return true;
+        }
+        if in_callback() {
+            return false;
         }
         // Fixed at the first look at the clock, and again whenever progress did something
         // since the last one (the spin goes on from there).

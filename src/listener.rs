@@ -212,6 +212,11 @@ impl Drop for ConnRequest {
 
 impl Drop for ListenerInner {
     fn drop(&mut self) {
+        // Rejects the queued requests and destroys the listener as one step for the threads
+        // that progress the worker (UCX delivers requests from progress, which takes the gate):
+        // a request that arrived between the two was never rejected and its client waited for
+        // its timeout. Requests UCX has not delivered yet, `ucp_listener_destroy` rejects.
+        let _gate = self.worker.gate();
         for raw in self
             .pending
             .requests

@@ -194,7 +194,8 @@ impl MemRegion {
     }
 
     /// The descriptor a peer needs to reach this region with put/get: address, length and the
-    /// packed remote key. Give it to [`RemoteKey::unpack`] on the peer.
+    /// packed remote key. Give it to [`RemoteKey::unpack`] on the peer: whoever has it may read
+    /// and write the region at any time.
     pub fn export(&self) -> Result<Vec<u8>> {
         let mut rkey_buf = ptr::null_mut();
         let mut rkey_len = 0usize;
@@ -327,9 +328,13 @@ impl RegionDescriptor {
         if crc32c::crc32c(body) != crc {
             return Err(bad("descriptor checksum mismatch"));
         }
+        let (addr, len) = (u64_at(5), u64_at(13));
+        if addr.checked_add(len).is_none() {
+            return Err(bad("region wraps around the address space"));
+        }
         Ok(RegionDescriptor {
-            addr: u64_at(5),
-            len: u64_at(13),
+            addr,
+            len,
             rkey: body[DESCRIPTOR_FIXED..].to_vec(),
         })
     }
@@ -354,12 +359,22 @@ unsafe impl Sync for RkeyInner {}
 
 impl RemoteKey {
     /// Unpacks a descriptor from [`MemRegion::export`] for use on `endpoint`. Bytes that are not
-    /// an intact descriptor are refused with `ERR_INVALID_PARAM` before UCX sees them.
-    pub fn unpack(endpoint: &Endpoint, descriptor: &[u8]) -> Result<RemoteKey> {
+    /// an intact descriptor (a wrong frame or checksum, a region that wraps around the address
+    /// space) are refused with `ERR_INVALID_PARAM` before UCX sees them.
+    ///
+    /// # Safety
+    /// `descriptor` must come from a trusted peer (as UCX's RDMA model assumes): the export of
+    /// one of its regions, unchanged. The checks above catch damage, not forgery: UCX parses
+    /// the packed key without bounds, and over shared memory (posix, sysv) it maps the peer's
+    /// segment and turns the remote addresses into local pointers without checking them, so a
+    /// forged descriptor lets [`Endpoint::put`] and [`Endpoint::get`] write and read any memory
+    /// of this process. Descriptors from untrusted peers must not reach this.
+    pub unsafe fn unpack(endpoint: &Endpoint, descriptor: &[u8]) -> Result<RemoteKey> {
         let desc = RegionDescriptor::decode(descriptor)?;
         let handle = endpoint.lock_handle("ucp_ep_rkey_unpack")?;
         let mut rkey = ptr::null_mut();
-        // SAFETY: the endpoint is live under the lock; the rkey bytes are intact (checksummed).
+        // SAFETY: the endpoint is live under the lock; the rkey bytes are intact (checksummed)
+        // and come from a trusted peer's export (the caller's contract).
         check("ucp_ep_rkey_unpack", unsafe {
             sys::ucp_ep_rkey_unpack(handle.raw(), desc.rkey.as_ptr().cast(), &mut rkey)
         })?;
@@ -388,9 +403,12 @@ impl RemoteKey {
 
     /// The remote address of `offset..offset + len`, if it lies inside the region.
     pub(crate) fn remote_addr(&self, op: &'static str, offset: u64, len: usize) -> Result<u64> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.0.len => Ok(self.0.addr + offset),
-            _ => Err(Error::with_detail(
+        let inside = offset
+            .checked_add(len as u64)
+            .is_some_and(|end| end <= self.0.len);
+        match self.0.addr.checked_add(offset).filter(|_| inside) {
+            Some(addr) => Ok(addr),
+            None => Err(Error::with_detail(
                 op,
                 Status::ERR_OUT_OF_RANGE,
                 format!("{offset}+{len} > {}", self.0.len),
@@ -451,6 +469,19 @@ mod tests {
                 assert_eq!(decoded.encode(), bytes, "only intact descriptors decode");
             }
         }
+    }
+
+    #[test]
+    fn a_region_that_wraps_around_is_refused() {
+        let at = |addr, len| RegionDescriptor {
+            addr,
+            len,
+            rkey: vec![1; 8],
+        };
+        let edge = at(u64::MAX - 64, 64).encode();
+        assert!(RegionDescriptor::decode(&edge).is_ok(), "ends at the top");
+        let wraps = at(u64::MAX - 63, 64).encode();
+        assert!(RegionDescriptor::decode(&wraps).is_err(), "wraps around");
     }
 
     #[test]

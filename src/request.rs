@@ -8,7 +8,7 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -18,16 +18,25 @@ use crate::status::{Error, Result, Status, StatusPtr, decode_status_ptr};
 use crate::sys;
 use crate::worker::Worker;
 
-const PENDING: u8 = 0;
-const DONE: u8 = 1;
-const ORPHANED: u8 = 2;
+const PENDING: u32 = 0;
+const DONE: u32 = 1;
+const ORPHANED: u32 = 2;
 /// Failed by swucx because the endpoint's peer died and UCX left the operation pending: the
 /// owner sees the failure; the buffer is leaked, since UCX might still touch it.
-const DETACHED: u8 = 3;
+const DETACHED: u32 = 3;
+/// The bits of the state proper; a pending operation carries its sleeper's bits above them (the
+/// ended states are these values alone).
+const STATE: u32 = 3;
 /// Or'ed onto PENDING while a thread sleeps in `park_until`: whoever ends the operation wakes
 /// it. (One word for both, so ending and announcing a sleeper need no fences: each is a single
 /// read-modify-write the other sees.)
-const WAITED: u8 = 4;
+const WAITED: u32 = 4;
+/// Above WAITED, a pending operation counts (wrapping) the sleepers that announced themselves:
+/// announcing changes the word even when an earlier sleeper withdrew, so an ender that read it
+/// while that one slept fails its update, looks again and wakes the new sleeper, not the old.
+/// (With the bare flag, a request waited on again from another thread, as a Go goroutine moves,
+/// had the old sleeper woken and the new one sleep for ever.)
+const ANNOUNCED_ONE: u32 = 8;
 
 /// The shared record of one operation's outcome. Written by the UCX callback, read by the owner.
 ///
@@ -36,7 +45,7 @@ const WAITED: u8 = 4;
 /// reuse with both references still in place (see `Spare`), so an operation that completes at
 /// once costs neither an allocation nor an atomic update of the reference count.
 pub(crate) struct Completion {
-    state: AtomicU8,
+    state: AtomicU32,
     status: AtomicI8,
     length: AtomicUsize,
     sender_tag: AtomicU64,
@@ -116,7 +125,7 @@ thread_local! {
 impl Completion {
     fn fresh() -> Completion {
         Completion {
-            state: AtomicU8::new(PENDING),
+            state: AtomicU32::new(PENDING),
             status: AtomicI8::new(Status::INPROGRESS.0),
             length: AtomicUsize::new(0),
             sender_tag: AtomicU64::new(0),
@@ -185,9 +194,11 @@ impl Completion {
 
     /// Moves a pending operation (waited for or not) to `to` (DONE, ORPHANED or DETACHED) and
     /// wakes its sleeper, if any; Err(state) if it was not pending. The sleeper's thread is
-    /// taken before the state changes: afterwards the owner may reuse the completion at any
-    /// moment, so nothing here touches it after the final update.
-    fn end_pending(&self, to: u8) -> std::result::Result<(), u8> {
+    /// read before the state changes: afterwards the owner may reuse the completion at any
+    /// moment, so nothing here touches it after the final update. It is copied, not taken: if
+    /// the update fails because another sleeper announced itself meanwhile, the thread read may
+    /// be that one's, which the next try must find again (each sleeper clears its own).
+    fn end_pending(&self, to: u32) -> std::result::Result<(), u32> {
         let mut current = self.state.load(Ordering::Acquire);
         if current == PENDING && self.exclusive.load(Ordering::Relaxed) {
             // Nobody else can touch an exclusive operation between this load and store (and
@@ -196,11 +207,14 @@ impl Completion {
             return Ok(());
         }
         loop {
-            if current & !WAITED != PENDING {
+            if current & STATE != PENDING {
                 return Err(current);
             }
             let sleeper = if current & WAITED != 0 {
-                self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take()
+                self.waiter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
             } else {
                 None
             };
@@ -243,31 +257,47 @@ impl Completion {
         self.state.store(DONE, Ordering::Release);
     }
 
+    /// Announces the current thread as the sleeper (stored in `waiter` first); returns the
+    /// state it set, or None if the operation already ended (no sleep needed).
+    fn announce(&self) -> Option<u32> {
+        *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
+        let before = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & STATE == PENDING).then(|| announced(s))
+            })
+            .ok()?;
+        Some(announced(before))
+    }
+
+    /// Withdraws the sleeper `announce` set (`waited`: what it returned), if the operation is
+    /// still pending (an ended operation keeps its final state); the count stays.
+    fn withdraw(&self, waited: u32) {
+        let _ = self.state.compare_exchange(
+            waited,
+            waited & !WAITED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
     /// Sleeps until the operation is done, `deadline` passes or `stop()` holds (checked whenever
     /// the thread wakes; whoever makes it true must unpark this thread); another thread must
     /// progress.
     pub(crate) fn park_until(&self, deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> bool {
-        *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
-        // Announce the sleeper; an operation that already ended needs no sleep.
-        let announced = self
-            .state
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                (s & !WAITED == PENDING).then_some(PENDING | WAITED)
-            })
-            .is_ok();
-        if announced {
+        if let Some(waited) = self.announce() {
             while !self.is_done() && !stop() && park_before(deadline) {}
-            // Withdraw if still pending (an ended operation keeps its final state).
-            let _ = self.state.compare_exchange(
-                PENDING | WAITED,
-                PENDING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            self.withdraw(waited);
         }
         self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.is_done()
     }
+}
+
+/// The state a sleeper's announcement makes of the pending state `s`: WAITED, and one more
+/// announcement counted.
+fn announced(s: u32) -> u32 {
+    (s & !WAITED).wrapping_add(ANNOUNCED_ONE) | WAITED
 }
 
 /// Runs inside `ucp_worker_progress` for every kind of operation.
@@ -581,6 +611,15 @@ impl<B: Send + 'static> Request<B> {
         self.completion.is_done()
     }
 
+    /// True once swucx gave the operation up because its endpoint's peer failed while UCX
+    /// still held it (UCX 1.13 keeps some, e.g. rendezvous sends over shared memory, for good):
+    /// it counts as complete and waiting returns the failure, but UCX may still read or write
+    /// the buffer, so swucx never frees it (an owned buffer is leaked). Memory lent as a
+    /// [`RawBuf`](crate::RawBuf) must then stay valid, and unused, for the rest of the process.
+    pub fn is_detached(&self) -> bool {
+        self.completion.state.load(Ordering::Acquire) == DETACHED
+    }
+
     /// Progresses the worker once and tells whether the operation is complete.
     #[inline(always)]
     pub fn poll(&self) -> bool {
@@ -711,7 +750,7 @@ impl<B: Send + 'static> Request<B> {
             return;
         };
         let mut state = self.completion.state.load(Ordering::Acquire);
-        if state & !WAITED == PENDING {
+        if state & STATE == PENDING {
             // An unmatched tag receive would stay posted forever: cancel it (it then completes).
             self.cancel();
             // Still in flight: park the buffer where the callback will find it, then hand over.
@@ -788,6 +827,38 @@ mod tests {
             assert_eq!(Arc::strong_count(&completion), 2);
             Completion::recycle(completion);
         }
+    }
+
+    #[test]
+    fn a_later_sleeper_is_woken_not_an_earlier_one() {
+        // Sleeper A announces itself, times out and withdraws; then the request is waited on
+        // from another thread (a Go goroutine that moved), B. A callback that read the state
+        // while A slept must not end the operation with that stale view: it would wake A and
+        // leave B asleep for ever. It fails, looks again and wakes B.
+        let completion = Completion::reserve(false);
+        let seen = completion.announce().expect("pending");
+        completion.withdraw(seen);
+        completion.waiter.lock().unwrap().take();
+        let shared = completion.clone();
+        let b = std::thread::spawn(move || shared.park_until(None, &|| false));
+        while completion.state.load(Ordering::Acquire) & WAITED == 0 {
+            std::thread::yield_now();
+        }
+        assert!(
+            completion
+                .state
+                .compare_exchange(seen, DONE, Ordering::AcqRel, Ordering::Acquire)
+                .is_err(),
+            "announcing again must change the state"
+        );
+        callback_finishes(Arc::as_ptr(&completion));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !b.is_finished() {
+            assert!(Instant::now() < deadline, "the later sleeper was not woken");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(b.join().unwrap(), "woken by the completion");
+        Completion::recycle(completion);
     }
 
     #[test]

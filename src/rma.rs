@@ -114,9 +114,8 @@ impl Endpoint {
                 &params.param,
             )
         };
-        drop(handle);
         let request = params.finish(self.worker(), status, buffer, len, None)?;
-        Ok(self.track(request.keep_alive(rkey.clone())))
+        Ok(handle.track(request.keep_alive(rkey.clone())))
     }
 
     fn check_rkey(&self, op: &'static str, rkey: &RemoteKey) -> Result<()> {

@@ -27,9 +27,8 @@ impl Endpoint {
                 &params.param,
             )
         };
-        drop(handle);
         let len = buffer.len();
-        Ok(self.track(params.finish(self.worker(), ptr, buffer, len, None)?))
+        Ok(handle.track(params.finish(self.worker(), ptr, buffer, len, None)?))
     }
 
     /// Receives exactly `buffer.len()` bytes from the stream (`UCP_STREAM_RECV_FLAG_WAITALL`).
@@ -68,8 +67,7 @@ impl Endpoint {
                 &params.param,
             )
         };
-        drop(handle);
         let len = buffer.len();
-        Ok(self.track(params.finish(self.worker(), ptr, buffer, len, Some(length))?))
+        Ok(handle.track(params.finish(self.worker(), ptr, buffer, len, Some(length))?))
     }
 }

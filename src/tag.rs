@@ -22,9 +22,9 @@ impl Endpoint {
             0,
         );
         // SAFETY: the request owns the buffer until UCX completes the send.
-        let ptr = unsafe { post_tag_send(handle, tag, &buffer, &params.param) };
+        let ptr = unsafe { post_tag_send(&handle, tag, &buffer, &params.param) };
         let len = buffer.len();
-        Ok(self.track(params.finish(self.worker(), ptr, buffer, len, None)?))
+        Ok(handle.track(params.finish(self.worker(), ptr, buffer, len, None)?))
     }
 
     /// Sends `buffer` with `tag` within this call or not at all: [`Status::ERR_NO_RESOURCE`]
@@ -48,20 +48,20 @@ impl Endpoint {
         // SAFETY: the send completes within the call or is refused (`now_param`), while the
         // caller's buffer is valid.
         finish_now(TAG_SEND, unsafe {
-            post_tag_send(handle, tag, &buffer, &param)
+            post_tag_send(&handle, tag, &buffer, &param)
         })
     }
 }
 
 const TAG_SEND: &str = "ucp_tag_send_nbx";
 
-/// `ucp_tag_send_nbx` of `buffer` on the endpoint `handle` holds (released on return).
+/// `ucp_tag_send_nbx` of `buffer` on the endpoint `handle` holds.
 ///
 /// # Safety
 /// `buffer` must stay valid until UCX completes the send.
 #[inline(always)]
 unsafe fn post_tag_send<B: Buf>(
-    handle: EpHandle<'_>,
+    handle: &EpHandle<'_>,
     tag: u64,
     buffer: &B,
     param: &sys::ucp_request_param_t,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::am::AmHandlers;
 use crate::context::Context;
-use crate::endpoint::EndpointInner;
+use crate::endpoint::{EndpointInner, EpShared};
 use crate::request::{Callback, OpKind, OpParams};
 use crate::status::{Error, Result, Status, check};
 use crate::sys;
@@ -82,8 +82,9 @@ pub(crate) struct WorkerInner {
     pub(crate) endpoints: Mutex<HashMap<usize, Weak<EndpointInner>>>,
     /// The AM handler of each id (see `Worker::set_am_handler`).
     pub(crate) am_handlers: Mutex<AmHandlers>,
-    /// Failed endpoints to force-close after the current progress call (not from callbacks).
-    failed_endpoints: Mutex<Vec<Weak<EndpointInner>>>,
+    /// Failed endpoints to force-close after the current progress call (not from callbacks),
+    /// then to fail what UCX still holds of them, with the failure's status.
+    failed_endpoints: Mutex<Vec<(Arc<EpShared>, Status)>>,
     has_failed_endpoints: AtomicBool,
     /// Endpoint closes still running in UCX; the worker waits for them before it is destroyed.
     pub(crate) closing: Arc<AtomicUsize>,
@@ -127,10 +128,19 @@ impl Drop for WorkerInner {
         }
         let unfinished = self.closing.load(Ordering::Acquire);
         if unfinished > 0 {
-            // UCX aborts when a worker is destroyed under running requests: leak it instead.
+            // UCX aborts when a worker is destroyed under running requests: leak it instead,
+            // with what it still uses: its context (ucp_cleanup under a live worker, whose async
+            // handlers stay registered, would free what they reach) and the AM handlers UCX may
+            // still call (with the worker gone they drop the message).
             log::warn!(
                 "worker dropped with {unfinished} endpoint close(s) still running (peer not progressing?); leaking the worker"
             );
+            std::mem::forget(self.context.clone());
+            std::mem::forget(std::mem::take(
+                self.am_handlers
+                    .get_mut()
+                    .unwrap_or_else(|e| e.into_inner()),
+            ));
             return;
         }
         // SAFETY: every Endpoint, Listener and Request holds a Worker clone, so none is alive.
@@ -201,12 +211,13 @@ impl Deferred {
 }
 
 impl WorkerInner {
-    /// Queues a failed endpoint for a forced close after the running progress call.
-    pub(crate) fn schedule_force_close(&self, endpoint: Weak<EndpointInner>) {
+    /// Queues a failed endpoint for a forced close after the running progress call, and for
+    /// failing with `status` what UCX still holds of it then.
+    pub(crate) fn schedule_force_close(&self, endpoint: Arc<EpShared>, status: Status) {
         self.failed_endpoints
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(endpoint);
+            .push((endpoint, status));
         self.has_failed_endpoints.store(true, Ordering::Release);
     }
 }
@@ -466,13 +477,8 @@ impl Worker {
             self.0.has_failed_endpoints.store(false, Ordering::Release);
             std::mem::take(&mut *list)
         };
-        let failed: Vec<_> = failed
-            .iter()
-            .filter_map(Weak::upgrade)
-            .map(crate::endpoint::Endpoint)
-            .collect();
-        for endpoint in &failed {
-            endpoint.force_close_in_background();
+        for (endpoint, _) in &failed {
+            endpoint.force_close();
         }
         // Give the forced closes a few rounds to complete operations with errors, then fail
         // what UCX still holds (UCX 1.13 keeps sends queued on shared-memory lanes pending).
@@ -480,8 +486,8 @@ impl Worker {
             // SAFETY: the handle is live; this is not inside a callback (checked by progress).
             unsafe { sys::ucp_worker_progress(self.0.handle) };
         }
-        for endpoint in &failed {
-            endpoint.fail_inflight();
+        for (endpoint, status) in &failed {
+            endpoint.fail_inflight(*status);
         }
     }
 
@@ -645,5 +651,64 @@ fn op_attr_base(context: &Context) -> u32 {
         base | A::UCP_OP_ATTR_FIELD_MEMORY_TYPE.0
     } else {
         base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Listener;
+
+    /// A worker dropped while an endpoint's close cannot finish (its flush waits for a
+    /// rendezvous send the peer never receives) is leaked after 5 s, and keeps its context
+    /// alive: the last `Context` clone would otherwise call `ucp_cleanup` under it.
+    #[test]
+    fn a_leaked_worker_keeps_its_context() {
+        let context = Context::builder()
+            .config("TLS", "tcp,self")
+            .config("NET_DEVICES", "lo")
+            .build()
+            .expect("context");
+        let server = Worker::new(&context).expect("server worker");
+        let client = Worker::new(&context).expect("client worker");
+        let listener =
+            Listener::bind(&server, (std::net::Ipv4Addr::LOCALHOST, 0).into()).expect("listen");
+        let ep = client
+            .connect(listener.local_addr().expect("address"))
+            .expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let request = loop {
+            assert!(Instant::now() < deadline, "no connection request");
+            client.progress();
+            server.progress();
+            if let Some(request) = listener.try_accept() {
+                break request;
+            }
+        };
+        let accepted = server.accept(request).expect("accept");
+        let ping = ep.tag_send(1, vec![0u8; 8]).expect("send");
+        let pong = server.tag_recv(1, u64::MAX, vec![0u8; 8]).expect("recv");
+        while !(ping.is_complete() && pong.is_complete()) {
+            assert!(Instant::now() < deadline, "no round trip");
+            client.progress();
+            server.progress();
+        }
+        // Never received: the flush close the dropped endpoint starts cannot finish.
+        drop(ep.tag_send(2, vec![0u8; 1 << 20]).expect("rendezvous send"));
+        drop((ping, pong, ep));
+        assert_eq!(
+            Arc::strong_count(&context.0),
+            3,
+            "the test's and two workers'"
+        );
+        drop(client);
+        assert_eq!(
+            Arc::strong_count(&context.0),
+            3,
+            "the leaked worker's clone is kept"
+        );
+        accepted
+            .close(crate::CloseMode::Force)
+            .expect("close the accepted endpoint");
     }
 }

@@ -416,7 +416,8 @@ fn rma_sizes(tls: Tls) {
     let max = *SIZES.iter().max().unwrap();
     let region = MemRegion::allocate(&pair.context, max + 64).expect("allocate region");
     let descriptor = region.export().expect("export");
-    let rkey = RemoteKey::unpack(&pair.client, &descriptor).expect("unpack rkey");
+    // SAFETY: the descriptor is this process's own export, unchanged.
+    let rkey = unsafe { RemoteKey::unpack(&pair.client, &descriptor) }.expect("unpack rkey");
     assert_eq!(rkey.len(), region.len() as u64);
     // The target of put/get must be progressed (over TCP, RMA is emulated with messages), and
     // Endpoint::flush waits on the client's worker only: progress the server in the background.
@@ -850,8 +851,11 @@ fn bad_rkey_descriptors_are_refused() {
     let pair = Pair::new(Tls::Tcp);
     let region = MemRegion::register(&pair.context, vec![0u8; 4096]).unwrap();
     let good = region.export().unwrap();
-    RemoteKey::unpack(&pair.client, &good).expect("the intact descriptor unpacks");
-    assert!(RemoteKey::unpack(&pair.client, &[]).is_err(), "empty");
+    // SAFETY: bad descriptors are refused before UCX sees them (what this test checks), and
+    // the good one is this process's own export, unchanged.
+    let unpack = |ep, bytes: &[u8]| unsafe { RemoteKey::unpack(ep, bytes) };
+    unpack(&pair.client, &good).expect("the intact descriptor unpacks");
+    assert!(unpack(&pair.client, &[]).is_err(), "empty");
     for cut in [
         1,
         4,
@@ -863,31 +867,37 @@ fn bad_rkey_descriptors_are_refused() {
         good.len() - 1,
     ] {
         assert!(
-            RemoteKey::unpack(&pair.client, &good[..cut]).is_err(),
+            unpack(&pair.client, &good[..cut]).is_err(),
             "truncated to {cut}"
         );
     }
     for i in 0..good.len() {
         let mut bad = good.clone();
         bad[i] ^= 0x5A;
-        assert!(
-            RemoteKey::unpack(&pair.client, &bad).is_err(),
-            "byte {i} flipped"
-        );
+        assert!(unpack(&pair.client, &bad).is_err(), "byte {i} flipped");
     }
     let mut longer = good.clone();
     longer.push(0);
+    assert!(unpack(&pair.client, &longer).is_err(), "trailing byte");
     assert!(
-        RemoteKey::unpack(&pair.client, &longer).is_err(),
-        "trailing byte"
-    );
-    assert!(
-        RemoteKey::unpack(&pair.client, &pattern(good.len(), 9)).is_err(),
+        unpack(&pair.client, &pattern(good.len(), 9)).is_err(),
         "garbage"
     );
     assert!(
-        RemoteKey::unpack(&pair.client, &pattern(300, 9)).is_err(),
+        unpack(&pair.client, &pattern(300, 9)).is_err(),
         "garbage 300"
+    );
+    // A region that wraps around the address space, framed and checksummed: its put and get
+    // addresses would overflow.
+    let mut wraps = good.clone();
+    wraps[5..13].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
+    wraps[13..21].copy_from_slice(&64u64.to_le_bytes());
+    let body = wraps.len() - 4;
+    let crc = crc32c::crc32c(&wraps[..body]);
+    wraps[body..].copy_from_slice(&crc.to_le_bytes());
+    assert!(
+        unpack(&pair.client, &wraps).is_err(),
+        "a region that wraps around"
     );
     // Zero-length regions are refused at registration.
     assert!(MemRegion::allocate(&pair.context, 0).is_err());
@@ -1253,6 +1263,71 @@ fn engine_connected_to_itself() -> (Engine, swucx::Endpoint) {
         .connect_address(&engine.worker().address().unwrap())
         .unwrap();
     (engine, ep)
+}
+
+/// Engine waits inside a handler on the engine's worker (run by the thread that progresses: the
+/// background thread or a waiter, which the wait would hold up) return at once instead of
+/// hanging: `wait` fails with `ERR_BUSY`, `wait_signals` reports the request still running, and
+/// `am_recv`, `accept_signals` and `progress_until` report only what is there.
+#[test]
+fn engine_waits_inside_a_handler_return_at_once() {
+    use swucx::WaitEnd;
+    const AM_ID: u16 = 34;
+    let (engine, ep) = engine_connected_to_itself();
+    let engine = Arc::new(engine);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Taken by the handler on its first call, so nothing it holds outlives it.
+    let handed = Mutex::new(Some((
+        Arc::downgrade(&engine),
+        AmQueue::new(engine.worker(), AM_ID + 1).unwrap(),
+        Listener::bind(engine.worker(), any_local()).unwrap(),
+        engine
+            .worker()
+            .tag_recv(0xDEAD, u64::MAX, vec![0u8; 8])
+            .unwrap(),
+        tx,
+    )));
+    engine
+        .worker()
+        .set_am_handler(AM_ID, move |_| {
+            let Some((engine, queue, listener, request, tx)) = handed.lock().unwrap().take() else {
+                return;
+            };
+            let engine = engine.upgrade().expect("engine");
+            let ended = engine.wait_signals(&request, None, &[]);
+            let waited = engine.wait(request).map(|_| ()).map_err(|e| e.status());
+            let queued = engine.am_recv(&queue, None, &[]).is_some();
+            let accepted = engine.accept_signals(&listener, None, &[]).is_some();
+            let progressed = engine.progress_until(|| false, TIMEOUT);
+            let _ = tx.send((ended, waited, queued, accepted, progressed));
+        })
+        .unwrap();
+    // Sent from a thread of its own, which may run the handler while it waits: this one only
+    // watches.
+    let sender = {
+        let (engine, ep) = (engine.clone(), ep.clone());
+        std::thread::spawn(move || {
+            engine.wait(ep.am_send(AM_ID, vec![1], vec![], AmFlags::NONE)?)
+        })
+    };
+    let Ok(outcome) = rx.recv_timeout(TIMEOUT) else {
+        // The handler hangs holding the worker: dropping the engine (which joins its thread)
+        // or the endpoint (which takes the worker's gate) would hang too.
+        std::mem::forget((engine, ep));
+        panic!("a wait inside the handler hung");
+    };
+    assert_eq!(
+        outcome,
+        (
+            WaitEnd::TimedOut,
+            Err(Status::ERR_BUSY),
+            false,
+            false,
+            false
+        )
+    );
+    sender.join().unwrap().expect("AM send");
+    ep.close(CloseMode::Flush).unwrap();
 }
 
 /// `Engine::wait_signals` / `sleep_signals`: a signal raised by another thread ends a wait that

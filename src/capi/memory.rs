@@ -149,8 +149,15 @@ pub extern "C" fn swucx_mem_unmap(mem: *mut swucx_mem_t) {
 }
 
 /// Unpacks a peer's region descriptor (`length` bytes from its `swucx_mem_export`) for use on
-/// `ep`. Bytes that are not an intact descriptor fail with `SWUCX_ERR_INVALID_PARAM` before UCX
-/// sees them. On success writes a new remote key to `*rkey_p`.
+/// `ep`. Bytes that are not an intact descriptor (a wrong frame or checksum, a region that wraps
+/// around the address space) fail with `SWUCX_ERR_INVALID_PARAM` before UCX sees them. On
+/// success writes a new remote key to `*rkey_p`.
+///
+/// **Only for descriptors from trusted peers**, unchanged (as UCX's RDMA model assumes): the
+/// checks catch damage, not forgery. UCX parses the packed key without bounds, and over shared
+/// memory (posix, sysv) turns the remote addresses into local pointers without checking them, so
+/// a forged descriptor lets `swucx_ep_put` and `swucx_ep_get` write and read any memory of this
+/// process.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_rkey_unpack(
     ep: *const swucx_ep_t,
@@ -163,7 +170,8 @@ pub extern "C" fn swucx_rkey_unpack(
         try_out!(rkey_p);
         // SAFETY: the caller gives `length` readable bytes at `descriptor` (NULL when 0).
         let bytes = try_arg!(unsafe { byte_slice(descriptor, length, "descriptor") });
-        match RemoteKey::unpack(ep, bytes) {
+        // SAFETY: the C contract above: the descriptor comes from a trusted peer's export.
+        match unsafe { RemoteKey::unpack(ep, bytes) } {
             Ok(rkey) => {
                 write_out!(
                     rkey_p,

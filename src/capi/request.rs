@@ -9,7 +9,8 @@ use super::status::{
     SWUCX_OK, set_last_error, swucx_status_t,
 };
 use super::{
-    Handle, boundary, fail, fail_with, impl_handle, try_mut, try_opt_out, try_take, write_out,
+    Handle, boundary, fail, fail_with, impl_handle, try_mut, try_opt_out, try_ref, try_take,
+    write_out,
 };
 use crate::{Engine, RawBuf, RegionBuf, Request, Signal, WaitEnd};
 
@@ -19,11 +20,14 @@ use crate::{Engine, RawBuf, RegionBuf, Request, Signal, WaitEnd};
 /// the operation has completed, i.e. until `swucx_request_test`/`_poll`/`_wait` (or
 /// `swucx_engine_wait`) returned something other than `SWUCX_INPROGRESS`. **Freeing an unfinished
 /// request does not stop the operation: the buffer must still outlive it** (cancel a tag receive
-/// first, or force-close the endpoint). Use a request from one thread at a time.
+/// first, or force-close the endpoint). **One exception: a request that failed detached**
+/// (`swucx_request_is_detached`: its endpoint's peer failed while UCX still held the operation)
+/// **leaves its buffer to UCX for good**: never free or reuse that buffer. Use a request from one
+/// thread at a time.
 ///
 /// Methods: `swucx_request_test`, `swucx_request_poll`, `swucx_request_wait`,
-/// `swucx_request_info`, `swucx_request_cancel`, `swucx_request_free`, `swucx_engine_wait`,
-/// `swucx_engine_wait_signals`.
+/// `swucx_request_info`, `swucx_request_is_detached`, `swucx_request_cancel`,
+/// `swucx_request_free`, `swucx_engine_wait`, `swucx_engine_wait_signals`.
 pub struct swucx_request_t {
     magic: u64,
     state: ReqState,
@@ -45,6 +49,8 @@ pub(crate) enum ReqState {
         message: Option<String>,
         length: usize,
         sender_tag: u64,
+        /// Ended detached (`swucx_request_is_detached`).
+        detached: bool,
     },
     /// Freed (kept in the pool).
     Empty,
@@ -122,6 +128,17 @@ impl ReqState {
         worker.is_none_or(|w| engine.is_own(w))
     }
 
+    fn is_detached(&self) -> bool {
+        match self {
+            ReqState::One(r) => r.is_detached(),
+            ReqState::Two(r) => r.is_detached(),
+            ReqState::Region(r) => r.is_detached(),
+            ReqState::TwoRegion(r) => r.is_detached(),
+            ReqState::Done { detached, .. } => *detached,
+            ReqState::Empty => false,
+        }
+    }
+
     fn cancel(&self) {
         match self {
             ReqState::One(r) => r.cancel(),
@@ -137,6 +154,7 @@ impl ReqState {
         if !self.is_complete() || matches!(self, ReqState::Done { .. } | ReqState::Empty) {
             return;
         }
+        let detached = self.is_detached();
         let result = match std::mem::replace(self, ReqState::Empty) {
             ReqState::One(r) => r.wait().map(|d| (d.length, d.sender_tag)),
             ReqState::Two(r) => r.wait().map(|d| (d.length, d.sender_tag)),
@@ -150,12 +168,14 @@ impl ReqState {
                 message: None,
                 length,
                 sender_tag,
+                detached,
             },
             Err(e) => ReqState::Done {
                 status: swucx_status_t::from(e.status().0),
                 message: Some(e.to_string()),
                 length: 0,
                 sender_tag: 0,
+                detached,
             },
         };
     }
@@ -411,6 +431,17 @@ pub extern "C" fn swucx_request_info(
         }
         status
     })
+}
+
+/// Whether the operation ended detached: its endpoint's peer failed while UCX still held it
+/// (UCX 1.13 keeps some, e.g. rendezvous sends over shared memory, for good), so swucx gave it
+/// up and it completed with the failure status, but **UCX may still read or write its buffer**:
+/// keep that buffer valid, and unused, for the rest of the process (never free or reuse it).
+/// Check it when a request completes with an error before releasing the buffer. False for a
+/// request still running, one UCX completed (successfully or not), and a NULL or invalid handle.
+#[unsafe(no_mangle)]
+pub extern "C" fn swucx_request_is_detached(req: *const swucx_request_t) -> bool {
+    boundary(|| try_ref!(req).state.is_detached())
 }
 
 /// Asks UCX to cancel the operation. Only a tag receive not matched yet can be cancelled; it

@@ -297,6 +297,7 @@ int main(void)
     CHECK_ST(swucx_ep_raise_on_failure(NULL, (const struct swucx_signal_t *)sig), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_ep_raise_on_failure((const struct swucx_ep_t *)ep, NULL), SWUCX_ERR_NULL_ARG);
     CHECK_ST(swucx_request_info(NULL, &sz, &u64), SWUCX_ERR_NULL_ARG);
+    CHECK(!swucx_request_is_detached(NULL));
     CHECK_ST(swucx_request_cancel(NULL), SWUCX_ERR_NULL_ARG);
     swucx_request_free(NULL); /* NULL is a no-op */
     CHECK(swucx_last_error_message(NULL, sizeof buf) > 0); /* snprintf: NULL buffer writes nothing */
