@@ -355,7 +355,7 @@ func (h *amHandler) pump() {
 					// The oldest receive; later ones run meanwhile.
 					r := h.eng.waitDone(it.req)
 					it.req = nil
-					it.pin.Unpin()
+					unpinAfter(it.pin, r)
 					if r.st != C.SWUCX_OK {
 						it.data, it.err = nil, resErr("am_recv", r)
 					}

@@ -65,11 +65,12 @@ func (s Status) IsPeerFailure() bool {
 // Error is a failed swucx call: its status, the operation, and the detail message swucx
 // recorded for it (taken in the same cgo call, on the thread that failed).
 type Error struct {
-	Status Status
-	Op     string // the operation, e.g. "tag_send" or "connect"
-	Msg    string // swucx_last_error_message of the failed call ("" if none)
-	cause  error  // the context error, for operations ended by their context.Context
-	closed bool   // the Go object was closed (matches ErrClosed)
+	Status   Status
+	Op       string // the operation, e.g. "tag_send" or "connect"
+	Msg      string // swucx_last_error_message of the failed call ("" if none)
+	cause    error  // the context error, for operations ended by their context.Context
+	closed   bool   // the Go object was closed (matches ErrClosed)
+	retained bool   // UCX may still use the operation's buffer (matches ErrBufferRetained)
 }
 
 func (e *Error) Error() string {
@@ -97,6 +98,9 @@ func (e *Error) Is(target error) bool {
 	}
 	if t == ErrClosed {
 		return e.closed
+	}
+	if t == ErrBufferRetained {
+		return e.retained
 	}
 	if t.Op != "" || t.Msg != "" {
 		return false
@@ -128,6 +132,11 @@ var (
 	// was closed, before or while the operation ran. It matches the *Error the operation
 	// returns (with its Op), and that error matches ErrBadHandle too.
 	ErrClosed = &Error{Status: StatusBadHandle, Msg: closedMsg, closed: true}
+	// ErrBufferRetained: the operation's peer failed while UCX still held the operation
+	// (UCX 1.13 keeps some, e.g. rendezvous sends over shared memory). UCX may still touch its
+	// buffer, so swucx keeps it pinned for the life of the process: never reuse it. The error
+	// also matches the peer failure (ErrPeerFailure, ...).
+	ErrBufferRetained = &Error{Status: StatusIOError, Msg: "buffer retained: UCX may still use it", retained: true}
 	// ErrPeerFailure matches any error whose status means the peer or the connection failed.
 	ErrPeerFailure = &Error{Status: StatusIOError}
 )

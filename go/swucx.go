@@ -551,14 +551,18 @@ func (e *Engine) detach(req *C.swucx_request_t, pin *runtime.Pinner, cancel bool
 		if r.msg != nil {
 			C.free(unsafe.Pointer(r.msg))
 		}
-		pin.Unpin()
+		unpinAfter(pin, r)
 	}()
 }
 
 // result is the outcome of a completed operation (freeing the C message of a failure).
 func result(op string, r C.swx_res) (int, uint64, error) {
 	if r.st != C.SWUCX_OK {
-		return 0, 0, resErr(op, r)
+		err := resErr(op, r)
+		if r.detached != 0 {
+			err.(*Error).retained = true
+		}
+		return 0, 0, err
 	}
 	return int(r.length), uint64(r.tag), nil
 }
@@ -625,7 +629,7 @@ func (e *Engine) complete(ctx context.Context, op string, r C.swx_res, pin *runt
 func (e *Engine) await(ctx context.Context, op string, req *C.swucx_request_t, pin *runtime.Pinner, watch *Endpoint, quick bool, q *Request) (int, uint64, error) {
 	r, done, failed := e.wait(ctx, req, watch, quick, q)
 	if done {
-		pin.Unpin()
+		unpinAfter(pin, r)
 		return result(op, r)
 	}
 	// Detach: cancel what can be cancelled (now: a tag receive posted next must not match this
@@ -1011,4 +1015,25 @@ func (e *Engine) Progress() int {
 		return 0
 	}
 	return int(C.swucx_engine_progress((*C.swucx_engine_t)(e.h.p)))
+}
+
+// retainedPins holds the pins of operations UCX never finished after their peer failed
+// (unpinAfter): their buffers stay pinned, and so alive, for the life of the process.
+var retainedPins struct {
+	sync.Mutex
+	pins []*runtime.Pinner
+}
+
+// unpinAfter releases an ended operation's pin, unless the operation was detached while UCX
+// still held it (its endpoint's peer failed; swucx_request_is_detached): UCX may still touch
+// its buffers, so they stay pinned for good (a Pinner collected while pinning panics, hence the
+// list). Only that rare path leaks; the operation's error matches ErrBufferRetained.
+func unpinAfter(pin *runtime.Pinner, r C.swx_res) {
+	if r.detached == 0 {
+		pin.Unpin()
+		return
+	}
+	retainedPins.Lock()
+	retainedPins.pins = append(retainedPins.pins, pin)
+	retainedPins.Unlock()
 }

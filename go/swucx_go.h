@@ -18,6 +18,8 @@ typedef struct {
     size_t length;     /* a completed operation's length */
     uint64_t tag;      /* a completed tag receive's sender tag */
     char *msg;         /* on error: the detail message (malloc'd; the Go side frees it) */
+    int detached;      /* swx_wait: the peer failed while UCX still held the operation, which
+                        * may still touch its buffers (swucx_request_is_detached) */
 } swx_res;
 
 static inline char *swx_msg(void)
@@ -101,6 +103,7 @@ static inline swx_res swx_wait(const swucx_engine_t *engine, swucx_request_t *re
         r.msg = (char *)malloc(strlen(s) + 1);
         if (r.msg != NULL) strcpy(r.msg, s);
     }
+    r.detached = swucx_request_is_detached(req);
     swucx_request_free(req);
     return r;
 }

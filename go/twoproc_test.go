@@ -153,6 +153,19 @@ func TestTwoProcessPeerKilled(t *testing.T) {
 				}
 			}
 
+			// Rendezvous sends pending when the child dies (its echo loop may take one).
+			var sends []*Request
+			for i := 0; i < 8; i++ {
+				q, err := ep.TagSendStart(make([]byte, 1<<20), uint64(9000+i))
+				if err != nil {
+					t.Fatalf("pending send %d: %v", i, err)
+				}
+				sends = append(sends, q)
+			}
+			retainedPins.Lock()
+			pinsBefore := len(retainedPins.pins)
+			retainedPins.Unlock()
+
 			// 16 goroutines wait for replies that never come; then the peer dies.
 			const waiters = 16
 			var wg sync.WaitGroup
@@ -195,6 +208,23 @@ func TestTwoProcessPeerKilled(t *testing.T) {
 				}
 			}
 			t.Logf("waiters returned within %v of the kill or cut: %v", maxDuration(took), errs[0])
+			// The pending sends fail too; those UCX still held keep their buffers pinned
+			// (ErrBufferRetained: UCX 1.13 keeps rendezvous sends over shared memory).
+			retained := 0
+			for i, q := range sends {
+				if _, _, err := q.Wait(ctx); err != nil && !errors.Is(err, ErrPeerFailure) {
+					t.Errorf("pending send %d: want success or a peer failure, got %v", i, err)
+				} else if errors.Is(err, ErrBufferRetained) {
+					retained++
+				}
+			}
+			retainedPins.Lock()
+			pinned := len(retainedPins.pins) - pinsBefore
+			retainedPins.Unlock()
+			if pinned != retained {
+				t.Errorf("%d sends reported their buffer retained, %d pins kept", retained, pinned)
+			}
+			t.Logf("%d of %d pending sends kept their buffers pinned", retained, len(sends))
 			// A send now fails too.
 			if err := ep.TagSend(ctx, []byte("x"), 1); !errors.Is(err, ErrPeerFailure) {
 				t.Errorf("send after the kill: %v", err)
