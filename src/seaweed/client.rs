@@ -142,7 +142,10 @@ fn lock(inbox: &Mutex<Inbox>) -> std::sync::MutexGuard<'_, Inbox> {
     inbox.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A connection to one needle server. Reads may be issued from any thread.
+/// A connection to one needle server. Reads may be issued from any thread. It does not
+/// reconnect: once its connection failed (the server died or restarted, `ClientError` tells a
+/// peer failure), every later read fails too; connect a new client. (The Go client,
+/// `go/seaweed`, pools and reconnects.)
 ///
 /// Over shared memory it reads large payloads straight from the server's memory (direct reads,
 /// [`crate::seaweed::direct`]) once a first payload proved that this works;
