@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -1450,8 +1450,7 @@ fn a_reply_after_its_read_timed_out_is_released() {
 /// `NeedleServer` never sends. Progressed on a thread of its own until dropped.
 struct RawServer {
     addr: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _progress: common::Progressor,
 }
 
 impl RawServer {
@@ -1477,32 +1476,16 @@ impl RawServer {
             .unwrap();
         let listener = Listener::bind(&worker, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut clients = Vec::new();
-            while !stopped.load(Ordering::Acquire) {
-                if let Some(request) = listener.try_accept() {
-                    clients.push(worker.accept(request).unwrap());
-                }
-                if worker.progress() == 0 {
-                    std::thread::sleep(Duration::from_micros(100));
-                }
+        let acceptor = worker.clone();
+        let mut clients = Vec::new();
+        let progress = common::Progressor::start_with(&worker, move || {
+            if let Some(request) = listener.try_accept() {
+                clients.push(acceptor.accept(request).unwrap());
             }
         });
         RawServer {
             addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for RawServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            _progress: progress,
         }
     }
 }

@@ -171,11 +171,21 @@ pub struct Progressor {
 
 impl Progressor {
     pub fn start(worker: &Worker) -> Progressor {
+        Progressor::start_with(worker, || {})
+    }
+
+    /// As [`start`](Progressor::start), calling `each_round` before every progress call (e.g.
+    /// to accept connections from a listener on the worker).
+    pub fn start_with(
+        worker: &Worker,
+        mut each_round: impl FnMut() + Send + 'static,
+    ) -> Progressor {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let worker = worker.clone();
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Acquire) {
+                each_round();
                 if worker.progress() == 0 {
                     std::thread::sleep(Duration::from_micros(100));
                 }
