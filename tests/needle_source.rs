@@ -980,14 +980,29 @@ fn a_large_reply_taken_slowly_is_not_a_stall() {
 /// error, not a timeout), counted over every server thread; a connection that ends makes room.
 #[test]
 fn connections_past_the_limit_are_rejected() {
+    one_connection_at_a_time(|server| server.with_max_connections(1));
+}
+
+/// The same past `with_max_connections_per_host` from one host (127.0.0.1), with room left on
+/// the server.
+#[test]
+fn connections_past_the_per_host_limit_are_rejected() {
+    one_connection_at_a_time(|server| {
+        server
+            .with_max_connections(100)
+            .with_max_connections_per_host(1)
+    });
+}
+
+/// Checks that a server `limited` to one connection from this host rejects a second one while
+/// the first is open, on either of its two threads, and lets one in after it ended.
+fn one_connection_at_a_time(limited: impl FnOnce(NeedleServer) -> NeedleServer) {
     let context = context_on("tcp,self");
     let (files, source) = sample_files();
     let server =
         NeedleServer::bind_source(&context, Arc::new(source), "127.0.0.1:0".parse().unwrap())
-            .unwrap()
-            .with_max_connections(1)
-            .with_threads(2)
             .unwrap();
+    let server = limited(server).with_threads(2).unwrap();
     let addr = server.local_addr().unwrap();
     let stats = server.stats();
     let serving = server.spawn();

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! swucx serve --dir VOLUME_DIR[,VOLUME_DIR...] [--dir-idx IDX_DIR] [--listen IP:PORT] [--threads N]
-//!             [--jwt-read-key-file PATH] [--max-connections N] [--metrics-listen IP:PORT]
+//!             [--jwt-read-key-file PATH] [--max-connections N] [--max-connections-per-host N]
+//!             [--metrics-listen IP:PORT]
 //! swucx read --server IP:PORT FID [--offset N] [--size N] [-o FILE]
 //! ```
 //! Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES). Logging: RUST_LOG (default
@@ -105,6 +106,12 @@ struct ServeArgs {
     #[arg(long, default_value_t = swucx::seaweed::server::DEFAULT_MAX_CONNECTIONS as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
+    /// Connections kept open at most from one client host (by IP address; clients on this
+    /// host count as one); past it that host's new ones are rejected, so that one host cannot
+    /// take every slot.
+    #[arg(long, default_value_t = swucx::seaweed::server::DEFAULT_MAX_CONNECTIONS_PER_HOST as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_host: u64,
     /// Serve the server's counters (replies by status, bytes, connections) as Prometheus
     /// metrics at http://IP:PORT/metrics (port 0 picks one; the address is printed). Off by
     /// default. No authentication: bind it to 127.0.0.1 or a management network.
@@ -200,11 +207,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let context = server_context(direct_reads)?;
     let listen = args.listen;
     let max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    let max_per_host = usize::try_from(args.max_connections_per_host).unwrap_or(usize::MAX);
     raise_open_files_limit();
     let mut server = NeedleServer::bind(&context, volumes, listen)
         .map_err(|e| format!("listen {listen}: {e}"))?
         .with_direct_reads(direct_reads)
         .with_max_connections(max_connections)
+        .with_max_connections_per_host(max_per_host)
         .with_threads(threads.into())
         .map_err(|e| format!("{threads} threads: {e}"))?;
     if direct_reads {

@@ -11,7 +11,8 @@
 //!   expired, bad range), following appends, compactions and volumes that come and go.
 //!
 //! - [`protocol`]: the READ request/reply wire format (docs/protocol.md).
-//! - [`server`] / [`client`]: serving and reading needles over UCX active messages.
+//! - [`server`] / [`client`]: serving and reading needles over UCX active messages; `slots`:
+//!   the server's connection limits (server-wide and per client host).
 //! - [`stats`]: a server's counters (replies by status, bytes, connections), as Prometheus text.
 //!
 //! All multi-byte integers on disk are big-endian. Every parser here takes arbitrary bytes and
@@ -37,6 +38,7 @@ pub mod jwt;
 pub mod needle;
 pub mod protocol;
 pub mod server;
+mod slots;
 pub mod stats;
 pub mod superblock;
 pub mod ttl;

@@ -26,6 +26,7 @@ use crate::seaweed::protocol::{
     AM_ID_READ, AM_ID_READ_REPLY, DirectPayload, MAX_HEADER_LEN, ProtocolError, ReadFlags,
     ReadReply, ReadRequest, Status, peek_request_id,
 };
+use crate::seaweed::slots::{Refusal, Slot, Slots};
 use crate::seaweed::stats::ServerStats;
 use crate::seaweed::volume::VolumeDir;
 use crate::{
@@ -86,11 +87,7 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MIN_CLIENT_RATE: u64 = 4 << 20;
 /// How often a serving thread looks for connections whose replies stand still.
 const STALL_CHECK_EVERY: Duration = Duration::from_millis(100);
-/// Connections a server keeps open at most by default
-/// ([`NeedleServer::with_max_connections`]); past it new ones are rejected and their clients
-/// read over HTTP. The Go client opens one per engine to a server, so this is about as many
-/// mounting hosts.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub use crate::seaweed::slots::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_HOST};
 /// The least time between two warnings about rejected connections.
 const REJECTION_WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -192,6 +189,7 @@ pub struct NeedleServer {
     answerer: Answerer,
     reply_timeout: Duration,
     max_connections: usize,
+    max_connections_per_host: usize,
 }
 
 /// What every lane answers with; shared by the lanes' threads.
@@ -208,9 +206,11 @@ struct Lane {
     worker: Worker,
     /// Requests the AM handler queued.
     jobs: Arc<Mutex<VecDeque<Job>>>,
-    /// Connection requests the accepting lane dealt to this lane, to accept on its worker.
-    dealt: Arc<Mutex<Vec<ConnRequest>>>,
-    clients: Vec<Endpoint>,
+    /// Connection requests the accepting lane dealt to this lane, to accept on its worker,
+    /// with the slots it took for them.
+    dealt: Arc<Mutex<Vec<(ConnRequest, Slot)>>>,
+    /// The open connections and their slots (dropping one gives its slot back).
+    clients: Vec<(Endpoint, Slot)>,
     /// Replies in flight that need this side's progress to move their bytes.
     replies: Vec<InFlight>,
     /// Direct replies in flight: the client copies the payload itself and then releases the
@@ -232,7 +232,7 @@ struct Lane {
 /// Where the accepting lane deals a connection to another lane: its inbox, and its worker to
 /// wake.
 struct Inbox {
-    dealt: Arc<Mutex<Vec<ConnRequest>>>,
+    dealt: Arc<Mutex<Vec<(ConnRequest, Slot)>>>,
     worker: Worker,
 }
 
@@ -242,8 +242,8 @@ struct Dealer<'a> {
     others: Vec<Inbox>,
     /// Deals so far; the next connection goes to lane `next % lanes`.
     next: usize,
-    /// Past this many open connections new ones are rejected.
-    max_connections: usize,
+    /// The connection limits: a new connection is rejected when it gets no slot.
+    slots: Arc<Slots>,
     /// Connections rejected since the last warning, and when that was.
     rejected: usize,
     last_warning: Option<Instant>,
@@ -304,6 +304,7 @@ impl NeedleServer {
             },
             reply_timeout: REPLY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
         })
     }
 
@@ -335,6 +336,16 @@ impl NeedleServer {
     /// descriptors (tcp: sockets) and UCX buffers.
     pub fn with_max_connections(mut self, max: usize) -> NeedleServer {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// Keeps at most `max` connections open from one client host (by IP address; default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_HOST`]; 0 counts as 1): past it that host's new
+    /// connections are rejected as past [`with_max_connections`](Self::with_max_connections),
+    /// so that one host cannot take every slot. Clients on this host all count as one host
+    /// (their connections come from a loopback address).
+    pub fn with_max_connections_per_host(mut self, max: usize) -> NeedleServer {
+        self.max_connections_per_host = max.max(1);
         self
     }
 
@@ -384,6 +395,7 @@ impl NeedleServer {
             answerer,
             reply_timeout,
             max_connections,
+            max_connections_per_host,
         } = self;
         let answerer = &*answerer;
         let stop = Stop {
@@ -397,7 +409,11 @@ impl NeedleServer {
             listener,
             others: others.iter().map(Lane::inbox).collect(),
             next: 0,
-            max_connections: *max_connections,
+            slots: Slots::new(
+                *max_connections,
+                *max_connections_per_host,
+                first.stats.clone(),
+            ),
             rejected: 0,
             last_warning: None,
         };
@@ -432,11 +448,9 @@ impl NeedleServer {
             outcome
         });
         // Requests dealt to a lane after it finished (the first lane deals until it sees the
-        // stop) are rejected now, not left waiting.
+        // stop) are rejected now, not left waiting; their slots are given back.
         for lane in lanes.iter() {
-            let mut dealt = lane.dealt.lock().unwrap_or_else(|e| e.into_inner());
-            lane.stats.connections_gone(dealt.len());
-            dealt.clear();
+            lane.dealt.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         outcome
     }
@@ -669,29 +683,31 @@ impl Lane {
         if let Some(dealer) = dealer {
             while let Some(request) = dealer.listener.try_accept() {
                 busy = true;
-                if self.stats.open_connections() >= dealer.max_connections {
-                    self.stats.connection_rejected();
-                    dealer.reject(request);
-                    continue;
-                }
-                self.stats.connection_opening();
+                let host = request.client_addr().map(|addr| addr.ip());
+                let slot = match dealer.slots.take(host) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        self.stats.connection_rejected();
+                        dealer.reject(request, why);
+                        continue;
+                    }
+                };
                 let lane = dealer.next % (dealer.others.len() + 1);
                 dealer.next += 1;
                 match lane.checked_sub(1).map(|i| &dealer.others[i]) {
-                    None => self.accept(request),
-                    Some(inbox) => inbox.deal(request),
+                    None => self.accept(request, slot),
+                    Some(inbox) => inbox.deal(request, slot),
                 }
             }
         }
         let dealt = std::mem::take(&mut *self.dealt.lock().unwrap_or_else(|e| e.into_inner()));
-        for request in dealt {
+        for (request, slot) in dealt {
             busy = true;
-            self.accept(request);
+            self.accept(request, slot);
         }
-        let open = self.clients.len();
+        // Ended connections give their slots back.
         self.clients
-            .retain(|ep| ep.failure().is_none() && !ep.is_closed());
-        self.stats.connections_gone(open - self.clients.len());
+            .retain(|(ep, _)| ep.failure().is_none() && !ep.is_closed());
         for job in self.take_jobs() {
             busy = true;
             self.serve(answerer, &job, false);
@@ -700,18 +716,16 @@ impl Lane {
         busy
     }
 
-    fn accept(&mut self, request: ConnRequest) {
+    /// Accepts `request` into `slot` (given back if the accept fails).
+    fn accept(&mut self, request: ConnRequest, slot: Slot) {
         let peer = request.client_addr();
         match self.worker.accept(request) {
             Ok(ep) => {
                 log::info!("client {peer:?} connected (lane {})", self.index);
                 self.stats.connection_accepted();
-                self.clients.push(ep);
+                self.clients.push((ep, slot));
             }
-            Err(e) => {
-                log::warn!("accepting {peer:?}: {e}");
-                self.stats.connections_gone(1);
-            }
+            Err(e) => log::warn!("accepting {peer:?}: {e}"),
         }
     }
 
@@ -851,9 +865,9 @@ impl Lane {
 }
 
 impl Dealer<'_> {
-    /// Rejects a connection past the limit, with a warning at most every
+    /// Rejects a connection past a limit (`why`), with a warning at most every
     /// [`REJECTION_WARN_EVERY`] (a crowd of clients would flood the log).
-    fn reject(&mut self, request: ConnRequest) {
+    fn reject(&mut self, request: ConnRequest, why: Refusal) {
         let peer = request.client_addr();
         request.reject();
         self.rejected += 1;
@@ -863,10 +877,9 @@ impl Dealer<'_> {
             .is_none_or(|at| now.duration_since(at) >= REJECTION_WARN_EVERY)
         {
             log::warn!(
-                "rejected {} connection(s) (the last from {peer:?}): {} open, the most this \
-                 server keeps (--max-connections); their clients read over HTTP",
+                "rejected {} connection(s) (the last from {peer:?}: {why}); their clients read \
+                 over HTTP",
                 self.rejected,
-                self.max_connections
             );
             self.rejected = 0;
             self.last_warning = Some(now);
@@ -876,11 +889,11 @@ impl Dealer<'_> {
 
 impl Inbox {
     /// Hands `request` to the lane and wakes it.
-    fn deal(&self, request: ConnRequest) {
+    fn deal(&self, request: ConnRequest, slot: Slot) {
         self.dealt
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(request);
+            .push((request, slot));
         if let Err(e) = self.worker.signal() {
             log::warn!("waking a needle server lane: {e}");
         }

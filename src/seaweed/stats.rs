@@ -57,7 +57,7 @@ pub struct StatsSnapshot {
     pub open_connections: u64,
     /// Connections accepted since the server started.
     pub connections_accepted: u64,
-    /// Connections rejected for the connection limit.
+    /// Connections rejected for a connection limit (server-wide or per client host).
     pub connections_rejected: u64,
     /// Connections the server closed: replies not taken in time, or still in flight at a stop.
     pub connections_closed: u64,
@@ -189,7 +189,7 @@ impl StatsSnapshot {
             (
                 "connections_rejected_total",
                 "counter",
-                "Client connections rejected at the connection limit.",
+                "Client connections rejected at a connection limit (server-wide or per client host).",
                 self.connections_rejected,
             ),
             (
