@@ -157,8 +157,9 @@ type NeedleServerStats struct {
 	// connection past its limit of unfinished replies).
 	RequestsDropped uint64
 	// OpenConnections is the client connections open now; ConnectionsAccepted those accepted,
-	// ConnectionsRejected those rejected at the connection limit (4096), ConnectionsClosed
-	// those the server closed (replies not taken in time, or at a stop).
+	// ConnectionsRejected those rejected at a connection limit (4096 open, 512 from one
+	// client host), ConnectionsClosed those the server closed (replies not taken in time, idle
+	// for 300 s, or at a stop).
 	OpenConnections, ConnectionsAccepted, ConnectionsRejected, ConnectionsClosed uint64
 }
 

@@ -558,8 +558,9 @@ typedef struct swucx_needle_server_stats_t {
      */
     uint64_t requests_dropped;
     /**
-     * Client connections: open now; accepted, rejected at the connection limit, and closed by
-     * the server (replies not taken in time, or at a stop) since it started.
+     * Client connections: open now; accepted, rejected at a connection limit (4096 open,
+     * 512 from one client host), and closed by the server (replies not taken in time, idle
+     * for 300 s, or at a stop) since it started.
      */
     uint64_t open_connections;
     uint64_t connections_accepted;

@@ -1042,3 +1042,39 @@ fn one_connection_at_a_time(limited: impl FnOnce(NeedleServer) -> NeedleServer) 
     drop(second);
     serving.stop().expect("server run");
 }
+
+/// A connection without requests for the idle timeout is closed by the server (its next read
+/// fails; its slot is free again); one that keeps reading is not.
+#[test]
+fn idle_connections_are_closed() {
+    let context = context_on("tcp,self");
+    let (files, source) = sample_files();
+    let idle_timeout = Duration::from_millis(400);
+    let server =
+        NeedleServer::bind_source(&context, Arc::new(source), "127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .with_idle_timeout(Some(idle_timeout));
+    let addr = server.local_addr().unwrap();
+    let stats = server.stats();
+    let serving = server.spawn();
+    let (fid, data) = &files[1];
+    let timeout = Duration::from_secs(30);
+    let reading = NeedleClient::connect(&context, addr).unwrap();
+    let idle = NeedleClient::connect(&context, addr).unwrap();
+    assert!(idle.read(fid, 0, 0, timeout).unwrap().data == *data);
+    let started = Instant::now();
+    while started.elapsed() < 4 * idle_timeout {
+        assert!(reading.read(fid, 0, 0, timeout).unwrap().data == *data);
+        std::thread::sleep(idle_timeout / 8);
+    }
+    match idle.read(fid, 0, 0, timeout) {
+        Err(ClientError::Ucx(_)) => {}
+        other => panic!("a read on a connection idle for 4x the timeout: {other:?}"),
+    }
+    assert!(reading.read(fid, 0, 0, timeout).unwrap().data == *data);
+    let counted = stats.snapshot();
+    assert_eq!(counted.connections_closed, 1, "{counted:?}");
+    assert_eq!(counted.open_connections, 1, "{counted:?}");
+    drop((reading, idle));
+    serving.stop().expect("server run");
+}

@@ -27,6 +27,10 @@ import (
 // volume gRPC port is HTTP + 10000; swucx takes HTTP + 20000, e.g. 8080 -> 28080).
 const DefaultPortOffset = 20000
 
+// DefaultIdleConnTimeout is Options.IdleConnTimeout's default: below `swucx serve`'s
+// 300 s, as net/http's 90 s is below most HTTP servers' keep-alive timeouts.
+const DefaultIdleConnTimeout = 120 * time.Second
+
 // Options configure a Client. The zero value is ready to use.
 type Options struct {
 	// UCXAddress maps a volume server's HTTP address ("host:port", as the master lists it) to
@@ -53,6 +57,12 @@ type Options struct {
 	// RetryUCXAfter is how long reads to a volume server go over HTTP after its UCX listener
 	// could not be reached (0: 2 s); then UCX is tried again.
 	RetryUCXAfter time.Duration
+	// IdleConnTimeout: a UCX connection no read has used for this long is closed instead of
+	// used by the next read, which connects anew (0: DefaultIdleConnTimeout; negative: never).
+	// Keep it well below the servers' own idle timeout (`swucx serve --idle-timeout-secs`,
+	// 300 s by default), which closes connections without asking: a read that crossed that
+	// close would fail.
+	IdleConnTimeout time.Duration
 	// ProbeTimeout bounds the wait for the first reply on a new connection (0: 2 s): a server
 	// that does not answer in time is taken as not speaking the protocol.
 	ProbeTimeout time.Duration
@@ -94,6 +104,8 @@ type Stats struct {
 	// Direct counts the UCX reads whose payload was copied straight out of the server's
 	// memory (direct reads).
 	Direct uint64
+	// IdleClosed counts the UCX connections closed for going IdleConnTimeout unused.
+	IdleClosed uint64
 }
 
 // Errors a read returns (test with errors.Is).
@@ -137,7 +149,7 @@ type Client struct {
 	payloads sync.WaitGroup
 
 	stats struct {
-		ucx, http, failed, unreachable, down, protocol, serverErr, deleted, noVolume, retries, direct atomic.Uint64
+		ucx, http, failed, unreachable, down, protocol, serverErr, deleted, noVolume, retries, direct, idleClosed atomic.Uint64
 	}
 }
 
@@ -172,6 +184,30 @@ type conn struct {
 	// version is the protocol version requests go in: maxVersion, lower once the server
 	// answered that it does not speak it.
 	version atomic.Uint32
+	// users counts the reads using the connection (taken under the pool's lock, so an idle
+	// close cannot race a read picking it); lastUsed is when the last one let go of it (or it
+	// connected), in Unix nanoseconds.
+	users    atomic.Int32
+	lastUsed atomic.Int64
+}
+
+// use marks a read using cn; release (called once per use) marks it done.
+func (cn *conn) use() *conn {
+	cn.users.Add(1)
+	return cn
+}
+
+func (cn *conn) release() {
+	cn.lastUsed.Store(time.Now().UnixNano())
+	cn.users.Add(-1)
+}
+
+// idleFor is how long no read has used cn, as of now (Unix nanoseconds).
+func (cn *conn) idleFor(now int64) time.Duration {
+	if cn.users.Load() > 0 {
+		return 0
+	}
+	return time.Duration(now - cn.lastUsed.Load())
 }
 
 // NewClient creates a client with its own UCX context and engine.
@@ -205,6 +241,9 @@ func NewClient(opts Options) (*Client, error) {
 	}
 	if opts.ProbeTimeout <= 0 {
 		opts.ProbeTimeout = 2 * time.Second
+	}
+	if opts.IdleConnTimeout == 0 {
+		opts.IdleConnTimeout = DefaultIdleConnTimeout
 	}
 	uctx, err := swucx.NewContext(swucx.Config{
 		Features: swucx.FeatureAM | swucx.FeatureWakeup,
@@ -303,7 +342,7 @@ func (c *Client) Stats() Stats {
 		FallbackUnreachable: s.unreachable.Load(), FallbackDown: s.down.Load(),
 		FallbackProtocol: s.protocol.Load(), FallbackServer: s.serverErr.Load(),
 		FallbackDeleted: s.deleted.Load(), FallbackNoVolume: s.noVolume.Load(),
-		Retries: s.retries.Load(), Direct: s.direct.Load(),
+		Retries: s.retries.Load(), Direct: s.direct.Load(), IdleClosed: s.idleClosed.Load(),
 	}
 }
 
@@ -455,14 +494,15 @@ func (s *server) drop(cn *conn) {
 // given up (markDown) or the client closes, so there is nothing to flush.
 func (cn *conn) close() { cn.ep.CloseForce() }
 
-// conn picks a connection round-robin, connecting while the pool is not full. Connections
-// UCX knows have failed (the server restarted while the client was idle) are dropped first.
+// conn picks a connection round-robin for a read (which releases it when done with it),
+// connecting while the pool is not full. Connections UCX knows have failed (the server
+// restarted while the client was idle) or unused for IdleConnTimeout are dropped first.
 // The server's UCX address is resolved (bounded by ctx) without holding s.mu.
 func (s *server) conn(ctx context.Context, c *Client) (*conn, error) {
 	s.mu.Lock()
 	if cn := s.pooled(c); cn != nil {
 		s.mu.Unlock()
-		return cn, nil
+		return cn.use(), nil
 	}
 	addr := s.ucx
 	s.mu.Unlock()
@@ -475,7 +515,7 @@ func (s *server) conn(ctx context.Context, c *Client) (*conn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cn := s.pooled(c); cn != nil {
-		return cn, nil // filled meanwhile
+		return cn.use(), nil // filled meanwhile
 	}
 	// Not after Close went through this pool (it takes s.mu after setting closed), so a
 	// connection made here is always closed by it.
@@ -492,22 +532,31 @@ func (s *server) conn(ctx context.Context, c *Client) (*conn, error) {
 	}
 	cn := &conn{e: e, ep: ep}
 	cn.version.Store(maxVersion)
+	cn.lastUsed.Store(time.Now().UnixNano())
 	if c.opts.NoDirectReads {
 		cn.direct.disable()
 	}
 	s.conns = append(s.conns, cn)
-	return cn, nil
+	return cn.use(), nil
 }
 
-// pooled drops the connections UCX knows have failed and returns the next one round-robin
-// once the pool is full, nil while it is not. Under s.mu.
+// pooled drops the connections UCX knows have failed or no read used for IdleConnTimeout,
+// and returns the next one round-robin once the pool is full, nil while it is not. Under s.mu.
 func (s *server) pooled(c *Client) *conn {
+	var now int64
+	if c.opts.IdleConnTimeout > 0 {
+		now = time.Now().UnixNano()
+	}
 	live := s.conns[:0]
 	for _, cn := range s.conns {
-		if cn.ep.Failure() == nil {
-			live = append(live, cn)
-		} else {
+		switch {
+		case cn.ep.Failure() != nil:
 			cn.close()
+		case now != 0 && cn.idleFor(now) >= c.opts.IdleConnTimeout:
+			c.stats.idleClosed.Add(1)
+			cn.close()
+		default:
+			live = append(live, cn)
 		}
 	}
 	clear(s.conns[len(live):])

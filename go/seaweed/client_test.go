@@ -217,6 +217,37 @@ func TestServerAtItsConnectionLimitFallsBack(t *testing.T) {
 	}
 }
 
+// Idle connections: a client closes its own after IdleConnTimeout and reads on a new one; a
+// connection the server closed for idleness (--idle-timeout-secs) is not used again, and the
+// next read reconnects over UCX without an error or a fallback.
+func TestIdleConnections(t *testing.T) {
+	c := startCluster(t, testcluster.Options{ServerArgs: []string{"--idle-timeout-secs", "1"}})
+	f := upload(t, c, 5000)[0]
+	ctx := context.Background()
+	readTwice := func(cl *seaweed.Client, pause time.Duration) seaweed.Stats {
+		for i := 0; i < 2; i++ {
+			if i > 0 {
+				time.Sleep(pause)
+			}
+			if got, err := readAll(ctx, cl, c.VolumeServer, f.fid, len(f.data)); err != nil || !bytes.Equal(got, f.data) {
+				t.Fatalf("read %d: %v", i, err)
+			}
+		}
+		return cl.Stats()
+	}
+	closing := newClient(t, seaweed.Options{NoFallback: true, IdleConnTimeout: 200 * time.Millisecond})
+	if st := readTwice(closing, 400*time.Millisecond); st.UCX != 2 || st.IdleClosed != 1 || st.Failed != 0 {
+		t.Fatalf("stats %+v: want the idle connection closed by the client and both reads over UCX", st)
+	}
+	keeping := newClient(t, seaweed.Options{NoFallback: true, IdleConnTimeout: -1})
+	if st := readTwice(keeping, 2500*time.Millisecond); st.UCX != 2 || st.IdleClosed != 0 || st.Failed != 0 {
+		t.Fatalf("stats %+v: want both reads over UCX, the second on a new connection", st)
+	}
+	if log, ok := c.WaitLog("swucx-serve", "closing a connection idle for 1s", 10*time.Second); !ok {
+		t.Fatalf("the server closed no idle connection:\n%s", log)
+	}
+}
+
 // 16 readers over one client, every byte checked: on one connection to a one-thread server,
 // and on four connections spread over two engines to a server on two threads.
 func TestConcurrentReaders(t *testing.T) {

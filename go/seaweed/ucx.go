@@ -50,10 +50,21 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 	defer func() { <-s.sem }()
 	size := uint64(len(dst))
 	backoff := time.Millisecond
+	var held *conn // the connection the attempt uses, released when the read is done with it
+	defer func() {
+		if held != nil {
+			held.release()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
+		if held != nil {
+			held.release()
+			held = nil
+		}
 		cn, err := s.conn(ctx, c)
 		switch {
 		case err == nil:
+			held = cn
 		case errors.Is(err, ErrClosed):
 			return 0, nil, fmt.Errorf("read %s: %w", id, err)
 		case ctx.Err() != nil:

@@ -3,7 +3,7 @@
 //! ```text
 //! swucx serve --dir VOLUME_DIR[,VOLUME_DIR...] [--dir-idx IDX_DIR] [--listen IP:PORT] [--threads N]
 //!             [--jwt-read-key-file PATH] [--max-connections N] [--max-connections-per-host N]
-//!             [--metrics-listen IP:PORT]
+//!             [--idle-timeout-secs SECS] [--metrics-listen IP:PORT]
 //! swucx read --server IP:PORT FID [--offset N] [--size N] [-o FILE]
 //! ```
 //! Transports come from UCX's environment (UCX_TLS, UCX_NET_DEVICES). Logging: RUST_LOG (default
@@ -112,6 +112,12 @@ struct ServeArgs {
     #[arg(long, default_value_t = swucx::seaweed::server::DEFAULT_MAX_CONNECTIONS_PER_HOST as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_connections_per_host: u64,
+    /// Close connections that go this many seconds without a request and with no reply in
+    /// flight (0: never), so that connections their clients forgot do not hold slots. Keep it
+    /// well above the clients' own idle close (the Go client's IdleConnTimeout, 120 s).
+    #[arg(long, value_name = "SECS",
+          default_value_t = swucx::seaweed::server::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout_secs: u64,
     /// Serve the server's counters (replies by status, bytes, connections) as Prometheus
     /// metrics at http://IP:PORT/metrics (port 0 picks one; the address is printed). Off by
     /// default. No authentication: bind it to 127.0.0.1 or a management network.
@@ -214,6 +220,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .with_direct_reads(direct_reads)
         .with_max_connections(max_connections)
         .with_max_connections_per_host(max_per_host)
+        .with_idle_timeout(
+            (args.idle_timeout_secs > 0).then(|| Duration::from_secs(args.idle_timeout_secs)),
+        )
         .with_threads(threads.into())
         .map_err(|e| format!("{threads} threads: {e}"))?;
     if direct_reads {

@@ -138,8 +138,9 @@ pub struct swucx_needle_server_stats_t {
     /// Requests dropped unanswered: no readable request id, or their connection was far past
     /// its limit of unfinished replies.
     pub requests_dropped: u64,
-    /// Client connections: open now; accepted, rejected at the connection limit, and closed by
-    /// the server (replies not taken in time, or at a stop) since it started.
+    /// Client connections: open now; accepted, rejected at a connection limit (4096 open,
+    /// 512 from one client host), and closed by the server (replies not taken in time, idle
+    /// for 300 s, or at a stop) since it started.
     pub open_connections: u64,
     pub connections_accepted: u64,
     pub connections_rejected: u64,

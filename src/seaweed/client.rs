@@ -144,8 +144,10 @@ fn lock(inbox: &Mutex<Inbox>) -> std::sync::MutexGuard<'_, Inbox> {
 
 /// A connection to one needle server. Reads may be issued from any thread. It does not
 /// reconnect: once its connection failed (the server died or restarted, `ClientError` tells a
-/// peer failure), every later read fails too; connect a new client. (The Go client,
-/// `go/seaweed`, pools and reconnects.)
+/// peer failure), every later read fails too; connect a new client. A server closes
+/// connections that go its idle timeout without a request (`swucx serve --idle-timeout-secs`,
+/// 300 s by default): a client kept longer between reads finds it closed. (The Go client,
+/// `go/seaweed`, pools, closes idle connections first, and reconnects.)
 ///
 /// Over shared memory it reads large payloads straight from the server's memory (direct reads,
 /// [`crate::seaweed::direct`]) once a first payload proved that this works;

@@ -87,6 +87,14 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MIN_CLIENT_RATE: u64 = 4 << 20;
 /// How often a serving thread looks for connections whose replies stand still.
 const STALL_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How long a connection may go without a request and with no reply in flight before the
+/// server closes it by default ([`NeedleServer::with_idle_timeout`]), so that connections
+/// their clients forgot do not hold slots for good. Clients should close theirs sooner (the
+/// Go client's `Options.IdleConnTimeout`, 120 s by default), so that a request never crosses
+/// the server's close.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a serving thread looks for idle connections at most.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
 pub use crate::seaweed::slots::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_HOST};
 /// The least time between two warnings about rejected connections.
 const REJECTION_WARN_EVERY: Duration = Duration::from_secs(10);
@@ -121,7 +129,18 @@ struct ConnLoad {
     owned: u64,
 }
 
-/// The key of a connection in [`Lane::per_connection`] (a reply endpoint is the accepted
+/// An open connection of a lane.
+struct Client {
+    ep: Endpoint,
+    /// Its share of the server's connection limits, given back when the client is dropped.
+    _slot: Slot,
+    /// A request came since the last idle check.
+    active: bool,
+    /// When the idle checks last saw it with a request or a reply in flight (or it opened).
+    busy_at: Instant,
+}
+
+/// The key of a connection in [`Lane::clients`] and [`Lane::per_connection`] (a reply endpoint is the accepted
 /// endpoint itself: `Worker::endpoint_by_handle`).
 fn connection_key(ep: &Endpoint) -> usize {
     Arc::as_ptr(&ep.0) as usize
@@ -188,6 +207,7 @@ pub struct NeedleServer {
     lanes: Vec<Lane>,
     answerer: Answerer,
     reply_timeout: Duration,
+    idle_timeout: Option<Duration>,
     max_connections: usize,
     max_connections_per_host: usize,
 }
@@ -209,8 +229,8 @@ struct Lane {
     /// Connection requests the accepting lane dealt to this lane, to accept on its worker,
     /// with the slots it took for them.
     dealt: Arc<Mutex<Vec<(ConnRequest, Slot)>>>,
-    /// The open connections and their slots (dropping one gives its slot back).
-    clients: Vec<(Endpoint, Slot)>,
+    /// The open connections, by [`connection_key`].
+    clients: HashMap<usize, Client>,
     /// Replies in flight that need this side's progress to move their bytes.
     replies: Vec<InFlight>,
     /// Direct replies in flight: the client copies the payload itself and then releases the
@@ -255,6 +275,8 @@ struct Stop<'a> {
     lane_failed: AtomicBool,
     /// [`REPLY_TIMEOUT`] or the server's own.
     reply_timeout: Duration,
+    /// [`DEFAULT_IDLE_TIMEOUT`], the server's own, or none.
+    idle_timeout: Option<Duration>,
 }
 
 /// Sets the flag if the lane's thread unwinds, so the other lanes stop too.
@@ -303,6 +325,7 @@ impl NeedleServer {
                 direct_reads: true,
             },
             reply_timeout: REPLY_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
         })
@@ -327,6 +350,16 @@ impl NeedleServer {
     /// long a stop waits for the replies in flight (default [`REPLY_TIMEOUT`]).
     pub fn with_reply_timeout(mut self, timeout: Duration) -> NeedleServer {
         self.reply_timeout = timeout;
+        self
+    }
+
+    /// Closes connections that go `timeout` without a request and with no reply in flight
+    /// (checked every second at most, so up to a second later); `None` keeps them until their
+    /// clients close them. Default [`DEFAULT_IDLE_TIMEOUT`]. A client that sends a request as
+    /// the server closes its connection sees that read fail: clients should close idle
+    /// connections well before the server does.
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> NeedleServer {
+        self.idle_timeout = timeout;
         self
     }
 
@@ -394,6 +427,7 @@ impl NeedleServer {
             lanes,
             answerer,
             reply_timeout,
+            idle_timeout,
             max_connections,
             max_connections_per_host,
         } = self;
@@ -402,6 +436,7 @@ impl NeedleServer {
             requested: stop,
             lane_failed: AtomicBool::new(false),
             reply_timeout: *reply_timeout,
+            idle_timeout: *idle_timeout,
         };
         let stop = &stop;
         let (first, others) = lanes.split_first_mut().expect("a server has a lane");
@@ -484,7 +519,7 @@ impl Lane {
             worker,
             jobs,
             dealt: Arc::default(),
-            clients: Vec::new(),
+            clients: HashMap::new(),
             replies: Vec::new(),
             direct_replies: Vec::new(),
             per_connection: HashMap::new(),
@@ -528,6 +563,7 @@ impl Lane {
         let mut last_busy = Instant::now();
         let mut last_gap = Duration::MAX;
         let mut last_stall_check = last_busy;
+        let mut last_idle_check = last_busy;
         while !stop.now() {
             // One look at the clock per round (on a VM a read costs as much as a progress call).
             let now = Instant::now();
@@ -537,6 +573,12 @@ impl Lane {
             {
                 last_stall_check = now;
                 self.close_stalled(stop.reply_timeout);
+            }
+            if let Some(timeout) = stop.idle_timeout
+                && now.duration_since(last_idle_check) >= (timeout / 4).min(IDLE_CHECK_EVERY)
+            {
+                last_idle_check = now;
+                self.close_idle(now, timeout);
             }
             if self.step(answerer, dealer.as_deref_mut()) {
                 last_gap = now.duration_since(last_busy);
@@ -638,6 +680,28 @@ impl Lane {
         }
     }
 
+    /// Closes the connections that have had no request and no reply in flight for `timeout`
+    /// (as far as the checks, `now` the latest, saw).
+    fn close_idle(&mut self, now: Instant, timeout: Duration) {
+        let mut closed = 0;
+        for (key, client) in &mut self.clients {
+            if std::mem::take(&mut client.active) || self.per_connection.contains_key(key) {
+                client.busy_at = now;
+            } else if now.duration_since(client.busy_at) >= timeout {
+                log::info!(
+                    "closing a connection idle for {timeout:?} (lane {})",
+                    self.index
+                );
+                if let Err(e) = client.ep.close(CloseMode::Force) {
+                    log::debug!("closing an idle connection: {e}");
+                }
+                closed += 1;
+            }
+        }
+        // The next round's check of the connections drops them.
+        self.stats.connections_closed(closed);
+    }
+
     /// Closes the connections `doomed` picks (by [`connection_key`]) among those with replies
     /// in flight, and drops their replies (their clients see the connection fail).
     fn abandon(&mut self, doomed: impl Fn(usize) -> bool, why: &str) {
@@ -707,7 +771,7 @@ impl Lane {
         }
         // Ended connections give their slots back.
         self.clients
-            .retain(|(ep, _)| ep.failure().is_none() && !ep.is_closed());
+            .retain(|_, client| client.ep.failure().is_none() && !client.ep.is_closed());
         for job in self.take_jobs() {
             busy = true;
             self.serve(answerer, &job, false);
@@ -723,7 +787,13 @@ impl Lane {
             Ok(ep) => {
                 log::info!("client {peer:?} connected (lane {})", self.index);
                 self.stats.connection_accepted();
-                self.clients.push((ep, slot));
+                let client = Client {
+                    _slot: slot,
+                    active: false,
+                    busy_at: Instant::now(),
+                    ep,
+                };
+                self.clients.insert(connection_key(&client.ep), client);
             }
             Err(e) => log::warn!("accepting {peer:?}: {e}"),
         }
@@ -735,10 +805,11 @@ impl Lane {
     /// [`MAX_UNFINISHED_PER_CONNECTION`] replies unfinished, is dropped (the client's request
     /// times out).
     fn serve(&mut self, answerer: &Answerer, job: &Job, stopping: bool) {
-        let unfinished = self
-            .per_connection
-            .get(&connection_key(&job.ep))
-            .map_or(0, |load| load.replies);
+        let key = connection_key(&job.ep);
+        if let Some(client) = self.clients.get_mut(&key) {
+            client.active = true;
+        }
+        let unfinished = self.per_connection.get(&key).map_or(0, |load| load.replies);
         if unfinished >= MAX_UNFINISHED_PER_CONNECTION {
             log::debug!(
                 "READ request of a connection with {unfinished} replies unfinished; dropped"

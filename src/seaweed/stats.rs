@@ -59,7 +59,8 @@ pub struct StatsSnapshot {
     pub connections_accepted: u64,
     /// Connections rejected for a connection limit (server-wide or per client host).
     pub connections_rejected: u64,
-    /// Connections the server closed: replies not taken in time, or still in flight at a stop.
+    /// Connections the server closed: replies not taken in time, idle for the idle timeout, or
+    /// still in flight at a stop.
     pub connections_closed: u64,
 }
 
@@ -195,7 +196,7 @@ impl StatsSnapshot {
             (
                 "connections_closed_total",
                 "counter",
-                "Client connections the server closed (replies not taken in time, or at a stop).",
+                "Client connections the server closed (replies not taken in time, idle, or at a stop).",
                 self.connections_closed,
             ),
         ];
