@@ -155,7 +155,8 @@ fn signature_valid(token: &str) -> bool {
     URL_SAFE_NO_PAD.decode(signature).ok() == Some(mac(alg, signed))
 }
 
-/// Whether the base64url `claims` name a `fid` that covers `fid` and expire after `now`.
+/// Whether the base64url `claims` name a `fid` that covers `fid`, expire after `now` and are
+/// not before it (time claims as numbers or numeric strings, as weed reads them).
 fn claims_allow(claims: &str, fid: &FileId, now: u64) -> bool {
     let Some(claims) = URL_SAFE_NO_PAD
         .decode(claims.trim_end_matches('='))
@@ -164,19 +165,26 @@ fn claims_allow(claims: &str, fid: &FileId, now: u64) -> bool {
     else {
         return false;
     };
-    let exp_ok = claims
-        .get("exp")
-        .and_then(|e| e.as_f64())
-        .is_none_or(|exp| (now as f64) < exp);
-    let nbf_ok = claims
-        .get("nbf")
-        .and_then(|e| e.as_f64())
-        .is_none_or(|nbf| (now as f64) >= nbf);
+    let now = now as f64;
+    let exp_ok = time_claim(&claims, "exp").is_some_and(|exp| exp.is_none_or(|exp| now < exp));
+    let nbf_ok = time_claim(&claims, "nbf").is_some_and(|nbf| nbf.is_none_or(|nbf| now >= nbf));
     let fid_ok = claims
         .get("fid")
         .and_then(|f| f.as_str())
         .is_some_and(|claim| covers(claim, fid));
     exp_ok && nbf_ok && fid_ok
+}
+
+/// The time claim `name` of an acceptable token: `Some(None)` absent or null, `Some(Some(t))` a
+/// number or a string holding one (parsed by Rust's looser float syntax: a string weed reads as
+/// a number reads the same here), `None` for anything else.
+fn time_claim(claims: &serde_json::Value, name: &str) -> Option<Option<f64>> {
+    match claims.get(name) {
+        None | Some(serde_json::Value::Null) => Some(None),
+        Some(serde_json::Value::Number(n)) => n.as_f64().map(Some),
+        Some(serde_json::Value::String(s)) => s.parse::<f64>().ok().map(Some),
+        Some(_) => None,
+    }
 }
 
 /// Whether a `fid` claim lets one read `fid`: a plain file id as weed formats it, same volume and
