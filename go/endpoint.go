@@ -120,7 +120,9 @@ func sentNow(op string, r C.swx_res) (bool, error) {
 	}
 }
 
-// StreamSend sends buf on the endpoint's byte stream.
+// StreamSend sends buf on the endpoint's byte stream (the context needs FeatureStream). An
+// empty buf is refused (ErrInvalidParam): UCX 1.13 aborts the process that receives an empty
+// stream message.
 func (ep *Endpoint) StreamSend(ctx context.Context, buf []byte) error {
 	if ctx.Err() != nil {
 		return ctxErr("stream_send", ctx)

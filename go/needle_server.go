@@ -14,6 +14,16 @@ static inline swx_res swx_needle_server_create(const swucx_context_t *ctx, const
     return swx_handle(st, s);
 }
 
+// Sets an OK reply and gives it a payload buffer of n bytes (r.out), in one call.
+static inline swx_res swx_read_reply_ok(swucx_read_reply_t *reply, uint64_t data_size, uint32_t crc,
+                                        uint64_t last_modified, size_t n)
+{
+    uint8_t *p = NULL;
+    swucx_status_t st = swucx_read_reply_set(reply, SWUCX_READ_OK, data_size, crc, last_modified);
+    if (st == SWUCX_OK) st = swucx_read_reply_payload(reply, n, &p);
+    return swx_handle(st, p);
+}
+
 static inline swx_res swx_needle_server_stats(const swucx_needle_server_t *s,
                                               swucx_needle_server_stats_t *out)
 {
@@ -26,6 +36,7 @@ import (
 	"fmt"
 	"log"
 	"runtime/cgo"
+	"sync"
 	"unsafe"
 )
 
@@ -43,35 +54,82 @@ type NeedleRequest struct {
 	JWT string
 }
 
-// NeedleReply is how a NeedleHandler answers; valid only during the handler call. A handler
-// that calls neither method answers INTERNAL.
+// NeedleReply is how a NeedleHandler answers, during the handler call: once the handler
+// returned, its methods do nothing (OK returns nil, OKBytes an error), so a reply kept past
+// the call (answered from another goroutine) cannot touch what swucx already sent or freed.
+// A handler that answers neither way answers INTERNAL.
 type NeedleReply struct {
-	r *C.swucx_read_reply_t
+	mu sync.Mutex
+	r  *C.swucx_read_reply_t // nil once the handler returned
 }
 
 // Fail answers with a non-OK status of docs/protocol.md (1 not found ... 10 internal, 13 a
 // volume the host does not hold; see seaweed.Status); dataSize is the data length for
 // BAD_RANGE and TOO_LARGE, else 0.
 func (w *NeedleReply) Fail(status uint8, dataSize uint64) {
-	C.swucx_read_reply_set(w.r, C.uint8_t(status), C.uint64_t(dataSize), 0, 0)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.r != nil {
+		C.swucx_read_reply_set(w.r, C.uint8_t(status), C.uint64_t(dataSize), 0, 0)
+	}
 }
 
-// OK answers with n bytes of data and returns the buffer to write them into: swucx's memory,
-// valid until the handler returns, sent from directly. dataSize is the length of the whole
-// data, crc the needle's stored CRC-32C, lastModified unix seconds (0: none). n must be the
-// requested size (for Size 0: the data from Offset to the end).
+// OK answers with n bytes of data and returns the buffer to write them into, for hosts that
+// read from disk straight into it: swucx's memory, sent from directly. Write it before the
+// handler returns and never after: it is freed once the reply is sent (like memory from
+// unsafe.Slice, a write after that corrupts memory). Hosts that hold the bytes in a []byte
+// already use OKBytes, which copies them (one copy either way). dataSize is the length of the
+// whole data, crc the needle's stored CRC-32C (a reply of the whole needle is checked against
+// it: a mismatch fails the read), lastModified unix seconds (0: none). n must be the requested
+// size (for Size 0: the data from Offset to the end, at most dataSize-Offset): any other n,
+// or a call after the handler returned, gives nil (and the request is answered INTERNAL).
 func (w *NeedleReply) OK(dataSize uint64, crc uint32, lastModified uint64, n int) []byte {
-	if C.swucx_read_reply_set(w.r, 0, C.uint64_t(dataSize), C.uint32_t(crc), C.uint64_t(lastModified)) != C.SWUCX_OK {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.r == nil || n < 0 {
 		return nil
 	}
-	var p *C.uint8_t
-	if n < 0 || C.swucx_read_reply_payload(w.r, C.size_t(n), &p) != C.SWUCX_OK {
+	buf, err := w.ok(dataSize, crc, lastModified, n)
+	if err != nil {
 		return nil
+	}
+	return buf
+}
+
+// OKBytes answers with data (as OK, copying data into the reply): the safe way for hosts that
+// hold the bytes in Go memory. It returns an error (ErrInvalidParam) when len(data) is not
+// what OK's n must be or the handler already returned; the request is then answered INTERNAL.
+func (w *NeedleReply) OKBytes(dataSize uint64, crc uint32, lastModified uint64, data []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.r == nil {
+		return &Error{Status: StatusInvalidParam, Op: "needle_reply", Msg: "the handler already returned"}
+	}
+	buf, err := w.ok(dataSize, crc, lastModified, len(data))
+	if err == nil {
+		copy(buf, data)
+	}
+	return err
+}
+
+// ok sets an OK reply with a payload buffer of n >= 0 bytes and returns it (swucx's memory).
+// Under w.mu, with w.r set.
+func (w *NeedleReply) ok(dataSize uint64, crc uint32, lastModified uint64, n int) ([]byte, error) {
+	r := C.swx_read_reply_ok(w.r, C.uint64_t(dataSize), C.uint32_t(crc), C.uint64_t(lastModified), C.size_t(n))
+	if r.st != C.SWUCX_OK {
+		return nil, resErr("needle_reply", r)
 	}
 	if n == 0 {
-		return []byte{}
+		return []byte{}, nil
 	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(p)), n)
+	return unsafe.Slice((*byte)(r.out), n), nil
+}
+
+// end makes the reply inert: the handler returned.
+func (w *NeedleReply) end() {
+	w.mu.Lock()
+	w.r = nil
+	w.mu.Unlock()
 }
 
 // NeedleHandler answers one READ request. It runs on one of the server's threads, one request
@@ -92,7 +150,8 @@ type NeedleServer struct {
 // ServeNeedles starts a needle server listening on addr ("ip:port"; port 0 picks one) that
 // answers through handler on a thread of its own. With readKey set, every request must carry a
 // read JWT signed with it (weed's `[jwt.signing.read] key`); refused requests never reach the
-// handler. The context needs FeatureAM.
+// handler. The context needs FeatureAM and must not have FeatureStream (ErrInvalidParam: any
+// client could abort the process, see FeatureDefault); the default features are right.
 func (c *Context) ServeNeedles(addr string, readKey string, handler NeedleHandler) (*NeedleServer, error) {
 	return c.ServeNeedlesWith(NeedleServerConfig{Addr: addr, ReadKey: readKey}, handler)
 }
@@ -113,6 +172,9 @@ type NeedleServerConfig struct {
 // ServeNeedlesWith is ServeNeedles configured by cfg.
 func (c *Context) ServeNeedlesWith(cfg NeedleServerConfig, handler NeedleHandler) (*NeedleServer, error) {
 	addr, readKey := cfg.Addr, cfg.ReadKey
+	if handler == nil {
+		return nil, &Error{Status: StatusInvalidParam, Op: "needle_server_create", Msg: "nil handler"}
+	}
 	if cfg.Threads < 0 || cfg.Threads > 1<<16 { // the library refuses more than 256 itself
 		return nil, &Error{Status: StatusInvalidParam, Op: "needle_server_create", Msg: fmt.Sprintf("%d threads", cfg.Threads)}
 	}
@@ -222,6 +284,7 @@ func (s *NeedleServer) serve(req *C.swucx_read_request_t, reply *C.swucx_read_re
 			log.Printf("swucx: needle handler panicked: %v", p)
 			w.Fail(10, 0)
 		}
+		w.end()
 	}()
 	s.handler(&r, w)
 }

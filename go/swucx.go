@@ -46,12 +46,16 @@ const (
 	FeatureRMA    Features = C.SWUCX_FEATURE_RMA
 	FeatureWakeup Features = C.SWUCX_FEATURE_WAKEUP
 	FeatureAll    Features = C.SWUCX_FEATURE_ALL
+	// FeatureDefault is every feature but streams: UCX 1.13 aborts a process with streams on
+	// that receives an empty stream message, which any peer that can connect may send. Enable
+	// FeatureStream only where every peer is trusted.
+	FeatureDefault Features = C.SWUCX_FEATURE_DEFAULT
 )
 
-// Config configures a Context. The zero value means every feature, swucx's default UCX
-// settings and UCX's environment variables.
+// Config configures a Context. The zero value means FeatureDefault (every feature but
+// streams), swucx's default UCX settings and UCX's environment variables.
 type Config struct {
-	// Features to enable (0: FeatureAll). An Engine needs FeatureWakeup.
+	// Features to enable (0: FeatureDefault, all but streams). An Engine needs FeatureWakeup.
 	Features Features
 	// Name for UCX's logs.
 	Name string
@@ -103,7 +107,7 @@ type Context struct {
 func NewContext(cfg Config) (*Context, error) {
 	features := cfg.Features
 	if features == 0 {
-		features = FeatureAll
+		features = FeatureDefault
 	}
 	var flags C.uint64_t
 	if cfg.NoPeerFailure {

@@ -38,7 +38,9 @@
 #define SWUCX_FEATURE_TAG (1 << 0)
 
 /**
- * Byte streams (`UCP_FEATURE_STREAM`).
+ * Byte streams (`UCP_FEATURE_STREAM`). Not in the default: UCX 1.13 aborts a process with
+ * streams on that receives an empty stream message, which any peer that can connect may send.
+ * Enable them only where every peer is trusted.
  */
 #define SWUCX_FEATURE_STREAM (1 << 1)
 
@@ -58,9 +60,14 @@
 #define SWUCX_FEATURE_WAKEUP (1 << 4)
 
 /**
- * Every feature (the default).
+ * Every feature, streams included.
  */
 #define SWUCX_FEATURE_ALL 31
+
+/**
+ * The default features: every one but streams (`SWUCX_FEATURE_STREAM`).
+ */
+#define SWUCX_FEATURE_DEFAULT (SWUCX_FEATURE_ALL & ~SWUCX_FEATURE_STREAM)
 
 /**
  * `swucx_context_params_t.features` is set.
@@ -455,7 +462,7 @@ typedef struct swucx_context_params_t {
      */
     uint64_t field_mask;
     /**
-     * `SWUCX_FEATURE_*` bits (default: all).
+     * `SWUCX_FEATURE_*` bits (default: `SWUCX_FEATURE_DEFAULT`, all but streams).
      */
     uint64_t features;
     /**
@@ -737,6 +744,8 @@ typedef struct swucx_needle_server_stats_t {
  */
 #define SWUCX_ERR_BAD_HANDLE -1004
 
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -992,8 +1001,8 @@ size_t swucx_am_queue_length(const struct swucx_am_queue_t *queue);
 void swucx_am_queue_destroy(struct swucx_am_queue_t *queue);
 
 /**
- * Creates a context. `params` may be NULL for all defaults (every feature, swucx's default
- * configuration, UCX settings from the environment). On success writes the new handle to
+ * Creates a context. `params` may be NULL for all defaults (`SWUCX_FEATURE_DEFAULT`, swucx's
+ * default configuration, UCX settings from the environment). On success writes the new handle to
  * `*context_p`; destroy it with `swucx_context_destroy`.
  */
 swucx_status_t swucx_context_create(const struct swucx_context_params_t *params,
@@ -1104,7 +1113,10 @@ swucx_status_t swucx_ep_tag_send_mem(const struct swucx_ep_t *ep,
                                      struct swucx_request_t **req_p);
 
 /**
- * Sends `length` bytes at `buffer` on the endpoint's byte stream (as `swucx_ep_tag_send`).
+ * Sends `length` bytes at `buffer` on the endpoint's byte stream (as `swucx_ep_tag_send`;
+ * the context needs `SWUCX_FEATURE_STREAM`). `length` 0 is refused
+ * (`SWUCX_ERR_INVALID_PARAM`): UCX 1.13 aborts the process that receives an empty stream
+ * message.
  */
 swucx_status_t swucx_ep_stream_send(const struct swucx_ep_t *ep,
                                     const void *buffer,
@@ -1447,7 +1459,9 @@ void swucx_rkey_destroy(struct swucx_rkey_t *rkey);
  * as 1, at most 256: `SWUCX_ERR_INVALID_PARAM`) is the number of serving threads, each with a UCX worker of its own, new connections
  * dealt to them in turn (as `swucx serve --threads`): with more than one, `callback` is called
  * from several threads at once. It keeps at most 4096 connections open (as `swucx serve`);
- * past that new ones are rejected. The context needs the AM feature.
+ * past that new ones are rejected. The context needs the AM feature and must not have streams
+ * (`SWUCX_ERR_INVALID_PARAM`: any client could abort the process, see `SWUCX_FEATURE_STREAM`);
+ * the default features are right.
  */
 swucx_status_t swucx_needle_server_create(const struct swucx_context_t *context,
                                           const char *address,
@@ -1501,7 +1515,9 @@ swucx_status_t swucx_read_reply_set(struct swucx_read_reply_t *reply,
  * swucx's memory, valid until the callback returns; the reply is sent from it; NULL for
  * `length` 0). A second call
  * replaces the first buffer. For an OK reply, `length` must be the requested size (or, for a
- * request of size 0, the rest of the data from the offset). `SWUCX_ERR_NO_MEMORY` when
+ * request of size 0, the rest of the data from the offset: at most the `data_size` given to
+ * `swucx_read_reply_set` less the offset, and below 4 GiB); any other length is
+ * `SWUCX_ERR_INVALID_PARAM` before anything is allocated. `SWUCX_ERR_NO_MEMORY` when
  * `length` bytes cannot be allocated (the reply keeps no buffer then).
  */
 swucx_status_t swucx_read_reply_payload(struct swucx_read_reply_t *reply,

@@ -168,7 +168,9 @@ pub const DEFAULT_CONFIG: &[DefaultSetting] = &[
 pub struct Features {
     /// Tag matching (`UCP_FEATURE_TAG`).
     pub tag: bool,
-    /// Streams (`UCP_FEATURE_STREAM`).
+    /// Streams (`UCP_FEATURE_STREAM`). Off by default: UCX 1.13 aborts a process with streams
+    /// on that receives an empty stream message, which any peer that can connect may send.
+    /// Enable them only where every peer is trusted.
     pub stream: bool,
     /// Active messages (`UCP_FEATURE_AM`).
     pub am: bool,
@@ -178,19 +180,26 @@ pub struct Features {
     pub wakeup: bool,
 }
 
+/// Every feature but streams (see [`Features::stream`]).
 impl Default for Features {
     fn default() -> Self {
         Features {
-            tag: true,
-            stream: true,
-            am: true,
-            rma: true,
-            wakeup: true,
+            stream: false,
+            ..Features::ALL
         }
     }
 }
 
 impl Features {
+    /// Every feature, streams included.
+    pub const ALL: Features = Features {
+        tag: true,
+        stream: true,
+        am: true,
+        rma: true,
+        wakeup: true,
+    };
+
     fn to_mask(self) -> u64 {
         let bit = |on: bool, f: sys::ucp_feature| if on { u64::from(f.0) } else { 0 };
         bit(self.tag, sys::ucp_feature::UCP_FEATURE_TAG)
@@ -212,7 +221,7 @@ pub struct ContextBuilder {
 }
 
 impl ContextBuilder {
-    /// Chooses the UCP features (all on by default).
+    /// Chooses the UCP features (default: all but streams, [`Features::stream`]).
     pub fn features(mut self, features: Features) -> Self {
         self.features = features;
         self
@@ -468,7 +477,8 @@ impl Drop for ContextInner {
 pub struct Context(pub(crate) Arc<ContextInner>);
 
 impl Context {
-    /// A context with all features and swucx's default configuration.
+    /// A context with the default features (all but streams: [`Features::stream`]) and
+    /// swucx's default configuration.
     pub fn new() -> Result<Context> {
         Context::builder().build()
     }

@@ -1,14 +1,28 @@
 //! Byte streams on an endpoint: `Endpoint::stream_send` / `stream_recv`.
+//!
+//! Streams are off unless a context asks for them ([`Features::stream`]): UCX 1.13 aborts a
+//! process with streams on that receives an empty stream message, which any peer that can
+//! connect may send. Enable them only where every peer is trusted.
+//!
+//! [`Features::stream`]: crate::Features::stream
 
 use crate::buffer::{Buf, BufMut, memh_for};
 use crate::endpoint::Endpoint;
 use crate::request::{Callback, OpKind, OpParams, Request};
-use crate::status::Result;
+use crate::status::{Error, Result, Status};
 use crate::sys;
 
 impl Endpoint {
-    /// Sends `buffer` on the endpoint's byte stream.
+    /// Sends `buffer` on the endpoint's byte stream. An empty buffer is refused
+    /// (`ERR_INVALID_PARAM`): UCX 1.13 aborts the receiving process on an empty stream message.
     pub fn stream_send<B: Buf>(&self, buffer: B) -> Result<Request<B>> {
+        if buffer.len() == 0 {
+            return Err(Error::with_detail(
+                "ucp_stream_send_nbx",
+                Status::ERR_INVALID_PARAM,
+                "an empty stream message (UCX 1.13 aborts the process that receives one)",
+            ));
+        }
         let handle = self.lock_handle("ucp_stream_send_nbx")?;
         let params = OpParams::new(
             self.worker(),

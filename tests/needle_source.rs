@@ -1078,3 +1078,31 @@ fn idle_connections_are_closed() {
     drop((reading, idle));
     serving.stop().expect("server run");
 }
+
+/// A context with streams lets any client abort the process (UCX 1.13 asserts on an empty
+/// stream message): a needle server refuses one. The default features have no streams.
+#[test]
+fn a_context_with_streams_is_refused() {
+    let (_, source) = sample_files();
+    let source = Arc::new(source);
+    let with_streams = Context::builder()
+        .features(swucx::Features::ALL)
+        .build()
+        .unwrap();
+    let refused = NeedleServer::bind_source(
+        &with_streams,
+        source.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .err()
+    .expect("a server on a context with streams");
+    assert_eq!(
+        refused.status(),
+        swucx::Status::ERR_INVALID_PARAM,
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("streams"), "{refused}");
+    let default = Context::new().unwrap();
+    assert!(!default.features().stream);
+    NeedleServer::bind_source(&default, source, "127.0.0.1:0".parse().unwrap()).unwrap();
+}

@@ -75,7 +75,8 @@ type Options struct {
 	NoDirectReads bool
 }
 
-// Stats counts the reads a Client finished, by path, and why reads fell back to HTTP.
+// Stats counts the reads a Client finished, by path, and why reads fell back to HTTP (with
+// NoFallback: why reads failed with ErrUCXUnavailable).
 type Stats struct {
 	// UCX and HTTP count the reads that succeeded over each path.
 	UCX, HTTP uint64
@@ -125,7 +126,19 @@ var (
 	ErrInvalidJWT = errors.New("seaweed: invalid read JWT")
 	// ErrClosed: the Client was closed before or while the read ran.
 	ErrClosed = errors.New("seaweed: client closed")
+	// ErrUCXUnavailable: with Options.NoFallback, a read that would have gone over HTTP. The
+	// error also wraps the cause: a *ServerError for the server's answer (errors.As), or the
+	// connection's failure (a swucx error: errors.Is(err, swucx.ErrPeerFailure), ...).
+	ErrUCXUnavailable = errors.New("seaweed: UCX unavailable")
 )
+
+// ServerError is a server's answer that sends a read over HTTP (or, with NoFallback, fails
+// it): INTERNAL, TOO_LARGE, NO_VOLUME, an unknown version, or BUSY/STALE after every retry.
+type ServerError struct {
+	Status Status
+}
+
+func (e *ServerError) Error() string { return "the UCX server answered " + e.Status.String() }
 
 // Client reads needles from volume servers. Close releases it.
 type Client struct {
@@ -389,10 +402,8 @@ func (c *Client) read(ctx context.Context, volumeServer, fid string, offset int6
 	if err != nil {
 		return 0, err
 	}
-	var why *atomic.Uint64
-	if s.isDown() {
-		why = &c.stats.down
-	} else {
+	why, cause := &c.stats.down, errDown
+	if !s.isDown() {
 		n, fallback, err := c.readUCX(ctx, s, id, uint64(offset), dst, jwt)
 		if fallback == nil {
 			if err == nil {
@@ -400,15 +411,15 @@ func (c *Client) read(ctx context.Context, volumeServer, fid string, offset int6
 			}
 			return n, err
 		}
-		why = fallback
+		why, cause = fallback, err
 	}
 	if c.isClosed() {
 		return 0, fmt.Errorf("read %s from %s: %w", fid, volumeServer, ErrClosed)
 	}
-	if c.opts.NoFallback {
-		return 0, fmt.Errorf("read %s from %s: UCX unavailable and HTTP fallback disabled", fid, volumeServer)
-	}
 	why.Add(1)
+	if c.opts.NoFallback {
+		return 0, fmt.Errorf("read %s from %s: %w (HTTP fallback disabled): %w", fid, volumeServer, ErrUCXUnavailable, cause)
+	}
 	n, err := c.readHTTP(ctx, volumeServer, fid, offset, dst, jwt)
 	if err == nil {
 		c.stats.http.Add(1)

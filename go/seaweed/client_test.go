@@ -191,8 +191,13 @@ func TestVolumeNotOnServerFallsBack(t *testing.T) {
 		t.Fatalf("unknown volume: %v, want ErrNotFound from HTTP", err)
 	}
 	strict := newClient(t, seaweed.Options{Settings: map[string]string{"TLS": "tcp"}, NoFallback: true})
-	if _, err := strict.ReadNeedle(ctx, c.VolumeServer, files[0].fid, 0, make([]byte, 10), ""); err == nil || errors.Is(err, seaweed.ErrNotFound) {
-		t.Fatalf("NoFallback: %v, want an error other than ErrNotFound", err)
+	_, err := strict.ReadNeedle(ctx, c.VolumeServer, files[0].fid, 0, make([]byte, 10), "")
+	var answer *seaweed.ServerError
+	if !errors.Is(err, seaweed.ErrUCXUnavailable) || !errors.As(err, &answer) || answer.Status != seaweed.StatusNoVolume {
+		t.Fatalf("NoFallback: %v, want ErrUCXUnavailable wrapping the server's NO_VOLUME", err)
+	}
+	if st := strict.Stats(); st.FallbackNoVolume != 1 || st.Failed != 1 || st.HTTP != 0 {
+		t.Fatalf("NoFallback stats %+v: want the reason counted", st)
 	}
 }
 

@@ -17,6 +17,37 @@ import (
 
 // A Go volume server embedding swucx: its handler supplies the bytes from its own storage (a
 // map here) into the buffer swucx gives it, and the Go client reads them over UCX.
+// clientFor is a client that reads every volume server's needles from srv, over UCX only.
+func clientFor(t *testing.T, srv *swucx.NeedleServer) *seaweed.Client {
+	return newClient(t, seaweed.Options{
+		NoFallback: true,
+		UCXAddress: func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", srv.Port()), nil },
+	})
+}
+
+// A context with streams lets any client abort the process (UCX 1.13 asserts on an empty
+// stream message): the server refuses it; the default features have none.
+func TestEmbeddedServerRefusesStreams(t *testing.T) {
+	handler := func(req *swucx.NeedleRequest, reply *swucx.NeedleReply) { reply.Fail(uint8(seaweed.StatusNotFound), 0) }
+	for _, c := range []struct {
+		features swucx.Features
+		refused  bool
+	}{{swucx.FeatureAll, true}, {0, false}} {
+		uctx, err := swucx.NewContext(swucx.Config{Features: c.features})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := uctx.ServeNeedles("127.0.0.1:0", "", handler)
+		if c.refused != errors.Is(err, swucx.ErrInvalidParam) || c.refused != (srv == nil) {
+			t.Errorf("features %#x: server %v, error %v", c.features, srv, err)
+		}
+		if srv != nil {
+			srv.Close()
+		}
+		uctx.Close()
+	}
+}
+
 func TestEmbeddedServer(t *testing.T) {
 	needles := map[seaweed.FileID][]byte{}
 	for i, n := range []int{0, 1, 4096, 100000, 3 << 20} {
@@ -50,10 +81,7 @@ func TestEmbeddedServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	cl := newClient(t, seaweed.Options{
-		NoFallback: true,
-		UCXAddress: func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", srv.Port()), nil },
-	})
+	cl := clientFor(t, srv)
 	ctx := context.Background()
 	for id, data := range needles {
 		got, err := readAll(ctx, cl, "volume.example:8080", id.String(), len(data))
@@ -125,10 +153,7 @@ func TestEmbeddedServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := newClient(t, seaweed.Options{
-		NoFallback: true,
-		UCXAddress: func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", self.Port()), nil },
-	})
+	sc := clientFor(t, self)
 	for _, id := range []uint64{1, 2} {
 		fid := seaweed.FileID{VolumeID: 5, NeedleID: id, Cookie: 1}.String()
 		if n, err := sc.ReadNeedle(ctx, "volume.example:8080", fid, 0, make([]byte, 3), ""); err != nil || n != 3 {
@@ -159,12 +184,70 @@ func TestEmbeddedServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer keyed.Close()
-	kc := newClient(t, seaweed.Options{
-		NoFallback: true,
-		UCXAddress: func(string) (string, error) { return fmt.Sprintf("127.0.0.1:%d", keyed.Port()), nil },
-	})
+	kc := clientFor(t, keyed)
 	if _, err := kc.ReadNeedle(ctx, "127.0.0.1:1", one.String(), 0, make([]byte, 1), "a.b.c"); !errors.Is(err, seaweed.ErrUnauthorized) {
 		t.Fatalf("bad JWT: %v", err)
+	}
+}
+
+// Replies: OKBytes serves bytes from Go memory; a whole needle whose bytes do not match the
+// CRC the host gave fails with ErrCorrupt (a range cannot be checked); a reply kept past its
+// handler does nothing; a nil handler is refused.
+func TestEmbeddedReplies(t *testing.T) {
+	uctx, err := swucx.NewContext(swucx.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uctx.Close()
+	if srv, err := uctx.ServeNeedles("127.0.0.1:0", "", nil); !errors.Is(err, swucx.ErrInvalidParam) || srv != nil {
+		t.Fatalf("nil handler: %v, %v", srv, err)
+	}
+	data := bytes.Repeat([]byte("needle bytes "), 1000)
+	crc := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
+	kept := make(chan *swucx.NeedleReply, 16)
+	srv, err := uctx.ServeNeedles("127.0.0.1:0", "", func(req *swucx.NeedleRequest, reply *swucx.NeedleReply) {
+		given := crc
+		if req.NeedleID == 2 {
+			given ^= 1 // the stored CRC does not match
+		}
+		end := req.Offset + req.Size
+		if req.Size == 0 || end > uint64(len(data)) {
+			end = uint64(len(data))
+		}
+		if err := reply.OKBytes(uint64(len(data)), given, 0, data[req.Offset:end]); err != nil {
+			t.Errorf("OKBytes: %v", err)
+		}
+		kept <- reply
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cl := clientFor(t, srv)
+	ctx := context.Background()
+	fid := func(id uint64) string { return seaweed.FileID{VolumeID: 5, NeedleID: id, Cookie: 1}.String() }
+	dst := make([]byte, len(data))
+	if n, err := cl.ReadNeedle(ctx, "v:8080", fid(1), 0, dst, ""); err != nil || n != len(data) || !bytes.Equal(dst, data) {
+		t.Fatalf("whole needle: %d, %v", n, err)
+	}
+	if _, err := cl.ReadNeedle(ctx, "v:8080", fid(2), 0, dst, ""); !errors.Is(err, seaweed.ErrCorrupt) {
+		t.Fatalf("whole needle with a wrong CRC: %v, want ErrCorrupt", err)
+	}
+	if n, err := cl.ReadNeedle(ctx, "v:8080", fid(2), 10, dst[:100], ""); err != nil || n != 100 || !bytes.Equal(dst[:100], data[10:110]) {
+		t.Fatalf("range of a needle with a wrong CRC: %d, %v", n, err)
+	}
+	for len(kept) > 0 {
+		late := <-kept
+		if late.OK(uint64(len(data)), crc, 0, 8) != nil {
+			t.Fatal("OK on a reply whose handler returned gave a buffer")
+		}
+		if err := late.OKBytes(uint64(len(data)), crc, 0, data[:8]); !errors.Is(err, swucx.ErrInvalidParam) {
+			t.Fatalf("OKBytes after the handler returned: %v", err)
+		}
+		late.Fail(uint8(seaweed.StatusInternal), 0)
+	}
+	if n, err := cl.ReadNeedle(ctx, "v:8080", fid(1), 0, dst, ""); err != nil || n != len(data) || !bytes.Equal(dst, data) {
+		t.Fatalf("whole needle after the late calls: %d, %v", n, err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"time"
 
@@ -55,9 +56,13 @@ func Example_serveNeedles() {
 		case !ok:
 			reply.Fail(uint8(seaweed.StatusNotFound), 0)
 		case req.Offset > end || end > uint64(len(data)):
+			// Past the end: the data's length, and the client asks for what there is.
 			reply.Fail(uint8(seaweed.StatusBadRange), uint64(len(data)))
 		default:
-			copy(reply.OK(uint64(len(data)), 0, 0, int(end-req.Offset)), data[req.Offset:end])
+			// The stored CRC-32C (whole reads are checked against it); a host keeps it with
+			// the needle rather than computing it per read.
+			crc := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
+			reply.OKBytes(uint64(len(data)), crc, 0, data[req.Offset:end])
 		}
 	})
 	if err != nil {

@@ -39,8 +39,15 @@ var payloadHook func()
 // errProbe: a new connection's first request got no reply within ProbeTimeout.
 var errProbe = errors.New("no reply to the first request on a new connection")
 
+// errRetired: the read's connection was closed because another read on it failed.
+var errRetired = errors.New("connection closed after another read's failure")
+
+// errDown: the server's UCX listener failed within RetryUCXAfter; reads go over HTTP meanwhile.
+var errDown = errors.New("the server's UCX listener failed moments ago (Options.RetryUCXAfter)")
+
 // readUCX reads over one of s's connections. With fallback set, the read did not happen and
-// should go over HTTP (fallback is the counter of the reason); otherwise n and err are final.
+// should go over HTTP (fallback is the counter of the reason, err says why); otherwise n and
+// err are final.
 func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint64, dst []byte, jwt string) (n int, fallback *atomic.Uint64, err error) {
 	select {
 	case s.sem <- struct{}{}:
@@ -71,7 +78,7 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 			return 0, nil, fmt.Errorf("read %s: resolving %s: %w", id, s.http, ctx.Err())
 		default:
 			s.markDown(c, nil)
-			return 0, &c.stats.unreachable, nil
+			return 0, &c.stats.unreachable, fmt.Errorf("connecting: %w", err)
 		}
 		// The CRC of a whole large needle is checked here, not on the server: the work spreads
 		// over the clients, and the check covers the transfer too.
@@ -88,16 +95,16 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 			return 0, nil, fmt.Errorf("read %s: %w", id, ErrClosed)
 		case errors.Is(err, errMalformed):
 			s.markDown(c, cn)
-			return 0, &c.stats.protocol, nil
+			return 0, &c.stats.protocol, err
 		case cn.retired.Load():
 			// Closed by markDown for another read's failure: not this read's.
-			return 0, &c.stats.down, nil
+			return 0, &c.stats.down, fmt.Errorf("%w: %w", errRetired, err)
 		case !cn.answered.Load():
 			s.markDown(c, cn)
 			if errors.Is(err, errProbe) {
-				return 0, &c.stats.protocol, nil
+				return 0, &c.stats.protocol, err
 			}
-			return 0, &c.stats.unreachable, nil
+			return 0, &c.stats.unreachable, err
 		default:
 			s.drop(cn)
 			return 0, nil, fmt.Errorf("read %s over UCX: %w", id, err)
@@ -106,7 +113,7 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 		case st == StatusOK:
 			n, fallback, err := c.payload(ctx, id, s, cn, msg, rep, dst[:size])
 			if err != nil && ctx.Err() == nil && !c.isClosed() && cn.retired.Load() {
-				return 0, &c.stats.down, nil // as above; dst is UCX's no more
+				return 0, &c.stats.down, fmt.Errorf("%w: %w", errRetired, err) // as above; dst is UCX's no more
 			}
 			return n, fallback, err
 		case st == StatusBadRange && offset < rep.info.DataSize && size > rep.info.DataSize-offset:
@@ -116,7 +123,7 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 		case st == StatusDeleted && !c.opts.NoFallback:
 			// weed mount reads deleted needles (readDeleted=true) until a compaction: so
 			// does the HTTP fallback.
-			return 0, &c.stats.deleted, nil
+			return 0, &c.stats.deleted, &ServerError{st}
 		case st.IsNotFound():
 			return 0, nil, fmt.Errorf("read %s: %v: %w", id, st, ErrNotFound)
 		case st == StatusUnauthorized:
@@ -142,13 +149,13 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 		case st == StatusNoVolume:
 			// Not in the server's directories (another disk, erasure-coded, tiered): weed's
 			// HTTP handler finds it.
-			return 0, &c.stats.noVolume, nil
+			return 0, &c.stats.noVolume, &ServerError{st}
 		case st == StatusUnknownVersion:
-			return 0, &c.stats.protocol, nil
+			return 0, &c.stats.protocol, &ServerError{st}
 		case st == StatusBadRequest:
 			return 0, nil, fmt.Errorf("read %s: the server could not decode the request", id)
 		default: // INTERNAL, TOO_LARGE, BUSY or STALE after every retry
-			return 0, &c.stats.serverErr, nil
+			return 0, &c.stats.serverErr, &ServerError{st}
 		}
 	}
 }
@@ -261,7 +268,7 @@ func (c *Client) payload(ctx context.Context, id FileID, s *server, cn *conn, ms
 	defer msg.Close()
 	want := rep.payloadLen
 	if want > uint64(len(dst)) {
-		return 0, &c.stats.protocol, nil
+		return 0, &c.stats.protocol, fmt.Errorf("%w: %d bytes announced for a read of %d", errMalformed, want, len(dst))
 	}
 	var n int
 	if p := msg.Pending(); p > 0 {

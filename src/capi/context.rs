@@ -23,7 +23,9 @@ impl_handle!(swucx_context_t, b"SWctx\0\0\0");
 
 /// Tag matching (`UCP_FEATURE_TAG`).
 pub const SWUCX_FEATURE_TAG: u64 = 1 << 0;
-/// Byte streams (`UCP_FEATURE_STREAM`).
+/// Byte streams (`UCP_FEATURE_STREAM`). Not in the default: UCX 1.13 aborts a process with
+/// streams on that receives an empty stream message, which any peer that can connect may send.
+/// Enable them only where every peer is trusted.
 pub const SWUCX_FEATURE_STREAM: u64 = 1 << 1;
 /// Active messages (`UCP_FEATURE_AM`).
 pub const SWUCX_FEATURE_AM: u64 = 1 << 2;
@@ -31,8 +33,10 @@ pub const SWUCX_FEATURE_AM: u64 = 1 << 2;
 pub const SWUCX_FEATURE_RMA: u64 = 1 << 3;
 /// Event-fd wakeup for sleeping workers (`UCP_FEATURE_WAKEUP`).
 pub const SWUCX_FEATURE_WAKEUP: u64 = 1 << 4;
-/// Every feature (the default).
+/// Every feature, streams included.
 pub const SWUCX_FEATURE_ALL: u64 = 0x1f;
+/// The default features: every one but streams (`SWUCX_FEATURE_STREAM`).
+pub const SWUCX_FEATURE_DEFAULT: u64 = SWUCX_FEATURE_ALL & !SWUCX_FEATURE_STREAM;
 
 /// `swucx_context_params_t.features` is set.
 pub const SWUCX_CONTEXT_PARAM_FIELD_FEATURES: u64 = 1 << 0;
@@ -63,7 +67,7 @@ pub struct swucx_config_entry_t {
 pub struct swucx_context_params_t {
     /// Which fields are set: `SWUCX_CONTEXT_PARAM_FIELD_*`.
     pub field_mask: u64,
-    /// `SWUCX_FEATURE_*` bits (default: all).
+    /// `SWUCX_FEATURE_*` bits (default: `SWUCX_FEATURE_DEFAULT`, all but streams).
     pub features: u64,
     /// A name for UCX's logs (NUL-terminated UTF-8).
     pub name: *const c_char,
@@ -75,8 +79,8 @@ pub struct swucx_context_params_t {
     pub flags: u64,
 }
 
-/// Creates a context. `params` may be NULL for all defaults (every feature, swucx's default
-/// configuration, UCX settings from the environment). On success writes the new handle to
+/// Creates a context. `params` may be NULL for all defaults (`SWUCX_FEATURE_DEFAULT`, swucx's
+/// default configuration, UCX settings from the environment). On success writes the new handle to
 /// `*context_p`; destroy it with `swucx_context_destroy`.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_context_create(

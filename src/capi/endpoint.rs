@@ -315,7 +315,10 @@ pub extern "C" fn swucx_ep_tag_send_mem(
     })
 }
 
-/// Sends `length` bytes at `buffer` on the endpoint's byte stream (as `swucx_ep_tag_send`).
+/// Sends `length` bytes at `buffer` on the endpoint's byte stream (as `swucx_ep_tag_send`;
+/// the context needs `SWUCX_FEATURE_STREAM`). `length` 0 is refused
+/// (`SWUCX_ERR_INVALID_PARAM`): UCX 1.13 aborts the process that receives an empty stream
+/// message.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_ep_stream_send(
     ep: *const swucx_ep_t,

@@ -18,7 +18,9 @@ use super::{
     try_take, write_out,
 };
 use crate::Payload;
-use crate::seaweed::protocol::{ReadReply, ReadRequest, Status};
+use crate::seaweed::client::MAX_PAYLOAD_LEN;
+use crate::seaweed::needle::check_crc;
+use crate::seaweed::protocol::{ReadFlags, ReadReply, ReadRequest, Status};
 use crate::seaweed::server::{NeedleServer, NeedleSource, ServerThread};
 use crate::seaweed::{ReadKey, ServerStats};
 
@@ -85,6 +87,9 @@ pub struct swucx_read_request_t {
 /// nothing answers `SWUCX_READ_INTERNAL`.
 pub struct swucx_read_reply_t {
     magic: u64,
+    /// The request's range, which an OK payload must match (`swucx_read_reply_payload`).
+    offset: u64,
+    size: u64,
     status: u8,
     data_size: u64,
     crc: u32,
@@ -174,6 +179,8 @@ impl NeedleSource for CallbackSource {
         };
         let mut reply = swucx_read_reply_t {
             magic: swucx_read_reply_t::MAGIC,
+            offset: request.offset,
+            size: request.size,
             status: SWUCX_READ_INTERNAL,
             data_size: 0,
             crc: 0,
@@ -229,11 +236,23 @@ fn to_reply(request: &ReadRequest, reply: swucx_read_reply_t) -> (ReadReply, Pay
         );
         return (ReadReply::status(id, Status::Internal), Payload::default());
     }
+    // A whole needle is checked against the CRC the host gave, as weed checks full reads: by
+    // the client when it asks to (the check then covers the transfer too), else here.
+    let whole = request.offset == 0 && payload_len == reply.data_size;
+    let crc_unchecked = whole && request.flags.contains(ReadFlags::CRC_AT_CLIENT);
+    if whole && !crc_unchecked && check_crc(&reply.payload, reply.crc).is_err() {
+        log::error!(
+            "host read callback: the data of needle {:x} does not match the CRC it gave",
+            request.needle_id
+        );
+        return (ReadReply::status(id, Status::Internal), Payload::default());
+    }
     let r = ReadReply {
         data_size: reply.data_size,
         crc: reply.crc,
         last_modified: (reply.last_modified != 0).then_some(reply.last_modified),
         payload_len,
+        crc_unchecked,
         ..ReadReply::status(id, Status::Ok)
     };
     (r, Payload::Owned(reply.payload))
@@ -247,7 +266,9 @@ fn to_reply(request: &ReadRequest, reply: swucx_read_reply_t) -> (ReadReply, Pay
 /// as 1, at most 256: `SWUCX_ERR_INVALID_PARAM`) is the number of serving threads, each with a UCX worker of its own, new connections
 /// dealt to them in turn (as `swucx serve --threads`): with more than one, `callback` is called
 /// from several threads at once. It keeps at most 4096 connections open (as `swucx serve`);
-/// past that new ones are rejected. The context needs the AM feature.
+/// past that new ones are rejected. The context needs the AM feature and must not have streams
+/// (`SWUCX_ERR_INVALID_PARAM`: any client could abort the process, see `SWUCX_FEATURE_STREAM`);
+/// the default features are right.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_needle_server_create(
     context: *const swucx_context_t,
@@ -429,7 +450,9 @@ pub extern "C" fn swucx_read_reply_set(
 /// swucx's memory, valid until the callback returns; the reply is sent from it; NULL for
 /// `length` 0). A second call
 /// replaces the first buffer. For an OK reply, `length` must be the requested size (or, for a
-/// request of size 0, the rest of the data from the offset). `SWUCX_ERR_NO_MEMORY` when
+/// request of size 0, the rest of the data from the offset: at most the `data_size` given to
+/// `swucx_read_reply_set` less the offset, and below 4 GiB); any other length is
+/// `SWUCX_ERR_INVALID_PARAM` before anything is allocated. `SWUCX_ERR_NO_MEMORY` when
 /// `length` bytes cannot be allocated (the reply keeps no buffer then).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_read_reply_payload(
@@ -440,6 +463,23 @@ pub extern "C" fn swucx_read_reply_payload(
     boundary(|| {
         let reply = super::try_mut!(reply);
         try_out!(buffer_p);
+        let fits = match reply.size {
+            0 => {
+                length as u64 <= reply.data_size.saturating_sub(reply.offset)
+                    && length as u64 <= MAX_PAYLOAD_LEN
+            }
+            size => length as u64 == size,
+        };
+        if !fits {
+            reply.payload = Vec::new();
+            return fail_with(
+                SWUCX_ERR_INVALID_PARAM,
+                format!(
+                    "a payload of {length} bytes for a request of {} bytes at offset {} (data size {})",
+                    reply.size, reply.offset, reply.data_size
+                ),
+            );
+        }
         let mut payload = Vec::new();
         if payload.try_reserve_exact(length).is_err() {
             reply.payload = Vec::new();

@@ -308,12 +308,24 @@ impl NeedleServer {
 
     /// Listens on `addr` and serves what `source` supplies (the embedding back end). Fails if
     /// the context's transports cannot carry the protocol's longest header
-    /// ([`check_am_header_limit`]).
+    /// ([`check_am_header_limit`]), or if it has streams on (`ERR_INVALID_PARAM`): any client
+    /// could then abort the process with an empty stream message ([`Features::stream`]).
+    ///
+    /// [`Features::stream`]: crate::Features::stream
     pub fn bind_source(
         context: &Context,
         source: Arc<dyn NeedleSource>,
         addr: SocketAddr,
     ) -> crate::Result<NeedleServer> {
+        if context.features().stream {
+            return Err(crate::Error::with_detail(
+                "needle server",
+                crate::Status::ERR_INVALID_PARAM,
+                "its context has streams on, which lets any client abort the process (UCX 1.13 \
+                 asserts on an empty stream message); make the context without streams (the \
+                 default features)",
+            ));
+        }
         let first = Lane::new(context, 0, Arc::default())?;
         let listener = Listener::bind(&first.worker, addr)?;
         Ok(NeedleServer {

@@ -70,22 +70,26 @@ static inline double now_s(void)
 }
 
 /* A context for a transport set: "self", "shm" or "tcp". */
-static inline swucx_context_t *test_context(const char *tls)
+/* A context on the transports `tls` ("self", "shm" or "tcp") with `features`
+ * (SWUCX_FEATURE_*; "self" never gets wakeup, which it lacks). */
+static inline swucx_context_t *test_context_with(const char *tls, uint64_t features)
 {
     swucx_config_entry_t config[2];
     swucx_context_params_t params;
     swucx_context_t *context = NULL;
     memset(&params, 0, sizeof params);
-    params.field_mask = SWUCX_CONTEXT_PARAM_FIELD_CONFIG | SWUCX_CONTEXT_PARAM_FIELD_NAME;
+    params.field_mask = SWUCX_CONTEXT_PARAM_FIELD_CONFIG | SWUCX_CONTEXT_PARAM_FIELD_NAME |
+                        SWUCX_CONTEXT_PARAM_FIELD_FEATURES;
     params.name = "swucx-c-test";
     params.config = config;
+    params.features = features;
     if (strcmp(tls, "self") == 0) {
         config[0].key = "TLS";
         config[0].value = "self";
         params.config_count = 1;
-        params.field_mask |= SWUCX_CONTEXT_PARAM_FIELD_FLAGS | SWUCX_CONTEXT_PARAM_FIELD_FEATURES;
+        params.field_mask |= SWUCX_CONTEXT_PARAM_FIELD_FLAGS;
         params.flags = SWUCX_CONTEXT_FLAG_NO_PEER_FAILURE;
-        params.features = SWUCX_FEATURE_ALL & ~(uint64_t)SWUCX_FEATURE_WAKEUP;
+        params.features = features & ~(uint64_t)SWUCX_FEATURE_WAKEUP;
     } else if (strcmp(tls, "shm") == 0) {
         config[0].key = "TLS";
         config[0].value = "posix,sysv,cma,self,tcp";
@@ -99,6 +103,12 @@ static inline swucx_context_t *test_context(const char *tls)
     }
     REQUIRE_OK(swucx_context_create(&params, &context));
     return context;
+}
+
+/* A context with every feature, streams included (the tests' peers are their own). */
+static inline swucx_context_t *test_context(const char *tls)
+{
+    return test_context_with(tls, SWUCX_FEATURE_ALL);
 }
 
 /* Progresses both workers (b may be NULL) until the request completes; returns its status. */

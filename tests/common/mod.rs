@@ -46,8 +46,12 @@ impl Tls {
         }
     }
 
+    /// A context on these transports with every feature, streams included (the tests' peers
+    /// are their own; a needle server refuses a context with streams).
     pub fn context(self) -> Context {
-        let builder = Context::builder().name(format!("swucx-test-{}", self.name()));
+        let builder = Context::builder()
+            .name(format!("swucx-test-{}", self.name()))
+            .features(swucx::Features::ALL);
         let builder = match self {
             // `self` has neither peer-failure detection nor wakeup events.
             Tls::SelfOnly => builder
@@ -55,7 +59,7 @@ impl Tls {
                 .without_peer_failure_handling()
                 .features(swucx::Features {
                     wakeup: false,
-                    ..Default::default()
+                    ..swucx::Features::ALL
                 }),
             Tls::Shm => builder.config("TLS", "posix,sysv,cma,self,tcp"),
             Tls::Tcp => builder

@@ -94,8 +94,35 @@ func Start(opts Options) (*Cluster, error) {
 }
 
 func (c *Cluster) start(opts Options) error {
+	// A port found free can be taken before weed binds it (another test's connection gets it
+	// as its local port): weed then exits, and the cluster starts again on other ports.
+	for attempt := 1; ; attempt++ {
+		err := c.startWeed()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 5 {
+			return err
+		}
+		c.stopWeed()
+	}
+	if opts.NoServer {
+		return nil
+	}
+	return c.StartServer()
+}
+
+// errPortTaken: weed could not bind a port it was given.
+var errPortTaken = errors.New("testcluster: a port was taken before weed bound it")
+
+// startWeed starts weed master and volume on free ports, with empty data directories, and
+// waits until the master assigns file ids.
+func (c *Cluster) startWeed() error {
 	mdir := filepath.Join(c.Dir, "m")
 	for _, d := range []string{mdir, c.VolumeDir} {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -123,17 +150,29 @@ func (c *Cluster) start(opts Options) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := c.Assign(); err == nil {
-			break
+			return nil
+		}
+		for _, name := range []string{"master", "volume"} {
+			if bytes.Contains(c.log(name), []byte("address already in use")) {
+				return fmt.Errorf("%w: %s log:\n%s", errPortTaken, name, c.log(name))
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("weed did not become ready in 60 s; volume log:\n%s", c.log("volume"))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if opts.NoServer {
-		return nil
+}
+
+// stopWeed kills weed master and volume (those running) and reaps them.
+func (c *Cluster) stopWeed() {
+	for _, p := range []*exec.Cmd{c.volume, c.master} {
+		if p != nil {
+			p.Process.Signal(syscall.SIGKILL)
+			p.Wait()
+		}
 	}
-	return c.StartServer()
+	c.volume, c.master = nil, nil
 }
 
 // StartServer starts `swucx serve --dir ServerDir --listen UCXAddr --metrics-listen
@@ -208,13 +247,7 @@ func (c *Cluster) ServerPID() int {
 // Close stops every process it started and removes Dir.
 func (c *Cluster) Close() {
 	c.KillServer()
-	for _, p := range []*exec.Cmd{c.volume, c.master} {
-		if p != nil {
-			p.Process.Signal(syscall.SIGKILL)
-			p.Wait()
-		}
-	}
-	c.volume, c.master = nil, nil
+	c.stopWeed()
 	os.RemoveAll(c.Dir)
 }
 
