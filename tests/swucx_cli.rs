@@ -103,6 +103,31 @@ impl Setup {
 
     /// Starts `swucx serve --listen listen` with `args` after the defaults.
     fn serve_on(&self, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
+        self.spawn_serve(self.command(env), listen, args)
+    }
+
+    /// Starts `swucx serve` on a free port under an open-files limit of `nofile`.
+    fn serve_with_open_files(&self, nofile: u64, args: &[&str]) -> Serve {
+        use std::os::unix::process::CommandExt;
+        let mut command = self.command(&[]);
+        // SAFETY: the closure only calls setrlimit, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.spawn_serve(command, "127.0.0.1:0", args)
+    }
+
+    /// Starts `command` as `swucx serve --listen listen` with `args` after the defaults.
+    fn spawn_serve(&self, mut command: Command, listen: &str, args: &[&str]) -> Serve {
         let log = self.tmp.0.join(format!(
             "serve-{}.log",
             SystemTime::now()
@@ -110,8 +135,7 @@ impl Setup {
                 .unwrap()
                 .as_nanos()
         ));
-        let mut child = self
-            .command(env)
+        let mut child = command
             .args(["serve", "--listen", listen, "--dir"])
             .arg(&self.volumes)
             .args(args)
@@ -228,10 +252,14 @@ fn stderr(out: &Output) -> String {
 /// second runs three threads: three reads (three connections) are served one by each, and
 /// every thread finishes.
 #[test]
-fn serve_stops_cleanly_on_sigterm_and_sigint() {
+fn serve_stops_cleanly_on_sigterm_sigint_and_sighup() {
     let setup = Setup::new("signals");
     let mut previous: Option<String> = None;
-    for (signal, name, threads) in [(libc::SIGTERM, "SIGTERM", 1), (libc::SIGINT, "SIGINT", 3)] {
+    for (signal, name, threads) in [
+        (libc::SIGTERM, "SIGTERM", 1),
+        (libc::SIGINT, "SIGINT", 3),
+        (libc::SIGHUP, "SIGHUP", 1),
+    ] {
         let threads_arg = threads.to_string();
         let args = ["--threads", threads_arg.as_str()];
         let mut serve = match &previous {
@@ -290,6 +318,35 @@ fn read_takes_a_timeout_past_the_clock() {
     let out = setup.read_within(serve.addr(), &u64::MAX.to_string(), &[], &[]);
     assert!(out.status.success(), "read: {}", stderr(&out));
     assert!(out.stdout == setup.data, "bytes differ");
+}
+
+/// Against a port that accepts TCP but is no needle server (it never answers), `swucx read`
+/// gives up after its timeout, not seconds later waiting for a graceful close; and a timeout
+/// of 0 is refused.
+#[test]
+fn read_gives_up_on_a_silent_peer_at_its_timeout() {
+    let setup = Setup::new("silent");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || {
+        let (conn, _) = silent.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(conn);
+    });
+    let started = Instant::now();
+    let out = setup.read_within(&addr, "1", &[], &[]);
+    let took = started.elapsed();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("no reply within 1s"),
+        "{err}"
+    );
+    assert!(!err.contains("leaking"), "{err}");
+    // A graceful close used to add 5 s.
+    assert!(took < Duration::from_secs(4), "took {took:?}: {err}");
+    let zero = setup.read_within(&addr, "0", &[], &[]);
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
+    held.join().unwrap();
 }
 
 #[test]
@@ -536,4 +593,90 @@ fn serve_exports_metrics() {
     assert!(http_get(&metrics, "/").0.contains(" 404 "));
     serve.signal(libc::SIGTERM);
     assert!(serve.wait().success(), "{}", serve.stderr());
+}
+
+/// Under an open-files limit too small for `--max-connections`, the server lowers it (with a
+/// warning) and rejects connections past it, instead of running out of descriptors (UCX then
+/// aborts, or accepts no one for good); once the clients leave it serves again.
+#[test]
+fn serve_keeps_connections_within_the_open_files_limit() {
+    let setup = Setup::new("nofile");
+    // 256 spare, 3 per connection: room for a few connections past what is open at start.
+    let serve = setup.serve_with_open_files(300, &["--max-connections", "1000"]);
+    let addr: std::net::SocketAddr = serve.addr().parse().unwrap();
+    assert!(serve.banner.contains(", 1 volume in "), "{}", serve.banner);
+    let err = serve.stderr();
+    let fits: usize = err
+        .split("--max-connections 1000 lowered to ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no warning about the open-files limit:\n{err}"));
+    assert!((1..=14).contains(&fits), "{fits} connections fit:\n{err}");
+    let context = swucx::Context::builder()
+        .config("TLS", "tcp,self")
+        .config("NET_DEVICES", "lo")
+        .build()
+        .unwrap();
+    let timeout = Duration::from_secs(30);
+    let mut served = Vec::new();
+    let mut rejected = 0;
+    for _ in 0..fits + 20 {
+        let client = swucx::seaweed::NeedleClient::connect(&context, addr).unwrap();
+        match client.read(&setup.fid, 0, 0, timeout) {
+            Ok(got) => {
+                assert!(got.data == setup.data);
+                served.push(client);
+            }
+            Err(_) => rejected += 1,
+        }
+    }
+    assert_eq!(served.len(), fits, "{}", serve.stderr());
+    assert_eq!(rejected, 20);
+    drop(served);
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let client = swucx::seaweed::NeedleClient::connect(&context, addr).unwrap();
+        match client.read(&setup.fid, 0, 0, timeout) {
+            Ok(got) => {
+                assert!(got.data == setup.data);
+                break;
+            }
+            Err(e) if Instant::now() > deadline => panic!("no read after the clients left: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    assert!(serve.stderr().contains("rejected"), "{}", serve.stderr());
+}
+
+/// A read the server fails (here: a `.dat` cut short under its index) is answered INTERNAL and
+/// logged with its file id and cause, for the operator.
+#[test]
+fn serve_logs_the_reads_it_fails() {
+    let setup = Setup::new("internal");
+    let dat = setup.volumes.join("7.dat");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dat)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let serve = setup.serve(&[], &[]);
+    let out = setup.read(serve.addr(), &[], &[]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("Internal"),
+        "{}",
+        stderr(&out)
+    );
+    let fid = setup.fid.to_string();
+    let deadline = Instant::now() + BOUND;
+    while !serve.stderr().contains(&format!("read of {fid}: ")) {
+        assert!(Instant::now() < deadline, "not logged:\n{}", serve.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        serve.stderr().contains("answered INTERNAL"),
+        "{}",
+        serve.stderr()
+    );
 }

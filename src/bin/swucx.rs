@@ -19,7 +19,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use swucx::Context;
 use swucx::seaweed::{
-    FileId, NeedleClient, NeedleServer, ReadKey, ServerStats, VolumeDir, weed_config_dirs,
+    ClientError, FileId, NeedleClient, NeedleServer, ReadKey, ServerStats, VolumeDir,
+    weed_config_dirs,
 };
 
 #[derive(Parser)]
@@ -52,8 +53,8 @@ enum Command {
         /// The read JWT, when the server requires one.
         #[arg(long, default_value = "")]
         jwt: String,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 30)]
+        /// Give up after this many seconds (at least 1).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
         timeout_secs: u64,
     },
 }
@@ -180,6 +181,9 @@ fn unchecked_warning() -> String {
         .map(|dir| dir.join("security.toml"))
         .collect();
     let found = match files.iter().find(|file| file.exists()) {
+        Some(file) if std::fs::File::open(file).is_err() => {
+            format!("; {} exists but cannot be read (skipped)", file.display())
+        }
         Some(file) => format!("; {} exists but sets no read key", file.display()),
         None => String::new(),
     };
@@ -210,13 +214,28 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .join(",");
     let volumes =
         VolumeDir::open_with_index(args.dir, args.dir_idx).map_err(|e| format!("{shown}: {e}"))?;
+    let found = volumes.volume_ids().len();
+    if found == 0 {
+        eprintln!(
+            "swucx serve: WARNING: no volumes (.dat with .idx) in {shown}: every read is answered \
+             NO_VOLUME (clients read over HTTP) until some appear; is it weed volume's -dir?"
+        );
+    }
     let context = server_context(direct_reads)?;
     let listen = args.listen;
-    let max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
-    let max_per_host = usize::try_from(args.max_connections_per_host).unwrap_or(usize::MAX);
     raise_open_files_limit();
+    let max_connections = fit_open_files(args.max_connections);
+    let max_connections = usize::try_from(max_connections).unwrap_or(usize::MAX);
+    let max_per_host = usize::try_from(args.max_connections_per_host).unwrap_or(usize::MAX);
     let mut server = NeedleServer::bind(&context, volumes, listen)
-        .map_err(|e| format!("listen {listen}: {e}"))?
+        .map_err(|e| {
+            let hint = if e.status() == swucx::Status::ERR_BUSY {
+                " (the address is in use: another swucx serve, or another program)"
+            } else {
+                ""
+            };
+            format!("listen {listen}: {e}{hint}")
+        })?
         .with_direct_reads(direct_reads)
         .with_max_connections(max_connections)
         .with_max_connections_per_host(max_per_host)
@@ -248,9 +267,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        // A hangup (the terminal closed) stops it too; UCX would take it for its debug signal
+        // (UCX_DEBUG_SIGNO) and go on silently.
+        libc::signal(libc::SIGHUP, on_signal as *const () as libc::sighandler_t);
     }
     println!(
-        "swucx serve: listening on {addr}, volumes in {shown}, {threads} thread{}{metrics}",
+        "swucx serve: listening on {addr}, {found} volume{} in {shown}, {threads} thread{}{metrics}",
+        if found == 1 { "" } else { "s" },
         if threads == 1 { "" } else { "s" }
     );
     let _ = std::io::stdout().flush();
@@ -258,6 +281,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let signal = match SIGNAL.load(Ordering::Relaxed) {
         libc::SIGTERM => "SIGTERM",
         libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
         _ => "a signal",
     };
     // Each thread logged whether every reply finished or which connections it closed.
@@ -303,6 +327,43 @@ fn serve_metrics(at: SocketAddr, stats: Arc<ServerStats>) -> Result<SocketAddr, 
 
 /// Raises the soft limit on open files to the hard one, as Go programs (weed among them) do at
 /// start: every connection holds file descriptors, and the soft limit is often 1024.
+/// File descriptors one client connection may hold (UCX 1.13: its sockets and wake-up
+/// descriptors, ~2 measured over tcp), and those kept free for everything else (volumes that
+/// appear later, the metrics server, UCX's own).
+const FDS_PER_CONNECTION: u64 = 3;
+const FDS_RESERVED: u64 = 256;
+
+/// `max` connections, or fewer when the open-files limit leaves room for fewer (with a
+/// warning): UCX aborts the process, or stops accepting anyone for good, when it runs out of
+/// descriptors, where a connection past `--max-connections` is only rejected.
+fn fit_open_files(max: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, which lives across the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return max;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |fds| fds.count() as u64);
+    let room = limit.rlim_cur.saturating_sub(open + FDS_RESERVED) / FDS_PER_CONNECTION;
+    if room >= max {
+        return max;
+    }
+    let fits = room.max(1);
+    eprintln!(
+        "swucx serve: WARNING: --max-connections {max} lowered to {fits}: the open-files limit \
+         ({} with {open} open) leaves room for {fits} connections at {FDS_PER_CONNECTION} \
+         descriptors each and {FDS_RESERVED} spare; raise it (ulimit -n, systemd's LimitNOFILE) \
+         to keep more",
+        limit.rlim_cur
+    );
+    fits
+}
+
+/// Raises the soft open-files limit to the hard one, as weed does.
 fn raise_open_files_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -378,6 +439,26 @@ fn server_context(direct_reads: bool) -> Result<Context, String> {
     Context::new().map_err(|e| e.to_string())
 }
 
+/// What a failed read's connection error likely means, for `swucx read`'s message.
+fn read_hint(e: &ClientError) -> &'static str {
+    use swucx::Status;
+    match e {
+        ClientError::Ucx(e) => match e.status() {
+            Status::ERR_NOT_CONNECTED | Status::ERR_UNREACHABLE => {
+                " (nothing listening there? swucx serve listens on weed's HTTP port + 20000)"
+            }
+            Status::ERR_CONNECTION_RESET => {
+                " (the peer closed the connection: not a swucx serve port, or a transport it \
+                 cannot use with this process, e.g. shared memory across users: try UCX_TLS=tcp)"
+            }
+            Status::ERR_REJECTED => " (the server is at its connection limit)",
+            _ => "",
+        },
+        ClientError::Timeout(_) => " (is it a swucx serve port?)",
+        _ => "",
+    }
+}
+
 fn read(
     server: SocketAddr,
     fid: &str,
@@ -392,7 +473,7 @@ fn read(
     let client = NeedleClient::connect(&context, server).map_err(|e| format!("{server}: {e}"))?;
     let data = client
         .read_with_jwt(&fid, offset, size, jwt, timeout)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("read {fid} from {server}: {e}{}", read_hint(&e)))?;
     match output {
         Some(path) => {
             std::fs::write(&path, &data.data).map_err(|e| format!("{}: {e}", path.display()))

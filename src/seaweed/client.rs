@@ -16,7 +16,7 @@ use crate::seaweed::protocol::{
     Status, VERSION,
 };
 use crate::seaweed::server::check_am_header_limit;
-use crate::{AmDesc, AmFlags, Context, Endpoint, Worker};
+use crate::{AmDesc, AmFlags, CloseMode, Context, Endpoint, Worker};
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +165,16 @@ pub struct NeedleClient {
     version: AtomicU8,
 }
 
+/// Closes the connection at once (nothing is in flight between reads): a graceful close would
+/// wait for a server that does not answer (a port that is not a needle server's) for seconds.
+impl Drop for NeedleClient {
+    fn drop(&mut self) {
+        if let Err(e) = self.ep.close(CloseMode::Force) {
+            log::debug!("closing a needle client's connection: {e}");
+        }
+    }
+}
+
 /// A successful read: the reply header and the bytes.
 #[derive(Debug)]
 pub struct NeedleData {
@@ -211,11 +221,9 @@ impl NeedleClient {
     }
 
     /// Turns direct reads on (the default: used over shared memory once proven) or off.
-    pub fn with_direct_reads(self, enabled: bool) -> NeedleClient {
-        NeedleClient {
-            direct: DirectState::new(enabled),
-            ..self
-        }
+    pub fn with_direct_reads(mut self, enabled: bool) -> NeedleClient {
+        self.direct = DirectState::new(enabled);
+        self
     }
 
     /// How many reads took their payload straight from the server's memory.

@@ -77,6 +77,12 @@ impl ReadKey {
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // As weed does with a configuration file it cannot read (a home directory a
+                // service may not enter: systemd's ProtectHome).
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    log::warn!("{}: {e}; skipped, as weed skips it", path.display());
+                    continue;
+                }
                 Err(e) => return Err(format!("{}: {e}", path.display())),
             };
             let doc: toml::Table = text

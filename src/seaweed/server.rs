@@ -134,10 +134,19 @@ struct Client {
     ep: Endpoint,
     /// Its share of the server's connection limits, given back when the client is dropped.
     _slot: Slot,
+    /// The client's address, for the log.
+    peer: String,
     /// A request came since the last idle check.
     active: bool,
     /// When the idle checks last saw it with a request or a reply in flight (or it opened).
     busy_at: Instant,
+}
+
+/// A connection request's client address as the log shows it.
+fn peer_name(request: &ConnRequest) -> String {
+    request
+        .client_addr()
+        .map_or_else(|| "(address unknown)".to_string(), |addr| addr.to_string())
 }
 
 /// The key of a connection in [`Lane::clients`] and [`Lane::per_connection`] (a reply endpoint is the accepted
@@ -165,10 +174,14 @@ impl NeedleSource for VolumeDir {
         let fid = FileId::new(request.volume_id, request.needle_id, request.cookie);
         match VolumeDir::read(self, &fid, &request.read_options()) {
             Ok(result) => (ReadReply::ok(request, &result), result.data),
-            Err(e) => (
-                ReadReply::from_error(request.request_id, &e),
-                Payload::default(),
-            ),
+            Err(e) => {
+                let reply = ReadReply::from_error(request.request_id, &e);
+                if reply.status == Status::Internal {
+                    // A failure of this server (I/O, a corrupt needle): the operator's to see.
+                    log::warn!("read of {fid}: {e} (answered INTERNAL: read over HTTP)");
+                }
+                (reply, Payload::default())
+            }
         }
     }
 }
@@ -701,7 +714,8 @@ impl Lane {
                 client.busy_at = now;
             } else if now.duration_since(client.busy_at) >= timeout {
                 log::info!(
-                    "closing a connection idle for {timeout:?} (lane {})",
+                    "closing the connection of client {} idle for {timeout:?} (lane {})",
+                    client.peer,
                     self.index
                 );
                 if let Err(e) = client.ep.close(CloseMode::Force) {
@@ -794,20 +808,21 @@ impl Lane {
 
     /// Accepts `request` into `slot` (given back if the accept fails).
     fn accept(&mut self, request: ConnRequest, slot: Slot) {
-        let peer = request.client_addr();
+        let peer = peer_name(&request);
         match self.worker.accept(request) {
             Ok(ep) => {
-                log::info!("client {peer:?} connected (lane {})", self.index);
+                log::info!("client {peer} connected (lane {})", self.index);
                 self.stats.connection_accepted();
                 let client = Client {
                     _slot: slot,
+                    peer,
                     active: false,
                     busy_at: Instant::now(),
                     ep,
                 };
                 self.clients.insert(connection_key(&client.ep), client);
             }
-            Err(e) => log::warn!("accepting {peer:?}: {e}"),
+            Err(e) => log::warn!("accepting {peer}: {e}"),
         }
     }
 
@@ -951,7 +966,7 @@ impl Dealer<'_> {
     /// Rejects a connection past a limit (`why`), with a warning at most every
     /// [`REJECTION_WARN_EVERY`] (a crowd of clients would flood the log).
     fn reject(&mut self, request: ConnRequest, why: Refusal) {
-        let peer = request.client_addr();
+        let peer = peer_name(&request);
         request.reject();
         self.rejected += 1;
         let now = Instant::now();
@@ -960,7 +975,7 @@ impl Dealer<'_> {
             .is_none_or(|at| now.duration_since(at) >= REJECTION_WARN_EVERY)
         {
             log::warn!(
-                "rejected {} connection(s) (the last from {peer:?}: {why}); their clients read \
+                "rejected {} connection(s) (the last from {peer}: {why}); their clients read \
                  over HTTP",
                 self.rejected,
             );
