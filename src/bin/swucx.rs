@@ -212,8 +212,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let volumes =
-        VolumeDir::open_with_index(args.dir, args.dir_idx).map_err(|e| format!("{shown}: {e}"))?;
+    let given = match &args.dir_idx {
+        Some(idx) => format!("--dir {shown}, --dir-idx {}", idx.display()),
+        None => format!("--dir {shown}"),
+    };
+    let volumes = VolumeDir::open_with_index(args.dir, args.dir_idx)
+        .map_err(|e| format!("opening the volumes ({given}): {e}"))?;
     let found = volumes.volume_ids().len();
     if found == 0 {
         eprintln!(
