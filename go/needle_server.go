@@ -79,10 +79,11 @@ func (w *NeedleReply) Fail(status uint8, dataSize uint64) {
 // handler returns and never after: it is freed once the reply is sent (like memory from
 // unsafe.Slice, a write after that corrupts memory). Hosts that hold the bytes in a []byte
 // already use OKBytes, which copies them (one copy either way). dataSize is the length of the
-// whole data, crc the needle's stored CRC-32C (a reply of the whole needle is checked against
-// it: a mismatch fails the read), lastModified unix seconds (0: none). n must be the requested
-// size (for Size 0: the data from Offset to the end, at most dataSize-Offset): any other n,
-// or a call after the handler returned, gives nil (and the request is answered INTERNAL).
+// whole data, crc the needle's stored CRC-32C (passed on to the client, not checked: the host
+// read the needle, and weed checks a needle's CRC as it reads it), lastModified unix seconds
+// (0: none). n must be the requested size (for Size 0: dataSize-Offset, the data from Offset to
+// the end), within the data: any other n, or a call after the handler returned, gives nil (and
+// the request is answered INTERNAL).
 func (w *NeedleReply) OK(dataSize uint64, crc uint32, lastModified uint64, n int) []byte {
 	w.mu.Lock()
 	defer w.mu.Unlock()

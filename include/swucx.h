@@ -1514,11 +1514,12 @@ swucx_status_t swucx_read_reply_set(struct swucx_read_reply_t *reply,
  * Gives the callback a buffer of `length` bytes to write the payload into (`*buffer_p`,
  * swucx's memory, valid until the callback returns; the reply is sent from it; NULL for
  * `length` 0). A second call
- * replaces the first buffer. For an OK reply, `length` must be the requested size (or, for a
- * request of size 0, the rest of the data from the offset: at most the `data_size` given to
- * `swucx_read_reply_set` less the offset, and below 4 GiB); any other length is
- * `SWUCX_ERR_INVALID_PARAM` before anything is allocated. `SWUCX_ERR_NO_MEMORY` when
- * `length` bytes cannot be allocated (the reply keeps no buffer then).
+ * replaces the first buffer. Call `swucx_read_reply_set` first: `length` must be the
+ * requested size (or, for a request of size 0, the rest of the data from the offset: the
+ * `data_size` given there less the offset), within the data and below 4 GiB; any other length
+ * is `SWUCX_ERR_INVALID_PARAM` before anything is allocated, and `SWUCX_ERR_NO_MEMORY` when
+ * `length` bytes cannot be allocated. On either error the reply keeps no buffer and answers
+ * INTERNAL unless set again.
  */
 swucx_status_t swucx_read_reply_payload(struct swucx_read_reply_t *reply,
                                         size_t length,

@@ -512,8 +512,9 @@ func (cn *conn) close() { cn.ep.CloseForce() }
 func (s *server) conn(ctx context.Context, c *Client) (*conn, error) {
 	s.mu.Lock()
 	if cn := s.pooled(c); cn != nil {
+		cn.use() // under s.mu: an idle close (pooled) cannot take it now
 		s.mu.Unlock()
-		return cn.use(), nil
+		return cn, nil
 	}
 	addr := s.ucx
 	s.mu.Unlock()
@@ -565,6 +566,7 @@ func (s *server) pooled(c *Client) *conn {
 			cn.close()
 		case now != 0 && cn.idleFor(now) >= c.opts.IdleConnTimeout:
 			c.stats.idleClosed.Add(1)
+			cn.retired.Store(true) // a read on it after all falls back instead of failing
 			cn.close()
 		default:
 			live = append(live, cn)

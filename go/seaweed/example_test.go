@@ -59,8 +59,8 @@ func Example_serveNeedles() {
 			// Past the end: the data's length, and the client asks for what there is.
 			reply.Fail(uint8(seaweed.StatusBadRange), uint64(len(data)))
 		default:
-			// The stored CRC-32C (whole reads are checked against it); a host keeps it with
-			// the needle rather than computing it per read.
+			// The stored CRC-32C, passed on to the client; a host keeps it with the needle
+			// rather than computing it per read.
 			crc := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
 			reply.OKBytes(uint64(len(data)), crc, 0, data[req.Offset:end])
 		}

@@ -181,9 +181,6 @@ fn unchecked_warning() -> String {
         .map(|dir| dir.join("security.toml"))
         .collect();
     let found = match files.iter().find(|file| file.exists()) {
-        Some(file) if std::fs::File::open(file).is_err() => {
-            format!("; {} exists but cannot be read (skipped)", file.display())
-        }
         Some(file) => format!("; {} exists but sets no read key", file.display()),
         None => String::new(),
     };
@@ -228,8 +225,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let context = server_context(direct_reads)?;
     let listen = args.listen;
     raise_open_files_limit();
-    let max_connections = fit_open_files(args.max_connections);
-    let max_connections = usize::try_from(max_connections).unwrap_or(usize::MAX);
     let max_per_host = usize::try_from(args.max_connections_per_host).unwrap_or(usize::MAX);
     let mut server = NeedleServer::bind(&context, volumes, listen)
         .map_err(|e| {
@@ -241,13 +236,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             format!("listen {listen}: {e}{hint}")
         })?
         .with_direct_reads(direct_reads)
-        .with_max_connections(max_connections)
         .with_max_connections_per_host(max_per_host)
         .with_idle_timeout(
             (args.idle_timeout_secs > 0).then(|| Duration::from_secs(args.idle_timeout_secs)),
         )
         .with_threads(threads.into())
         .map_err(|e| format!("{threads} threads: {e}"))?;
+    // Fitted once every worker holds its descriptors (~10 each).
+    let max_connections = fit_open_files(args.max_connections);
+    server = server.with_max_connections(usize::try_from(max_connections).unwrap_or(usize::MAX));
     if direct_reads {
         direct_read_access(args.direct_reads_ptracer_any);
     }

@@ -19,8 +19,7 @@ use super::{
 };
 use crate::Payload;
 use crate::seaweed::client::MAX_PAYLOAD_LEN;
-use crate::seaweed::needle::check_crc;
-use crate::seaweed::protocol::{ReadFlags, ReadReply, ReadRequest, Status};
+use crate::seaweed::protocol::{ReadReply, ReadRequest, Status};
 use crate::seaweed::server::{NeedleServer, NeedleSource, ServerThread};
 use crate::seaweed::{ReadKey, ServerStats};
 
@@ -223,12 +222,7 @@ fn to_reply(request: &ReadRequest, reply: swucx_read_reply_t) -> (ReadReply, Pay
         }
         return (r, Payload::default());
     }
-    let wanted = if request.size == 0 {
-        None
-    } else {
-        Some(request.size)
-    };
-    if reply.data_size < payload_len || wanted.is_some_and(|w| w != payload_len) {
+    if payload_len_for(request.offset, request.size, reply.data_size) != Some(payload_len) {
         log::error!(
             "host read callback: payload of {payload_len} bytes for a request of {} bytes, data size {}",
             request.size,
@@ -236,26 +230,28 @@ fn to_reply(request: &ReadRequest, reply: swucx_read_reply_t) -> (ReadReply, Pay
         );
         return (ReadReply::status(id, Status::Internal), Payload::default());
     }
-    // A whole needle is checked against the CRC the host gave, as weed checks full reads: by
-    // the client when it asks to (the check then covers the transfer too), else here.
-    let whole = request.offset == 0 && payload_len == reply.data_size;
-    let crc_unchecked = whole && request.flags.contains(ReadFlags::CRC_AT_CLIENT);
-    if whole && !crc_unchecked && check_crc(&reply.payload, reply.crc).is_err() {
-        log::error!(
-            "host read callback: the data of needle {:x} does not match the CRC it gave",
-            request.needle_id
-        );
-        return (ReadReply::status(id, Status::Internal), Payload::default());
-    }
+    // The CRC is passed on, not checked: the host read the needle itself (weed checks a
+    // needle's CRC as it reads it), and of a compressed needle it covers the stored (gzip)
+    // bytes, not the data the host returns.
     let r = ReadReply {
         data_size: reply.data_size,
         crc: reply.crc,
         last_modified: (reply.last_modified != 0).then_some(reply.last_modified),
         payload_len,
-        crc_unchecked,
         ..ReadReply::status(id, Status::Ok)
     };
     (r, Payload::Owned(reply.payload))
+}
+
+/// The length an OK reply's payload must have for a request of `size` bytes (0: to the end)
+/// at `offset` into data of `data_size` bytes; `None` when no length fits (the range is past
+/// the end: the host should answer BAD_RANGE).
+fn payload_len_for(offset: u64, size: u64, data_size: u64) -> Option<u64> {
+    let len = match size {
+        0 => data_size.checked_sub(offset)?,
+        size => size,
+    };
+    (offset.checked_add(len)? <= data_size && len <= MAX_PAYLOAD_LEN).then_some(len)
 }
 
 /// Starts a needle server listening on `address` ("ip:port"; port 0 picks one, read it with
@@ -449,11 +445,12 @@ pub extern "C" fn swucx_read_reply_set(
 /// Gives the callback a buffer of `length` bytes to write the payload into (`*buffer_p`,
 /// swucx's memory, valid until the callback returns; the reply is sent from it; NULL for
 /// `length` 0). A second call
-/// replaces the first buffer. For an OK reply, `length` must be the requested size (or, for a
-/// request of size 0, the rest of the data from the offset: at most the `data_size` given to
-/// `swucx_read_reply_set` less the offset, and below 4 GiB); any other length is
-/// `SWUCX_ERR_INVALID_PARAM` before anything is allocated. `SWUCX_ERR_NO_MEMORY` when
-/// `length` bytes cannot be allocated (the reply keeps no buffer then).
+/// replaces the first buffer. Call `swucx_read_reply_set` first: `length` must be the
+/// requested size (or, for a request of size 0, the rest of the data from the offset: the
+/// `data_size` given there less the offset), within the data and below 4 GiB; any other length
+/// is `SWUCX_ERR_INVALID_PARAM` before anything is allocated, and `SWUCX_ERR_NO_MEMORY` when
+/// `length` bytes cannot be allocated. On either error the reply keeps no buffer and answers
+/// INTERNAL unless set again.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_read_reply_payload(
     reply: *mut swucx_read_reply_t,
@@ -463,15 +460,9 @@ pub extern "C" fn swucx_read_reply_payload(
     boundary(|| {
         let reply = super::try_mut!(reply);
         try_out!(buffer_p);
-        let fits = match reply.size {
-            0 => {
-                length as u64 <= reply.data_size.saturating_sub(reply.offset)
-                    && length as u64 <= MAX_PAYLOAD_LEN
-            }
-            size => length as u64 == size,
-        };
-        if !fits {
+        if payload_len_for(reply.offset, reply.size, reply.data_size) != Some(length as u64) {
             reply.payload = Vec::new();
+            reply.status = SWUCX_READ_INTERNAL;
             return fail_with(
                 SWUCX_ERR_INVALID_PARAM,
                 format!(
@@ -483,6 +474,7 @@ pub extern "C" fn swucx_read_reply_payload(
         let mut payload = Vec::new();
         if payload.try_reserve_exact(length).is_err() {
             reply.payload = Vec::new();
+            reply.status = SWUCX_READ_INTERNAL;
             return fail_with(
                 SWUCX_ERR_NO_MEMORY,
                 format!("cannot allocate a payload of {length} bytes"),

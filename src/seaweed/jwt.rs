@@ -77,13 +77,16 @@ impl ReadKey {
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                // As weed does with a configuration file it cannot read (a home directory a
-                // service may not enter: systemd's ProtectHome).
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    log::warn!("{}: {e}; skipped, as weed skips it", path.display());
-                    continue;
+                // Never skipped: it may hold the read key weed enforces, and serving without it
+                // would serve every needle unchecked.
+                Err(e) => {
+                    return Err(format!(
+                        "{}: {e} (weed's configuration, which may hold the read key: make it \
+                         readable, or give the key with --jwt-read-key-file; a service with \
+                         systemd's ProtectHome cannot read a home directory)",
+                        path.display()
+                    ));
                 }
-                Err(e) => return Err(format!("{}: {e}", path.display())),
             };
             let doc: toml::Table = text
                 .parse()

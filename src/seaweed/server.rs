@@ -28,7 +28,7 @@ use crate::seaweed::protocol::{
 };
 use crate::seaweed::slots::{Refusal, Slot, Slots};
 use crate::seaweed::stats::ServerStats;
-use crate::seaweed::volume::VolumeDir;
+use crate::seaweed::volume::{VolumeDir, VolumeError};
 use crate::{
     AmFlags, CloseMode, ConnRequest, Context, Endpoint, Listener, Payload, Request, Worker,
 };
@@ -96,8 +96,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often a serving thread looks for idle connections at most.
 const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
 pub use crate::seaweed::slots::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_HOST};
-/// The least time between two warnings about rejected connections.
-const REJECTION_WARN_EVERY: Duration = Duration::from_secs(10);
+/// The least time between two warnings of one kind (rejected connections, failed reads).
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A request the handler queued.
 struct Job {
@@ -176,9 +176,15 @@ impl NeedleSource for VolumeDir {
             Ok(result) => (ReadReply::ok(request, &result), result.data),
             Err(e) => {
                 let reply = ReadReply::from_error(request.request_id, &e);
-                if reply.status == Status::Internal {
-                    // A failure of this server (I/O, a corrupt needle): the operator's to see.
-                    log::warn!("read of {fid}: {e} (answered INTERNAL: read over HTTP)");
+                // A failure of this server (I/O, a corrupt needle) is the operator's to see; a
+                // chunk manifest is not one (its clients read it over HTTP, as they should).
+                let failed =
+                    reply.status == Status::Internal && !matches!(e, VolumeError::ChunkManifest(_));
+                if failed && let Some(held_back) = FAILED_READS.allow() {
+                    log::warn!(
+                        "read of {fid}: {e} (answered INTERNAL: read over HTTP; {held_back} \
+                         more such reads since the last warning)"
+                    );
                 }
                 (reply, Payload::default())
             }
@@ -277,9 +283,8 @@ struct Dealer<'a> {
     next: usize,
     /// The connection limits: a new connection is rejected when it gets no slot.
     slots: Arc<Slots>,
-    /// Connections rejected since the last warning, and when that was.
-    rejected: usize,
-    last_warning: Option<Instant>,
+    /// Warnings about rejected connections.
+    rejections: Throttle,
 }
 
 /// The server's stop flag, and the lanes' own: one lane failing stops them all.
@@ -379,12 +384,12 @@ impl NeedleServer {
     }
 
     /// Closes connections that go `timeout` without a request and with no reply in flight
-    /// (checked every second at most, so up to a second later); `None` keeps them until their
-    /// clients close them. Default [`DEFAULT_IDLE_TIMEOUT`]. A client that sends a request as
-    /// the server closes its connection sees that read fail: clients should close idle
-    /// connections well before the server does.
+    /// (checked every second at most, so up to a second later); `None` (or zero) keeps them
+    /// until their clients close them. Default [`DEFAULT_IDLE_TIMEOUT`]. A client that sends a
+    /// request as the server closes its connection sees that read fail: clients should close
+    /// idle connections well before the server does.
     pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> NeedleServer {
-        self.idle_timeout = timeout;
+        self.idle_timeout = timeout.filter(|t| !t.is_zero());
         self
     }
 
@@ -474,8 +479,7 @@ impl NeedleServer {
                 *max_connections_per_host,
                 first.stats.clone(),
             ),
-            rejected: 0,
-            last_warning: None,
+            rejections: Throttle::new(WARN_EVERY),
         };
         let outcome = std::thread::scope(|scope| {
             let mut threads = Vec::with_capacity(others.len());
@@ -708,24 +712,41 @@ impl Lane {
     /// Closes the connections that have had no request and no reply in flight for `timeout`
     /// (as far as the checks, `now` the latest, saw).
     fn close_idle(&mut self, now: Instant, timeout: Duration) {
-        let mut closed = 0;
+        let mut idle = Vec::new();
         for (key, client) in &mut self.clients {
             if std::mem::take(&mut client.active) || self.per_connection.contains_key(key) {
                 client.busy_at = now;
             } else if now.duration_since(client.busy_at) >= timeout {
-                log::info!(
-                    "closing the connection of client {} idle for {timeout:?} (lane {})",
-                    client.peer,
-                    self.index
-                );
-                if let Err(e) = client.ep.close(CloseMode::Force) {
-                    log::debug!("closing an idle connection: {e}");
-                }
-                closed += 1;
+                idle.push(*key);
             }
+        }
+        let mut closed = 0;
+        for key in idle {
+            // A close progresses the worker, which may queue a request from the next one.
+            if self.has_queued_request(key) {
+                continue;
+            }
+            let Some(client) = self.clients.get(&key) else {
+                continue;
+            };
+            log::info!(
+                "closing the connection of client {} idle for {timeout:?} (lane {})",
+                client.peer,
+                self.index
+            );
+            if let Err(e) = client.ep.close(CloseMode::Force) {
+                log::debug!("closing an idle connection: {e}");
+            }
+            closed += 1;
         }
         // The next round's check of the connections drops them.
         self.stats.connections_closed(closed);
+    }
+
+    /// Whether a request from the connection `key` waits in the queue.
+    fn has_queued_request(&self, key: usize) -> bool {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.iter().any(|job| connection_key(&job.ep) == key)
     }
 
     /// Closes the connections `doomed` picks (by [`connection_key`]) among those with replies
@@ -964,26 +985,55 @@ impl Lane {
 
 impl Dealer<'_> {
     /// Rejects a connection past a limit (`why`), with a warning at most every
-    /// [`REJECTION_WARN_EVERY`] (a crowd of clients would flood the log).
+    /// [`WARN_EVERY`] (a crowd of clients would flood the log).
     fn reject(&mut self, request: ConnRequest, why: Refusal) {
         let peer = peer_name(&request);
         request.reject();
-        self.rejected += 1;
-        let now = Instant::now();
-        if self
-            .last_warning
-            .is_none_or(|at| now.duration_since(at) >= REJECTION_WARN_EVERY)
-        {
+        if let Some(left_out) = self.rejections.allow() {
             log::warn!(
                 "rejected {} connection(s) (the last from {peer}: {why}); their clients read \
                  over HTTP",
-                self.rejected,
+                left_out + 1,
             );
-            self.rejected = 0;
-            self.last_warning = Some(now);
         }
     }
 }
+
+/// Lets a kind of warning through at most every so often, counting those it held back.
+/// Shared by threads.
+struct Throttle {
+    every: Duration,
+    /// When the last warning went through, and how many were held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    const fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(held back since the last)` when a warning may go through now.
+    fn allow(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if state
+            .0
+            .is_some_and(|at| now.duration_since(at) < self.every)
+        {
+            state.1 += 1;
+            return None;
+        }
+        let held_back = std::mem::take(&mut state.1);
+        state.0 = Some(now);
+        Some(held_back)
+    }
+}
+
+/// Warnings about reads the server failed (answered INTERNAL), of every server in the process.
+static FAILED_READS: Throttle = Throttle::new(WARN_EVERY);
 
 impl Inbox {
     /// Hands `request` to the lane and wakes it.
@@ -1110,6 +1160,17 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttle_counts_what_it_holds_back() {
+        let throttle = Throttle::new(Duration::from_millis(50));
+        assert_eq!(throttle.allow(), Some(0));
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.allow(), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(throttle.allow(), Some(2));
+        assert_eq!(throttle.allow(), None);
+    }
 
     #[test]
     fn am_header_limit_below_the_protocol_maximum_is_refused() {
