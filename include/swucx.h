@@ -1023,10 +1023,15 @@ uint64_t swucx_context_features(const struct swucx_context_t *context);
 
 /**
  * Releases the caller's reference to the endpoint. NULL is a no-op. When the last reference goes
- * (requests in flight hold one), an open endpoint is closed in the background (flush, or force if
- * the peer failed); the worker finishes such closes before it is destroyed. Using the handle
- * afterwards, or destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE`
- * only while its memory is not reused).
+ * (requests in flight hold one), an open endpoint is closed in the background: with a flush
+ * when nothing is in flight, else by force (operations still running end with
+ * `SWUCX_ERR_CANCELED`: UCX 1.13 aborts the process when a flushing close ends under a
+ * rendezvous the peer never took), and by force if the peer failed. `swucx_ep_close` with
+ * `SWUCX_EP_CLOSE_FLUSH` first finishes them. The worker waits for background closes (at most
+ * 5 s, when the peer does not answer) before it is destroyed, and leaks itself rather than
+ * let UCX abort if they do not finish. Using the handle afterwards, or destroying it again,
+ * is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its memory is not
+ * reused).
  */
 void swucx_ep_destroy(struct swucx_ep_t *ep);
 
@@ -1034,6 +1039,10 @@ void swucx_ep_destroy(struct swucx_ep_t *ep);
  * Closes the endpoint (`SWUCX_EP_CLOSE_FLUSH` or `SWUCX_EP_CLOSE_FORCE`) and waits, progressing
  * the worker, until UCX has closed it. Later operations on it fail with
  * `SWUCX_ERR_NOT_CONNECTED`; closing again is a no-op. The handle must still be destroyed.
+ * Inside a callback (an AM handler: UCX may run one inside a send on this very endpoint) it
+ * does nothing and returns `SWUCX_ERR_BUSY`. A flush first waits for the endpoint's operations
+ * to complete, then for the peer: one that does not progress holds it up (use
+ * `SWUCX_EP_CLOSE_FORCE` then).
  */
 swucx_status_t swucx_ep_close(const struct swucx_ep_t *ep, uint32_t mode);
 
@@ -1382,7 +1391,9 @@ void swucx_conn_request_reject(struct swucx_conn_request_t *conn_request);
 
 /**
  * Registers `length` bytes at `address`, memory the caller owns (`ucp_mem_map`). The memory
- * must stay valid until the region is unmapped and no operation or peer uses it any more.
+ * must stay valid until the region is unmapped and no operation or peer uses it any more. An
+ * empty region, or one past `PTRDIFF_MAX` bytes or the end of the address space, is
+ * `SWUCX_ERR_INVALID_PARAM`.
  */
 swucx_status_t swucx_mem_map(const struct swucx_context_t *context,
                              void *address,
@@ -1659,7 +1670,9 @@ swucx_status_t swucx_worker_create_serialized(const struct swucx_context_t *cont
 
 /**
  * Releases the caller's reference to the worker. NULL is a no-op. UCX's worker is destroyed when
- * the last endpoint, listener and request made from it is gone too. Using the handle afterwards,
+ * the last endpoint, listener and request made from it is gone too, after the endpoint closes
+ * still running finish: it waits for them at most 5 s (a peer that does not answer), then leaks
+ * the worker rather than let UCX abort. Using the handle afterwards,
  * or destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while
  * its memory is not reused).
  */

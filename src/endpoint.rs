@@ -64,8 +64,12 @@ pub(crate) struct EndpointInner {
 ///
 /// Created with peer-failure handling on: when the peer dies, every outstanding send completes
 /// with an error, the error handler runs, and later operations return that error. Dropping the
-/// last clone closes the endpoint (flush, or force if it failed) without blocking; the worker
-/// finishes such closes before it is destroyed. Use [`close`](Endpoint::close) to wait.
+/// last clone closes the endpoint without blocking: with a flush when nothing is in flight,
+/// else by force (its running operations end canceled: UCX 1.13 aborts the process when a
+/// flushing close ends under a rendezvous the peer never took), and by force if it failed.
+/// The worker waits for such closes (at most 5 s, when the peer does not answer) before it is
+/// destroyed, and leaks itself rather than abort if they do not finish. Use
+/// [`close`](Endpoint::close) to finish the operations first and wait.
 #[derive(Clone)]
 pub struct Endpoint(pub(crate) Arc<EndpointInner>);
 
@@ -112,6 +116,23 @@ unsafe extern "C" fn ep_error_callback(
 }
 
 impl EpShared {
+    /// Whether an operation on the endpoint has not completed yet.
+    fn has_pending(&self) -> bool {
+        let inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        inflight
+            .iter()
+            .any(|c| c.upgrade().is_some_and(|c| !c.is_done()))
+    }
+
+    /// The status a forced close fails what it leaves pending with: the peer's failure, if that
+    /// is why it was forced, else `ERR_CANCELED`.
+    fn forced_close_status(&self) -> Status {
+        match self.failed.load(Ordering::Acquire) {
+            0 => Status::ERR_CANCELED,
+            failed => Status(failed),
+        }
+    }
+
     /// Forces the close of the endpoint, if it is still open (used by the worker after a peer
     /// failure).
     pub(crate) fn force_close(&self) {
@@ -146,17 +167,26 @@ unsafe extern "C" fn ep_close_callback(
     // operations were outstanding) ends the close with the error instead of calling the error
     // callback, and UCX 1.13 leaves the operations queued on a failed shared-memory lane pending
     // as it does there: have the worker fail them.
+    // A forced close cancels the operations, but UCX 1.13 leaves rendezvous sends on a
+    // shared-memory lane pending for good: the worker ends those as canceled.
     let status = Status::from_raw(status);
-    if status.is_err() {
-        if let Some(worker) = closing.shared.worker.upgrade() {
-            worker.schedule_force_close(closing.shared.clone(), status);
-        }
+    let leftover = match status {
+        status if status.is_err() => Some(status),
+        _ if closing.forced => Some(closing.shared.forced_close_status()),
+        _ => None,
+    };
+    if let Some(status) = leftover
+        && let Some(worker) = closing.shared.worker.upgrade()
+    {
+        worker.schedule_force_close(closing.shared.clone(), status);
     }
 }
 
 /// What a running close keeps alive, and whom it tells when it is done.
 struct ClosingEp {
     shared: Arc<EpShared>,
+    /// A forced close: what it leaves pending is failed (see `ep_close_callback`).
+    forced: bool,
     /// The worker's count of running closes.
     count: Arc<AtomicUsize>,
     done: Option<Arc<AtomicBool>>,
@@ -485,8 +515,18 @@ impl Endpoint {
 
     /// Closes the endpoint and waits until UCX has closed it. `Flush` completes outstanding
     /// operations first; `Force` cancels them. Later operations on any clone return an error.
-    /// Closing a closed endpoint is a no-op.
+    /// Closing a closed endpoint is a no-op. Inside a UCX callback (an AM handler, which UCX
+    /// may run inside a send on this very endpoint) it does nothing and returns `ERR_BUSY`:
+    /// close it after the callback returned (or drop it, which closes in the background).
     pub fn close(&self, mode: CloseMode) -> Result<()> {
+        crate::worker::refuse_wait_in_callback("ucp_ep_close_nbx")?;
+        if mode == CloseMode::Flush {
+            // The operations first: UCX 1.13 can finish a flushing close while a rendezvous
+            // the peer has not taken is still queued, and then aborts the process.
+            self.0
+                .worker
+                .progress_until(|| !self.0.shared.has_pending(), None)?;
+        }
         let Some(raw) = self.take_handle() else {
             return Ok(());
         };
@@ -547,6 +587,7 @@ impl EndpointInner {
         let force = mode == CloseMode::Force || self.shared.failed.load(Ordering::Acquire) != 0;
         let closing = Box::into_raw(Box::new(ClosingEp {
             shared: self.shared.clone(),
+            forced: force,
             count: self.worker.0.closing.clone(),
             done,
         }));
@@ -578,6 +619,13 @@ impl EndpointInner {
                 // SAFETY: UCX did not take the callback; the box is still ours.
                 drop(unsafe { Box::from_raw(closing) });
                 self.worker.0.closing.fetch_sub(1, Ordering::AcqRel);
+                if force {
+                    // As in `ep_close_callback`.
+                    let status = self.shared.forced_close_status();
+                    self.worker
+                        .0
+                        .schedule_force_close(self.shared.clone(), status);
+                }
                 match other {
                     StatusPtr::Failed(status) if !force => {
                         Err(Error::new("ucp_ep_close_nbx", status))
@@ -601,7 +649,14 @@ impl Drop for EndpointInner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&raw);
-        if let Err(err) = self.start_close(raw as sys::ucp_ep_h, CloseMode::Flush, None) {
+        // Operations still running are cancelled: a flushing close in the background could end
+        // under a rendezvous the peer never takes, which UCX 1.13 aborts the process for.
+        let mode = if self.shared.has_pending() {
+            CloseMode::Force
+        } else {
+            CloseMode::Flush
+        };
+        if let Err(err) = self.start_close(raw as sys::ucp_ep_h, mode, None) {
             log::debug!("closing a dropped endpoint: {err}");
         }
     }

@@ -1517,3 +1517,74 @@ fn tag_recv_of_unexpected_messages_reports_tag_and_length() {
         common::close_all(&[&ep], &[&worker]);
     }
 }
+
+/// `Endpoint::close` inside an AM handler that UCX runs within a send on that very endpoint
+/// (the `self` transport delivers at once) returns `ERR_BUSY` and does nothing: it used to
+/// deadlock on the endpoint's lock, and elsewhere closed the endpoint while saying BUSY.
+#[test]
+fn close_inside_a_handler_is_busy_and_closes_nothing() {
+    const AM_CLOSE: u16 = 77;
+    let pair = Pair::self_pair();
+    let endpoint = Arc::new(Mutex::new(Some(pair.client.clone())));
+    let outcome: Arc<Mutex<Option<Status>>> = Arc::default();
+    let (ep, seen) = (endpoint.clone(), outcome.clone());
+    pair.server_worker
+        .set_am_handler(AM_CLOSE, move |_msg| {
+            let ep = ep.lock().unwrap().clone().unwrap();
+            let status = match ep.close(CloseMode::Flush) {
+                Ok(()) => Status::OK,
+                Err(e) => e.status(),
+            };
+            *seen.lock().unwrap() = Some(status);
+        })
+        .unwrap();
+    let sent = bounded(
+        TIMEOUT,
+        "a send whose handler closes its endpoint",
+        move || {
+            pair.client
+                .am_send_now(AM_CLOSE, &[], &[1], AmFlags::NONE)?;
+            while outcome.lock().unwrap().is_none() {
+                pair.client_worker.progress();
+            }
+            let closed = outcome.lock().unwrap().unwrap();
+            // Still open: a message goes through after the handler's refused close.
+            pair.client
+                .am_send_now(AM_CLOSE, &[], &[2], AmFlags::NONE)?;
+            endpoint.lock().unwrap().take();
+            Ok::<_, swucx::Error>(closed)
+        },
+    );
+    assert_eq!(sent.unwrap(), Status::ERR_BUSY);
+}
+
+/// An endpoint dropped while a rendezvous send that nobody receives is still running: its
+/// close cancels the send (a flushing close in the background ended under the rendezvous, and
+/// UCX 1.13 aborted the process when the worker went), and the workers go without a hang.
+#[test]
+fn dropping_an_endpoint_under_an_untaken_rendezvous_cancels_it() {
+    let context = Tls::Tcp.context();
+    let server = Worker::new(&context).unwrap();
+    let client = Worker::new(&context).unwrap();
+    let ep = client.connect_address(&server.address().unwrap()).unwrap();
+    let send = ep.tag_send(556, vec![7u8; 4 << 20]).unwrap();
+    for _ in 0..1000 {
+        client.progress();
+        server.progress();
+    }
+    assert!(
+        !send.is_complete(),
+        "a 4 MiB send nobody receives completed"
+    );
+    drop(ep);
+    let started = std::time::Instant::now();
+    while !send.is_complete() && started.elapsed() < TIMEOUT {
+        client.progress();
+        server.progress();
+    }
+    let ended = send
+        .wait()
+        .expect_err("the send completed without a receiver");
+    assert_eq!(ended.status(), Status::ERR_CANCELED, "{ended}");
+    drop((client, server));
+}

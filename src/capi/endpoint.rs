@@ -93,10 +93,15 @@ pub(crate) unsafe fn parse_sockaddr(
 }
 
 /// Releases the caller's reference to the endpoint. NULL is a no-op. When the last reference goes
-/// (requests in flight hold one), an open endpoint is closed in the background (flush, or force if
-/// the peer failed); the worker finishes such closes before it is destroyed. Using the handle
-/// afterwards, or destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE`
-/// only while its memory is not reused).
+/// (requests in flight hold one), an open endpoint is closed in the background: with a flush
+/// when nothing is in flight, else by force (operations still running end with
+/// `SWUCX_ERR_CANCELED`: UCX 1.13 aborts the process when a flushing close ends under a
+/// rendezvous the peer never took), and by force if the peer failed. `swucx_ep_close` with
+/// `SWUCX_EP_CLOSE_FLUSH` first finishes them. The worker waits for background closes (at most
+/// 5 s, when the peer does not answer) before it is destroyed, and leaks itself rather than
+/// let UCX abort if they do not finish. Using the handle afterwards, or destroying it again,
+/// is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while its memory is not
+/// reused).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_ep_destroy(ep: *mut swucx_ep_t) {
     boundary(|| {
@@ -115,6 +120,10 @@ pub const SWUCX_EP_CLOSE_FORCE: u32 = 1;
 /// Closes the endpoint (`SWUCX_EP_CLOSE_FLUSH` or `SWUCX_EP_CLOSE_FORCE`) and waits, progressing
 /// the worker, until UCX has closed it. Later operations on it fail with
 /// `SWUCX_ERR_NOT_CONNECTED`; closing again is a no-op. The handle must still be destroyed.
+/// Inside a callback (an AM handler: UCX may run one inside a send on this very endpoint) it
+/// does nothing and returns `SWUCX_ERR_BUSY`. A flush first waits for the endpoint's operations
+/// to complete, then for the peer: one that does not progress holds it up (use
+/// `SWUCX_EP_CLOSE_FORCE` then).
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_ep_close(ep: *const swucx_ep_t, mode: u32) -> swucx_status_t {
     boundary(|| {

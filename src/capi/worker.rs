@@ -85,7 +85,9 @@ pub extern "C" fn swucx_worker_create_serialized(
 }
 
 /// Releases the caller's reference to the worker. NULL is a no-op. UCX's worker is destroyed when
-/// the last endpoint, listener and request made from it is gone too. Using the handle afterwards,
+/// the last endpoint, listener and request made from it is gone too, after the endpoint closes
+/// still running finish: it waits for them at most 5 s (a peer that does not answer), then leaks
+/// the worker rather than let UCX abort. Using the handle afterwards,
 /// or destroying it again, is undefined behaviour (detected as `SWUCX_ERR_BAD_HANDLE` only while
 /// its memory is not reused).
 #[unsafe(no_mangle)]

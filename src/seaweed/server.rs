@@ -326,8 +326,9 @@ impl NeedleServer {
 
     /// Listens on `addr` and serves what `source` supplies (the embedding back end). Fails if
     /// the context's transports cannot carry the protocol's longest header
-    /// ([`check_am_header_limit`]), or if it has streams on (`ERR_INVALID_PARAM`): any client
-    /// could then abort the process with an empty stream message ([`Features::stream`]).
+    /// ([`check_am_header_limit`]), or if it lacks active messages or has streams on
+    /// (`ERR_INVALID_PARAM`; with streams any client could abort the process with an empty
+    /// stream message, [`Features::stream`]).
     ///
     /// [`Features::stream`]: crate::Features::stream
     pub fn bind_source(
@@ -335,6 +336,13 @@ impl NeedleServer {
         source: Arc<dyn NeedleSource>,
         addr: SocketAddr,
     ) -> crate::Result<NeedleServer> {
+        if !context.features().am {
+            return Err(crate::Error::with_detail(
+                "needle server",
+                crate::Status::ERR_INVALID_PARAM,
+                "its context has no active messages (the AM feature), which the protocol uses",
+            ));
+        }
         if context.features().stream {
             return Err(crate::Error::with_detail(
                 "needle server",

@@ -621,6 +621,13 @@ static void test_rma(pair_t *p)
     REQUIRE_OK(swucx_mem_map(p->context, back, N, &mine));
     CHECK(swucx_mem_address(mine) == back);
     swucx_mem_unmap(mine);
+    /* No region is empty, longer than PTRDIFF_MAX or past the end of the address space. */
+    mine = NULL;
+    CHECK_ST(swucx_mem_map(p->context, back, SIZE_MAX, &mine), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_mem_map(p->context, back, (size_t)PTRDIFF_MAX + 1, &mine), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_mem_map(p->context, (void *)(UINTPTR_MAX - 8), 64, &mine), SWUCX_ERR_INVALID_PARAM);
+    CHECK_ST(swucx_mem_map(p->context, NULL, 0, &mine), SWUCX_ERR_INVALID_PARAM);
+    CHECK(mine == NULL);
 
     swucx_rkey_destroy(rkey);
     swucx_bytes_destroy(desc);
