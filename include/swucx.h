@@ -1002,7 +1002,8 @@ void swucx_am_queue_destroy(struct swucx_am_queue_t *queue);
 
 /**
  * Creates a context. `params` may be NULL for all defaults (`SWUCX_FEATURE_DEFAULT`, swucx's
- * default configuration, UCX settings from the environment). On success writes the new handle to
+ * default configuration, UCX settings from the environment). Bits `field_mask`, `features`
+ * or `flags` do not define, and an empty feature set, are `SWUCX_ERR_INVALID_PARAM`. On success writes the new handle to
  * `*context_p`; destroy it with `swucx_context_destroy`.
  */
 swucx_status_t swucx_context_create(const struct swucx_context_params_t *params,

@@ -2,7 +2,7 @@
 
 use std::ffi::c_char;
 
-use super::status::{SWUCX_OK, swucx_status_t};
+use super::status::{SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
 use super::{
     Handle, boundary, c_str, fail, impl_handle, into_handle, try_arg, try_out, try_ref, try_take,
     write_out,
@@ -79,8 +79,41 @@ pub struct swucx_context_params_t {
     pub flags: u64,
 }
 
+/// Why `params` cannot be taken, if it sets bits no version of this API defines (a caller built
+/// against a newer header, or garbage) or no feature at all.
+fn unknown_bits(p: &swucx_context_params_t) -> Option<String> {
+    const FIELDS: u64 = SWUCX_CONTEXT_PARAM_FIELD_FEATURES
+        | SWUCX_CONTEXT_PARAM_FIELD_NAME
+        | SWUCX_CONTEXT_PARAM_FIELD_CONFIG
+        | SWUCX_CONTEXT_PARAM_FIELD_FLAGS;
+    const FLAGS: u64 = SWUCX_CONTEXT_FLAG_NO_PEER_FAILURE | SWUCX_CONTEXT_FLAG_NO_DEFAULT_CONFIG;
+    let has = |bit: u64| p.field_mask & bit != 0;
+    if p.field_mask & !FIELDS != 0 {
+        return Some(format!(
+            "unknown field_mask bits {:#x}",
+            p.field_mask & !FIELDS
+        ));
+    }
+    if has(SWUCX_CONTEXT_PARAM_FIELD_FEATURES) {
+        if p.features & !SWUCX_FEATURE_ALL != 0 {
+            return Some(format!(
+                "unknown feature bits {:#x}",
+                p.features & !SWUCX_FEATURE_ALL
+            ));
+        }
+        if p.features == 0 {
+            return Some("no features (SWUCX_FEATURE_DEFAULT is the usual set)".to_string());
+        }
+    }
+    if has(SWUCX_CONTEXT_PARAM_FIELD_FLAGS) && p.flags & !FLAGS != 0 {
+        return Some(format!("unknown flag bits {:#x}", p.flags & !FLAGS));
+    }
+    None
+}
+
 /// Creates a context. `params` may be NULL for all defaults (`SWUCX_FEATURE_DEFAULT`, swucx's
-/// default configuration, UCX settings from the environment). On success writes the new handle to
+/// default configuration, UCX settings from the environment). Bits `field_mask`, `features`
+/// or `flags` do not define, and an empty feature set, are `SWUCX_ERR_INVALID_PARAM`. On success writes the new handle to
 /// `*context_p`; destroy it with `swucx_context_destroy`.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_context_create(
@@ -93,6 +126,9 @@ pub extern "C" fn swucx_context_create(
         // SAFETY: params is NULL or points to a params struct the caller filled in.
         if let Some(p) = unsafe { params.as_ref() } {
             let has = |bit: u64| p.field_mask & bit != 0;
+            if let Some(refused) = unknown_bits(p) {
+                return super::fail_with(SWUCX_ERR_INVALID_PARAM, refused);
+            }
             if has(SWUCX_CONTEXT_PARAM_FIELD_FEATURES) {
                 let on = |bit: u64| p.features & bit != 0;
                 builder = builder.features(Features {

@@ -64,6 +64,19 @@ static void versions_and_strings(void)
     params.name = "\xff\xfe";
     CHECK_ST(swucx_context_create(&params, &c), SWUCX_ERR_UTF8);
     CHECK(c == NULL);
+    /* Bits no version defines, and no features at all, are refused. */
+    memset(&params, 0, sizeof params);
+    params.field_mask = (uint64_t)1 << 40;
+    CHECK_ST(swucx_context_create(&params, &c), SWUCX_ERR_INVALID_PARAM);
+    params.field_mask = SWUCX_CONTEXT_PARAM_FIELD_FEATURES;
+    params.features = SWUCX_FEATURE_DEFAULT | (uint64_t)1 << 20;
+    CHECK_ST(swucx_context_create(&params, &c), SWUCX_ERR_INVALID_PARAM);
+    params.features = 0;
+    CHECK_ST(swucx_context_create(&params, &c), SWUCX_ERR_INVALID_PARAM);
+    params.field_mask = SWUCX_CONTEXT_PARAM_FIELD_FLAGS;
+    params.flags = (uint64_t)1 << 9;
+    CHECK_ST(swucx_context_create(&params, &c), SWUCX_ERR_INVALID_PARAM);
+    CHECK(c == NULL);
 }
 
 static void parents_first(const char *tls)
