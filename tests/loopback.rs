@@ -1563,10 +1563,17 @@ fn close_inside_a_handler_is_busy_and_closes_nothing() {
 /// UCX 1.13 aborted the process when the worker went), and the workers go without a hang.
 #[test]
 fn dropping_an_endpoint_under_an_untaken_rendezvous_cancels_it() {
-    // The send must still be running when the endpoint goes; once in CI (under load) one had
-    // already ended, how is not known: such an attempt is reported and made again.
+    // The send must still be running when the endpoint goes: a rendezvous, which the fixed
+    // threshold makes sure of (in some CI runs UCX's "auto" threshold sent 4 MiB eagerly over
+    // tcp and the send completed at once); an attempt where it ended anyway is reported and
+    // made again.
     for attempt in 1..=3 {
-        let context = Tls::Tcp.context();
+        let context = Context::builder()
+            .config("TLS", "tcp,self")
+            .config("NET_DEVICES", "lo")
+            .config("RNDV_THRESH", "8k")
+            .build()
+            .unwrap();
         let server = Worker::new(&context).unwrap();
         let client = Worker::new(&context).unwrap();
         let ep = client.connect_address(&server.address().unwrap()).unwrap();
