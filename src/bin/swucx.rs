@@ -224,7 +224,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let context = server_context(direct_reads)?;
     let listen = args.listen;
-    raise_open_files_limit();
+    let open_files = raise_open_files_limit();
     let max_per_host = usize::try_from(args.max_connections_per_host).unwrap_or(usize::MAX);
     let mut server = NeedleServer::bind(&context, volumes, listen)
         .map_err(|e| {
@@ -243,7 +243,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .with_threads(threads.into())
         .map_err(|e| format!("{threads} threads: {e}"))?;
     // Fitted once every worker holds its descriptors (~10 each).
-    let max_connections = fit_open_files(args.max_connections);
+    let max_connections = fit_open_files(args.max_connections, open_files);
     server = server.with_max_connections(usize::try_from(max_connections).unwrap_or(usize::MAX));
     if direct_reads {
         direct_read_access(args.direct_reads_ptracer_any);
@@ -326,53 +326,46 @@ fn serve_metrics(at: SocketAddr, stats: Arc<ServerStats>) -> Result<SocketAddr, 
     Ok(bound)
 }
 
-/// Raises the soft limit on open files to the hard one, as Go programs (weed among them) do at
-/// start: every connection holds file descriptors, and the soft limit is often 1024.
 /// File descriptors one client connection may hold (UCX 1.13: its sockets and wake-up
 /// descriptors, ~2 measured over tcp), and those kept free for everything else (volumes that
 /// appear later, the metrics server, UCX's own).
 const FDS_PER_CONNECTION: u64 = 3;
 const FDS_RESERVED: u64 = 256;
 
-/// `max` connections, or fewer when the open-files limit leaves room for fewer (with a
-/// warning): UCX aborts the process, or stops accepting anyone for good, when it runs out of
-/// descriptors, where a connection past `--max-connections` is only rejected.
-fn fit_open_files(max: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct it is given, which lives across the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
+/// `max` connections, or fewer when the open-files limit `soft` (None: unlimited or unknown)
+/// leaves room for fewer, with a warning: UCX aborts the process, or stops accepting anyone for
+/// good, when it runs out of descriptors, where a connection past `--max-connections` is only
+/// rejected. Counts the descriptors open now, so call it once the workers exist.
+fn fit_open_files(max: u64, soft: Option<u64>) -> u64 {
+    let Some(soft) = soft else {
         return max;
-    }
+    };
     let open = std::fs::read_dir("/proc/self/fd").map_or(0, |fds| fds.count() as u64);
-    let room = limit.rlim_cur.saturating_sub(open + FDS_RESERVED) / FDS_PER_CONNECTION;
+    let room = soft.saturating_sub(open + FDS_RESERVED) / FDS_PER_CONNECTION;
     if room >= max {
         return max;
     }
     let fits = room.max(1);
     eprintln!(
         "swucx serve: WARNING: --max-connections {max} lowered to {fits}: the open-files limit \
-         ({} with {open} open) leaves room for {fits} connections at {FDS_PER_CONNECTION} \
+         ({soft} with {open} open) leaves room for {fits} connections at {FDS_PER_CONNECTION} \
          descriptors each and {FDS_RESERVED} spare; raise it (ulimit -n, systemd's LimitNOFILE) \
-         to keep more",
-        limit.rlim_cur
+         to keep more"
     );
     fits
 }
 
-/// Raises the soft open-files limit to the hard one, as weed does.
-fn raise_open_files_limit() {
+/// Raises the soft limit on open files to the hard one, as Go programs (weed among them) do at
+/// start: every connection holds file descriptors, and the soft limit is often 1024. Returns
+/// the soft limit then in force (None: unlimited, or unknown).
+fn raise_open_files_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given, which lives across the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return;
+        return None;
     }
     if limit.rlim_cur < limit.rlim_max {
         let soft = limit.rlim_cur;
@@ -383,8 +376,10 @@ fn raise_open_files_limit() {
                 "open files limit stays at {soft}: {}",
                 std::io::Error::last_os_error()
             );
+            limit.rlim_cur = soft;
         }
     }
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// Says who can make direct reads from this daemon under the kernel's ptrace rules, and widens

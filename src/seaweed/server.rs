@@ -149,8 +149,8 @@ fn peer_name(request: &ConnRequest) -> String {
         .map_or_else(|| "(address unknown)".to_string(), |addr| addr.to_string())
 }
 
-/// The key of a connection in [`Lane::clients`] and [`Lane::per_connection`] (a reply endpoint is the accepted
-/// endpoint itself: `Worker::endpoint_by_handle`).
+/// The key of a connection in [`Lane::clients`] and [`Lane::per_connection`] (a reply endpoint
+/// is the accepted endpoint itself: `Worker::endpoint_by_handle`).
 fn connection_key(ep: &Endpoint) -> usize {
     Arc::as_ptr(&ep.0) as usize
 }
@@ -336,20 +336,23 @@ impl NeedleServer {
         source: Arc<dyn NeedleSource>,
         addr: SocketAddr,
     ) -> crate::Result<NeedleServer> {
-        if !context.features().am {
-            return Err(crate::Error::with_detail(
-                "needle server",
-                crate::Status::ERR_INVALID_PARAM,
-                "its context has no active messages (the AM feature), which the protocol uses",
-            ));
-        }
-        if context.features().stream {
-            return Err(crate::Error::with_detail(
-                "needle server",
-                crate::Status::ERR_INVALID_PARAM,
+        let features = context.features();
+        let refused = if !features.am {
+            Some("its context has no active messages (the AM feature), which the protocol uses")
+        } else if features.stream {
+            Some(
                 "its context has streams on, which lets any client abort the process (UCX 1.13 \
                  asserts on an empty stream message); make the context without streams (the \
                  default features)",
+            )
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(crate::Error::with_detail(
+                "needle server",
+                crate::Status::ERR_INVALID_PARAM,
+                why,
             ));
         }
         let first = Lane::new(context, 0, Arc::default())?;
