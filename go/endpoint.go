@@ -72,6 +72,8 @@ func (ep *Endpoint) TagSend(ctx context.Context, buf []byte, tag uint64) error {
 
 // AMSend sends active message id with header and payload and waits until UCX is done with
 // both (a rendezvous payload: until the receiver pulled it). flags: AMReply, AMEager, AMRndv.
+// A header longer than UCX's limit (about 8 KiB over shared memory and tcp) is ErrInvalidParam;
+// put larger data in the payload.
 func (ep *Endpoint) AMSend(ctx context.Context, id uint16, header, payload []byte, flags uint32) error {
 	if ctx.Err() != nil {
 		return ctxErr("am_send", ctx)

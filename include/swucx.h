@@ -887,7 +887,9 @@ void swucx_am_desc_destroy(struct swucx_am_desc_t *desc);
  * Sends active message `id` with `header_length` bytes of header and `length` bytes of payload.
  * Both buffers must stay valid until the request completes (UCX 1.13 does not copy the header
  * at send time). Large payloads go by rendezvous: the send completes once the receiver has
- * pulled them. `flags`: `SWUCX_AM_FLAG_*`. On success writes a request to `*req_p`.
+ * pulled them. `flags`: `SWUCX_AM_FLAG_*`. On success writes a request to `*req_p`. A header
+ * longer than UCX's limit for the worker (its `max_am_header`, about 8 KiB over shared memory
+ * and tcp) is `SWUCX_ERR_INVALID_PARAM`; put larger data in the payload.
  */
 swucx_status_t swucx_ep_am_send(const struct swucx_ep_t *ep,
                                 uint16_t id,
@@ -1403,7 +1405,8 @@ swucx_status_t swucx_mem_map(const struct swucx_context_t *context,
 
 /**
  * Lets UCX allocate `length` bytes of registered memory (best for shared memory and RDMA); read
- * its address with `swucx_mem_address`. Freed by UCX when the region is unmapped.
+ * its address with `swucx_mem_address`. Freed by UCX when the region is unmapped. More than the
+ * host's physical memory is `SWUCX_ERR_NO_MEMORY`.
  */
 swucx_status_t swucx_mem_allocate(const struct swucx_context_t *context,
                                   size_t length,

@@ -173,6 +173,7 @@ impl AmDesc {
     /// Copies an eager payload into the front of `dst` and releases it: its length, or `self`
     /// back untouched for a rendezvous payload or a `dst` shorter than the payload. No request
     /// is made (the C ABI's one-call receive).
+    #[cfg(feature = "capi")]
     pub(crate) fn copy_eager(mut self, dst: &mut [u8]) -> std::result::Result<usize, AmDesc> {
         if dst.len() < self.length {
             return Err(self);
@@ -355,18 +356,18 @@ unsafe extern "C" fn am_callback(
     }
 }
 
-/// Active-message ids below this are dropped cleanly on any worker that has no handler for them.
-const AM_IDS_RESERVED: u16 = 256;
-
 impl Worker {
-    /// Gives every id below `AM_IDS_RESERVED` (256) a handler that drops the message, until a
+    /// Gives every active-message id (all 65,536) a handler that drops the message, until a
     /// real one replaces it. UCX 1.13 mishandles an active message that reaches a worker with no
-    /// handler for its id: it read the id's slot before checking that the table holds it (a
-    /// worker that never registered a handler crashed reading a NULL table), and dropping such
-    /// messages corrupted the heap (a later callback jumped into freed memory). A client that
-    /// sends its request to a peer that does not speak the protocol is exactly that.
+    /// handler for its id: it reads the id's slot without checking that the table holds it (a
+    /// worker that never registered a handler crashed reading a NULL table; an id past the
+    /// table's end is read from whatever memory follows, and ids from about 19,000 up crashed
+    /// the receiver), and dropping such messages corrupted the heap (a later callback jumped
+    /// into freed memory). A client that sends its request to a peer that does not speak the
+    /// protocol is exactly that, and any peer that can connect can send any id. Registered
+    /// from the highest id down, so UCX sizes its table once (about 1.5 MiB per worker).
     pub(crate) fn reserve_am_ids(&self) -> Result<()> {
-        for id in (0..AM_IDS_RESERVED).rev() {
+        for id in (0..=u16::MAX).rev() {
             // SAFETY: the callback needs no state (arg is the id).
             unsafe {
                 self.register_am_callback(
@@ -415,9 +416,12 @@ impl Worker {
     /// is dropped then (kept until the worker goes when replaced from inside a callback). It runs
     /// inside [`progress`](Worker::progress) on the progressing thread (on a MULTI worker, on
     /// several threads at once if several progress), so it must be short and must not block;
-    /// sending (e.g. a reply) from it is allowed. Register before traffic starts, and prefer
-    /// ids below 256 (a message with a higher id and no handler may crash UCX 1.13 on the
-    /// receiving side; every worker has room for the lower ones).
+    /// sending (e.g. a reply) from it is allowed. Register before traffic starts (until then,
+    /// and for every id without a handler, messages are dropped). The worker keeps the handler
+    /// until the id is registered again or the worker goes: a handler that holds a clone of
+    /// this worker or of an endpoint on it keeps them alive (endpoints open, the worker never
+    /// destroyed); reply with [`AmMessage::reply_endpoint`] (sent with [`AmFlags::REPLY`]) or
+    /// hold a [`Weak`](std::sync::Weak).
     pub fn set_am_handler(
         &self,
         id: u16,
@@ -525,6 +529,7 @@ impl Endpoint {
         payload: B,
         flags: AmFlags,
     ) -> Result<Request<(H, B)>> {
+        check_am_send(self.worker(), header.len(), flags)?;
         let handle = self.lock_handle(AM_SEND)?;
         let params = OpParams::new(
             self.worker(),
@@ -542,7 +547,9 @@ impl Endpoint {
 
     /// Sends an active message within this call or not at all: [`Status::ERR_NO_RESOURCE`] when
     /// UCX cannot send it at once (nothing was sent; [`am_send`](Endpoint::am_send) can). Small
-    /// eager messages go at once when the transport has room. `header` and `payload` are
+    /// eager messages go at once when the transport has room (as for
+    /// [`tag_send_now`](Endpoint::tag_send_now): a few dozen bytes over shared memory, about 8
+    /// KiB over tcp). `header` and `payload` are
     /// borrowed for the call only: no request, no copy.
     pub fn am_send_now(
         &self,
@@ -571,6 +578,7 @@ impl Endpoint {
         payload: RawBuf,
         flags: AmFlags,
     ) -> Result<()> {
+        check_am_send(self.worker(), header.len(), flags)?;
         let handle = self.lock_handle(AM_SEND)?;
         let param = now_param(self.worker(), memh_for(&payload), flags.0);
         // SAFETY: the send completes within the call or is refused (`now_param`), while the
@@ -582,6 +590,23 @@ impl Endpoint {
 }
 
 const AM_SEND: &str = "ucp_am_send_nbx";
+
+/// `ERR_INVALID_PARAM` for a send UCX would abort on or decide silently: a header longer than
+/// the worker's limit ([`Worker::max_am_header`]; UCX 1.13 aborts the process), or flags that
+/// ask for both the eager and the rendezvous protocol.
+#[inline(always)]
+fn check_am_send(worker: &Worker, header_length: usize, flags: AmFlags) -> Result<()> {
+    worker.check_am_header(AM_SEND, header_length)?;
+    let both = AmFlags::EAGER.0 | AmFlags::RNDV.0;
+    if flags.0 & both == both {
+        return Err(Error::with_detail(
+            AM_SEND,
+            Status::ERR_INVALID_PARAM,
+            "both the eager and the rendezvous protocol asked for",
+        ));
+    }
+    Ok(())
+}
 
 /// `ucp_am_send_nbx` of `header` and `payload` on the endpoint `handle` holds.
 ///

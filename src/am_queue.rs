@@ -11,15 +11,19 @@
 //! [`Engine::am_recv`]: crate::Engine::am_recv
 
 use std::collections::VecDeque;
+#[cfg(feature = "capi")]
+use std::sync::Weak;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::am::{AmDesc, AmMessage};
 use crate::endpoint::Endpoint;
 use crate::engine::{Awaited, Signal, park_before};
 use crate::status::Result;
-use crate::worker::{Worker, WorkerInner};
+use crate::worker::Worker;
+#[cfg(feature = "capi")]
+use crate::worker::WorkerInner;
 
 /// An active message taken from an [`AmQueue`]. `Send`.
 pub struct QueuedAm {
@@ -51,13 +55,14 @@ struct Shared {
 /// every later one with its id. `Send + Sync`: any number of threads may take from it.
 pub struct AmQueue {
     shared: Arc<Shared>,
-    /// The worker the messages arrive on (weak: the queue does not keep it alive).
+    /// The worker the messages arrive on (weak: the queue does not keep it alive), for the C
+    /// ABI's check that a wait is on the right engine.
+    #[cfg(feature = "capi")]
     worker: Weak<WorkerInner>,
 }
 
 impl AmQueue {
-    /// Queues the active messages with `id` that reach `worker` (ids below 256, as for
-    /// handlers). The queue is unbounded: a sender faster than its receivers grows it.
+    /// Queues the active messages with `id` that reach `worker`. The queue is unbounded: a sender faster than its receivers grows it.
     pub fn new(worker: &Worker, id: u16) -> Result<AmQueue> {
         let shared = Arc::new(Shared {
             items: Mutex::new(Some(VecDeque::new())),
@@ -68,11 +73,13 @@ impl AmQueue {
         worker.set_am_handler(id, move |msg: AmMessage<'_>| queue.push(msg))?;
         Ok(AmQueue {
             shared,
+            #[cfg(feature = "capi")]
             worker: worker.downgrade(),
         })
     }
 
     /// Whether the queue's messages arrive on `worker`.
+    #[cfg(feature = "capi")]
     pub(crate) fn is_on(&self, worker: &Worker) -> bool {
         std::ptr::eq(self.worker.as_ptr(), Arc::as_ptr(&worker.0))
     }

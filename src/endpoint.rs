@@ -376,6 +376,9 @@ impl Endpoint {
     /// Sets the callback run when the peer fails (inside progress, on the progressing thread),
     /// replacing an earlier one. Once this returns the earlier one is not running and is not
     /// called again (it runs under the lock this takes: do not call this from inside it).
+    /// The endpoint keeps the handler until it goes: a handler that holds a clone of this
+    /// endpoint keeps it (and its worker) alive for good; hold a [`Weak`](std::sync::Weak)
+    /// or nothing of it (the status says what failed).
     pub fn set_error_handler(&self, handler: impl FnMut(Status) + Send + 'static) {
         self.replace_error_handler(Some(Box::new(handler)));
     }

@@ -26,6 +26,9 @@ use crate::worker::{Worker, in_callback, poll_readable};
 /// How long a waiter spins (driving progress if it can) before it sleeps.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(200);
 
+/// The longest spin [`Engine::with_spin`] takes: a waiter spinning longer only burns a core.
+pub const MAX_SPIN: Duration = Duration::from_secs(1);
+
 /// A flag any thread may raise to end waits in [`Engine::wait_signals`] that watch it: the
 /// waiting threads wake at once (they sleep without periodic wake-ups otherwise). It stays raised
 /// until [`reset`](Signal::reset). Any number of threads may wait on one signal, and one wait
@@ -231,6 +234,14 @@ impl Limit {
     }
 }
 
+impl Limit {
+    /// Whether the deadline has passed (fixing it now if not yet).
+    fn passed(&mut self) -> bool {
+        let now = Instant::now();
+        self.deadline(now).is_some_and(|d| now >= d)
+    }
+}
+
 /// One spin begun in `Shared::spins` (the high half), with no spin running for it.
 const BEGUN_ONLY: u64 = 1 << 32;
 
@@ -275,8 +286,10 @@ impl Engine {
         Engine::with_spin(context, DEFAULT_SPIN)
     }
 
-    /// As [`new`](Engine::new), with the time a waiter spins before sleeping.
+    /// As [`new`](Engine::new), with the time a waiter spins before sleeping (at most
+    /// [`MAX_SPIN`], 1 s: longer is taken as that).
     pub fn with_spin(context: &Context, spin: Duration) -> Result<Engine> {
+        let spin = spin.min(MAX_SPIN);
         let worker = Worker::new(context)?;
         let efd = worker.event_fd()?;
         let shared = Arc::new(Shared {
@@ -310,6 +323,7 @@ impl Engine {
     }
 
     /// Whether `worker` is the engine's (the only one its waits progress).
+    #[cfg(feature = "capi")]
     pub(crate) fn is_own(&self, worker: &Worker) -> bool {
         Arc::ptr_eq(&self.shared.worker.0, &worker.0)
     }
@@ -415,12 +429,20 @@ impl Engine {
             if let Some(message) = queue.try_recv() {
                 return Some(message);
             }
-            // Ready means a message was there: another receiver may have taken it first.
+            // Ready means a message was there: another receiver may have taken it first, and
+            // then the wait ends early too; only the limit, a signal or a callback ends this.
             if !self
                 .shared
                 .wait_for(queue.awaited(), &mut limit, signals, spin)
             {
-                return queue.try_recv();
+                let message = queue.try_recv();
+                if message.is_some()
+                    || in_callback()
+                    || signals.iter().any(|s| s.is_raised())
+                    || limit.passed()
+                {
+                    return message;
+                }
             }
         }
     }
@@ -462,6 +484,7 @@ impl Engine {
     }
 
     /// Ends a spin announced by `begin_spin`; false if none is announced.
+    #[cfg(feature = "capi")]
     pub(crate) fn end_spin(&self) -> bool {
         self.shared.end_spin()
     }

@@ -63,7 +63,7 @@ pub use context::{
     ucx_version,
 };
 pub use endpoint::{CloseMode, Endpoint, ErrorHandler};
-pub use engine::{DEFAULT_SPIN, Engine, Signal, SpinGuard, WaitEnd};
+pub use engine::{DEFAULT_SPIN, Engine, MAX_SPIN, Signal, SpinGuard, WaitEnd};
 pub use keepalive::KeepAlive;
 pub use listener::{ConnRequest, Listener};
 pub use memory::{MAX_RKEY_LEN, MemRegion, RegionBuf, RemoteKey};

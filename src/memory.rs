@@ -46,6 +46,21 @@ impl Drop for RegionInner {
 #[derive(Clone)]
 pub struct MemRegion(Arc<RegionInner>);
 
+/// The host's physical memory in bytes (`u128::MAX` when the system does not say).
+fn physical_memory() -> u128 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || page_size <= 0 {
+        return u128::MAX;
+    }
+    pages as u128 * page_size as u128
+}
+
 impl MemRegion {
     /// Registers `buffer` (owned by the region from now on).
     pub fn register(context: &Context, mut buffer: Vec<u8>) -> Result<MemRegion> {
@@ -56,7 +71,17 @@ impl MemRegion {
     }
 
     /// Lets UCX allocate `len` bytes of registered memory (best for shared memory and RDMA).
+    /// More than the host's physical memory is `ERR_NO_MEMORY` at once (UCX 1.13, its System V
+    /// segment refused, went on filling a POSIX shared-memory file until the host ran out).
     pub fn allocate(context: &Context, len: usize) -> Result<MemRegion> {
+        let host = physical_memory();
+        if len as u128 > host {
+            return Err(Error::with_detail(
+                "ucp_mem_map",
+                Status::ERR_NO_MEMORY,
+                format!("{len} bytes is more than this host's memory ({host} bytes)"),
+            ));
+        }
         let flags = sys::UCP_MEM_MAP_ALLOCATE.0;
         // SAFETY: with ALLOCATE, UCX owns the memory and frees it at unmap.
         unsafe { Self::map(context, ptr::null_mut(), len, flags, None) }

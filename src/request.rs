@@ -703,6 +703,7 @@ impl<B: Send + 'static> Request<B> {
     }
 
     /// The worker that runs the operation; None once UCX completed it inside the starting call.
+    #[cfg(feature = "capi")]
     pub(crate) fn worker(&self) -> Option<&Worker> {
         self.worker.as_ref()
     }

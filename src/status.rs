@@ -75,7 +75,8 @@ impl Status {
 
     /// True for the codes UCX reports when the peer or the connection to it failed
     /// (`UCS_ERR_CONNECTION_RESET`, `UCS_ERR_ENDPOINT_TIMEOUT`, the link and endpoint failure
-    /// ranges, `UCS_ERR_UNREACHABLE`, `UCS_ERR_NOT_CONNECTED`).
+    /// ranges, `UCS_ERR_UNREACHABLE`, `UCS_ERR_NOT_CONNECTED`, and `UCS_ERR_IO_ERROR`, which
+    /// UCX's shared-memory and tcp transports report for a peer gone mid-transfer).
     pub fn is_peer_failure(self) -> bool {
         let code = self.0;
         code == Status::ERR_CONNECTION_RESET.0

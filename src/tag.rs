@@ -29,8 +29,9 @@ impl Endpoint {
 
     /// Sends `buffer` with `tag` within this call or not at all: [`Status::ERR_NO_RESOURCE`]
     /// when UCX cannot send it at once (nothing was sent; [`tag_send`](Endpoint::tag_send)
-    /// can). Small messages go at once when the transport has room. `buffer` is borrowed for the
-    /// call only: no request, no copy.
+    /// can). Small messages go at once when the transport has room: up to a few dozen bytes
+    /// over shared memory (UCX 1.13's short limit there; 100 B is already refused) and up to
+    /// about 8 KiB over tcp. `buffer` is borrowed for the call only: no request, no copy.
     ///
     /// [`Status::ERR_NO_RESOURCE`]: crate::Status::ERR_NO_RESOURCE
     pub fn tag_send_now(&self, tag: u64, buffer: &[u8]) -> Result<()> {

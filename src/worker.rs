@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::am::AmHandlers;
@@ -102,6 +102,9 @@ pub(crate) struct WorkerInner {
     /// memory type where the context gives UCX that hint), fixed at creation: no per-operation
     /// branch on the hint.
     op_attr_base: u32,
+    /// The longest active-message header UCX can send (`max_am_header`), queried once when the
+    /// context has the AM feature: a longer one makes UCX 1.13 abort the process.
+    max_am_header: OnceLock<usize>,
 }
 
 // SAFETY: the worker is created in UCS_THREAD_MODE_MULTI, so every UCX call on it is thread-safe
@@ -267,6 +270,7 @@ impl Worker {
             // SAFETY: the shim evaluates a UCX macro; it has no preconditions.
             bytes_datatype: unsafe { sys::swucx_shim_dt_contig_bytes() },
             op_attr_base: op_attr_base(context),
+            max_am_header: OnceLock::new(),
         }));
         let granted = worker.thread_mode()?;
         if granted != thread_mode {
@@ -283,6 +287,8 @@ impl Worker {
             ));
         }
         if context.features().am {
+            let limit = worker.max_am_header()?;
+            worker.0.max_am_header.get_or_init(|| limit);
             worker.reserve_am_ids()?;
         }
         Ok(worker)
@@ -551,8 +557,28 @@ impl Worker {
     /// `UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER`), as UCX computes it from the transports the
     /// context enabled.
     pub fn max_am_header(&self) -> Result<usize> {
+        if let Some(limit) = self.0.max_am_header.get() {
+            return Ok(*limit);
+        }
         let attr = self.query(sys::ucp_worker_attr_field::UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER)?;
         Ok(attr.max_am_header)
+    }
+
+    /// `ERR_INVALID_PARAM` (naming `op`) for an active-message header longer than
+    /// [`max_am_header`](Worker::max_am_header): UCX 1.13 aborts the process on one ("RTS is
+    /// too big") instead of failing the send.
+    #[inline(always)]
+    pub(crate) fn check_am_header(&self, op: &'static str, length: usize) -> Result<()> {
+        match self.0.max_am_header.get() {
+            Some(&limit) if length > limit => Err(Error::with_detail(
+                op,
+                Status::ERR_INVALID_PARAM,
+                format!(
+                    "header of {length} bytes; this worker sends at most {limit} (max_am_header)"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Progresses until `done()` holds or `deadline` passes (`Ok(false)`). Busy-polls first, then

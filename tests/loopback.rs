@@ -297,12 +297,15 @@ fn send_now_tcp() {
     send_now(Tls::Tcp);
 }
 
-/// Active messages to a worker that registered no handler at all (a client that sends its
-/// request to a peer that does not speak the protocol) are dropped; the receiver survives and
-/// the sends complete. UCX 1.13 read the handler table before checking the id and crashed here.
+/// Active messages to a worker that registered no handler for their id (a client that sends
+/// its request to a peer that does not speak the protocol, or any peer sending any id) are
+/// dropped; the receiver survives, the sends complete and a handled id still works. UCX 1.13
+/// read the handler table before checking the id and crashed here: with no table at all, and
+/// for ids past its end (from about 19,000 up with ids 0-255 registered).
 fn am_without_handlers(tls: Tls) {
     let pair = Pair::new(tls);
     let workers = pair.workers();
+    let unhandled = [0x30, 256, 19_000, 40_000, u16::MAX];
     for (i, flags) in [
         AmFlags::REPLY,
         AmFlags::NONE,
@@ -315,15 +318,91 @@ fn am_without_handlers(tls: Tls) {
     {
         let send = pair
             .client
-            .am_send(0x30, vec![1u8; 48], vec![2u8; i * 100], flags)
+            .am_send(
+                unhandled[i % unhandled.len()],
+                vec![1u8; 48],
+                vec![2u8; i * 100],
+                flags,
+            )
             .expect("am_send");
         progress_until(&workers, "an unhandled AM is delivered", || send.poll());
     }
-    for _ in 0..100 {
-        for w in &workers {
-            w.progress();
-        }
-    }
+    let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = handled.clone();
+    pair.server_worker
+        .set_am_handler(u16::MAX - 1, move |_| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+    let send = pair
+        .client
+        .am_send(u16::MAX - 1, Vec::new(), vec![3u8; 8], AmFlags::NONE)
+        .expect("am_send");
+    progress_until(&workers, "a handled AM arrives", || {
+        handled.load(std::sync::atomic::Ordering::Relaxed) == 1
+    });
+    send.wait().expect("the handled AM's send");
+}
+
+/// A header up to `max_am_header` arrives whole; a longer one is refused with
+/// `ERR_INVALID_PARAM` by both kinds of send (UCX 1.13 aborted the process: "RTS is too big"),
+/// and so are flags asking for both the eager and the rendezvous protocol.
+fn am_send_refusals(tls: Tls) {
+    let pair = Pair::new(tls);
+    let workers = pair.workers();
+    let limit = pair.client_worker.max_am_header().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = got.clone();
+    pair.server_worker
+        .set_am_handler(0x32, move |msg| {
+            seen.lock().unwrap().push(msg.header().to_vec());
+        })
+        .unwrap();
+    let header: Vec<u8> = (0..limit).map(|i| i as u8).collect();
+    let send = pair
+        .client
+        .am_send(0x32, header.clone(), vec![5u8; 1 << 20], AmFlags::NONE)
+        .expect("am_send at the limit");
+    progress_until(&workers, "a header at the limit arrives", || {
+        !got.lock().unwrap().is_empty()
+    });
+    send.wait().expect("the send at the limit");
+    assert!(
+        got.lock().unwrap()[0] == header,
+        "the header arrived changed"
+    );
+    let mut longer = header;
+    longer.push(0);
+    let refused = pair
+        .client
+        .am_send(0x32, longer.clone(), vec![5u8; 8], AmFlags::NONE)
+        .expect_err("a header past the limit was sent");
+    assert_eq!(refused.status(), Status::ERR_INVALID_PARAM, "{refused}");
+    let refused = pair
+        .client
+        .am_send_now(0x32, &longer, &[], AmFlags::NONE)
+        .expect_err("a header past the limit was sent now");
+    assert_eq!(refused.status(), Status::ERR_INVALID_PARAM, "{refused}");
+    let refused = pair
+        .client
+        .am_send(
+            0x32,
+            Vec::new(),
+            vec![5u8; 8],
+            AmFlags::EAGER | AmFlags::RNDV,
+        )
+        .expect_err("a send asking for both protocols was sent");
+    assert_eq!(refused.status(), Status::ERR_INVALID_PARAM, "{refused}");
+}
+
+#[test]
+fn am_send_refusals_shm() {
+    am_send_refusals(Tls::Shm);
+}
+
+#[test]
+fn am_send_refusals_tcp() {
+    am_send_refusals(Tls::Tcp);
 }
 
 #[test]
@@ -900,8 +979,11 @@ fn bad_rkey_descriptors_are_refused() {
         unpack(&pair.client, &wraps).is_err(),
         "a region that wraps around"
     );
-    // Zero-length regions are refused at registration.
+    // Zero-length regions are refused at registration, and more than the host has at once
+    // (UCX 1.13 filled /dev/shm until the host ran out).
     assert!(MemRegion::allocate(&pair.context, 0).is_err());
+    let huge = MemRegion::allocate(&pair.context, 1 << 46).expect_err("64 TiB allocated");
+    assert_eq!(huge.status(), Status::ERR_NO_MEMORY, "{huge}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1253,6 +1335,68 @@ fn engine_am_queue_waits_end_and_queues_replace() {
         .expect("message 3");
     assert_eq!(message.header, [3]);
     assert!(queue.is_empty());
+    ep.close(CloseMode::Flush).unwrap();
+}
+
+/// Several threads taking from one queue: each `am_recv` returns a message or waits, never
+/// ends early because another thread took the message it woke for (it returned `None` then).
+#[test]
+fn engine_am_queue_shared_by_receivers() {
+    const AM_Q: u16 = 34;
+    const RECEIVERS: usize = 4;
+    const MESSAGES: usize = 400;
+    let (engine, ep) = engine_connected_to_itself();
+    let engine = Arc::new(engine);
+    let queue = Arc::new(AmQueue::new(engine.worker(), AM_Q).unwrap());
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let receivers: Vec<_> = (0..RECEIVERS)
+        .map(|_| {
+            let (engine, queue, taken) = (engine.clone(), queue.clone(), taken.clone());
+            std::thread::spawn(move || {
+                use std::sync::atomic::Ordering::SeqCst;
+                // Each message is counted when taken; a thread stops once all are.
+                while taken.load(SeqCst) < MESSAGES {
+                    match engine.am_recv(&queue, Some(Duration::from_millis(500)), &[]) {
+                        Some(_) => {
+                            taken.fetch_add(1, SeqCst);
+                        }
+                        None => assert!(
+                            taken.load(SeqCst) >= MESSAGES - RECEIVERS,
+                            "am_recv gave None before its 500 ms timeout while messages came"
+                        ),
+                    }
+                }
+            })
+        })
+        .collect();
+    for n in 0..MESSAGES {
+        let send = ep
+            .am_send(AM_Q, Vec::new(), vec![n as u8; 8], AmFlags::NONE)
+            .unwrap();
+        engine.wait(send).unwrap();
+        if n % 16 == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    for r in receivers {
+        r.join().expect("receiver");
+    }
+    assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), MESSAGES);
+    ep.close(CloseMode::Flush).unwrap();
+}
+
+/// A spin longer than the clock can add (`Duration::MAX`) is taken as `MAX_SPIN`: waits work
+/// (they panicked adding it to the time).
+#[test]
+fn engine_with_the_longest_spin_waits() {
+    let engine = Engine::with_spin(&Tls::Tcp.context(), Duration::MAX).expect("engine");
+    let ep = engine
+        .worker()
+        .connect_address(&engine.worker().address().unwrap())
+        .unwrap();
+    let recv = engine.worker().tag_recv(9, u64::MAX, vec![0u8; 8]).unwrap();
+    engine.wait(ep.tag_send(9, vec![4u8; 8]).unwrap()).unwrap();
+    assert_eq!(engine.wait(recv).unwrap().buffer, [4u8; 8]);
     ep.close(CloseMode::Flush).unwrap();
 }
 

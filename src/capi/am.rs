@@ -370,7 +370,9 @@ pub const SWUCX_AM_FLAG_RNDV: u32 = 1 << 2;
 /// Sends active message `id` with `header_length` bytes of header and `length` bytes of payload.
 /// Both buffers must stay valid until the request completes (UCX 1.13 does not copy the header
 /// at send time). Large payloads go by rendezvous: the send completes once the receiver has
-/// pulled them. `flags`: `SWUCX_AM_FLAG_*`. On success writes a request to `*req_p`.
+/// pulled them. `flags`: `SWUCX_AM_FLAG_*`. On success writes a request to `*req_p`. A header
+/// longer than UCX's limit for the worker (its `max_am_header`, about 8 KiB over shared memory
+/// and tcp) is `SWUCX_ERR_INVALID_PARAM`; put larger data in the payload.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_ep_am_send(
     ep: *const swucx_ep_t,

@@ -89,7 +89,8 @@ pub extern "C" fn swucx_mem_map(
 }
 
 /// Lets UCX allocate `length` bytes of registered memory (best for shared memory and RDMA); read
-/// its address with `swucx_mem_address`. Freed by UCX when the region is unmapped.
+/// its address with `swucx_mem_address`. Freed by UCX when the region is unmapped. More than the
+/// host's physical memory is `SWUCX_ERR_NO_MEMORY`.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_mem_allocate(
     context: *const swucx_context_t,
