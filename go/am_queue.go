@@ -40,7 +40,7 @@ type AMReceived struct {
 	ReplyEndpoint *Endpoint
 }
 
-// AMQueue queues the active messages with id (below 256; register before traffic starts).
+// AMQueue queues the active messages with id (register it before traffic starts).
 // It replaces the id's handler or queue, if any. The queue is unbounded. Close it when done;
 // Engine.Close closes it too.
 func (e *Engine) AMQueue(id uint16) (*AMQueue, error) {

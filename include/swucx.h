@@ -935,8 +935,8 @@ swucx_status_t swucx_ep_am_send_mem(const struct swucx_ep_t *ep,
                                     struct swucx_request_t **req_p);
 
 /**
- * Queues the active messages with `id` that reach `worker` (replacing the id's handler; ids
- * below 256, registered before traffic starts): writes the new queue to `*queue_p`. The queue
+ * Queues the active messages with `id` that reach `worker` (replacing the id's handler;
+ * registered before traffic starts): writes the new queue to `*queue_p`. The queue
  * is unbounded.
  */
 swucx_status_t swucx_am_queue_create(const struct swucx_worker_t *worker,

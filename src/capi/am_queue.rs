@@ -32,8 +32,8 @@ pub struct swucx_am_queue_t {
 }
 impl_handle!(swucx_am_queue_t, b"SWamqueu");
 
-/// Queues the active messages with `id` that reach `worker` (replacing the id's handler; ids
-/// below 256, registered before traffic starts): writes the new queue to `*queue_p`. The queue
+/// Queues the active messages with `id` that reach `worker` (replacing the id's handler;
+/// registered before traffic starts): writes the new queue to `*queue_p`. The queue
 /// is unbounded.
 #[unsafe(no_mangle)]
 pub extern "C" fn swucx_am_queue_create(
