@@ -187,7 +187,8 @@ type engine struct {
 
 // conn is one UCX connection. answered turns true with its first reply: failures before it
 // mean the listener is unreachable (fall back), after it a read in flight failed (an error).
-// retired: markDown closed it (not its own failure): reads on it fall back.
+// retired: closed for something other than the read that finds it closed (markDown, the
+// idle close, another read's failure on it): that read falls back to HTTP instead of failing.
 type conn struct {
 	e        *engine // the worker the connection lives on
 	ep       *swucx.Endpoint
@@ -202,6 +203,9 @@ type conn struct {
 	// connected), in Unix nanoseconds.
 	users    atomic.Int32
 	lastUsed atomic.Int64
+	// probeEnd is when a connection that has not answered yet counts as not answering
+	// (connected + ProbeTimeout): its sends and waits end then, whatever the reads' contexts.
+	probeEnd time.Time
 }
 
 // use marks a read using cn; release (called once per use) marks it done.
@@ -366,10 +370,12 @@ func (c *Client) Stats() Stats {
 // read with ErrInvalidJWT.
 //
 // The bytes go over UCX, straight into dst for large reads; over HTTP when the server's UCX
-// listener cannot be reached or does not speak the protocol (unless Options.NoFallback). A
-// read whose connection fails after the server answered on it returns that error (wrapping a
-// swucx error such as swucx.ErrConnectionReset); later reads reconnect or fall back. ctx bounds
-// the wait for the reply. Once the bytes are moving into dst the read waits for them even past
+// listener cannot be reached or does not speak the protocol (unless Options.NoFallback; a
+// listener that accepts and never answers counts after Options.ProbeTimeout, whatever ctx
+// says). When a connection fails after the server answered on it, the read that finds the
+// failure returns it (wrapping a swucx error such as swucx.ErrConnectionReset); the other
+// reads in flight on that connection go over HTTP; later reads reconnect or fall back. ctx
+// bounds the wait for the reply. Once the bytes are moving into dst the read waits for them even past
 // ctx's end, for at most 10 s more: a server that stalls mid-transfer without failing
 // (stopped, its socket alive) then has its connection cut, and the read returns ctx's error
 // once UCX let go of dst. dst is never written after ReadNeedle returns. After Close, reads
@@ -485,7 +491,9 @@ func (s *server) markDown(c *Client, failed *conn) {
 	}
 }
 
-// drop removes one connection from the pool and closes it.
+// drop removes one connection from the pool and closes it, for one read's failure on it: the
+// other reads in flight on it end (canceled, or on a closed endpoint) and fall back to HTTP
+// (retired), where they had failed with errors that did not say the server went.
 func (s *server) drop(cn *conn) {
 	s.mu.Lock()
 	for i, x := range s.conns {
@@ -495,6 +503,7 @@ func (s *server) drop(cn *conn) {
 		}
 	}
 	s.mu.Unlock()
+	cn.retired.Store(true)
 	cn.close()
 }
 
@@ -542,7 +551,7 @@ func (s *server) conn(ctx context.Context, c *Client) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cn := &conn{e: e, ep: ep}
+	cn := &conn{e: e, ep: ep, probeEnd: time.Now().Add(c.opts.ProbeTimeout)}
 	cn.version.Store(maxVersion)
 	cn.lastUsed.Store(time.Now().UnixNano())
 	if c.opts.NoDirectReads {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -343,6 +344,62 @@ func TestFallbackWithoutServer(t *testing.T) {
 	}
 	if st := mute.Stats(); st.HTTP != 1 || st.FallbackProtocol != 1 {
 		t.Fatalf("stats %+v: want one HTTP read after a protocol fallback", st)
+	}
+
+	// Another program on the UCX port: TCP accepts and nothing answers, so the connection
+	// never completes and the request is never sent. The probe bounds that as well: a read
+	// without a deadline goes over HTTP after it, and reads with deadlines shorter than the
+	// probe end one after another until it is over, then go over HTTP.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, conn); conn.Close() }()
+		}
+	}()
+	deafClient := func() *seaweed.Client {
+		return newClient(t, seaweed.Options{
+			ProbeTimeout: 300 * time.Millisecond,
+			Settings:     map[string]string{"TLS": "tcp"},
+			UCXAddress:   func(string) (string, error) { return ln.Addr().String(), nil },
+		})
+	}
+	deaf := deafClient()
+	start := time.Now()
+	got, err = readAll(context.Background(), deaf, c.VolumeServer, f.fid, len(f.data))
+	if err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("read via a port that is not UCX: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the read took %v, want about the 300 ms probe", took)
+	}
+	if st := deaf.Stats(); st.HTTP != 1 || st.FallbackProtocol != 1 {
+		t.Fatalf("stats %+v: want one HTTP read after a protocol fallback", st)
+	}
+	deaf = deafClient()
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		got, err = readAll(ctx, deaf, c.VolumeServer, f.fid, len(f.data))
+		cancel()
+		if err == nil {
+			if !bytes.Equal(got, f.data) {
+				t.Fatal("corrupted bytes over HTTP")
+			}
+			break
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || i == 20 {
+			t.Fatalf("read %d with a 100 ms deadline: %v", i, err)
+		}
+	}
+	if st := deaf.Stats(); st.HTTP != 1 {
+		t.Fatalf("stats %+v: want the reads to go over HTTP once the probe was over", st)
 	}
 }
 

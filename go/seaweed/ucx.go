@@ -90,6 +90,11 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
+			if !cn.answered.Load() && !time.Now().Before(cn.probeEnd) {
+				// Reads with short deadlines ended one after another on a connection that
+				// never answered: its probe is over, so later reads go over HTTP.
+				s.markDown(c, cn)
+			}
 			return 0, nil, fmt.Errorf("read %s: %w", id, err)
 		case c.isClosed():
 			return 0, nil, fmt.Errorf("read %s: %w", id, ErrClosed)
@@ -97,7 +102,7 @@ func (c *Client) readUCX(ctx context.Context, s *server, id FileID, offset uint6
 			s.markDown(c, cn)
 			return 0, &c.stats.protocol, err
 		case cn.retired.Load():
-			// Closed by markDown for another read's failure: not this read's.
+			// Closed for another read's failure or by markDown: not this read's.
 			return 0, &c.stats.down, fmt.Errorf("%w: %w", errRetired, err)
 		case !cn.answered.Load():
 			s.markDown(c, cn)
@@ -170,8 +175,20 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, req *readRequest) (*re
 	}
 	ch := make(chan *swucx.AMMessage, 1)
 	c.waiters.Store(req.id, ch)
-	if err := cn.ep.AMSend(ctx, AMRead, hdr, nil, swucx.AMReply|swucx.AMEager); err != nil {
+	// Until the connection has answered, its probe bounds the send as well as the wait: a
+	// listener that accepts and never answers (a stopped swucx serve, another program on the
+	// port) leaves the connection unfinished, and the send would wait for ctx alone.
+	sendCtx := ctx
+	if !cn.answered.Load() {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithDeadline(ctx, cn.probeEnd)
+		defer cancel()
+	}
+	if err := cn.ep.AMSend(sendCtx, AMRead, hdr, nil, swucx.AMReply|swucx.AMEager); err != nil {
 		c.forget(req.id, ch)
+		if ctx.Err() == nil && sendCtx.Err() != nil {
+			err = errProbe
+		}
 		return nil, nil, err
 	}
 	msg, err := c.await(ctx, cn, ch)
@@ -219,7 +236,7 @@ func (c *Client) await(ctx context.Context, cn *conn, ch chan *swucx.AMMessage) 
 	}
 	var probe <-chan time.Time
 	if !cn.answered.Load() {
-		t := time.NewTimer(c.opts.ProbeTimeout)
+		t := time.NewTimer(time.Until(cn.probeEnd))
 		defer t.Stop()
 		probe = t.C
 	}
