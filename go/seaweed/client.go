@@ -115,9 +115,11 @@ var (
 	ErrNotFound = errors.New("seaweed: needle not found")
 	// ErrUnauthorized: the read JWT was missing or refused (weed's 401).
 	ErrUnauthorized = errors.New("seaweed: read JWT refused")
-	// ErrCorrupt: the needle's data does not match its stored CRC (weed answers such a read
-	// with an error too). The client checks whole large needles itself; the server checks the
-	// rest.
+	// ErrCorrupt: the needle's data does not match its stored CRC, found by the client's own
+	// check, which covers whole reads of needles over 1 MiB (dst may hold some of the bytes
+	// then). Other reads the server checks: it answers a corrupt needle INTERNAL and the read
+	// goes over HTTP, where weed refuses it too (an HTTP 500 error; with NoFallback,
+	// ErrUCXUnavailable wrapping the *ServerError).
 	ErrCorrupt = errors.New("seaweed: needle data fails its CRC")
 	// ErrInvalidJWT: the read JWT is longer than the protocol carries (4096 bytes) or holds a
 	// byte outside printable ASCII. The read fails at once, on no path: weed's JWTs are far
@@ -403,6 +405,10 @@ func (c *Client) read(ctx context.Context, volumeServer, fid string, offset int6
 	}
 	if len(dst) == 0 {
 		return 0, nil
+	}
+	// weed's volume location "url" is host:port; a URL here would become http://http//...
+	if _, _, err := net.SplitHostPort(volumeServer); err != nil {
+		return 0, fmt.Errorf("read %s: volume server %q: want host:port, as weed's lookup gives it: %w", fid, volumeServer, err)
 	}
 	s, err := c.server(volumeServer)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"math/rand"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -313,6 +314,19 @@ func concurrentReaders(t *testing.T, cluster testcluster.Options, opts seaweed.O
 		t.Fatalf("the server counted %v OK replies (%v), want %d", ok, err, 16*40)
 	}
 	return c
+}
+
+// A volume server given as a URL, not host:port, is refused before any connection, with a
+// message that says what is wanted (it became "http://http//..." and counted as unreachable).
+func TestVolumeServerIsHostPort(t *testing.T) {
+	cl := newClient(t, seaweed.Options{})
+	_, err := cl.ReadNeedle(context.Background(), "http://127.0.0.1:8080", "3,01637037d6", 0, make([]byte, 8), "")
+	if err == nil || !strings.Contains(err.Error(), "want host:port") {
+		t.Fatalf("read from a URL: %v", err)
+	}
+	if st := cl.Stats(); st != (seaweed.Stats{Failed: 1}) {
+		t.Fatalf("stats %+v: want one failed read and nothing else", st)
+	}
 }
 
 // With no swucx server, reads go over HTTP and say why; a server that accepts UCX connections
