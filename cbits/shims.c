@@ -31,6 +31,16 @@ ucs_status_t swucx_shim_ptr_status(const void *ptr)
     return UCS_PTR_STATUS(ptr);
 }
 
+unsigned swucx_shim_async_max_events(void)
+{
+    return ucs_global_opts.async_max_events;
+}
+
+void swucx_shim_set_async_max_events(unsigned max_events)
+{
+    ucs_global_opts.async_max_events = max_events;
+}
+
 ucp_datatype_t swucx_shim_dt_contig_bytes(void)
 {
     return ucp_dt_make_contig(1);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <ucp/api/ucp.h>
+#include <ucs/config/global_opts.h>
 
 /* ucp_init() is static inline in ucp.h: it passes this header's UCP_API_MAJOR/MINOR. */
 ucs_status_t swucx_shim_ucp_init(const ucp_params_t *params, const ucp_config_t *config,
@@ -18,6 +19,14 @@ ucs_status_t swucx_shim_ucp_init(const ucp_params_t *params, const ucp_config_t 
 int swucx_shim_ptr_is_err(const void *ptr);
 int swucx_shim_ptr_is_ptr(const void *ptr);
 ucs_status_t swucx_shim_ptr_status(const void *ptr);
+
+/*
+ * UCS's limit on async event handlers, ucs_global_opts.async_max_events (UCX_ASYNC_MAX_EVENTS,
+ * read once when libucs loads; each connection's sockets take handlers): read and raise it.
+ * Raised only before the process's first worker exists (missed-event queues are sized by it).
+ */
+unsigned swucx_shim_async_max_events(void);
+void swucx_shim_set_async_max_events(unsigned max_events);
 
 /* ucp_dt_make_contig(1): the byte datatype. */
 ucp_datatype_t swucx_shim_dt_contig_bytes(void);

@@ -275,6 +275,7 @@ impl ContextBuilder {
 
     /// Creates the context.
     pub fn build(self) -> Result<Context> {
+        raise_async_event_limit();
         let config = UcxConfig::read()?;
         let keepalive = if self.no_peer_failure {
             None
@@ -522,6 +523,39 @@ impl std::fmt::Debug for Context {
             .field("features", &self.0.features)
             .finish()
     }
+}
+
+/// How many async event handlers UCS allows in a process (`UCX_ASYNC_MAX_EVENTS`) unless the
+/// environment says: UCX's 1,024 let a server's connection sockets run out of handlers past
+/// about a thousand connections (or sockets that never finish a handshake), and UCX 1.13 then
+/// closes the refused sockets twice and corrupts its heap (a hostile peer crashed `swucx serve`
+/// that way: 1,100 idle TCP connections, then a few UCX clients). Each worker's missed-event
+/// queue takes 8 bytes per handler allowed (512 KiB here).
+pub const ASYNC_MAX_EVENTS: u32 = 65_536;
+
+/// Raises UCS's async event limit to [`ASYNC_MAX_EVENTS`] once per process, at the first
+/// context built (before swucx makes any worker: each sizes a queue by the limit), unless
+/// `UCX_ASYNC_MAX_EVENTS` is set (UCS read it when it loaded).
+fn raise_async_event_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("UCX_ASYNC_MAX_EVENTS").is_some() {
+            return;
+        }
+        // SAFETY: plain reads and a write of a UCS global, here before any worker of this
+        // process (swucx's) exists and so before UCS's async thread reads it.
+        unsafe {
+            if sys::swucx_shim_async_max_events() < ASYNC_MAX_EVENTS {
+                sys::swucx_shim_set_async_max_events(ASYNC_MAX_EVENTS);
+            }
+        }
+    });
+}
+
+/// The async event limit in force (`UCX_ASYNC_MAX_EVENTS`, or what swucx raised it to).
+pub fn async_max_events() -> u32 {
+    // SAFETY: a plain read of a UCS global.
+    unsafe { sys::swucx_shim_async_max_events() }
 }
 
 /// The (major, minor) release of the UCX library loaded at run time, e.g. `(1, 13)` (compare

@@ -59,8 +59,8 @@ pub use am::{AmDesc, AmFlags, AmMessage};
 pub use am_queue::{AmQueue, QueuedAm};
 pub use buffer::{Buf, BufMut, FileMap, MappedSlice, Payload, RawBuf};
 pub use context::{
-    Context, ContextBuilder, DEFAULT_CONFIG, DefaultFor, DefaultSetting, Features, ucx_release,
-    ucx_version,
+    ASYNC_MAX_EVENTS, Context, ContextBuilder, DEFAULT_CONFIG, DefaultFor, DefaultSetting,
+    Features, async_max_events, ucx_release, ucx_version,
 };
 pub use endpoint::{CloseMode, Endpoint, ErrorHandler};
 pub use engine::{DEFAULT_SPIN, Engine, MAX_SPIN, Signal, SpinGuard, WaitEnd};

@@ -145,10 +145,16 @@ impl Setup {
             .expect("start swucx serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let out = log.with_extension("out");
         std::thread::spawn(move || {
+            let mut stdout = std::io::BufReader::new(stdout);
             let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = stdout.read_line(&mut line);
             let _ = tx.send(line);
+            // UCX logs to stdout: the rest goes to a file `stderr()` reads too.
+            if let Ok(mut file) = std::fs::File::create(out) {
+                let _ = std::io::copy(&mut stdout, &mut file);
+            }
         });
         let line = rx.recv_timeout(BOUND).unwrap_or_default();
         let addr = line
@@ -209,8 +215,11 @@ impl Serve {
             .unwrap_or_else(|| panic!("swucx serve did not start:\n{}", self.stderr()))
     }
 
+    /// What it wrote to stderr, then what UCX logged to its stdout after the banner.
     fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let mut text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text += &std::fs::read_to_string(self.log.with_extension("out")).unwrap_or_default();
+        text
     }
 
     fn signal(&self, signal: libc::c_int) {
@@ -676,6 +685,52 @@ fn serve_logs_the_reads_it_fails() {
     }
     assert!(
         serve.stderr().contains("answered INTERNAL"),
+        "{}",
+        serve.stderr()
+    );
+}
+
+/// More than UCX's default 1,024 async event handlers' worth of sockets: 1,100 TCP connections
+/// to the listening port that never start UCX's handshake, held, then closed, followed by
+/// ordinary clients. With UCX's default limit the server closed refused sockets twice ("failed
+/// to close fd") and crashed within a few clients (a hostile peer's attack); swucx raises the
+/// limit, and the server serves every read afterwards.
+#[test]
+fn serve_survives_more_idle_sockets_than_ucx_had_handlers_for() {
+    let setup = Setup::new("sockets");
+    let serve = setup.serve(&[], &[]);
+    // This process holds the sockets: its soft open-files limit up to the hard one.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_cur >= 1300,
+        "open-files limit {}",
+        limit.rlim_cur
+    );
+    let sockets: Vec<_> = (0..1100)
+        .map(|_| std::net::TcpStream::connect(serve.addr()).expect("a TCP connection"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    drop(sockets);
+    for i in 0..20 {
+        let out = setup.read(serve.addr(), &["-o", "/dev/null"], &[]);
+        assert!(
+            out.status.success(),
+            "read {i} after the idle sockets: {}\nserver:\n{}",
+            stderr(&out),
+            serve.stderr()
+        );
+    }
+    assert!(
+        !serve.stderr().contains("failed to close fd"),
         "{}",
         serve.stderr()
     );

@@ -539,9 +539,17 @@ impl Lane {
         check_am_header_limit(&worker)?;
         let jobs: Arc<Mutex<VecDeque<Job>>> = Arc::default();
         let queue = jobs.clone();
+        let counts = stats.clone();
         worker.set_am_handler(AM_ID_READ, move |msg| {
             let Some(ep) = msg.reply_endpoint() else {
-                log::warn!("READ request without a reply endpoint; dropped");
+                // Counted and throttled: a client could send these as fast as it likes.
+                counts.request_dropped();
+                if let Some(held_back) = NO_REPLY_ENDPOINT.allow() {
+                    log::warn!(
+                        "READ request without a reply endpoint (sent without UCX's REPLY flag); \
+                         dropped ({held_back} more since the last warning)"
+                    );
+                }
                 return;
             };
             let job = Job {
@@ -1045,6 +1053,9 @@ impl Throttle {
 
 /// Warnings about reads the server failed (answered INTERNAL), of every server in the process.
 static FAILED_READS: Throttle = Throttle::new(WARN_EVERY);
+
+/// Warnings about READ requests dropped for want of a reply endpoint, of every server.
+static NO_REPLY_ENDPOINT: Throttle = Throttle::new(WARN_EVERY);
 
 impl Inbox {
     /// Hands `request` to the lane and wakes it.

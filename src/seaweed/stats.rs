@@ -172,7 +172,7 @@ impl StatsSnapshot {
             (
                 "requests_dropped_total",
                 "counter",
-                "Requests dropped without a reply (no readable request id, or a connection far past its in-flight limit).",
+                "Requests dropped without a reply (no readable request id, sent without a reply endpoint, or a connection far past its in-flight limit).",
                 self.requests_dropped,
             ),
             (
