@@ -62,7 +62,8 @@ pub struct AmQueue {
 }
 
 impl AmQueue {
-    /// Queues the active messages with `id` that reach `worker`. The queue is unbounded: a sender faster than its receivers grows it.
+    /// Queues the active messages with `id` that reach `worker`. The queue is unbounded: a
+    /// sender faster than its receivers grows it.
     pub fn new(worker: &Worker, id: u16) -> Result<AmQueue> {
         let shared = Arc::new(Shared {
             items: Mutex::new(Some(VecDeque::new())),
