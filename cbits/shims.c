@@ -31,6 +31,8 @@ ucs_status_t swucx_shim_ptr_status(const void *ptr)
     return UCS_PTR_STATUS(ptr);
 }
 
+/* UCX 1.14 removed the limit (openucx/ucx#8112) and the field with it. */
+#if (UCP_API_MAJOR == 1) && (UCP_API_MINOR < 14)
 unsigned swucx_shim_async_max_events(void)
 {
     return ucs_global_opts.async_max_events;
@@ -40,6 +42,17 @@ void swucx_shim_set_async_max_events(unsigned max_events)
 {
     ucs_global_opts.async_max_events = max_events;
 }
+#else
+unsigned swucx_shim_async_max_events(void)
+{
+    return 0;
+}
+
+void swucx_shim_set_async_max_events(unsigned max_events)
+{
+    (void)max_events;
+}
+#endif
 
 ucp_datatype_t swucx_shim_dt_contig_bytes(void)
 {

@@ -24,6 +24,7 @@ ucs_status_t swucx_shim_ptr_status(const void *ptr);
  * UCS's limit on async event handlers, ucs_global_opts.async_max_events (UCX_ASYNC_MAX_EVENTS,
  * read once when libucs loads; each connection's sockets take handlers): read and raise it.
  * Raised only before the process's first worker exists (missed-event queues are sized by it).
+ * UCX 1.14 and later have no such limit: 0, and setting it does nothing.
  */
 unsigned swucx_shim_async_max_events(void);
 void swucx_shim_set_async_max_events(unsigned max_events);

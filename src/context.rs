@@ -525,8 +525,8 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// How many async event handlers UCS allows in a process (`UCX_ASYNC_MAX_EVENTS`) unless the
-/// environment says: UCX's 1,024 let a server's connection sockets run out of handlers past
+/// How many async event handlers UCS allows in a process (`UCX_ASYNC_MAX_EVENTS`, UCX < 1.14;
+/// later releases have no limit) unless the environment says: UCX's 1,024 let a server's connection sockets run out of handlers past
 /// about a thousand connections (or sockets that never finish a handshake), and UCX 1.13 then
 /// closes the refused sockets twice and corrupts its heap (a hostile peer crashed `swucx serve`
 /// that way: 1,100 idle TCP connections, then a few UCX clients). Each worker's missed-event
@@ -542,20 +542,20 @@ fn raise_async_event_limit() {
         if std::env::var_os("UCX_ASYNC_MAX_EVENTS").is_some() {
             return;
         }
-        // SAFETY: plain reads and a write of a UCS global, here before any worker of this
-        // process (swucx's) exists and so before UCS's async thread reads it.
-        unsafe {
-            if sys::swucx_shim_async_max_events() < ASYNC_MAX_EVENTS {
-                sys::swucx_shim_set_async_max_events(ASYNC_MAX_EVENTS);
-            }
+        if async_max_events().is_some_and(|limit| limit < ASYNC_MAX_EVENTS) {
+            // SAFETY: a plain write of a UCS global, here before any worker of this process
+            // (swucx's) exists and so before UCS's async thread reads it.
+            unsafe { sys::swucx_shim_set_async_max_events(ASYNC_MAX_EVENTS) };
         }
     });
 }
 
-/// The async event limit in force (`UCX_ASYNC_MAX_EVENTS`, or what swucx raised it to).
-pub fn async_max_events() -> u32 {
-    // SAFETY: a plain read of a UCS global.
-    unsafe { sys::swucx_shim_async_max_events() }
+/// The async event limit in force (`UCX_ASYNC_MAX_EVENTS`, or what swucx raised it to); `None`
+/// for UCX 1.14 and later, which have no such limit.
+pub fn async_max_events() -> Option<u32> {
+    // SAFETY: a plain read of a UCS global (0 from the shim where UCX has none).
+    let limit = unsafe { sys::swucx_shim_async_max_events() };
+    (limit != 0).then_some(limit)
 }
 
 /// The (major, minor) release of the UCX library loaded at run time, e.g. `(1, 13)` (compare
