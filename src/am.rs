@@ -596,7 +596,17 @@ const AM_SEND: &str = "ucp_am_send_nbx";
 /// ask for both the eager and the rendezvous protocol.
 #[inline(always)]
 fn check_am_send(worker: &Worker, header_length: usize, flags: AmFlags) -> Result<()> {
-    worker.check_am_header(AM_SEND, header_length)?;
+    if let Some(limit) = worker.am_header_limit()
+        && header_length > limit
+    {
+        return Err(Error::with_detail(
+            AM_SEND,
+            Status::ERR_INVALID_PARAM,
+            format!(
+                "header of {header_length} bytes; this worker sends at most {limit} (max_am_header)"
+            ),
+        ));
+    }
     let both = AmFlags::EAGER.0 | AmFlags::RNDV.0;
     if flags.0 & both == both {
         return Err(Error::with_detail(

@@ -232,9 +232,7 @@ impl Limit {
             },
         }
     }
-}
 
-impl Limit {
     /// Whether the deadline has passed (fixing it now if not yet).
     fn passed(&mut self) -> bool {
         let now = Instant::now();

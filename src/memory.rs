@@ -111,6 +111,13 @@ impl MemRegion {
                 "zero-length region",
             ));
         }
+        if (addr as usize).checked_add(len).is_none() {
+            return Err(Error::with_detail(
+                "ucp_mem_map",
+                Status::ERR_INVALID_PARAM,
+                "the region runs past the end of the address space",
+            ));
+        }
         let params = sys::ucp_mem_map_params_t {
             field_mask: u64::from(
                 sys::ucp_mem_map_params_field::UCP_MEM_MAP_PARAM_FIELD_ADDRESS.0

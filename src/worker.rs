@@ -564,21 +564,11 @@ impl Worker {
         Ok(attr.max_am_header)
     }
 
-    /// `ERR_INVALID_PARAM` (naming `op`) for an active-message header longer than
-    /// [`max_am_header`](Worker::max_am_header): UCX 1.13 aborts the process on one ("RTS is
-    /// too big") instead of failing the send.
+    /// [`max_am_header`](Worker::max_am_header) as read at creation; None without the AM
+    /// feature.
     #[inline(always)]
-    pub(crate) fn check_am_header(&self, op: &'static str, length: usize) -> Result<()> {
-        match self.0.max_am_header.get() {
-            Some(&limit) if length > limit => Err(Error::with_detail(
-                op,
-                Status::ERR_INVALID_PARAM,
-                format!(
-                    "header of {length} bytes; this worker sends at most {limit} (max_am_header)"
-                ),
-            )),
-            _ => Ok(()),
-        }
+    pub(crate) fn am_header_limit(&self) -> Option<usize> {
+        self.0.max_am_header.get().copied()
     }
 
     /// Progresses until `done()` holds or `deadline` passes (`Ok(false)`). Busy-polls first, then

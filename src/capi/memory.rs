@@ -4,7 +4,7 @@ use std::ffi::c_void;
 
 use super::context::swucx_context_t;
 use super::endpoint::swucx_ep_t;
-use super::status::{SWUCX_ERR_INVALID_PARAM, SWUCX_OK, swucx_status_t};
+use super::status::{SWUCX_OK, swucx_status_t};
 use super::{
     Handle, boundary, byte_slice, fail, impl_handle, into_handle, swucx_bytes_t, try_arg, try_out,
     try_ref, try_take, write_out,
@@ -65,20 +65,12 @@ pub extern "C" fn swucx_mem_map(
 ) -> swucx_status_t {
     boundary(|| {
         let context = &try_ref!(context).context;
-        if length == 0 {
-            return super::fail_with(SWUCX_ERR_INVALID_PARAM, "an empty region (length 0)");
-        }
+        // Empty regions and ones that wrap around are refused by MemRegion itself.
         try_arg!(super::c_array(
             address.cast_const().cast::<u8>(),
             length,
             "address"
         ));
-        if (address as usize).checked_add(length).is_none() {
-            return super::fail_with(
-                SWUCX_ERR_INVALID_PARAM,
-                "the region runs past the end of the address space",
-            );
-        }
         try_out!(mem_p);
         // SAFETY: the C contract above: the caller keeps the memory valid while it is mapped.
         hand_region(
